@@ -1,0 +1,56 @@
+# Ragline: `make run` starts the whole stack, `make test` runs every test.
+# Both create the virtual environment in .venv and install the pinned requirements first.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+PACKAGES := lib services/embedder services/retriever services/generator gateway
+PROTOS := $(wildcard protos/ragline/v1/*.proto)
+
+# llama.cpp builds from source here; a portable build, because the native one crashes in AMX kernels.
+export CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+# Models come from installed packages only; never from a hub.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: help setup run test lint protos lock clean
+
+help:
+	@echo "make run    start PostgreSQL, Redis and the four services, and wait until all are healthy"
+	@echo "make test   run all tests (unit and integration)"
+	@echo "make lint   ruff and mypy"
+	@echo "make protos regenerate the gRPC stubs from protos/"
+
+setup: $(STAMP)
+
+# Every requirement is pinned in requirements.lock (a complete `pip freeze`), installed without
+# resolution so that every machine gets the same versions; torch comes from the CPU wheel.
+$(STAMP): requirements.lock $(addsuffix /pyproject.toml,$(PACKAGES))
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip setuptools wheel
+	$(PIP) install --no-deps -r requirements.lock
+	$(PIP) install --no-deps --no-build-isolation $(addprefix -e ,$(PACKAGES))
+	touch $@
+
+protos: $(STAMP)
+	$(PY) tools/gen_protos.py
+
+run: $(STAMP)
+	$(PY) -m ragline.devstack
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy -p ragline -p ragline_embedder -p ragline_retriever -p ragline_generator -p ragline_gateway
+
+lock: $(STAMP)
+	{ sed -n '1,2p' requirements.lock; $(PIP) freeze --exclude-editable | grep -v -E '^(ragline|pip|setuptools|wheel)=='; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,92 @@
+"""The gateway's connections to its dependencies, and their health.
+
+The gateway needs the embedder and the retriever to do anything (they decide its
+readiness); the generator only for Ask; Redis is optional (no cache while it is down).
+A gauge per dependency tells SREs which one is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+import redis.asyncio as aioredis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import Gauge
+from ragline.channels import open_channel
+from ragline.config import state_dir
+from ragline.embedded_redis import EmbeddedRedis
+from ragline.v1 import embedder_service_pb2_grpc, generator_service_pb2_grpc, retriever_service_pb2_grpc
+
+from ragline_gateway.config import GatewayConfig
+
+log = logging.getLogger(__name__)
+
+DEPENDENCY_UP = Gauge(
+    "ragline_gateway_dependency_up",
+    "1 when the dependency answered its last health check, 0 when it did not.",
+    ["dependency"],
+)
+_HEALTH_TIMEOUT_SECONDS = 2.0
+
+
+class Dependencies:
+    """Channels and stubs to the embedder, retriever and generator, and the Redis client."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self._channels = {
+            "embedder": open_channel(config.embedder_addr, "ragline.v1.EmbedderService"),
+            "retriever": open_channel(config.retriever_addr, "ragline.v1.RetrieverService"),
+            "generator": open_channel(config.generator_addr, "ragline.v1.GeneratorService"),
+        }
+        self.embedder = embedder_service_pb2_grpc.EmbedderServiceStub(self._channels["embedder"])
+        self.retriever = retriever_service_pb2_grpc.RetrieverServiceStub(self._channels["retriever"])
+        self.generator = generator_service_pb2_grpc.GeneratorServiceStub(self._channels["generator"])
+        self._embedded_redis: EmbeddedRedis | None = None
+        self.redis: aioredis.Redis | None = None
+
+    async def start(self) -> None:
+        """Connects to Redis, starting the embedded server first when REDIS_URL is unset."""
+        url = self.config.redis_url
+        if url is None:
+            self._embedded_redis = EmbeddedRedis(state_dir() / "valkey-gateway")
+            url = await asyncio.to_thread(self._embedded_redis.start)
+            log.info("REDIS_URL is unset: started embedded Valkey at %s", url)
+        self.redis = aioredis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+
+    async def _serving(self, name: str) -> bool:
+        stub = health_pb2_grpc.HealthStub(self._channels[name])
+        try:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=_HEALTH_TIMEOUT_SECONDS)
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    async def _redis_up(self) -> bool:
+        if self.redis is None:
+            return False
+        try:
+            return bool(await self.redis.ping())
+        except (aioredis.RedisError, OSError):
+            return False
+
+    async def check(self) -> None:
+        """Updates the dependency gauges; raises while the embedder or retriever is down."""
+        names = list(self._channels)
+        results = await asyncio.gather(*(self._serving(n) for n in names), self._redis_up())
+        for name, up in zip([*names, "redis"], results, strict=True):
+            DEPENDENCY_UP.labels(name).set(1 if up else 0)
+        down = [n for n, up in zip(names, results, strict=False) if not up and n != "generator"]
+        if down:
+            raise RuntimeError(f"{' and '.join(down)} not serving")
+
+    async def close(self) -> None:
+        """Closes the channels and Redis, and stops the embedded Redis if this process started it."""
+        for channel in self._channels.values():
+            await channel.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+        if self._embedded_redis is not None:
+            await asyncio.to_thread(self._embedded_redis.stop)

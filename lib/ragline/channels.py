@@ -1,0 +1,78 @@
+"""gRPC channel and server options shared by every hop, and deadline propagation.
+
+Clients and servers must agree on keepalive: a client that pings more often than the
+server permits gets its connection closed with ENHANCE_YOUR_CALM. Both sides take their
+settings from here. Client channels retry only UNAVAILABLE (the call never reached a
+healthy server), through gRPC's service config, so retries are safe for every method.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import grpc
+
+from ragline.errors import DeadlineExceeded
+
+KEEPALIVE_TIME_MS = 30_000
+KEEPALIVE_TIMEOUT_MS = 10_000
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+SERVER_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+    ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+    ("grpc.keepalive_permit_without_calls", 1),
+    # Clients ping every KEEPALIVE_TIME_MS; allow that and no more often.
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", KEEPALIVE_TIME_MS),
+    ("grpc.http2.max_ping_strikes", 2),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+]
+
+
+def _service_config(service: str) -> str:
+    return json.dumps(
+        {
+            "methodConfig": [
+                {
+                    "name": [{"service": service}],
+                    "retryPolicy": {
+                        "maxAttempts": 3,
+                        "initialBackoff": "0.05s",
+                        "maxBackoff": "0.5s",
+                        "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE"],
+                    },
+                }
+            ]
+        }
+    )
+
+
+def open_channel(target: str, service: str) -> grpc.aio.Channel:
+    """An insecure channel to `target` (host:port) for calls to the proto service `service`."""
+    options: list[tuple[str, Any]] = [
+        ("grpc.service_config", _service_config(service)),
+        ("grpc.enable_retries", 1),
+        ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ]
+    return grpc.aio.insecure_channel(target, options=options)
+
+
+def downstream_timeout(context: grpc.aio.ServicerContext, ceiling: float) -> float:
+    """The timeout for a call made while serving `context`: the caller's remaining time, at most `ceiling`.
+
+    Raises DEADLINE_EXCEEDED when the caller's time is already spent, rather than starting
+    work nobody waits for.
+    """
+    remaining = context.time_remaining()
+    if remaining is None:
+        return ceiling
+    if remaining <= 0.001:
+        raise DeadlineExceeded("the request's deadline was exceeded before the next stage could start")
+    return min(float(remaining), ceiling)

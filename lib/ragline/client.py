@@ -1,0 +1,158 @@
+"""The typed async client for Ragline's public API, for internal services and the `ragline` command.
+
+It wraps the generated `GatewayServiceStub` with one method per RPC, keyword arguments
+with defaults, a default deadline on every call, and the shared channel settings
+(keepalive, retries of UNAVAILABLE). Errors arrive as `grpc.aio.AioRpcError`, whose
+`code()` and `details()` say what went wrong.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from google.protobuf import struct_pb2
+
+from ragline.channels import open_channel
+from ragline.v1 import common_pb2, gateway_service_pb2, gateway_service_pb2_grpc
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+
+
+@dataclass(frozen=True)
+class DocumentToIngest:
+    """One document for `RaglineClient.ingest`."""
+
+    document_id: str
+    """The document's id within its collection, e.g. its path."""
+    content: bytes
+    """The document's UTF-8 bytes."""
+    media_type: str = ""
+    """"text/plain" or "text/markdown"; empty means plain text."""
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    """Metadata stored with the document and returned with its chunks."""
+
+    def to_proto(self) -> gateway_service_pb2.DocumentContent:
+        metadata = struct_pb2.Struct()
+        metadata.update(dict(self.metadata))
+        return gateway_service_pb2.DocumentContent(
+            document_id=self.document_id, content=self.content, media_type=self.media_type, metadata=metadata
+        )
+
+
+class RaglineClient:
+    """An async client of the gateway: `async with RaglineClient() as client: await client.ask("...")`."""
+
+    def __init__(self, address: str | None = None, *, timeout: float = 120.0) -> None:
+        """Connects to `address` (host:port), default `RAGLINE_GATEWAY_ADDR` or 127.0.0.1:50051.
+
+        `timeout` is the deadline, in seconds, of each call that does not set its own.
+        """
+        self.address = address or os.environ.get("RAGLINE_GATEWAY_ADDR") or DEFAULT_ADDRESS
+        self.timeout = timeout
+        self._channel = open_channel(self.address, "ragline.v1.GatewayService")
+        self._stub = gateway_service_pb2_grpc.GatewayServiceStub(self._channel)
+
+    async def __aenter__(self) -> RaglineClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Closes the channel."""
+        await self._channel.close()
+
+    async def ingest(
+        self,
+        documents: Iterable[DocumentToIngest],
+        *,
+        collection: str = "",
+        timeout: float | None = None,
+    ) -> gateway_service_pb2.IngestDocumentsResponse:
+        """Chunks, embeds and stores documents; re-ingesting an id replaces that document."""
+        request = gateway_service_pb2.IngestDocumentsRequest(
+            collection=collection, documents=[d.to_proto() for d in documents]
+        )
+        response: gateway_service_pb2.IngestDocumentsResponse = await self._stub.IngestDocuments(
+            request, timeout=timeout or self.timeout
+        )
+        return response
+
+    async def ask(
+        self,
+        question: str,
+        *,
+        collection: str = "",
+        top_k: int = 0,
+        mode: common_pb2.SearchMode = common_pb2.SEARCH_MODE_UNSPECIFIED,
+        max_tokens: int = 0,
+        temperature: float = 0.0,
+        timeout: float | None = None,
+    ) -> gateway_service_pb2.AskResponse:
+        """Answers `question` from the collection's documents, with citations."""
+        request = gateway_service_pb2.AskRequest(
+            collection=collection,
+            question=question,
+            top_k=top_k,
+            mode=mode,
+            options=common_pb2.GenerationOptions(max_tokens=max_tokens, temperature=temperature),
+        )
+        response: gateway_service_pb2.AskResponse = await self._stub.Ask(
+            request, timeout=timeout or self.timeout
+        )
+        return response
+
+    async def search(
+        self,
+        query: str,
+        *,
+        collection: str = "",
+        top_k: int = 0,
+        mode: common_pb2.SearchMode = common_pb2.SEARCH_MODE_UNSPECIFIED,
+        timeout: float | None = None,
+    ) -> gateway_service_pb2.SearchResponse:
+        """Returns the chunks that best match `query`, without generating an answer."""
+        request = gateway_service_pb2.SearchRequest(
+            collection=collection, query=query, top_k=top_k, mode=mode
+        )
+        response: gateway_service_pb2.SearchResponse = await self._stub.Search(
+            request, timeout=timeout or self.timeout
+        )
+        return response
+
+    async def get_document(
+        self, document_id: str, *, collection: str = "", timeout: float | None = None
+    ) -> common_pb2.Document:
+        """Returns one ingested document."""
+        request = gateway_service_pb2.GetDocumentRequest(collection=collection, document_id=document_id)
+        response = await self._stub.GetDocument(request, timeout=timeout or self.timeout)
+        document: common_pb2.Document = response.document
+        return document
+
+    async def list_documents(
+        self, *, collection: str = "", page_size: int = 0, page_token: str = "", timeout: float | None = None
+    ) -> gateway_service_pb2.ListDocumentsResponse:
+        """Returns one page of a collection's documents; pass `next_page_token` back for the next."""
+        request = gateway_service_pb2.ListDocumentsRequest(
+            collection=collection, page_size=page_size, page_token=page_token
+        )
+        response: gateway_service_pb2.ListDocumentsResponse = await self._stub.ListDocuments(
+            request, timeout=timeout or self.timeout
+        )
+        return response
+
+    async def delete_document(
+        self, document_id: str, *, collection: str = "", timeout: float | None = None
+    ) -> gateway_service_pb2.DeleteDocumentResponse:
+        """Deletes an ingested document and its chunks."""
+        request = gateway_service_pb2.DeleteDocumentRequest(collection=collection, document_id=document_id)
+        response: gateway_service_pb2.DeleteDocumentResponse = await self._stub.DeleteDocument(
+            request, timeout=timeout or self.timeout
+        )
+        return response

@@ -1,0 +1,206 @@
+"""Starts Ragline's whole stack on one machine: `make run` and the integration tests use it.
+
+Each service runs as its own process, exactly as in production; this module only starts
+them with the right addresses, waits until each reports SERVING on the standard health
+service, and stops them with SIGTERM (then SIGKILL) in reverse order. When `REDIS_URL` is
+unset it starts the embedded Valkey server first and hands its URL to the services; the
+retriever starts the embedded PostgreSQL itself when `DATABASE_URL` is unset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from ragline.config import state_dir
+from ragline.embedded_redis import EmbeddedRedis, free_port
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """How to start one service: its name, env prefix, module and default ports."""
+
+    name: str
+    prefix: str
+    module: str
+    port: int
+    metrics_port: int
+
+
+SERVICES = (
+    ServiceSpec("embedder", "EMBEDDER", "ragline_embedder", 50052, 9102),
+    ServiceSpec("retriever", "RETRIEVER", "ragline_retriever", 50053, 9103),
+    ServiceSpec("generator", "GENERATOR", "ragline_generator", 50054, 9104),
+    ServiceSpec("gateway", "GATEWAY", "ragline_gateway", 50051, 9101),
+)
+ALL_SERVICES = tuple(spec.name for spec in SERVICES)
+
+
+@dataclass
+class ServiceProcess:
+    """A running service process and the ports it listens on."""
+
+    spec: ServiceSpec
+    port: int
+    metrics_port: int
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def address(self) -> str:
+        """host:port of the service's gRPC server."""
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Starts the process, appending its output to `log_path`."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log_file:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", self.spec.module],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait_healthy(self, timeout: float) -> None:
+        """Blocks until the service's health check answers SERVING; raises with its log tail if it never does."""
+        deadline = time.monotonic() + timeout
+        with grpc.insecure_channel(self.address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                if self.process is not None and self.process.poll() is not None:
+                    break
+                try:
+                    reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.2)
+        raise RuntimeError(f"{self.spec.name} did not become healthy:\n{self.log_tail()}")
+
+    def log_tail(self, chars: int = 4000) -> str:
+        """The end of the service's log, for error messages."""
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM, then SIGKILL after `timeout`; returns the exit code."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+class Stack:
+    """The four services (or a subset) plus embedded Redis, started in dependency order."""
+
+    def __init__(
+        self,
+        *,
+        state: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        services: tuple[str, ...] = ALL_SERVICES,
+        free_ports: bool = False,
+    ) -> None:
+        self.state = (state or state_dir()).resolve()
+        self.base_env = {**os.environ, **(env or {}), "RAGLINE_STATE_DIR": str(self.state)}
+        self.names = services
+        self.free_ports = free_ports
+        self.redis: EmbeddedRedis | None = None
+        self.processes: dict[str, ServiceProcess] = {}
+
+    def start(self, timeout: float = 180.0) -> None:
+        """Starts everything and waits until every service is SERVING."""
+        env = dict(self.base_env)
+        if not env.get("REDIS_URL"):
+            self.redis = EmbeddedRedis(self.state / "valkey", port=0 if self.free_ports else 6390)
+            env["REDIS_URL"] = self.redis.start()
+        specs = [s for s in SERVICES if s.name in self.names]
+        for spec in specs:
+            port = free_port() if self.free_ports else spec.port
+            metrics_port = free_port() if self.free_ports else spec.metrics_port
+            env[f"{spec.prefix}_PORT"] = str(port)
+            env[f"{spec.prefix}_METRICS_PORT"] = str(metrics_port)
+            env[f"{spec.prefix}_ADDR"] = f"127.0.0.1:{port}"
+            self.processes[spec.name] = ServiceProcess(
+                spec, port, metrics_port, env, self.state / "logs" / f"{spec.name}.log"
+            )
+        try:
+            for proc in self.processes.values():
+                proc.start()
+            for proc in self.processes.values():
+                proc.wait_healthy(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stops the services in reverse order, then Redis."""
+        for proc in reversed(list(self.processes.values())):
+            proc.stop()
+        if self.redis is not None:
+            self.redis.stop()
+
+    def __getitem__(self, name: str) -> ServiceProcess:
+        return self.processes[name]
+
+
+def main() -> None:
+    """`make run`: starts the stack, prints where each service listens, runs until Ctrl-C or SIGTERM."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.parse_args()
+    stack = Stack()
+    print(f"starting Ragline (state in {stack.state}) ...", flush=True)
+    stop_requested = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        stack.start()
+    except KeyboardInterrupt:
+        return
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    print(f"{'service':<10} {'gRPC':<18} {'metrics':<30} log")
+    for proc in stack.processes.values():
+        metrics = f"http://127.0.0.1:{proc.metrics_port}/metrics"
+        print(f"{proc.spec.name:<10} {proc.address:<18} {metrics:<30} {proc.log_path}")
+    if stack.redis is not None:
+        print(f"{'redis':<10} {stack.redis.url}")
+    print(
+        "Ragline is up. Try: ragline ingest docs/ && ragline ask 'your question'. Ctrl-C stops.", flush=True
+    )
+    try:
+        while not stop_requested:
+            for proc in stack.processes.values():
+                if proc.process is not None and proc.process.poll() is not None:
+                    print(f"error: {proc.spec.name} exited:\n{proc.log_tail()}", file=sys.stderr)
+                    stop_requested = True
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("stopping Ragline ...", flush=True)
+        stack.stop()

@@ -1,0 +1,104 @@
+"""Errors a servicer raises to answer with a precise gRPC status and rich details.
+
+Handlers raise these instead of calling `context.abort` so that business code stays free
+of gRPC plumbing; the server interceptor turns them into a status with `google.rpc`
+details (`BadRequest`, `RetryInfo`, `ErrorInfo`) that any gRPC client can read.
+"""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+_DOMAIN = "ragline.dev"
+
+
+class ServiceError(Exception):
+    """An error with a gRPC status code and a message meant for the caller."""
+
+    code = grpc.StatusCode.INTERNAL
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        reason: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.reason = reason
+        self.retry_after = retry_after
+
+    def to_status(self) -> status_pb2.Status:
+        """The `google.rpc.Status` sent to the caller, with details for programs to act on."""
+        status = status_pb2.Status(code=getattr(code_pb2, self.code.name), message=self.message)
+        if self.field is not None:
+            violation = error_details_pb2.BadRequest.FieldViolation(
+                field=self.field, description=self.message
+            )
+            status.details.add().Pack(error_details_pb2.BadRequest(field_violations=[violation]))
+        if self.reason is not None:
+            status.details.add().Pack(error_details_pb2.ErrorInfo(reason=self.reason, domain=_DOMAIN))
+        if self.retry_after is not None:
+            delay = duration_pb2.Duration()
+            delay.FromNanoseconds(int(self.retry_after * 1e9))
+            status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+        return status
+
+
+class InvalidArgument(ServiceError):
+    """The request is malformed; retrying it unchanged will fail again."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(ServiceError):
+    """A named collection, document or resource does not exist."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(ServiceError):
+    """The resource to create exists already."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class FailedPrecondition(ServiceError):
+    """The system is not in a state the request needs (for example, a feature is not configured)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ResourceExhausted(ServiceError):
+    """A queue or quota is full; retry later, after `retry_after` seconds if given."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Unavailable(ServiceError):
+    """A dependency is down or still starting; retry later."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class DeadlineExceeded(ServiceError):
+    """The caller's deadline ran out before the work was done."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def from_rpc_error(dependency: str, exc: grpc.aio.AioRpcError) -> ServiceError:
+    """The error to answer with when a call to `dependency` failed: same code, message naming the dependency."""
+    code = exc.code()
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        message = f"deadline exceeded while waiting for the {dependency}"
+    else:
+        message = f"{dependency}: {exc.details() or code.name.lower()}"
+    error = ServiceError(message, reason=f"{dependency.upper()}_{code.name}")
+    error.code = code
+    return error

@@ -1,0 +1,228 @@
+"""Runs a `grpc.aio` server the same way for every service.
+
+One function gives each service the same operational behaviour: standard health
+(NOT_SERVING until its dependencies are ready, and again whenever they go down),
+server reflection, a Prometheus endpoint, per-RPC metrics and error mapping through an
+interceptor, and a graceful shutdown on SIGTERM (health goes NOT_SERVING, new calls are
+refused, in-flight calls get a grace period, then the service closes its resources).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+
+from ragline.channels import SERVER_OPTIONS
+from ragline.config import ConfigError, ServerConfig
+from ragline.errors import ServiceError
+from ragline.metrics import RPC_DURATION, RPC_HANDLED, start_metrics_server
+
+log = logging.getLogger(__name__)
+
+# How often the readiness probe runs; a dependency that goes down is noticed this quickly.
+READINESS_INTERVAL_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Servicer:
+    """One gRPC service to register: its full proto name, its `add_*_to_server` and the implementation."""
+
+    name: str
+    add_to_server: Callable[[Any, grpc.aio.Server], None]
+    implementation: Any
+
+
+class _Interceptor(grpc.aio.ServerInterceptor):
+    """Times every call, counts it by status code and turns exceptions into statuses."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        # Unknown methods are left to grpc (UNIMPLEMENTED) so that arbitrary paths never become label values.
+        if handler is None:
+            return handler
+        service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(handler.unary_unary, service, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(handler.unary_stream, service, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+    """Ends the call with the status that `exc` stands for."""
+    if isinstance(exc, ServiceError):
+        await context.abort_with_status(rpc_status.to_status(exc.to_status()))
+    if isinstance(exc, grpc.aio.AioRpcError):
+        # A downstream call failed: pass its code on, so UNAVAILABLE stays retryable upstream.
+        await context.abort(exc.code(), exc.details() or exc.code().name)
+    log.exception("unhandled error in %s", type(exc).__name__, exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
+
+
+def _record(service: str, method: str, context: grpc.aio.ServicerContext, started: float) -> None:
+    code = context.code()
+    code_name = code.name if isinstance(code, grpc.StatusCode) else "OK" if code in (None, 0) else str(code)
+    RPC_DURATION.labels(service, method).observe(time.perf_counter() - started)
+    RPC_HANDLED.labels(service, method, code_name).inc()
+
+
+def _wrap_unary(behavior: Any, service: str, method: str) -> Any:
+    async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        started = time.perf_counter()
+        try:
+            return await behavior(request, context)
+        except asyncio.CancelledError:
+            context.set_code(grpc.StatusCode.CANCELLED)
+            raise
+        except Exception as exc:
+            await _abort_or_reraise(context, exc)
+            raise
+        finally:
+            _record(service, method, context, started)
+
+    return wrapper
+
+
+def _wrap_stream(behavior: Any, service: str, method: str) -> Any:
+    async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        started = time.perf_counter()
+        try:
+            async for response in behavior(request, context):
+                yield response
+        except asyncio.CancelledError:
+            context.set_code(grpc.StatusCode.CANCELLED)
+            raise
+        except Exception as exc:
+            await _abort_or_reraise(context, exc)
+            raise
+        finally:
+            _record(service, method, context, started)
+
+    return wrapper
+
+
+async def _abort_or_reraise(context: grpc.aio.ServicerContext, exc: Exception) -> None:
+    # An AbortError means the handler already chose its status; anything else gets one here.
+    if isinstance(exc, grpc.aio.AbortError):
+        return
+    await _abort(context, exc)
+
+
+def configure_logging(level: str) -> None:
+    """Logs one line per record to stderr, which process supervisors collect."""
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+async def serve(
+    name: str,
+    config: ServerConfig,
+    servicers: Sequence[Servicer],
+    *,
+    start: Callable[[], Awaitable[None]],
+    check_ready: Callable[[], Awaitable[None]],
+    stop: Callable[[], Awaitable[None]],
+) -> None:
+    """Runs a service until SIGTERM or SIGINT.
+
+    `start` loads models and opens pools; it runs while the server already answers health
+    checks with NOT_SERVING. `check_ready` raises while a dependency is unavailable (its
+    message is logged); it runs every few seconds and flips health between SERVING and
+    NOT_SERVING. `stop` closes what `start` opened, after in-flight calls have finished.
+    """
+    metrics_server, _ = start_metrics_server(config.host, config.metrics_port)
+    server = grpc.aio.server(interceptors=[_Interceptor()], options=SERVER_OPTIONS)
+    for servicer in servicers:
+        servicer.add_to_server(servicer.implementation, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    service_names = [s.name for s in servicers]
+    reflection.enable_server_reflection(
+        [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+        server,
+    )
+    for service_name in ["", *service_names]:
+        await health_servicer.set(service_name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    await server.start()
+    log.info("%s listening on %s:%d (metrics on :%d)", name, config.host, port, metrics_server.server_port)
+
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+
+    async def watch_readiness() -> None:
+        serving: bool | None = None
+        await start()
+        while True:
+            try:
+                await check_ready()
+                ready, reason = True, ""
+            except Exception as exc:
+                ready, reason = False, str(exc) or type(exc).__name__
+            if ready != serving:
+                status = (
+                    health_pb2.HealthCheckResponse.SERVING
+                    if ready
+                    else health_pb2.HealthCheckResponse.NOT_SERVING
+                )
+                for service_name in ["", *service_names]:
+                    await health_servicer.set(service_name, status)
+                if ready:
+                    log.info("%s is ready", name)
+                else:
+                    log.warning("%s is not ready: %s", name, reason)
+                serving = ready
+            await asyncio.sleep(READINESS_INTERVAL_SECONDS)
+
+    readiness = asyncio.create_task(watch_readiness())
+    stopped = asyncio.create_task(stopping.wait())
+    done, _ = await asyncio.wait({readiness, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if readiness in done and readiness.exception() is not None:
+        # start() failed: the service cannot work, so it exits rather than report NOT_SERVING forever.
+        log.error("%s failed to start: %s", name, readiness.exception())
+        await server.stop(0)
+        await stop()
+        raise SystemExit(1)
+
+    log.info("%s shutting down (grace %.1fs)", name, config.shutdown_grace_seconds)
+    await health_servicer.enter_graceful_shutdown()
+    readiness.cancel()
+    await server.stop(config.shutdown_grace_seconds)
+    await stop()
+    metrics_server.shutdown()
+    log.info("%s stopped", name)
+
+
+def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Entry point helper: runs `main`, turning a configuration error into a message and exit code 2."""
+    try:
+        asyncio.run(main())
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,179 @@
+from google.protobuf import struct_pb2 as _struct_pb2
+from ragline.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class CreateCollectionRequest(_message.Message):
+    __slots__ = ("name", "embedding_model", "dimension", "distance")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_MODEL_FIELD_NUMBER: _ClassVar[int]
+    DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    embedding_model: str
+    dimension: int
+    distance: _common_pb2.DistanceMetric
+    def __init__(self, name: _Optional[str] = ..., embedding_model: _Optional[str] = ..., dimension: _Optional[int] = ..., distance: _Optional[_Union[_common_pb2.DistanceMetric, str]] = ...) -> None: ...
+
+class CreateCollectionResponse(_message.Message):
+    __slots__ = ("collection",)
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    collection: _common_pb2.Collection
+    def __init__(self, collection: _Optional[_Union[_common_pb2.Collection, _Mapping]] = ...) -> None: ...
+
+class GetCollectionRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GetCollectionResponse(_message.Message):
+    __slots__ = ("collection",)
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    collection: _common_pb2.Collection
+    def __init__(self, collection: _Optional[_Union[_common_pb2.Collection, _Mapping]] = ...) -> None: ...
+
+class ListCollectionsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListCollectionsResponse(_message.Message):
+    __slots__ = ("collections", "next_page_token")
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    collections: _containers.RepeatedCompositeFieldContainer[_common_pb2.Collection]
+    next_page_token: str
+    def __init__(self, collections: _Optional[_Iterable[_Union[_common_pb2.Collection, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class DeleteCollectionRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DeleteCollectionResponse(_message.Message):
+    __slots__ = ("deleted_documents",)
+    DELETED_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    deleted_documents: int
+    def __init__(self, deleted_documents: _Optional[int] = ...) -> None: ...
+
+class ChunkInput(_message.Message):
+    __slots__ = ("text", "embedding", "token_count", "metadata")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_COUNT_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    embedding: _containers.RepeatedScalarFieldContainer[float]
+    token_count: int
+    metadata: _struct_pb2.Struct
+    def __init__(self, text: _Optional[str] = ..., embedding: _Optional[_Iterable[float]] = ..., token_count: _Optional[int] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class UpsertDocumentRequest(_message.Message):
+    __slots__ = ("collection", "document_id", "metadata", "chunks", "content_hash")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    document_id: str
+    metadata: _struct_pb2.Struct
+    chunks: _containers.RepeatedCompositeFieldContainer[ChunkInput]
+    content_hash: str
+    def __init__(self, collection: _Optional[str] = ..., document_id: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., chunks: _Optional[_Iterable[_Union[ChunkInput, _Mapping]]] = ..., content_hash: _Optional[str] = ...) -> None: ...
+
+class UpsertDocumentResponse(_message.Message):
+    __slots__ = ("document", "unchanged_chunks", "inserted_chunks", "updated_chunks", "deleted_chunks", "generation")
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    UNCHANGED_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    INSERTED_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    DELETED_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    document: _common_pb2.Document
+    unchanged_chunks: int
+    inserted_chunks: int
+    updated_chunks: int
+    deleted_chunks: int
+    generation: int
+    def __init__(self, document: _Optional[_Union[_common_pb2.Document, _Mapping]] = ..., unchanged_chunks: _Optional[int] = ..., inserted_chunks: _Optional[int] = ..., updated_chunks: _Optional[int] = ..., deleted_chunks: _Optional[int] = ..., generation: _Optional[int] = ...) -> None: ...
+
+class SearchChunksRequest(_message.Message):
+    __slots__ = ("collection", "query_text", "query_embedding", "top_k", "mode")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    QUERY_TEXT_FIELD_NUMBER: _ClassVar[int]
+    QUERY_EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    query_text: str
+    query_embedding: _containers.RepeatedScalarFieldContainer[float]
+    top_k: int
+    mode: _common_pb2.SearchMode
+    def __init__(self, collection: _Optional[str] = ..., query_text: _Optional[str] = ..., query_embedding: _Optional[_Iterable[float]] = ..., top_k: _Optional[int] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ...) -> None: ...
+
+class SearchChunksResponse(_message.Message):
+    __slots__ = ("hits", "generation")
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    hits: _containers.RepeatedCompositeFieldContainer[_common_pb2.SearchHit]
+    generation: int
+    def __init__(self, hits: _Optional[_Iterable[_Union[_common_pb2.SearchHit, _Mapping]]] = ..., generation: _Optional[int] = ...) -> None: ...
+
+class GetStoredDocumentRequest(_message.Message):
+    __slots__ = ("collection", "document_id")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    document_id: str
+    def __init__(self, collection: _Optional[str] = ..., document_id: _Optional[str] = ...) -> None: ...
+
+class GetStoredDocumentResponse(_message.Message):
+    __slots__ = ("document",)
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    document: _common_pb2.Document
+    def __init__(self, document: _Optional[_Union[_common_pb2.Document, _Mapping]] = ...) -> None: ...
+
+class ListStoredDocumentsRequest(_message.Message):
+    __slots__ = ("collection", "page_size", "page_token")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    page_size: int
+    page_token: str
+    def __init__(self, collection: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListStoredDocumentsResponse(_message.Message):
+    __slots__ = ("documents", "next_page_token")
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    documents: _containers.RepeatedCompositeFieldContainer[_common_pb2.Document]
+    next_page_token: str
+    def __init__(self, documents: _Optional[_Iterable[_Union[_common_pb2.Document, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class DeleteStoredDocumentRequest(_message.Message):
+    __slots__ = ("collection", "document_id")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    document_id: str
+    def __init__(self, collection: _Optional[str] = ..., document_id: _Optional[str] = ...) -> None: ...
+
+class DeleteStoredDocumentResponse(_message.Message):
+    __slots__ = ("deleted_chunks", "generation")
+    DELETED_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    deleted_chunks: int
+    generation: int
+    def __init__(self, deleted_chunks: _Optional[int] = ..., generation: _Optional[int] = ...) -> None: ...

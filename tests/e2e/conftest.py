@@ -1,0 +1,47 @@
+"""Starts the whole stack once for the end-to-end tests: four service processes, embedded PostgreSQL and Valkey."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from ragline.client import RaglineClient
+from ragline.devstack import Stack
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    state = tmp_path_factory.mktemp("ragline-state")
+    # An empty REDIS_URL and DATABASE_URL select the embedded servers, whatever the machine's environment says.
+    stack = Stack(state=state, free_ports=True, env={"REDIS_URL": "", "DATABASE_URL": "", "LOG_LEVEL": "INFO"})
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="session")
+async def client(stack: Stack) -> AsyncIterator[RaglineClient]:
+    async with RaglineClient(stack["gateway"].address, timeout=120) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of three text files on unrelated topics, and a Markdown file in a subfolder."""
+    folder = tmp_path_factory.mktemp("corpus")
+    (folder / "eiffel.txt").write_text(
+        "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. "
+        "It is named after the engineer Gustave Eiffel, whose company designed and built the tower "
+        "for the 1889 World's Fair. The tower is 330 metres tall."
+    )
+    (folder / "bananas.txt").write_text(
+        "Bananas are elongated, edible fruits produced by several kinds of large herbaceous flowering plants. "
+        "Ripe bananas are usually yellow, and they are rich in potassium."
+    )
+    (folder / "notes").mkdir()
+    (folder / "notes" / "water.md").write_text(
+        "# Water\n\nAt sea level, pure water boils at 100 degrees Celsius and freezes at 0 degrees Celsius.\n"
+    )
+    return folder

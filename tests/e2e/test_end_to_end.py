@@ -1,0 +1,135 @@
+"""A question travels the whole way: `ragline ingest` a folder, `ragline ask`, citations point at the right file.
+
+These tests run the real processes: the gateway, embedder, retriever and generator,
+embedded PostgreSQL 18 + pgvector and embedded Valkey, talking over loopback gRPC.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from ragline.client import DocumentToIngest, RaglineClient
+from ragline.devstack import Stack
+
+pytestmark = pytest.mark.integration
+
+
+def _ragline(stack: Stack, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "RAGLINE_GATEWAY_ADDR": stack["gateway"].address}
+    return subprocess.run(
+        [sys.executable, "-m", "ragline.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def ingested(stack: Stack, corpus: Path) -> subprocess.CompletedProcess[str]:
+    result = _ragline(stack, corpus.parent, "ingest", corpus.name)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_ingest_reports_every_file(ingested: subprocess.CompletedProcess[str], corpus: Path) -> None:
+    for name in ("eiffel.txt", "bananas.txt", "notes/water.md"):
+        assert f"{corpus.name}/{name}:" in ingested.stdout
+    assert "ingested 3 documents" in ingested.stdout
+
+
+def test_ask_answers_from_the_one_document_that_knows(
+    stack: Stack, corpus: Path, ingested: subprocess.CompletedProcess[str]
+) -> None:
+    result = _ragline(stack, corpus.parent, "ask", "In which city is the Eiffel Tower?")
+    assert result.returncode == 0, result.stderr
+    answer, _, sources = result.stdout.partition("Sources:")
+    assert "Paris" in answer
+    assert f"{corpus.name}/eiffel.txt" in sources
+
+
+async def test_the_answer_cites_the_right_chunk(client: RaglineClient, corpus: Path, ingested: object) -> None:
+    reply = await client.ask("How hot must pure water be to boil at sea level?")
+    assert reply.citations, reply.answer
+    assert reply.citations[0].document_id == f"{corpus.name}/notes/water.md"
+    assert reply.model
+    assert reply.usage.prompt_tokens > 0 and reply.usage.completion_tokens > 0
+    assert [t.stage for t in reply.stage_timings] == ["embed", "retrieve", "generate"]
+
+
+async def test_reingesting_unchanged_files_changes_nothing(stack: Stack, corpus: Path, ingested: object) -> None:
+    again = _ragline(stack, corpus.parent, "ingest", corpus.name)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count(" 0 new, 0 updated") == 3
+
+
+async def test_search_finds_the_document(client: RaglineClient, corpus: Path, ingested: object) -> None:
+    reply = await client.search("yellow fruit rich in potassium", top_k=2)
+    assert reply.hits[0].document_id == f"{corpus.name}/bananas.txt"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "is empty"),
+        (b"\x00\x01\x02binary", "looks binary"),
+        (b"Caf\xe9 cr\xe8me", "not valid UTF-8"),
+    ],
+)
+async def test_bad_files_are_rejected_and_nothing_stored_changes(
+    client: RaglineClient, corpus: Path, ingested: object, content: bytes, message: str
+) -> None:
+    before = await client.list_documents()
+    good = DocumentToIngest(f"{corpus.name}/eiffel.txt", b"This would replace the Eiffel Tower text.")
+    bad = DocumentToIngest("bad.txt", content)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await client.ingest([good, bad])
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in (raised.value.details() or "")
+    after = await client.list_documents()
+    assert after == before
+
+
+async def test_an_empty_question_is_invalid(client: RaglineClient) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await client.ask("   ")
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_missing_collection_is_not_found(client: RaglineClient) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await client.ask("Anything?", collection="no-such-collection")
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "no-such-collection" in (raised.value.details() or "")
+
+
+async def test_documents_can_be_listed_and_deleted(client: RaglineClient) -> None:
+    await client.ingest([DocumentToIngest("temp.txt", b"A temporary note about kites.")], collection="scratch")
+    listed = await client.list_documents(collection="scratch")
+    assert [d.document_id for d in listed.documents] == ["temp.txt"]
+    deleted = await client.delete_document("temp.txt", collection="scratch")
+    assert deleted.deleted_chunks == 1
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await client.get_document("temp.txt", collection="scratch")
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_every_service_is_healthy_reflects_and_exports_metrics(stack: Stack, ingested: object) -> None:
+    for name, proc in stack.processes.items():
+        with grpc.insecure_channel(proc.address) as channel:
+            health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert health.status == health_pb2.HealthCheckResponse.SERVING, name
+            reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+            replies = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+            services = {s.name for reply in replies for s in reply.list_services_response.service}
+            assert f"ragline.v1.{name.capitalize()}Service" in services
+            assert "grpc.health.v1.Health" in services
+        with urllib.request.urlopen(f"http://127.0.0.1:{proc.metrics_port}/metrics", timeout=5) as response:
+            metrics = response.read().decode()
+        assert "ragline_grpc_server_handling_seconds_bucket" in metrics, name
+        assert 'grpc_code="OK"' in metrics, name

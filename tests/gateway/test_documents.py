@@ -1,0 +1,40 @@
+"""Document validation: every bad input gets INVALID_ARGUMENT with a message naming the document."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from ragline.errors import InvalidArgument
+from ragline.v1 import gateway_service_pb2
+from ragline_gateway.documents import decode_document
+
+
+def _doc(content: bytes, document_id: str = "a.txt", media_type: str = "") -> gateway_service_pb2.DocumentContent:
+    return gateway_service_pb2.DocumentContent(document_id=document_id, content=content, media_type=media_type)
+
+
+def test_utf8_text_is_decoded() -> None:
+    assert decode_document(0, _doc("héllo wörld".encode()), 1000) == "héllo wörld"
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        (_doc(b""), "'a.txt' is empty"),
+        (_doc(b"  \n\t "), "'a.txt' is empty"),
+        (_doc(b"\x89PNG\r\n\x1a\n\x00\x00"), "looks binary"),
+        (_doc(b"caf\xe9 au lait"), "not valid UTF-8 (bad byte at offset 3)"),
+        (_doc(b"x" * 2000), "the limit is 1000"),
+        (_doc(b"text", document_id=" "), "document_id is empty"),
+        (_doc(b"text", media_type="application/pdf"), "media type 'application/pdf'"),
+    ],
+)
+def test_bad_documents_are_rejected_with_a_clear_message(
+    document: gateway_service_pb2.DocumentContent, message: str
+) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        decode_document(3, document, 1000)
+    assert message in raised.value.message
+    assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert raised.value.field is not None and raised.value.field.startswith("documents[3]")
