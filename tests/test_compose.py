@@ -12,7 +12,12 @@ from ragline.devstack import SERVICES
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-SERVICE_DIRS = {"embedder": "services/embedder", "retriever": "services/retriever", "generator": "services/generator", "gateway": "gateway"}
+SERVICE_DIRS = {
+    "embedder": "services/embedder",
+    "retriever": "services/retriever",
+    "generator": "services/generator",
+    "gateway": "gateway",
+}
 
 
 def test_every_ragline_service_is_deployed_from_its_own_dockerfile() -> None:
@@ -30,7 +35,13 @@ def test_every_ragline_service_is_deployed_from_its_own_dockerfile() -> None:
         assert environment[f"{spec.prefix}_PORT"] == str(spec.port)
         assert environment[f"{spec.prefix}_METRICS_PORT"] == str(spec.metrics_port)
         assert environment[f"{spec.prefix}_HOST"] == "0.0.0.0"
-        assert service["healthcheck"]["test"] == ["CMD", "python", "-m", "ragline.healthcheck", f"127.0.0.1:{spec.port}"]
+        assert service["healthcheck"]["test"] == [
+            "CMD",
+            "python",
+            "-m",
+            "ragline.healthcheck",
+            f"127.0.0.1:{spec.port}",
+        ]
 
 
 def test_dependencies_exist_and_are_awaited_healthy() -> None:

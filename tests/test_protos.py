@@ -43,6 +43,8 @@ def test_protos_follow_the_style_guide() -> None:
         for enum, first in re.findall(r"enum (\w+) \{\s*(?://[^\n]*\n\s*)*(\w+) = 0;", text):
             expected = re.sub(r"(?<!^)(?=[A-Z])", "_", enum).upper() + "_UNSPECIFIED"
             assert first == expected, f"{proto.name}: enum {enum} starts with {first}, not {expected}"
-        for rpc, request, response in re.findall(r"rpc (\w+)\((?:stream )?(\w+)\) returns \((?:stream )?(\w+)\)", text):
+        for rpc, request, response in re.findall(
+            r"rpc (\w+)\((?:stream )?(\w+)\) returns \((?:stream )?(\w+)\)", text
+        ):
             assert request == f"{rpc}Request", f"{proto.name}: {rpc} takes {request}"
             assert response == f"{rpc}Response", f"{proto.name}: {rpc} returns {response}"

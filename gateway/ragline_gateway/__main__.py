@@ -5,7 +5,6 @@ from __future__ import annotations
 from ragline.config import ServerConfig, load_config
 from ragline.server import Servicer, configure_logging, run, serve
 from ragline.v1 import gateway_service_pb2_grpc
-
 from ragline_gateway.config import GatewayConfig
 from ragline_gateway.dependencies import Dependencies
 from ragline_gateway.service import GatewayServicer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ragline.config import setting
+from ragline.config import ConfigError, setting
 
 
 @dataclass(frozen=True)
@@ -57,3 +57,10 @@ class GatewayConfig:
         "GATEWAY_GENERATE_TIMEOUT_SECONDS", 120.0, "Longest wait for the generator.", minimum=0.01
     )
     """Longest wait for the generator (less if the caller's deadline is nearer)."""
+
+    def __post_init__(self) -> None:
+        if self.chunk_overlap_tokens >= self.chunk_tokens:
+            raise ConfigError(
+                f"GATEWAY_CHUNK_OVERLAP_TOKENS ({self.chunk_overlap_tokens}) must be smaller than "
+                f"GATEWAY_CHUNK_TOKENS ({self.chunk_tokens})"
+            )

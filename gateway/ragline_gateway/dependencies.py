@@ -14,11 +14,11 @@ import grpc
 import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import Gauge
+
 from ragline.channels import open_channel
 from ragline.config import state_dir
 from ragline.embedded_redis import EmbeddedRedis
 from ragline.v1 import embedder_service_pb2_grpc, generator_service_pb2_grpc, retriever_service_pb2_grpc
-
 from ragline_gateway.config import GatewayConfig
 
 log = logging.getLogger(__name__)

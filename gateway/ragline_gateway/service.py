@@ -13,6 +13,7 @@ from typing import TypeVar
 
 import grpc
 from prometheus_client import Histogram
+
 from ragline.channels import downstream_timeout
 from ragline.errors import FailedPrecondition, InvalidArgument, from_rpc_error
 from ragline.metrics import LATENCY_BUCKETS
@@ -24,7 +25,6 @@ from ragline.v1 import (
     generator_service_pb2,
     retriever_service_pb2,
 )
-
 from ragline_gateway.chunking import chunk_text
 from ragline_gateway.config import GatewayConfig
 from ragline_gateway.dependencies import Dependencies

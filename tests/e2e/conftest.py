@@ -15,7 +15,9 @@ from ragline.devstack import Stack
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     state = tmp_path_factory.mktemp("ragline-state")
     # An empty REDIS_URL and DATABASE_URL select the embedded servers, whatever the machine's environment says.
-    stack = Stack(state=state, free_ports=True, env={"REDIS_URL": "", "DATABASE_URL": "", "LOG_LEVEL": "INFO"})
+    stack = Stack(
+        state=state, free_ports=True, env={"REDIS_URL": "", "DATABASE_URL": "", "LOG_LEVEL": "INFO"}
+    )
     stack.start()
     yield stack
     stack.stop()

@@ -26,7 +26,12 @@ pytestmark = pytest.mark.integration
 def _ragline(stack: Stack, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "RAGLINE_GATEWAY_ADDR": stack["gateway"].address}
     return subprocess.run(
-        [sys.executable, "-m", "ragline.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "ragline.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -53,7 +58,9 @@ def test_ask_answers_from_the_one_document_that_knows(
     assert f"{corpus.name}/eiffel.txt" in sources
 
 
-async def test_the_answer_cites_the_right_chunk(client: RaglineClient, corpus: Path, ingested: object) -> None:
+async def test_the_answer_cites_the_right_chunk(
+    client: RaglineClient, corpus: Path, ingested: object
+) -> None:
     reply = await client.ask("How hot must pure water be to boil at sea level?")
     assert reply.citations, reply.answer
     assert reply.citations[0].document_id == f"{corpus.name}/notes/water.md"
@@ -62,7 +69,9 @@ async def test_the_answer_cites_the_right_chunk(client: RaglineClient, corpus: P
     assert [t.stage for t in reply.stage_timings] == ["embed", "retrieve", "generate"]
 
 
-async def test_reingesting_unchanged_files_changes_nothing(stack: Stack, corpus: Path, ingested: object) -> None:
+async def test_reingesting_unchanged_files_changes_nothing(
+    stack: Stack, corpus: Path, ingested: object
+) -> None:
     again = _ragline(stack, corpus.parent, "ingest", corpus.name)
     assert again.returncode == 0, again.stderr
     assert again.stdout.count(" 0 new, 0 updated") == 3
@@ -109,7 +118,9 @@ async def test_a_missing_collection_is_not_found(client: RaglineClient) -> None:
 
 
 async def test_documents_can_be_listed_and_deleted(client: RaglineClient) -> None:
-    await client.ingest([DocumentToIngest("temp.txt", b"A temporary note about kites.")], collection="scratch")
+    await client.ingest(
+        [DocumentToIngest("temp.txt", b"A temporary note about kites.")], collection="scratch"
+    )
     listed = await client.list_documents(collection="scratch")
     assert [d.document_id for d in listed.documents] == ["temp.txt"]
     deleted = await client.delete_document("temp.txt", collection="scratch")
@@ -125,7 +136,9 @@ def test_every_service_is_healthy_reflects_and_exports_metrics(stack: Stack, ing
             health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
             assert health.status == health_pb2.HealthCheckResponse.SERVING, name
             reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
-            replies = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+            replies = reflection.ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+            )
             services = {s.name for reply in replies for s in reply.list_services_response.service}
             assert f"ragline.v1.{name.capitalize()}Service" in services
             assert "grpc.health.v1.Health" in services

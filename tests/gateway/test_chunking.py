@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from ragline.tokens import get_encoding
@@ -26,7 +28,7 @@ def test_chunks_respect_the_token_budget_and_cover_the_text() -> None:
 def test_neighbouring_chunks_overlap_by_whole_sentences() -> None:
     chunks = chunk_text(TEXT, size=64, overlap=20)
     shared = 0
-    for first, second in zip(chunks, chunks[1:], strict=False):
+    for first, second in itertools.pairwise(chunks):
         last_sentence = first.text.split(". ")[-1]
         shared += second.text.startswith(last_sentence.rstrip("."))
     assert shared >= len(chunks) // 2
@@ -55,3 +57,12 @@ def test_a_small_edit_changes_few_chunks() -> None:
 def test_overlap_must_be_smaller_than_size() -> None:
     with pytest.raises(ValueError, match="overlap"):
         chunk_text(TEXT, size=32, overlap=32)
+
+
+def test_the_gateway_refuses_an_overlap_as_large_as_the_chunk() -> None:
+    from ragline.config import ConfigError, load_config
+    from ragline_gateway.config import GatewayConfig
+
+    environ = {"GATEWAY_CHUNK_TOKENS": "50", "GATEWAY_CHUNK_OVERLAP_TOKENS": "50"}
+    with pytest.raises(ConfigError, match="GATEWAY_CHUNK_OVERLAP_TOKENS"):
+        load_config(GatewayConfig, environ=environ)

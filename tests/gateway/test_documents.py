@@ -10,8 +10,12 @@ from ragline.v1 import gateway_service_pb2
 from ragline_gateway.documents import decode_document
 
 
-def _doc(content: bytes, document_id: str = "a.txt", media_type: str = "") -> gateway_service_pb2.DocumentContent:
-    return gateway_service_pb2.DocumentContent(document_id=document_id, content=content, media_type=media_type)
+def _doc(
+    content: bytes, document_id: str = "a.txt", media_type: str = ""
+) -> gateway_service_pb2.DocumentContent:
+    return gateway_service_pb2.DocumentContent(
+        document_id=document_id, content=content, media_type=media_type
+    )
 
 
 def test_utf8_text_is_decoded() -> None:

@@ -1,0 +1,144 @@
+"""The shared server bootstrap: health, error mapping, metrics, config errors and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
+from ragline.embedded_redis import free_port
+from ragline.v1 import gateway_service_pb2, gateway_service_pb2_grpc
+
+TOY = Path(__file__).with_name("toy_service.py")
+
+
+class Toy:
+    def __init__(self, tmp_path: Path) -> None:
+        self.port, self.metrics_port = free_port(), free_port()
+        self.down_file = tmp_path / "down"
+        self.log = tmp_path / "toy.log"
+        env = {
+            **os.environ,
+            "TOY_PORT": str(self.port),
+            "TOY_METRICS_PORT": str(self.metrics_port),
+            "TOY_DOWN_FILE": str(self.down_file),
+            "TOY_SHUTDOWN_GRACE_SECONDS": "5",
+        }
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, str(TOY)], env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        self.address = f"127.0.0.1:{self.port}"
+
+    def health(self) -> int | None:
+        with grpc.insecure_channel(self.address) as channel:
+            try:
+                return int(
+                    health_pb2_grpc.HealthStub(channel)
+                    .Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    .status
+                )
+            except grpc.RpcError:
+                return None
+
+    def wait_health(self, status: int, timeout: float = 15) -> list[int | None]:
+        seen: list[int | None] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            seen.append(self.health())
+            if seen[-1] == status:
+                return seen
+            time.sleep(0.1)
+        raise AssertionError(f"health never became {status}; saw {seen[-5:]}; log:\n{self.log.read_text()}")
+
+
+@pytest.fixture
+def toy(tmp_path: Path) -> Iterator[Toy]:
+    toy = Toy(tmp_path)
+    yield toy
+    if toy.process.poll() is None:
+        toy.process.kill()
+        toy.process.wait()
+
+
+def test_health_is_not_serving_until_started_and_follows_readiness(toy: Toy) -> None:
+    seen = toy.wait_health(health_pb2.HealthCheckResponse.SERVING)
+    assert health_pb2.HealthCheckResponse.NOT_SERVING in seen
+    toy.down_file.touch()
+    toy.wait_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+    assert "toy dependency is down" in toy.log.read_text()
+    toy.down_file.unlink()
+    toy.wait_health(health_pb2.HealthCheckResponse.SERVING)
+
+
+def test_errors_become_statuses_with_details_and_metrics_count_them(toy: Toy) -> None:
+    toy.wait_health(health_pb2.HealthCheckResponse.SERVING)
+    with grpc.insecure_channel(toy.address) as channel:
+        stub = gateway_service_pb2_grpc.GatewayServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as invalid:
+            stub.Search(gateway_service_pb2.SearchRequest(query="invalid"), timeout=5)
+        assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        status = rpc_status.from_call(invalid.value)
+        assert status is not None
+        bad_request = error_details_pb2.BadRequest()
+        assert status.details[0].Unpack(bad_request)
+        assert bad_request.field_violations[0].field == "query"
+
+        with pytest.raises(grpc.RpcError) as exhausted:
+            stub.Search(gateway_service_pb2.SearchRequest(query="exhausted"), timeout=5)
+        assert exhausted.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        retry = error_details_pb2.RetryInfo()
+        status = rpc_status.from_call(exhausted.value)
+        assert status is not None and status.details[0].Unpack(retry)
+        assert retry.retry_delay.ToMilliseconds() == 1500
+
+        with pytest.raises(grpc.RpcError) as crashed:
+            stub.Search(gateway_service_pb2.SearchRequest(query="crash"), timeout=5)
+        assert crashed.value.code() == grpc.StatusCode.INTERNAL
+        assert "secret" not in (crashed.value.details() or "")
+        stub.Search(gateway_service_pb2.SearchRequest(query="0"), timeout=5)
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{toy.metrics_port}/metrics", timeout=5) as response:
+        metrics = response.read().decode()
+    for code in ("INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "INTERNAL", "OK"):
+        assert (
+            f'ragline_grpc_server_handled_total{{grpc_code="{code}",grpc_method="Search",'
+            f'grpc_service="ragline.v1.GatewayService"}} 1.0' in metrics
+        )
+    assert 'ragline_grpc_server_handling_seconds_count{grpc_method="Search"' in metrics
+
+
+async def test_sigterm_finishes_in_flight_calls_then_exits_cleanly(toy: Toy) -> None:
+    toy.wait_health(health_pb2.HealthCheckResponse.SERVING)
+    async with grpc.aio.insecure_channel(toy.address) as channel:
+        stub = gateway_service_pb2_grpc.GatewayServiceStub(channel)
+        in_flight = asyncio.ensure_future(
+            stub.Search(gateway_service_pb2.SearchRequest(query="1.5"), timeout=10)
+        )
+        await asyncio.sleep(0.5)
+        toy.process.send_signal(signal.SIGTERM)
+        reply = await in_flight
+        assert reply.hits[0].text == "done"
+    assert await asyncio.to_thread(toy.process.wait, 10) == 0
+    log = toy.log.read_text()
+    assert "toy stop() called" in log and "toy stopped" in log
+
+
+def test_invalid_configuration_stops_the_service_with_a_message(tmp_path: Path) -> None:
+    env = {**os.environ, "TOY_PORT": "not-a-port", "TOY_DOWN_FILE": str(tmp_path / "x"), "LOG_LEVEL": "LOUD"}
+    result = subprocess.run([sys.executable, str(TOY)], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "TOY_PORT='not-a-port'" in result.stderr
+    assert "LOG_LEVEL='LOUD': must be one of DEBUG, INFO, WARNING, ERROR" in result.stderr

@@ -1,0 +1,60 @@
+"""A toy service run by ragline.server.serve, for testing the bootstrap without any model or database.
+
+Its `start` takes a second (so health starts NOT_SERVING); its readiness fails while the
+file named by TOY_DOWN_FILE exists; `Search` sleeps for as many seconds as the query says,
+and raises the error the query names, so the tests can drive every path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import grpc
+
+from ragline.config import ServerConfig
+from ragline.errors import InvalidArgument, ResourceExhausted
+from ragline.server import Servicer, configure_logging, run, serve
+from ragline.v1 import common_pb2, gateway_service_pb2, gateway_service_pb2_grpc
+
+
+class ToyGateway(gateway_service_pb2_grpc.GatewayServiceServicer):
+    async def Search(
+        self, request: gateway_service_pb2.SearchRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_service_pb2.SearchResponse:
+        if request.query == "invalid":
+            raise InvalidArgument("query is invalid", field="query")
+        if request.query == "exhausted":
+            raise ResourceExhausted("queue is full", retry_after=1.5)
+        if request.query == "crash":
+            raise RuntimeError("secret internal detail")
+        await asyncio.sleep(float(request.query or 0))
+        return gateway_service_pb2.SearchResponse(hits=[common_pb2.SearchHit(text="done")])
+
+
+async def _main() -> None:
+    config = ServerConfig.from_env("TOY", port=0, metrics_port=0)
+    configure_logging(config.log_level)
+    down_file = Path(os.environ["TOY_DOWN_FILE"])
+
+    async def start() -> None:
+        await asyncio.sleep(1.0)
+
+    async def check_ready() -> None:
+        if await asyncio.to_thread(down_file.exists):
+            raise RuntimeError("toy dependency is down")
+
+    async def stop() -> None:
+        print("toy stop() called", flush=True)
+
+    servicer = Servicer(
+        "ragline.v1.GatewayService",
+        gateway_service_pb2_grpc.add_GatewayServiceServicer_to_server,
+        ToyGateway(),
+    )
+    await serve("toy", config, [servicer], start=start, check_ready=check_ready, stop=stop)
+
+
+if __name__ == "__main__":
+    run(_main)
