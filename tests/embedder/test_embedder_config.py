@@ -1,0 +1,46 @@
+"""Unit tests of the embedder's configuration: bad values stop the service at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ragline.config import ConfigError, load_config
+from ragline_embedder.backends import backend_loader
+from ragline_embedder.config import EmbedderConfig
+
+
+def test_defaults() -> None:
+    config = load_config(EmbedderConfig, environ={})
+    assert config.backend == "local"
+    assert config.batch_size == 32
+    assert config.max_batch == 256
+    assert config.model_dir is None
+    assert (config.query_prefix, config.passage_prefix) == ("", "")
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-4", "1.5"])
+def test_bad_batch_size_is_a_config_error(value: str) -> None:
+    with pytest.raises(ConfigError, match="EMBEDDER_BATCH_SIZE"):
+        load_config(EmbedderConfig, environ={"EMBEDDER_BATCH_SIZE": value})
+
+
+def test_every_bad_variable_is_named() -> None:
+    environ = {"EMBEDDER_BACKEND": "tfidf", "EMBEDDER_MAX_BATCH": "0", "EMBEDDER_THREADS": "many"}
+    with pytest.raises(ConfigError) as raised:
+        load_config(EmbedderConfig, environ=environ)
+    for name in environ:
+        assert name in str(raised.value)
+
+
+def test_openai_backend_is_not_implemented_yet() -> None:
+    config = load_config(EmbedderConfig, environ={"EMBEDDER_BACKEND": "openai"})
+    with pytest.raises(ConfigError, match="not implemented yet"):
+        backend_loader(config)
+
+
+def test_missing_model_dir_is_a_config_error(tmp_path: Path) -> None:
+    config = load_config(EmbedderConfig, environ={"EMBEDDER_MODEL_DIR": str(tmp_path / "nowhere")})
+    with pytest.raises(ConfigError, match="EMBEDDER_MODEL_DIR"):
+        backend_loader(config)
