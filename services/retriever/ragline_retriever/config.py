@@ -1,0 +1,68 @@
+"""The retriever's settings, read from `DATABASE_URL` and `RETRIEVER_*` environment variables at start."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ragline.config import ConfigError, setting
+
+DEFAULT_PORT = 50053
+DEFAULT_METRICS_PORT = 9103
+
+
+@dataclass(frozen=True)
+class RetrieverConfig:
+    """Where the retriever's PostgreSQL is and how it talks to it."""
+
+    database_url: str = setting(
+        "DATABASE_URL", "", "PostgreSQL (with pgvector) to use; unset starts an embedded server."
+    )
+    """A `postgresql://` URL of a server with the pgvector extension available; unset starts the
+    embedded PostgreSQL 18 + pgvector with its data under `RAGLINE_STATE_DIR/postgres`."""
+    pool_min: int = setting(
+        "RETRIEVER_POOL_MIN", 1, "Connections the pool keeps open.", minimum=0, maximum=1000
+    )
+    """Connections the pool opens at start and keeps open while idle."""
+    pool_max: int = setting(
+        "RETRIEVER_POOL_MAX", 10, "Most connections the pool opens.", minimum=1, maximum=1000
+    )
+    """Most connections the pool opens; calls beyond that wait for a free connection."""
+    connect_timeout_seconds: float = setting(
+        "RETRIEVER_DB_CONNECT_TIMEOUT_SECONDS",
+        5.0,
+        "Time to connect to PostgreSQL or to wait for a pooled connection.",
+        minimum=0.1,
+    )
+    """Time to open a connection or wait for a free one before the call fails with UNAVAILABLE."""
+    command_timeout_seconds: float = setting(
+        "RETRIEVER_DB_COMMAND_TIMEOUT_SECONDS",
+        30.0,
+        "Time one database statement may take.",
+        minimum=0.1,
+    )
+    """Time one statement may take before the call fails with UNAVAILABLE instead of hanging."""
+    hnsw_m: int = setting(
+        "RETRIEVER_HNSW_M", 16, "HNSW links per node of new collections' indexes.", minimum=2, maximum=100
+    )
+    """pgvector's HNSW `m` for the index made by CreateCollection: more links, better recall, more memory."""
+    hnsw_ef_construction: int = setting(
+        "RETRIEVER_HNSW_EF_CONSTRUCTION",
+        64,
+        "HNSW candidate list size while building new collections' indexes.",
+        minimum=4,
+        maximum=1000,
+    )
+    """pgvector's HNSW `ef_construction` for new collections: larger builds slower and recalls better."""
+
+    def __post_init__(self) -> None:
+        if self.pool_min > self.pool_max:
+            raise ConfigError(
+                f"invalid configuration:\n  RETRIEVER_POOL_MIN={self.pool_min} is larger than "
+                f"RETRIEVER_POOL_MAX={self.pool_max}"
+            )
+        if self.hnsw_ef_construction < 2 * self.hnsw_m:
+            # pgvector refuses to build such an index, so CreateCollection would fail at run time.
+            raise ConfigError(
+                f"invalid configuration:\n  RETRIEVER_HNSW_EF_CONSTRUCTION={self.hnsw_ef_construction} "
+                f"must be at least twice RETRIEVER_HNSW_M={self.hnsw_m}"
+            )

@@ -1,0 +1,591 @@
+"""The `ragline.v1.RetrieverService` servicer: validates requests and runs them against PostgreSQL.
+
+Every RPC is one database transaction, so a call either happens completely or not at all;
+requests are checked before anything is written, and errors name the field to fix.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import grpc
+import numpy as np
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from numpy.typing import NDArray
+from prometheus_client import Counter, Histogram
+
+from ragline.errors import AlreadyExists, InvalidArgument, NotFound
+from ragline.metrics import LATENCY_BUCKETS
+from ragline.v1 import common_pb2
+from ragline.v1 import retriever_service_pb2 as pb
+from ragline.v1 import retriever_service_pb2_grpc as pb_grpc
+from ragline_retriever.chunks import NewChunk, StoredChunk, plan_chunks, text_hash
+from ragline_retriever.config import RetrieverConfig
+from ragline_retriever.database import Database, PooledConnection
+from ragline_retriever.search import (
+    KEYWORD_SEARCH_SQL,
+    MIN_CANDIDATES,
+    Hit,
+    create_index_sql,
+    drop_index_sql,
+    fuse,
+    hit_from_row,
+    vector_search_sql,
+)
+
+QUERY_SECONDS = Histogram(
+    "ragline_retriever_query_seconds",
+    "Time the database took to answer one search, by search mode.",
+    ["mode"],
+    buckets=LATENCY_BUCKETS,
+)
+UPSERTED_CHUNKS = Counter(
+    "ragline_retriever_upserted_chunks_total",
+    "Chunks of upserted documents, by what the upsert did with them.",
+    ["outcome"],
+)
+
+COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+MAX_DIMENSION = 4000
+MAX_DOCUMENT_ID_LENGTH = 1024
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+DEFAULT_TOP_K = 10
+MAX_TOP_K = 1000
+# Embeddings are indexed as halfvec (16-bit floats), which cannot hold larger magnitudes.
+HALFVEC_MAX = 65504.0
+
+_MODE_NAMES = {
+    common_pb2.SEARCH_MODE_VECTOR: "vector",
+    common_pb2.SEARCH_MODE_KEYWORD: "keyword",
+    common_pb2.SEARCH_MODE_HYBRID: "hybrid",
+}
+
+_COLLECTION_SQL = """
+    SELECT c.id, c.name, c.embedding_model, c.dimension, c.generation, c.created_at,
+           s.document_count, s.chunk_count
+    FROM collections AS c,
+         LATERAL (SELECT count(*) AS document_count, coalesce(sum(chunk_count), 0)::bigint AS chunk_count
+                  FROM documents WHERE collection_id = c.id) AS s
+"""
+_DOCUMENT_COLUMNS = "id, document_id, metadata, content_hash, chunk_count, created_at, updated_at"
+
+
+def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def _struct(value: dict[str, Any]) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update(value)
+    return struct
+
+
+def _collection_pb(row: asyncpg.Record) -> common_pb2.Collection:
+    return common_pb2.Collection(
+        name=row["name"],
+        embedding_model=row["embedding_model"],
+        dimension=row["dimension"],
+        distance=common_pb2.DISTANCE_METRIC_COSINE,
+        generation=row["generation"],
+        document_count=row["document_count"],
+        chunk_count=row["chunk_count"],
+        create_time=_timestamp(row["created_at"]),
+    )
+
+
+def _document_pb(collection: str, row: asyncpg.Record) -> common_pb2.Document:
+    return common_pb2.Document(
+        collection=collection,
+        document_id=row["document_id"],
+        metadata=_struct(row["metadata"]),
+        content_hash=row["content_hash"],
+        chunk_count=row["chunk_count"],
+        create_time=_timestamp(row["created_at"]),
+        update_time=_timestamp(row["updated_at"]),
+    )
+
+
+def _hit_pb(hit: Hit) -> common_pb2.SearchHit:
+    return common_pb2.SearchHit(
+        chunk_id=str(hit.chunk_id),
+        document_id=hit.document_id,
+        ordinal=hit.ordinal,
+        text=hit.text,
+        score=hit.score,
+        metadata=_struct(hit.metadata),
+        matched_modes=hit.modes,
+    )
+
+
+def validate_collection_name(name: str, field: str) -> str:
+    """`name` if it is a valid collection name, else INVALID_ARGUMENT on `field`."""
+    if not COLLECTION_NAME.match(name):
+        raise InvalidArgument(
+            f"{field} {name!r} is not a valid collection name: use 1 to 63 letters, digits, '.', '_' "
+            "or '-', starting with a letter or digit",
+            field=field,
+        )
+    return name
+
+
+def _validate_document_id(document_id: str) -> str:
+    if not document_id:
+        raise InvalidArgument("document_id is empty", field="document_id")
+    if len(document_id) > MAX_DOCUMENT_ID_LENGTH or "\x00" in document_id:
+        raise InvalidArgument(
+            f"document_id must be at most {MAX_DOCUMENT_ID_LENGTH} characters without NUL characters",
+            field="document_id",
+        )
+    return document_id
+
+
+def _page_size(value: int) -> int:
+    if value == 0:
+        return DEFAULT_PAGE_SIZE
+    if not 1 <= value <= MAX_PAGE_SIZE:
+        raise InvalidArgument(f"page_size must be from 1 to {MAX_PAGE_SIZE} (0 means 100)", field="page_size")
+    return value
+
+
+def encode_page_token(scope: str, after: str) -> str:
+    """An opaque token for the page that starts after the key `after` of a listing of `scope`."""
+    return base64.urlsafe_b64encode(json.dumps([scope, after]).encode()).decode()
+
+
+def decode_page_token(token: str, scope: str) -> str:
+    """The key after which the page of `token` starts ("" for no token); INVALID_ARGUMENT if it is not ours."""
+    if not token:
+        return ""
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
+    except (ValueError, binascii.Error):
+        decoded = None
+    if not (
+        isinstance(decoded, list)
+        and len(decoded) == 2
+        and decoded[0] == scope
+        and isinstance(decoded[1], str)
+    ):
+        raise InvalidArgument(
+            "page_token is not a next_page_token of this listing; send it back unchanged or leave it empty",
+            field="page_token",
+        )
+    return decoded[1]
+
+
+def _embedding(values: Sequence[float], dimension: int, field: str, collection: str) -> NDArray[np.float32]:
+    if len(values) != dimension:
+        raise InvalidArgument(
+            f"{field} has {len(values)} values but collection {collection!r} has dimension {dimension}",
+            field=field,
+        )
+    array = np.asarray(values, dtype=np.float32)
+    if not np.isfinite(array).all() or float(np.abs(array).max()) > HALFVEC_MAX:
+        raise InvalidArgument(f"{field} must hold finite values within ±{HALFVEC_MAX:g}", field=field)
+    if not array.any():
+        raise InvalidArgument(f"{field} is all zeros, which has no cosine distance to anything", field=field)
+    return array
+
+
+def _new_chunks(request: pb.UpsertDocumentRequest, dimension: int) -> list[NewChunk]:
+    chunks = []
+    for i, chunk in enumerate(request.chunks):
+        if not chunk.text or "\x00" in chunk.text:
+            raise InvalidArgument(
+                f"chunks[{i}].text is empty or has NUL characters", field=f"chunks[{i}].text"
+            )
+        if chunk.token_count < 0:
+            raise InvalidArgument(f"chunks[{i}].token_count is negative", field=f"chunks[{i}].token_count")
+        embedding = _embedding(chunk.embedding, dimension, f"chunks[{i}].embedding", request.collection)
+        chunks.append(
+            NewChunk(
+                ordinal=i,
+                text=chunk.text,
+                content_hash=text_hash(chunk.text),
+                token_count=chunk.token_count,
+                metadata=json_format.MessageToDict(chunk.metadata),
+                embedding=embedding,
+            )
+        )
+    return chunks
+
+
+async def _collection_for_write(conn: PooledConnection, name: str) -> asyncpg.Record:
+    # KEY SHARE keeps the collection from being deleted under the transaction, yet lets other
+    # writers of the same collection bump its generation concurrently.
+    row = await conn.fetchrow("SELECT id, dimension FROM collections WHERE name = $1 FOR KEY SHARE", name)
+    if row is None:
+        raise NotFound(f"collection {name!r} does not exist", field="collection")
+    return row
+
+
+async def _bump_generation(conn: PooledConnection, collection_id: int) -> int:
+    generation: int = await conn.fetchval(
+        "UPDATE collections SET generation = generation + 1 WHERE id = $1 RETURNING generation", collection_id
+    )
+    return generation
+
+
+async def _lock_document(
+    conn: PooledConnection,
+    collection_id: int,
+    document_id: str,
+    metadata: dict[str, Any],
+    content_hash: str,
+    chunk_count: int,
+) -> tuple[asyncpg.Record, bool]:
+    """The document row, locked for this transaction, inserted if new; and whether it was inserted."""
+    while True:
+        inserted = await conn.fetchrow(
+            "INSERT INTO documents (collection_id, document_id, metadata, content_hash, chunk_count)"
+            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (collection_id, document_id) DO NOTHING"
+            f" RETURNING {_DOCUMENT_COLUMNS}",
+            collection_id,
+            document_id,
+            metadata,
+            content_hash,
+            chunk_count,
+        )
+        if inserted is not None:
+            return inserted, True
+        existing = await conn.fetchrow(
+            f"SELECT {_DOCUMENT_COLUMNS} FROM documents WHERE collection_id = $1 AND document_id = $2 FOR UPDATE",
+            collection_id,
+            document_id,
+        )
+        # None only if a concurrent delete won the race between the two statements: insert again.
+        if existing is not None:
+            return existing, False
+
+
+class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
+    """Serves collections, documents and search from the database opened by `start()`."""
+
+    def __init__(self, config: RetrieverConfig, database: Database) -> None:
+        self._config = config
+        self._db = database
+
+    async def start(self) -> None:
+        """Connects to (or starts) PostgreSQL and migrates it, while health reports NOT_SERVING."""
+        await self._db.start()
+
+    async def check_ready(self) -> None:
+        """Raises while the database does not answer."""
+        await self._db.check_ready()
+
+    async def stop(self) -> None:
+        """Closes the pool and stops the embedded PostgreSQL if this process started it."""
+        await self._db.stop()
+
+    async def CreateCollection(
+        self, request: pb.CreateCollectionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateCollectionResponse:
+        name = validate_collection_name(request.name, "name")
+        if not 1 <= request.dimension <= MAX_DIMENSION:
+            raise InvalidArgument(f"dimension must be from 1 to {MAX_DIMENSION}", field="dimension")
+        if request.distance not in (
+            common_pb2.DISTANCE_METRIC_UNSPECIFIED,
+            common_pb2.DISTANCE_METRIC_COSINE,
+        ):
+            raise InvalidArgument(
+                "distance must be DISTANCE_METRIC_COSINE (the only one supported)", field="distance"
+            )
+        try:
+            async with self._db.connection() as conn, conn.transaction():
+                row = await conn.fetchrow(
+                    "INSERT INTO collections (name, embedding_model, dimension) VALUES ($1, $2, $3)"
+                    " RETURNING id, name, embedding_model, dimension, generation, created_at,"
+                    " 0::bigint AS document_count, 0::bigint AS chunk_count",
+                    name,
+                    request.embedding_model,
+                    request.dimension,
+                )
+                assert row is not None  # INSERT ... RETURNING returns the row or raises
+                await conn.execute(
+                    create_index_sql(
+                        row["id"], request.dimension, self._config.hnsw_m, self._config.hnsw_ef_construction
+                    )
+                )
+        except asyncpg.UniqueViolationError:
+            raise AlreadyExists(f"collection {name!r} already exists", field="name") from None
+        return pb.CreateCollectionResponse(collection=_collection_pb(row))
+
+    async def GetCollection(
+        self, request: pb.GetCollectionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetCollectionResponse:
+        name = validate_collection_name(request.name, "name")
+        async with self._db.connection() as conn:
+            row = await conn.fetchrow(f"{_COLLECTION_SQL} WHERE c.name = $1", name)
+        if row is None:
+            raise NotFound(f"collection {name!r} does not exist", field="name")
+        return pb.GetCollectionResponse(collection=_collection_pb(row))
+
+    async def ListCollections(
+        self, request: pb.ListCollectionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListCollectionsResponse:
+        page_size = _page_size(request.page_size)
+        after = decode_page_token(request.page_token, "collections")
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(
+                f"{_COLLECTION_SQL} WHERE c.name > $1 ORDER BY c.name LIMIT $2", after, page_size + 1
+            )
+        next_token = (
+            encode_page_token("collections", rows[page_size - 1]["name"]) if len(rows) > page_size else ""
+        )
+        return pb.ListCollectionsResponse(
+            collections=[_collection_pb(row) for row in rows[:page_size]], next_page_token=next_token
+        )
+
+    async def DeleteCollection(
+        self, request: pb.DeleteCollectionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteCollectionResponse:
+        name = validate_collection_name(request.name, "name")
+        async with self._db.connection() as conn, conn.transaction():
+            collection_id = await conn.fetchval("SELECT id FROM collections WHERE name = $1 FOR UPDATE", name)
+            if collection_id is None:
+                raise NotFound(f"collection {name!r} does not exist", field="name")
+            documents = await conn.fetchval(
+                "SELECT count(*) FROM documents WHERE collection_id = $1", collection_id
+            )
+            await conn.execute(drop_index_sql(collection_id))
+            await conn.execute("DELETE FROM collections WHERE id = $1", collection_id)
+        return pb.DeleteCollectionResponse(deleted_documents=documents)
+
+    async def UpsertDocument(
+        self, request: pb.UpsertDocumentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpsertDocumentResponse:
+        name = validate_collection_name(request.collection, "collection")
+        document_id = _validate_document_id(request.document_id)
+        if not request.chunks:
+            raise InvalidArgument("a document needs at least one chunk", field="chunks")
+        if request.content_hash and not SHA256_HEX.match(request.content_hash):
+            raise InvalidArgument("content_hash must be a lowercase SHA-256 hex digest", field="content_hash")
+        metadata = json_format.MessageToDict(request.metadata)
+        async with self._db.connection() as conn, conn.transaction():
+            collection = await _collection_for_write(conn, name)
+            chunks = _new_chunks(request, collection["dimension"])
+            # Without a hash from the caller, the chunks' hashes stand in for the document's text.
+            content_hash = request.content_hash or text_hash("".join(c.content_hash for c in chunks))
+            document, created = await _lock_document(
+                conn, collection["id"], document_id, metadata, content_hash, len(chunks)
+            )
+            stored = []
+            if not created:
+                stored = [
+                    StoredChunk(r["ordinal"], r["content_hash"], r["token_count"], r["metadata"])
+                    for r in await conn.fetch(
+                        "SELECT ordinal, content_hash, token_count, metadata FROM chunks WHERE document_id = $1",
+                        document["id"],
+                    )
+                ]
+            plan = plan_chunks(stored, chunks)
+            if plan.deleted:
+                await conn.execute(
+                    "DELETE FROM chunks WHERE document_id = $1 AND ordinal >= $2",
+                    document["id"],
+                    plan.delete_from,
+                )
+            if plan.update:
+                await conn.executemany(
+                    "UPDATE chunks SET text = $3, token_count = $4, content_hash = $5, embedding = $6, metadata = $7"
+                    " WHERE document_id = $1 AND ordinal = $2",
+                    [
+                        (
+                            document["id"],
+                            c.ordinal,
+                            c.text,
+                            c.token_count,
+                            c.content_hash,
+                            c.embedding,
+                            c.metadata,
+                        )
+                        for c in plan.update
+                    ],
+                )
+            if plan.insert:
+                await conn.executemany(
+                    "INSERT INTO chunks"
+                    " (document_id, collection_id, ordinal, text, token_count, content_hash, embedding, metadata)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    [
+                        (
+                            document["id"],
+                            collection["id"],
+                            c.ordinal,
+                            c.text,
+                            c.token_count,
+                            c.content_hash,
+                            c.embedding,
+                            c.metadata,
+                        )
+                        for c in plan.insert
+                    ],
+                )
+            document_changed = document["metadata"] != metadata or document["content_hash"] != content_hash
+            if not created and (plan.changed or document_changed):
+                updated = await conn.fetchrow(
+                    "UPDATE documents SET metadata = $2, content_hash = $3, chunk_count = $4, updated_at = now()"
+                    f" WHERE id = $1 RETURNING {_DOCUMENT_COLUMNS}",
+                    document["id"],
+                    metadata,
+                    content_hash,
+                    len(chunks),
+                )
+                assert updated is not None  # the row is locked by this transaction
+                document = updated
+            if created or plan.changed or document_changed:
+                generation = await _bump_generation(conn, collection["id"])
+            else:
+                generation = await conn.fetchval(
+                    "SELECT generation FROM collections WHERE id = $1", collection["id"]
+                )
+        for outcome, count in (
+            ("unchanged", plan.unchanged),
+            ("inserted", len(plan.insert)),
+            ("updated", len(plan.update)),
+            ("deleted", plan.deleted),
+        ):
+            UPSERTED_CHUNKS.labels(outcome).inc(count)
+        return pb.UpsertDocumentResponse(
+            document=_document_pb(name, document),
+            unchanged_chunks=plan.unchanged,
+            inserted_chunks=len(plan.insert),
+            updated_chunks=len(plan.update),
+            deleted_chunks=plan.deleted,
+            generation=generation,
+        )
+
+    async def SearchChunks(
+        self, request: pb.SearchChunksRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SearchChunksResponse:
+        name = validate_collection_name(request.collection, "collection")
+        mode = request.mode or common_pb2.SEARCH_MODE_HYBRID
+        if mode not in _MODE_NAMES:
+            raise InvalidArgument(f"unknown search mode {request.mode}", field="mode")
+        top_k = request.top_k or DEFAULT_TOP_K
+        if not 1 <= top_k <= MAX_TOP_K:
+            raise InvalidArgument(
+                f"top_k must be from 1 to {MAX_TOP_K} (0 means {DEFAULT_TOP_K})", field="top_k"
+            )
+        use_vector = mode in (common_pb2.SEARCH_MODE_VECTOR, common_pb2.SEARCH_MODE_HYBRID)
+        use_keyword = mode in (common_pb2.SEARCH_MODE_KEYWORD, common_pb2.SEARCH_MODE_HYBRID)
+        if use_keyword and not request.query_text.strip():
+            raise InvalidArgument(
+                f"query_text is empty; {_MODE_NAMES[mode]} search needs it", field="query_text"
+            )
+        if use_vector and not request.query_embedding:
+            raise InvalidArgument(
+                f"query_embedding is empty; {_MODE_NAMES[mode]} search needs it", field="query_embedding"
+            )
+        if "\x00" in request.query_text:
+            raise InvalidArgument("query_text has NUL characters", field="query_text")
+        # A single mode needs only top_k hits; fusion needs deeper lists to rank well.
+        candidates = max(top_k, MIN_CANDIDATES) if mode == common_pb2.SEARCH_MODE_HYBRID else top_k
+        ranked: list[list[Hit]] = []
+        started = time.perf_counter()
+        async with (
+            self._db.connection() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            collection = await conn.fetchrow(
+                "SELECT id, dimension, generation FROM collections WHERE name = $1", name
+            )
+            if collection is None:
+                raise NotFound(f"collection {name!r} does not exist", field="collection")
+            if use_vector:
+                query = _embedding(request.query_embedding, collection["dimension"], "query_embedding", name)
+                # The HNSW scan yields at most ef_search rows.
+                await conn.execute(
+                    "SELECT set_config('hnsw.ef_search', $1, true)", str(max(candidates, MIN_CANDIDATES))
+                )
+                rows = await conn.fetch(
+                    vector_search_sql(collection["id"], collection["dimension"]), query, candidates
+                )
+                ranked.append([hit_from_row(row, common_pb2.SEARCH_MODE_VECTOR) for row in rows])
+            if use_keyword:
+                rows = await conn.fetch(KEYWORD_SEARCH_SQL, request.query_text, collection["id"], candidates)
+                ranked.append([hit_from_row(row, common_pb2.SEARCH_MODE_KEYWORD) for row in rows])
+        QUERY_SECONDS.labels(_MODE_NAMES[mode]).observe(time.perf_counter() - started)
+        hits = fuse(ranked, top_k) if len(ranked) > 1 else ranked[0][:top_k]
+        return pb.SearchChunksResponse(
+            hits=[_hit_pb(hit) for hit in hits], generation=collection["generation"]
+        )
+
+    async def GetStoredDocument(
+        self, request: pb.GetStoredDocumentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetStoredDocumentResponse:
+        name = validate_collection_name(request.collection, "collection")
+        document_id = _validate_document_id(request.document_id)
+        async with self._db.connection() as conn:
+            collection_id = await self._collection_id(conn, name)
+            row = await conn.fetchrow(
+                f"SELECT {_DOCUMENT_COLUMNS} FROM documents WHERE collection_id = $1 AND document_id = $2",
+                collection_id,
+                document_id,
+            )
+        if row is None:
+            raise NotFound(
+                f"document {document_id!r} does not exist in collection {name!r}", field="document_id"
+            )
+        return pb.GetStoredDocumentResponse(document=_document_pb(name, row))
+
+    async def ListStoredDocuments(
+        self, request: pb.ListStoredDocumentsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListStoredDocumentsResponse:
+        name = validate_collection_name(request.collection, "collection")
+        page_size = _page_size(request.page_size)
+        scope = f"documents/{name}"
+        after = decode_page_token(request.page_token, scope)
+        async with self._db.connection() as conn:
+            collection_id = await self._collection_id(conn, name)
+            rows = await conn.fetch(
+                f"SELECT {_DOCUMENT_COLUMNS} FROM documents WHERE collection_id = $1 AND document_id > $2"
+                " ORDER BY document_id LIMIT $3",
+                collection_id,
+                after,
+                page_size + 1,
+            )
+        next_token = (
+            encode_page_token(scope, rows[page_size - 1]["document_id"]) if len(rows) > page_size else ""
+        )
+        return pb.ListStoredDocumentsResponse(
+            documents=[_document_pb(name, row) for row in rows[:page_size]], next_page_token=next_token
+        )
+
+    async def DeleteStoredDocument(
+        self, request: pb.DeleteStoredDocumentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteStoredDocumentResponse:
+        name = validate_collection_name(request.collection, "collection")
+        document_id = _validate_document_id(request.document_id)
+        async with self._db.connection() as conn, conn.transaction():
+            collection = await _collection_for_write(conn, name)
+            deleted = await conn.fetchval(
+                "DELETE FROM documents WHERE collection_id = $1 AND document_id = $2 RETURNING chunk_count",
+                collection["id"],
+                document_id,
+            )
+            if deleted is None:
+                raise NotFound(
+                    f"document {document_id!r} does not exist in collection {name!r}", field="document_id"
+                )
+            generation = await _bump_generation(conn, collection["id"])
+        return pb.DeleteStoredDocumentResponse(deleted_chunks=deleted, generation=generation)
+
+    @staticmethod
+    async def _collection_id(conn: PooledConnection, name: str) -> int:
+        collection_id: int | None = await conn.fetchval("SELECT id FROM collections WHERE name = $1", name)
+        if collection_id is None:
+            raise NotFound(f"collection {name!r} does not exist", field="collection")
+        return collection_id

@@ -1,0 +1,71 @@
+"""Fixtures for the retriever tests: one real retriever process, on its own embedded PostgreSQL."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from ragline.devstack import ServiceProcess, Stack
+from ragline.v1 import retriever_service_pb2 as pb
+from ragline.v1 import retriever_service_pb2_grpc as pb_grpc
+
+
+def embedded_database_url(state: Path) -> str:
+    """The URL of the embedded PostgreSQL a retriever started under `state`, from its postmaster.pid."""
+    lines = (state / "postgres" / "postmaster.pid").read_text().splitlines()
+    port, socket_dir = lines[3].strip(), lines[4].strip()
+    return f"postgresql://postgres@/postgres?host={socket_dir}&port={port}"
+
+
+@pytest.fixture(scope="session")
+def retriever_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The state directory of the session's retriever (its PostgreSQL data lives in `postgres/`)."""
+    return tmp_path_factory.mktemp("retriever-state")
+
+
+@pytest.fixture(scope="session")
+def retriever(retriever_state: Path) -> Iterator[ServiceProcess]:
+    """The retriever running as its own process, as in production, once it reports SERVING."""
+    # An empty DATABASE_URL selects the embedded server whatever the machine's environment says.
+    stack = Stack(state=retriever_state, services=("retriever",), free_ports=True, env={"DATABASE_URL": ""})
+    stack.start()
+    try:
+        yield stack["retriever"]
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(retriever: ServiceProcess, retriever_state: Path) -> str:
+    """A URL to connect to the session retriever's database directly."""
+    return embedded_database_url(retriever_state)
+
+
+@pytest.fixture(scope="session")
+async def stub(retriever: ServiceProcess) -> AsyncIterator[pb_grpc.RetrieverServiceStub]:
+    """An asynchronous client of the running retriever."""
+    async with grpc.aio.insecure_channel(retriever.address) as channel:
+        yield pb_grpc.RetrieverServiceStub(channel)
+
+
+_names = itertools.count()
+
+
+@pytest.fixture
+def new_collection(
+    stub: pb_grpc.RetrieverServiceStub,
+) -> Callable[..., Awaitable[str]]:
+    """Creates a collection with a name no other test uses; returns the name."""
+
+    async def create(dimension: int = 8, prefix: str = "test") -> str:
+        name = f"{prefix}-{next(_names)}"
+        await stub.CreateCollection(
+            pb.CreateCollectionRequest(name=name, embedding_model="handmade", dimension=dimension)
+        )
+        return name
+
+    return create

@@ -1,0 +1,181 @@
+"""The retriever's use of PostgreSQL: index use, migrations, a server without pgvector, a database outage."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import random
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import asyncpg
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pgvector.asyncpg import register_vector
+
+from ragline.devstack import SERVICES, ServiceProcess, Stack
+from ragline.embedded_redis import free_port
+from ragline.v1 import retriever_service_pb2 as pb
+from ragline.v1 import retriever_service_pb2_grpc as pb_grpc
+from ragline_retriever.migrate import migrate
+from ragline_retriever.search import KEYWORD_SEARCH_SQL, index_name, vector_search_sql
+
+pytestmark = pytest.mark.integration
+
+CHUNKS = 2000
+LOCAL_POSTGRES_WITHOUT_PGVECTOR = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+async def test_vector_search_uses_the_collections_hnsw_index(
+    stub: pb_grpc.RetrieverServiceStub, database_url: str
+) -> None:
+    await stub.CreateCollection(pb.CreateCollectionRequest(name="explained", dimension=8))
+    await stub.CreateCollection(pb.CreateCollectionRequest(name="explained-other", dimension=8))
+    rng = random.Random(7)
+    for name in ("explained", "explained-other"):
+        await stub.UpsertDocument(
+            pb.UpsertDocumentRequest(
+                collection=name,
+                document_id="many",
+                chunks=[
+                    pb.ChunkInput(text=f"chunk {i}", embedding=[rng.uniform(-1, 1) for _ in range(8)])
+                    for i in range(CHUNKS)
+                ],
+            )
+        )
+    conn = await asyncpg.connect(database_url)
+    try:
+        await register_vector(conn)
+        await conn.execute("ANALYZE chunks")
+        collection_id = await conn.fetchval("SELECT id FROM collections WHERE name = 'explained'")
+        plan = "\n".join(
+            row[0]
+            for row in await conn.fetch("EXPLAIN " + vector_search_sql(collection_id, 8), [0.5] * 8, 10)
+        )
+        assert f"Index Scan using {index_name(collection_id)} on chunks" in plan, plan
+        keyword_plan = "\n".join(
+            row[0] for row in await conn.fetch("EXPLAIN " + KEYWORD_SEARCH_SQL, "chunk", collection_id, 10)
+        )
+        assert "tsv" in keyword_plan
+        # Deleting the collection drops its index with it.
+        await stub.DeleteCollection(pb.DeleteCollectionRequest(name="explained"))
+        assert await conn.fetchval("SELECT to_regclass($1)", index_name(collection_id)) is None
+    finally:
+        await conn.close()
+
+
+async def test_concurrent_migrations_apply_once(database_url: str) -> None:
+    admin = await asyncpg.connect(database_url)
+    try:
+        await admin.execute("DROP DATABASE IF EXISTS migrations_race")
+        await admin.execute("CREATE DATABASE migrations_race")
+        url = database_url.replace("/postgres?", "/migrations_race?")
+        first, second = await asyncpg.connect(url), await asyncpg.connect(url)
+        try:
+            results = await asyncio.gather(migrate(first), migrate(second))
+            assert sorted(results) == [[], [1]]
+            assert await migrate(first) == []
+            assert await first.fetchval("SELECT count(*) FROM ragline_schema_migrations") == 1
+            assert await first.fetchval("SELECT to_regclass('chunks') IS NOT NULL")
+        finally:
+            await first.close()
+            await second.close()
+        await admin.execute("DROP DATABASE migrations_race")
+    finally:
+        await admin.close()
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def test_start_fails_clearly_without_pgvector(tmp_path: Path) -> None:
+    if not _reachable("127.0.0.1", 5432):
+        pytest.skip("no local PostgreSQL on 127.0.0.1:5432")
+    spec = next(s for s in SERVICES if s.name == "retriever")
+    port, metrics_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": LOCAL_POSTGRES_WITHOUT_PGVECTOR,
+        "RAGLINE_STATE_DIR": str(tmp_path),
+        "RETRIEVER_PORT": str(port),
+        "RETRIEVER_METRICS_PORT": str(metrics_port),
+    }
+    process = ServiceProcess(spec, port, metrics_port, env, tmp_path / "retriever.log")
+    process.start()
+    assert process.process is not None
+    try:
+        code = process.process.wait(timeout=60)
+    finally:
+        process.stop()
+    log = process.log_tail()
+    assert code != 0, log
+    assert "127.0.0.1:5432/test" in log
+    assert "pgvector" in log and "postgresql-15-pgvector" in log and "unset DATABASE_URL" in log
+
+
+def _pg_ctl(data_dir: Path, *args: str) -> None:
+    """Runs the embedded server's pg_ctl on `data_dir` as the user that owns it."""
+    spec = importlib.util.find_spec("pgserver")
+    assert spec is not None and spec.origin is not None
+    pg_ctl = Path(spec.origin).parent / "pginstall" / "bin" / "pg_ctl"
+    user = "pgserver" if os.geteuid() == 0 else None
+    subprocess.run(
+        [str(pg_ctl), "-D", str(data_dir), "-w", *args], check=True, user=user, capture_output=True
+    )
+
+
+def _health(address: str) -> int:
+    with grpc.insecure_channel(address) as channel:
+        return int(
+            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2).status
+        )
+
+
+def _wait_for_health(address: str, status: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while _health(address) != status:
+        assert time.monotonic() < deadline, f"health did not become {status}"
+        time.sleep(0.2)
+
+
+def test_database_outage_gives_unavailable_then_recovers(tmp_path: Path) -> None:
+    stack = Stack(state=tmp_path, services=("retriever",), free_ports=True, env={"DATABASE_URL": ""})
+    stack.start()
+    data_dir = tmp_path / "postgres"
+    socket_dir = (data_dir / "postmaster.pid").read_text().splitlines()[4].strip()
+    restarted = False
+    try:
+        address = stack["retriever"].address
+        with grpc.insecure_channel(address) as channel:
+            stub = pb_grpc.RetrieverServiceStub(channel)
+            stub.CreateCollection(pb.CreateCollectionRequest(name="durable", dimension=4), timeout=10)
+
+            _pg_ctl(data_dir, "-m", "fast", "stop")
+            started = time.monotonic()
+            with pytest.raises(grpc.RpcError) as raised:
+                stub.GetCollection(pb.GetCollectionRequest(name="durable"), timeout=20)
+            elapsed = time.monotonic() - started
+            assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "database unavailable" in (raised.value.details() or "")
+            assert elapsed < 5, f"took {elapsed:.1f}s to fail"
+            _wait_for_health(address, health_pb2.HealthCheckResponse.NOT_SERVING, timeout=10)
+
+            _pg_ctl(data_dir, "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(data_dir / "log"), "start")
+            restarted = True
+            _wait_for_health(address, health_pb2.HealthCheckResponse.SERVING, timeout=10)
+            got = stub.GetCollection(pb.GetCollectionRequest(name="durable"), timeout=10)
+            assert got.collection.dimension == 4
+    finally:
+        stack.stop()
+        # The retriever stops only the server it started; the one restarted here is the test's to stop.
+        if restarted:
+            _pg_ctl(data_dir, "-m", "fast", "stop")
