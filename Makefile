@@ -1,6 +1,7 @@
 # Ragline: `make run` starts the whole stack, `make test` runs every test.
 # Both create the virtual environment in .venv and install the pinned requirements first.
 
+SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -15,11 +16,13 @@ export CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=O
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help setup run test lint protos lock clean
+.PHONY: help setup run test lint protos lock bench eval clean
 
 help:
 	@echo "make run    start PostgreSQL, Redis and the four services, and wait until all are healthy"
 	@echo "make test   run all tests (unit and integration)"
+	@echo "make bench  run every benchmark (benchmarks/bench_*.py): prints tables, writes bench-results/*.json"
+	@echo "make eval   retrieval quality on ../shared/data/cranfield through the real services"
 	@echo "make lint   ruff and mypy"
 	@echo "make protos regenerate the gRPC stubs from protos/"
 
@@ -42,6 +45,12 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+bench: $(STAMP)
+	@set -e; for b in benchmarks/bench_*.py; do m=$${b%.py}; $(PY) -m $${m//\//.}; done
+
+eval: $(STAMP)
+	$(PY) -m benchmarks.eval_cranfield
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
