@@ -1,0 +1,1 @@
+"""Ragline's generator service: answers questions from given passages with a language model."""

@@ -1,0 +1,160 @@
+"""The GeneratorService servicer: validates a request, builds the prompt, runs the model, cites.
+
+Both RPCs share one pipeline that yields text deltas and then the complete response; the
+unary RPC keeps only the last, the streaming one forwards everything. Closing the pipeline
+early (a cancelled call, an expired deadline) closes the backend's stream, which stops the
+model between tokens and frees it for the next request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+
+import grpc
+
+from ragline.errors import InvalidArgument, Unavailable
+from ragline.v1 import common_pb2, generator_service_pb2, generator_service_pb2_grpc
+from ragline_generator.backends import ChatBackend, Finish
+from ragline_generator.citations import citations, cited_numbers
+from ragline_generator.config import GeneratorConfig
+from ragline_generator.metrics import FINISHED, INVALID_CITATIONS, TIME_TO_FIRST_TOKEN, TOKENS
+from ragline_generator.prompt import build_prompt
+
+_FINISH_REASONS = {"stop": common_pb2.FINISH_REASON_STOP, "length": common_pb2.FINISH_REASON_LENGTH}
+MAX_TEMPERATURE = 2.0
+
+Request = generator_service_pb2.GenerateRequest | generator_service_pb2.GenerateStreamRequest
+
+
+class GeneratorServicer(generator_service_pb2_grpc.GeneratorServiceServicer):
+    """Answers questions from passages with the configured backend."""
+
+    def __init__(self, config: GeneratorConfig, backend: ChatBackend) -> None:
+        self._config = config
+        self._backend = backend
+        self._started = False
+
+    async def start(self) -> None:
+        """Loads the model; until then every RPC answers UNAVAILABLE."""
+        await self._backend.start()
+        self._started = True
+
+    async def check_ready(self) -> None:
+        """Raises while the model is not loaded."""
+        if not self._started:
+            raise Unavailable("the generator is still starting")
+
+    async def stop(self) -> None:
+        """Frees the model."""
+        await self._backend.close()
+
+    async def Generate(
+        self, request: generator_service_pb2.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> generator_service_pb2.GenerateResponse:
+        async with contextlib.aclosing(self._answer(request)) as events:
+            async for event in events:
+                if isinstance(event, generator_service_pb2.GenerateResponse):
+                    return event
+        raise AssertionError("the answer pipeline ended without a response")
+
+    async def GenerateStream(
+        self, request: generator_service_pb2.GenerateStreamRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[generator_service_pb2.GenerateStreamResponse]:
+        async with contextlib.aclosing(self._answer(request)) as events:
+            async for event in events:
+                if isinstance(event, str):
+                    yield generator_service_pb2.GenerateStreamResponse(delta=event)
+                else:
+                    yield generator_service_pb2.GenerateStreamResponse(final=event)
+
+    async def _answer(
+        self, request: Request
+    ) -> AsyncGenerator[str | generator_service_pb2.GenerateResponse, None]:
+        """Yields the answer's text deltas, then the complete GenerateResponse."""
+        received = time.perf_counter()
+        if not self._started:
+            raise Unavailable("the generator is still starting; retry shortly", retry_after=1.0)
+        question = request.question.strip()
+        if not question:
+            raise InvalidArgument("question must not be empty", field="question")
+        max_tokens = self._max_tokens(request.options.max_tokens)
+        temperature = request.options.temperature
+        if not 0 <= temperature <= MAX_TEMPERATURE or math.isnan(temperature):
+            raise InvalidArgument(
+                f"options.temperature must be from 0 to {MAX_TEMPERATURE:g}, got {temperature:g}",
+                field="options.temperature",
+            )
+        for index, passage in enumerate(request.passages):
+            if not passage.text.strip():
+                raise InvalidArgument(
+                    f"passages[{index}].text must not be empty", field=f"passages[{index}].text"
+                )
+
+        model = self._backend.model_name
+        prompt = build_prompt(
+            question,
+            [p.text for p in request.passages],
+            count_tokens=self._backend.count_tokens,
+            context_window=self._backend.context_window,
+            max_tokens=max_tokens,
+            dont_know=self._config.dont_know,
+        )
+        if prompt.passages_used == 0:
+            # Without context the model could only guess, so the configured answer is given unasked.
+            FINISHED.labels("no_context").inc()
+            yield generator_service_pb2.GenerateResponse(
+                text=self._config.dont_know,
+                usage=common_pb2.TokenUsage(),
+                finish_reason=common_pb2.FINISH_REASON_NO_CONTEXT,
+                model=model,
+            )
+            return
+
+        parts: list[str] = []
+        finish: Finish | None = None
+        stream = self._backend.stream(
+            prompt.messages, max_tokens=max_tokens, temperature=temperature, passages=prompt.passages_used
+        )
+        async with contextlib.aclosing(stream) as events:
+            async for event in events:
+                if isinstance(event, Finish):
+                    finish = event
+                    continue
+                if not parts:
+                    TIME_TO_FIRST_TOKEN.observe(time.perf_counter() - received)
+                parts.append(event)
+                yield event
+        if finish is None:
+            raise AssertionError("the backend's stream ended without a finish")
+
+        text = "".join(parts)
+        numbers, invalid = cited_numbers(text, prompt.passages_used)
+        INVALID_CITATIONS.inc(invalid)
+        TOKENS.labels(model, "prompt").inc(finish.prompt_tokens)
+        TOKENS.labels(model, "completion").inc(finish.completion_tokens)
+        FINISHED.labels(finish.reason).inc()
+        yield generator_service_pb2.GenerateResponse(
+            text=text,
+            citations=citations(numbers, request.passages),
+            usage=common_pb2.TokenUsage(
+                prompt_tokens=finish.prompt_tokens, completion_tokens=finish.completion_tokens
+            ),
+            finish_reason=_FINISH_REASONS[finish.reason],
+            model=model,
+            passages_used=prompt.passages_used,
+        )
+
+    def _max_tokens(self, requested: int) -> int:
+        if requested == 0:
+            return self._config.default_max_tokens
+        limit = self._config.max_tokens_limit
+        if not 1 <= requested <= limit:
+            raise InvalidArgument(
+                f"options.max_tokens must be from 1 to {limit} (GENERATOR_MAX_TOKENS_LIMIT), or 0 for the "
+                f"default {self._config.default_max_tokens}; got {requested}",
+                field="options.max_tokens",
+            )
+        return requested
