@@ -15,13 +15,17 @@ async def _main() -> None:
     config = load_config(GatewayConfig)
     configure_logging(server_config.log_level)
     deps = Dependencies(config)
+    gateway = GatewayServicer(config, deps)
     servicer = Servicer(
-        "ragline.v1.GatewayService",
-        gateway_service_pb2_grpc.add_GatewayServiceServicer_to_server,
-        GatewayServicer(config, deps),
+        "ragline.v1.GatewayService", gateway_service_pb2_grpc.add_GatewayServiceServicer_to_server, gateway
     )
     await serve(
-        "gateway", server_config, [servicer], start=deps.start, check_ready=deps.check, stop=deps.close
+        "gateway",
+        server_config,
+        [servicer],
+        start=gateway.start,
+        check_ready=gateway.check_ready,
+        stop=deps.close,
     )
 
 

@@ -37,6 +37,37 @@ class GatewayConfig:
         "GATEWAY_TOP_K", 5, "Passages given to the generator by default.", minimum=1, maximum=50
     )
     """Passages given to the generator when a request does not say."""
+    candidates: int = setting(
+        "GATEWAY_CANDIDATES", 20, "Candidates retrieved before reranking.", minimum=1, maximum=200
+    )
+    """Candidates retrieved before reranking down to top_k (when a reranker is configured)."""
+    rerank: bool = setting("GATEWAY_RERANK", True, "Rerank candidates when the embedder has a reranker.")
+    """Rerank candidates when the embedder has a reranker; false skips the stage."""
+    cache_embedding_ttl_seconds: int = setting(
+        "GATEWAY_CACHE_EMBEDDING_TTL_SECONDS", 86400, "TTL of cached query embeddings; 0 disables.", minimum=0
+    )
+    """How long a query embedding stays cached; 0 disables the layer."""
+    cache_retrieval_ttl_seconds: int = setting(
+        "GATEWAY_CACHE_RETRIEVAL_TTL_SECONDS", 3600, "TTL of cached retrieval results; 0 disables.", minimum=0
+    )
+    """How long retrieval results stay cached; 0 disables the layer."""
+    cache_answer_ttl_seconds: int = setting(
+        "GATEWAY_CACHE_ANSWER_TTL_SECONDS",
+        3600,
+        "TTL of cached answers (exact and semantic); 0 disables.",
+        minimum=0,
+    )
+    """How long answers stay cached, for the exact and the semantic layer; 0 disables both."""
+    semantic_cache_distance: float = setting(
+        "GATEWAY_SEMANTIC_CACHE_DISTANCE", 0.08, "Largest cosine distance of a semantic cache hit; 0 disables.",
+        minimum=0, maximum=1,
+    )  # fmt: skip
+    """Largest cosine distance between two questions' embeddings for one to be served the other's answer."""
+    semantic_cache_entries: int = setting(
+        "GATEWAY_SEMANTIC_CACHE_ENTRIES", 512, "Past questions kept per collection for the semantic cache.",
+        minimum=1, maximum=100000,
+    )  # fmt: skip
+    """Past questions kept per collection generation for the semantic cache (newest first)."""
     embed_batch_size: int = setting(
         "GATEWAY_EMBED_BATCH_SIZE", 64, "Chunks sent to the embedder per call.", minimum=1, maximum=256
     )

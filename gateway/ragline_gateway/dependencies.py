@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import grpc
 import redis.asyncio as aioredis
@@ -18,10 +20,12 @@ from prometheus_client import Gauge
 from ragline.channels import open_channel
 from ragline.config import state_dir
 from ragline.embedded_redis import EmbeddedRedis
+from ragline.errors import from_rpc_error
 from ragline.v1 import embedder_service_pb2_grpc, generator_service_pb2_grpc, retriever_service_pb2_grpc
 from ragline_gateway.config import GatewayConfig
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEPENDENCY_UP = Gauge(
     "ragline_gateway_dependency_up",
@@ -46,6 +50,7 @@ class Dependencies:
         self.generator = generator_service_pb2_grpc.GeneratorServiceStub(self._channels["generator"])
         self._embedded_redis: EmbeddedRedis | None = None
         self.redis: aioredis.Redis | None = None
+        self.redis_up = False
 
     async def start(self) -> None:
         """Connects to Redis, starting the embedded server first when REDIS_URL is unset."""
@@ -54,7 +59,9 @@ class Dependencies:
             self._embedded_redis = EmbeddedRedis(state_dir() / "valkey-gateway")
             url = await asyncio.to_thread(self._embedded_redis.start)
             log.info("REDIS_URL is unset: started embedded Valkey at %s", url)
-        self.redis = aioredis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        # Short timeouts: a slow or dead Redis must cost a request milliseconds, not seconds.
+        self.redis = aioredis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
+        self.redis_up = await self._redis_up()
 
     async def _serving(self, name: str) -> bool:
         stub = health_pb2_grpc.HealthStub(self._channels[name])
@@ -78,6 +85,7 @@ class Dependencies:
         results = await asyncio.gather(*(self._serving(n) for n in names), self._redis_up())
         for name, up in zip([*names, "redis"], results, strict=True):
             DEPENDENCY_UP.labels(name).set(1 if up else 0)
+        self.redis_up = results[-1]
         down = [n for n, up in zip(names, results, strict=False) if not up and n != "generator"]
         if down:
             raise RuntimeError(f"{' and '.join(down)} not serving")
@@ -90,3 +98,11 @@ class Dependencies:
             await self.redis.aclose()
         if self._embedded_redis is not None:
             await asyncio.to_thread(self._embedded_redis.stop)
+
+
+async def call(dependency: str, awaitable: Awaitable[T]) -> T:
+    """Awaits a downstream call, turning its failure into an error that names the dependency."""
+    try:
+        return await awaitable
+    except grpc.aio.AioRpcError as exc:
+        raise from_rpc_error(dependency, exc) from None

@@ -83,9 +83,18 @@ async def _ingest(args: argparse.Namespace) -> int:
 
 
 async def _ask(args: argparse.Namespace) -> int:
+    reply = None
     async with RaglineClient(args.gateway, timeout=args.timeout) as client:
-        reply = await client.ask(args.question, collection=args.collection, top_k=args.top_k)
-    print(reply.answer.strip())
+        # Streamed, so a person sees the answer as it is written.
+        async for event in client.ask_stream(args.question, collection=args.collection, top_k=args.top_k):
+            if event.HasField("delta"):
+                print(event.delta, end="", flush=True)
+            elif event.HasField("final"):
+                reply = event.final
+    print()
+    if reply is None:
+        print("error: the answer stream ended early", file=sys.stderr)
+        return 1
     if reply.citations:
         print("\nSources:")
         for citation in reply.citations:

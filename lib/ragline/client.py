@@ -9,7 +9,7 @@ with defaults, a default deadline on every call, and the shared channel settings
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -90,9 +90,11 @@ class RaglineClient:
         *,
         collection: str = "",
         top_k: int = 0,
+        candidates: int = 0,
         mode: common_pb2.SearchMode = common_pb2.SEARCH_MODE_UNSPECIFIED,
         max_tokens: int = 0,
         temperature: float = 0.0,
+        cache_policy: gateway_service_pb2.CachePolicy = gateway_service_pb2.CACHE_POLICY_UNSPECIFIED,
         timeout: float | None = None,
     ) -> gateway_service_pb2.AskResponse:
         """Answers `question` from the collection's documents, with citations."""
@@ -100,13 +102,41 @@ class RaglineClient:
             collection=collection,
             question=question,
             top_k=top_k,
+            candidates=candidates,
             mode=mode,
             options=common_pb2.GenerationOptions(max_tokens=max_tokens, temperature=temperature),
+            cache_policy=cache_policy,
         )
         response: gateway_service_pb2.AskResponse = await self._stub.Ask(
             request, timeout=timeout or self.timeout
         )
         return response
+
+    async def ask_stream(
+        self,
+        question: str,
+        *,
+        collection: str = "",
+        top_k: int = 0,
+        candidates: int = 0,
+        mode: common_pb2.SearchMode = common_pb2.SEARCH_MODE_UNSPECIFIED,
+        max_tokens: int = 0,
+        temperature: float = 0.0,
+        cache_policy: gateway_service_pb2.CachePolicy = gateway_service_pb2.CACHE_POLICY_UNSPECIFIED,
+        timeout: float | None = None,
+    ) -> AsyncIterator[gateway_service_pb2.AskStreamResponse]:
+        """Streams an answer: the retrieved passages, then text deltas, then the final answer with citations."""
+        request = gateway_service_pb2.AskStreamRequest(
+            collection=collection,
+            question=question,
+            top_k=top_k,
+            candidates=candidates,
+            mode=mode,
+            options=common_pb2.GenerationOptions(max_tokens=max_tokens, temperature=temperature),
+            cache_policy=cache_policy,
+        )
+        async for event in self._stub.AskStream(request, timeout=timeout or self.timeout):
+            yield event
 
     async def search(
         self,
@@ -114,12 +144,19 @@ class RaglineClient:
         *,
         collection: str = "",
         top_k: int = 0,
+        candidates: int = 0,
         mode: common_pb2.SearchMode = common_pb2.SEARCH_MODE_UNSPECIFIED,
+        cache_policy: gateway_service_pb2.CachePolicy = gateway_service_pb2.CACHE_POLICY_UNSPECIFIED,
         timeout: float | None = None,
     ) -> gateway_service_pb2.SearchResponse:
         """Returns the chunks that best match `query`, without generating an answer."""
         request = gateway_service_pb2.SearchRequest(
-            collection=collection, query=query, top_k=top_k, mode=mode
+            collection=collection,
+            query=query,
+            top_k=top_k,
+            candidates=candidates,
+            mode=mode,
+            cache_policy=cache_policy,
         )
         response: gateway_service_pb2.SearchResponse = await self._stub.Search(
             request, timeout=timeout or self.timeout

@@ -74,7 +74,7 @@ async def test_reingesting_unchanged_files_changes_nothing(
 ) -> None:
     again = _ragline(stack, corpus.parent, "ingest", corpus.name)
     assert again.returncode == 0, again.stderr
-    assert again.stdout.count(" 0 new, 0 updated") == 3
+    assert again.stdout.count("(0 new, 0 updated, 1 unchanged, 0 removed)") == 3
 
 
 async def test_search_finds_the_document(client: RaglineClient, corpus: Path, ingested: object) -> None:

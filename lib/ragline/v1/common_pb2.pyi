@@ -29,6 +29,19 @@ class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FINISH_REASON_STOP: _ClassVar[FinishReason]
     FINISH_REASON_LENGTH: _ClassVar[FinishReason]
     FINISH_REASON_NO_CONTEXT: _ClassVar[FinishReason]
+
+class FilterOperator(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FILTER_OPERATOR_UNSPECIFIED: _ClassVar[FilterOperator]
+    FILTER_OPERATOR_EQ: _ClassVar[FilterOperator]
+    FILTER_OPERATOR_NE: _ClassVar[FilterOperator]
+    FILTER_OPERATOR_IN: _ClassVar[FilterOperator]
+    FILTER_OPERATOR_NOT_IN: _ClassVar[FilterOperator]
+    FILTER_OPERATOR_LT: _ClassVar[FilterOperator]
+    FILTER_OPERATOR_LTE: _ClassVar[FilterOperator]
+    FILTER_OPERATOR_GT: _ClassVar[FilterOperator]
+    FILTER_OPERATOR_GTE: _ClassVar[FilterOperator]
+    FILTER_OPERATOR_EXISTS: _ClassVar[FilterOperator]
 SEARCH_MODE_UNSPECIFIED: SearchMode
 SEARCH_MODE_VECTOR: SearchMode
 SEARCH_MODE_KEYWORD: SearchMode
@@ -39,6 +52,16 @@ FINISH_REASON_UNSPECIFIED: FinishReason
 FINISH_REASON_STOP: FinishReason
 FINISH_REASON_LENGTH: FinishReason
 FINISH_REASON_NO_CONTEXT: FinishReason
+FILTER_OPERATOR_UNSPECIFIED: FilterOperator
+FILTER_OPERATOR_EQ: FilterOperator
+FILTER_OPERATOR_NE: FilterOperator
+FILTER_OPERATOR_IN: FilterOperator
+FILTER_OPERATOR_NOT_IN: FilterOperator
+FILTER_OPERATOR_LT: FilterOperator
+FILTER_OPERATOR_LTE: FilterOperator
+FILTER_OPERATOR_GT: FilterOperator
+FILTER_OPERATOR_GTE: FilterOperator
+FILTER_OPERATOR_EXISTS: FilterOperator
 
 class Collection(_message.Message):
     __slots__ = ("name", "embedding_model", "dimension", "distance", "generation", "document_count", "chunk_count", "create_time")
@@ -145,3 +168,29 @@ class StageTiming(_message.Message):
     stage: str
     duration_seconds: float
     def __init__(self, stage: _Optional[str] = ..., duration_seconds: _Optional[float] = ...) -> None: ...
+
+class FieldCondition(_message.Message):
+    __slots__ = ("field", "operator", "value")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    operator: FilterOperator
+    value: _struct_pb2.Value
+    def __init__(self, field: _Optional[str] = ..., operator: _Optional[_Union[FilterOperator, str]] = ..., value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...
+
+class FilterGroup(_message.Message):
+    __slots__ = ("filters",)
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    filters: _containers.RepeatedCompositeFieldContainer[MetadataFilter]
+    def __init__(self, filters: _Optional[_Iterable[_Union[MetadataFilter, _Mapping]]] = ...) -> None: ...
+
+class MetadataFilter(_message.Message):
+    __slots__ = ("condition", "all", "any")
+    CONDITION_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    ANY_FIELD_NUMBER: _ClassVar[int]
+    condition: FieldCondition
+    all: FilterGroup
+    any: FilterGroup
+    def __init__(self, condition: _Optional[_Union[FieldCondition, _Mapping]] = ..., all: _Optional[_Union[FilterGroup, _Mapping]] = ..., any: _Optional[_Union[FilterGroup, _Mapping]] = ...) -> None: ...

@@ -45,6 +45,11 @@ class EmbedderServiceStub:
                 request_serializer=ragline_dot_v1_dot_embedder__service__pb2.GetModelInfoRequest.SerializeToString,
                 response_deserializer=ragline_dot_v1_dot_embedder__service__pb2.GetModelInfoResponse.FromString,
                 _registered_method=True)
+        self.Rerank = channel.unary_unary(
+                '/ragline.v1.EmbedderService/Rerank',
+                request_serializer=ragline_dot_v1_dot_embedder__service__pb2.RerankRequest.SerializeToString,
+                response_deserializer=ragline_dot_v1_dot_embedder__service__pb2.RerankResponse.FromString,
+                _registered_method=True)
 
 
 class EmbedderServiceServicer:
@@ -65,6 +70,14 @@ class EmbedderServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Rerank(self, request, context):
+        """Rerank scores passages by their relevance to a query with a cross-encoder; it answers
+        FAILED_PRECONDITION when no reranker is configured, so callers can skip the stage.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EmbedderServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +90,11 @@ def add_EmbedderServiceServicer_to_server(servicer, server):
                     servicer.GetModelInfo,
                     request_deserializer=ragline_dot_v1_dot_embedder__service__pb2.GetModelInfoRequest.FromString,
                     response_serializer=ragline_dot_v1_dot_embedder__service__pb2.GetModelInfoResponse.SerializeToString,
+            ),
+            'Rerank': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rerank,
+                    request_deserializer=ragline_dot_v1_dot_embedder__service__pb2.RerankRequest.FromString,
+                    response_serializer=ragline_dot_v1_dot_embedder__service__pb2.RerankResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +152,33 @@ class EmbedderService:
             '/ragline.v1.EmbedderService/GetModelInfo',
             ragline_dot_v1_dot_embedder__service__pb2.GetModelInfoRequest.SerializeToString,
             ragline_dot_v1_dot_embedder__service__pb2.GetModelInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rerank(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragline.v1.EmbedderService/Rerank',
+            ragline_dot_v1_dot_embedder__service__pb2.RerankRequest.SerializeToString,
+            ragline_dot_v1_dot_embedder__service__pb2.RerankResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,12 +1,48 @@
 from google.protobuf import struct_pb2 as _struct_pb2
 from ragline.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class CachePolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CACHE_POLICY_UNSPECIFIED: _ClassVar[CachePolicy]
+    CACHE_POLICY_BYPASS: _ClassVar[CachePolicy]
+    CACHE_POLICY_REFRESH: _ClassVar[CachePolicy]
+
+class CacheLayer(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CACHE_LAYER_UNSPECIFIED: _ClassVar[CacheLayer]
+    CACHE_LAYER_NONE: _ClassVar[CacheLayer]
+    CACHE_LAYER_EMBEDDING: _ClassVar[CacheLayer]
+    CACHE_LAYER_RETRIEVAL: _ClassVar[CacheLayer]
+    CACHE_LAYER_ANSWER: _ClassVar[CacheLayer]
+    CACHE_LAYER_SEMANTIC: _ClassVar[CacheLayer]
+
+class RerankStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RERANK_STATUS_UNSPECIFIED: _ClassVar[RerankStatus]
+    RERANK_STATUS_APPLIED: _ClassVar[RerankStatus]
+    RERANK_STATUS_SKIPPED: _ClassVar[RerankStatus]
+    RERANK_STATUS_FAILED: _ClassVar[RerankStatus]
+CACHE_POLICY_UNSPECIFIED: CachePolicy
+CACHE_POLICY_BYPASS: CachePolicy
+CACHE_POLICY_REFRESH: CachePolicy
+CACHE_LAYER_UNSPECIFIED: CacheLayer
+CACHE_LAYER_NONE: CacheLayer
+CACHE_LAYER_EMBEDDING: CacheLayer
+CACHE_LAYER_RETRIEVAL: CacheLayer
+CACHE_LAYER_ANSWER: CacheLayer
+CACHE_LAYER_SEMANTIC: CacheLayer
+RERANK_STATUS_UNSPECIFIED: RerankStatus
+RERANK_STATUS_APPLIED: RerankStatus
+RERANK_STATUS_SKIPPED: RerankStatus
+RERANK_STATUS_FAILED: RerankStatus
 
 class DocumentContent(_message.Message):
     __slots__ = ("document_id", "content", "media_type", "metadata")
@@ -53,54 +89,110 @@ class IngestDocumentsResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[IngestResult, _Mapping]]] = ..., generation: _Optional[int] = ...) -> None: ...
 
 class AskRequest(_message.Message):
-    __slots__ = ("collection", "question", "top_k", "mode", "options")
+    __slots__ = ("collection", "question", "top_k", "mode", "options", "candidates", "cache_policy")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUESTION_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    CACHE_POLICY_FIELD_NUMBER: _ClassVar[int]
     collection: str
     question: str
     top_k: int
     mode: _common_pb2.SearchMode
     options: _common_pb2.GenerationOptions
-    def __init__(self, collection: _Optional[str] = ..., question: _Optional[str] = ..., top_k: _Optional[int] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ..., options: _Optional[_Union[_common_pb2.GenerationOptions, _Mapping]] = ...) -> None: ...
+    candidates: int
+    cache_policy: CachePolicy
+    def __init__(self, collection: _Optional[str] = ..., question: _Optional[str] = ..., top_k: _Optional[int] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ..., options: _Optional[_Union[_common_pb2.GenerationOptions, _Mapping]] = ..., candidates: _Optional[int] = ..., cache_policy: _Optional[_Union[CachePolicy, str]] = ...) -> None: ...
 
 class AskResponse(_message.Message):
-    __slots__ = ("answer", "citations", "usage", "finish_reason", "model", "stage_timings")
+    __slots__ = ("answer", "citations", "usage", "finish_reason", "model", "stage_timings", "cache_layer", "rerank_status", "generation")
     ANSWER_FIELD_NUMBER: _ClassVar[int]
     CITATIONS_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     STAGE_TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_LAYER_FIELD_NUMBER: _ClassVar[int]
+    RERANK_STATUS_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
     answer: str
     citations: _containers.RepeatedCompositeFieldContainer[_common_pb2.Citation]
     usage: _common_pb2.TokenUsage
     finish_reason: _common_pb2.FinishReason
     model: str
     stage_timings: _containers.RepeatedCompositeFieldContainer[_common_pb2.StageTiming]
-    def __init__(self, answer: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[_common_pb2.Citation, _Mapping]]] = ..., usage: _Optional[_Union[_common_pb2.TokenUsage, _Mapping]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., model: _Optional[str] = ..., stage_timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ...) -> None: ...
+    cache_layer: CacheLayer
+    rerank_status: RerankStatus
+    generation: int
+    def __init__(self, answer: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[_common_pb2.Citation, _Mapping]]] = ..., usage: _Optional[_Union[_common_pb2.TokenUsage, _Mapping]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., model: _Optional[str] = ..., stage_timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ..., cache_layer: _Optional[_Union[CacheLayer, str]] = ..., rerank_status: _Optional[_Union[RerankStatus, str]] = ..., generation: _Optional[int] = ...) -> None: ...
+
+class AskStreamRequest(_message.Message):
+    __slots__ = ("collection", "question", "top_k", "mode", "options", "candidates", "cache_policy")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    QUESTION_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    CACHE_POLICY_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    question: str
+    top_k: int
+    mode: _common_pb2.SearchMode
+    options: _common_pb2.GenerationOptions
+    candidates: int
+    cache_policy: CachePolicy
+    def __init__(self, collection: _Optional[str] = ..., question: _Optional[str] = ..., top_k: _Optional[int] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ..., options: _Optional[_Union[_common_pb2.GenerationOptions, _Mapping]] = ..., candidates: _Optional[int] = ..., cache_policy: _Optional[_Union[CachePolicy, str]] = ...) -> None: ...
+
+class RetrievedPassages(_message.Message):
+    __slots__ = ("hits", "rerank_status")
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    RERANK_STATUS_FIELD_NUMBER: _ClassVar[int]
+    hits: _containers.RepeatedCompositeFieldContainer[_common_pb2.SearchHit]
+    rerank_status: RerankStatus
+    def __init__(self, hits: _Optional[_Iterable[_Union[_common_pb2.SearchHit, _Mapping]]] = ..., rerank_status: _Optional[_Union[RerankStatus, str]] = ...) -> None: ...
+
+class AskStreamResponse(_message.Message):
+    __slots__ = ("passages", "delta", "final")
+    PASSAGES_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    passages: RetrievedPassages
+    delta: str
+    final: AskResponse
+    def __init__(self, passages: _Optional[_Union[RetrievedPassages, _Mapping]] = ..., delta: _Optional[str] = ..., final: _Optional[_Union[AskResponse, _Mapping]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("collection", "query", "top_k", "mode")
+    __slots__ = ("collection", "query", "top_k", "mode", "candidates", "cache_policy")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    CACHE_POLICY_FIELD_NUMBER: _ClassVar[int]
     collection: str
     query: str
     top_k: int
     mode: _common_pb2.SearchMode
-    def __init__(self, collection: _Optional[str] = ..., query: _Optional[str] = ..., top_k: _Optional[int] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ...) -> None: ...
+    candidates: int
+    cache_policy: CachePolicy
+    def __init__(self, collection: _Optional[str] = ..., query: _Optional[str] = ..., top_k: _Optional[int] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ..., candidates: _Optional[int] = ..., cache_policy: _Optional[_Union[CachePolicy, str]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("hits", "stage_timings")
+    __slots__ = ("hits", "stage_timings", "cache_layer", "rerank_status", "generation")
     HITS_FIELD_NUMBER: _ClassVar[int]
     STAGE_TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_LAYER_FIELD_NUMBER: _ClassVar[int]
+    RERANK_STATUS_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[_common_pb2.SearchHit]
     stage_timings: _containers.RepeatedCompositeFieldContainer[_common_pb2.StageTiming]
-    def __init__(self, hits: _Optional[_Iterable[_Union[_common_pb2.SearchHit, _Mapping]]] = ..., stage_timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ...) -> None: ...
+    cache_layer: CacheLayer
+    rerank_status: RerankStatus
+    generation: int
+    def __init__(self, hits: _Optional[_Iterable[_Union[_common_pb2.SearchHit, _Mapping]]] = ..., stage_timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ..., cache_layer: _Optional[_Union[CacheLayer, str]] = ..., rerank_status: _Optional[_Union[RerankStatus, str]] = ..., generation: _Optional[int] = ...) -> None: ...
 
 class GetDocumentRequest(_message.Message):
     __slots__ = ("collection", "document_id")

@@ -45,6 +45,11 @@ class GatewayServiceStub:
                 request_serializer=ragline_dot_v1_dot_gateway__service__pb2.AskRequest.SerializeToString,
                 response_deserializer=ragline_dot_v1_dot_gateway__service__pb2.AskResponse.FromString,
                 _registered_method=True)
+        self.AskStream = channel.unary_stream(
+                '/ragline.v1.GatewayService/AskStream',
+                request_serializer=ragline_dot_v1_dot_gateway__service__pb2.AskStreamRequest.SerializeToString,
+                response_deserializer=ragline_dot_v1_dot_gateway__service__pb2.AskStreamResponse.FromString,
+                _registered_method=True)
         self.Search = channel.unary_unary(
                 '/ragline.v1.GatewayService/Search',
                 request_serializer=ragline_dot_v1_dot_gateway__service__pb2.SearchRequest.SerializeToString,
@@ -80,6 +85,13 @@ class GatewayServiceServicer:
 
     def Ask(self, request, context):
         """Ask answers a question from the collection's documents, citing them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AskStream(self, request, context):
+        """AskStream answers like Ask, streaming the retrieved passages first, then the answer text, then citations and usage.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -125,6 +137,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.Ask,
                     request_deserializer=ragline_dot_v1_dot_gateway__service__pb2.AskRequest.FromString,
                     response_serializer=ragline_dot_v1_dot_gateway__service__pb2.AskResponse.SerializeToString,
+            ),
+            'AskStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.AskStream,
+                    request_deserializer=ragline_dot_v1_dot_gateway__service__pb2.AskStreamRequest.FromString,
+                    response_serializer=ragline_dot_v1_dot_gateway__service__pb2.AskStreamResponse.SerializeToString,
             ),
             'Search': grpc.unary_unary_rpc_method_handler(
                     servicer.Search,
@@ -202,6 +219,33 @@ class GatewayService:
             '/ragline.v1.GatewayService/Ask',
             ragline_dot_v1_dot_gateway__service__pb2.AskRequest.SerializeToString,
             ragline_dot_v1_dot_gateway__service__pb2.AskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AskStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ragline.v1.GatewayService/AskStream',
+            ragline_dot_v1_dot_gateway__service__pb2.AskStreamRequest.SerializeToString,
+            ragline_dot_v1_dot_gateway__service__pb2.AskStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -109,18 +109,32 @@ class UpsertDocumentResponse(_message.Message):
     def __init__(self, document: _Optional[_Union[_common_pb2.Document, _Mapping]] = ..., unchanged_chunks: _Optional[int] = ..., inserted_chunks: _Optional[int] = ..., updated_chunks: _Optional[int] = ..., deleted_chunks: _Optional[int] = ..., generation: _Optional[int] = ...) -> None: ...
 
 class SearchChunksRequest(_message.Message):
-    __slots__ = ("collection", "query_text", "query_embedding", "top_k", "mode")
+    __slots__ = ("collection", "query_text", "query_embedding", "top_k", "mode", "filter", "ef_search", "bm25_k1", "bm25_b", "rrf_k", "vector_weight", "keyword_weight")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERY_TEXT_FIELD_NUMBER: _ClassVar[int]
     QUERY_EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    EF_SEARCH_FIELD_NUMBER: _ClassVar[int]
+    BM25_K1_FIELD_NUMBER: _ClassVar[int]
+    BM25_B_FIELD_NUMBER: _ClassVar[int]
+    RRF_K_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    KEYWORD_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     collection: str
     query_text: str
     query_embedding: _containers.RepeatedScalarFieldContainer[float]
     top_k: int
     mode: _common_pb2.SearchMode
-    def __init__(self, collection: _Optional[str] = ..., query_text: _Optional[str] = ..., query_embedding: _Optional[_Iterable[float]] = ..., top_k: _Optional[int] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ...) -> None: ...
+    filter: _common_pb2.MetadataFilter
+    ef_search: int
+    bm25_k1: float
+    bm25_b: float
+    rrf_k: int
+    vector_weight: float
+    keyword_weight: float
+    def __init__(self, collection: _Optional[str] = ..., query_text: _Optional[str] = ..., query_embedding: _Optional[_Iterable[float]] = ..., top_k: _Optional[int] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ..., filter: _Optional[_Union[_common_pb2.MetadataFilter, _Mapping]] = ..., ef_search: _Optional[int] = ..., bm25_k1: _Optional[float] = ..., bm25_b: _Optional[float] = ..., rrf_k: _Optional[int] = ..., vector_weight: _Optional[float] = ..., keyword_weight: _Optional[float] = ...) -> None: ...
 
 class SearchChunksResponse(_message.Message):
     __slots__ = ("hits", "generation")
@@ -177,3 +191,19 @@ class DeleteStoredDocumentResponse(_message.Message):
     deleted_chunks: int
     generation: int
     def __init__(self, deleted_chunks: _Optional[int] = ..., generation: _Optional[int] = ...) -> None: ...
+
+class LookupChunkHashesRequest(_message.Message):
+    __slots__ = ("collection", "content_hashes", "document_id")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_HASHES_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    content_hashes: _containers.RepeatedScalarFieldContainer[str]
+    document_id: str
+    def __init__(self, collection: _Optional[str] = ..., content_hashes: _Optional[_Iterable[str]] = ..., document_id: _Optional[str] = ...) -> None: ...
+
+class LookupChunkHashesResponse(_message.Message):
+    __slots__ = ("stored_hashes",)
+    STORED_HASHES_FIELD_NUMBER: _ClassVar[int]
+    stored_hashes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, stored_hashes: _Optional[_Iterable[str]] = ...) -> None: ...

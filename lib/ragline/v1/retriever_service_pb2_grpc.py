@@ -80,6 +80,11 @@ class RetrieverServiceStub:
                 request_serializer=ragline_dot_v1_dot_retriever__service__pb2.DeleteStoredDocumentRequest.SerializeToString,
                 response_deserializer=ragline_dot_v1_dot_retriever__service__pb2.DeleteStoredDocumentResponse.FromString,
                 _registered_method=True)
+        self.LookupChunkHashes = channel.unary_unary(
+                '/ragline.v1.RetrieverService/LookupChunkHashes',
+                request_serializer=ragline_dot_v1_dot_retriever__service__pb2.LookupChunkHashesRequest.SerializeToString,
+                response_deserializer=ragline_dot_v1_dot_retriever__service__pb2.LookupChunkHashesResponse.FromString,
+                _registered_method=True)
 
 
 class RetrieverServiceServicer:
@@ -149,6 +154,13 @@ class RetrieverServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LookupChunkHashes(self, request, context):
+        """LookupChunkHashes says which chunk content hashes a collection (or one of its documents) already stores, so callers embed only new text.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RetrieverServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -196,6 +208,11 @@ def add_RetrieverServiceServicer_to_server(servicer, server):
                     servicer.DeleteStoredDocument,
                     request_deserializer=ragline_dot_v1_dot_retriever__service__pb2.DeleteStoredDocumentRequest.FromString,
                     response_serializer=ragline_dot_v1_dot_retriever__service__pb2.DeleteStoredDocumentResponse.SerializeToString,
+            ),
+            'LookupChunkHashes': grpc.unary_unary_rpc_method_handler(
+                    servicer.LookupChunkHashes,
+                    request_deserializer=ragline_dot_v1_dot_retriever__service__pb2.LookupChunkHashesRequest.FromString,
+                    response_serializer=ragline_dot_v1_dot_retriever__service__pb2.LookupChunkHashesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -442,6 +459,33 @@ class RetrieverService:
             '/ragline.v1.RetrieverService/DeleteStoredDocument',
             ragline_dot_v1_dot_retriever__service__pb2.DeleteStoredDocumentRequest.SerializeToString,
             ragline_dot_v1_dot_retriever__service__pb2.DeleteStoredDocumentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LookupChunkHashes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragline.v1.RetrieverService/LookupChunkHashes',
+            ragline_dot_v1_dot_retriever__service__pb2.LookupChunkHashesRequest.SerializeToString,
+            ragline_dot_v1_dot_retriever__service__pb2.LookupChunkHashesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,124 @@
+"""Synchronous ingestion: validate every document, chunk, embed in batches, upsert each document.
+
+All documents of a request are checked before anything is written, so a bad one fails the
+request with INVALID_ARGUMENT and leaves what is stored untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+
+from ragline.channels import downstream_timeout
+from ragline.errors import FailedPrecondition, InvalidArgument, from_rpc_error
+from ragline.v1 import embedder_service_pb2, gateway_service_pb2, retriever_service_pb2
+from ragline_gateway.chunking import chunk_text
+from ragline_gateway.config import GatewayConfig
+from ragline_gateway.dependencies import Dependencies, call
+from ragline_gateway.documents import content_hash, decode_document
+
+
+class Ingester:
+    """Turns documents into stored, embedded chunks through the embedder and retriever."""
+
+    def __init__(self, config: GatewayConfig, deps: Dependencies) -> None:
+        self.config = config
+        self.deps = deps
+
+    async def _embed(self, texts: Sequence[str], context: grpc.aio.ServicerContext) -> list[list[float]]:
+        vectors: list[list[float]] = []
+        size = self.config.embed_batch_size
+        for start in range(0, len(texts), size):
+            request = embedder_service_pb2.EmbedRequest(
+                texts=texts[start : start + size], input_type=embedder_service_pb2.INPUT_TYPE_PASSAGE
+            )
+            timeout = downstream_timeout(context, self.config.embed_timeout_seconds)
+            reply = await call("embedder", self.deps.embedder.Embed(request, timeout=timeout))
+            vectors.extend(list(e.values) for e in reply.embeddings)
+        return vectors
+
+    async def _ensure_collection(self, name: str, context: grpc.aio.ServicerContext) -> None:
+        """Creates the collection for the embedder's model on first ingest; checks the model matches after."""
+        timeout = downstream_timeout(context, self.config.embed_timeout_seconds)
+        info = await call(
+            "embedder",
+            self.deps.embedder.GetModelInfo(embedder_service_pb2.GetModelInfoRequest(), timeout=timeout),
+        )
+        try:
+            reply = await self.deps.retriever.GetCollection(
+                retriever_service_pb2.GetCollectionRequest(name=name),
+                timeout=downstream_timeout(context, self.config.retrieve_timeout_seconds),
+            )
+            collection = reply.collection
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND:
+                raise from_rpc_error("retriever", exc) from None
+            request = retriever_service_pb2.CreateCollectionRequest(
+                name=name, embedding_model=info.model, dimension=info.dimension
+            )
+            try:
+                created = await self.deps.retriever.CreateCollection(
+                    request, timeout=downstream_timeout(context, self.config.retrieve_timeout_seconds)
+                )
+                collection = created.collection
+            except grpc.aio.AioRpcError as create_exc:
+                # Another ingest created it between our get and create: that one is as good.
+                if create_exc.code() != grpc.StatusCode.ALREADY_EXISTS:
+                    raise from_rpc_error("retriever", create_exc) from None
+                return await self._ensure_collection(name, context)
+        if (collection.embedding_model, collection.dimension) != (info.model, info.dimension):
+            raise FailedPrecondition(
+                f"collection {name!r} holds vectors of {collection.embedding_model} ({collection.dimension} dims) "
+                f"but the embedder serves {info.model} ({info.dimension} dims); ingest into a new collection"
+            )
+        return None
+
+    async def ingest(
+        self, request: gateway_service_pb2.IngestDocumentsRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_service_pb2.IngestDocumentsResponse:
+        """Ingests every document of the request, or none if any is invalid."""
+        if not request.documents:
+            raise InvalidArgument("no documents given; send at least one", field="documents")
+        seen: set[str] = set()
+        texts = []
+        for index, document in enumerate(request.documents):
+            texts.append(decode_document(index, document, self.config.max_document_bytes))
+            if document.document_id in seen:
+                raise InvalidArgument(
+                    f"document {document.document_id!r} appears twice in one request",
+                    field=f"documents[{index}]",
+                )
+            seen.add(document.document_id)
+        collection = request.collection or self.config.default_collection
+        await self._ensure_collection(collection, context)
+        chunked = [chunk_text(t, self.config.chunk_tokens, self.config.chunk_overlap_tokens) for t in texts]
+        vectors = await self._embed([c.text for chunks in chunked for c in chunks], context)
+        response = gateway_service_pb2.IngestDocumentsResponse()
+        offset = 0
+        for document, text, chunks in zip(request.documents, texts, chunked, strict=True):
+            upsert = retriever_service_pb2.UpsertDocumentRequest(
+                collection=collection,
+                document_id=document.document_id,
+                metadata=document.metadata,
+                content_hash=content_hash(text),
+                chunks=[
+                    retriever_service_pb2.ChunkInput(text=c.text, token_count=c.token_count, embedding=vector)
+                    for c, vector in zip(chunks, vectors[offset : offset + len(chunks)], strict=True)
+                ],
+            )
+            offset += len(chunks)
+            timeout = downstream_timeout(context, self.config.retrieve_timeout_seconds)
+            reply = await call("retriever", self.deps.retriever.UpsertDocument(upsert, timeout=timeout))
+            response.results.append(
+                gateway_service_pb2.IngestResult(
+                    document_id=document.document_id,
+                    chunk_count=len(chunks),
+                    unchanged_chunks=reply.unchanged_chunks,
+                    inserted_chunks=reply.inserted_chunks,
+                    updated_chunks=reply.updated_chunks,
+                    deleted_chunks=reply.deleted_chunks,
+                )
+            )
+            response.generation = reply.generation
+        return response

@@ -1,0 +1,343 @@
+"""The query pipeline behind Search, Ask and AskStream: embed → retrieve → rerank → generate, with caches.
+
+Each stage calls one service with a deadline derived from the caller's remaining time and
+is timed. Before any work, the collection is looked up: that gives its `generation`, which
+every retrieval and answer cache key includes, so a cached result is never older than the
+collection's content.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+from prometheus_client import Counter, Histogram
+
+from ragline.channels import downstream_timeout
+from ragline.errors import InvalidArgument, Unavailable, from_rpc_error
+from ragline.v1 import (
+    common_pb2,
+    embedder_service_pb2,
+    gateway_service_pb2,
+    generator_service_pb2,
+    retriever_service_pb2,
+)
+from ragline_gateway.cache import QueryCache, digest
+from ragline_gateway.config import GatewayConfig
+from ragline_gateway.dependencies import Dependencies, call
+from ragline_gateway.timings import Timings
+
+log = logging.getLogger(__name__)
+
+MAX_TOP_K = 50
+# How long a "no reranker configured" answer is trusted before the embedder is asked again.
+NO_RERANKER_RECHECK_SECONDS = 30.0
+MAX_CANDIDATES = 200
+
+LLM_TOKENS = Counter(
+    "ragline_gateway_llm_tokens_total",
+    "Tokens the generator consumed for answers, by model and kind.",
+    ["model", "kind"],
+)
+RERANKS = Counter(
+    "ragline_gateway_rerank_total", "Rerank stage outcomes (applied, skipped, failed).", ["outcome"]
+)
+TOP_SCORE = Histogram(
+    "ragline_gateway_retrieval_top_score",
+    "Score of the best retrieved chunk, by search mode.",
+    ["mode"],
+    buckets=(0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+)
+EMPTY_RESULTS = Counter("ragline_gateway_empty_results_total", "Searches that found no chunk at all.")
+
+
+@dataclass(frozen=True)
+class Query:
+    """What a Search, Ask or AskStream request asks for, validated and with defaults applied."""
+
+    collection: str
+    text: str
+    top_k: int
+    candidates: int
+    mode: common_pb2.SearchMode
+    cache_policy: gateway_service_pb2.CachePolicy
+
+    @property
+    def reads_cache(self) -> bool:
+        return self.cache_policy == gateway_service_pb2.CACHE_POLICY_UNSPECIFIED
+
+    @property
+    def writes_cache(self) -> bool:
+        return self.cache_policy != gateway_service_pb2.CACHE_POLICY_BYPASS
+
+
+@dataclass
+class Retrieval:
+    """The outcome of the retrieval stages."""
+
+    generation: int
+    hits: list[common_pb2.SearchHit]
+    rerank_status: gateway_service_pb2.RerankStatus
+    cache_layer: gateway_service_pb2.CacheLayer
+    embedding: list[float] | None
+
+
+def _pack(*messages: bytes) -> bytes:
+    return json.dumps([base64.b64encode(m).decode() for m in messages]).encode()
+
+
+def _unpack(value: bytes) -> list[bytes]:
+    return [base64.b64decode(part) for part in json.loads(value)]
+
+
+class QueryPipeline:
+    """Runs queries against the embedder, retriever and generator, through the cache."""
+
+    def __init__(self, config: GatewayConfig, deps: Dependencies, cache: QueryCache) -> None:
+        self.config = config
+        self.deps = deps
+        self.cache = cache
+        self._no_reranker_until = 0.0
+
+    def query(
+        self,
+        *,
+        collection: str,
+        text: str,
+        top_k: int,
+        candidates: int,
+        mode: common_pb2.SearchMode,
+        cache_policy: gateway_service_pb2.CachePolicy,
+        field: str,
+    ) -> Query:
+        """Validates a request's query fields and fills in the configured defaults."""
+        if not text.strip():
+            raise InvalidArgument(f"the {field} is empty; send some text", field=field)
+        top_k = top_k or self.config.top_k
+        if not 1 <= top_k <= MAX_TOP_K:
+            raise InvalidArgument(f"top_k is {top_k}; it must be between 1 and {MAX_TOP_K}", field="top_k")
+        candidates = candidates or max(self.config.candidates, top_k)
+        if not top_k <= candidates <= MAX_CANDIDATES:
+            raise InvalidArgument(
+                f"candidates is {candidates}; it must be between top_k ({top_k}) and {MAX_CANDIDATES}",
+                field="candidates",
+            )
+        return Query(
+            collection or self.config.default_collection, text, top_k, candidates, mode, cache_policy
+        )
+
+    async def collection(
+        self, query: Query, timings: Timings, context: grpc.aio.ServicerContext
+    ) -> common_pb2.Collection:
+        """The query's collection (NOT_FOUND if missing), whose generation keys the caches."""
+        async with timings.stage("collection"):
+            return await self._lookup(query, context)
+
+    async def _lookup(self, query: Query, context: grpc.aio.ServicerContext) -> common_pb2.Collection:
+        request = retriever_service_pb2.GetCollectionRequest(name=query.collection)
+        timeout = downstream_timeout(context, self.config.retrieve_timeout_seconds)
+        reply = await call("retriever", self.deps.retriever.GetCollection(request, timeout=timeout))
+        collection: common_pb2.Collection = reply.collection
+        return collection
+
+    async def _embed(
+        self,
+        query: Query,
+        collection: common_pb2.Collection,
+        timings: Timings,
+        context: grpc.aio.ServicerContext,
+    ) -> tuple[list[float], bool]:
+        """The query's embedding and whether it came from the cache."""
+        key = digest(collection.embedding_model, collection.dimension, query.text)
+        async with timings.stage("embed"):
+            if query.reads_cache and (cached := await self.cache.get("embedding", key)) is not None:
+                return embedder_service_pb2.Embedding.FromString(cached).values[:], True
+            request = embedder_service_pb2.EmbedRequest(
+                texts=[query.text], input_type=embedder_service_pb2.INPUT_TYPE_QUERY
+            )
+            timeout = downstream_timeout(context, self.config.embed_timeout_seconds)
+            reply = await call("embedder", self.deps.embedder.Embed(request, timeout=timeout))
+            embedding = reply.embeddings[0]
+            if query.writes_cache:
+                await self.cache.put(
+                    "embedding", key, embedding.SerializeToString(), self.config.cache_embedding_ttl_seconds
+                )
+            return list(embedding.values), False
+
+    async def retrieve(
+        self,
+        query: Query,
+        collection: common_pb2.Collection,
+        timings: Timings,
+        context: grpc.aio.ServicerContext,
+        *,
+        need_embedding: bool = False,
+    ) -> Retrieval:
+        """Finds the query's passages: from the retrieval cache, or embed → search → rerank."""
+        key = digest(
+            query.collection, collection.generation, query.text, query.top_k, query.candidates, query.mode
+        )
+        embedding: list[float] | None = None
+        if query.reads_cache:
+            async with timings.stage("cache"):
+                cached = await self.cache.get("retrieval", key)
+            if cached is not None:
+                passages = gateway_service_pb2.RetrievedPassages.FromString(cached)
+                if need_embedding:
+                    embedding, _ = await self._embed(query, collection, timings, context)
+                return Retrieval(
+                    collection.generation,
+                    list(passages.hits),
+                    passages.rerank_status,
+                    gateway_service_pb2.CACHE_LAYER_RETRIEVAL,
+                    embedding,
+                )
+        embedding, embedding_cached = await self._embed(query, collection, timings, context)
+        async with timings.stage("retrieve"):
+            request = retriever_service_pb2.SearchChunksRequest(
+                collection=query.collection,
+                query_text=query.text,
+                query_embedding=embedding,
+                top_k=query.candidates,
+                mode=query.mode,
+            )
+            timeout = downstream_timeout(context, self.config.retrieve_timeout_seconds)
+            reply = await call("retriever", self.deps.retriever.SearchChunks(request, timeout=timeout))
+        hits = list(reply.hits)
+        mode_label = common_pb2.SearchMode.Name(query.mode or common_pb2.SEARCH_MODE_HYBRID)
+        if hits:
+            TOP_SCORE.labels(mode_label).observe(hits[0].score)
+        else:
+            EMPTY_RESULTS.inc()
+        hits, rerank_status = await self._rerank(query, hits, timings, context)
+        if query.writes_cache:
+            passages = gateway_service_pb2.RetrievedPassages(hits=hits, rerank_status=rerank_status)
+            await self.cache.put(
+                "retrieval", key, passages.SerializeToString(), self.config.cache_retrieval_ttl_seconds
+            )
+        layer = (
+            gateway_service_pb2.CACHE_LAYER_EMBEDDING
+            if embedding_cached
+            else gateway_service_pb2.CACHE_LAYER_NONE
+        )
+        if not query.reads_cache or not self.cache.available:
+            layer = gateway_service_pb2.CACHE_LAYER_UNSPECIFIED
+        return Retrieval(reply.generation or collection.generation, hits, rerank_status, layer, embedding)
+
+    async def _rerank(
+        self,
+        query: Query,
+        hits: list[common_pb2.SearchHit],
+        timings: Timings,
+        context: grpc.aio.ServicerContext,
+    ) -> tuple[list[common_pb2.SearchHit], gateway_service_pb2.RerankStatus]:
+        RERANKS.labels("skipped").inc()
+        return hits[: query.top_k], gateway_service_pb2.RERANK_STATUS_SKIPPED
+
+    def _answer_key(self, query: Query, generation: int, options: common_pb2.GenerationOptions) -> str:
+        return digest(
+            query.collection, generation, query.text, query.top_k, query.candidates, query.mode,
+            options.max_tokens, round(options.temperature, 3),
+        )  # fmt: skip
+
+    def _semantic_scope(self, query: Query, generation: int, options: common_pb2.GenerationOptions) -> str:
+        # Everything that shapes an answer except the question's wording.
+        settings = digest(
+            query.top_k, query.candidates, query.mode, options.max_tokens, round(options.temperature, 3)
+        )
+        return f"{query.collection}:{generation}:{settings}"
+
+    async def ask_events(
+        self, query: Query, options: common_pb2.GenerationOptions, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[gateway_service_pb2.AskStreamResponse]:
+        """The events of an answer: retrieved passages, answer deltas, then the final AskResponse."""
+        timings = Timings()
+        collection = await self.collection(query, timings, context)
+        answer_key = self._answer_key(query, collection.generation, options)
+        if query.reads_cache:
+            async with timings.stage("cache"):
+                cached = await self.cache.get("answer", answer_key)
+            if cached is not None:
+                for event in self._from_cache(cached, gateway_service_pb2.CACHE_LAYER_ANSWER, timings):
+                    yield event
+                return
+        retrieval = await self.retrieve(query, collection, timings, context, need_embedding=True)
+        scope = self._semantic_scope(query, retrieval.generation, options)
+        if query.reads_cache and retrieval.embedding is not None:
+            async with timings.stage("cache"):
+                similar = await self.cache.find_similar(scope, retrieval.embedding)
+            if similar is not None:
+                for event in self._from_cache(similar, gateway_service_pb2.CACHE_LAYER_SEMANTIC, timings):
+                    yield event
+                return
+        passages = gateway_service_pb2.RetrievedPassages(
+            hits=retrieval.hits, rerank_status=retrieval.rerank_status
+        )
+        yield gateway_service_pb2.AskStreamResponse(passages=passages)
+        final: generator_service_pb2.GenerateResponse | None = None
+        async with timings.stage("generate"):
+            request = generator_service_pb2.GenerateStreamRequest(
+                question=query.text,
+                passages=[
+                    common_pb2.Passage(
+                        document_id=h.document_id, chunk_id=h.chunk_id, text=h.text, score=h.score
+                    )
+                    for h in retrieval.hits
+                ],
+                options=options,
+            )
+            timeout = downstream_timeout(context, self.config.generate_timeout_seconds)
+            try:
+                async for event in self.deps.generator.GenerateStream(request, timeout=timeout):
+                    if event.HasField("final"):
+                        final = event.final
+                    else:
+                        yield gateway_service_pb2.AskStreamResponse(delta=event.delta)
+            except grpc.aio.AioRpcError as exc:
+                raise from_rpc_error("generator", exc) from None
+        if final is None:
+            raise Unavailable("the generator ended its stream without a final answer")
+        for kind, count in (
+            ("prompt", final.usage.prompt_tokens),
+            ("completion", final.usage.completion_tokens),
+        ):
+            LLM_TOKENS.labels(final.model, kind).inc(count)
+        response = gateway_service_pb2.AskResponse(
+            answer=final.text,
+            citations=final.citations,
+            usage=final.usage,
+            finish_reason=final.finish_reason,
+            model=final.model,
+            cache_layer=retrieval.cache_layer,
+            rerank_status=retrieval.rerank_status,
+            generation=retrieval.generation,
+        )
+        if query.writes_cache:
+            await self.cache.put(
+                "answer",
+                answer_key,
+                _pack(response.SerializeToString(), passages.SerializeToString()),
+                self.config.cache_answer_ttl_seconds,
+            )
+            if retrieval.embedding is not None:
+                await self.cache.remember_question(scope, retrieval.embedding, answer_key)
+        response.stage_timings.extend(timings.stages)
+        yield gateway_service_pb2.AskStreamResponse(final=response)
+
+    def _from_cache(
+        self, value: bytes, layer: gateway_service_pb2.CacheLayer, timings: Timings
+    ) -> list[gateway_service_pb2.AskStreamResponse]:
+        answer_bytes, passages_bytes = _unpack(value)
+        response = gateway_service_pb2.AskResponse.FromString(answer_bytes)
+        response.cache_layer = layer
+        response.stage_timings.extend(timings.stages)
+        passages = gateway_service_pb2.RetrievedPassages.FromString(passages_bytes)
+        return [
+            gateway_service_pb2.AskStreamResponse(passages=passages),
+            gateway_service_pb2.AskStreamResponse(delta=response.answer),
+            gateway_service_pb2.AskStreamResponse(final=response),
+        ]
