@@ -1,0 +1,15 @@
+"""Fixtures shared by every test folder."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """Path of Prometheus's promtool (Debian's prometheus package; .ci/run installs it)."""
+    path = shutil.which("promtool")
+    assert path, "promtool is missing: install Debian's prometheus package (.ci/run does)"
+    return path
