@@ -33,10 +33,12 @@ from ragline_gateway.timings import Timings
 
 log = logging.getLogger(__name__)
 
-MAX_TOP_K = 50
+# Ask gives the passages to a model with a small context window; Search may return far more.
+MAX_ASK_TOP_K = 50
+MAX_SEARCH_TOP_K = 1000
 # How long a "no reranker configured" answer is trusted before the embedder is asked again.
 NO_RERANKER_RECHECK_SECONDS = 30.0
-MAX_CANDIDATES = 200
+MAX_CANDIDATES = 1000
 
 LLM_TOKENS = Counter(
     "ragline_gateway_llm_tokens_total",
@@ -113,13 +115,14 @@ class QueryPipeline:
         mode: common_pb2.SearchMode,
         cache_policy: gateway_service_pb2.CachePolicy,
         field: str,
+        max_top_k: int,
     ) -> Query:
         """Validates a request's query fields and fills in the configured defaults."""
         if not text.strip():
             raise InvalidArgument(f"the {field} is empty; send some text", field=field)
         top_k = top_k or self.config.top_k
-        if not 1 <= top_k <= MAX_TOP_K:
-            raise InvalidArgument(f"top_k is {top_k}; it must be between 1 and {MAX_TOP_K}", field="top_k")
+        if not 1 <= top_k <= max_top_k:
+            raise InvalidArgument(f"top_k is {top_k}; it must be between 1 and {max_top_k}", field="top_k")
         candidates = candidates or max(self.config.candidates, top_k)
         if not top_k <= candidates <= MAX_CANDIDATES:
             raise InvalidArgument(

@@ -12,7 +12,7 @@ from ragline_gateway.cache import QueryCache
 from ragline_gateway.config import GatewayConfig
 from ragline_gateway.dependencies import Dependencies, call
 from ragline_gateway.ingest import Ingester
-from ragline_gateway.pipeline import QueryPipeline
+from ragline_gateway.pipeline import MAX_ASK_TOP_K, MAX_SEARCH_TOP_K, QueryPipeline
 from ragline_gateway.timings import Timings
 
 
@@ -61,6 +61,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
             mode=request.mode,
             cache_policy=request.cache_policy,
             field="query",
+            max_top_k=MAX_SEARCH_TOP_K,
         )
         timings = Timings()
         collection = await self.pipeline.collection(query, timings, context)
@@ -84,6 +85,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
             mode=request.mode,
             cache_policy=request.cache_policy,
             field="question",
+            max_top_k=MAX_ASK_TOP_K,
         )
         async for event in self.pipeline.ask_events(query, request.options, context):
             if event.HasField("final"):
@@ -101,6 +103,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
             mode=request.mode,
             cache_policy=request.cache_policy,
             field="question",
+            max_top_k=MAX_ASK_TOP_K,
         )
         async for event in self.pipeline.ask_events(query, request.options, context):
             yield event
