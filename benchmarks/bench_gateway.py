@@ -34,10 +34,13 @@ ASK_MAX_TOKENS = 32
 
 async def _ensure_ingested(client: RaglineClient) -> None:
     docs = cranfield.documents()
-    listed = await client.list_documents(collection=COLLECTION, page_size=1000)
-    stored = len(listed.documents) + (1000 if listed.next_page_token else 0)
-    if stored >= len(docs):
-        return
+    try:
+        listed = await client.list_documents(collection=COLLECTION, page_size=1000)
+        if len(listed.documents) + (1000 if listed.next_page_token else 0) >= len(docs):
+            return
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() != grpc.StatusCode.NOT_FOUND:
+            raise
     started = time.perf_counter()
     for start in range(0, len(docs), 50):
         batch = [DocumentToIngest(d.id, d.text.encode()) for d in docs[start : start + 50]]
