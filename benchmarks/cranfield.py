@@ -23,10 +23,11 @@ class Document:
 
 
 def documents() -> list[Document]:
-    """The 1,400 abstracts, title first, in file order."""
+    """The abstracts with any text, title first, in file order (a few of the 1,400 are empty)."""
     path = shared_dir() / "data" / "cranfield" / "corpus.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [Document(row["_id"], f"{row['title']}\n\n{row['text']}".strip()) for row in rows]
+    docs = [Document(row["_id"], f"{row['title']}\n\n{row['text']}".strip()) for row in rows]
+    return [doc for doc in docs if doc.text]
 
 
 def queries() -> dict[str, str]:

@@ -131,7 +131,7 @@ class Stack:
         """Starts everything and waits until every service is SERVING."""
         env = dict(self.base_env)
         if not env.get("REDIS_URL"):
-            self.redis = EmbeddedRedis(self.state / "valkey", port=0 if self.free_ports else 6390)
+            self.redis = EmbeddedRedis(self.state / "valkey")
             env["REDIS_URL"] = self.redis.start()
         specs = [s for s in SERVICES if s.name in self.names]
         for spec in specs:
