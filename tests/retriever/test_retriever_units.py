@@ -53,12 +53,12 @@ def _hit(chunk_id: int, mode: common_pb2.SearchMode) -> Hit:
 def test_fuse_adds_reciprocal_ranks_and_records_modes() -> None:
     vector = [_hit(1, VECTOR), _hit(2, VECTOR)]
     keyword = [_hit(2, KEYWORD), _hit(3, KEYWORD)]
-    fused = fuse([vector, keyword], top_k=10)
+    fused = fuse([(vector, 1.0), (keyword, 1.0)], top_k=10)
     assert [h.chunk_id for h in fused] == [2, 1, 3]
     assert fused[0].score == pytest.approx(1 / (RRF_K + 2) + 1 / (RRF_K + 1))
     assert fused[0].modes == [VECTOR, KEYWORD]
     assert fused[1].modes == [VECTOR]
-    assert [h.chunk_id for h in fuse([vector, keyword], top_k=1)] == [2]
+    assert [h.chunk_id for h in fuse([(vector, 1.0), (keyword, 1.0)], top_k=1)] == [2]
 
 
 def test_page_tokens_round_trip_and_reject_foreign_tokens() -> None:
@@ -87,8 +87,8 @@ def test_index_and_query_share_expression_and_predicate() -> None:
     query = vector_search_sql(7, 384)
     assert "(embedding::halfvec(384)) halfvec_cosine_ops" in index
     assert index.endswith("WHERE collection_id = 7")
-    assert "(embedding::halfvec(384)) <=> $1::halfvec(384)" in query
-    assert "WHERE collection_id = 7" in query
+    assert "(c.embedding::halfvec(384)) <=> $1::halfvec(384)" in query
+    assert "WHERE c.collection_id = 7" in query
     assert "<->" not in query
 
 

@@ -40,7 +40,8 @@ class NewChunk:
     content_hash: str
     token_count: int
     metadata: dict[str, Any]
-    embedding: NDArray[np.float32]
+    # None when the caller left it out to reuse a stored chunk's embedding of the same text.
+    embedding: NDArray[np.float32] | None
 
     def same_as(self, stored: StoredChunk) -> bool:
         """Whether storing this chunk would change nothing (same text, token count and metadata)."""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ragline.config import ConfigError, setting
 
 DEFAULT_PORT = 50053
 DEFAULT_METRICS_PORT = 9103
+# PostgreSQL memory settings: a number and kB, MB or GB, from 1 MB (its minimum) up.
+_MEMORY = re.compile(r"^[1-9][0-9]{0,6}(kB|MB|GB)$")
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,37 @@ class RetrieverConfig:
     )
     """pgvector's HNSW `ef_construction` for new collections: larger builds slower and recalls better."""
 
+    hnsw_ef_search: int = setting(
+        "RETRIEVER_HNSW_EF_SEARCH",
+        40,
+        "HNSW candidate list size of searches that do not set ef_search.",
+        minimum=1,
+        maximum=1000,
+    )
+    """pgvector's `hnsw.ef_search` when a search leaves `ef_search` at 0; never below the hits asked for."""
+    maintenance_work_mem: str = setting(
+        "RETRIEVER_MAINTENANCE_WORK_MEM",
+        "1GB",
+        "PostgreSQL maintenance_work_mem for building a collection's HNSW index.",
+    )
+    """Memory an HNSW index build may use (e.g. `512MB`, `2GB`); a graph that fits builds several times faster."""
+    bm25_k1: float = setting(
+        "RETRIEVER_BM25_K1",
+        1.5,
+        "BM25 term-frequency saturation k1 of keyword search.",
+        minimum=0.0,
+        maximum=10.0,
+    )
+    """BM25's k1 when a search does not set `bm25_k1`: how fast repeated terms stop adding to a score."""
+    bm25_b: float = setting(
+        "RETRIEVER_BM25_B", 0.75, "BM25 length normalisation b of keyword search.", minimum=0.0, maximum=1.0
+    )
+    """BM25's b when a search does not set `bm25_b`: 0 ignores chunk length, 1 normalises fully."""
+    rrf_k: int = setting(
+        "RETRIEVER_RRF_K", 60, "Reciprocal rank fusion constant k of hybrid search.", minimum=1, maximum=1000
+    )
+    """RRF's k when a search leaves `rrf_k` at 0: larger flattens the advantage of the top ranks."""
+
     def __post_init__(self) -> None:
         if self.pool_min > self.pool_max:
             raise ConfigError(
@@ -65,4 +99,9 @@ class RetrieverConfig:
             raise ConfigError(
                 f"invalid configuration:\n  RETRIEVER_HNSW_EF_CONSTRUCTION={self.hnsw_ef_construction} "
                 f"must be at least twice RETRIEVER_HNSW_M={self.hnsw_m}"
+            )
+        if not _MEMORY.match(self.maintenance_work_mem):
+            raise ConfigError(
+                f"invalid configuration:\n  RETRIEVER_MAINTENANCE_WORK_MEM={self.maintenance_work_mem!r} is not "
+                "an amount of memory like 512MB or 2GB"
             )

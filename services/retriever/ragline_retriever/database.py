@@ -15,7 +15,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
@@ -88,9 +88,21 @@ async def _require_pgvector(conn: asyncpg.Connection, server: str) -> None:
     )
 
 
+def _encode_jsonb(value: Any) -> bytes:
+    # jsonb's binary format is a version byte (1) and the JSON text.
+    return b"\x01" + json.dumps(value).encode()
+
+
+def _decode_jsonb(data: bytes) -> Any:
+    return json.loads(data[1:])
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await register_vector(conn)
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    # Binary, because binary COPY (bulk chunk inserts) accepts only binary encoders.
+    await conn.set_type_codec(
+        "jsonb", encoder=_encode_jsonb, decoder=_decode_jsonb, schema="pg_catalog", format="binary"
+    )
 
 
 class Database:

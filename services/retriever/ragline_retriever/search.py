@@ -1,4 +1,4 @@
-"""Each collection's HNSW index, the queries that must match it, and hybrid rank fusion.
+"""Each collection's HNSW index, the vector and BM25 queries, and hybrid rank fusion.
 
 `chunks.embedding` has no fixed dimension, so there is no single index for it: CreateCollection
 builds a partial expression index per collection, over `embedding::halfvec(<dimension>)` where
@@ -16,6 +16,7 @@ from typing import Any
 from ragline.v1 import common_pb2
 
 # Reciprocal rank fusion constant from Cormack et al. (2009); it damps the weight of the top ranks.
+# The servicer's default comes from configuration; this is what `fuse` uses without one.
 RRF_K = 60
 # Hybrid search fuses candidate lists of at least this many chunks per mode, and this is also
 # pgvector's default `hnsw.ef_search`, so small top_k values lose no recall.
@@ -27,14 +28,19 @@ def index_name(collection_id: int) -> str:
     return f"chunks_embedding_hnsw_{int(collection_id)}"
 
 
-def _embedding_expression(dimension: int) -> str:
-    return f"(embedding::halfvec({int(dimension)}))"
+def _embedding_expression(dimension: int, table: str = "") -> str:
+    # The planner matches the index expression whatever alias qualifies the column.
+    return f"({table}embedding::halfvec({int(dimension)}))"
 
 
 def create_index_sql(collection_id: int, dimension: int, m: int, ef_construction: int) -> str:
-    """DDL of a collection's cosine HNSW index (halfvec, which pgvector indexes up to 4000 dimensions)."""
+    """DDL of a collection's cosine HNSW index (halfvec, which pgvector indexes up to 4000 dimensions).
+
+    CONCURRENTLY, because the partial index is built by a scan of the whole shared table, which
+    would otherwise block every collection's writes for as long as it takes.
+    """
     return (
-        f"CREATE INDEX {index_name(collection_id)} ON chunks USING hnsw "
+        f"CREATE INDEX CONCURRENTLY {index_name(collection_id)} ON chunks USING hnsw "
         f"({_embedding_expression(dimension)} halfvec_cosine_ops) "
         f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)}) "
         f"WHERE collection_id = {int(collection_id)}"
@@ -42,50 +48,80 @@ def create_index_sql(collection_id: int, dimension: int, m: int, ef_construction
 
 
 def drop_index_sql(collection_id: int) -> str:
-    """DDL that drops a collection's HNSW index."""
-    return f"DROP INDEX IF EXISTS {index_name(collection_id)}"
+    """DDL that drops a collection's HNSW index without blocking other collections' writes."""
+    return f"DROP INDEX CONCURRENTLY IF EXISTS {index_name(collection_id)}"
 
 
-def vector_search_sql(collection_id: int, dimension: int) -> str:
+def vector_search_sql(collection_id: int, dimension: int, condition: str = "TRUE") -> str:
     """Nearest chunks to `$1` (the query embedding) by cosine distance, at most `$2` of them.
 
-    Needs `hnsw.ef_search` at least `$2`, since the index scan returns no more than that.
+    `condition` is a compiled metadata filter over METADATA_SQL. The index scan yields at most `hnsw.ef_search` rows, unless
+    `hnsw.iterative_scan` lets it go on until the filter has passed `$2` of them; with
+    `relaxed_order` these come slightly out of order, hence the final sort.
     """
-    distance = f"{_embedding_expression(dimension)} <=> $1::halfvec({int(dimension)})"
+    distance = f"{_embedding_expression(dimension, 'c.')} <=> $1::halfvec({int(dimension)})"
     return f"""
-        SELECT h.id, d.document_id, h.ordinal, h.text, d.metadata || h.metadata AS metadata,
-               1 - h.distance AS score
+        SELECT h.id, h.document_id, h.ordinal, h.text, h.metadata, 1 - h.distance AS score
         FROM (
-            SELECT id, document_id, ordinal, text, metadata, {distance} AS distance
-            FROM chunks
-            WHERE collection_id = {int(collection_id)}
-            ORDER BY {distance}
+            SELECT c.id, d.document_id, c.ordinal, c.text, d.metadata || c.metadata AS metadata,
+                   {distance} AS distance
+            FROM chunks AS c
+            JOIN documents AS d ON d.id = c.document_id
+            WHERE c.collection_id = {int(collection_id)} AND {condition}
+            ORDER BY distance
             LIMIT $2
         ) AS h
-        JOIN documents AS d ON d.id = h.document_id
         ORDER BY h.distance, h.id
     """
 
 
-# The query's lexemes (stemmed, stop words gone) joined with OR, so a chunk matching any term
-# qualifies and ts_rank_cd ranks those matching more of them higher. The tsquery is assembled
-# in SQL from to_tsvector's output, each lexeme quoted with its quotes and backslashes escaped,
-# so no query text ever becomes tsquery syntax. No lexemes at all give NULL, which matches nothing.
-KEYWORD_SEARCH_SQL = r"""
-    WITH query AS (
-        SELECT string_agg('''' || replace(replace(lexeme, '\', '\\'), '''', '''''') || '''', ' | ')::tsquery
-               AS q
-        FROM unnest(tsvector_to_array(to_tsvector('english', $1))) AS lexeme
+# The SQL expression a metadata filter is compiled over in both queries.
+METADATA_SQL = "(d.metadata || c.metadata)"
+
+# Okapi BM25 over the postings in `chunk_terms` (see migration 0002), with Lucene's IDF
+# ln(1 + (N - df + 0.5) / (df + 0.5)), which is never negative. The query's terms are its
+# `english` lexemes (stemmed, stop words gone), each counted once, OR-ed: a chunk scores the sum
+# over the terms it contains. $1 query text, $2 collection id, $3 limit, $4 k1, $5 b. N, the
+# average length and every df are read in the same snapshot, so they are exact. `{condition}`
+# is a compiled metadata filter over METADATA_SQL; with none, only the top $3 chunks are joined.
+_BM25_SQL = r"""
+    WITH terms AS (
+        SELECT lexeme FROM unnest(tsvector_to_array(to_tsvector('english', $1))) AS lexeme
+    ),
+    stats AS (
+        SELECT count(*)::float8 AS n, greatest(avg(term_count), 1)::float8 AS avgdl
+        FROM chunks WHERE collection_id = $2
+    ),
+    postings AS (
+        SELECT p.chunk_id, p.tf, p.dl, count(*) OVER (PARTITION BY p.lexeme) AS df
+        FROM chunk_terms AS p JOIN terms ON p.lexeme = terms.lexeme
+        WHERE p.collection_id = $2
+    ),
+    scored AS (
+        SELECT postings.chunk_id,
+               sum(ln(1 + (stats.n - postings.df + 0.5) / (postings.df + 0.5))
+                   * postings.tf * ($4::float8 + 1)
+                   / (postings.tf + $4::float8 * (1 - $5::float8 + $5::float8 * postings.dl / stats.avgdl)))
+               AS score
+        FROM postings, stats
+        GROUP BY postings.chunk_id
+        {limit_unfiltered}
     )
-    SELECT c.id, d.document_id, c.ordinal, c.text, d.metadata || c.metadata AS metadata,
-           ts_rank_cd(c.tsv, query.q) AS score
-    FROM query
-    JOIN chunks AS c ON c.tsv @@ query.q
+    SELECT c.id, d.document_id, c.ordinal, c.text, d.metadata || c.metadata AS metadata, scored.score
+    FROM scored
+    JOIN chunks AS c ON c.id = scored.chunk_id
     JOIN documents AS d ON d.id = c.document_id
-    WHERE c.collection_id = $2
-    ORDER BY score DESC, c.id
+    WHERE {condition}
+    ORDER BY scored.score DESC, c.id
     LIMIT $3
 """
+
+
+def keyword_search_sql(condition: str | None = None) -> str:
+    """The BM25 query, filtered by the compiled metadata filter `condition` if there is one."""
+    if condition is None:
+        return _BM25_SQL.format(limit_unfiltered="ORDER BY score DESC, chunk_id LIMIT $3", condition="TRUE")
+    return _BM25_SQL.format(limit_unfiltered="", condition=condition)
 
 
 @dataclass
@@ -108,15 +144,15 @@ def hit_from_row(row: Any, mode: common_pb2.SearchMode) -> Hit:
     )
 
 
-def fuse(ranked_lists: list[list[Hit]], top_k: int) -> list[Hit]:
-    """Reciprocal rank fusion: each list adds 1 / (RRF_K + rank) to its chunks' scores.
+def fuse(ranked_lists: list[tuple[list[Hit], float]], top_k: int, k: int = RRF_K) -> list[Hit]:
+    """Weighted reciprocal rank fusion: each (list, weight) adds weight / (k + rank) to its chunks' scores.
 
     Ties keep the order in which chunks were first seen, so the earlier list wins them.
     """
     fused: dict[int, Hit] = {}
-    for hits in ranked_lists:
+    for hits, weight in ranked_lists:
         for rank, hit in enumerate(hits, start=1):
-            contribution = 1.0 / (RRF_K + rank)
+            contribution = weight / (k + rank)
             seen = fused.get(hit.chunk_id)
             if seen is None:
                 fused[hit.chunk_id] = Hit(

@@ -9,9 +9,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -30,14 +32,16 @@ from ragline.v1 import retriever_service_pb2_grpc as pb_grpc
 from ragline_retriever.chunks import NewChunk, StoredChunk, plan_chunks, text_hash
 from ragline_retriever.config import RetrieverConfig
 from ragline_retriever.database import Database, PooledConnection
+from ragline_retriever.filters import Params, compile_filter
 from ragline_retriever.search import (
-    KEYWORD_SEARCH_SQL,
+    METADATA_SQL,
     MIN_CANDIDATES,
     Hit,
     create_index_sql,
     drop_index_sql,
     fuse,
     hit_from_row,
+    keyword_search_sql,
     vector_search_sql,
 )
 
@@ -61,6 +65,12 @@ DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 DEFAULT_TOP_K = 10
 MAX_TOP_K = 1000
+# pgvector's bounds of hnsw.ef_search.
+MAX_EF_SEARCH = 1000
+MAX_BM25_K1 = 10.0
+MAX_RRF_K = 1000
+MAX_FUSION_WEIGHT = 100.0
+MAX_LOOKUP_HASHES = 10_000
 # Embeddings are indexed as halfvec (16-bit floats), which cannot hold larger magnitudes.
 HALFVEC_MAX = 65504.0
 
@@ -77,7 +87,29 @@ _COLLECTION_SQL = """
          LATERAL (SELECT count(*) AS document_count, coalesce(sum(chunk_count), 0)::bigint AS chunk_count
                   FROM documents WHERE collection_id = c.id) AS s
 """
+_COPY_COLUMNS = (
+    "document_id",
+    "collection_id",
+    "ordinal",
+    "text",
+    "token_count",
+    "content_hash",
+    "embedding",
+    "metadata",
+)
 _DOCUMENT_COLUMNS = "id, document_id, metadata, content_hash, chunk_count, created_at, updated_at"
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """The tuning of one search: the request's values or the configured defaults."""
+
+    ef_search: int
+    rrf_k: int
+    bm25_k1: float
+    bm25_b: float
+    vector_weight: float
+    keyword_weight: float
 
 
 def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
@@ -200,6 +232,7 @@ def _embedding(values: Sequence[float], dimension: int, field: str, collection: 
 
 
 def _new_chunks(request: pb.UpsertDocumentRequest, dimension: int) -> list[NewChunk]:
+    """The request's chunks, validated; those sent without an embedding have `embedding` None."""
     chunks = []
     for i, chunk in enumerate(request.chunks):
         if not chunk.text or "\x00" in chunk.text:
@@ -208,7 +241,11 @@ def _new_chunks(request: pb.UpsertDocumentRequest, dimension: int) -> list[NewCh
             )
         if chunk.token_count < 0:
             raise InvalidArgument(f"chunks[{i}].token_count is negative", field=f"chunks[{i}].token_count")
-        embedding = _embedding(chunk.embedding, dimension, f"chunks[{i}].embedding", request.collection)
+        embedding = (
+            _embedding(chunk.embedding, dimension, f"chunks[{i}].embedding", request.collection)
+            if chunk.embedding
+            else None
+        )
         chunks.append(
             NewChunk(
                 ordinal=i,
@@ -220,6 +257,31 @@ def _new_chunks(request: pb.UpsertDocumentRequest, dimension: int) -> list[NewCh
             )
         )
     return chunks
+
+
+async def _reuse_embeddings(
+    conn: PooledConnection, collection_id: int, name: str, chunks: list[NewChunk]
+) -> None:
+    """Fills in the embeddings left out of `chunks` from stored chunks with the same text."""
+    missing = {c.content_hash for c in chunks if c.embedding is None}
+    if not missing:
+        return
+    rows = await conn.fetch(
+        "SELECT DISTINCT ON (content_hash) content_hash, embedding FROM chunks"
+        " WHERE collection_id = $1 AND content_hash = ANY($2::text[])",
+        collection_id,
+        list(missing),
+    )
+    stored = {row["content_hash"]: row["embedding"].to_numpy() for row in rows}
+    for i, chunk in enumerate(chunks):
+        if chunk.embedding is None:
+            if chunk.content_hash not in stored:
+                raise InvalidArgument(
+                    f"chunks[{i}].embedding is empty, and collection {name!r} stores no chunk with the same "
+                    "text whose embedding could be reused; send the embedding",
+                    field=f"chunks[{i}].embedding",
+                )
+            chunks[i] = replace(chunk, embedding=stored[chunk.content_hash])
 
 
 async def _collection_for_write(conn: PooledConnection, name: str) -> asyncpg.Record:
@@ -303,7 +365,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
                 "distance must be DISTANCE_METRIC_COSINE (the only one supported)", field="distance"
             )
         try:
-            async with self._db.connection() as conn, conn.transaction():
+            async with self._db.connection() as conn:
                 row = await conn.fetchrow(
                     "INSERT INTO collections (name, embedding_model, dimension) VALUES ($1, $2, $3)"
                     " RETURNING id, name, embedding_model, dimension, generation, created_at,"
@@ -313,11 +375,22 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
                     request.dimension,
                 )
                 assert row is not None  # INSERT ... RETURNING returns the row or raises
-                await conn.execute(
-                    create_index_sql(
-                        row["id"], request.dimension, self._config.hnsw_m, self._config.hnsw_ef_construction
+                try:
+                    # Outside a transaction (CONCURRENTLY); the pool resets the setting on release.
+                    await conn.execute(f"SET maintenance_work_mem = '{self._config.maintenance_work_mem}'")
+                    await conn.execute(
+                        create_index_sql(
+                            row["id"],
+                            request.dimension,
+                            self._config.hnsw_m,
+                            self._config.hnsw_ef_construction,
+                        )
                     )
-                )
+                except asyncpg.PostgresError:
+                    # A failed concurrent build leaves an invalid index behind; remove it with the row.
+                    await conn.execute(drop_index_sql(row["id"]))
+                    await conn.execute("DELETE FROM collections WHERE id = $1", row["id"])
+                    raise
         except asyncpg.UniqueViolationError:
             raise AlreadyExists(f"collection {name!r} already exists", field="name") from None
         return pb.CreateCollectionResponse(collection=_collection_pb(row))
@@ -352,15 +425,19 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
         self, request: pb.DeleteCollectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteCollectionResponse:
         name = validate_collection_name(request.name, "name")
-        async with self._db.connection() as conn, conn.transaction():
-            collection_id = await conn.fetchval("SELECT id FROM collections WHERE name = $1 FOR UPDATE", name)
-            if collection_id is None:
-                raise NotFound(f"collection {name!r} does not exist", field="name")
-            documents = await conn.fetchval(
-                "SELECT count(*) FROM documents WHERE collection_id = $1", collection_id
-            )
+        async with self._db.connection() as conn:
+            async with conn.transaction():
+                collection_id = await conn.fetchval(
+                    "SELECT id FROM collections WHERE name = $1 FOR UPDATE", name
+                )
+                if collection_id is None:
+                    raise NotFound(f"collection {name!r} does not exist", field="name")
+                documents = await conn.fetchval(
+                    "SELECT count(*) FROM documents WHERE collection_id = $1", collection_id
+                )
+                await conn.execute("DELETE FROM collections WHERE id = $1", collection_id)
+            # After the commit and CONCURRENTLY: searches of other collections never wait for it.
             await conn.execute(drop_index_sql(collection_id))
-            await conn.execute("DELETE FROM collections WHERE id = $1", collection_id)
         return pb.DeleteCollectionResponse(deleted_documents=documents)
 
     async def UpsertDocument(
@@ -376,6 +453,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
         async with self._db.connection() as conn, conn.transaction():
             collection = await _collection_for_write(conn, name)
             chunks = _new_chunks(request, collection["dimension"])
+            await _reuse_embeddings(conn, collection["id"], name, chunks)
             # Without a hash from the caller, the chunks' hashes stand in for the document's text.
             content_hash = request.content_hash or text_hash("".join(c.content_hash for c in chunks))
             document, created = await _lock_document(
@@ -415,11 +493,12 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
                     ],
                 )
             if plan.insert:
-                await conn.executemany(
-                    "INSERT INTO chunks"
-                    " (document_id, collection_id, ordinal, text, token_count, content_hash, embedding, metadata)"
-                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                    [
+                # Binary COPY: the fastest way in for large documents; the triggers of migration
+                # 0002 fill the full-text columns and postings as for any insert.
+                await conn.copy_records_to_table(
+                    "chunks",
+                    columns=_COPY_COLUMNS,
+                    records=[
                         (
                             document["id"],
                             collection["id"],
@@ -491,9 +570,16 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
             )
         if "\x00" in request.query_text:
             raise InvalidArgument("query_text has NUL characters", field="query_text")
+        options = self._search_options(request)
         # A single mode needs only top_k hits; fusion needs deeper lists to rank well.
         candidates = max(top_k, MIN_CANDIDATES) if mode == common_pb2.SEARCH_MODE_HYBRID else top_k
-        ranked: list[list[Hit]] = []
+        # Compiled before touching the database, so a malformed filter is always INVALID_ARGUMENT.
+        vector_params, keyword_params = Params(3), Params(6)
+        vector_condition, keyword_condition = "TRUE", None
+        if request.HasField("filter"):
+            vector_condition = compile_filter(request.filter, METADATA_SQL, vector_params)
+            keyword_condition = compile_filter(request.filter, METADATA_SQL, keyword_params)
+        ranked: list[tuple[list[Hit], float]] = []
         started = time.perf_counter()
         async with (
             self._db.connection() as conn,
@@ -506,22 +592,117 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
                 raise NotFound(f"collection {name!r} does not exist", field="collection")
             if use_vector:
                 query = _embedding(request.query_embedding, collection["dimension"], "query_embedding", name)
-                # The HNSW scan yields at most ef_search rows.
+                # Without an iterative scan the HNSW scan yields at most ef_search rows, so never
+                # fewer than asked for; with a filter it goes on until enough rows pass it.
                 await conn.execute(
-                    "SELECT set_config('hnsw.ef_search', $1, true)", str(max(candidates, MIN_CANDIDATES))
+                    "SELECT set_config('hnsw.ef_search', $1, true)", str(max(candidates, options.ef_search))
                 )
+                if request.HasField("filter"):
+                    await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
                 rows = await conn.fetch(
-                    vector_search_sql(collection["id"], collection["dimension"]), query, candidates
+                    vector_search_sql(collection["id"], collection["dimension"], vector_condition),
+                    query,
+                    candidates,
+                    *vector_params.values,
                 )
-                ranked.append([hit_from_row(row, common_pb2.SEARCH_MODE_VECTOR) for row in rows])
+                ranked.append(
+                    (
+                        [hit_from_row(row, common_pb2.SEARCH_MODE_VECTOR) for row in rows],
+                        options.vector_weight,
+                    )
+                )
             if use_keyword:
-                rows = await conn.fetch(KEYWORD_SEARCH_SQL, request.query_text, collection["id"], candidates)
-                ranked.append([hit_from_row(row, common_pb2.SEARCH_MODE_KEYWORD) for row in rows])
+                rows = await conn.fetch(
+                    keyword_search_sql(keyword_condition),
+                    request.query_text,
+                    collection["id"],
+                    candidates,
+                    options.bm25_k1,
+                    options.bm25_b,
+                    *keyword_params.values,
+                )
+                ranked.append(
+                    (
+                        [hit_from_row(row, common_pb2.SEARCH_MODE_KEYWORD) for row in rows],
+                        options.keyword_weight,
+                    )
+                )
         QUERY_SECONDS.labels(_MODE_NAMES[mode]).observe(time.perf_counter() - started)
-        hits = fuse(ranked, top_k) if len(ranked) > 1 else ranked[0][:top_k]
+        hits = fuse(ranked, top_k, options.rrf_k) if len(ranked) > 1 else ranked[0][0][:top_k]
         return pb.SearchChunksResponse(
             hits=[_hit_pb(hit) for hit in hits], generation=collection["generation"]
         )
+
+    def _search_options(self, request: pb.SearchChunksRequest) -> SearchOptions:
+        """The request's tuning knobs, validated, with the configured defaults for those left unset."""
+        if not 0 <= request.ef_search <= MAX_EF_SEARCH:
+            raise InvalidArgument(
+                f"ef_search must be from 1 to {MAX_EF_SEARCH} (0 means {self._config.hnsw_ef_search})",
+                field="ef_search",
+            )
+        if not 0 <= request.rrf_k <= MAX_RRF_K:
+            raise InvalidArgument(
+                f"rrf_k must be from 1 to {MAX_RRF_K} (0 means {self._config.rrf_k})", field="rrf_k"
+            )
+        bounds = {
+            "bm25_k1": (0.0, MAX_BM25_K1, self._config.bm25_k1),
+            "bm25_b": (0.0, 1.0, self._config.bm25_b),
+            "vector_weight": (0.0, MAX_FUSION_WEIGHT, 1.0),
+            "keyword_weight": (0.0, MAX_FUSION_WEIGHT, 1.0),
+        }
+        values = {}
+        for field, (low, high, default) in bounds.items():
+            value = getattr(request, field) if request.HasField(field) else default
+            if not (math.isfinite(value) and low <= value <= high):
+                raise InvalidArgument(f"{field} must be from {low:g} to {high:g}", field=field)
+            values[field] = value
+        return SearchOptions(
+            ef_search=request.ef_search or self._config.hnsw_ef_search,
+            rrf_k=request.rrf_k or self._config.rrf_k,
+            **values,
+        )
+
+    async def LookupChunkHashes(
+        self, request: pb.LookupChunkHashesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LookupChunkHashesResponse:
+        name = validate_collection_name(request.collection, "collection")
+        document_id = _validate_document_id(request.document_id) if request.document_id else ""
+        hashes = list(dict.fromkeys(request.content_hashes))
+        if len(hashes) > MAX_LOOKUP_HASHES:
+            raise InvalidArgument(
+                f"content_hashes has {len(hashes)} hashes; look up at most {MAX_LOOKUP_HASHES} at a time",
+                field="content_hashes",
+            )
+        for i, value in enumerate(request.content_hashes):
+            if not SHA256_HEX.match(value):
+                raise InvalidArgument(
+                    f"content_hashes[{i}] is not a lowercase SHA-256 hex digest", field=f"content_hashes[{i}]"
+                )
+        if not hashes and not document_id:
+            raise InvalidArgument(
+                "give content_hashes to look up, or a document_id to list that document's hashes",
+                field="content_hashes",
+            )
+        async with self._db.connection() as conn:
+            collection_id = await self._collection_id(conn, name)
+            if document_id:
+                rows = await conn.fetch(
+                    "SELECT c.content_hash FROM chunks AS c JOIN documents AS d ON d.id = c.document_id"
+                    " WHERE d.collection_id = $1 AND d.document_id = $2 ORDER BY c.ordinal",
+                    collection_id,
+                    document_id,
+                )
+            else:
+                rows = await conn.fetch(
+                    "SELECT DISTINCT content_hash FROM chunks WHERE collection_id = $1 AND content_hash = ANY($2::text[])",
+                    collection_id,
+                    hashes,
+                )
+        found = list(dict.fromkeys(row["content_hash"] for row in rows))
+        if hashes:
+            stored = set(found)
+            found = [value for value in hashes if value in stored]
+        return pb.LookupChunkHashesResponse(stored_hashes=found)
 
     async def GetStoredDocument(
         self, request: pb.GetStoredDocumentRequest, context: grpc.aio.ServicerContext
