@@ -18,6 +18,9 @@ from ragline_gateway.config import GatewayConfig
 from ragline_gateway.dependencies import Dependencies, call
 from ragline_gateway.documents import content_hash, decode_document
 
+# The retriever looks up at most this many hashes per call.
+LOOKUP_BATCH = 10_000
+
 
 class Ingester:
     """Turns documents into stored, embedded chunks through the embedder and retriever."""
@@ -37,6 +40,19 @@ class Ingester:
             reply = await call("embedder", self.deps.embedder.Embed(request, timeout=timeout))
             vectors.extend(list(e.values) for e in reply.embeddings)
         return vectors
+
+    async def _stored_hashes(
+        self, collection: str, hashes: Sequence[str], context: grpc.aio.ServicerContext
+    ) -> set[str]:
+        stored: set[str] = set()
+        for start in range(0, len(hashes), LOOKUP_BATCH):
+            request = retriever_service_pb2.LookupChunkHashesRequest(
+                collection=collection, content_hashes=hashes[start : start + LOOKUP_BATCH]
+            )
+            timeout = downstream_timeout(context, self.config.retrieve_timeout_seconds)
+            reply = await call("retriever", self.deps.retriever.LookupChunkHashes(request, timeout=timeout))
+            stored.update(reply.stored_hashes)
+        return stored
 
     async def _ensure_collection(self, name: str, context: grpc.aio.ServicerContext) -> None:
         """Creates the collection for the embedder's model on first ingest; checks the model matches after."""
@@ -93,9 +109,14 @@ class Ingester:
         collection = request.collection or self.config.default_collection
         await self._ensure_collection(collection, context)
         chunked = [chunk_text(t, self.config.chunk_tokens, self.config.chunk_overlap_tokens) for t in texts]
-        vectors = await self._embed([c.text for chunks in chunked for c in chunks], context)
+        # Text the collection already stores is not embedded again: the retriever reuses its vector.
+        hashes = sorted({content_hash(c.text) for chunks in chunked for c in chunks})
+        stored = await self._stored_hashes(collection, hashes, context)
+        new_texts = sorted(
+            {c.text for chunks in chunked for c in chunks if content_hash(c.text) not in stored}
+        )
+        vectors = dict(zip(new_texts, await self._embed(new_texts, context), strict=True))
         response = gateway_service_pb2.IngestDocumentsResponse()
-        offset = 0
         for document, text, chunks in zip(request.documents, texts, chunked, strict=True):
             upsert = retriever_service_pb2.UpsertDocumentRequest(
                 collection=collection,
@@ -103,11 +124,12 @@ class Ingester:
                 metadata=document.metadata,
                 content_hash=content_hash(text),
                 chunks=[
-                    retriever_service_pb2.ChunkInput(text=c.text, token_count=c.token_count, embedding=vector)
-                    for c, vector in zip(chunks, vectors[offset : offset + len(chunks)], strict=True)
+                    retriever_service_pb2.ChunkInput(
+                        text=c.text, token_count=c.token_count, embedding=vectors.get(c.text)
+                    )
+                    for c in chunks
                 ],
             )
-            offset += len(chunks)
             timeout = downstream_timeout(context, self.config.retrieve_timeout_seconds)
             reply = await call("retriever", self.deps.retriever.UpsertDocument(upsert, timeout=timeout))
             response.results.append(

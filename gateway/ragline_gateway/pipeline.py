@@ -67,6 +67,12 @@ class Query:
     candidates: int
     mode: common_pb2.SearchMode
     cache_policy: gateway_service_pb2.CachePolicy
+    filter: common_pb2.MetadataFilter | None
+
+    @property
+    def filter_key(self) -> str:
+        """The filter in a form cache keys can hold (deterministic bytes, hex)."""
+        return self.filter.SerializeToString(deterministic=True).hex() if self.filter is not None else ""
 
     @property
     def reads_cache(self) -> bool:
@@ -114,6 +120,7 @@ class QueryPipeline:
         candidates: int,
         mode: common_pb2.SearchMode,
         cache_policy: gateway_service_pb2.CachePolicy,
+        filter: common_pb2.MetadataFilter | None,
         field: str,
         max_top_k: int,
     ) -> Query:
@@ -130,7 +137,7 @@ class QueryPipeline:
                 field="candidates",
             )
         return Query(
-            collection or self.config.default_collection, text, top_k, candidates, mode, cache_policy
+            collection or self.config.default_collection, text, top_k, candidates, mode, cache_policy, filter
         )
 
     async def collection(
@@ -207,6 +214,7 @@ class QueryPipeline:
                 query_embedding=embedding,
                 top_k=query.candidates,
                 mode=query.mode,
+                filter=query.filter,
             )
             timeout = downstream_timeout(context, self.config.retrieve_timeout_seconds)
             reply = await call("retriever", self.deps.retriever.SearchChunks(request, timeout=timeout))
@@ -244,7 +252,7 @@ class QueryPipeline:
     def _answer_key(self, query: Query, generation: int, options: common_pb2.GenerationOptions) -> str:
         return digest(
             query.collection, generation, query.text, query.top_k, query.candidates, query.mode,
-            options.max_tokens, round(options.temperature, 3),
+            query.filter_key, options.max_tokens, round(options.temperature, 3),
         )  # fmt: skip
 
     def _semantic_scope(self, query: Query, generation: int, options: common_pb2.GenerationOptions) -> str:

@@ -60,6 +60,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
             candidates=request.candidates,
             mode=request.mode,
             cache_policy=request.cache_policy,
+            filter=request.filter if request.HasField("filter") else None,
             field="query",
             max_top_k=MAX_SEARCH_TOP_K,
         )
@@ -84,6 +85,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
             candidates=request.candidates,
             mode=request.mode,
             cache_policy=request.cache_policy,
+            filter=request.filter if request.HasField("filter") else None,
             field="question",
             max_top_k=MAX_ASK_TOP_K,
         )
@@ -102,6 +104,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
             candidates=request.candidates,
             mode=request.mode,
             cache_policy=request.cache_policy,
+            filter=request.filter if request.HasField("filter") else None,
             field="question",
             max_top_k=MAX_ASK_TOP_K,
         )

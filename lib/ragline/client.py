@@ -95,6 +95,7 @@ class RaglineClient:
         max_tokens: int = 0,
         temperature: float = 0.0,
         cache_policy: gateway_service_pb2.CachePolicy = gateway_service_pb2.CACHE_POLICY_UNSPECIFIED,
+        filter: common_pb2.MetadataFilter | None = None,
         timeout: float | None = None,
     ) -> gateway_service_pb2.AskResponse:
         """Answers `question` from the collection's documents, with citations."""
@@ -106,6 +107,7 @@ class RaglineClient:
             mode=mode,
             options=common_pb2.GenerationOptions(max_tokens=max_tokens, temperature=temperature),
             cache_policy=cache_policy,
+            filter=filter,
         )
         response: gateway_service_pb2.AskResponse = await self._stub.Ask(
             request, timeout=timeout or self.timeout
@@ -123,6 +125,7 @@ class RaglineClient:
         max_tokens: int = 0,
         temperature: float = 0.0,
         cache_policy: gateway_service_pb2.CachePolicy = gateway_service_pb2.CACHE_POLICY_UNSPECIFIED,
+        filter: common_pb2.MetadataFilter | None = None,
         timeout: float | None = None,
     ) -> AsyncIterator[gateway_service_pb2.AskStreamResponse]:
         """Streams an answer: the retrieved passages, then text deltas, then the final answer with citations."""
@@ -134,6 +137,7 @@ class RaglineClient:
             mode=mode,
             options=common_pb2.GenerationOptions(max_tokens=max_tokens, temperature=temperature),
             cache_policy=cache_policy,
+            filter=filter,
         )
         async for event in self._stub.AskStream(request, timeout=timeout or self.timeout):
             yield event
@@ -147,6 +151,7 @@ class RaglineClient:
         candidates: int = 0,
         mode: common_pb2.SearchMode = common_pb2.SEARCH_MODE_UNSPECIFIED,
         cache_policy: gateway_service_pb2.CachePolicy = gateway_service_pb2.CACHE_POLICY_UNSPECIFIED,
+        filter: common_pb2.MetadataFilter | None = None,
         timeout: float | None = None,
     ) -> gateway_service_pb2.SearchResponse:
         """Returns the chunks that best match `query`, without generating an answer."""
@@ -157,6 +162,7 @@ class RaglineClient:
             candidates=candidates,
             mode=mode,
             cache_policy=cache_policy,
+            filter=filter,
         )
         response: gateway_service_pb2.SearchResponse = await self._stub.Search(
             request, timeout=timeout or self.timeout

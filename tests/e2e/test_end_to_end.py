@@ -7,6 +7,7 @@ embedded PostgreSQL 18 + pgvector and embedded Valkey, talking over loopback gRP
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import urllib.request
@@ -14,11 +15,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from ragline.client import DocumentToIngest, RaglineClient
 from ragline.devstack import Stack
+from ragline.v1 import common_pb2
 
 pytestmark = pytest.mark.integration
 
@@ -146,3 +149,48 @@ def test_every_service_is_healthy_reflects_and_exports_metrics(stack: Stack, ing
             metrics = response.read().decode()
         assert "ragline_grpc_server_handling_seconds_bucket" in metrics, name
         assert 'grpc_code="OK"' in metrics, name
+
+
+async def test_search_filters_on_document_metadata(client: RaglineClient) -> None:
+    documents = [
+        DocumentToIngest("en.txt", b"Gliders fly without an engine.", metadata={"lang": "en", "year": 2020}),
+        DocumentToIngest(
+            "fr.txt", b"Les planeurs volent sans moteur.", metadata={"lang": "fr", "year": 2024}
+        ),
+    ]
+    await client.ingest(documents, collection="filters")
+    condition = common_pb2.FieldCondition(
+        field="lang", operator=common_pb2.FILTER_OPERATOR_EQ, value=struct_pb2.Value(string_value="fr")
+    )
+    reply = await client.search(
+        "gliders engine", collection="filters", filter=common_pb2.MetadataFilter(condition=condition)
+    )
+    assert [hit.document_id for hit in reply.hits] == ["fr.txt"]
+    newer = common_pb2.FieldCondition(
+        field="year", operator=common_pb2.FILTER_OPERATOR_GTE, value=struct_pb2.Value(number_value=2021)
+    )
+    unfiltered = await client.search("gliders engine", collection="filters")
+    assert {hit.document_id for hit in unfiltered.hits} == {"en.txt", "fr.txt"}
+    reply = await client.search(
+        "gliders", collection="filters", filter=common_pb2.MetadataFilter(condition=newer)
+    )
+    assert [hit.document_id for hit in reply.hits] == ["fr.txt"]
+
+
+def test_reingesting_embeds_nothing_that_is_already_stored(
+    stack: Stack, corpus: Path, ingested: object
+) -> None:
+    def embedded_passages() -> float:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{stack['embedder'].metrics_port}/metrics", timeout=5
+        ) as r:
+            text = r.read().decode()
+        match = re.search(
+            r'^ragline_embedder_texts_total\{input_type="passage"\} (\S+)$', text, flags=re.MULTILINE
+        )
+        return float(match.group(1)) if match else 0.0
+
+    before = embedded_passages()
+    again = _ragline(stack, corpus.parent, "ingest", corpus.name)
+    assert again.returncode == 0, again.stderr
+    assert embedded_passages() == before
