@@ -57,6 +57,10 @@ TOP_SCORE = Histogram(
 EMPTY_RESULTS = Counter("ragline_gateway_empty_results_total", "Searches that found no chunk at all.")
 
 
+def _generation_settings(options: common_pb2.GenerationOptions) -> tuple[int, float]:
+    return options.max_tokens, round(options.temperature, 3)
+
+
 @dataclass(frozen=True)
 class Query:
     """What a Search, Ask or AskStream request asks for, validated and with defaults applied."""
@@ -69,10 +73,24 @@ class Query:
     cache_policy: gateway_service_pb2.CachePolicy
     filter: common_pb2.MetadataFilter | None
 
-    @property
-    def filter_key(self) -> str:
-        """The filter in a form cache keys can hold (deterministic bytes, hex)."""
-        return self.filter.SerializeToString(deterministic=True).hex() if self.filter is not None else ""
+    def _shape(self) -> tuple[object, ...]:
+        """Everything that changes which passages are found, except the collection and the text."""
+        filter_bytes = (
+            self.filter.SerializeToString(deterministic=True).hex() if self.filter is not None else ""
+        )
+        return (self.top_k, self.candidates, int(self.mode), filter_bytes)
+
+    def retrieval_key(self, generation: int) -> str:
+        """The retrieval cache key: the collection's content version and every parameter of the search."""
+        return digest(self.collection, generation, self.text, *self._shape())
+
+    def answer_key(self, generation: int, options: common_pb2.GenerationOptions) -> str:
+        """The answer cache key: the retrieval key's parts and the generation settings."""
+        return digest(self.collection, generation, self.text, *self._shape(), *_generation_settings(options))
+
+    def semantic_scope(self, generation: int, options: common_pb2.GenerationOptions) -> str:
+        """The semantic cache's list: everything the answer key holds except the question's wording."""
+        return f"{self.collection}:{generation}:{digest(*self._shape(), *_generation_settings(options))}"
 
     @property
     def reads_cache(self) -> bool:
@@ -188,9 +206,7 @@ class QueryPipeline:
         need_embedding: bool = False,
     ) -> Retrieval:
         """Finds the query's passages: from the retrieval cache, or embed → search → rerank."""
-        key = digest(
-            query.collection, collection.generation, query.text, query.top_k, query.candidates, query.mode
-        )
+        key = query.retrieval_key(collection.generation)
         embedding: list[float] | None = None
         if query.reads_cache:
             async with timings.stage("cache"):
@@ -249,26 +265,13 @@ class QueryPipeline:
         RERANKS.labels("skipped").inc()
         return hits[: query.top_k], gateway_service_pb2.RERANK_STATUS_SKIPPED
 
-    def _answer_key(self, query: Query, generation: int, options: common_pb2.GenerationOptions) -> str:
-        return digest(
-            query.collection, generation, query.text, query.top_k, query.candidates, query.mode,
-            query.filter_key, options.max_tokens, round(options.temperature, 3),
-        )  # fmt: skip
-
-    def _semantic_scope(self, query: Query, generation: int, options: common_pb2.GenerationOptions) -> str:
-        # Everything that shapes an answer except the question's wording.
-        settings = digest(
-            query.top_k, query.candidates, query.mode, options.max_tokens, round(options.temperature, 3)
-        )
-        return f"{query.collection}:{generation}:{settings}"
-
     async def ask_events(
         self, query: Query, options: common_pb2.GenerationOptions, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[gateway_service_pb2.AskStreamResponse]:
         """The events of an answer: retrieved passages, answer deltas, then the final AskResponse."""
         timings = Timings()
         collection = await self.collection(query, timings, context)
-        answer_key = self._answer_key(query, collection.generation, options)
+        answer_key = query.answer_key(collection.generation, options)
         if query.reads_cache:
             async with timings.stage("cache"):
                 cached = await self.cache.get("answer", answer_key)
@@ -277,7 +280,7 @@ class QueryPipeline:
                     yield event
                 return
         retrieval = await self.retrieve(query, collection, timings, context, need_embedding=True)
-        scope = self._semantic_scope(query, retrieval.generation, options)
+        scope = query.semantic_scope(retrieval.generation, options)
         if query.reads_cache and retrieval.embedding is not None:
             async with timings.stage("cache"):
                 similar = await self.cache.find_similar(scope, retrieval.embedding)

@@ -1,0 +1,58 @@
+"""Cache keys hold everything that changes a result, so no request is ever served another's answer."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from google.protobuf import struct_pb2
+
+from ragline.v1 import common_pb2
+from ragline.v1 import gateway_service_pb2 as gw
+from ragline_gateway.pipeline import Query
+
+BASE = Query(
+    "docs", "Where is the tower?", 5, 20, common_pb2.SEARCH_MODE_HYBRID, gw.CACHE_POLICY_UNSPECIFIED, None
+)
+OPTIONS = common_pb2.GenerationOptions(max_tokens=64, temperature=0.0)
+FILTER = common_pb2.MetadataFilter(
+    condition=common_pb2.FieldCondition(
+        field="lang", operator=common_pb2.FILTER_OPERATOR_EQ, value=struct_pb2.Value(string_value="fr")
+    )
+)
+VARIANTS = {
+    "collection": dataclasses.replace(BASE, collection="other"),
+    "text": dataclasses.replace(BASE, text="Where is the bridge?"),
+    "top_k": dataclasses.replace(BASE, top_k=6),
+    "candidates": dataclasses.replace(BASE, candidates=40),
+    "mode": dataclasses.replace(BASE, mode=common_pb2.SEARCH_MODE_VECTOR),
+    "filter": dataclasses.replace(BASE, filter=FILTER),
+}
+
+
+def test_every_search_parameter_and_the_generation_change_the_retrieval_key() -> None:
+    keys = {name: query.retrieval_key(7) for name, query in VARIANTS.items()}
+    keys["base"] = BASE.retrieval_key(7)
+    keys["generation"] = BASE.retrieval_key(8)
+    assert len(set(keys.values())) == len(keys)
+
+
+def test_generation_settings_change_the_answer_key_and_the_semantic_scope() -> None:
+    other = common_pb2.GenerationOptions(max_tokens=65, temperature=0.0)
+    warmer = common_pb2.GenerationOptions(max_tokens=64, temperature=0.7)
+    answers = {BASE.answer_key(7, o) for o in (OPTIONS, other, warmer)} | {BASE.answer_key(8, OPTIONS)}
+    assert len(answers) == 4
+    scopes = {BASE.semantic_scope(7, o) for o in (OPTIONS, other, warmer)} | {BASE.semantic_scope(8, OPTIONS)}
+    assert len(scopes) == 4
+    assert len({q.answer_key(7, OPTIONS) for q in VARIANTS.values()}) == len(VARIANTS)
+
+
+def test_the_semantic_scope_ignores_the_wording_only() -> None:
+    assert VARIANTS["text"].semantic_scope(7, OPTIONS) == BASE.semantic_scope(7, OPTIONS)
+    for name in ("collection", "top_k", "candidates", "mode", "filter"):
+        assert VARIANTS[name].semantic_scope(7, OPTIONS) != BASE.semantic_scope(7, OPTIONS), name
+
+
+def test_keys_are_stable_across_equal_filters_built_separately() -> None:
+    rebuilt = common_pb2.MetadataFilter()
+    rebuilt.CopyFrom(FILTER)
+    assert VARIANTS["filter"].retrieval_key(1) == dataclasses.replace(BASE, filter=rebuilt).retrieval_key(1)
