@@ -1,4 +1,5 @@
-"""Fixtures for the embedder tests: one real embedder process shared by the whole session."""
+"""Fixtures for the embedder tests: one real embedder process shared by the whole session, and
+a real HTTP server on loopback that speaks the OpenAI embeddings and `/rerank` protocols."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from embedder_loopback import HttpModelServer
 
 from ragline.config import load_config
 from ragline.devstack import ServiceProcess, Stack
@@ -43,3 +45,23 @@ def backend() -> LocalBackend:
     loaded = backend_loader(config)()
     assert isinstance(loaded, LocalBackend)
     return loaded
+
+
+@pytest.fixture(scope="session")
+def model_server(backend: LocalBackend) -> Iterator[HttpModelServer]:
+    """The OpenAI-compatible and rerank server, shared by the session; each test resets what it changes."""
+    server = HttpModelServer(backend)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def http_server(model_server: HttpModelServer) -> HttpModelServer:
+    """The shared server with no failure injected, its request logs empty and the default batch limit."""
+    model_server.failure = None
+    model_server.max_inputs = 8
+    model_server.embedding_requests.clear()
+    model_server.rerank_requests.clear()
+    return model_server

@@ -17,17 +17,20 @@ def test_describes_the_bundled_model(backend: LocalBackend) -> None:
 
 
 def test_vectors_are_unit_length_float32(backend: LocalBackend) -> None:
-    vectors = backend.embed(
-        ["a wing in a propeller slipstream", "boundary layer transition"], InputType.PASSAGE
-    )
+    vectors = backend.encode(["a wing in a propeller slipstream", "boundary layer transition"])
     assert vectors.shape == (2, 384)
     assert vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
 def test_query_prefix_is_put_before_queries_only(backend: LocalBackend) -> None:
-    via_prefix = backend.embed(["supersonic flow over a cone"], InputType.QUERY)
-    literal = backend.embed(["query: supersonic flow over a cone"], InputType.PASSAGE)
-    plain = backend.embed(["supersonic flow over a cone"], InputType.PASSAGE)
-    np.testing.assert_allclose(via_prefix, literal, atol=1e-5)
-    assert not np.allclose(via_prefix, plain, atol=1e-3)
+    text = "supersonic flow over a cone"
+    assert backend.prefixes.apply(text, InputType.QUERY) == "query: " + text
+    assert backend.prefixes.apply(text, InputType.PASSAGE) == text
+
+
+def test_token_counts_include_special_tokens_and_overlong_texts_are_truncated(backend: LocalBackend) -> None:
+    short, long = "drag of a sphere", "drag " * 600
+    assert backend.count_tokens([short, long]) == [6, 602]
+    # The model reads only its first 256 tokens, so text past them changes nothing.
+    np.testing.assert_allclose(backend.encode([long]), backend.encode([long + "lift " * 50]), atol=1e-5)

@@ -34,9 +34,9 @@ def test_every_bad_variable_is_named() -> None:
         assert name in str(raised.value)
 
 
-def test_openai_backend_is_not_implemented_yet() -> None:
-    config = load_config(EmbedderConfig, environ={"EMBEDDER_BACKEND": "openai"})
-    with pytest.raises(ConfigError, match="not implemented yet"):
+def test_a_queue_smaller_than_one_request_is_a_config_error() -> None:
+    config = load_config(EmbedderConfig, environ={"EMBEDDER_MAX_QUEUE": "10", "EMBEDDER_MAX_BATCH": "20"})
+    with pytest.raises(ConfigError, match="EMBEDDER_MAX_QUEUE"):
         backend_loader(config)
 
 

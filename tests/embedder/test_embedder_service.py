@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import numpy as np
@@ -93,10 +94,44 @@ def test_bad_requests_are_invalid_argument_naming_the_text(
     assert bad_request.field_violations[0].field == field
 
 
-def test_metrics_count_texts_and_batches(stub: EmbedderServiceStub, embedder: ServiceProcess) -> None:
-    embed(stub, ["what is the drag of a sphere?"], pb.INPUT_TYPE_QUERY)
+def test_invalid_utf8_is_invalid_argument_naming_the_text(embedder: ServiceProcess) -> None:
+    request = pb.EmbedRequest(texts=["fine", "also fine"]).SerializeToString() + b"\x0a\x03ab\xff"
+    with grpc.insecure_channel(embedder.address) as channel:
+        call = channel.unary_unary("/ragline.v1.EmbedderService/Embed")
+        with pytest.raises(grpc.RpcError) as raised:
+            call(request, timeout=10)
+    error = raised.value
+    assert isinstance(error, grpc.Call)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details() == "texts[2] is not valid UTF-8; send text as UTF-8"
+
+
+def metrics(embedder: ServiceProcess) -> dict[str, float]:
+    """The service's metric samples without labels, by name."""
     with urllib.request.urlopen(f"http://127.0.0.1:{embedder.metrics_port}/metrics", timeout=10) as reply:
-        metrics = reply.read().decode()
-    assert 'ragline_embedder_texts_total{input_type="query"}' in metrics
-    assert "ragline_embedder_model_seconds_count" in metrics
-    assert "ragline_embedder_batch_size_bucket" in metrics
+        lines = reply.read().decode().splitlines()
+    return {
+        name: float(value) for name, _, value in (line.partition(" ") for line in lines if line[:1] != "#")
+    }
+
+
+def test_concurrent_calls_are_merged_and_repeats_come_from_the_cache(
+    stub: EmbedderServiceStub, embedder: ServiceProcess
+) -> None:
+    before = metrics(embedder)
+    texts = [f"wind tunnel run number {i} of the series" for i in range(24)]
+    with ThreadPoolExecutor(8) as pool:
+        first = list(pool.map(lambda text: embed(stub, [text], pb.INPUT_TYPE_QUERY), texts))
+    middle = metrics(embedder)
+    # 24 single-text calls from 8 threads took fewer model batches than calls.
+    batches = middle["ragline_embedder_batch_size_count"] - before["ragline_embedder_batch_size_count"]
+    assert batches < 24
+    assert middle["ragline_embedder_cache_misses_total"] - before["ragline_embedder_cache_misses_total"] == 24
+    again = embed(stub, texts, pb.INPUT_TYPE_QUERY)
+    after = metrics(embedder)
+    assert after["ragline_embedder_cache_hits_total"] - middle["ragline_embedder_cache_hits_total"] == 24
+    assert after["ragline_embedder_batch_size_count"] == middle["ragline_embedder_batch_size_count"]
+    np.testing.assert_allclose(again, np.vstack(first), atol=1e-6)
+    assert after['ragline_embedder_tokens_total{input_type="query"}'] > 0
+    assert "ragline_embedder_queue_wait_seconds_count" in after
+    assert "ragline_embedder_queue_depth" in after

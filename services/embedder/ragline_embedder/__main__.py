@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from ragline.config import ServerConfig, load_config
 from ragline.server import Servicer, configure_logging, run, serve
-from ragline.v1 import embedder_service_pb2, embedder_service_pb2_grpc
+from ragline_embedder import wire
 from ragline_embedder.backends import backend_loader
 from ragline_embedder.config import DEFAULT_METRICS_PORT, DEFAULT_PORT, EmbedderConfig
+from ragline_embedder.rerankers import reranker_loader
 from ragline_embedder.service import EmbedderServicer
 
 
@@ -14,17 +15,11 @@ async def _main() -> None:
     server_config = ServerConfig.from_env("EMBEDDER", port=DEFAULT_PORT, metrics_port=DEFAULT_METRICS_PORT)
     config = load_config(EmbedderConfig)
     configure_logging(server_config.log_level)
-    servicer = EmbedderServicer(config, backend_loader(config))
+    servicer = EmbedderServicer(config, backend_loader(config), reranker_loader(config))
     await serve(
         "embedder",
         server_config,
-        [
-            Servicer(
-                embedder_service_pb2.DESCRIPTOR.services_by_name["EmbedderService"].full_name,
-                embedder_service_pb2_grpc.add_EmbedderServiceServicer_to_server,
-                servicer,
-            )
-        ],
+        [Servicer(wire.SERVICE.full_name, wire.add_to_server, servicer)],
         start=servicer.start,
         check_ready=servicer.check_ready,
         stop=servicer.stop,

