@@ -55,7 +55,7 @@ eval: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy -p ragline -p ragline_embedder -p ragline_retriever -p ragline_generator -p ragline_gateway
+	$(VENV)/bin/mypy -p ragline -p ragline_embedder -p ragline_retriever -p ragline_generator -p ragline_gateway -p benchmarks
 
 lock: $(STAMP)
 	{ sed -n '1,2p' requirements.lock; $(PIP) freeze --exclude-editable | grep -v -E '^(ragline|pip|setuptools|wheel)=='; } > requirements.lock.new
