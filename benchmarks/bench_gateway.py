@@ -111,7 +111,9 @@ async def _bench(stack: Stack) -> list[dict[str, Any]]:
 
 def main() -> None:
     """Runs the gateway benchmark and writes bench-results/gateway.json."""
-    stack = Stack(state=STATE, free_ports=True, env={"REDIS_URL": "", "DATABASE_URL": ""})
+    # Eight concurrent Asks queue at the one local model, so the generate stage may wait minutes.
+    env = {"REDIS_URL": "", "DATABASE_URL": "", "GATEWAY_GENERATE_TIMEOUT_SECONDS": "900"}
+    stack = Stack(state=STATE, free_ports=True, env=env)
     stack.start()
     try:
         rows = asyncio.run(_bench(stack))

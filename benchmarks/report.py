@@ -23,7 +23,9 @@ def percentile(values: Sequence[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[round(q) - 1]
 
 
-def write_report(name: str, rows: Sequence[Mapping[str, Any]], notes: Mapping[str, Any] | None = None) -> Path:
+def write_report(
+    name: str, rows: Sequence[Mapping[str, Any]], notes: Mapping[str, Any] | None = None
+) -> Path:
     """Prints `rows` as a table under the heading `name` and writes them to bench-results/<name>.json."""
     columns = list(dict.fromkeys(key for row in rows for key in row))
     cells = [[_format(row.get(c, "")) for c in columns] for row in rows]
