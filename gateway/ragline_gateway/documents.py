@@ -1,21 +1,89 @@
-"""Turns the bytes of an ingested document into text, or says exactly why it cannot.
+"""Turns the bytes of an ingested document into sections of text, or says exactly why it cannot.
 
-Every document of a request is checked before anything is written, so a bad file fails
-the request with INVALID_ARGUMENT and leaves what is stored untouched.
+Each media type has its extractor in `formats`; this module checks what every document
+needs (an id, a known media type, a bounded size), reads it, and names the document and
+the field in every error, so a person knows which file to fix. A JSON Lines file expands
+into one document per record, with id `<file id>#<record id or line number>`.
 """
 
 from __future__ import annotations
 
+import codecs
 import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from google.protobuf import json_format, struct_pb2
 
 from ragline.errors import InvalidArgument
 from ragline.v1 import gateway_service_pb2
+from ragline_gateway import formats
+from ragline_gateway.formats import JsonValue, Section, UnreadableContent
 
-SUPPORTED_MEDIA_TYPES = ("", "text/plain", "text/markdown")
+# Media types read into sections, aliases included; "" means plain text.
+_SECTION_EXTRACTORS: dict[str, Callable[[bytes, str | None], list[Section]]] = {
+    "": formats.plain_text,
+    "text/plain": formats.plain_text,
+    "text/markdown": formats.markdown,
+    "text/x-markdown": formats.markdown,
+    "text/html": formats.html,
+    "application/xhtml+xml": formats.html,
+    "application/pdf": formats.pdf,
+}
+JSONL_MEDIA_TYPES = frozenset(
+    {"application/jsonl", "application/x-ndjson", "application/jsonlines", "application/x-jsonlines"}
+)
+SUPPORTED_MEDIA_TYPES = ("text/plain", "text/markdown", "text/html", "application/pdf", "application/jsonl")
 
 
-def decode_document(index: int, document: gateway_service_pb2.DocumentContent, max_bytes: int) -> str:
-    """The document's text; raises INVALID_ARGUMENT naming the document and the problem."""
+@dataclass(frozen=True)
+class DecodedDocument:
+    """A document ready to chunk: its id, metadata and text in sections."""
+
+    document_id: str
+    """The id to store the document under."""
+    metadata: struct_pb2.Struct
+    """The document's metadata."""
+    sections: tuple[Section, ...]
+    """The document's text, in order, split where its metadata changes (heading, page)."""
+
+    @property
+    def text(self) -> str:
+        """The document's whole text."""
+        return "\n\n".join(s.text for s in self.sections)
+
+
+def _media_type(raw: str, field: str, name: str) -> tuple[str, str | None]:
+    """The media type without parameters, and its `charset` parameter if any."""
+    media_type, *parameters = (part.strip() for part in raw.split(";"))
+    media_type = media_type.lower()
+    if media_type not in _SECTION_EXTRACTORS and media_type not in JSONL_MEDIA_TYPES:
+        raise InvalidArgument(
+            f"document {name!r} has media type {raw!r}; supported: {', '.join(SUPPORTED_MEDIA_TYPES)}",
+            field=f"{field}.media_type",
+        )
+    charset = None
+    for parameter in parameters:
+        key, _, value = parameter.partition("=")
+        if key.strip().lower() == "charset":
+            charset = value.strip().strip('"')
+            try:
+                codecs.lookup(charset)
+            except LookupError:
+                raise InvalidArgument(
+                    f"document {name!r} has media type {raw!r} with an unknown charset {charset!r}",
+                    field=f"{field}.media_type",
+                ) from None
+    return media_type, charset
+
+
+def decode_document(
+    index: int, document: gateway_service_pb2.DocumentContent, max_bytes: int
+) -> list[DecodedDocument]:
+    """The document's text in sections, one entry per JSON Lines record; INVALID_ARGUMENT if unreadable.
+
+    The error names the document and the problem, and its field is `documents[index]...`.
+    """
     field = f"documents[{index}]"
     name = document.document_id
     if not name.strip():
@@ -23,32 +91,39 @@ def decode_document(index: int, document: gateway_service_pb2.DocumentContent, m
             f"{field}.document_id is empty; give each document an id, e.g. its path",
             field=f"{field}.document_id",
         )
-    if document.media_type not in SUPPORTED_MEDIA_TYPES:
-        raise InvalidArgument(
-            f"document {name!r} has media type {document.media_type!r}; supported: text/plain, text/markdown",
-            field=f"{field}.media_type",
-        )
+    media_type, charset = _media_type(document.media_type, field, name)
     content = document.content
     if len(content) > max_bytes:
         raise InvalidArgument(
             f"document {name!r} is {len(content)} bytes; the limit is {max_bytes} (GATEWAY_MAX_DOCUMENT_BYTES)",
             field=f"{field}.content",
         )
-    if b"\x00" in content:
-        raise InvalidArgument(
-            f"document {name!r} looks binary (it contains NUL bytes); send UTF-8 text",
-            field=f"{field}.content",
-        )
     try:
-        text = content.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidArgument(
-            f"document {name!r} is not valid UTF-8 (bad byte at offset {exc.start}); convert it to UTF-8 first",
-            field=f"{field}.content",
-        ) from None
-    if not text.strip():
+        if media_type in JSONL_MEDIA_TYPES:
+            decoded = [
+                DecodedDocument(
+                    f"{name}#{r.key}",
+                    # The record's fields win over the file's metadata.
+                    to_struct({**json_format.MessageToDict(document.metadata), **r.metadata}),
+                    (Section(r.text),),
+                )
+                for r in formats.jsonl(content, charset)
+            ]
+        else:
+            sections = _SECTION_EXTRACTORS[media_type](content, charset)
+            decoded = [DecodedDocument(name, document.metadata, tuple(s for s in sections if s.text.strip()))]
+    except UnreadableContent as exc:
+        raise InvalidArgument(f"document {name!r} {exc}", field=f"{field}.content") from None
+    if not any(d.sections for d in decoded):
         raise InvalidArgument(f"document {name!r} is empty", field=f"{field}.content")
-    return text
+    return decoded
+
+
+def to_struct(metadata: Mapping[str, JsonValue]) -> struct_pb2.Struct:
+    """Metadata as the protobuf Struct the retriever stores."""
+    struct = struct_pb2.Struct()
+    struct.update(metadata)
+    return struct
 
 
 def content_hash(text: str) -> str:

@@ -13,10 +13,10 @@ import grpc
 from ragline.channels import downstream_timeout
 from ragline.errors import FailedPrecondition, InvalidArgument, from_rpc_error
 from ragline.v1 import embedder_service_pb2, gateway_service_pb2, retriever_service_pb2
-from ragline_gateway.chunking import chunk_text
+from ragline_gateway.chunking import chunk_sections
 from ragline_gateway.config import GatewayConfig
 from ragline_gateway.dependencies import Dependencies, call
-from ragline_gateway.documents import content_hash, decode_document
+from ragline_gateway.documents import DecodedDocument, content_hash, decode_document, to_struct
 
 # The retriever looks up at most this many hashes per call.
 LOOKUP_BATCH = 10_000
@@ -97,18 +97,22 @@ class Ingester:
         if not request.documents:
             raise InvalidArgument("no documents given; send at least one", field="documents")
         seen: set[str] = set()
-        texts = []
-        for index, document in enumerate(request.documents):
-            texts.append(decode_document(index, document, self.config.max_document_bytes))
-            if document.document_id in seen:
-                raise InvalidArgument(
-                    f"document {document.document_id!r} appears twice in one request",
-                    field=f"documents[{index}]",
-                )
-            seen.add(document.document_id)
+        documents: list[DecodedDocument] = []
+        for index, sent in enumerate(request.documents):
+            for decoded in decode_document(index, sent, self.config.max_document_bytes):
+                if decoded.document_id in seen:
+                    raise InvalidArgument(
+                        f"document {decoded.document_id!r} appears twice in one request",
+                        field=f"documents[{index}]",
+                    )
+                seen.add(decoded.document_id)
+                documents.append(decoded)
         collection = request.collection or self.config.default_collection
         await self._ensure_collection(collection, context)
-        chunked = [chunk_text(t, self.config.chunk_tokens, self.config.chunk_overlap_tokens) for t in texts]
+        chunked = [
+            chunk_sections(d.sections, self.config.chunk_tokens, self.config.chunk_overlap_tokens)
+            for d in documents
+        ]
         # Text the collection already stores is not embedded again: the retriever reuses its vector.
         hashes = sorted({content_hash(c.text) for chunks in chunked for c in chunks})
         stored = await self._stored_hashes(collection, hashes, context)
@@ -117,15 +121,18 @@ class Ingester:
         )
         vectors = dict(zip(new_texts, await self._embed(new_texts, context), strict=True))
         response = gateway_service_pb2.IngestDocumentsResponse()
-        for document, text, chunks in zip(request.documents, texts, chunked, strict=True):
+        for document, chunks in zip(documents, chunked, strict=True):
             upsert = retriever_service_pb2.UpsertDocumentRequest(
                 collection=collection,
                 document_id=document.document_id,
                 metadata=document.metadata,
-                content_hash=content_hash(text),
+                content_hash=content_hash(document.text),
                 chunks=[
                     retriever_service_pb2.ChunkInput(
-                        text=c.text, token_count=c.token_count, embedding=vectors.get(c.text)
+                        text=c.text,
+                        token_count=c.token_count,
+                        embedding=vectors.get(c.text),
+                        metadata=to_struct(c.metadata),
                     )
                     for c in chunks
                 ],

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -262,8 +263,36 @@ class QueryPipeline:
         timings: Timings,
         context: grpc.aio.ServicerContext,
     ) -> tuple[list[common_pb2.SearchHit], gateway_service_pb2.RerankStatus]:
-        RERANKS.labels("skipped").inc()
-        return hits[: query.top_k], gateway_service_pb2.RERANK_STATUS_SKIPPED
+        """Reorders the candidates by the embedder's reranker; keeps retrieval order when there is none or it fails."""
+        if not self.config.rerank or time.monotonic() < self._no_reranker_until or len(hits) < 2:
+            RERANKS.labels("skipped").inc()
+            return hits[: query.top_k], gateway_service_pb2.RERANK_STATUS_SKIPPED
+        request = embedder_service_pb2.RerankRequest(
+            query=query.text, passages=[h.text for h in hits], top_n=query.top_k
+        )
+        try:
+            async with timings.stage("rerank"):
+                timeout = downstream_timeout(context, self.config.embed_timeout_seconds)
+                reply = await self.deps.embedder.Rerank(request, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNIMPLEMENTED):
+                # No reranker configured: do not ask again on every query, but notice one being added.
+                self._no_reranker_until = time.monotonic() + NO_RERANKER_RECHECK_SECONDS
+                RERANKS.labels("skipped").inc()
+                return hits[: query.top_k], gateway_service_pb2.RERANK_STATUS_SKIPPED
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and (context.time_remaining() or 1.0) <= 0:
+                raise from_rpc_error("embedder", exc) from None
+            log.warning("reranker failed, answering from retrieval order: %s", exc.details())
+            RERANKS.labels("failed").inc()
+            return hits[: query.top_k], gateway_service_pb2.RERANK_STATUS_FAILED
+        reranked = []
+        for result in reply.results[: query.top_k]:
+            hit = common_pb2.SearchHit()
+            hit.CopyFrom(hits[result.index])
+            hit.score = result.score
+            reranked.append(hit)
+        RERANKS.labels("applied").inc()
+        return reranked, gateway_service_pb2.RERANK_STATUS_APPLIED
 
     async def ask_events(
         self, query: Query, options: common_pb2.GenerationOptions, context: grpc.aio.ServicerContext

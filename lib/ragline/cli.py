@@ -16,7 +16,19 @@ import grpc
 
 from ragline.client import DocumentToIngest, RaglineClient
 
-INGEST_SUFFIXES = {".txt": "text/plain", ".md": "text/markdown", ".markdown": "text/markdown"}
+# The media type each file suffix is sent as; a folder is walked for these suffixes only.
+INGEST_SUFFIXES = {
+    ".txt": "text/plain",
+    ".text": "text/plain",
+    ".md": "text/markdown",
+    ".markdown": "text/markdown",
+    ".html": "text/html",
+    ".htm": "text/html",
+    ".xhtml": "application/xhtml+xml",
+    ".pdf": "application/pdf",
+    ".jsonl": "application/jsonl",
+    ".ndjson": "application/jsonl",
+}
 # Files are sent in requests of at most this many documents and bytes, well under gRPC's message limit.
 BATCH_DOCUMENTS = 32
 BATCH_BYTES = 8 * 1024 * 1024
@@ -76,7 +88,7 @@ async def _ingest(args: argparse.Namespace) -> int:
                     f"{result.unchanged_chunks} unchanged, {result.deleted_chunks} removed)"
                 )
     if total == 0:
-        print("no .txt or .md files found", file=sys.stderr)
+        print(f"no {', '.join(INGEST_SUFFIXES)} files found", file=sys.stderr)
         return 1
     print(f"ingested {total} documents")
     return 0
@@ -116,7 +128,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--collection", default="", help="collection name (default: the gateway's default)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for each call")
     commands = parser.add_subparsers(dest="command", required=True)
-    ingest = commands.add_parser("ingest", help="ingest .txt and .md files and folders")
+    ingest = commands.add_parser(
+        "ingest", help="ingest text, Markdown, HTML, PDF and JSON Lines files and folders"
+    )
     ingest.add_argument("paths", nargs="+", metavar="PATH")
     ask = commands.add_parser("ask", help="ask a question and print the answer with its sources")
     ask.add_argument("question")

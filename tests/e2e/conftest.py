@@ -6,18 +6,34 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from rerank_server import RerankServer
 
 from ragline.client import RaglineClient
 from ragline.devstack import Stack
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def reranker() -> Iterator[RerankServer]:
+    server = RerankServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, reranker: RerankServer) -> Iterator[Stack]:
     state = tmp_path_factory.mktemp("ragline-state")
-    # An empty REDIS_URL and DATABASE_URL select the embedded servers, whatever the machine's environment says.
-    stack = Stack(
-        state=state, free_ports=True, env={"REDIS_URL": "", "DATABASE_URL": "", "LOG_LEVEL": "INFO"}
-    )
+    env = {
+        # Empty REDIS_URL and DATABASE_URL select the embedded servers, whatever the machine's environment says.
+        "REDIS_URL": "",
+        "DATABASE_URL": "",
+        "LOG_LEVEL": "INFO",
+        "EMBEDDER_RERANK_BACKEND": "http",
+        "EMBEDDER_RERANK_URL": reranker.url,
+        "EMBEDDER_RERANK_MODEL": "word-overlap",
+        "EMBEDDER_RERANK_TIMEOUT_SECONDS": "2",
+    }
+    stack = Stack(state=state, free_ports=True, env=env)
     stack.start()
     yield stack
     stack.stop()

@@ -11,6 +11,7 @@ import urllib.request
 
 import grpc
 import pytest
+from rerank_server import RerankServer, overlap
 
 from ragline.client import DocumentToIngest, RaglineClient
 from ragline.devstack import Stack
@@ -137,10 +138,13 @@ async def test_ask_keeps_answering_while_redis_is_down(
         assert 'ragline_gateway_cache_lookups_total{layer="answer",outcome="error"}' in metrics
     finally:
         stack.redis.start()
-    await asyncio.sleep(2.5)  # the readiness probe notices Redis within 2 s and turns the cache back on
-    await client.search("kite festival", collection=COLLECTION)
-    warm = await client.search("kite festival", collection=COLLECTION)
-    assert warm.cache_layer == gw.CACHE_LAYER_RETRIEVAL
+    # The readiness probe notices Redis within about 2 s and turns the cache back on.
+    deadline = time.monotonic() + 20
+    layer = gw.CACHE_LAYER_UNSPECIFIED
+    while layer != gw.CACHE_LAYER_RETRIEVAL and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        layer = (await client.search("kite festival", collection=COLLECTION)).cache_layer
+    assert layer == gw.CACHE_LAYER_RETRIEVAL
 
 
 async def test_with_the_generator_down_ask_is_unavailable_and_search_works(
@@ -165,3 +169,23 @@ def _metrics(stack: Stack, name: str) -> str:
         f"http://127.0.0.1:{stack[name].metrics_port}/metrics", timeout=5
     ) as response:
         return str(response.read().decode())
+
+
+async def test_candidates_are_reranked_and_a_failing_reranker_degrades(
+    client: RaglineClient, kites: None, reranker: RerankServer
+) -> None:
+    query = "green tea leaves steamed"
+    reranked = await client.search(query, collection=COLLECTION, top_k=2, cache_policy=gw.CACHE_POLICY_BYPASS)
+    assert reranked.rerank_status == gw.RERANK_STATUS_APPLIED
+    assert reranked.hits[0].document_id == "tea.txt"
+    assert reranked.hits[0].score == pytest.approx(overlap(query, reranked.hits[0].text))
+    assert "rerank" in [t.stage for t in reranked.stage_timings]
+    reranker.stop()
+    try:
+        degraded = await client.search(
+            query, collection=COLLECTION, top_k=2, cache_policy=gw.CACHE_POLICY_BYPASS
+        )
+        assert degraded.rerank_status == gw.RERANK_STATUS_FAILED
+        assert degraded.hits[0].document_id == "tea.txt"
+    finally:
+        reranker.start()

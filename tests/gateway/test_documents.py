@@ -19,7 +19,7 @@ def _doc(
 
 
 def test_utf8_text_is_decoded() -> None:
-    assert decode_document(0, _doc("héllo wörld".encode()), 1000) == "héllo wörld"
+    assert [d.text for d in decode_document(0, _doc("héllo wörld".encode()), 1000)] == ["héllo wörld"]
 
 
 @pytest.mark.parametrize(
@@ -31,7 +31,7 @@ def test_utf8_text_is_decoded() -> None:
         (_doc(b"caf\xe9 au lait"), "not valid UTF-8 (bad byte at offset 3)"),
         (_doc(b"x" * 2000), "the limit is 1000"),
         (_doc(b"text", document_id=" "), "document_id is empty"),
-        (_doc(b"text", media_type="application/pdf"), "media type 'application/pdf'"),
+        (_doc(b"text", media_type="image/png"), "media type 'image/png'"),
     ],
 )
 def test_bad_documents_are_rejected_with_a_clear_message(
