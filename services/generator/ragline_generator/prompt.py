@@ -1,38 +1,47 @@
 """Builds the chat messages that ask the model for a cited answer, within the token budget.
 
-The prompt is a pure function of the question, the passages and a token counter, so its
-budgeting is tested without a model. Passages are added best first; the first one that no
-longer fits is cut at a sentence boundary (a partial good passage beats a whole worse one)
-and the rest are left out. `passages_used` tells the caller how many made it in, which is
+The prompt is a pure function of the question, the passages, a template and a token counter,
+so its budgeting is tested without a model. Passages are added in rank order; the first one
+that no longer fits is cut at a sentence boundary (a partial good passage beats a whole worse
+one) and the rest are left out. `passages_used` tells the caller how many made it in, which is
 also the range of citation numbers the answer may use.
+
+Passages are numbered [1], [2], ... in the order they are listed. `best_first` lists them in
+rank order; `best_last` lists them worst first, so the best passage is the last and highest
+numbered, nearest the question, because small models favour the passage nearest the question
+(measured in the README). `Prompt.sources` maps each number back to the passage it shows.
 """
 
 from __future__ import annotations
 
+import importlib.resources
 import re
+import string
+import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
+from ragline.config import ConfigError
 from ragline.errors import InvalidArgument
 
 # Chat templates wrap each message in role markers (ChatML: `<|im_start|>role\n ... <|im_end|>\n`,
 # about 5 tokens); 8 per message plus 8 for the reply header leaves a margin for other templates.
 MESSAGE_OVERHEAD_TOKENS = 8
 REPLY_OVERHEAD_TOKENS = 8
+DEFAULT_TEMPLATE = "prompt_template.toml"
+
+PassageOrder = Literal["best_first", "best_last"]
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _WORD_END = re.compile(r"\s+")
-
-# A one-shot example as chat turns: a 135M model imitates a demonstrated answer far better than it
-# follows a described format. The cited passage is not the last one, so the example does not teach
-# "always cite the last passage".
-_EXAMPLE_PASSAGES = (
-    "Cats sleep between 12 and 16 hours a day.",
-    "The Nile is the longest river in Africa.",
-    "Copper is a good conductor of electricity.",
-)
-_EXAMPLE_QUESTION = "What is the longest river in Africa?"
-_EXAMPLE_ANSWER = "The Nile is the longest river in Africa [2]."
+# The placeholders each format string may use, and those it must use.
+_FIELDS: dict[str, tuple[set[str], set[str]]] = {
+    "system": ({"dont_know"}, set()),
+    "user": ({"passages", "question"}, {"passages", "question"}),
+    "passage": ({"number", "text"}, {"number", "text"}),
+}
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,24 @@ class ChatMessage:
 
 
 @dataclass(frozen=True)
+class PromptTemplate:
+    """The wording of the prompt, as Python format strings, and an optional one-shot example."""
+
+    system: str
+    """The system instruction; `{dont_know}` is replaced by the configured "I don't know" answer."""
+    user: str
+    """The user message; `{passages}` is replaced by the numbered passages, `{question}` by the question."""
+    passage: str
+    """One passage line; `{number}` and `{text}` are replaced."""
+    example_question: str = ""
+    """The example's question; empty means no example."""
+    example_passages: tuple[str, ...] = ()
+    """The example's passages, in rank order."""
+    example_answer: str = ""
+    """The example's cited answer."""
+
+
+@dataclass(frozen=True)
 class Prompt:
     """The messages to send and how many of the given passages they contain."""
 
@@ -51,27 +78,77 @@ class Prompt:
     passages_used: int
     tokens: int
     """The prompt's size by the budget's count (message contents plus template overhead)."""
+    sources: tuple[int, ...]
+    """`sources[n - 1]` is the index, among the given passages, of the passage numbered [n]."""
 
 
-def system_instruction(dont_know: str) -> str:
-    """The instruction that asks for an answer from the passages only, with [n] citations."""
-    return (
-        "Answer the question using only the numbered passages. Right after each statement, cite the "
-        "passage that supports it with its number in square brackets, like [1]. If the passages do not "
-        f"contain the answer, reply exactly: {dont_know}"
+def load_template(path: str = "") -> PromptTemplate:
+    """The template in the TOML file `path` (see prompt_template.toml), or the built-in one.
+
+    Raises ConfigError naming GENERATOR_PROMPT_TEMPLATE when the file is missing or malformed.
+    """
+    try:
+        if path:
+            text = Path(path).expanduser().read_text(encoding="utf-8")
+        else:
+            text = importlib.resources.files(__package__).joinpath(DEFAULT_TEMPLATE).read_text("utf-8")
+        data = tomllib.loads(text)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"GENERATOR_PROMPT_TEMPLATE={path!r}: cannot read the template: {exc}") from exc
+    for key, (allowed, required) in _FIELDS.items():
+        value = data.get(key)
+        if not isinstance(value, str):
+            raise ConfigError(f"GENERATOR_PROMPT_TEMPLATE={path!r}: `{key}` must be a string")
+        try:
+            used = {field for _, field, _, _ in string.Formatter().parse(value) if field is not None}
+        except ValueError as exc:
+            raise ConfigError(f"GENERATOR_PROMPT_TEMPLATE={path!r}: `{key}`: {exc}") from exc
+        if used - allowed or required - used:
+            raise ConfigError(
+                f"GENERATOR_PROMPT_TEMPLATE={path!r}: `{key}` must use {_braced(required) or 'no field'} "
+                f"and may use {_braced(allowed)}; it uses {_braced(used) or 'none'}"
+            )
+    example = data.get("example", {})
+    passages = example.get("passages", []) if isinstance(example, dict) else None
+    if not isinstance(passages, list) or not all(isinstance(p, str) for p in passages):
+        raise ConfigError(f"GENERATOR_PROMPT_TEMPLATE={path!r}: `example.passages` must be a list of strings")
+    return PromptTemplate(
+        system=data["system"],
+        user=data["user"],
+        passage=data["passage"],
+        example_question=str(example.get("question", "")),
+        example_passages=tuple(passages),
+        example_answer=str(example.get("answer", "")),
     )
 
 
-def user_message(question: str, passages: Sequence[str]) -> str:
-    """The passages numbered from [1], then the question."""
-    numbered = "\n".join(f"[{n}] {text}" for n, text in enumerate(passages, start=1))
-    return f"Passages:\n{numbered}\n\nQuestion: {question}"
+def _braced(fields: set[str]) -> str:
+    return ", ".join(f"{{{f}}}" for f in sorted(fields))
+
+
+def listed(count: int, order: PassageOrder) -> tuple[int, ...]:
+    """The indexes of `count` passages given best first, in the order the prompt lists them."""
+    return tuple(range(count)) if order == "best_first" else tuple(reversed(range(count)))
+
+
+def user_message(
+    template: PromptTemplate, question: str, passages: Sequence[str], order: PassageOrder
+) -> str:
+    """The passages (given best first) listed in `order` and numbered from [1] as listed, then the
+    question."""
+    lines = [
+        template.passage.format(number=n, text=passages[index])
+        for n, index in enumerate(listed(len(passages), order), start=1)
+    ]
+    return template.user.format(passages="\n".join(lines), question=question)
 
 
 def build_prompt(
     question: str,
     passages: Sequence[str],
     *,
+    template: PromptTemplate,
+    order: PassageOrder,
     count_tokens: Callable[[str], int],
     context_window: int,
     max_tokens: int,
@@ -82,18 +159,21 @@ def build_prompt(
     The budget is `context_window` minus `max_tokens` for the answer and the template overhead.
     Raises InvalidArgument when even the question without passages does not fit.
     """
-    fixed = (
-        ChatMessage("system", system_instruction(dont_know)),
-        ChatMessage("user", user_message(_EXAMPLE_QUESTION, _EXAMPLE_PASSAGES)),
-        ChatMessage("assistant", _EXAMPLE_ANSWER),
-    )
+    fixed = [ChatMessage("system", template.system.format(dont_know=dont_know))]
+    if template.example_question:
+        example = user_message(template, template.example_question, template.example_passages, order)
+        fixed += [ChatMessage("user", example), ChatMessage("assistant", template.example_answer)]
     fixed_tokens = (
         (len(fixed) + 1) * MESSAGE_OVERHEAD_TOKENS
         + REPLY_OVERHEAD_TOKENS
         + sum(count_tokens(m.content) for m in fixed)
     )
     budget = context_window - max_tokens - fixed_tokens
-    bare = count_tokens(user_message(question, []))
+
+    def size(texts: Sequence[str]) -> int:
+        return count_tokens(user_message(template, question, texts, order))
+
+    bare = size([])
     if bare > budget:
         question_tokens = count_tokens(question)
         limit = question_tokens + budget - bare
@@ -105,20 +185,25 @@ def build_prompt(
         )
 
     used: list[str] = []
-    size = bare
+    used_size = bare
     for text in passages:
-        candidate = count_tokens(user_message(question, [*used, text]))
+        candidate = size([*used, text])
         if candidate <= budget:
             used.append(text)
-            size = candidate
+            used_size = candidate
             continue
-        cut = _truncate(text, lambda part: count_tokens(user_message(question, [*used, part])) <= budget)
+        cut = _truncate(text, lambda part: size([*used, part]) <= budget)
         if cut:
             used.append(cut)
-            size = count_tokens(user_message(question, used))
+            used_size = size(used)
         break
-    messages = (*fixed, ChatMessage("user", user_message(question, used)))
-    return Prompt(messages=messages, passages_used=len(used), tokens=fixed_tokens + size)
+    messages = (*fixed, ChatMessage("user", user_message(template, question, used, order)))
+    return Prompt(
+        messages=messages,
+        passages_used=len(used),
+        tokens=fixed_tokens + used_size,
+        sources=listed(len(used), order),
+    )
 
 
 def _truncate(text: str, fits: Callable[[str], bool]) -> str:

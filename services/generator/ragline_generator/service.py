@@ -11,17 +11,27 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from typing import cast
 
 import grpc
 
-from ragline.errors import InvalidArgument, Unavailable
+from ragline.channels import downstream_timeout
+from ragline.errors import InvalidArgument, ServiceError, Unavailable
 from ragline.v1 import common_pb2, generator_service_pb2, generator_service_pb2_grpc
 from ragline_generator.backends import ChatBackend, Finish
 from ragline_generator.citations import citations, cited_numbers
 from ragline_generator.config import GeneratorConfig
-from ragline_generator.metrics import FINISHED, INVALID_CITATIONS, TIME_TO_FIRST_TOKEN, TOKENS
-from ragline_generator.prompt import build_prompt
+from ragline_generator.metrics import (
+    ERRORS,
+    FINISHED,
+    INVALID_CITATIONS,
+    REQUEST_DURATION,
+    TIME_TO_FIRST_TOKEN,
+    TOKENS,
+    TOKENS_PER_SECOND,
+)
+from ragline_generator.prompt import PassageOrder, PromptTemplate, build_prompt
 
 _FINISH_REASONS = {"stop": common_pb2.FINISH_REASON_STOP, "length": common_pb2.FINISH_REASON_LENGTH}
 MAX_TEMPERATURE = 2.0
@@ -32,9 +42,11 @@ Request = generator_service_pb2.GenerateRequest | generator_service_pb2.Generate
 class GeneratorServicer(generator_service_pb2_grpc.GeneratorServiceServicer):
     """Answers questions from passages with the configured backend."""
 
-    def __init__(self, config: GeneratorConfig, backend: ChatBackend) -> None:
+    def __init__(self, config: GeneratorConfig, backend: ChatBackend, template: PromptTemplate) -> None:
         self._config = config
         self._backend = backend
+        self._template = template
+        self._order = cast("PassageOrder", config.passage_order)
         self._started = False
 
     async def start(self) -> None:
@@ -54,27 +66,30 @@ class GeneratorServicer(generator_service_pb2_grpc.GeneratorServiceServicer):
     async def Generate(
         self, request: generator_service_pb2.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> generator_service_pb2.GenerateResponse:
-        async with contextlib.aclosing(self._answer(request)) as events:
-            async for event in events:
-                if isinstance(event, generator_service_pb2.GenerateResponse):
-                    return event
+        with _counting_errors():
+            async with contextlib.aclosing(self._answer(request, context)) as events:
+                async for event in events:
+                    if isinstance(event, generator_service_pb2.GenerateResponse):
+                        return event
         raise AssertionError("the answer pipeline ended without a response")
 
     async def GenerateStream(
         self, request: generator_service_pb2.GenerateStreamRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[generator_service_pb2.GenerateStreamResponse]:
-        async with contextlib.aclosing(self._answer(request)) as events:
-            async for event in events:
-                if isinstance(event, str):
-                    yield generator_service_pb2.GenerateStreamResponse(delta=event)
-                else:
-                    yield generator_service_pb2.GenerateStreamResponse(final=event)
+        with _counting_errors():
+            async with contextlib.aclosing(self._answer(request, context)) as events:
+                async for event in events:
+                    if isinstance(event, str):
+                        yield generator_service_pb2.GenerateStreamResponse(delta=event)
+                    else:
+                        yield generator_service_pb2.GenerateStreamResponse(final=event)
 
     async def _answer(
-        self, request: Request
+        self, request: Request, context: grpc.aio.ServicerContext
     ) -> AsyncGenerator[str | generator_service_pb2.GenerateResponse, None]:
         """Yields the answer's text deltas, then the complete GenerateResponse."""
         received = time.perf_counter()
+        timeout = downstream_timeout(context, self._config.request_timeout_seconds)
         if not self._started:
             raise Unavailable("the generator is still starting; retry shortly", retry_after=1.0)
         question = request.question.strip()
@@ -97,6 +112,8 @@ class GeneratorServicer(generator_service_pb2_grpc.GeneratorServiceServicer):
         prompt = build_prompt(
             question,
             [p.text for p in request.passages],
+            template=self._template,
+            order=self._order,
             count_tokens=self._backend.count_tokens,
             context_window=self._backend.context_window,
             max_tokens=max_tokens,
@@ -114,9 +131,14 @@ class GeneratorServicer(generator_service_pb2_grpc.GeneratorServiceServicer):
             return
 
         parts: list[str] = []
+        first_token = 0.0
         finish: Finish | None = None
         stream = self._backend.stream(
-            prompt.messages, max_tokens=max_tokens, temperature=temperature, passages=prompt.passages_used
+            prompt.messages,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            passages=prompt.passages_used,
+            timeout=timeout,
         )
         async with contextlib.aclosing(stream) as events:
             async for event in events:
@@ -124,23 +146,30 @@ class GeneratorServicer(generator_service_pb2_grpc.GeneratorServiceServicer):
                     finish = event
                     continue
                 if not parts:
-                    TIME_TO_FIRST_TOKEN.observe(time.perf_counter() - received)
+                    first_token = time.perf_counter()
+                    TIME_TO_FIRST_TOKEN.labels(model).observe(first_token - received)
                 parts.append(event)
                 yield event
         if finish is None:
             raise AssertionError("the backend's stream ended without a finish")
 
+        done = time.perf_counter()
+        REQUEST_DURATION.labels(model).observe(done - received)
+        if finish.completion_tokens > 1 and done > first_token > 0:
+            TOKENS_PER_SECOND.labels(model).observe((finish.completion_tokens - 1) / (done - first_token))
+        prompt_tokens = prompt.tokens if finish.prompt_tokens is None else finish.prompt_tokens
         text = "".join(parts)
         numbers, invalid = cited_numbers(text, prompt.passages_used)
         INVALID_CITATIONS.inc(invalid)
-        TOKENS.labels(model, "prompt").inc(finish.prompt_tokens)
+        TOKENS.labels(model, "prompt").inc(prompt_tokens)
         TOKENS.labels(model, "completion").inc(finish.completion_tokens)
         FINISHED.labels(finish.reason).inc()
         yield generator_service_pb2.GenerateResponse(
             text=text,
-            citations=citations(numbers, request.passages),
+            # Numbers follow the prompt's listing order; sources maps them back to the given passages.
+            citations=citations(numbers, [request.passages[i] for i in prompt.sources]),
             usage=common_pb2.TokenUsage(
-                prompt_tokens=finish.prompt_tokens, completion_tokens=finish.completion_tokens
+                prompt_tokens=prompt_tokens, completion_tokens=finish.completion_tokens
             ),
             finish_reason=_FINISH_REASONS[finish.reason],
             model=model,
@@ -158,3 +187,16 @@ class GeneratorServicer(generator_service_pb2_grpc.GeneratorServiceServicer):
                 field="options.max_tokens",
             )
         return requested
+
+
+@contextlib.contextmanager
+def _counting_errors() -> Iterator[None]:
+    """Counts a failed request in ragline_generator_errors_total by the status it fails with."""
+    try:
+        yield
+    except ServiceError as exc:
+        ERRORS.labels(exc.code.name).inc()
+        raise
+    except Exception:
+        ERRORS.labels(grpc.StatusCode.INTERNAL.name).inc()
+        raise
