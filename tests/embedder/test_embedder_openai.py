@@ -18,12 +18,12 @@ from grpc_status import rpc_status
 from ragline.config import load_config
 from ragline.devstack import Stack
 from ragline.errors import FailedPrecondition, ResourceExhausted, Unavailable
+from ragline.retry import retry_after_seconds
 from ragline.v1 import embedder_service_pb2 as pb
 from ragline.v1.embedder_service_pb2_grpc import EmbedderServiceStub
 from ragline_embedder.backends import LocalBackend, backend_loader
 from ragline_embedder.config import EmbedderConfig
 from ragline_embedder.openai_backend import OpenAIBackend
-from ragline_embedder.retry import retry_after_seconds
 
 TEXTS = [f"measurements of the boundary layer at station {i}" + " downstream" * (i % 4) for i in range(10)]
 

@@ -6,14 +6,16 @@ import email.utils
 import time
 
 import httpx2
+import openai
 import pytest
 
 from ragline.config import ConfigError, load_config
+from ragline.retry import retry_after_seconds
 from ragline_generator.config import GeneratorConfig
 from ragline_generator.openai_backend import (
     MAX_RETRY_AFTER_SECONDS,
     OpenAIBackend,
-    _retry_after,
+    _retry_delay,
     encoding_for,
 )
 
@@ -29,18 +31,25 @@ def test_gpt_4o_models_count_with_o200k_and_others_with_cl100k() -> None:
     [
         ({"retry-after": "2"}, 2.0),
         ({"retry-after-ms": "250", "retry-after": "9"}, 0.25),
-        ({"retry-after": "3600"}, MAX_RETRY_AFTER_SECONDS),
+        ({"retry-after": "3600"}, 3600.0),
         ({"retry-after": "soon"}, None),
         ({}, None),
     ],
 )
 def test_retry_after_headers_are_read_in_seconds(headers: dict[str, str], seconds: float | None) -> None:
-    assert _retry_after(httpx2.Headers(headers)) == seconds
+    assert retry_after_seconds(httpx2.Headers(headers)) == seconds
+
+
+def test_a_long_retry_after_is_capped() -> None:
+    request = httpx2.Request("POST", "http://127.0.0.1/v1/chat/completions")
+    response = httpx2.Response(429, headers={"retry-after": "3600"}, request=request)
+    error = openai.RateLimitError("slow down", response=response, body=None)
+    assert _retry_delay(error, 0) == MAX_RETRY_AFTER_SECONDS
 
 
 def test_a_retry_after_date_is_the_time_until_then() -> None:
     date = email.utils.formatdate(time.time() + 10, usegmt=True)
-    seconds = _retry_after(httpx2.Headers({"retry-after": date}))
+    seconds = retry_after_seconds(httpx2.Headers({"retry-after": date}))
     assert seconds is not None and 8 <= seconds <= 10
 
 

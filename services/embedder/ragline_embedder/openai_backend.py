@@ -24,10 +24,10 @@ from numpy.typing import NDArray
 from prometheus_client import Counter
 
 from ragline.errors import FailedPrecondition, ResourceExhausted, ServiceError, Unavailable
+from ragline.retry import backoff_seconds, retry_after_seconds
 from ragline.tokens import get_encoding
 from ragline_embedder.backends import Prefixes
 from ragline_embedder.config import EmbedderConfig
-from ragline_embedder.retry import backoff_seconds, retry_after_seconds
 
 log = logging.getLogger(__name__)
 

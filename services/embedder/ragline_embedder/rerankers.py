@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ragline.config import ConfigError
 from ragline.errors import FailedPrecondition, ResourceExhausted, ServiceError, Unavailable
+from ragline.retry import retry_after_seconds
 from ragline_embedder.backends import prepare_offline_model_loading, threads_available
 from ragline_embedder.config import EmbedderConfig
-from ragline_embedder.retry import retry_after_seconds
 
 if TYPE_CHECKING:
     from sentence_transformers import CrossEncoder

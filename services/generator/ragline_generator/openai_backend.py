@@ -13,10 +13,8 @@ remote model's own tokenizer is not at hand.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import os
-import random
 import time
 from collections.abc import AsyncGenerator, Sequence
 from typing import Literal, cast
@@ -35,6 +33,7 @@ from ragline.errors import (
     ServiceError,
     Unavailable,
 )
+from ragline.retry import backoff_seconds, retry_after_seconds
 from ragline.tokens import ENCODINGS, get_encoding
 from ragline_generator.backends import Finish, deadline_exceeded
 from ragline_generator.config import GeneratorConfig
@@ -45,7 +44,6 @@ log = logging.getLogger(__name__)
 
 # Backoff before retry n (0-based) is uniform in [0, min(MAX, BASE * 2**n)] ("full jitter"), so
 # many generators refused at once do not come back at once.
-BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 8.0
 # A server's Retry-After is honoured up to this; a longer one is passed on to the caller instead.
 MAX_RETRY_AFTER_SECONDS = 30.0
@@ -177,28 +175,10 @@ class OpenAIBackend:
 def _retry_delay(exc: Retryable, attempt: int) -> float:
     """The server's Retry-After (up to MAX_RETRY_AFTER_SECONDS) if it sent one, else jittered backoff."""
     if isinstance(exc, openai.APIStatusError):
-        after = _retry_after(exc.response.headers)
+        after = retry_after_seconds(exc.response.headers)
         if after is not None:
-            return after
-    return random.uniform(0, min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt))
-
-
-def _retry_after(headers: httpx2.Headers) -> float | None:
-    """Seconds from a `retry-after-ms` or `retry-after` header (seconds or an HTTP date), if usable."""
-    try:
-        if "retry-after-ms" in headers:
-            seconds = float(headers["retry-after-ms"]) / 1000
-        elif "retry-after" in headers:
-            value = headers["retry-after"]
-            try:
-                seconds = float(value)
-            except ValueError:
-                seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
-        else:
-            return None
-    except (ValueError, TypeError):
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+            return min(after, MAX_RETRY_AFTER_SECONDS)
+    return backoff_seconds(attempt, BACKOFF_MAX_SECONDS)
 
 
 def _spent(exc: Retryable, attempt: int, delay: float) -> ServiceError:

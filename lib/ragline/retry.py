@@ -1,4 +1,4 @@
-"""How long to wait before asking an overloaded HTTP provider again, shared by the embeddings and rerank clients."""
+"""How long to wait before asking an overloaded HTTP provider again: shared by every client of an external model API."""
 
 from __future__ import annotations
 
