@@ -110,7 +110,6 @@ class Retrieval:
     hits: list[common_pb2.SearchHit]
     rerank_status: gateway_service_pb2.RerankStatus
     cache_layer: gateway_service_pb2.CacheLayer
-    embedding: list[float] | None
 
 
 def _pack(*messages: bytes) -> bytes:
@@ -204,26 +203,25 @@ class QueryPipeline:
         timings: Timings,
         context: grpc.aio.ServicerContext,
         *,
-        need_embedding: bool = False,
+        embedded: tuple[list[float], bool] | None = None,
     ) -> Retrieval:
-        """Finds the query's passages: from the retrieval cache, or embed → search → rerank."""
+        """Finds the query's passages: from the retrieval cache, or embed → search → rerank.
+
+        `embedded` is the query's embedding and whether it came from the cache, when the caller has it.
+        """
         key = query.retrieval_key(collection.generation)
-        embedding: list[float] | None = None
         if query.reads_cache:
             async with timings.stage("cache"):
                 cached = await self.cache.get("retrieval", key)
             if cached is not None:
                 passages = gateway_service_pb2.RetrievedPassages.FromString(cached)
-                if need_embedding:
-                    embedding, _ = await self._embed(query, collection, timings, context)
                 return Retrieval(
                     collection.generation,
                     list(passages.hits),
                     passages.rerank_status,
                     gateway_service_pb2.CACHE_LAYER_RETRIEVAL,
-                    embedding,
                 )
-        embedding, embedding_cached = await self._embed(query, collection, timings, context)
+        embedding, embedding_cached = embedded or await self._embed(query, collection, timings, context)
         async with timings.stage("retrieve"):
             request = retriever_service_pb2.SearchChunksRequest(
                 collection=query.collection,
@@ -254,7 +252,7 @@ class QueryPipeline:
         )
         if not query.reads_cache or not self.cache.available:
             layer = gateway_service_pb2.CACHE_LAYER_UNSPECIFIED
-        return Retrieval(reply.generation or collection.generation, hits, rerank_status, layer, embedding)
+        return Retrieval(reply.generation or collection.generation, hits, rerank_status, layer)
 
     async def _rerank(
         self,
@@ -308,15 +306,17 @@ class QueryPipeline:
                 for event in self._from_cache(cached, gateway_service_pb2.CACHE_LAYER_ANSWER, timings):
                     yield event
                 return
-        retrieval = await self.retrieve(query, collection, timings, context, need_embedding=True)
-        scope = query.semantic_scope(retrieval.generation, options)
-        if query.reads_cache and retrieval.embedding is not None:
+        # The question's embedding first: the semantic layer needs it, and may make retrieval unnecessary.
+        embedded = await self._embed(query, collection, timings, context)
+        scope = query.semantic_scope(collection.generation, options)
+        if query.reads_cache:
             async with timings.stage("cache"):
-                similar = await self.cache.find_similar(scope, retrieval.embedding)
+                similar = await self.cache.find_similar(scope, embedded[0])
             if similar is not None:
                 for event in self._from_cache(similar, gateway_service_pb2.CACHE_LAYER_SEMANTIC, timings):
                     yield event
                 return
+        retrieval = await self.retrieve(query, collection, timings, context, embedded=embedded)
         passages = gateway_service_pb2.RetrievedPassages(
             hits=retrieval.hits, rerank_status=retrieval.rerank_status
         )
@@ -366,8 +366,7 @@ class QueryPipeline:
                 _pack(response.SerializeToString(), passages.SerializeToString()),
                 self.config.cache_answer_ttl_seconds,
             )
-            if retrieval.embedding is not None:
-                await self.cache.remember_question(scope, retrieval.embedding, answer_key)
+            await self.cache.remember_question(scope, embedded[0], answer_key)
         response.stage_timings.extend(timings.stages)
         yield gateway_service_pb2.AskStreamResponse(final=response)
 
