@@ -131,31 +131,34 @@ class QueryPipeline:
 
     def query(
         self,
-        *,
-        collection: str,
-        text: str,
-        top_k: int,
-        candidates: int,
-        mode: common_pb2.SearchMode,
-        cache_policy: gateway_service_pb2.CachePolicy,
-        filter: common_pb2.MetadataFilter | None,
-        field: str,
-        max_top_k: int,
+        request: gateway_service_pb2.SearchRequest
+        | gateway_service_pb2.AskRequest
+        | gateway_service_pb2.AskStreamRequest,
     ) -> Query:
-        """Validates a request's query fields and fills in the configured defaults."""
+        """Validates a Search, Ask or AskStream request's query fields and fills in the configured defaults."""
+        if isinstance(request, gateway_service_pb2.SearchRequest):
+            field, text, max_top_k = "query", request.query, MAX_SEARCH_TOP_K
+        else:
+            field, text, max_top_k = "question", request.question, MAX_ASK_TOP_K
         if not text.strip():
             raise InvalidArgument(f"the {field} is empty; send some text", field=field)
-        top_k = top_k or self.config.top_k
+        top_k = request.top_k or self.config.top_k
         if not 1 <= top_k <= max_top_k:
             raise InvalidArgument(f"top_k is {top_k}; it must be between 1 and {max_top_k}", field="top_k")
-        candidates = candidates or max(self.config.candidates, top_k)
+        candidates = request.candidates or max(self.config.candidates, top_k)
         if not top_k <= candidates <= MAX_CANDIDATES:
             raise InvalidArgument(
                 f"candidates is {candidates}; it must be between top_k ({top_k}) and {MAX_CANDIDATES}",
                 field="candidates",
             )
         return Query(
-            collection or self.config.default_collection, text, top_k, candidates, mode, cache_policy, filter
+            request.collection or self.config.default_collection,
+            text,
+            top_k,
+            candidates,
+            request.mode,
+            request.cache_policy,
+            request.filter if request.HasField("filter") else None,
         )
 
     async def collection(

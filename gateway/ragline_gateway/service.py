@@ -12,7 +12,7 @@ from ragline_gateway.cache import QueryCache
 from ragline_gateway.config import GatewayConfig
 from ragline_gateway.dependencies import Dependencies, call
 from ragline_gateway.ingest import Ingester
-from ragline_gateway.pipeline import MAX_ASK_TOP_K, MAX_SEARCH_TOP_K, QueryPipeline
+from ragline_gateway.pipeline import QueryPipeline
 from ragline_gateway.timings import Timings
 
 
@@ -53,17 +53,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
     async def Search(
         self, request: gateway_service_pb2.SearchRequest, context: grpc.aio.ServicerContext
     ) -> gateway_service_pb2.SearchResponse:
-        query = self.pipeline.query(
-            collection=request.collection,
-            text=request.query,
-            top_k=request.top_k,
-            candidates=request.candidates,
-            mode=request.mode,
-            cache_policy=request.cache_policy,
-            filter=request.filter if request.HasField("filter") else None,
-            field="query",
-            max_top_k=MAX_SEARCH_TOP_K,
-        )
+        query = self.pipeline.query(request)
         timings = Timings()
         collection = await self.pipeline.collection(query, timings, context)
         retrieval = await self.pipeline.retrieve(query, collection, timings, context)
@@ -78,17 +68,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
     async def Ask(
         self, request: gateway_service_pb2.AskRequest, context: grpc.aio.ServicerContext
     ) -> gateway_service_pb2.AskResponse:
-        query = self.pipeline.query(
-            collection=request.collection,
-            text=request.question,
-            top_k=request.top_k,
-            candidates=request.candidates,
-            mode=request.mode,
-            cache_policy=request.cache_policy,
-            filter=request.filter if request.HasField("filter") else None,
-            field="question",
-            max_top_k=MAX_ASK_TOP_K,
-        )
+        query = self.pipeline.query(request)
         async for event in self.pipeline.ask_events(query, request.options, context):
             if event.HasField("final"):
                 return event.final
@@ -97,17 +77,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
     async def AskStream(
         self, request: gateway_service_pb2.AskStreamRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[gateway_service_pb2.AskStreamResponse]:
-        query = self.pipeline.query(
-            collection=request.collection,
-            text=request.question,
-            top_k=request.top_k,
-            candidates=request.candidates,
-            mode=request.mode,
-            cache_policy=request.cache_policy,
-            filter=request.filter if request.HasField("filter") else None,
-            field="question",
-            max_top_k=MAX_ASK_TOP_K,
-        )
+        query = self.pipeline.query(request)
         async for event in self.pipeline.ask_events(query, request.options, context):
             yield event
 

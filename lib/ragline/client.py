@@ -100,14 +100,17 @@ class RaglineClient:
     ) -> gateway_service_pb2.AskResponse:
         """Answers `question` from the collection's documents, with citations."""
         request = gateway_service_pb2.AskRequest(
-            collection=collection,
-            question=question,
-            top_k=top_k,
-            candidates=candidates,
-            mode=mode,
-            options=common_pb2.GenerationOptions(max_tokens=max_tokens, temperature=temperature),
-            cache_policy=cache_policy,
-            filter=filter,
+            **_question_fields(
+                collection=collection,
+                question=question,
+                top_k=top_k,
+                candidates=candidates,
+                mode=mode,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                cache_policy=cache_policy,
+                filter=filter,
+            )
         )
         response: gateway_service_pb2.AskResponse = await self._stub.Ask(
             request, timeout=timeout or self.timeout
@@ -130,14 +133,17 @@ class RaglineClient:
     ) -> AsyncIterator[gateway_service_pb2.AskStreamResponse]:
         """Streams an answer: the retrieved passages, then text deltas, then the final answer with citations."""
         request = gateway_service_pb2.AskStreamRequest(
-            collection=collection,
-            question=question,
-            top_k=top_k,
-            candidates=candidates,
-            mode=mode,
-            options=common_pb2.GenerationOptions(max_tokens=max_tokens, temperature=temperature),
-            cache_policy=cache_policy,
-            filter=filter,
+            **_question_fields(
+                collection=collection,
+                question=question,
+                top_k=top_k,
+                candidates=candidates,
+                mode=mode,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                cache_policy=cache_policy,
+                filter=filter,
+            )
         )
         async for event in self._stub.AskStream(request, timeout=timeout or self.timeout):
             yield event
@@ -199,3 +205,28 @@ class RaglineClient:
             request, timeout=timeout or self.timeout
         )
         return response
+
+
+def _question_fields(
+    *,
+    collection: str,
+    question: str,
+    top_k: int,
+    candidates: int,
+    mode: common_pb2.SearchMode,
+    max_tokens: int,
+    temperature: float,
+    cache_policy: gateway_service_pb2.CachePolicy,
+    filter: common_pb2.MetadataFilter | None,
+) -> dict[str, Any]:
+    """The fields AskRequest and AskStreamRequest share, from the client's keyword arguments."""
+    return {
+        "collection": collection,
+        "question": question,
+        "top_k": top_k,
+        "candidates": candidates,
+        "mode": mode,
+        "options": common_pb2.GenerationOptions(max_tokens=max_tokens, temperature=temperature),
+        "cache_policy": cache_policy,
+        "filter": filter,
+    }
