@@ -54,6 +54,7 @@ async def _run(
     latencies: list[float] = []
     overheads: list[float] = []
     layers: dict[str, int] = {}
+    stages: dict[str, list[float]] = {}
     queue = list(texts)
 
     async def worker() -> None:
@@ -69,6 +70,11 @@ async def _run(
             elapsed = time.perf_counter() - started
             latencies.append(elapsed)
             overheads.append(elapsed - sum(t.duration_seconds for t in reply.stage_timings))
+            per_stage: dict[str, float] = {}
+            for timing in reply.stage_timings:
+                per_stage[timing.stage] = per_stage.get(timing.stage, 0.0) + timing.duration_seconds
+            for stage, seconds in per_stage.items():
+                stages.setdefault(stage, []).append(seconds)
             layer = gw.CacheLayer.Name(reply.cache_layer).removeprefix("CACHE_LAYER_").lower()
             layers[layer] = layers.get(layer, 0) + 1
 
@@ -85,6 +91,7 @@ async def _run(
         "qps": len(latencies) / wall,
         "overhead_p50_ms": statistics.median(overheads) * 1000,
         "served_by": ",".join(f"{k}:{v}" for k, v in sorted(layers.items())),
+        "stage_p50_ms": " ".join(f"{k}={statistics.median(v) * 1000:.1f}" for k, v in stages.items()),
     }
 
 
