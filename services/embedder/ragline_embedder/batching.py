@@ -2,7 +2,7 @@
 
 A model embeds 32 texts in far less than 32 times the time of one, so the texts of calls that
 arrive together are merged. One worker task feeds the model thread: when the model is idle,
-the first text waits at most `EMBEDDER_BATCH_WAIT_MS` for company; while the model is busy,
+the first passage waits at most `EMBEDDER_BATCH_WAIT_MS` for company (a query does not wait); while the model is busy,
 texts accumulate and the next batch takes them at once. A batch holds at most
 `EMBEDDER_BATCH_TOKENS` tokens (so one batch never keeps newcomers waiting long), waiting queries
 form a batch of their own before any passage (a person waits for a query; passages are
@@ -148,10 +148,12 @@ class MicroBatcher:
             while not self._queued:
                 self._arrived.clear()
                 await self._arrived.wait()
-            oldest = min(queue[0].queued_at for queue in (self._queries, self._passages) if queue)
-            delay = oldest + self._max_wait - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            # A query goes to an idle model at once: a person is waiting, and while the model is
+            # busy, queries that arrive meanwhile batch together anyway. Passages wait for company.
+            if not self._queries:
+                delay = self._passages[0].queued_at + self._max_wait - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
             batch = self._take()
             QUEUE_DEPTH.set(self._queued)
             if batch:
