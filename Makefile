@@ -33,8 +33,8 @@ setup: $(STAMP)
 $(STAMP): requirements.lock $(addsuffix /pyproject.toml,$(PACKAGES))
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip setuptools wheel
-	$(PIP) install --no-deps -r requirements.lock
-	$(PIP) install --no-deps --no-build-isolation $(addprefix -e ,$(PACKAGES))
+	$(PIP) install --quiet --no-deps -r requirements.lock
+	$(PIP) install --quiet --no-deps --no-build-isolation $(addprefix -e ,$(PACKAGES))
 	touch $@
 
 protos: $(STAMP)
