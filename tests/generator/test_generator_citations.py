@@ -5,7 +5,14 @@ from __future__ import annotations
 from llama_cpp.llama_grammar import LlamaGrammar
 
 from ragline.v1 import common_pb2
-from ragline_generator.citations import SNIPPET_CHARS, citation_grammar, citations, cited_numbers, snippet
+from ragline_generator.citations import (
+    SNIPPET_CHARS,
+    CitationRepairer,
+    citation_grammar,
+    citations,
+    cited_numbers,
+    snippet,
+)
 
 
 def test_single_grouped_and_adjacent_markers_are_read_in_order_of_first_mention() -> None:
@@ -41,6 +48,49 @@ def test_snippet_keeps_short_text_whole() -> None:
 def test_citation_grammar_is_valid_gbnf_limited_to_the_given_passages() -> None:
     grammar = citation_grammar(3, 'I don\'t "know".')
     assert 'number ::= "1" | "2" | "3"' in grammar
-    assert 'sentence ::= [^[\\n.]+ " [" number "]."' in grammar
+    assert 'sentence ::= [^[\\n.]+ "."? " [" number "]" "."? " "?' in grammar
+    assert "sentence sentence? sentence?" in grammar
     assert '"I don\'t \\"know\\"."' in grammar
     LlamaGrammar.from_string(grammar, verbose=False)
+
+
+PASSAGES = [
+    "At sea level, pure water boils at 100 degrees Celsius.",
+    "The Eiffel Tower is a wrought-iron lattice tower in Paris, France.",
+]
+
+
+def test_a_citation_is_moved_to_the_passage_that_holds_the_sentence() -> None:
+    repairer = CitationRepairer(PASSAGES)
+    released = repairer.feed("The Eiffel Tower is in Paris, France [1].")
+    assert released == "The Eiffel Tower is in Paris, France [2]."
+    assert repairer.repaired == 1
+
+
+def test_text_streams_through_and_only_an_unfinished_marker_waits() -> None:
+    repairer = CitationRepairer(PASSAGES)
+    assert repairer.feed("Pure water boils at 100 degrees") == "Pure water boils at 100 degrees"
+    assert repairer.feed(" Celsius [") == " Celsius "
+    assert (
+        repairer.feed("1]. The tower stands in Paris, France [") == "[1]. The tower stands in Paris, France "
+    )
+    assert repairer.feed("1].") == "[2]."
+    assert repairer.flush() == ""
+    assert repairer.repaired == 1
+    assert (
+        repairer.text == "Pure water boils at 100 degrees Celsius [1]. The tower stands in Paris, France [2]."
+    )
+
+
+def test_a_bracket_that_is_not_a_marker_is_released_and_repair_can_be_off() -> None:
+    repairer = CitationRepairer(PASSAGES)
+    assert repairer.feed("See [the appendix") == "See "
+    assert repairer.feed(" for the full table") == "[the appendix for the full table"
+    assert repairer.flush() == ""
+    assert CitationRepairer(PASSAGES, enabled=False).feed("Paris, France [1].") == "Paris, France [1]."
+
+
+def test_a_weakly_supported_move_is_not_made() -> None:
+    repairer = CitationRepairer(PASSAGES)
+    # "tower" is in passage 2, but "water" and "boils" are in passage 1, the one cited.
+    assert repairer.feed("Water boils near the tower [1].") == "Water boils near the tower [1]."

@@ -63,7 +63,9 @@ async def test_generate_cites_the_best_ranked_passage_when_it_answers(
             generator_service_pb2.GenerateRequest(question=question, passages=passages, options=GREEDY),
             timeout=60,
         )
-    assert [c.chunk_id for c in reply.citations] == [chunk_id], reply.text
+    # The answering sentence cites the right passage first; a small model may add a sentence about
+    # another passage, which is then cited as the passage it came from.
+    assert reply.citations[0].chunk_id == chunk_id, reply.text
     # Listed worst first and numbered as listed, the best of three passages is [3].
     assert reply.citations[0].number == 3 and "[3]" in reply.text
 
@@ -253,7 +255,10 @@ async def test_the_dont_know_wording_is_configurable(
 async def test_a_generation_past_its_timeout_stops_with_deadline_exceeded(
     start_generator: Callable[[dict[str, str]], str],
 ) -> None:
-    channel, client = stub(start_generator({"GENERATOR_REQUEST_TIMEOUT_SECONDS": "3"}))
+    # Without the grammar (which stops an answer after three sentences) LONG runs to max_tokens.
+    channel, client = stub(
+        start_generator({"GENERATOR_REQUEST_TIMEOUT_SECONDS": "3", "GENERATOR_CITATION_GRAMMAR": "false"})
+    )
     async with channel:
         started = time.monotonic()
         with pytest.raises(grpc.aio.AioRpcError) as caught:

@@ -57,16 +57,121 @@ def citations(numbers: Sequence[int], passages: Sequence[common_pb2.Passage]) ->
 
 def citation_grammar(passages: int, dont_know: str) -> str:
     """A GBNF grammar for llama.cpp: either exactly `dont_know`, or sentences that each end with a
-    citation marker of a passage in the prompt, `... [n].` with n in 1..passages. The model still
-    chooses n; the grammar only makes it cite, cite a real passage, and stop rambling.
+    citation marker of a passage in the prompt, `... [n]` with n in 1..passages, at most three
+    sentences. The model still chooses n; the grammar only makes it cite, cite a real passage,
+    and stop: a 135M model left free repeats itself until max_tokens.
 
-    A sentence cannot contain a period before its marker, so "3.5" or "e.g." cannot be written:
-    the price of forcing a 135M model to end each sentence with its citation.
+    A sentence may end with a period only right before its marker, so "3.5" or "e.g." cannot be
+    written: the price of forcing a small model to end each sentence with its citation.
     """
     literal = dont_know.replace("\\", "\\\\").replace('"', '\\"')
     numbers = " | ".join(f'"{n}"' for n in range(1, passages + 1))
     return (
-        f'root ::= "{literal}" | sentence+\n'
-        'sentence ::= [^[\\n.]+ " [" number "]." " "?\n'
+        f'root ::= "{literal}" | sentence sentence? sentence?\n'
+        'sentence ::= [^[\\n.]+ "."? " [" number "]" "."? " "?\n'
         f"number ::= {numbers}\n"
     )
+
+
+_WORD = re.compile(r"[a-z0-9]+")
+# Words that say nothing about which passage a sentence came from.
+_STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "for",
+        "from",
+        "has",
+        "have",
+        "in",
+        "is",
+        "it",
+        "its",
+        "of",
+        "on",
+        "or",
+        "that",
+        "the",
+        "this",
+        "to",
+        "was",
+        "were",
+        "which",
+        "with",
+    ]
+)
+# How much more of a sentence's words another passage must hold before a citation is moved to it.
+REPAIR_MARGIN = 0.25
+# A "[" followed by more than this many characters without "]" is text, not a marker being written.
+MAX_MARKER_CHARS = 16
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS}
+
+
+class CitationRepairer:
+    """Checks each [n] against the sentence it ends and re-points it to the passage that holds the sentence.
+
+    Small models cite by position more than by content (services/generator/README.md). Each
+    marker's claim, the text since the previous marker, is compared with every passage; when
+    another passage holds at least REPAIR_MARGIN more of the claim's words than the cited one,
+    the marker is rewritten to cite that passage. Text streams through as it comes, except a
+    marker still being written, so a streamed answer and the final one agree; `repaired`
+    counts the rewritten numbers.
+    """
+
+    def __init__(self, passages: Sequence[str], *, enabled: bool = True) -> None:
+        self._passages = [_words(p) for p in passages]
+        self._enabled = enabled
+        self._pending = ""
+        self._claim = ""
+        self.text = ""
+        self.repaired = 0
+
+    def feed(self, delta: str) -> str:
+        """Takes the model's next text; returns what can be released now (all but an unfinished marker)."""
+        self._pending += delta
+        cut = self._pending.rfind("[")
+        if cut != -1 and "]" not in self._pending[cut:] and len(self._pending) - cut <= MAX_MARKER_CHARS:
+            ready, self._pending = self._pending[:cut], self._pending[cut:]
+        else:
+            ready, self._pending = self._pending, ""
+        return self._release(ready)
+
+    def flush(self) -> str:
+        """Releases whatever text is left once the model has finished."""
+        rest, self._pending = self._pending, ""
+        return self._release(rest)
+
+    def _release(self, text: str) -> str:
+        out: list[str] = []
+        start = 0
+        for marker in _MARKER.finditer(text):
+            claim = _words(self._claim + text[start : marker.start()])
+            numbers = [self._best(int(part), claim) for part in marker.group(1).split(",")]
+            out.append(text[start : marker.start()])
+            out.append("[" + ", ".join(str(n) for n in dict.fromkeys(numbers)) + "]")
+            self._claim = ""
+            start = marker.end()
+        out.append(text[start:])
+        self._claim += text[start:]
+        released = "".join(out)
+        self.text += released
+        return released
+
+    def _best(self, number: int, claim: set[str]) -> int:
+        if not self._enabled or not claim or not 1 <= number <= len(self._passages):
+            return number
+        support = [len(claim & words) / len(claim) for words in self._passages]
+        best = max(range(len(support)), key=support.__getitem__) + 1
+        if support[best - 1] - support[number - 1] >= REPAIR_MARGIN:
+            self.repaired += 1
+            return best
+        return number

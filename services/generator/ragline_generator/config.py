@@ -52,6 +52,12 @@ class GeneratorConfig:
         "GENERATOR_DONT_KNOW", "I don't know.", "The answer when the passages do not contain one."
     )
     """The exact answer given when the passages do not contain the answer, or no passages are given."""
+    citation_repair: bool = setting(
+        "GENERATOR_CITATION_REPAIR",
+        True,
+        "Re-point a citation to the passage that holds the cited sentence's words.",
+    )
+    """Whether each [n] is checked against its sentence and moved to the passage that clearly supports it."""
     citation_grammar: bool = setting(
         "GENERATOR_CITATION_GRAMMAR",
         True,

@@ -44,6 +44,10 @@ INVALID_CITATIONS = Counter(
     "ragline_generator_invalid_citations_total",
     "Citation numbers in answers that referred to no passage of the prompt; they were dropped.",
 )
+CITATIONS_REPAIRED = Counter(
+    "ragline_generator_citations_repaired_total",
+    "Citation numbers re-pointed to the passage that holds the cited sentence's words.",
+)
 QUEUE_DEPTH = Gauge(
     "ragline_generator_queue_depth",
     "Requests waiting for the model while it serves another one.",

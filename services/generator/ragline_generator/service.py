@@ -20,9 +20,10 @@ from ragline.channels import downstream_timeout
 from ragline.errors import InvalidArgument, ServiceError, Unavailable
 from ragline.v1 import common_pb2, generator_service_pb2, generator_service_pb2_grpc
 from ragline_generator.backends import ChatBackend, Finish
-from ragline_generator.citations import citations, cited_numbers
+from ragline_generator.citations import CitationRepairer, citations, cited_numbers
 from ragline_generator.config import GeneratorConfig
 from ragline_generator.metrics import (
+    CITATIONS_REPAIRED,
     ERRORS,
     FINISHED,
     INVALID_CITATIONS,
@@ -131,6 +132,8 @@ class GeneratorServicer(generator_service_pb2_grpc.GeneratorServiceServicer):
             return
 
         parts: list[str] = []
+        listed = [request.passages[i] for i in prompt.sources]
+        repairer = CitationRepairer([p.text for p in listed], enabled=self._config.citation_repair)
         first_token = 0.0
         finish: Finish | None = None
         stream = self._backend.stream(
@@ -149,7 +152,10 @@ class GeneratorServicer(generator_service_pb2_grpc.GeneratorServiceServicer):
                     first_token = time.perf_counter()
                     TIME_TO_FIRST_TOKEN.labels(model).observe(first_token - received)
                 parts.append(event)
-                yield event
+                if released := repairer.feed(event):
+                    yield released
+        if rest := repairer.flush():
+            yield rest
         if finish is None:
             raise AssertionError("the backend's stream ended without a finish")
 
@@ -158,7 +164,8 @@ class GeneratorServicer(generator_service_pb2_grpc.GeneratorServiceServicer):
         if finish.completion_tokens > 1 and done > first_token > 0:
             TOKENS_PER_SECOND.labels(model).observe((finish.completion_tokens - 1) / (done - first_token))
         prompt_tokens = prompt.tokens if finish.prompt_tokens is None else finish.prompt_tokens
-        text = "".join(parts)
+        text = repairer.text
+        CITATIONS_REPAIRED.inc(repairer.repaired)
         numbers, invalid = cited_numbers(text, prompt.passages_used)
         INVALID_CITATIONS.inc(invalid)
         TOKENS.labels(model, "prompt").inc(prompt_tokens)
@@ -167,7 +174,7 @@ class GeneratorServicer(generator_service_pb2_grpc.GeneratorServiceServicer):
         yield generator_service_pb2.GenerateResponse(
             text=text,
             # Numbers follow the prompt's listing order; sources maps them back to the given passages.
-            citations=citations(numbers, [request.passages[i] for i in prompt.sources]),
+            citations=citations(numbers, listed),
             usage=common_pb2.TokenUsage(
                 prompt_tokens=prompt_tokens, completion_tokens=finish.completion_tokens
             ),
