@@ -204,3 +204,7 @@ def main() -> None:
     finally:
         print("stopping Ragline ...", flush=True)
         stack.stop()
+
+
+if __name__ == "__main__":
+    main()
