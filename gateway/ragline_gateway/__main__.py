@@ -19,14 +19,7 @@ async def _main() -> None:
     servicer = Servicer(
         "ragline.v1.GatewayService", gateway_service_pb2_grpc.add_GatewayServiceServicer_to_server, gateway
     )
-    await serve(
-        "gateway",
-        server_config,
-        [servicer],
-        start=gateway.start,
-        check_ready=gateway.check_ready,
-        stop=deps.close,
-    )
+    await serve("gateway", server_config, [servicer], gateway)
 
 
 def main() -> None:

@@ -45,6 +45,10 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         finally:
             self.cache.available = self.deps.redis_up
 
+    async def stop(self) -> None:
+        """Closes the channels and Redis."""
+        await self.deps.close()
+
     async def IngestDocuments(
         self, request: gateway_service_pb2.IngestDocumentsRequest, context: grpc.aio.ServicerContext
     ) -> gateway_service_pb2.IngestDocumentsResponse:

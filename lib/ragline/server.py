@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -41,6 +41,19 @@ class Servicer:
     name: str
     add_to_server: Callable[[Any, grpc.aio.Server], None]
     implementation: Any
+
+
+class Lifecycle(Protocol):
+    """What a service does around serving: the three steps `serve` runs at the right moments."""
+
+    async def start(self) -> None:
+        """Loads models and opens pools; runs while health already answers NOT_SERVING."""
+
+    async def check_ready(self) -> None:
+        """Raises while a dependency is unavailable; its message is logged."""
+
+    async def stop(self) -> None:
+        """Closes what `start` opened, after in-flight calls have finished."""
 
 
 class _Interceptor(grpc.aio.ServerInterceptor):
@@ -142,17 +155,13 @@ async def serve(
     name: str,
     config: ServerConfig,
     servicers: Sequence[Servicer],
-    *,
-    start: Callable[[], Awaitable[None]],
-    check_ready: Callable[[], Awaitable[None]],
-    stop: Callable[[], Awaitable[None]],
+    lifecycle: Lifecycle,
 ) -> None:
     """Runs a service until SIGTERM or SIGINT.
 
-    `start` loads models and opens pools; it runs while the server already answers health
-    checks with NOT_SERVING. `check_ready` raises while a dependency is unavailable (its
-    message is logged); it runs every few seconds and flips health between SERVING and
-    NOT_SERVING. `stop` closes what `start` opened, after in-flight calls have finished.
+    `lifecycle.start` runs while the server already answers health checks with NOT_SERVING;
+    `lifecycle.check_ready` runs every few seconds and flips health between SERVING and
+    NOT_SERVING; `lifecycle.stop` runs after in-flight calls have finished.
     """
     metrics_server, _ = start_metrics_server(config.host, config.metrics_port)
     server = grpc.aio.server(interceptors=[_Interceptor()], options=SERVER_OPTIONS)
@@ -178,10 +187,10 @@ async def serve(
 
     async def watch_readiness() -> None:
         serving: bool | None = None
-        await start()
+        await lifecycle.start()
         while True:
             try:
-                await check_ready()
+                await lifecycle.check_ready()
                 ready, reason = True, ""
             except Exception as exc:
                 ready, reason = False, str(exc) or type(exc).__name__
@@ -207,14 +216,14 @@ async def serve(
         # start() failed: the service cannot work, so it exits rather than report NOT_SERVING forever.
         log.error("%s failed to start: %s", name, readiness.exception())
         await server.stop(0)
-        await stop()
+        await lifecycle.stop()
         raise SystemExit(1)
 
     log.info("%s shutting down (grace %.1fs)", name, config.shutdown_grace_seconds)
     await health_servicer.enter_graceful_shutdown()
     readiness.cancel()
     await server.stop(config.shutdown_grace_seconds)
-    await stop()
+    await lifecycle.stop()
     metrics_server.shutdown()
     log.info("%s stopped", name)
 

@@ -204,9 +204,11 @@ def test_reingesting_embeds_nothing_that_is_already_stored(
         match = re.search(
             r'^ragline_embedder_texts_total\{input_type="passage"\} (\S+)$', text, flags=re.MULTILINE
         )
-        return float(match.group(1)) if match else 0.0
+        assert match, "the embedder exports no passage counter"
+        return float(match.group(1))
 
     before = embedded_passages()
+    assert before >= 3, "the first ingest embedded the three files' chunks"
     again = _ragline(stack, corpus.parent, "ingest", corpus.name)
     assert again.returncode == 0, again.stderr
     assert embedded_passages() == before

@@ -20,6 +20,19 @@ from ragline.v1 import common_pb2, gateway_service_pb2, gateway_service_pb2_grpc
 
 
 class ToyGateway(gateway_service_pb2_grpc.GatewayServiceServicer):
+    def __init__(self, down_file: Path) -> None:
+        self.down_file = down_file
+
+    async def start(self) -> None:
+        await asyncio.sleep(1.0)
+
+    async def check_ready(self) -> None:
+        if await asyncio.to_thread(self.down_file.exists):
+            raise RuntimeError("toy dependency is down")
+
+    async def stop(self) -> None:
+        print("toy stop() called", flush=True)
+
     async def Search(
         self, request: gateway_service_pb2.SearchRequest, context: grpc.aio.ServicerContext
     ) -> gateway_service_pb2.SearchResponse:
@@ -37,23 +50,13 @@ async def _main() -> None:
     config = ServerConfig.from_env("TOY", port=0, metrics_port=0)
     configure_logging(config.log_level)
     down_file = Path(os.environ["TOY_DOWN_FILE"])
-
-    async def start() -> None:
-        await asyncio.sleep(1.0)
-
-    async def check_ready() -> None:
-        if await asyncio.to_thread(down_file.exists):
-            raise RuntimeError("toy dependency is down")
-
-    async def stop() -> None:
-        print("toy stop() called", flush=True)
-
+    toy = ToyGateway(down_file)
     servicer = Servicer(
         "ragline.v1.GatewayService",
         gateway_service_pb2_grpc.add_GatewayServiceServicer_to_server,
-        ToyGateway(),
+        toy,
     )
-    await serve("toy", config, [servicer], start=start, check_ready=check_ready, stop=stop)
+    await serve("toy", config, [servicer], toy)
 
 
 if __name__ == "__main__":

@@ -20,9 +20,7 @@ async def _main() -> None:
         "embedder",
         server_config,
         [Servicer(wire.SERVICE.full_name, wire.add_to_server, servicer)],
-        start=servicer.start,
-        check_ready=servicer.check_ready,
-        stop=servicer.stop,
+        servicer,
     )
 
 

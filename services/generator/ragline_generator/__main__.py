@@ -32,9 +32,7 @@ async def _main() -> None:
                 servicer,
             )
         ],
-        start=servicer.start,
-        check_ready=servicer.check_ready,
-        stop=servicer.stop,
+        servicer,
     )
 
 
