@@ -88,6 +88,43 @@ class GatewayConfig:
         "GATEWAY_GENERATE_TIMEOUT_SECONDS", 120.0, "Longest wait for the generator.", minimum=0.01
     )
     """Longest wait for the generator (less if the caller's deadline is nearer)."""
+    ingest_workers: int = setting(
+        "GATEWAY_INGEST_WORKERS", 4, "Concurrent ingest job workers in this process; 0 runs none.",
+        minimum=0, maximum=64,
+    )  # fmt: skip
+    """Concurrent ingest job workers in this process. Each works on one claimed batch at a time, so
+    while one waits for the embedder the others decode, chunk and store; 0 leaves the queue to other replicas."""
+    ingest_claim_documents: int = setting(
+        "GATEWAY_INGEST_CLAIM_DOCUMENTS",
+        16,
+        "Job documents one worker claims at a time.",
+        minimum=1,
+        maximum=1000,
+    )
+    """Job documents one worker claims at a time; their new chunks go to the embedder together."""
+    ingest_lease_seconds: float = setting(
+        "GATEWAY_INGEST_LEASE_SECONDS", 120.0, "How long a claimed document stays a worker's before others may take it.",
+        minimum=1.0, maximum=3600.0,
+    )  # fmt: skip
+    """How long a claimed document stays with its worker; after a crash, others take it over once this runs out."""
+    ingest_max_attempts: int = setting(
+        "GATEWAY_INGEST_MAX_ATTEMPTS",
+        5,
+        "Attempts before a job document is marked failed.",
+        minimum=1,
+        maximum=100,
+    )
+    """Attempts (including ones whose worker died) before a job document is marked failed for good."""
+    ingest_retry_seconds: float = setting(
+        "GATEWAY_INGEST_RETRY_SECONDS", 2.0, "First retry delay of a failed job document; doubles per attempt.",
+        minimum=0.0, maximum=3600.0,
+    )  # fmt: skip
+    """Delay before a failed job document's first retry; it doubles with each attempt, with jitter, up to 10 minutes."""
+    ingest_poll_seconds: float = setting(
+        "GATEWAY_INGEST_POLL_SECONDS", 1.0, "How often an idle worker looks for queued documents.",
+        minimum=0.05, maximum=60.0,
+    )  # fmt: skip
+    """How often an idle worker looks for queued documents (jobs created through this replica wake it at once)."""
 
     def __post_init__(self) -> None:
         if self.chunk_overlap_tokens >= self.chunk_tokens:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from google.protobuf import json_format, struct_pb2
 
 from ragline.errors import InvalidArgument
-from ragline.v1 import gateway_service_pb2
+from ragline.v1 import common_pb2
 from ragline_gateway import formats
 from ragline_gateway.formats import JsonValue, Section, UnreadableContent
 
@@ -77,13 +77,8 @@ def _media_type(raw: str, field: str, name: str) -> tuple[str, str | None]:
     return media_type, charset
 
 
-def decode_document(
-    index: int, document: gateway_service_pb2.DocumentContent, max_bytes: int
-) -> list[DecodedDocument]:
-    """The document's text in sections, one entry per JSON Lines record; INVALID_ARGUMENT if unreadable.
-
-    The error names the document and the problem, and its field is `documents[index]...`.
-    """
+def _check(index: int, document: common_pb2.DocumentContent, max_bytes: int) -> tuple[str, str | None]:
+    """The document's media type and charset, after checking its id, media type and size."""
     field = f"documents[{index}]"
     name = document.document_id
     if not name.strip():
@@ -92,12 +87,55 @@ def decode_document(
             field=f"{field}.document_id",
         )
     media_type, charset = _media_type(document.media_type, field, name)
-    content = document.content
-    if len(content) > max_bytes:
+    if len(document.content) > max_bytes:
         raise InvalidArgument(
-            f"document {name!r} is {len(content)} bytes; the limit is {max_bytes} (GATEWAY_MAX_DOCUMENT_BYTES)",
+            f"document {name!r} is {len(document.content)} bytes; the limit is {max_bytes} "
+            "(GATEWAY_MAX_DOCUMENT_BYTES)",
             field=f"{field}.content",
         )
+    return media_type, charset
+
+
+def job_documents(
+    index: int, document: common_pb2.DocumentContent, max_bytes: int
+) -> list[common_pb2.DocumentContent]:
+    """The documents an ingest job records for `document`: itself, or one per JSON Lines record.
+
+    Only what makes the request wrong (no id, an unknown media type, too many bytes) is
+    INVALID_ARGUMENT here; content that cannot be read is recorded as sent and fails as one
+    document of the job, with the reason, so the rest of the job goes on.
+    """
+    media_type, charset = _check(index, document, max_bytes)
+    if media_type not in JSONL_MEDIA_TYPES:
+        return [document]
+    try:
+        records = formats.jsonl(document.content, charset)
+    except UnreadableContent:
+        return [document]
+    metadata = json_format.MessageToDict(document.metadata)
+    return [
+        common_pb2.DocumentContent(
+            document_id=f"{document.document_id}#{r.key}",
+            content=r.text.encode(),
+            media_type="text/plain",
+            # The record's fields win over the file's metadata.
+            metadata=to_struct({**metadata, **r.metadata}),
+        )
+        for r in records
+    ]
+
+
+def decode_document(
+    index: int, document: common_pb2.DocumentContent, max_bytes: int
+) -> list[DecodedDocument]:
+    """The document's text in sections, one entry per JSON Lines record; INVALID_ARGUMENT if unreadable.
+
+    The error names the document and the problem, and its field is `documents[index]...`.
+    """
+    field = f"documents[{index}]"
+    name = document.document_id
+    media_type, charset = _check(index, document, max_bytes)
+    content = document.content
     try:
         if media_type in JSONL_MEDIA_TYPES:
             decoded = [

@@ -1,25 +1,38 @@
-"""Synchronous ingestion: validate every document, chunk, embed in batches, upsert each document.
+"""Ingestion's steps (chunk, embed what is new, store), and the synchronous IngestDocuments on top of them.
 
-All documents of a request are checked before anything is written, so a bad one fails the
-request with INVALID_ARGUMENT and leaves what is stored untouched.
+The ingest job workers (`ingest_worker`) run the same steps on documents claimed from the
+durable queue. In IngestDocuments all documents of a request are checked before anything is
+written, so a bad one fails the request with INVALID_ARGUMENT and leaves what is stored untouched.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import grpc
 
 from ragline.channels import downstream_timeout
 from ragline.errors import FailedPrecondition, InvalidArgument, from_rpc_error
 from ragline.v1 import embedder_service_pb2, gateway_service_pb2, retriever_service_pb2
-from ragline_gateway.chunking import chunk_sections
+from ragline_gateway.chunking import Chunk, chunk_sections
 from ragline_gateway.config import GatewayConfig
 from ragline_gateway.dependencies import Dependencies, call
 from ragline_gateway.documents import DecodedDocument, content_hash, decode_document, to_struct
 
 # The retriever looks up at most this many hashes per call.
 LOOKUP_BATCH = 10_000
+
+
+@dataclass(frozen=True)
+class PreparedDocument:
+    """A decoded document and its chunks, ready to embed and store."""
+
+    document: DecodedDocument
+    """The document."""
+    chunks: list[Chunk]
+    """Its chunks in order."""
 
 
 class Ingester:
@@ -29,7 +42,9 @@ class Ingester:
         self.config = config
         self.deps = deps
 
-    async def _embed(self, texts: Sequence[str], context: grpc.aio.ServicerContext) -> list[list[float]]:
+    async def _embed(
+        self, texts: Sequence[str], context: grpc.aio.ServicerContext | None
+    ) -> list[list[float]]:
         vectors: list[list[float]] = []
         size = self.config.embed_batch_size
         for start in range(0, len(texts), size):
@@ -42,7 +57,7 @@ class Ingester:
         return vectors
 
     async def _stored_hashes(
-        self, collection: str, hashes: Sequence[str], context: grpc.aio.ServicerContext
+        self, collection: str, hashes: Sequence[str], context: grpc.aio.ServicerContext | None
     ) -> set[str]:
         stored: set[str] = set()
         for start in range(0, len(hashes), LOOKUP_BATCH):
@@ -54,7 +69,7 @@ class Ingester:
             stored.update(reply.stored_hashes)
         return stored
 
-    async def _ensure_collection(self, name: str, context: grpc.aio.ServicerContext) -> None:
+    async def ensure_collection(self, name: str, context: grpc.aio.ServicerContext) -> None:
         """Creates the collection for the embedder's model on first ingest; checks the model matches after."""
         timeout = downstream_timeout(context, self.config.embed_timeout_seconds)
         info = await call(
@@ -82,13 +97,74 @@ class Ingester:
                 # Another ingest created it between our get and create: that one is as good.
                 if create_exc.code() != grpc.StatusCode.ALREADY_EXISTS:
                     raise from_rpc_error("retriever", create_exc) from None
-                return await self._ensure_collection(name, context)
+                return await self.ensure_collection(name, context)
         if (collection.embedding_model, collection.dimension) != (info.model, info.dimension):
             raise FailedPrecondition(
                 f"collection {name!r} holds vectors of {collection.embedding_model} ({collection.dimension} dims) "
                 f"but the embedder serves {info.model} ({info.dimension} dims); ingest into a new collection"
             )
         return None
+
+    def prepare(self, documents: Sequence[DecodedDocument]) -> list[PreparedDocument]:
+        """Chunks the documents (CPU-bound: workers run it in a thread)."""
+        return [
+            PreparedDocument(
+                d, chunk_sections(d.sections, self.config.chunk_tokens, self.config.chunk_overlap_tokens)
+            )
+            for d in documents
+        ]
+
+    async def new_vectors(
+        self,
+        collection: str,
+        prepared: Sequence[PreparedDocument],
+        context: grpc.aio.ServicerContext | None,
+        stages: dict[str, float] | None = None,
+    ) -> dict[str, list[float]]:
+        """Embeddings of the chunk texts the collection does not store yet, by text.
+
+        Text the collection already stores is not embedded again: the retriever reuses its vector.
+        `stages`, when given, receives the seconds spent looking up and embedding.
+        """
+        started = time.perf_counter()
+        hashes = sorted({content_hash(c.text) for p in prepared for c in p.chunks})
+        stored = await self._stored_hashes(collection, hashes, context)
+        new_texts = sorted({c.text for p in prepared for c in p.chunks if content_hash(c.text) not in stored})
+        looked_up = time.perf_counter()
+        vectors = dict(zip(new_texts, await self._embed(new_texts, context), strict=True))
+        if stages is not None:
+            stages["lookup"] = looked_up - started
+            stages["embed"] = time.perf_counter() - looked_up
+        return vectors
+
+    async def store(
+        self,
+        collection: str,
+        prepared: PreparedDocument,
+        vectors: dict[str, list[float]],
+        context: grpc.aio.ServicerContext | None,
+        claim: retriever_service_pb2.IngestClaim | None = None,
+    ) -> retriever_service_pb2.UpsertDocumentResponse:
+        """Upserts one document's chunks; with a claim, the retriever finishes that job document in the same transaction."""
+        document = prepared.document
+        upsert = retriever_service_pb2.UpsertDocumentRequest(
+            collection=collection,
+            document_id=document.document_id,
+            metadata=document.metadata,
+            content_hash=content_hash(document.text),
+            chunks=[
+                retriever_service_pb2.ChunkInput(
+                    text=c.text,
+                    token_count=c.token_count,
+                    embedding=vectors.get(c.text),
+                    metadata=to_struct(c.metadata),
+                )
+                for c in prepared.chunks
+            ],
+            claim=claim,
+        )
+        timeout = downstream_timeout(context, self.config.retrieve_timeout_seconds)
+        return await call("retriever", self.deps.retriever.UpsertDocument(upsert, timeout=timeout))
 
     async def ingest(
         self, request: gateway_service_pb2.IngestDocumentsRequest, context: grpc.aio.ServicerContext
@@ -108,41 +184,16 @@ class Ingester:
                 seen.add(decoded.document_id)
                 documents.append(decoded)
         collection = request.collection or self.config.default_collection
-        await self._ensure_collection(collection, context)
-        chunked = [
-            chunk_sections(d.sections, self.config.chunk_tokens, self.config.chunk_overlap_tokens)
-            for d in documents
-        ]
-        # Text the collection already stores is not embedded again: the retriever reuses its vector.
-        hashes = sorted({content_hash(c.text) for chunks in chunked for c in chunks})
-        stored = await self._stored_hashes(collection, hashes, context)
-        new_texts = sorted(
-            {c.text for chunks in chunked for c in chunks if content_hash(c.text) not in stored}
-        )
-        vectors = dict(zip(new_texts, await self._embed(new_texts, context), strict=True))
+        await self.ensure_collection(collection, context)
+        prepared = self.prepare(documents)
+        vectors = await self.new_vectors(collection, prepared, context)
         response = gateway_service_pb2.IngestDocumentsResponse()
-        for document, chunks in zip(documents, chunked, strict=True):
-            upsert = retriever_service_pb2.UpsertDocumentRequest(
-                collection=collection,
-                document_id=document.document_id,
-                metadata=document.metadata,
-                content_hash=content_hash(document.text),
-                chunks=[
-                    retriever_service_pb2.ChunkInput(
-                        text=c.text,
-                        token_count=c.token_count,
-                        embedding=vectors.get(c.text),
-                        metadata=to_struct(c.metadata),
-                    )
-                    for c in chunks
-                ],
-            )
-            timeout = downstream_timeout(context, self.config.retrieve_timeout_seconds)
-            reply = await call("retriever", self.deps.retriever.UpsertDocument(upsert, timeout=timeout))
+        for document in prepared:
+            reply = await self.store(collection, document, vectors, context)
             response.results.append(
                 gateway_service_pb2.IngestResult(
-                    document_id=document.document_id,
-                    chunk_count=len(chunks),
+                    document_id=document.document.document_id,
+                    chunk_count=len(document.chunks),
                     unchanged_chunks=reply.unchanged_chunks,
                     inserted_chunks=reply.inserted_chunks,
                     updated_chunks=reply.updated_chunks,

@@ -12,6 +12,8 @@ from ragline_gateway.cache import QueryCache
 from ragline_gateway.config import GatewayConfig
 from ragline_gateway.dependencies import Dependencies, call
 from ragline_gateway.ingest import Ingester
+from ragline_gateway.ingest_jobs import IngestJobs
+from ragline_gateway.ingest_worker import IngestWorkers
 from ragline_gateway.pipeline import QueryPipeline
 from ragline_gateway.timings import Timings
 
@@ -31,12 +33,15 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
             semantic_entries=config.semantic_cache_entries,
         )
         self.ingester = Ingester(config, deps)
+        self.workers = IngestWorkers(config, deps, self.ingester)
+        self.jobs = IngestJobs(config, deps, self.ingester, self.workers)
         self.pipeline = QueryPipeline(config, deps, self.cache)
 
     async def start(self) -> None:
-        """Connects to the dependencies and hands the Redis client to the cache."""
+        """Connects to the dependencies, hands the Redis client to the cache, and starts the ingest workers."""
         await self.deps.start()
         self.cache.client = self.deps.redis
+        self.workers.start()
 
     async def check_ready(self) -> None:
         """Probes the dependencies; the cache is used again as soon as Redis answers."""
@@ -46,7 +51,8 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
             self.cache.available = self.deps.redis_up
 
     async def stop(self) -> None:
-        """Closes the channels and Redis."""
+        """Stops the ingest workers, then closes the channels and Redis."""
+        await self.workers.stop()
         await self.deps.close()
 
     async def IngestDocuments(
@@ -118,3 +124,30 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         timeout = downstream_timeout(context, self.config.retrieve_timeout_seconds)
         reply = await call("retriever", self.deps.retriever.DeleteStoredDocument(forwarded, timeout=timeout))
         return gateway_service_pb2.DeleteDocumentResponse(deleted_chunks=reply.deleted_chunks)
+
+    async def CreateIngestJob(
+        self, request: gateway_service_pb2.CreateIngestJobRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_service_pb2.CreateIngestJobResponse:
+        return await self.jobs.create(request, context)
+
+    async def UploadIngestDocuments(
+        self,
+        request_iterator: AsyncIterator[gateway_service_pb2.UploadIngestDocumentsRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> gateway_service_pb2.UploadIngestDocumentsResponse:
+        return await self.jobs.upload(request_iterator, context)
+
+    async def GetIngestJob(
+        self, request: gateway_service_pb2.GetIngestJobRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_service_pb2.GetIngestJobResponse:
+        return await self.jobs.get(request, context)
+
+    async def ListIngestJobs(
+        self, request: gateway_service_pb2.ListIngestJobsRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_service_pb2.ListIngestJobsResponse:
+        return await self.jobs.list(request, context)
+
+    async def CancelIngestJob(
+        self, request: gateway_service_pb2.CancelIngestJobRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_service_pb2.CancelIngestJobResponse:
+        return await self.jobs.cancel(request, context)

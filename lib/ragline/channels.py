@@ -64,12 +64,14 @@ def open_channel(target: str, service: str) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(target, options=options)
 
 
-def downstream_timeout(context: grpc.aio.ServicerContext, ceiling: float) -> float:
+def downstream_timeout(context: grpc.aio.ServicerContext | None, ceiling: float) -> float:
     """The timeout for a call made while serving `context`: the caller's remaining time, at most `ceiling`.
 
     Raises DEADLINE_EXCEEDED when the caller's time is already spent, rather than starting
-    work nobody waits for.
+    work nobody waits for. Background work (no caller, `context` None) gets `ceiling`.
     """
+    if context is None:
+        return ceiling
     remaining = context.time_remaining()
     if remaining is None:
         return ceiling

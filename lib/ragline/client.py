@@ -8,6 +8,7 @@ with defaults, a default deadline on every call, and the shared channel settings
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -35,10 +36,10 @@ class DocumentToIngest:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     """Metadata stored with the document and returned with its chunks."""
 
-    def to_proto(self) -> gateway_service_pb2.DocumentContent:
+    def to_proto(self) -> common_pb2.DocumentContent:
         metadata = struct_pb2.Struct()
         metadata.update(dict(self.metadata))
-        return gateway_service_pb2.DocumentContent(
+        return common_pb2.DocumentContent(
             document_id=self.document_id, content=self.content, media_type=self.media_type, metadata=metadata
         )
 
@@ -205,6 +206,96 @@ class RaglineClient:
             request, timeout=timeout or self.timeout
         )
         return response
+
+    async def create_ingest_job(
+        self, documents: Iterable[DocumentToIngest], *, collection: str = "", timeout: float | None = None
+    ) -> common_pb2.IngestJob:
+        """Records a batch of documents durably and returns the job that ingests them, without waiting for it."""
+        request = gateway_service_pb2.CreateIngestJobRequest(
+            collection=collection, documents=[d.to_proto() for d in documents]
+        )
+        response = await self._stub.CreateIngestJob(request, timeout=timeout or self.timeout)
+        job: common_pb2.IngestJob = response.job
+        return job
+
+    async def upload_ingest_documents(
+        self,
+        documents: Iterable[DocumentToIngest] | AsyncIterator[DocumentToIngest],
+        *,
+        collection: str = "",
+        timeout: float | None = None,
+    ) -> common_pb2.IngestJob:
+        """Streams documents into a new job (one message per document) and returns the job once all are recorded.
+
+        `documents` may be lazy (a generator reading files), so a large upload never sits in memory whole.
+        """
+
+        async def messages() -> AsyncIterator[gateway_service_pb2.UploadIngestDocumentsRequest]:
+            if isinstance(documents, AsyncIterator):
+                async for document in documents:
+                    yield gateway_service_pb2.UploadIngestDocumentsRequest(
+                        collection=collection, document=document.to_proto()
+                    )
+            else:
+                for document in documents:
+                    yield gateway_service_pb2.UploadIngestDocumentsRequest(
+                        collection=collection, document=document.to_proto()
+                    )
+
+        response = await self._stub.UploadIngestDocuments(messages(), timeout=timeout or self.timeout)
+        job: common_pb2.IngestJob = response.job
+        return job
+
+    async def get_ingest_job(self, job_id: str, *, timeout: float | None = None) -> common_pb2.IngestJob:
+        """Returns where an ingest job stands, with its failures."""
+        request = gateway_service_pb2.GetIngestJobRequest(job_id=job_id)
+        response = await self._stub.GetIngestJob(request, timeout=timeout or self.timeout)
+        job: common_pb2.IngestJob = response.job
+        return job
+
+    async def list_ingest_jobs(
+        self, *, collection: str = "", page_size: int = 0, page_token: str = "", timeout: float | None = None
+    ) -> gateway_service_pb2.ListIngestJobsResponse:
+        """Returns one page of ingest jobs, newest first; pass `next_page_token` back for the next."""
+        request = gateway_service_pb2.ListIngestJobsRequest(
+            collection=collection, page_size=page_size, page_token=page_token
+        )
+        response: gateway_service_pb2.ListIngestJobsResponse = await self._stub.ListIngestJobs(
+            request, timeout=timeout or self.timeout
+        )
+        return response
+
+    async def cancel_ingest_job(self, job_id: str, *, timeout: float | None = None) -> common_pb2.IngestJob:
+        """Cancels an ingest job; documents already stored stay."""
+        request = gateway_service_pb2.CancelIngestJobRequest(job_id=job_id)
+        response = await self._stub.CancelIngestJob(request, timeout=timeout or self.timeout)
+        job: common_pb2.IngestJob = response.job
+        return job
+
+    async def wait_for_ingest_job(
+        self, job_id: str, *, poll_seconds: float = 0.5, timeout: float | None = None
+    ) -> common_pb2.IngestJob:
+        """Polls the job until it has finished (succeeded, failed or cancelled) and returns it.
+
+        `timeout` bounds the whole wait (None waits for as long as the job runs).
+        """
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        while True:
+            job = await self.get_ingest_job(job_id)
+            if job.state in FINISHED_JOB_STATES:
+                return job
+            if deadline is not None and asyncio.get_running_loop().time() + poll_seconds > deadline:
+                raise TimeoutError(f"ingest job {job_id} did not finish within {timeout} s")
+            await asyncio.sleep(poll_seconds)
+
+
+FINISHED_JOB_STATES = frozenset(
+    {
+        common_pb2.INGEST_JOB_STATE_SUCCEEDED,
+        common_pb2.INGEST_JOB_STATE_FAILED,
+        common_pb2.INGEST_JOB_STATE_CANCELLED,
+    }
+)
 
 
 def _question_fields(

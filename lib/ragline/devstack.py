@@ -95,6 +95,12 @@ class ServiceProcess:
         """The end of the service's log, for error messages."""
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
 
+    def kill(self) -> None:
+        """SIGKILL: the process dies mid-work, as in a crash, with no chance to clean up."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGTERM, then SIGKILL after `timeout`; returns the exit code."""
         if self.process is None:

@@ -32,6 +32,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, reranker: RerankServer) -> I
         "EMBEDDER_RERANK_URL": reranker.url,
         "EMBEDDER_RERANK_MODEL": "word-overlap",
         "EMBEDDER_RERANK_TIMEOUT_SECONDS": "2",
+        # Short leases, so the crash test sees a killed worker's documents taken over within seconds.
+        "GATEWAY_INGEST_LEASE_SECONDS": "8",
+        "GATEWAY_INGEST_RETRY_SECONDS": "0.2",
+        "GATEWAY_INGEST_POLL_SECONDS": "0.2",
     }
     stack = Stack(state=state, free_ports=True, env=env)
     stack.start()

@@ -6,16 +6,12 @@ import grpc
 import pytest
 
 from ragline.errors import InvalidArgument
-from ragline.v1 import gateway_service_pb2
+from ragline.v1 import common_pb2
 from ragline_gateway.documents import decode_document
 
 
-def _doc(
-    content: bytes, document_id: str = "a.txt", media_type: str = ""
-) -> gateway_service_pb2.DocumentContent:
-    return gateway_service_pb2.DocumentContent(
-        document_id=document_id, content=content, media_type=media_type
-    )
+def _doc(content: bytes, document_id: str = "a.txt", media_type: str = "") -> common_pb2.DocumentContent:
+    return common_pb2.DocumentContent(document_id=document_id, content=content, media_type=media_type)
 
 
 def test_utf8_text_is_decoded() -> None:
@@ -35,7 +31,7 @@ def test_utf8_text_is_decoded() -> None:
     ],
 )
 def test_bad_documents_are_rejected_with_a_clear_message(
-    document: gateway_service_pb2.DocumentContent, message: str
+    document: common_pb2.DocumentContent, message: str
 ) -> None:
     with pytest.raises(InvalidArgument) as raised:
         decode_document(3, document, 1000)

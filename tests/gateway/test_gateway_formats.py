@@ -9,7 +9,7 @@ import pytest
 from google.protobuf import json_format
 
 from ragline.errors import InvalidArgument
-from ragline.v1 import gateway_service_pb2
+from ragline.v1 import common_pb2
 from ragline_gateway.chunking import chunk_sections
 from ragline_gateway.documents import DecodedDocument, decode_document, to_struct
 from ragline_gateway.formats import JsonValue
@@ -18,7 +18,7 @@ from ragline_gateway.formats import JsonValue
 def _decode(
     content: bytes, media_type: str, document_id: str = "doc", metadata: dict[str, JsonValue] | None = None
 ) -> list[DecodedDocument]:
-    document = gateway_service_pb2.DocumentContent(
+    document = common_pb2.DocumentContent(
         document_id=document_id, content=content, media_type=media_type, metadata=to_struct(metadata or {})
     )
     return decode_document(2, document, 1_000_000)

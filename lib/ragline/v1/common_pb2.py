@@ -23,44 +23,53 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17ragline/v1/common.proto\x12\nragline.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe6\x01\n\nCollection\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0f\x65mbedding_model\x18\x02 \x01(\t\x12\x11\n\tdimension\x18\x03 \x01(\x05\x12,\n\x08\x64istance\x18\x04 \x01(\x0e\x32\x1a.ragline.v1.DistanceMetric\x12\x12\n\ngeneration\x18\x05 \x01(\x03\x12\x16\n\x0e\x64ocument_count\x18\x06 \x01(\x03\x12\x13\n\x0b\x63hunk_count\x18\x07 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xeb\x01\n\x08\x44ocument\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x14\n\x0c\x63ontent_hash\x18\x04 \x01(\t\x12\x13\n\x0b\x63hunk_count\x18\x05 \x01(\x05\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xba\x01\n\tSearchHit\x12\x10\n\x08\x63hunk_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12\x0f\n\x07ordinal\x18\x03 \x01(\x05\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\r\n\x05score\x18\x05 \x01(\x02\x12)\n\x08metadata\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12-\n\rmatched_modes\x18\x07 \x03(\x0e\x32\x16.ragline.v1.SearchMode\"M\n\x07Passage\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x10\n\x08\x63hunk_id\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x02\"a\n\x08\x43itation\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12\x10\n\x08\x63hunk_id\x18\x03 \x01(\t\x12\x0f\n\x07snippet\x18\x04 \x01(\t\x12\r\n\x05score\x18\x05 \x01(\x02\">\n\nTokenUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\"<\n\x11GenerationOptions\x12\x12\n\nmax_tokens\x18\x01 \x01(\x05\x12\x13\n\x0btemperature\x18\x02 \x01(\x02\"6\n\x0bStageTiming\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x18\n\x10\x64uration_seconds\x18\x02 \x01(\x01\"t\n\x0e\x46ieldCondition\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12,\n\x08operator\x18\x02 \x01(\x0e\x32\x1a.ragline.v1.FilterOperator\x12%\n\x05value\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\":\n\x0b\x46ilterGroup\x12+\n\x07\x66ilters\x18\x01 \x03(\x0b\x32\x1a.ragline.v1.MetadataFilter\"\x99\x01\n\x0eMetadataFilter\x12/\n\tcondition\x18\x01 \x01(\x0b\x32\x1a.ragline.v1.FieldConditionH\x00\x12&\n\x03\x61ll\x18\x02 \x01(\x0b\x32\x17.ragline.v1.FilterGroupH\x00\x12&\n\x03\x61ny\x18\x03 \x01(\x0b\x32\x17.ragline.v1.FilterGroupH\x00\x42\x06\n\x04kind*r\n\nSearchMode\x12\x1b\n\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12SEARCH_MODE_VECTOR\x10\x01\x12\x17\n\x13SEARCH_MODE_KEYWORD\x10\x02\x12\x16\n\x12SEARCH_MODE_HYBRID\x10\x03*M\n\x0e\x44istanceMetric\x12\x1f\n\x1b\x44ISTANCE_METRIC_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44ISTANCE_METRIC_COSINE\x10\x01*}\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1c\n\x18\x46INISH_REASON_NO_CONTEXT\x10\x03*\x93\x02\n\x0e\x46ilterOperator\x12\x1f\n\x1b\x46ILTER_OPERATOR_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46ILTER_OPERATOR_EQ\x10\x01\x12\x16\n\x12\x46ILTER_OPERATOR_NE\x10\x02\x12\x16\n\x12\x46ILTER_OPERATOR_IN\x10\x03\x12\x1a\n\x16\x46ILTER_OPERATOR_NOT_IN\x10\x04\x12\x16\n\x12\x46ILTER_OPERATOR_LT\x10\x05\x12\x17\n\x13\x46ILTER_OPERATOR_LTE\x10\x06\x12\x16\n\x12\x46ILTER_OPERATOR_GT\x10\x07\x12\x17\n\x13\x46ILTER_OPERATOR_GTE\x10\x08\x12\x1a\n\x16\x46ILTER_OPERATOR_EXISTS\x10\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17ragline/v1/common.proto\x12\nragline.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe6\x01\n\nCollection\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0f\x65mbedding_model\x18\x02 \x01(\t\x12\x11\n\tdimension\x18\x03 \x01(\x05\x12,\n\x08\x64istance\x18\x04 \x01(\x0e\x32\x1a.ragline.v1.DistanceMetric\x12\x12\n\ngeneration\x18\x05 \x01(\x03\x12\x16\n\x0e\x64ocument_count\x18\x06 \x01(\x03\x12\x13\n\x0b\x63hunk_count\x18\x07 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xeb\x01\n\x08\x44ocument\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x14\n\x0c\x63ontent_hash\x18\x04 \x01(\t\x12\x13\n\x0b\x63hunk_count\x18\x05 \x01(\x05\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xba\x01\n\tSearchHit\x12\x10\n\x08\x63hunk_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12\x0f\n\x07ordinal\x18\x03 \x01(\x05\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\r\n\x05score\x18\x05 \x01(\x02\x12)\n\x08metadata\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12-\n\rmatched_modes\x18\x07 \x03(\x0e\x32\x16.ragline.v1.SearchMode\"M\n\x07Passage\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x10\n\x08\x63hunk_id\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x02\"a\n\x08\x43itation\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12\x10\n\x08\x63hunk_id\x18\x03 \x01(\t\x12\x0f\n\x07snippet\x18\x04 \x01(\t\x12\r\n\x05score\x18\x05 \x01(\x02\">\n\nTokenUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\"<\n\x11GenerationOptions\x12\x12\n\nmax_tokens\x18\x01 \x01(\x05\x12\x13\n\x0btemperature\x18\x02 \x01(\x02\"6\n\x0bStageTiming\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x18\n\x10\x64uration_seconds\x18\x02 \x01(\x01\"t\n\x0e\x46ieldCondition\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12,\n\x08operator\x18\x02 \x01(\x0e\x32\x1a.ragline.v1.FilterOperator\x12%\n\x05value\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\":\n\x0b\x46ilterGroup\x12+\n\x07\x66ilters\x18\x01 \x03(\x0b\x32\x1a.ragline.v1.MetadataFilter\"\x99\x01\n\x0eMetadataFilter\x12/\n\tcondition\x18\x01 \x01(\x0b\x32\x1a.ragline.v1.FieldConditionH\x00\x12&\n\x03\x61ll\x18\x02 \x01(\x0b\x32\x17.ragline.v1.FilterGroupH\x00\x12&\n\x03\x61ny\x18\x03 \x01(\x0b\x32\x17.ragline.v1.FilterGroupH\x00\x42\x06\n\x04kind\"v\n\x0f\x44ocumentContent\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\x12\x12\n\nmedia_type\x18\x03 \x01(\t\x12)\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"F\n\rIngestFailure\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\"\xbc\x04\n\tIngestJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12)\n\x05state\x18\x03 \x01(\x0e\x32\x1a.ragline.v1.IngestJobState\x12\x1b\n\x13\x61\x63\x63\x65pting_documents\x18\x04 \x01(\x08\x12\x17\n\x0ftotal_documents\x18\x05 \x01(\x03\x12\x16\n\x0e\x64one_documents\x18\x06 \x01(\x03\x12\x19\n\x11skipped_documents\x18\x07 \x01(\x03\x12\x18\n\x10\x66\x61iled_documents\x18\x08 \x01(\x03\x12\x1b\n\x13\x63\x61ncelled_documents\x18\t \x01(\x03\x12\x16\n\x0ewritten_chunks\x18\n \x01(\x03\x12\x1c\n\x14\x64ocuments_per_second\x18\x0b \x01(\x01\x12\x36\n\x13\x65stimated_time_left\x18\x0c \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08\x66\x61ilures\x18\x10 \x03(\x0b\x32\x19.ragline.v1.IngestFailure\x12\x16\n\x0estatus_message\x18\x11 \x01(\t*r\n\nSearchMode\x12\x1b\n\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12SEARCH_MODE_VECTOR\x10\x01\x12\x17\n\x13SEARCH_MODE_KEYWORD\x10\x02\x12\x16\n\x12SEARCH_MODE_HYBRID\x10\x03*M\n\x0e\x44istanceMetric\x12\x1f\n\x1b\x44ISTANCE_METRIC_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44ISTANCE_METRIC_COSINE\x10\x01*}\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1c\n\x18\x46INISH_REASON_NO_CONTEXT\x10\x03*\x93\x02\n\x0e\x46ilterOperator\x12\x1f\n\x1b\x46ILTER_OPERATOR_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46ILTER_OPERATOR_EQ\x10\x01\x12\x16\n\x12\x46ILTER_OPERATOR_NE\x10\x02\x12\x16\n\x12\x46ILTER_OPERATOR_IN\x10\x03\x12\x1a\n\x16\x46ILTER_OPERATOR_NOT_IN\x10\x04\x12\x16\n\x12\x46ILTER_OPERATOR_LT\x10\x05\x12\x17\n\x13\x46ILTER_OPERATOR_LTE\x10\x06\x12\x16\n\x12\x46ILTER_OPERATOR_GT\x10\x07\x12\x17\n\x13\x46ILTER_OPERATOR_GTE\x10\x08\x12\x1a\n\x16\x46ILTER_OPERATOR_EXISTS\x10\t*\xcb\x01\n\x0eIngestJobState\x12 \n\x1cINGEST_JOB_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18INGEST_JOB_STATE_PENDING\x10\x01\x12\x1c\n\x18INGEST_JOB_STATE_RUNNING\x10\x02\x12\x1e\n\x1aINGEST_JOB_STATE_SUCCEEDED\x10\x03\x12\x1b\n\x17INGEST_JOB_STATE_FAILED\x10\x04\x12\x1e\n\x1aINGEST_JOB_STATE_CANCELLED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ragline.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SEARCHMODE']._serialized_start=1456
-  _globals['_SEARCHMODE']._serialized_end=1570
-  _globals['_DISTANCEMETRIC']._serialized_start=1572
-  _globals['_DISTANCEMETRIC']._serialized_end=1649
-  _globals['_FINISHREASON']._serialized_start=1651
-  _globals['_FINISHREASON']._serialized_end=1776
-  _globals['_FILTEROPERATOR']._serialized_start=1779
-  _globals['_FILTEROPERATOR']._serialized_end=2054
-  _globals['_COLLECTION']._serialized_start=103
-  _globals['_COLLECTION']._serialized_end=333
-  _globals['_DOCUMENT']._serialized_start=336
-  _globals['_DOCUMENT']._serialized_end=571
-  _globals['_SEARCHHIT']._serialized_start=574
-  _globals['_SEARCHHIT']._serialized_end=760
-  _globals['_PASSAGE']._serialized_start=762
-  _globals['_PASSAGE']._serialized_end=839
-  _globals['_CITATION']._serialized_start=841
-  _globals['_CITATION']._serialized_end=938
-  _globals['_TOKENUSAGE']._serialized_start=940
-  _globals['_TOKENUSAGE']._serialized_end=1002
-  _globals['_GENERATIONOPTIONS']._serialized_start=1004
-  _globals['_GENERATIONOPTIONS']._serialized_end=1064
-  _globals['_STAGETIMING']._serialized_start=1066
-  _globals['_STAGETIMING']._serialized_end=1120
-  _globals['_FIELDCONDITION']._serialized_start=1122
-  _globals['_FIELDCONDITION']._serialized_end=1238
-  _globals['_FILTERGROUP']._serialized_start=1240
-  _globals['_FILTERGROUP']._serialized_end=1298
-  _globals['_METADATAFILTER']._serialized_start=1301
-  _globals['_METADATAFILTER']._serialized_end=1454
+  _globals['_SEARCHMODE']._serialized_start=2255
+  _globals['_SEARCHMODE']._serialized_end=2369
+  _globals['_DISTANCEMETRIC']._serialized_start=2371
+  _globals['_DISTANCEMETRIC']._serialized_end=2448
+  _globals['_FINISHREASON']._serialized_start=2450
+  _globals['_FINISHREASON']._serialized_end=2575
+  _globals['_FILTEROPERATOR']._serialized_start=2578
+  _globals['_FILTEROPERATOR']._serialized_end=2853
+  _globals['_INGESTJOBSTATE']._serialized_start=2856
+  _globals['_INGESTJOBSTATE']._serialized_end=3059
+  _globals['_COLLECTION']._serialized_start=135
+  _globals['_COLLECTION']._serialized_end=365
+  _globals['_DOCUMENT']._serialized_start=368
+  _globals['_DOCUMENT']._serialized_end=603
+  _globals['_SEARCHHIT']._serialized_start=606
+  _globals['_SEARCHHIT']._serialized_end=792
+  _globals['_PASSAGE']._serialized_start=794
+  _globals['_PASSAGE']._serialized_end=871
+  _globals['_CITATION']._serialized_start=873
+  _globals['_CITATION']._serialized_end=970
+  _globals['_TOKENUSAGE']._serialized_start=972
+  _globals['_TOKENUSAGE']._serialized_end=1034
+  _globals['_GENERATIONOPTIONS']._serialized_start=1036
+  _globals['_GENERATIONOPTIONS']._serialized_end=1096
+  _globals['_STAGETIMING']._serialized_start=1098
+  _globals['_STAGETIMING']._serialized_end=1152
+  _globals['_FIELDCONDITION']._serialized_start=1154
+  _globals['_FIELDCONDITION']._serialized_end=1270
+  _globals['_FILTERGROUP']._serialized_start=1272
+  _globals['_FILTERGROUP']._serialized_end=1330
+  _globals['_METADATAFILTER']._serialized_start=1333
+  _globals['_METADATAFILTER']._serialized_end=1486
+  _globals['_DOCUMENTCONTENT']._serialized_start=1488
+  _globals['_DOCUMENTCONTENT']._serialized_end=1606
+  _globals['_INGESTFAILURE']._serialized_start=1608
+  _globals['_INGESTFAILURE']._serialized_end=1678
+  _globals['_INGESTJOB']._serialized_start=1681
+  _globals['_INGESTJOB']._serialized_end=2253
 # @@protoc_insertion_point(module_scope)

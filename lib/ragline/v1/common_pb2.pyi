@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -42,6 +43,15 @@ class FilterOperator(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FILTER_OPERATOR_GT: _ClassVar[FilterOperator]
     FILTER_OPERATOR_GTE: _ClassVar[FilterOperator]
     FILTER_OPERATOR_EXISTS: _ClassVar[FilterOperator]
+
+class IngestJobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INGEST_JOB_STATE_UNSPECIFIED: _ClassVar[IngestJobState]
+    INGEST_JOB_STATE_PENDING: _ClassVar[IngestJobState]
+    INGEST_JOB_STATE_RUNNING: _ClassVar[IngestJobState]
+    INGEST_JOB_STATE_SUCCEEDED: _ClassVar[IngestJobState]
+    INGEST_JOB_STATE_FAILED: _ClassVar[IngestJobState]
+    INGEST_JOB_STATE_CANCELLED: _ClassVar[IngestJobState]
 SEARCH_MODE_UNSPECIFIED: SearchMode
 SEARCH_MODE_VECTOR: SearchMode
 SEARCH_MODE_KEYWORD: SearchMode
@@ -62,6 +72,12 @@ FILTER_OPERATOR_LTE: FilterOperator
 FILTER_OPERATOR_GT: FilterOperator
 FILTER_OPERATOR_GTE: FilterOperator
 FILTER_OPERATOR_EXISTS: FilterOperator
+INGEST_JOB_STATE_UNSPECIFIED: IngestJobState
+INGEST_JOB_STATE_PENDING: IngestJobState
+INGEST_JOB_STATE_RUNNING: IngestJobState
+INGEST_JOB_STATE_SUCCEEDED: IngestJobState
+INGEST_JOB_STATE_FAILED: IngestJobState
+INGEST_JOB_STATE_CANCELLED: IngestJobState
 
 class Collection(_message.Message):
     __slots__ = ("name", "embedding_model", "dimension", "distance", "generation", "document_count", "chunk_count", "create_time")
@@ -194,3 +210,63 @@ class MetadataFilter(_message.Message):
     all: FilterGroup
     any: FilterGroup
     def __init__(self, condition: _Optional[_Union[FieldCondition, _Mapping]] = ..., all: _Optional[_Union[FilterGroup, _Mapping]] = ..., any: _Optional[_Union[FilterGroup, _Mapping]] = ...) -> None: ...
+
+class DocumentContent(_message.Message):
+    __slots__ = ("document_id", "content", "media_type", "metadata")
+    DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    document_id: str
+    content: bytes
+    media_type: str
+    metadata: _struct_pb2.Struct
+    def __init__(self, document_id: _Optional[str] = ..., content: _Optional[bytes] = ..., media_type: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class IngestFailure(_message.Message):
+    __slots__ = ("document_id", "reason", "attempts")
+    DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    document_id: str
+    reason: str
+    attempts: int
+    def __init__(self, document_id: _Optional[str] = ..., reason: _Optional[str] = ..., attempts: _Optional[int] = ...) -> None: ...
+
+class IngestJob(_message.Message):
+    __slots__ = ("job_id", "collection", "state", "accepting_documents", "total_documents", "done_documents", "skipped_documents", "failed_documents", "cancelled_documents", "written_chunks", "documents_per_second", "estimated_time_left", "create_time", "start_time", "end_time", "failures", "status_message")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTING_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    DONE_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    FAILED_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    WRITTEN_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_TIME_LEFT_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    STATUS_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    collection: str
+    state: IngestJobState
+    accepting_documents: bool
+    total_documents: int
+    done_documents: int
+    skipped_documents: int
+    failed_documents: int
+    cancelled_documents: int
+    written_chunks: int
+    documents_per_second: float
+    estimated_time_left: _duration_pb2.Duration
+    create_time: _timestamp_pb2.Timestamp
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    failures: _containers.RepeatedCompositeFieldContainer[IngestFailure]
+    status_message: str
+    def __init__(self, job_id: _Optional[str] = ..., collection: _Optional[str] = ..., state: _Optional[_Union[IngestJobState, str]] = ..., accepting_documents: _Optional[bool] = ..., total_documents: _Optional[int] = ..., done_documents: _Optional[int] = ..., skipped_documents: _Optional[int] = ..., failed_documents: _Optional[int] = ..., cancelled_documents: _Optional[int] = ..., written_chunks: _Optional[int] = ..., documents_per_second: _Optional[float] = ..., estimated_time_left: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., failures: _Optional[_Iterable[_Union[IngestFailure, _Mapping]]] = ..., status_message: _Optional[str] = ...) -> None: ...

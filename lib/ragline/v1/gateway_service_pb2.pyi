@@ -44,25 +44,13 @@ RERANK_STATUS_APPLIED: RerankStatus
 RERANK_STATUS_SKIPPED: RerankStatus
 RERANK_STATUS_FAILED: RerankStatus
 
-class DocumentContent(_message.Message):
-    __slots__ = ("document_id", "content", "media_type", "metadata")
-    DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
-    CONTENT_FIELD_NUMBER: _ClassVar[int]
-    MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
-    METADATA_FIELD_NUMBER: _ClassVar[int]
-    document_id: str
-    content: bytes
-    media_type: str
-    metadata: _struct_pb2.Struct
-    def __init__(self, document_id: _Optional[str] = ..., content: _Optional[bytes] = ..., media_type: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
-
 class IngestDocumentsRequest(_message.Message):
     __slots__ = ("collection", "documents")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     collection: str
-    documents: _containers.RepeatedCompositeFieldContainer[DocumentContent]
-    def __init__(self, collection: _Optional[str] = ..., documents: _Optional[_Iterable[_Union[DocumentContent, _Mapping]]] = ...) -> None: ...
+    documents: _containers.RepeatedCompositeFieldContainer[_common_pb2.DocumentContent]
+    def __init__(self, collection: _Optional[str] = ..., documents: _Optional[_Iterable[_Union[_common_pb2.DocumentContent, _Mapping]]] = ...) -> None: ...
 
 class IngestResult(_message.Message):
     __slots__ = ("document_id", "chunk_count", "unchanged_chunks", "inserted_chunks", "updated_chunks", "deleted_chunks")
@@ -245,3 +233,73 @@ class DeleteDocumentResponse(_message.Message):
     DELETED_CHUNKS_FIELD_NUMBER: _ClassVar[int]
     deleted_chunks: int
     def __init__(self, deleted_chunks: _Optional[int] = ...) -> None: ...
+
+class CreateIngestJobRequest(_message.Message):
+    __slots__ = ("collection", "documents")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    documents: _containers.RepeatedCompositeFieldContainer[_common_pb2.DocumentContent]
+    def __init__(self, collection: _Optional[str] = ..., documents: _Optional[_Iterable[_Union[_common_pb2.DocumentContent, _Mapping]]] = ...) -> None: ...
+
+class CreateIngestJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: _common_pb2.IngestJob
+    def __init__(self, job: _Optional[_Union[_common_pb2.IngestJob, _Mapping]] = ...) -> None: ...
+
+class UploadIngestDocumentsRequest(_message.Message):
+    __slots__ = ("collection", "document")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    document: _common_pb2.DocumentContent
+    def __init__(self, collection: _Optional[str] = ..., document: _Optional[_Union[_common_pb2.DocumentContent, _Mapping]] = ...) -> None: ...
+
+class UploadIngestDocumentsResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: _common_pb2.IngestJob
+    def __init__(self, job: _Optional[_Union[_common_pb2.IngestJob, _Mapping]] = ...) -> None: ...
+
+class GetIngestJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class GetIngestJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: _common_pb2.IngestJob
+    def __init__(self, job: _Optional[_Union[_common_pb2.IngestJob, _Mapping]] = ...) -> None: ...
+
+class ListIngestJobsRequest(_message.Message):
+    __slots__ = ("collection", "page_size", "page_token")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    page_size: int
+    page_token: str
+    def __init__(self, collection: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListIngestJobsResponse(_message.Message):
+    __slots__ = ("jobs", "next_page_token")
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[_common_pb2.IngestJob]
+    next_page_token: str
+    def __init__(self, jobs: _Optional[_Iterable[_Union[_common_pb2.IngestJob, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class CancelIngestJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class CancelIngestJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: _common_pb2.IngestJob
+    def __init__(self, job: _Optional[_Union[_common_pb2.IngestJob, _Mapping]] = ...) -> None: ...

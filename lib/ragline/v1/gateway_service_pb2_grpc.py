@@ -70,6 +70,31 @@ class GatewayServiceStub:
                 request_serializer=ragline_dot_v1_dot_gateway__service__pb2.DeleteDocumentRequest.SerializeToString,
                 response_deserializer=ragline_dot_v1_dot_gateway__service__pb2.DeleteDocumentResponse.FromString,
                 _registered_method=True)
+        self.CreateIngestJob = channel.unary_unary(
+                '/ragline.v1.GatewayService/CreateIngestJob',
+                request_serializer=ragline_dot_v1_dot_gateway__service__pb2.CreateIngestJobRequest.SerializeToString,
+                response_deserializer=ragline_dot_v1_dot_gateway__service__pb2.CreateIngestJobResponse.FromString,
+                _registered_method=True)
+        self.UploadIngestDocuments = channel.stream_unary(
+                '/ragline.v1.GatewayService/UploadIngestDocuments',
+                request_serializer=ragline_dot_v1_dot_gateway__service__pb2.UploadIngestDocumentsRequest.SerializeToString,
+                response_deserializer=ragline_dot_v1_dot_gateway__service__pb2.UploadIngestDocumentsResponse.FromString,
+                _registered_method=True)
+        self.GetIngestJob = channel.unary_unary(
+                '/ragline.v1.GatewayService/GetIngestJob',
+                request_serializer=ragline_dot_v1_dot_gateway__service__pb2.GetIngestJobRequest.SerializeToString,
+                response_deserializer=ragline_dot_v1_dot_gateway__service__pb2.GetIngestJobResponse.FromString,
+                _registered_method=True)
+        self.ListIngestJobs = channel.unary_unary(
+                '/ragline.v1.GatewayService/ListIngestJobs',
+                request_serializer=ragline_dot_v1_dot_gateway__service__pb2.ListIngestJobsRequest.SerializeToString,
+                response_deserializer=ragline_dot_v1_dot_gateway__service__pb2.ListIngestJobsResponse.FromString,
+                _registered_method=True)
+        self.CancelIngestJob = channel.unary_unary(
+                '/ragline.v1.GatewayService/CancelIngestJob',
+                request_serializer=ragline_dot_v1_dot_gateway__service__pb2.CancelIngestJobRequest.SerializeToString,
+                response_deserializer=ragline_dot_v1_dot_gateway__service__pb2.CancelIngestJobResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -125,6 +150,41 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateIngestJob(self, request, context):
+        """CreateIngestJob records a batch of documents durably and returns at once with the job that ingests them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadIngestDocuments(self, request_iterator, context):
+        """UploadIngestDocuments records documents streamed by the client into one job, and returns the job when the stream ends.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetIngestJob(self, request, context):
+        """GetIngestJob returns where an ingest job stands, with its failures.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListIngestJobs(self, request, context):
+        """ListIngestJobs returns ingest jobs, newest first, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelIngestJob(self, request, context):
+        """CancelIngestJob stops an ingest job: documents not yet processed are dropped, stored ones stay.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -162,6 +222,31 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.DeleteDocument,
                     request_deserializer=ragline_dot_v1_dot_gateway__service__pb2.DeleteDocumentRequest.FromString,
                     response_serializer=ragline_dot_v1_dot_gateway__service__pb2.DeleteDocumentResponse.SerializeToString,
+            ),
+            'CreateIngestJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateIngestJob,
+                    request_deserializer=ragline_dot_v1_dot_gateway__service__pb2.CreateIngestJobRequest.FromString,
+                    response_serializer=ragline_dot_v1_dot_gateway__service__pb2.CreateIngestJobResponse.SerializeToString,
+            ),
+            'UploadIngestDocuments': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadIngestDocuments,
+                    request_deserializer=ragline_dot_v1_dot_gateway__service__pb2.UploadIngestDocumentsRequest.FromString,
+                    response_serializer=ragline_dot_v1_dot_gateway__service__pb2.UploadIngestDocumentsResponse.SerializeToString,
+            ),
+            'GetIngestJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetIngestJob,
+                    request_deserializer=ragline_dot_v1_dot_gateway__service__pb2.GetIngestJobRequest.FromString,
+                    response_serializer=ragline_dot_v1_dot_gateway__service__pb2.GetIngestJobResponse.SerializeToString,
+            ),
+            'ListIngestJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListIngestJobs,
+                    request_deserializer=ragline_dot_v1_dot_gateway__service__pb2.ListIngestJobsRequest.FromString,
+                    response_serializer=ragline_dot_v1_dot_gateway__service__pb2.ListIngestJobsResponse.SerializeToString,
+            ),
+            'CancelIngestJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelIngestJob,
+                    request_deserializer=ragline_dot_v1_dot_gateway__service__pb2.CancelIngestJobRequest.FromString,
+                    response_serializer=ragline_dot_v1_dot_gateway__service__pb2.CancelIngestJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -354,6 +439,141 @@ class GatewayService:
             '/ragline.v1.GatewayService/DeleteDocument',
             ragline_dot_v1_dot_gateway__service__pb2.DeleteDocumentRequest.SerializeToString,
             ragline_dot_v1_dot_gateway__service__pb2.DeleteDocumentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateIngestJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragline.v1.GatewayService/CreateIngestJob',
+            ragline_dot_v1_dot_gateway__service__pb2.CreateIngestJobRequest.SerializeToString,
+            ragline_dot_v1_dot_gateway__service__pb2.CreateIngestJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadIngestDocuments(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/ragline.v1.GatewayService/UploadIngestDocuments',
+            ragline_dot_v1_dot_gateway__service__pb2.UploadIngestDocumentsRequest.SerializeToString,
+            ragline_dot_v1_dot_gateway__service__pb2.UploadIngestDocumentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetIngestJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragline.v1.GatewayService/GetIngestJob',
+            ragline_dot_v1_dot_gateway__service__pb2.GetIngestJobRequest.SerializeToString,
+            ragline_dot_v1_dot_gateway__service__pb2.GetIngestJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListIngestJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragline.v1.GatewayService/ListIngestJobs',
+            ragline_dot_v1_dot_gateway__service__pb2.ListIngestJobsRequest.SerializeToString,
+            ragline_dot_v1_dot_gateway__service__pb2.ListIngestJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelIngestJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragline.v1.GatewayService/CancelIngestJob',
+            ragline_dot_v1_dot_gateway__service__pb2.CancelIngestJobRequest.SerializeToString,
+            ragline_dot_v1_dot_gateway__service__pb2.CancelIngestJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

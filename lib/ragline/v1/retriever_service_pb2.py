@@ -22,59 +22,92 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from ragline.v1 import common_pb2 as ragline_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"ragline/v1/retriever_service.proto\x12\nragline.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x17ragline/v1/common.proto\"\x81\x01\n\x17\x43reateCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0f\x65mbedding_model\x18\x02 \x01(\t\x12\x11\n\tdimension\x18\x03 \x01(\x05\x12,\n\x08\x64istance\x18\x04 \x01(\x0e\x32\x1a.ragline.v1.DistanceMetric\"F\n\x18\x43reateCollectionResponse\x12*\n\ncollection\x18\x01 \x01(\x0b\x32\x16.ragline.v1.Collection\"$\n\x14GetCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"C\n\x15GetCollectionResponse\x12*\n\ncollection\x18\x01 \x01(\x0b\x32\x16.ragline.v1.Collection\"?\n\x16ListCollectionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"_\n\x17ListCollectionsResponse\x12+\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32\x16.ragline.v1.Collection\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x17\x44\x65leteCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"5\n\x18\x44\x65leteCollectionResponse\x12\x19\n\x11\x64\x65leted_documents\x18\x01 \x01(\x03\"m\n\nChunkInput\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\tembedding\x18\x02 \x03(\x02\x12\x13\n\x0btoken_count\x18\x03 \x01(\x05\x12)\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xa9\x01\n\x15UpsertDocumentRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x06\x63hunks\x18\x04 \x03(\x0b\x32\x16.ragline.v1.ChunkInput\x12\x14\n\x0c\x63ontent_hash\x18\x05 \x01(\t\"\xb7\x01\n\x16UpsertDocumentResponse\x12&\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x14.ragline.v1.Document\x12\x18\n\x10unchanged_chunks\x18\x02 \x01(\x05\x12\x17\n\x0finserted_chunks\x18\x03 \x01(\x05\x12\x16\n\x0eupdated_chunks\x18\x04 \x01(\x05\x12\x16\n\x0e\x64\x65leted_chunks\x18\x05 \x01(\x05\x12\x12\n\ngeneration\x18\x06 \x01(\x03\"\xf9\x02\n\x13SearchChunksRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x12\n\nquery_text\x18\x02 \x01(\t\x12\x17\n\x0fquery_embedding\x18\x03 \x03(\x02\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12$\n\x04mode\x18\x05 \x01(\x0e\x32\x16.ragline.v1.SearchMode\x12*\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x1a.ragline.v1.MetadataFilter\x12\x11\n\tef_search\x18\x07 \x01(\x05\x12\x14\n\x07\x62m25_k1\x18\x08 \x01(\x02H\x00\x88\x01\x01\x12\x13\n\x06\x62m25_b\x18\t \x01(\x02H\x01\x88\x01\x01\x12\r\n\x05rrf_k\x18\n \x01(\x05\x12\x1a\n\rvector_weight\x18\x0b \x01(\x02H\x02\x88\x01\x01\x12\x1b\n\x0ekeyword_weight\x18\x0c \x01(\x02H\x03\x88\x01\x01\x42\n\n\x08_bm25_k1B\t\n\x07_bm25_bB\x10\n\x0e_vector_weightB\x11\n\x0f_keyword_weight\"O\n\x14SearchChunksResponse\x12#\n\x04hits\x18\x01 \x03(\x0b\x32\x15.ragline.v1.SearchHit\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"C\n\x18GetStoredDocumentRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\"C\n\x19GetStoredDocumentResponse\x12&\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x14.ragline.v1.Document\"W\n\x1aListStoredDocumentsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"_\n\x1bListStoredDocumentsResponse\x12\'\n\tdocuments\x18\x01 \x03(\x0b\x32\x14.ragline.v1.Document\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"F\n\x1b\x44\x65leteStoredDocumentRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\"J\n\x1c\x44\x65leteStoredDocumentResponse\x12\x16\n\x0e\x64\x65leted_chunks\x18\x01 \x01(\x05\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"[\n\x18LookupChunkHashesRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x16\n\x0e\x63ontent_hashes\x18\x02 \x03(\t\x12\x13\n\x0b\x64ocument_id\x18\x03 \x01(\t\"2\n\x19LookupChunkHashesResponse\x12\x15\n\rstored_hashes\x18\x01 \x03(\t2\xc5\x07\n\x10RetrieverService\x12]\n\x10\x43reateCollection\x12#.ragline.v1.CreateCollectionRequest\x1a$.ragline.v1.CreateCollectionResponse\x12T\n\rGetCollection\x12 .ragline.v1.GetCollectionRequest\x1a!.ragline.v1.GetCollectionResponse\x12Z\n\x0fListCollections\x12\".ragline.v1.ListCollectionsRequest\x1a#.ragline.v1.ListCollectionsResponse\x12]\n\x10\x44\x65leteCollection\x12#.ragline.v1.DeleteCollectionRequest\x1a$.ragline.v1.DeleteCollectionResponse\x12W\n\x0eUpsertDocument\x12!.ragline.v1.UpsertDocumentRequest\x1a\".ragline.v1.UpsertDocumentResponse\x12Q\n\x0cSearchChunks\x12\x1f.ragline.v1.SearchChunksRequest\x1a .ragline.v1.SearchChunksResponse\x12`\n\x11GetStoredDocument\x12$.ragline.v1.GetStoredDocumentRequest\x1a%.ragline.v1.GetStoredDocumentResponse\x12\x66\n\x13ListStoredDocuments\x12&.ragline.v1.ListStoredDocumentsRequest\x1a\'.ragline.v1.ListStoredDocumentsResponse\x12i\n\x14\x44\x65leteStoredDocument\x12\'.ragline.v1.DeleteStoredDocumentRequest\x1a(.ragline.v1.DeleteStoredDocumentResponse\x12`\n\x11LookupChunkHashes\x12$.ragline.v1.LookupChunkHashesRequest\x1a%.ragline.v1.LookupChunkHashesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"ragline/v1/retriever_service.proto\x12\nragline.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x17ragline/v1/common.proto\"\x81\x01\n\x17\x43reateCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0f\x65mbedding_model\x18\x02 \x01(\t\x12\x11\n\tdimension\x18\x03 \x01(\x05\x12,\n\x08\x64istance\x18\x04 \x01(\x0e\x32\x1a.ragline.v1.DistanceMetric\"F\n\x18\x43reateCollectionResponse\x12*\n\ncollection\x18\x01 \x01(\x0b\x32\x16.ragline.v1.Collection\"$\n\x14GetCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"C\n\x15GetCollectionResponse\x12*\n\ncollection\x18\x01 \x01(\x0b\x32\x16.ragline.v1.Collection\"?\n\x16ListCollectionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"_\n\x17ListCollectionsResponse\x12+\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32\x16.ragline.v1.Collection\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x17\x44\x65leteCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"5\n\x18\x44\x65leteCollectionResponse\x12\x19\n\x11\x64\x65leted_documents\x18\x01 \x01(\x03\"m\n\nChunkInput\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\tembedding\x18\x02 \x03(\x02\x12\x13\n\x0btoken_count\x18\x03 \x01(\x05\x12)\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xd1\x01\n\x15UpsertDocumentRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x06\x63hunks\x18\x04 \x03(\x0b\x32\x16.ragline.v1.ChunkInput\x12\x14\n\x0c\x63ontent_hash\x18\x05 \x01(\t\x12&\n\x05\x63laim\x18\x06 \x01(\x0b\x32\x17.ragline.v1.IngestClaim\"\xb7\x01\n\x16UpsertDocumentResponse\x12&\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x14.ragline.v1.Document\x12\x18\n\x10unchanged_chunks\x18\x02 \x01(\x05\x12\x17\n\x0finserted_chunks\x18\x03 \x01(\x05\x12\x16\n\x0eupdated_chunks\x18\x04 \x01(\x05\x12\x16\n\x0e\x64\x65leted_chunks\x18\x05 \x01(\x05\x12\x12\n\ngeneration\x18\x06 \x01(\x03\"\xf9\x02\n\x13SearchChunksRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x12\n\nquery_text\x18\x02 \x01(\t\x12\x17\n\x0fquery_embedding\x18\x03 \x03(\x02\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12$\n\x04mode\x18\x05 \x01(\x0e\x32\x16.ragline.v1.SearchMode\x12*\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x1a.ragline.v1.MetadataFilter\x12\x11\n\tef_search\x18\x07 \x01(\x05\x12\x14\n\x07\x62m25_k1\x18\x08 \x01(\x02H\x00\x88\x01\x01\x12\x13\n\x06\x62m25_b\x18\t \x01(\x02H\x01\x88\x01\x01\x12\r\n\x05rrf_k\x18\n \x01(\x05\x12\x1a\n\rvector_weight\x18\x0b \x01(\x02H\x02\x88\x01\x01\x12\x1b\n\x0ekeyword_weight\x18\x0c \x01(\x02H\x03\x88\x01\x01\x42\n\n\x08_bm25_k1B\t\n\x07_bm25_bB\x10\n\x0e_vector_weightB\x11\n\x0f_keyword_weight\"O\n\x14SearchChunksResponse\x12#\n\x04hits\x18\x01 \x03(\x0b\x32\x15.ragline.v1.SearchHit\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"C\n\x18GetStoredDocumentRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\"C\n\x19GetStoredDocumentResponse\x12&\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x14.ragline.v1.Document\"W\n\x1aListStoredDocumentsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"_\n\x1bListStoredDocumentsResponse\x12\'\n\tdocuments\x18\x01 \x03(\x0b\x32\x14.ragline.v1.Document\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"F\n\x1b\x44\x65leteStoredDocumentRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\"J\n\x1c\x44\x65leteStoredDocumentResponse\x12\x16\n\x0e\x64\x65leted_chunks\x18\x01 \x01(\x05\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"[\n\x18LookupChunkHashesRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x16\n\x0e\x63ontent_hashes\x18\x02 \x03(\t\x12\x13\n\x0b\x64ocument_id\x18\x03 \x01(\t\"2\n\x19LookupChunkHashesResponse\x12\x15\n\rstored_hashes\x18\x01 \x03(\t\"C\n\x0bIngestClaim\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07ordinal\x18\x02 \x01(\x03\x12\x13\n\x0b\x63laim_token\x18\x03 \x01(\t\"\x7f\n\x1c\x43reateStoredIngestJobRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12.\n\tdocuments\x18\x02 \x03(\x0b\x32\x1b.ragline.v1.DocumentContent\x12\x1b\n\x13\x61\x63\x63\x65pting_documents\x18\x03 \x01(\x08\"C\n\x1d\x43reateStoredIngestJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.ragline.v1.IngestJob\"l\n\x1c\x41ppendStoredIngestJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12.\n\tdocuments\x18\x02 \x03(\x0b\x32\x1b.ragline.v1.DocumentContent\x12\x0c\n\x04last\x18\x03 \x01(\x08\"C\n\x1d\x41ppendStoredIngestJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.ragline.v1.IngestJob\"+\n\x19GetStoredIngestJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"@\n\x1aGetStoredIngestJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.ragline.v1.IngestJob\"X\n\x1bListStoredIngestJobsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\\\n\x1cListStoredIngestJobsResponse\x12#\n\x04jobs\x18\x01 \x03(\x0b\x32\x15.ragline.v1.IngestJob\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\">\n\x1c\x43\x61ncelStoredIngestJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"C\n\x1d\x43\x61ncelStoredIngestJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.ragline.v1.IngestJob\"\\\n\x16\x43laimIngestWorkRequest\x12\x15\n\rmax_documents\x18\x01 \x01(\x05\x12\x15\n\rlease_seconds\x18\x02 \x01(\x01\x12\x14\n\x0cmax_attempts\x18\x03 \x01(\x05\"\x8d\x01\n\x0f\x43laimedDocument\x12&\n\x05\x63laim\x18\x01 \x01(\x0b\x32\x17.ragline.v1.IngestClaim\x12\x12\n\ncollection\x18\x02 \x01(\t\x12-\n\x08\x64ocument\x18\x03 \x01(\x0b\x32\x1b.ragline.v1.DocumentContent\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\"I\n\x17\x43laimIngestWorkResponse\x12.\n\tdocuments\x18\x01 \x03(\x0b\x32\x1b.ragline.v1.ClaimedDocument\"\x7f\n\x15\x46\x61ilIngestWorkRequest\x12&\n\x05\x63laim\x18\x01 \x01(\x0b\x32\x17.ragline.v1.IngestClaim\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12.\n\x0bretry_after\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"*\n\x16\x46\x61ilIngestWorkResponse\x12\x10\n\x08requeued\x18\x01 \x01(\x08\x32\x94\r\n\x10RetrieverService\x12]\n\x10\x43reateCollection\x12#.ragline.v1.CreateCollectionRequest\x1a$.ragline.v1.CreateCollectionResponse\x12T\n\rGetCollection\x12 .ragline.v1.GetCollectionRequest\x1a!.ragline.v1.GetCollectionResponse\x12Z\n\x0fListCollections\x12\".ragline.v1.ListCollectionsRequest\x1a#.ragline.v1.ListCollectionsResponse\x12]\n\x10\x44\x65leteCollection\x12#.ragline.v1.DeleteCollectionRequest\x1a$.ragline.v1.DeleteCollectionResponse\x12W\n\x0eUpsertDocument\x12!.ragline.v1.UpsertDocumentRequest\x1a\".ragline.v1.UpsertDocumentResponse\x12Q\n\x0cSearchChunks\x12\x1f.ragline.v1.SearchChunksRequest\x1a .ragline.v1.SearchChunksResponse\x12`\n\x11GetStoredDocument\x12$.ragline.v1.GetStoredDocumentRequest\x1a%.ragline.v1.GetStoredDocumentResponse\x12\x66\n\x13ListStoredDocuments\x12&.ragline.v1.ListStoredDocumentsRequest\x1a\'.ragline.v1.ListStoredDocumentsResponse\x12i\n\x14\x44\x65leteStoredDocument\x12\'.ragline.v1.DeleteStoredDocumentRequest\x1a(.ragline.v1.DeleteStoredDocumentResponse\x12`\n\x11LookupChunkHashes\x12$.ragline.v1.LookupChunkHashesRequest\x1a%.ragline.v1.LookupChunkHashesResponse\x12l\n\x15\x43reateStoredIngestJob\x12(.ragline.v1.CreateStoredIngestJobRequest\x1a).ragline.v1.CreateStoredIngestJobResponse\x12l\n\x15\x41ppendStoredIngestJob\x12(.ragline.v1.AppendStoredIngestJobRequest\x1a).ragline.v1.AppendStoredIngestJobResponse\x12\x63\n\x12GetStoredIngestJob\x12%.ragline.v1.GetStoredIngestJobRequest\x1a&.ragline.v1.GetStoredIngestJobResponse\x12i\n\x14ListStoredIngestJobs\x12\'.ragline.v1.ListStoredIngestJobsRequest\x1a(.ragline.v1.ListStoredIngestJobsResponse\x12l\n\x15\x43\x61ncelStoredIngestJob\x12(.ragline.v1.CancelStoredIngestJobRequest\x1a).ragline.v1.CancelStoredIngestJobResponse\x12Z\n\x0f\x43laimIngestWork\x12\".ragline.v1.ClaimIngestWorkRequest\x1a#.ragline.v1.ClaimIngestWorkResponse\x12W\n\x0e\x46\x61ilIngestWork\x12!.ragline.v1.FailIngestWorkRequest\x1a\".ragline.v1.FailIngestWorkResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ragline.v1.retriever_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREATECOLLECTIONREQUEST']._serialized_start=106
-  _globals['_CREATECOLLECTIONREQUEST']._serialized_end=235
-  _globals['_CREATECOLLECTIONRESPONSE']._serialized_start=237
-  _globals['_CREATECOLLECTIONRESPONSE']._serialized_end=307
-  _globals['_GETCOLLECTIONREQUEST']._serialized_start=309
-  _globals['_GETCOLLECTIONREQUEST']._serialized_end=345
-  _globals['_GETCOLLECTIONRESPONSE']._serialized_start=347
-  _globals['_GETCOLLECTIONRESPONSE']._serialized_end=414
-  _globals['_LISTCOLLECTIONSREQUEST']._serialized_start=416
-  _globals['_LISTCOLLECTIONSREQUEST']._serialized_end=479
-  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_start=481
-  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_end=576
-  _globals['_DELETECOLLECTIONREQUEST']._serialized_start=578
-  _globals['_DELETECOLLECTIONREQUEST']._serialized_end=617
-  _globals['_DELETECOLLECTIONRESPONSE']._serialized_start=619
-  _globals['_DELETECOLLECTIONRESPONSE']._serialized_end=672
-  _globals['_CHUNKINPUT']._serialized_start=674
-  _globals['_CHUNKINPUT']._serialized_end=783
-  _globals['_UPSERTDOCUMENTREQUEST']._serialized_start=786
-  _globals['_UPSERTDOCUMENTREQUEST']._serialized_end=955
-  _globals['_UPSERTDOCUMENTRESPONSE']._serialized_start=958
-  _globals['_UPSERTDOCUMENTRESPONSE']._serialized_end=1141
-  _globals['_SEARCHCHUNKSREQUEST']._serialized_start=1144
-  _globals['_SEARCHCHUNKSREQUEST']._serialized_end=1521
-  _globals['_SEARCHCHUNKSRESPONSE']._serialized_start=1523
-  _globals['_SEARCHCHUNKSRESPONSE']._serialized_end=1602
-  _globals['_GETSTOREDDOCUMENTREQUEST']._serialized_start=1604
-  _globals['_GETSTOREDDOCUMENTREQUEST']._serialized_end=1671
-  _globals['_GETSTOREDDOCUMENTRESPONSE']._serialized_start=1673
-  _globals['_GETSTOREDDOCUMENTRESPONSE']._serialized_end=1740
-  _globals['_LISTSTOREDDOCUMENTSREQUEST']._serialized_start=1742
-  _globals['_LISTSTOREDDOCUMENTSREQUEST']._serialized_end=1829
-  _globals['_LISTSTOREDDOCUMENTSRESPONSE']._serialized_start=1831
-  _globals['_LISTSTOREDDOCUMENTSRESPONSE']._serialized_end=1926
-  _globals['_DELETESTOREDDOCUMENTREQUEST']._serialized_start=1928
-  _globals['_DELETESTOREDDOCUMENTREQUEST']._serialized_end=1998
-  _globals['_DELETESTOREDDOCUMENTRESPONSE']._serialized_start=2000
-  _globals['_DELETESTOREDDOCUMENTRESPONSE']._serialized_end=2074
-  _globals['_LOOKUPCHUNKHASHESREQUEST']._serialized_start=2076
-  _globals['_LOOKUPCHUNKHASHESREQUEST']._serialized_end=2167
-  _globals['_LOOKUPCHUNKHASHESRESPONSE']._serialized_start=2169
-  _globals['_LOOKUPCHUNKHASHESRESPONSE']._serialized_end=2219
-  _globals['_RETRIEVERSERVICE']._serialized_start=2222
-  _globals['_RETRIEVERSERVICE']._serialized_end=3187
+  _globals['_CREATECOLLECTIONREQUEST']._serialized_start=138
+  _globals['_CREATECOLLECTIONREQUEST']._serialized_end=267
+  _globals['_CREATECOLLECTIONRESPONSE']._serialized_start=269
+  _globals['_CREATECOLLECTIONRESPONSE']._serialized_end=339
+  _globals['_GETCOLLECTIONREQUEST']._serialized_start=341
+  _globals['_GETCOLLECTIONREQUEST']._serialized_end=377
+  _globals['_GETCOLLECTIONRESPONSE']._serialized_start=379
+  _globals['_GETCOLLECTIONRESPONSE']._serialized_end=446
+  _globals['_LISTCOLLECTIONSREQUEST']._serialized_start=448
+  _globals['_LISTCOLLECTIONSREQUEST']._serialized_end=511
+  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_start=513
+  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_end=608
+  _globals['_DELETECOLLECTIONREQUEST']._serialized_start=610
+  _globals['_DELETECOLLECTIONREQUEST']._serialized_end=649
+  _globals['_DELETECOLLECTIONRESPONSE']._serialized_start=651
+  _globals['_DELETECOLLECTIONRESPONSE']._serialized_end=704
+  _globals['_CHUNKINPUT']._serialized_start=706
+  _globals['_CHUNKINPUT']._serialized_end=815
+  _globals['_UPSERTDOCUMENTREQUEST']._serialized_start=818
+  _globals['_UPSERTDOCUMENTREQUEST']._serialized_end=1027
+  _globals['_UPSERTDOCUMENTRESPONSE']._serialized_start=1030
+  _globals['_UPSERTDOCUMENTRESPONSE']._serialized_end=1213
+  _globals['_SEARCHCHUNKSREQUEST']._serialized_start=1216
+  _globals['_SEARCHCHUNKSREQUEST']._serialized_end=1593
+  _globals['_SEARCHCHUNKSRESPONSE']._serialized_start=1595
+  _globals['_SEARCHCHUNKSRESPONSE']._serialized_end=1674
+  _globals['_GETSTOREDDOCUMENTREQUEST']._serialized_start=1676
+  _globals['_GETSTOREDDOCUMENTREQUEST']._serialized_end=1743
+  _globals['_GETSTOREDDOCUMENTRESPONSE']._serialized_start=1745
+  _globals['_GETSTOREDDOCUMENTRESPONSE']._serialized_end=1812
+  _globals['_LISTSTOREDDOCUMENTSREQUEST']._serialized_start=1814
+  _globals['_LISTSTOREDDOCUMENTSREQUEST']._serialized_end=1901
+  _globals['_LISTSTOREDDOCUMENTSRESPONSE']._serialized_start=1903
+  _globals['_LISTSTOREDDOCUMENTSRESPONSE']._serialized_end=1998
+  _globals['_DELETESTOREDDOCUMENTREQUEST']._serialized_start=2000
+  _globals['_DELETESTOREDDOCUMENTREQUEST']._serialized_end=2070
+  _globals['_DELETESTOREDDOCUMENTRESPONSE']._serialized_start=2072
+  _globals['_DELETESTOREDDOCUMENTRESPONSE']._serialized_end=2146
+  _globals['_LOOKUPCHUNKHASHESREQUEST']._serialized_start=2148
+  _globals['_LOOKUPCHUNKHASHESREQUEST']._serialized_end=2239
+  _globals['_LOOKUPCHUNKHASHESRESPONSE']._serialized_start=2241
+  _globals['_LOOKUPCHUNKHASHESRESPONSE']._serialized_end=2291
+  _globals['_INGESTCLAIM']._serialized_start=2293
+  _globals['_INGESTCLAIM']._serialized_end=2360
+  _globals['_CREATESTOREDINGESTJOBREQUEST']._serialized_start=2362
+  _globals['_CREATESTOREDINGESTJOBREQUEST']._serialized_end=2489
+  _globals['_CREATESTOREDINGESTJOBRESPONSE']._serialized_start=2491
+  _globals['_CREATESTOREDINGESTJOBRESPONSE']._serialized_end=2558
+  _globals['_APPENDSTOREDINGESTJOBREQUEST']._serialized_start=2560
+  _globals['_APPENDSTOREDINGESTJOBREQUEST']._serialized_end=2668
+  _globals['_APPENDSTOREDINGESTJOBRESPONSE']._serialized_start=2670
+  _globals['_APPENDSTOREDINGESTJOBRESPONSE']._serialized_end=2737
+  _globals['_GETSTOREDINGESTJOBREQUEST']._serialized_start=2739
+  _globals['_GETSTOREDINGESTJOBREQUEST']._serialized_end=2782
+  _globals['_GETSTOREDINGESTJOBRESPONSE']._serialized_start=2784
+  _globals['_GETSTOREDINGESTJOBRESPONSE']._serialized_end=2848
+  _globals['_LISTSTOREDINGESTJOBSREQUEST']._serialized_start=2850
+  _globals['_LISTSTOREDINGESTJOBSREQUEST']._serialized_end=2938
+  _globals['_LISTSTOREDINGESTJOBSRESPONSE']._serialized_start=2940
+  _globals['_LISTSTOREDINGESTJOBSRESPONSE']._serialized_end=3032
+  _globals['_CANCELSTOREDINGESTJOBREQUEST']._serialized_start=3034
+  _globals['_CANCELSTOREDINGESTJOBREQUEST']._serialized_end=3096
+  _globals['_CANCELSTOREDINGESTJOBRESPONSE']._serialized_start=3098
+  _globals['_CANCELSTOREDINGESTJOBRESPONSE']._serialized_end=3165
+  _globals['_CLAIMINGESTWORKREQUEST']._serialized_start=3167
+  _globals['_CLAIMINGESTWORKREQUEST']._serialized_end=3259
+  _globals['_CLAIMEDDOCUMENT']._serialized_start=3262
+  _globals['_CLAIMEDDOCUMENT']._serialized_end=3403
+  _globals['_CLAIMINGESTWORKRESPONSE']._serialized_start=3405
+  _globals['_CLAIMINGESTWORKRESPONSE']._serialized_end=3478
+  _globals['_FAILINGESTWORKREQUEST']._serialized_start=3480
+  _globals['_FAILINGESTWORKREQUEST']._serialized_end=3607
+  _globals['_FAILINGESTWORKRESPONSE']._serialized_start=3609
+  _globals['_FAILINGESTWORKRESPONSE']._serialized_end=3651
+  _globals['_RETRIEVERSERVICE']._serialized_start=3654
+  _globals['_RETRIEVERSERVICE']._serialized_end=5338
 # @@protoc_insertion_point(module_scope)

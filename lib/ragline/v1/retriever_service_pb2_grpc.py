@@ -85,6 +85,41 @@ class RetrieverServiceStub:
                 request_serializer=ragline_dot_v1_dot_retriever__service__pb2.LookupChunkHashesRequest.SerializeToString,
                 response_deserializer=ragline_dot_v1_dot_retriever__service__pb2.LookupChunkHashesResponse.FromString,
                 _registered_method=True)
+        self.CreateStoredIngestJob = channel.unary_unary(
+                '/ragline.v1.RetrieverService/CreateStoredIngestJob',
+                request_serializer=ragline_dot_v1_dot_retriever__service__pb2.CreateStoredIngestJobRequest.SerializeToString,
+                response_deserializer=ragline_dot_v1_dot_retriever__service__pb2.CreateStoredIngestJobResponse.FromString,
+                _registered_method=True)
+        self.AppendStoredIngestJob = channel.unary_unary(
+                '/ragline.v1.RetrieverService/AppendStoredIngestJob',
+                request_serializer=ragline_dot_v1_dot_retriever__service__pb2.AppendStoredIngestJobRequest.SerializeToString,
+                response_deserializer=ragline_dot_v1_dot_retriever__service__pb2.AppendStoredIngestJobResponse.FromString,
+                _registered_method=True)
+        self.GetStoredIngestJob = channel.unary_unary(
+                '/ragline.v1.RetrieverService/GetStoredIngestJob',
+                request_serializer=ragline_dot_v1_dot_retriever__service__pb2.GetStoredIngestJobRequest.SerializeToString,
+                response_deserializer=ragline_dot_v1_dot_retriever__service__pb2.GetStoredIngestJobResponse.FromString,
+                _registered_method=True)
+        self.ListStoredIngestJobs = channel.unary_unary(
+                '/ragline.v1.RetrieverService/ListStoredIngestJobs',
+                request_serializer=ragline_dot_v1_dot_retriever__service__pb2.ListStoredIngestJobsRequest.SerializeToString,
+                response_deserializer=ragline_dot_v1_dot_retriever__service__pb2.ListStoredIngestJobsResponse.FromString,
+                _registered_method=True)
+        self.CancelStoredIngestJob = channel.unary_unary(
+                '/ragline.v1.RetrieverService/CancelStoredIngestJob',
+                request_serializer=ragline_dot_v1_dot_retriever__service__pb2.CancelStoredIngestJobRequest.SerializeToString,
+                response_deserializer=ragline_dot_v1_dot_retriever__service__pb2.CancelStoredIngestJobResponse.FromString,
+                _registered_method=True)
+        self.ClaimIngestWork = channel.unary_unary(
+                '/ragline.v1.RetrieverService/ClaimIngestWork',
+                request_serializer=ragline_dot_v1_dot_retriever__service__pb2.ClaimIngestWorkRequest.SerializeToString,
+                response_deserializer=ragline_dot_v1_dot_retriever__service__pb2.ClaimIngestWorkResponse.FromString,
+                _registered_method=True)
+        self.FailIngestWork = channel.unary_unary(
+                '/ragline.v1.RetrieverService/FailIngestWork',
+                request_serializer=ragline_dot_v1_dot_retriever__service__pb2.FailIngestWorkRequest.SerializeToString,
+                response_deserializer=ragline_dot_v1_dot_retriever__service__pb2.FailIngestWorkResponse.FromString,
+                _registered_method=True)
 
 
 class RetrieverServiceServicer:
@@ -161,6 +196,55 @@ class RetrieverServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateStoredIngestJob(self, request, context):
+        """CreateStoredIngestJob records an ingest job and its first documents in one transaction.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AppendStoredIngestJob(self, request, context):
+        """AppendStoredIngestJob records more documents of a job that is still accepting them, and can close it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetStoredIngestJob(self, request, context):
+        """GetStoredIngestJob returns one ingest job with its failures; NOT_FOUND if it does not exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListStoredIngestJobs(self, request, context):
+        """ListStoredIngestJobs returns ingest jobs, newest first, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelStoredIngestJob(self, request, context):
+        """CancelStoredIngestJob cancels a job: its queued documents are dropped.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClaimIngestWork(self, request, context):
+        """ClaimIngestWork leases queued job documents to one worker (SELECT ... FOR UPDATE SKIP LOCKED), so workers never share a document.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FailIngestWork(self, request, context):
+        """FailIngestWork records that a claimed document failed: it is queued again after a delay, or marked failed for good.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RetrieverServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -213,6 +297,41 @@ def add_RetrieverServiceServicer_to_server(servicer, server):
                     servicer.LookupChunkHashes,
                     request_deserializer=ragline_dot_v1_dot_retriever__service__pb2.LookupChunkHashesRequest.FromString,
                     response_serializer=ragline_dot_v1_dot_retriever__service__pb2.LookupChunkHashesResponse.SerializeToString,
+            ),
+            'CreateStoredIngestJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateStoredIngestJob,
+                    request_deserializer=ragline_dot_v1_dot_retriever__service__pb2.CreateStoredIngestJobRequest.FromString,
+                    response_serializer=ragline_dot_v1_dot_retriever__service__pb2.CreateStoredIngestJobResponse.SerializeToString,
+            ),
+            'AppendStoredIngestJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.AppendStoredIngestJob,
+                    request_deserializer=ragline_dot_v1_dot_retriever__service__pb2.AppendStoredIngestJobRequest.FromString,
+                    response_serializer=ragline_dot_v1_dot_retriever__service__pb2.AppendStoredIngestJobResponse.SerializeToString,
+            ),
+            'GetStoredIngestJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStoredIngestJob,
+                    request_deserializer=ragline_dot_v1_dot_retriever__service__pb2.GetStoredIngestJobRequest.FromString,
+                    response_serializer=ragline_dot_v1_dot_retriever__service__pb2.GetStoredIngestJobResponse.SerializeToString,
+            ),
+            'ListStoredIngestJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStoredIngestJobs,
+                    request_deserializer=ragline_dot_v1_dot_retriever__service__pb2.ListStoredIngestJobsRequest.FromString,
+                    response_serializer=ragline_dot_v1_dot_retriever__service__pb2.ListStoredIngestJobsResponse.SerializeToString,
+            ),
+            'CancelStoredIngestJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelStoredIngestJob,
+                    request_deserializer=ragline_dot_v1_dot_retriever__service__pb2.CancelStoredIngestJobRequest.FromString,
+                    response_serializer=ragline_dot_v1_dot_retriever__service__pb2.CancelStoredIngestJobResponse.SerializeToString,
+            ),
+            'ClaimIngestWork': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClaimIngestWork,
+                    request_deserializer=ragline_dot_v1_dot_retriever__service__pb2.ClaimIngestWorkRequest.FromString,
+                    response_serializer=ragline_dot_v1_dot_retriever__service__pb2.ClaimIngestWorkResponse.SerializeToString,
+            ),
+            'FailIngestWork': grpc.unary_unary_rpc_method_handler(
+                    servicer.FailIngestWork,
+                    request_deserializer=ragline_dot_v1_dot_retriever__service__pb2.FailIngestWorkRequest.FromString,
+                    response_serializer=ragline_dot_v1_dot_retriever__service__pb2.FailIngestWorkResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -486,6 +605,195 @@ class RetrieverService:
             '/ragline.v1.RetrieverService/LookupChunkHashes',
             ragline_dot_v1_dot_retriever__service__pb2.LookupChunkHashesRequest.SerializeToString,
             ragline_dot_v1_dot_retriever__service__pb2.LookupChunkHashesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateStoredIngestJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragline.v1.RetrieverService/CreateStoredIngestJob',
+            ragline_dot_v1_dot_retriever__service__pb2.CreateStoredIngestJobRequest.SerializeToString,
+            ragline_dot_v1_dot_retriever__service__pb2.CreateStoredIngestJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppendStoredIngestJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragline.v1.RetrieverService/AppendStoredIngestJob',
+            ragline_dot_v1_dot_retriever__service__pb2.AppendStoredIngestJobRequest.SerializeToString,
+            ragline_dot_v1_dot_retriever__service__pb2.AppendStoredIngestJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStoredIngestJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragline.v1.RetrieverService/GetStoredIngestJob',
+            ragline_dot_v1_dot_retriever__service__pb2.GetStoredIngestJobRequest.SerializeToString,
+            ragline_dot_v1_dot_retriever__service__pb2.GetStoredIngestJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStoredIngestJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragline.v1.RetrieverService/ListStoredIngestJobs',
+            ragline_dot_v1_dot_retriever__service__pb2.ListStoredIngestJobsRequest.SerializeToString,
+            ragline_dot_v1_dot_retriever__service__pb2.ListStoredIngestJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelStoredIngestJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragline.v1.RetrieverService/CancelStoredIngestJob',
+            ragline_dot_v1_dot_retriever__service__pb2.CancelStoredIngestJobRequest.SerializeToString,
+            ragline_dot_v1_dot_retriever__service__pb2.CancelStoredIngestJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClaimIngestWork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragline.v1.RetrieverService/ClaimIngestWork',
+            ragline_dot_v1_dot_retriever__service__pb2.ClaimIngestWorkRequest.SerializeToString,
+            ragline_dot_v1_dot_retriever__service__pb2.ClaimIngestWorkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FailIngestWork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragline.v1.RetrieverService/FailIngestWork',
+            ragline_dot_v1_dot_retriever__service__pb2.FailIngestWorkRequest.SerializeToString,
+            ragline_dot_v1_dot_retriever__service__pb2.FailIngestWorkResponse.FromString,
             options,
             channel_credentials,
             insecure,

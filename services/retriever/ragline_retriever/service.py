@@ -22,13 +22,14 @@ import grpc
 import numpy as np
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from numpy.typing import NDArray
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from ragline.errors import AlreadyExists, InvalidArgument, NotFound
 from ragline.metrics import LATENCY_BUCKETS
 from ragline.v1 import common_pb2
 from ragline.v1 import retriever_service_pb2 as pb
 from ragline.v1 import retriever_service_pb2_grpc as pb_grpc
+from ragline_retriever import jobs
 from ragline_retriever.chunks import NewChunk, StoredChunk, plan_chunks, text_hash
 from ragline_retriever.config import RetrieverConfig
 from ragline_retriever.database import Database, PooledConnection
@@ -55,6 +56,16 @@ UPSERTED_CHUNKS = Counter(
     "ragline_retriever_upserted_chunks_total",
     "Chunks of upserted documents, by what the upsert did with them.",
     ["outcome"],
+)
+
+INGEST_QUEUE_DOCUMENTS = Gauge(
+    "ragline_ingest_queue_documents",
+    "Ingest job documents waiting for a worker (queued) or being processed (running), read every few seconds.",
+    ["state"],
+)
+INGEST_OLDEST_QUEUED_AGE = Gauge(
+    "ragline_ingest_oldest_queued_age_seconds",
+    "How long the oldest due ingest document has waited for a worker; 0 when none waits.",
 )
 
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -344,8 +355,13 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
         await self._db.start()
 
     async def check_ready(self) -> None:
-        """Raises while the database does not answer."""
+        """Raises while the database does not answer; refreshes the ingest queue gauges when it does."""
         await self._db.check_ready()
+        async with self._db.connection() as conn:
+            queued, running, oldest = await jobs.queue_stats(conn)
+        INGEST_QUEUE_DOCUMENTS.labels("queued").set(queued)
+        INGEST_QUEUE_DOCUMENTS.labels("running").set(running)
+        INGEST_OLDEST_QUEUED_AGE.set(oldest)
 
     async def stop(self) -> None:
         """Closes the pool and stops the embedded PostgreSQL if this process started it."""
@@ -450,6 +466,8 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
         if request.content_hash and not SHA256_HEX.match(request.content_hash):
             raise InvalidArgument("content_hash must be a lowercase SHA-256 hex digest", field="content_hash")
         metadata = json_format.MessageToDict(request.metadata)
+        if request.HasField("claim"):
+            jobs.validate_claim(request.claim)
         async with self._db.connection() as conn, conn.transaction():
             collection = await _collection_for_write(conn, name)
             chunks = _new_chunks(request, collection["dimension"])
@@ -524,11 +542,19 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
                 )
                 assert updated is not None  # the row is locked by this transaction
                 document = updated
-            if created or plan.changed or document_changed:
+            changed = created or plan.changed or document_changed
+            if changed:
                 generation = await _bump_generation(conn, collection["id"])
             else:
                 generation = await conn.fetchval(
                     "SELECT generation FROM collections WHERE id = $1", collection["id"]
+                )
+            if request.HasField("claim"):
+                await jobs.complete_document(
+                    conn,
+                    request.claim,
+                    skipped=not changed,
+                    written_chunks=len(plan.insert) + len(plan.update),
                 )
         for outcome, count in (
             ("unchanged", plan.unchanged),
@@ -770,3 +796,83 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
         if collection_id is None:
             raise NotFound(f"collection {name!r} does not exist", field="collection")
         return collection_id
+
+    async def CreateStoredIngestJob(
+        self, request: pb.CreateStoredIngestJobRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateStoredIngestJobResponse:
+        name = validate_collection_name(request.collection, "collection")
+        async with self._db.connection() as conn:
+            await self._collection_id(conn, name)
+            job = await jobs.create_job(conn, name, request.documents, request.accepting_documents)
+        return pb.CreateStoredIngestJobResponse(job=job)
+
+    async def AppendStoredIngestJob(
+        self, request: pb.AppendStoredIngestJobRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AppendStoredIngestJobResponse:
+        job_id = jobs.parse_uuid(request.job_id, "job_id")
+        async with self._db.connection() as conn:
+            job = await jobs.append_documents(conn, job_id, request.documents, request.last)
+        return pb.AppendStoredIngestJobResponse(job=job)
+
+    async def GetStoredIngestJob(
+        self, request: pb.GetStoredIngestJobRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetStoredIngestJobResponse:
+        job_id = jobs.parse_uuid(request.job_id, "job_id")
+        async with self._db.connection() as conn:
+            return pb.GetStoredIngestJobResponse(job=await jobs.get_job(conn, job_id))
+
+    async def ListStoredIngestJobs(
+        self, request: pb.ListStoredIngestJobsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListStoredIngestJobsResponse:
+        if request.collection:
+            validate_collection_name(request.collection, "collection")
+        page_size = _page_size(request.page_size)
+        scope = f"ingest-jobs/{request.collection}"
+        after_key = decode_page_token(request.page_token, scope)
+        after = None
+        if after_key:
+            created, _, job_id = after_key.partition(" ")
+            try:
+                after = (datetime.fromisoformat(created), jobs.parse_uuid(job_id, "page_token"))
+            except ValueError:
+                raise InvalidArgument(
+                    "page_token is not a next_page_token of this listing", field="page_token"
+                ) from None
+        async with self._db.connection() as conn:
+            rows = await jobs.list_jobs(conn, request.collection, after, page_size + 1)
+        next_token = ""
+        if len(rows) > page_size:
+            last = rows[page_size - 1]
+            next_token = encode_page_token(scope, f"{last['created_at'].isoformat()} {last['id']}")
+        return pb.ListStoredIngestJobsResponse(
+            jobs=[jobs.job_pb(row) for row in rows[:page_size]], next_page_token=next_token
+        )
+
+    async def CancelStoredIngestJob(
+        self, request: pb.CancelStoredIngestJobRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CancelStoredIngestJobResponse:
+        job_id = jobs.parse_uuid(request.job_id, "job_id")
+        async with self._db.connection() as conn:
+            return pb.CancelStoredIngestJobResponse(job=await jobs.cancel_job(conn, job_id, request.reason))
+
+    async def ClaimIngestWork(
+        self, request: pb.ClaimIngestWorkRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ClaimIngestWorkResponse:
+        async with self._db.connection() as conn:
+            claimed = await jobs.claim_documents(
+                conn, request.max_documents, request.lease_seconds, request.max_attempts
+            )
+        return pb.ClaimIngestWorkResponse(documents=claimed)
+
+    async def FailIngestWork(
+        self, request: pb.FailIngestWorkRequest, context: grpc.aio.ServicerContext
+    ) -> pb.FailIngestWorkResponse:
+        jobs.validate_claim(request.claim)
+        retry_after = (
+            request.retry_after.ToTimedelta().total_seconds() if request.HasField("retry_after") else None
+        )
+        if retry_after is not None and retry_after < 0:
+            raise InvalidArgument("retry_after must not be negative", field="retry_after")
+        async with self._db.connection() as conn:
+            requeued = await jobs.fail_document(conn, request.claim, request.reason, retry_after)
+        return pb.FailIngestWorkResponse(requeued=requeued)

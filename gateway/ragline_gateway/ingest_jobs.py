@@ -1,0 +1,207 @@
+"""The ingest job API: documents are recorded durably through the retriever, then workers ingest them.
+
+A request is checked here (ids, media types, sizes, repeats) and its documents recorded in
+one retriever transaction per batch, so the caller gets the job back as soon as nothing can
+be lost any more; the work itself happens in `ingest_worker`, in whichever replica claims it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+
+import grpc
+
+from ragline.channels import downstream_timeout
+from ragline.errors import InvalidArgument
+from ragline.v1 import common_pb2, gateway_service_pb2, retriever_service_pb2
+from ragline_gateway.config import GatewayConfig
+from ragline_gateway.dependencies import Dependencies, call
+from ragline_gateway.documents import job_documents
+from ragline_gateway.ingest import Ingester
+from ragline_gateway.ingest_worker import IngestWorkers
+
+# An upload is recorded in batches of at most this many documents or bytes.
+UPLOAD_BATCH_DOCUMENTS = 256
+UPLOAD_BATCH_BYTES = 8 * 1024 * 1024
+
+
+class _Batch:
+    """Documents checked and waiting to be recorded, with the ids seen so far in the request."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.documents: list[common_pb2.DocumentContent] = []
+        self.size = 0
+        self.seen: set[str] = set()
+
+    def add(self, index: int, document: common_pb2.DocumentContent) -> None:
+        for recorded in job_documents(index, document, self.max_bytes):
+            if recorded.document_id in self.seen:
+                raise InvalidArgument(
+                    f"document {recorded.document_id!r} appears twice in one job", field=f"documents[{index}]"
+                )
+            self.seen.add(recorded.document_id)
+            self.documents.append(recorded)
+            self.size += len(recorded.content)
+
+    def full(self) -> bool:
+        return len(self.documents) >= UPLOAD_BATCH_DOCUMENTS or self.size >= UPLOAD_BATCH_BYTES
+
+    def take(self) -> list[common_pb2.DocumentContent]:
+        documents, self.documents, self.size = self.documents, [], 0
+        return documents
+
+
+class IngestJobs:
+    """Creates, uploads into, reads, lists and cancels ingest jobs."""
+
+    def __init__(
+        self, config: GatewayConfig, deps: Dependencies, ingester: Ingester, workers: IngestWorkers
+    ) -> None:
+        self.config = config
+        self.deps = deps
+        self.ingester = ingester
+        self.workers = workers
+
+    def _timeout(self, context: grpc.aio.ServicerContext) -> float:
+        return downstream_timeout(context, self.config.retrieve_timeout_seconds)
+
+    async def create(
+        self, request: gateway_service_pb2.CreateIngestJobRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_service_pb2.CreateIngestJobResponse:
+        """Records every document of the request in one job, or none if the request is wrong."""
+        if not request.documents:
+            raise InvalidArgument("no documents given; send at least one", field="documents")
+        batch = _Batch(self.config.max_document_bytes)
+        for index, document in enumerate(request.documents):
+            batch.add(index, document)
+        collection = request.collection or self.config.default_collection
+        await self.ingester.ensure_collection(collection, context)
+        reply = await call(
+            "retriever",
+            self.deps.retriever.CreateStoredIngestJob(
+                retriever_service_pb2.CreateStoredIngestJobRequest(
+                    collection=collection, documents=batch.take()
+                ),
+                timeout=self._timeout(context),
+            ),
+        )
+        self.workers.wake()
+        return gateway_service_pb2.CreateIngestJobResponse(job=reply.job)
+
+    async def upload(
+        self,
+        requests: AsyncIterator[gateway_service_pb2.UploadIngestDocumentsRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> gateway_service_pb2.UploadIngestDocumentsResponse:
+        """Records streamed documents in batches as they arrive; workers start on the first batch at once."""
+        batch = _Batch(self.config.max_document_bytes)
+        job_id = ""
+        index = 0
+        try:
+            async for message in requests:
+                if not job_id:
+                    collection = message.collection or self.config.default_collection
+                    await self.ingester.ensure_collection(collection, context)
+                    reply = await call(
+                        "retriever",
+                        self.deps.retriever.CreateStoredIngestJob(
+                            retriever_service_pb2.CreateStoredIngestJobRequest(
+                                collection=collection, accepting_documents=True
+                            ),
+                            timeout=self._timeout(context),
+                        ),
+                    )
+                    job_id = reply.job.job_id
+                if not message.HasField("document"):
+                    raise InvalidArgument(f"message {index} of the stream has no document", field="document")
+                batch.add(index, message.document)
+                index += 1
+                if batch.full():
+                    await self._append(job_id, batch.take(), False, context)
+            if not job_id:
+                raise InvalidArgument(
+                    "the upload stream held no documents; send at least one", field="document"
+                )
+            job = await self._append(job_id, batch.take(), True, context)
+        except BaseException as exc:
+            if job_id:
+                # What was recorded is not what the client meant to send: drop it, and say why.
+                reason = getattr(exc, "message", None) or type(exc).__name__
+                await asyncio.shield(
+                    self._abandon(job_id, f"the upload stopped before it finished: {reason}")
+                )
+            raise
+        return gateway_service_pb2.UploadIngestDocumentsResponse(job=job)
+
+    async def _append(
+        self,
+        job_id: str,
+        documents: Sequence[common_pb2.DocumentContent],
+        last: bool,
+        context: grpc.aio.ServicerContext,
+    ) -> common_pb2.IngestJob:
+        reply = await call(
+            "retriever",
+            self.deps.retriever.AppendStoredIngestJob(
+                retriever_service_pb2.AppendStoredIngestJobRequest(
+                    job_id=job_id, documents=documents, last=last
+                ),
+                timeout=self._timeout(context),
+            ),
+        )
+        self.workers.wake()
+        job: common_pb2.IngestJob = reply.job
+        return job
+
+    async def _abandon(self, job_id: str, reason: str) -> None:
+        await self.deps.retriever.CancelStoredIngestJob(
+            retriever_service_pb2.CancelStoredIngestJobRequest(job_id=job_id, reason=reason),
+            timeout=self.config.retrieve_timeout_seconds,
+        )
+
+    async def get(
+        self, request: gateway_service_pb2.GetIngestJobRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_service_pb2.GetIngestJobResponse:
+        """The job with its failures."""
+        reply = await call(
+            "retriever",
+            self.deps.retriever.GetStoredIngestJob(
+                retriever_service_pb2.GetStoredIngestJobRequest(job_id=request.job_id),
+                timeout=self._timeout(context),
+            ),
+        )
+        return gateway_service_pb2.GetIngestJobResponse(job=reply.job)
+
+    async def list(
+        self, request: gateway_service_pb2.ListIngestJobsRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_service_pb2.ListIngestJobsResponse:
+        """A page of jobs, newest first."""
+        reply = await call(
+            "retriever",
+            self.deps.retriever.ListStoredIngestJobs(
+                retriever_service_pb2.ListStoredIngestJobsRequest(
+                    collection=request.collection, page_size=request.page_size, page_token=request.page_token
+                ),
+                timeout=self._timeout(context),
+            ),
+        )
+        return gateway_service_pb2.ListIngestJobsResponse(
+            jobs=reply.jobs, next_page_token=reply.next_page_token
+        )
+
+    async def cancel(
+        self, request: gateway_service_pb2.CancelIngestJobRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_service_pb2.CancelIngestJobResponse:
+        """Cancels the job; documents already stored stay."""
+        reply = await call(
+            "retriever",
+            self.deps.retriever.CancelStoredIngestJob(
+                retriever_service_pb2.CancelStoredIngestJobRequest(
+                    job_id=request.job_id, reason="cancelled by request"
+                ),
+                timeout=self._timeout(context),
+            ),
+        )
+        return gateway_service_pb2.CancelIngestJobResponse(job=reply.job)

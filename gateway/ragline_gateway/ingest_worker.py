@@ -1,0 +1,258 @@
+"""Background workers that drain the durable ingest queue: claim, decode, chunk, embed, store.
+
+The queue lives in PostgreSQL behind the retriever, so any number of gateway replicas run
+workers side by side: a claim leases documents with SKIP LOCKED, and a worker that dies
+leaves leases that run out and are taken over. Each worker handles one claimed batch at a
+time; several workers keep the embedder's micro-batches full while others decode or store.
+Decoding and chunking are CPU-bound and run in threads, so the event loop keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+
+from prometheus_client import Counter, Histogram
+
+from ragline.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, ServiceError
+from ragline.v1 import retriever_service_pb2
+from ragline_gateway.config import GatewayConfig
+from ragline_gateway.dependencies import Dependencies, call
+from ragline_gateway.documents import DecodedDocument, decode_document
+from ragline_gateway.ingest import Ingester, PreparedDocument
+
+log = logging.getLogger(__name__)
+
+INGEST_DOCUMENTS = Counter(
+    "ragline_ingest_documents_total",
+    "Ingest job documents finished by this gateway's workers, by outcome (stored, skipped, retried, failed).",
+    ["outcome"],
+)
+INGEST_CHUNKS = Counter(
+    "ragline_ingest_chunks_total",
+    "Chunks of job documents, by whether they were embedded or reused unchanged text already stored.",
+    ["source"],
+)
+INGEST_FAILURES = Counter(
+    "ragline_ingest_failures_total",
+    "Job document failures (retried or final), by reason: unreadable, embedder, retriever or rejected.",
+    ["reason"],
+)
+INGEST_STAGE_SECONDS = Histogram(
+    "ragline_ingest_stage_duration_seconds",
+    "Time one worker spent on one claimed batch, by stage (claim, decode, chunk, lookup, embed, store).",
+    ["stage"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+
+# Backoff bounds when the embedder sheds load or a dependency is down.
+_BUSY_BACKOFF_SECONDS = (0.05, 2.0)
+_MAX_RETRY_SECONDS = 600.0
+_STOP_GRACE_SECONDS = 5.0
+
+
+class _Retryable(Exception):
+    """A failure that another attempt may not have: a dependency down or erroring."""
+
+    def __init__(self, reason: str, kind: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+
+
+class IngestWorkers:
+    """`GATEWAY_INGEST_WORKERS` tasks that claim job documents and ingest them until stopped."""
+
+    def __init__(self, config: GatewayConfig, deps: Dependencies, ingester: Ingester) -> None:
+        self.config = config
+        self.deps = deps
+        self.ingester = ingester
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        """Starts the workers."""
+        self._tasks = [
+            asyncio.create_task(self._run(), name=f"ingest-worker-{i}")
+            for i in range(self.config.ingest_workers)
+        ]
+
+    def wake(self) -> None:
+        """Makes idle workers look for work now (a job was just recorded)."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Lets the workers finish their batches for a few seconds, then cancels them.
+
+        A batch cut short keeps its leases until they run out; then another worker takes it.
+        """
+        self._stopping.set()
+        self._wake.set()
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(self._tasks, timeout=_STOP_GRACE_SECONDS)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _idle(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        self._wake.clear()
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            started = time.perf_counter()
+            try:
+                reply = await call(
+                    "retriever",
+                    self.deps.retriever.ClaimIngestWork(
+                        retriever_service_pb2.ClaimIngestWorkRequest(
+                            max_documents=self.config.ingest_claim_documents,
+                            lease_seconds=self.config.ingest_lease_seconds,
+                            max_attempts=self.config.ingest_max_attempts,
+                        ),
+                        timeout=self.config.retrieve_timeout_seconds,
+                    ),
+                )
+            except ServiceError as exc:
+                log.warning("cannot claim ingest work: %s", exc)
+                await self._idle(self.config.ingest_poll_seconds)
+                continue
+            if not reply.documents:
+                await self._idle(self.config.ingest_poll_seconds)
+                continue
+            INGEST_STAGE_SECONDS.labels("claim").observe(time.perf_counter() - started)
+            # Documents of other jobs may share the claim; each collection's are embedded together.
+            by_collection: dict[str, list[retriever_service_pb2.ClaimedDocument]] = defaultdict(list)
+            for claimed in reply.documents:
+                by_collection[claimed.collection].append(claimed)
+            for collection, claimed_documents in by_collection.items():
+                try:
+                    await self._process(collection, claimed_documents)
+                except Exception:
+                    # A bug must not kill the worker; the leases run out and the documents are retried.
+                    log.exception("ingest worker failed on a batch of %s", collection)
+
+    async def _process(
+        self, collection: str, claimed: Sequence[retriever_service_pb2.ClaimedDocument]
+    ) -> None:
+        started = time.perf_counter()
+        decoded: list[tuple[retriever_service_pb2.ClaimedDocument, list[DecodedDocument]]] = []
+        for item in claimed:
+            try:
+                documents = await asyncio.to_thread(
+                    decode_document, 0, item.document, self.config.max_document_bytes
+                )
+            except InvalidArgument as exc:
+                await self._fail(item, exc.message, "unreadable", retry=False)
+                continue
+            decoded.append((item, documents))
+        INGEST_STAGE_SECONDS.labels("decode").observe(time.perf_counter() - started)
+        if not decoded:
+            return
+        started = time.perf_counter()
+        prepared = await asyncio.to_thread(
+            self.ingester.prepare, [d for _, documents in decoded for d in documents]
+        )
+        INGEST_STAGE_SECONDS.labels("chunk").observe(time.perf_counter() - started)
+        try:
+            vectors = await self._new_vectors(collection, prepared)
+        except _Retryable as exc:
+            for item, _ in decoded:
+                await self._fail(item, str(exc), exc.kind, retry=True)
+            return
+        except ServiceError as exc:
+            for item, _ in decoded:
+                await self._fail(item, f"{exc.code.name}: {exc.message}", "rejected", retry=False)
+            return
+        INGEST_CHUNKS.labels("embedded").inc(len(vectors))
+        INGEST_CHUNKS.labels("reused").inc(sum(len(p.chunks) for p in prepared) - len(vectors))
+        started = time.perf_counter()
+        position = 0
+        for item, documents in decoded:
+            mine = prepared[position : position + len(documents)]
+            position += len(documents)
+            await self._store(collection, item, mine, vectors)
+        INGEST_STAGE_SECONDS.labels("store").observe(time.perf_counter() - started)
+
+    async def _new_vectors(
+        self, collection: str, prepared: Sequence[PreparedDocument]
+    ) -> dict[str, list[float]]:
+        """The embeddings of new text; waits out the embedder's RESOURCE_EXHAUSTED without spending an attempt."""
+        delay = _BUSY_BACKOFF_SECONDS[0]
+        while True:
+            stages: dict[str, float] = {}
+            try:
+                vectors = await self.ingester.new_vectors(collection, prepared, None, stages)
+            except ResourceExhausted as exc:
+                # The embedder's queue is full: it admits no more now, so wait instead of piling on.
+                await asyncio.sleep(exc.retry_after or delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, _BUSY_BACKOFF_SECONDS[1])
+                continue
+            except (InvalidArgument, FailedPrecondition, NotFound):
+                raise
+            except ServiceError as exc:
+                raise _Retryable(f"{exc.code.name}: {exc.message}", "embedder") from None
+            for stage, seconds in stages.items():
+                INGEST_STAGE_SECONDS.labels(stage).observe(seconds)
+            return vectors
+
+    async def _store(
+        self,
+        collection: str,
+        item: retriever_service_pb2.ClaimedDocument,
+        prepared: Sequence[PreparedDocument],
+        vectors: dict[str, list[float]],
+    ) -> None:
+        """Upserts the claimed document; the last upsert carries the claim, so finishing is atomic with storing."""
+        try:
+            reply = None
+            for i, document in enumerate(prepared):
+                last = i == len(prepared) - 1
+                reply = await self.ingester.store(
+                    collection, document, vectors, None, item.claim if last else None
+                )
+        except (InvalidArgument, FailedPrecondition, NotFound) as exc:
+            await self._fail(item, f"{exc.code.name}: {exc.message}", "rejected", retry=False)
+            return
+        except ServiceError as exc:
+            await self._fail(item, f"{exc.code.name}: {exc.message}", "retriever", retry=True)
+            return
+        assert reply is not None  # a decoded document has at least one record
+        changed = reply.inserted_chunks or reply.updated_chunks or reply.deleted_chunks
+        INGEST_DOCUMENTS.labels("stored" if changed else "skipped").inc()
+
+    async def _fail(
+        self, item: retriever_service_pb2.ClaimedDocument, reason: str, kind: str, retry: bool
+    ) -> None:
+        """Reports a failed document: queued again after a growing delay while attempts remain."""
+        INGEST_FAILURES.labels(kind).inc()
+        request = retriever_service_pb2.FailIngestWorkRequest(claim=item.claim, reason=reason)
+        if retry and item.attempt < self.config.ingest_max_attempts:
+            delay = min(self.config.ingest_retry_seconds * 2 ** (item.attempt - 1), _MAX_RETRY_SECONDS)
+            request.retry_after.SetInParent()  # a zero delay is still a retry
+            request.retry_after.FromNanoseconds(int(delay * random.uniform(0.75, 1.25) * 1e9))
+        try:
+            reply = await call(
+                "retriever",
+                self.deps.retriever.FailIngestWork(request, timeout=self.config.retrieve_timeout_seconds),
+            )
+        except ServiceError as exc:
+            # The lease runs out and the document is tried again: nothing is lost.
+            log.warning("cannot record the failure of %s: %s", item.document.document_id, exc)
+            return
+        INGEST_DOCUMENTS.labels("retried" if reply.requeued else "failed").inc()
+        log.info(
+            "ingest document %s (job %s, attempt %d) %s: %s",
+            item.document.document_id,
+            item.claim.job_id,
+            item.attempt,
+            "will be retried" if reply.requeued else "failed",
+            reason,
+        )
