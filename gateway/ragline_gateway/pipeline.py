@@ -1,19 +1,30 @@
 """The query pipeline behind Search, Ask and AskStream: embed → retrieve → rerank → generate, with caches.
 
 Each stage calls one service with a deadline derived from the caller's remaining time and
-is timed. Before any work, the collection is looked up: that gives its `generation`, which
-every retrieval and answer cache key includes, so a cached result is never older than the
+is timed. Every request looks its collection up: that gives its `generation`, which every
+retrieval and answer cache key includes, so a cached result is never older than the
 collection's content.
+
+The lookup is not on the critical path: while it runs, the request already embeds its query
+(which does not depend on the collection) and reads the retrieval or answer cache under the
+generation the collection had at its previous lookup. Those results are used only once the
+lookup confirms them: a cached value only if its key holds the generation this lookup returned,
+an embedding read from the cache only if the collection's model and dimension are the ones
+guessed. Results are written under the generation the search itself saw, and the search starts
+only after the lookup has returned, so it never sees older content than the lookup did.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 from prometheus_client import Counter, Histogram
@@ -33,6 +44,7 @@ from ragline_gateway.dependencies import Dependencies, call
 from ragline_gateway.timings import Timings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Ask gives the passages to a model with a small context window; Search may return far more.
 MAX_ASK_TOP_K = 50
@@ -40,6 +52,8 @@ MAX_SEARCH_TOP_K = 1000
 # How long a "no reranker configured" answer is trusted before the embedder is asked again.
 NO_RERANKER_RECHECK_SECONDS = 30.0
 MAX_CANDIDATES = 1000
+# Collections whose model and generation the pipeline remembers, to start work before a lookup returns.
+MAX_KNOWN_COLLECTIONS = 10_000
 
 LLM_TOKENS = Counter(
     "ragline_gateway_llm_tokens_total",
@@ -120,6 +134,67 @@ def _unpack(value: bytes) -> list[bytes]:
     return [base64.b64decode(part) for part in json.loads(value)]
 
 
+@dataclass
+class _Embedded:
+    """A query's embedding: from the embedding cache under `key`, or from the embedder (`key` None)."""
+
+    values: list[float]
+    key: str | None = None
+    # The write of a fresh embedding to the cache, running beside the search; awaited before replying.
+    saving: asyncio.Task[None] | None = None
+
+    @property
+    def cached(self) -> bool:
+        return self.key is not None
+
+
+@dataclass(frozen=True)
+class _Known:
+    """A collection as its last lookup returned it."""
+
+    embedding_model: str
+    dimension: int
+    generation: int
+
+
+def _embedding_key(embedding_model: str, dimension: int, text: str) -> str:
+    return digest(embedding_model, dimension, text)
+
+
+def _spawn(awaitable: Awaitable[T]) -> asyncio.Task[T]:
+    task = asyncio.ensure_future(awaitable)
+    # A speculative task's failure matters only to a request that uses its result, and that one awaits it.
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    return task
+
+
+class _Early:
+    """A request's work started beside its collection lookup (see the module's docstring).
+
+    `cached` reads the retrieval (Search) or answer (Ask) cache under `cached_key`, built with
+    the generation of the collection's previous lookup; `embedding` reads the embedding cache
+    under the previous lookup's model (when the policy reads the cache) and on a miss asks the
+    embedder (`rpc`), unless `cached` found a value. Each records its stages into its own Timings,
+    which join the request's only when the result is used.
+    """
+
+    def __init__(self) -> None:
+        self.cached_key = ""
+        self.cached: asyncio.Task[bytes | None] | None = None
+        self.cached_timings = Timings()
+        self.embedding: asyncio.Task[_Embedded | None] | None = None
+        self.embedding_timings = Timings()
+        self.rpc: asyncio.Task[_Embedded] | None = None
+        self.abandoned = False
+
+    def cancel(self) -> None:
+        """Stops the embedder call, if any; cache reads finish on their own, since a Redis command
+        cancelled mid-reply costs its connection."""
+        self.abandoned = True
+        if self.rpc is not None:
+            self.rpc.cancel()
+
+
 class QueryPipeline:
     """Runs queries against the embedder, retriever and generator, through the cache."""
 
@@ -128,6 +203,9 @@ class QueryPipeline:
         self.deps = deps
         self.cache = cache
         self._no_reranker_until = 0.0
+        self._known: dict[str, _Known] = {}
+        # The work each request started beside its lookup, from `collection` to `retrieve` or `ask_events`.
+        self._early: weakref.WeakKeyDictionary[Timings, _Early] = weakref.WeakKeyDictionary()
 
     def query(
         self,
@@ -162,11 +240,33 @@ class QueryPipeline:
         )
 
     async def collection(
-        self, query: Query, timings: Timings, context: grpc.aio.ServicerContext
+        self,
+        query: Query,
+        timings: Timings,
+        context: grpc.aio.ServicerContext,
+        options: common_pb2.GenerationOptions | None = None,
     ) -> common_pb2.Collection:
-        """The query's collection (NOT_FOUND if missing), whose generation keys the caches."""
-        async with timings.stage("collection"):
-            return await self._lookup(query, context)
+        """The query's collection (NOT_FOUND if missing), whose generation keys the caches.
+
+        Starts, beside the lookup, the work that does not depend on it, for the `retrieve` (or,
+        with `options`, the `ask_events`) that follows with the same `timings`.
+        """
+        early = self._start_early(query, options, context)
+        try:
+            async with timings.stage("collection"):
+                collection = await self._lookup(query, context)
+        except BaseException:
+            if early is not None:
+                early.cancel()
+            raise
+        if len(self._known) >= MAX_KNOWN_COLLECTIONS:
+            self._known.clear()
+        self._known[query.collection] = _Known(
+            collection.embedding_model, collection.dimension, collection.generation
+        )
+        if early is not None:
+            self._early[timings] = early
+        return collection
 
     async def _lookup(self, query: Query, context: grpc.aio.ServicerContext) -> common_pb2.Collection:
         request = retriever_service_pb2.GetCollectionRequest(name=query.collection)
@@ -175,29 +275,105 @@ class QueryPipeline:
         collection: common_pb2.Collection = reply.collection
         return collection
 
-    async def _embed(
+    def _start_early(
+        self,
+        query: Query,
+        options: common_pb2.GenerationOptions | None,
+        context: grpc.aio.ServicerContext,
+    ) -> _Early | None:
+        """Starts the cache read and the embedding a request can do before its lookup returns."""
+        early = _Early()
+        if not query.reads_cache:
+            # No cache read, hence no key to guess: the embedding is the embedder's.
+            early.embedding = _spawn(self._embed_fresh(query, early, context))
+            return early
+        known = self._known.get(query.collection)
+        if known is None:
+            return None
+        if options is None:
+            layer, early.cached_key = "retrieval", query.retrieval_key(known.generation)
+        else:
+            layer, early.cached_key = "answer", query.answer_key(known.generation, options)
+        early.cached = _spawn(self._cache_get(layer, early.cached_key, early.cached_timings))
+        early.embedding = _spawn(self._embed_early(query, known, early, context))
+        return early
+
+    async def _cache_get(self, layer: str, key: str, timings: Timings) -> bytes | None:
+        async with timings.stage("cache"):
+            return await self.cache.get(layer, key)
+
+    async def _embed_early(
+        self, query: Query, known: _Known, early: _Early, context: grpc.aio.ServicerContext
+    ) -> _Embedded | None:
+        """The embedding under the model of the collection's last lookup; None if the cached result serves."""
+        key = _embedding_key(known.embedding_model, known.dimension, query.text)
+        async with early.embedding_timings.stage("embed"):
+            if (cached := await self.cache.get("embedding", key)) is not None:
+                return _Embedded(embedder_service_pb2.Embedding.FromString(cached).values[:], key)
+            # The cache read started together with this one; when it found the result, nobody needs a vector.
+            if early.cached is not None and await asyncio.shield(early.cached) is not None:
+                return None
+            return await self._embed_rpc(query, early, context)
+
+    async def _embed_fresh(
+        self, query: Query, early: _Early, context: grpc.aio.ServicerContext
+    ) -> _Embedded | None:
+        async with early.embedding_timings.stage("embed"):
+            return await self._embed_rpc(query, early, context)
+
+    async def _embed_rpc(
+        self, query: Query, early: _Early, context: grpc.aio.ServicerContext
+    ) -> _Embedded | None:
+        if early.abandoned:
+            return None
+        early.rpc = _spawn(self._embedder(query, context))
+        return await early.rpc
+
+    async def _embedder(self, query: Query, context: grpc.aio.ServicerContext) -> _Embedded:
+        request = embedder_service_pb2.EmbedRequest(
+            texts=[query.text], input_type=embedder_service_pb2.INPUT_TYPE_QUERY
+        )
+        timeout = downstream_timeout(context, self.config.embed_timeout_seconds)
+        reply = await call("embedder", self.deps.embedder.Embed(request, timeout=timeout))
+        return _Embedded(list(reply.embeddings[0].values))
+
+    async def _cached(self, early: _Early | None, layer: str, key: str, timings: Timings) -> bytes | None:
+        """The `layer` cache's value under `key`: the early read's if it read that very key, else read now."""
+        if early is not None and early.cached is not None and early.cached_key == key:
+            value = await asyncio.shield(early.cached)
+            timings.merge(early.cached_timings)
+            return value
+        async with timings.stage("cache"):
+            return await self.cache.get(layer, key)
+
+    async def _embedding(
         self,
         query: Query,
         collection: common_pb2.Collection,
         timings: Timings,
         context: grpc.aio.ServicerContext,
-    ) -> tuple[list[float], bool]:
-        """The query's embedding and whether it came from the cache."""
-        key = digest(collection.embedding_model, collection.dimension, query.text)
-        async with timings.stage("embed"):
-            if query.reads_cache and (cached := await self.cache.get("embedding", key)) is not None:
-                return embedder_service_pb2.Embedding.FromString(cached).values[:], True
-            request = embedder_service_pb2.EmbedRequest(
-                texts=[query.text], input_type=embedder_service_pb2.INPUT_TYPE_QUERY
+        early: _Early | None,
+    ) -> _Embedded:
+        """The query's embedding: the early one if it holds for `collection`, else from the cache or the embedder."""
+        key = _embedding_key(collection.embedding_model, collection.dimension, query.text)
+        embedded = None
+        if early is not None and early.embedding is not None:
+            embedded = await asyncio.shield(early.embedding)
+            timings.merge(early.embedding_timings)
+            # A vector read from the cache under another model's key is not this collection's.
+            if embedded is not None and embedded.cached and embedded.key != key:
+                embedded = None
+        if embedded is None:
+            async with timings.stage("embed"):
+                if query.reads_cache and (cached := await self.cache.get("embedding", key)) is not None:
+                    return _Embedded(embedder_service_pb2.Embedding.FromString(cached).values[:], key)
+                embedded = await self._embedder(query, context)
+        if not embedded.cached and query.writes_cache:
+            value = embedder_service_pb2.Embedding(values=embedded.values).SerializeToString()
+            embedded.saving = _spawn(
+                self.cache.put("embedding", key, value, self.config.cache_embedding_ttl_seconds)
             )
-            timeout = downstream_timeout(context, self.config.embed_timeout_seconds)
-            reply = await call("embedder", self.deps.embedder.Embed(request, timeout=timeout))
-            embedding = reply.embeddings[0]
-            if query.writes_cache:
-                await self.cache.put(
-                    "embedding", key, embedding.SerializeToString(), self.config.cache_embedding_ttl_seconds
-                )
-            return list(embedding.values), False
+        return embedded
 
     async def retrieve(
         self,
@@ -206,17 +382,35 @@ class QueryPipeline:
         timings: Timings,
         context: grpc.aio.ServicerContext,
         *,
-        embedded: tuple[list[float], bool] | None = None,
+        embedded: _Embedded | None = None,
     ) -> Retrieval:
         """Finds the query's passages: from the retrieval cache, or embed → search → rerank.
 
-        `embedded` is the query's embedding and whether it came from the cache, when the caller has it.
+        `embedded` is the query's embedding, when the caller has it.
         """
-        key = query.retrieval_key(collection.generation)
+        early = self._early.pop(timings, None)
+        try:
+            return await self._retrieve(query, collection, timings, context, embedded, early)
+        finally:
+            if early is not None:
+                early.cancel()
+
+    async def _retrieve(
+        self,
+        query: Query,
+        collection: common_pb2.Collection,
+        timings: Timings,
+        context: grpc.aio.ServicerContext,
+        embedded: _Embedded | None,
+        early: _Early | None,
+    ) -> Retrieval:
         if query.reads_cache:
-            async with timings.stage("cache"):
-                cached = await self.cache.get("retrieval", key)
+            cached = await self._cached(
+                early, "retrieval", query.retrieval_key(collection.generation), timings
+            )
             if cached is not None:
+                if embedded is not None and embedded.saving is not None:
+                    await embedded.saving
                 passages = gateway_service_pb2.RetrievedPassages.FromString(cached)
                 return Retrieval(
                     collection.generation,
@@ -224,18 +418,21 @@ class QueryPipeline:
                     passages.rerank_status,
                     gateway_service_pb2.CACHE_LAYER_RETRIEVAL,
                 )
-        embedding, embedding_cached = embedded or await self._embed(query, collection, timings, context)
+        if embedded is None:
+            embedded = await self._embedding(query, collection, timings, context, early)
         async with timings.stage("retrieve"):
             request = retriever_service_pb2.SearchChunksRequest(
                 collection=query.collection,
                 query_text=query.text,
-                query_embedding=embedding,
+                query_embedding=embedded.values,
                 top_k=query.candidates,
                 mode=query.mode,
                 filter=query.filter,
             )
             timeout = downstream_timeout(context, self.config.retrieve_timeout_seconds)
             reply = await call("retriever", self.deps.retriever.SearchChunks(request, timeout=timeout))
+        # The generation the search saw, in its own snapshot: at least the lookup's, as it started after it.
+        generation = reply.generation or collection.generation
         hits = list(reply.hits)
         mode_label = common_pb2.SearchMode.Name(query.mode or common_pb2.SEARCH_MODE_HYBRID)
         if hits:
@@ -246,16 +443,21 @@ class QueryPipeline:
         if query.writes_cache:
             passages = gateway_service_pb2.RetrievedPassages(hits=hits, rerank_status=rerank_status)
             await self.cache.put(
-                "retrieval", key, passages.SerializeToString(), self.config.cache_retrieval_ttl_seconds
+                "retrieval",
+                query.retrieval_key(generation),
+                passages.SerializeToString(),
+                self.config.cache_retrieval_ttl_seconds,
             )
+        if embedded.saving is not None:
+            await embedded.saving
         layer = (
             gateway_service_pb2.CACHE_LAYER_EMBEDDING
-            if embedding_cached
+            if embedded.cached
             else gateway_service_pb2.CACHE_LAYER_NONE
         )
         if not query.reads_cache or not self.cache.available:
             layer = gateway_service_pb2.CACHE_LAYER_UNSPECIFIED
-        return Retrieval(reply.generation or collection.generation, hits, rerank_status, layer)
+        return Retrieval(generation, hits, rerank_status, layer)
 
     async def _rerank(
         self,
@@ -300,22 +502,32 @@ class QueryPipeline:
     ) -> AsyncIterator[gateway_service_pb2.AskStreamResponse]:
         """The events of an answer: retrieved passages, answer deltas, then the final AskResponse."""
         timings = Timings()
-        collection = await self.collection(query, timings, context)
-        answer_key = query.answer_key(collection.generation, options)
+        collection = await self.collection(query, timings, context, options)
+        early = self._early.pop(timings, None)
+        try:
+            cached = None
+            if query.reads_cache:
+                cached = await self._cached(
+                    early, "answer", query.answer_key(collection.generation, options), timings
+                )
+            if cached is None:
+                # The question's embedding first: the semantic layer needs it, and may make retrieval unnecessary.
+                embedded = await self._embedding(query, collection, timings, context, early)
+        finally:
+            if early is not None:
+                early.cancel()
+        if cached is not None:
+            for event in self._from_cache(cached, gateway_service_pb2.CACHE_LAYER_ANSWER, timings):
+                yield event
+            return
         if query.reads_cache:
             async with timings.stage("cache"):
-                cached = await self.cache.get("answer", answer_key)
-            if cached is not None:
-                for event in self._from_cache(cached, gateway_service_pb2.CACHE_LAYER_ANSWER, timings):
-                    yield event
-                return
-        # The question's embedding first: the semantic layer needs it, and may make retrieval unnecessary.
-        embedded = await self._embed(query, collection, timings, context)
-        scope = query.semantic_scope(collection.generation, options)
-        if query.reads_cache:
-            async with timings.stage("cache"):
-                similar = await self.cache.find_similar(scope, embedded[0])
+                similar = await self.cache.find_similar(
+                    query.semantic_scope(collection.generation, options), embedded.values
+                )
             if similar is not None:
+                if embedded.saving is not None:
+                    await embedded.saving
                 for event in self._from_cache(similar, gateway_service_pb2.CACHE_LAYER_SEMANTIC, timings):
                     yield event
                 return
@@ -363,13 +575,17 @@ class QueryPipeline:
             generation=retrieval.generation,
         )
         if query.writes_cache:
+            # Under the generation the passages came from, which is at least the lookup's.
+            answer_key = query.answer_key(retrieval.generation, options)
             await self.cache.put(
                 "answer",
                 answer_key,
                 _pack(response.SerializeToString(), passages.SerializeToString()),
                 self.config.cache_answer_ttl_seconds,
             )
-            await self.cache.remember_question(scope, embedded[0], answer_key)
+            await self.cache.remember_question(
+                query.semantic_scope(retrieval.generation, options), embedded.values, answer_key
+            )
         response.stage_timings.extend(timings.stages)
         yield gateway_service_pb2.AskStreamResponse(final=response)
 

@@ -1,7 +1,15 @@
-"""Per-stage timing of a request, for the response's `stage_timings` and the stage latency histogram."""
+"""Per-stage timing of a request, for the response's `stage_timings` and the stage latency histogram.
+
+Some stages run concurrently (the collection lookup beside the query embedding), so durations may
+overlap; stages are listed in the order they started. Work started on speculation records into
+its own `Timings` and joins the request's with `merge` only if its result is used; a stage that
+is cancelled is not recorded at all.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import bisect
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,18 +28,38 @@ STAGE_DURATION = Histogram(
 
 
 class Timings:
-    """Collects the durations of a request's stages in the order they ran."""
+    """Collects the durations of a request's stages, in the order they started."""
 
     def __init__(self) -> None:
         self.stages: list[common_pb2.StageTiming] = []
+        self._starts: list[float] = []
+
+    def _add(self, started: float, timing: common_pb2.StageTiming) -> None:
+        index = bisect.bisect_right(self._starts, started)
+        self._starts.insert(index, started)
+        self.stages.insert(index, timing)
 
     @asynccontextmanager
     async def stage(self, name: str) -> AsyncIterator[None]:
-        """Times the body as stage `name`, whether it succeeds or fails."""
+        """Times the body as stage `name`, whether it succeeds or fails; not if it is cancelled."""
         started = time.perf_counter()
         try:
             yield
-        finally:
-            elapsed = time.perf_counter() - started
-            STAGE_DURATION.labels(name).observe(elapsed)
-            self.stages.append(common_pb2.StageTiming(stage=name, duration_seconds=elapsed))
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            self._record(name, started)
+            raise
+        else:
+            self._record(name, started)
+
+    def _record(self, name: str, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        STAGE_DURATION.labels(name).observe(elapsed)
+        self._add(started, common_pb2.StageTiming(stage=name, duration_seconds=elapsed))
+
+    def merge(self, other: Timings) -> None:
+        """Adds `other`'s stages (work done for this request elsewhere), keeping the start order."""
+        for started, timing in zip(other._starts, other.stages, strict=True):
+            self._add(started, timing)
+        other.stages, other._starts = [], []

@@ -1,0 +1,407 @@
+"""The query pipeline looks its collection up beside the embedding, and its caches stay exact.
+
+Unit tests with fake dependencies: an in-memory Redis, a retriever and an embedder whose
+calls can be held open, so that the order of events is controlled rather than timed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+import pytest
+
+from ragline.errors import NotFound
+from ragline.v1 import common_pb2, embedder_service_pb2, generator_service_pb2, retriever_service_pb2
+from ragline.v1 import gateway_service_pb2 as gw
+from ragline_gateway.cache import QueryCache
+from ragline_gateway.config import GatewayConfig
+from ragline_gateway.pipeline import QueryPipeline
+from ragline_gateway.timings import Timings
+
+COLLECTION = "docs"
+
+
+class FakeRedis:
+    """The few Redis commands the cache uses, in memory."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+        self.gets: list[str] = []
+        self.retrieval_read = asyncio.Event()
+
+    async def get(self, key: str) -> bytes | None:
+        await asyncio.sleep(0)
+        self.gets.append(key)
+        if ":retrieval:" in key:
+            self.retrieval_read.set()
+        value = self.data.get(key)
+        return value if isinstance(value, bytes) else None
+
+    async def set(self, key: str, value: bytes, ex: int | None = None) -> None:
+        await asyncio.sleep(0)
+        self.data[key] = value
+
+    async def lrange(self, key: str, start: int, end: int) -> list[bytes]:
+        return list(self.data.get(key, []))
+
+    def pipeline(self, transaction: bool = False) -> FakePipeline:
+        return FakePipeline(self)
+
+    def keys_of(self, layer: str) -> list[str]:
+        return [k for k in self.data if k.startswith(f"ragline:v1:{layer}:")]
+
+
+class FakePipeline:
+    def __init__(self, redis: FakeRedis) -> None:
+        self.redis = redis
+        self.ops: list[Callable[[], None]] = []
+
+    async def __aenter__(self) -> FakePipeline:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def lpush(self, key: str, value: bytes) -> None:
+        self.ops.append(lambda: self.redis.data.setdefault(key, []).insert(0, value))
+
+    def ltrim(self, key: str, start: int, end: int) -> None:
+        self.ops.append(lambda: self.redis.data.__setitem__(key, self.redis.data[key][start : end + 1]))
+
+    def expire(self, key: str, ttl: int) -> None:
+        pass
+
+    async def execute(self) -> None:
+        for op in self.ops:
+            op()
+
+
+class Gate:
+    """Holds a fake RPC open until released; records that it was entered."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.released = asyncio.Event()
+        self.released.set()
+
+    def hold(self) -> None:
+        self.released.clear()
+
+    async def pass_through(self) -> None:
+        self.entered.set()
+        await self.released.wait()
+
+
+class FakeRetriever:
+    def __init__(self) -> None:
+        self.collection = common_pb2.Collection(
+            name=COLLECTION, embedding_model="model-a", dimension=3, generation=1
+        )
+        self.lookup_gate = Gate()
+        self.search_gate = Gate()
+        self.events: list[str] = []
+        self.search_generation: int | None = None  # what SearchChunks reports; None: the collection's
+        self.searches: list[retriever_service_pb2.SearchChunksRequest] = []
+        self.missing = False
+
+    def GetCollection(self, request: Any, timeout: float) -> Awaitable[Any]:
+        async def run() -> Any:
+            self.events.append("lookup-start")
+            await self.lookup_gate.pass_through()
+            self.events.append("lookup-end")
+            if self.missing:
+                raise NotFound(f"collection {request.name!r} does not exist", field="name")
+            collection = common_pb2.Collection()
+            collection.CopyFrom(self.collection)
+            return retriever_service_pb2.GetCollectionResponse(collection=collection)
+
+        return run()
+
+    def SearchChunks(
+        self, request: retriever_service_pb2.SearchChunksRequest, timeout: float
+    ) -> Awaitable[Any]:
+        async def run() -> Any:
+            self.events.append("search")
+            self.searches.append(request)
+            await self.search_gate.pass_through()
+            generation = self.search_generation or self.collection.generation
+            hit = common_pb2.SearchHit(
+                chunk_id=str(generation),
+                document_id=f"doc-at-generation-{generation}",
+                text="passage",
+                score=0.5,
+            )
+            return retriever_service_pb2.SearchChunksResponse(hits=[hit], generation=generation)
+
+        return run()
+
+
+class FakeEmbedder:
+    def __init__(self, retriever: FakeRetriever) -> None:
+        self.retriever = retriever
+        self.gate = Gate()
+        self.calls = 0
+        self.cancelled = 0
+        self.fail: grpc.StatusCode | None = None
+
+    def Embed(self, request: Any, timeout: float) -> Awaitable[Any]:
+        async def run() -> Any:
+            self.calls += 1
+            self.retriever.events.append("embed")
+            try:
+                await self.gate.pass_through()
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
+            if self.fail is not None:
+                raise NotFound("embedder broke")  # any error: it must reach the caller unchanged
+            return embedder_service_pb2.EmbedResponse(
+                embeddings=[embedder_service_pb2.Embedding(values=[0.1, 0.2, 0.3])],
+                model="model-a",
+                dimension=3,
+            )
+
+        return run()
+
+    def Rerank(self, request: Any, timeout: float) -> Awaitable[Any]:
+        raise AssertionError("reranking is off in these tests")
+
+
+class FakeGenerator:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def GenerateStream(self, request: Any, timeout: float) -> Any:
+        self.calls += 1
+        passage = request.passages[0].document_id
+        yield generator_service_pb2.GenerateStreamResponse(delta="from ")
+        yield generator_service_pb2.GenerateStreamResponse(
+            final=generator_service_pb2.GenerateResponse(text=f"from {passage}", model="fake")
+        )
+
+
+class FakeContext:
+    def time_remaining(self) -> float | None:
+        return None
+
+
+@dataclasses.dataclass
+class Setup:
+    pipeline: QueryPipeline
+    redis: FakeRedis
+    retriever: FakeRetriever
+    embedder: FakeEmbedder
+    generator: FakeGenerator
+
+    async def search(
+        self, text: str = "where is it?", policy: gw.CachePolicy = gw.CACHE_POLICY_UNSPECIFIED
+    ) -> tuple[gw.SearchResponse, list[str]]:
+        """What the gateway's Search handler does, and the stages it reported."""
+        query = self.pipeline.query(gw.SearchRequest(query=text, collection=COLLECTION, cache_policy=policy))
+        timings = Timings()
+        context: Any = FakeContext()
+        collection = await self.pipeline.collection(query, timings, context)
+        retrieval = await self.pipeline.retrieve(query, collection, timings, context)
+        response = gw.SearchResponse(
+            hits=retrieval.hits,
+            stage_timings=timings.stages,
+            cache_layer=retrieval.cache_layer,
+            generation=retrieval.generation,
+        )
+        return response, [t.stage for t in timings.stages]
+
+    async def ask(self, text: str = "where is it?") -> gw.AskResponse:
+        query = self.pipeline.query(gw.AskRequest(question=text, collection=COLLECTION))
+        context: Any = FakeContext()
+        options = common_pb2.GenerationOptions(max_tokens=16)
+        async for event in self.pipeline.ask_events(query, options, context):
+            if event.HasField("final"):
+                return event.final
+        raise AssertionError("no final answer")
+
+
+@pytest.fixture
+def setup() -> Setup:
+    config = dataclasses.replace(GatewayConfig(), rerank=False, semantic_cache_distance=0.0)
+    redis = FakeRedis()
+    cache = QueryCache(
+        redis,  # type: ignore[arg-type]
+        embedding_ttl=60,
+        retrieval_ttl=60,
+        answer_ttl=60,
+        semantic_distance=0.0,
+        semantic_entries=10,
+    )
+    retriever = FakeRetriever()
+    embedder = FakeEmbedder(retriever)
+    generator = FakeGenerator()
+    deps: Any = type("Deps", (), {"retriever": retriever, "embedder": embedder, "generator": generator})()
+    return Setup(QueryPipeline(config, deps, cache), redis, retriever, embedder, generator)
+
+
+async def test_a_cold_search_embeds_while_the_collection_is_looked_up(setup: Setup) -> None:
+    await setup.search("first")  # the pipeline now knows the collection's model and generation
+    setup.retriever.events.clear()
+    setup.embedder.gate.entered.clear()
+    setup.retriever.lookup_gate.hold()
+    search = asyncio.ensure_future(setup.search("second"))
+    # The embedder is called while the lookup is still held open.
+    await asyncio.wait_for(setup.embedder.gate.entered.wait(), 5)
+    assert setup.retriever.events[:2] == ["lookup-start", "embed"]
+    assert "search" not in setup.retriever.events
+    setup.retriever.lookup_gate.released.set()
+    reply, stages = await asyncio.wait_for(search, 5)
+    # The search itself starts only after the lookup has returned.
+    assert setup.retriever.events.index("search") > setup.retriever.events.index("lookup-end")
+    assert stages == ["collection", "cache", "embed", "retrieve"]
+    assert reply.cache_layer == gw.CACHE_LAYER_NONE
+
+
+@pytest.mark.parametrize("policy", [gw.CACHE_POLICY_BYPASS, gw.CACHE_POLICY_REFRESH])
+async def test_without_cache_reads_the_first_search_already_embeds_beside_the_lookup(
+    setup: Setup, policy: gw.CachePolicy
+) -> None:
+    setup.retriever.lookup_gate.hold()
+    search = asyncio.ensure_future(setup.search("first", policy))
+    await asyncio.wait_for(setup.embedder.gate.entered.wait(), 5)
+    setup.retriever.lookup_gate.released.set()
+    reply, stages = await asyncio.wait_for(search, 5)
+    assert stages == ["collection", "embed", "retrieve"]
+    assert reply.cache_layer == gw.CACHE_LAYER_UNSPECIFIED
+    # REFRESH writes what it found, under the keys of the collection the lookup returned.
+    written = bool(setup.redis.keys_of("retrieval")) and bool(setup.redis.keys_of("embedding"))
+    assert written == (policy == gw.CACHE_POLICY_REFRESH)
+
+
+async def test_a_warm_search_reads_the_cache_beside_the_lookup_and_never_embeds(setup: Setup) -> None:
+    first, _ = await setup.search()
+    calls = setup.embedder.calls
+    setup.redis.data = {k: v for k, v in setup.redis.data.items() if ":embedding:" not in k}
+    setup.retriever.lookup_gate.hold()
+    setup.redis.retrieval_read.clear()
+    search = asyncio.ensure_future(setup.search())
+    # The retrieval cache is read while the lookup is still held open.
+    await asyncio.wait_for(setup.redis.retrieval_read.wait(), 5)
+    setup.retriever.lookup_gate.released.set()
+    reply, stages = await asyncio.wait_for(search, 5)
+    assert reply.cache_layer == gw.CACHE_LAYER_RETRIEVAL
+    assert [h.chunk_id for h in reply.hits] == [h.chunk_id for h in first.hits]
+    assert stages == ["collection", "cache"]
+    # The embedding cache missed, but the retrieval cache served: the embedder was not asked.
+    assert setup.embedder.calls == calls
+
+
+async def test_a_search_after_an_ingest_never_gets_the_older_generations_results(setup: Setup) -> None:
+    before, _ = await setup.search()
+    assert before.hits[0].document_id == "doc-at-generation-1"
+    assert (await setup.search())[0].cache_layer == gw.CACHE_LAYER_RETRIEVAL
+    # An ingest moves the generation: the early cache read still uses the old one, and finds its entry.
+    setup.retriever.collection.generation = 2
+    after, stages = await setup.search()
+    assert after.cache_layer != gw.CACHE_LAYER_RETRIEVAL
+    assert after.hits[0].document_id == "doc-at-generation-2"
+    assert after.generation == 2
+    # The early read under generation 1 is dropped unreported; the read under 2 missed.
+    assert stages == ["collection", "cache", "embed", "retrieve"]
+    again, _ = await setup.search()
+    assert again.cache_layer == gw.CACHE_LAYER_RETRIEVAL
+    assert again.hits[0].document_id == "doc-at-generation-2"
+
+
+async def test_results_are_cached_under_the_generation_the_search_saw(setup: Setup) -> None:
+    await setup.search("warm up")
+    # An ingest lands between the lookup (generation 1) and the search (generation 2).
+    setup.retriever.search_generation = 2
+    reply, _ = await setup.search()
+    assert reply.generation == 2
+    setup.retriever.search_generation = None
+    # Whoever still reads generation 1 must not get generation 2's results under its key, nor the
+    # reverse; a request that reads 2 does.
+    assert (await setup.search())[0].cache_layer != gw.CACHE_LAYER_RETRIEVAL
+    setup.retriever.collection.generation = 2
+    assert (await setup.search())[0].cache_layer == gw.CACHE_LAYER_RETRIEVAL
+
+
+async def test_an_ask_after_an_ingest_never_gets_the_older_answer(setup: Setup) -> None:
+    first = await setup.ask()
+    assert first.answer == "from doc-at-generation-1"
+    assert (await setup.ask()).cache_layer == gw.CACHE_LAYER_ANSWER
+    setup.retriever.collection.generation = 2
+    after = await setup.ask()
+    assert after.cache_layer != gw.CACHE_LAYER_ANSWER
+    assert after.answer == "from doc-at-generation-2"
+    assert (await setup.ask()).cache_layer == gw.CACHE_LAYER_ANSWER
+    assert setup.generator.calls == 2
+
+
+async def test_an_ask_lists_its_stages_in_the_order_they_started(setup: Setup) -> None:
+    await setup.ask("warm up")
+    reply = await setup.ask()
+    stages = [t.stage for t in reply.stage_timings]
+    # answer cache (early), embedding (early), semantic cache, retrieval cache, search, generate
+    assert stages == ["collection", "cache", "embed", "cache", "cache", "retrieve", "generate"]
+
+
+async def test_an_embedding_cached_for_another_model_is_not_used(setup: Setup) -> None:
+    await setup.search("warm up")
+    await setup.search("where is it?")
+    calls = setup.embedder.calls
+    # The collection was recreated for another model: same name, the early read guesses the old model.
+    setup.retriever.collection.embedding_model = "model-b"
+    setup.retriever.collection.generation = 5
+    reply, _ = await setup.search("where is it?")
+    assert setup.embedder.calls == calls + 1
+    assert reply.cache_layer == gw.CACHE_LAYER_NONE
+    reply, _ = await setup.search("where is it?", gw.CACHE_POLICY_REFRESH)
+    again, _ = await setup.search("where is it?")
+    assert again.cache_layer == gw.CACHE_LAYER_RETRIEVAL
+
+
+async def test_a_missing_collection_is_not_found_and_stops_the_embedding(setup: Setup) -> None:
+    setup.retriever.missing = True
+    setup.retriever.lookup_gate.hold()
+    setup.embedder.gate.hold()
+    search = asyncio.ensure_future(setup.search("not cached", gw.CACHE_POLICY_BYPASS))
+    await asyncio.wait_for(setup.embedder.gate.entered.wait(), 5)
+    setup.retriever.lookup_gate.released.set()
+    with pytest.raises(NotFound):
+        await asyncio.wait_for(search, 5)
+    await asyncio.sleep(0)
+    assert setup.embedder.cancelled == 1
+    assert "search" not in setup.retriever.events
+
+
+async def test_an_embedder_failure_reaches_the_caller_on_a_miss_only(setup: Setup) -> None:
+    await setup.search()
+    setup.embedder.fail = grpc.StatusCode.UNAVAILABLE
+    setup.redis.data = {k: v for k, v in setup.redis.data.items() if ":embedding:" not in k}
+    reply, _ = await setup.search()
+    assert reply.cache_layer == gw.CACHE_LAYER_RETRIEVAL
+    with pytest.raises(NotFound, match="embedder broke"):
+        await setup.search("never asked before")
+
+
+async def test_a_cancelled_stage_is_not_recorded_and_merged_stages_keep_their_order() -> None:
+    timings, side = Timings(), Timings()
+
+    async def slow() -> None:
+        async with side.stage("embed"):
+            await asyncio.sleep(10)
+
+    async with timings.stage("collection"):
+        task = asyncio.ensure_future(slow())
+        async with side.stage("cache"):
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    async with timings.stage("retrieve"):
+        pass
+    timings.merge(side)
+    assert [t.stage for t in timings.stages] == ["collection", "cache", "retrieve"]
+    assert side.stages == []
