@@ -1,4 +1,4 @@
-"""`ragline`, the command line for people: ingest files and ask questions.
+"""`ragline`, the command line for people: ingest files, follow ingest jobs, and ask questions.
 
 It talks to the gateway through `ragline.client.RaglineClient`, the same client library
 internal services use, so the command exercises the public API exactly as they do.
@@ -14,7 +14,8 @@ from pathlib import Path
 
 import grpc
 
-from ragline.client import DocumentToIngest, RaglineClient
+from ragline.client import FINISHED_JOB_STATES, DocumentToIngest, RaglineClient
+from ragline.v1 import common_pb2
 
 # The media type each file suffix is sent as; a folder is walked for these suffixes only.
 INGEST_SUFFIXES = {
@@ -29,9 +30,6 @@ INGEST_SUFFIXES = {
     ".jsonl": "application/jsonl",
     ".ndjson": "application/jsonl",
 }
-# Files are sent in requests of at most this many documents and bytes, well under gRPC's message limit.
-BATCH_DOCUMENTS = 32
-BATCH_BYTES = 8 * 1024 * 1024
 
 
 def _files(paths: Sequence[str]) -> Iterator[Path]:
@@ -56,41 +54,95 @@ def _document_id(path: Path) -> str:
         return str(resolved)
 
 
-def _batches(paths: Sequence[str]) -> Iterator[list[DocumentToIngest]]:
-    batch: list[DocumentToIngest] = []
-    size = 0
+def _documents(paths: Sequence[str]) -> Iterator[DocumentToIngest]:
+    """The files as documents, read one at a time while the upload streams, so memory stays flat."""
     for path in _files(paths):
-        content = path.read_bytes()
-        document = DocumentToIngest(
+        yield DocumentToIngest(
             document_id=_document_id(path),
-            content=content,
+            content=path.read_bytes(),
             media_type=INGEST_SUFFIXES.get(path.suffix.lower(), "text/plain"),
         )
-        if batch and (len(batch) >= BATCH_DOCUMENTS or size + len(content) > BATCH_BYTES):
-            yield batch
-            batch, size = [], 0
-        batch.append(document)
-        size += len(content)
-    if batch:
-        yield batch
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}"
+
+
+def _progress(job: common_pb2.IngestJob) -> str:
+    """One line: a bar, documents finished of total, documents/s and the time left."""
+    finished = job.done_documents + job.skipped_documents + job.failed_documents + job.cancelled_documents
+    share = finished / job.total_documents if job.total_documents else 0.0
+    bar = "#" * int(share * 30)
+    left = (
+        _duration(job.estimated_time_left.ToTimedelta().total_seconds())
+        if job.HasField("estimated_time_left")
+        else "?"
+    )
+    return (
+        f"[{bar:<30}] {finished}/{job.total_documents} documents"
+        f" · {job.documents_per_second:.1f} docs/s · {left} left"
+    )
+
+
+def _summary(job: common_pb2.IngestJob) -> str:
+    state = common_pb2.IngestJobState.Name(job.state).removeprefix("INGEST_JOB_STATE_").lower()
+    line = (
+        f"job {job.job_id} {state}: {job.done_documents} stored, {job.skipped_documents} unchanged, "
+        f"{job.failed_documents} failed"
+    )
+    if job.cancelled_documents:
+        line += f", {job.cancelled_documents} cancelled"
+    if job.status_message:
+        line += f" ({job.status_message})"
+    return line
+
+
+def _print_failures(job: common_pb2.IngestJob) -> None:
+    for failure in job.failures:
+        print(f"  failed: {failure.document_id} after {failure.attempts} attempt(s): {failure.reason}")
+    if job.failed_documents > len(job.failures):
+        print(f"  ... and {job.failed_documents - len(job.failures)} more")
 
 
 async def _ingest(args: argparse.Namespace) -> int:
-    total = 0
-    async with RaglineClient(args.gateway, timeout=args.timeout) as client:
-        for batch in _batches(args.paths):
-            reply = await client.ingest(batch, collection=args.collection)
-            for result in reply.results:
-                total += 1
-                print(
-                    f"{result.document_id}: {result.chunk_count} chunks "
-                    f"({result.inserted_chunks} new, {result.updated_chunks} updated, "
-                    f"{result.unchanged_chunks} unchanged, {result.deleted_chunks} removed)"
-                )
-    if total == 0:
+    if not any(True for _ in _files(args.paths)):
         print(f"no {', '.join(INGEST_SUFFIXES)} files found", file=sys.stderr)
         return 1
-    print(f"ingested {total} documents")
+    async with RaglineClient(args.gateway, timeout=args.timeout) as client:
+        job = await client.upload_ingest_documents(_documents(args.paths), collection=args.collection)
+        print(f"job {job.job_id}: {job.total_documents} documents recorded")
+        if args.no_wait:
+            return 0
+        interactive = sys.stderr.isatty()
+        while job.state not in FINISHED_JOB_STATES:
+            if interactive:
+                print(f"\r{_progress(job)}", end="", file=sys.stderr, flush=True)
+            await asyncio.sleep(0.5)
+            job = await client.get_ingest_job(job.job_id)
+        if interactive:
+            print(f"\r{_progress(job)}", file=sys.stderr)
+    print(_summary(job))
+    _print_failures(job)
+    return 0 if job.state == common_pb2.INGEST_JOB_STATE_SUCCEEDED else 1
+
+
+async def _jobs(args: argparse.Namespace) -> int:
+    async with RaglineClient(args.gateway, timeout=args.timeout) as client:
+        if args.job_id:
+            call = client.cancel_ingest_job if args.cancel else client.get_ingest_job
+            job = await call(args.job_id)
+            print(_summary(job))
+            print(f"  {_progress(job)}")
+            _print_failures(job)
+            return 0
+        page = await client.list_ingest_jobs(collection=args.collection, page_size=args.limit)
+    for job in page.jobs:
+        created = job.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
+        print(f"{created}  {job.collection:<20} {_summary(job)}")
+    if not page.jobs:
+        print("no ingest jobs")
     return 0
 
 
@@ -132,11 +184,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         "ingest", help="ingest text, Markdown, HTML, PDF and JSON Lines files and folders"
     )
     ingest.add_argument("paths", nargs="+", metavar="PATH")
+    ingest.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="return once the files are recorded, without waiting for the job",
+    )
+    jobs = commands.add_parser("jobs", help="list ingest jobs, or show (or cancel) one")
+    jobs.add_argument("job_id", nargs="?", help="the job to show")
+    jobs.add_argument("--cancel", action="store_true", help="cancel the job instead of showing it")
+    jobs.add_argument("--limit", type=int, default=20, help="jobs to list, newest first")
     ask = commands.add_parser("ask", help="ask a question and print the answer with its sources")
     ask.add_argument("question")
     ask.add_argument("--top-k", type=int, default=0, help="passages to answer from")
     args = parser.parse_args(argv)
-    run = _ingest if args.command == "ingest" else _ask
+    run = {"ingest": _ingest, "jobs": _jobs, "ask": _ask}[args.command]
     try:
         code = asyncio.run(run(args))
     except grpc.aio.AioRpcError as exc:

@@ -45,10 +45,36 @@ def ingested(stack: Stack, corpus: Path) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def test_ingest_reports_every_file(ingested: subprocess.CompletedProcess[str], corpus: Path) -> None:
-    for name in ("eiffel.txt", "bananas.txt", "notes/water.md"):
-        assert f"{corpus.name}/{name}:" in ingested.stdout
-    assert "ingested 3 documents" in ingested.stdout
+def test_ingest_waits_for_its_job_and_reports_it(
+    ingested: subprocess.CompletedProcess[str], corpus: Path
+) -> None:
+    assert "3 documents recorded" in ingested.stdout
+    assert "succeeded: 3 stored, 0 unchanged, 0 failed" in ingested.stdout
+
+
+async def test_ingest_no_wait_returns_a_job_that_ragline_jobs_shows(
+    stack: Stack, corpus: Path, ingested: object
+) -> None:
+    started = _ragline(stack, corpus.parent, "ingest", "--no-wait", corpus.name)
+    assert started.returncode == 0, started.stderr
+    job_id = started.stdout.split()[1].rstrip(":")
+    listed = _ragline(stack, corpus.parent, "jobs")
+    assert listed.returncode == 0, listed.stderr
+    assert f"job {job_id} " in listed.stdout
+    async with RaglineClient(stack["gateway"].address) as client:
+        await client.wait_for_ingest_job(job_id, timeout=120)
+    shown = _ragline(stack, corpus.parent, "jobs", job_id)
+    assert f"job {job_id} succeeded: 0 stored, 3 unchanged, 0 failed" in shown.stdout
+    assert "3/3 documents" in shown.stdout
+
+
+def test_ingest_fails_with_the_unreadable_file_named(stack: Stack, tmp_path: Path) -> None:
+    (tmp_path / "good.txt").write_text("Granite is an igneous rock made mostly of quartz and feldspar.")
+    (tmp_path / "bad.txt").write_bytes(b"\xff\xfe\x00broken")
+    result = _ragline(stack, tmp_path, "--collection", "cli-bad", "ingest", ".")
+    assert result.returncode == 1
+    assert "failed: 1 stored, 0 unchanged, 1 failed" in result.stdout
+    assert "failed: bad.txt after 1 attempt(s):" in result.stdout
 
 
 def test_ask_answers_from_the_one_document_that_knows(
@@ -93,7 +119,7 @@ async def test_reingesting_unchanged_files_changes_nothing(
 ) -> None:
     again = _ragline(stack, corpus.parent, "ingest", corpus.name)
     assert again.returncode == 0, again.stderr
-    assert again.stdout.count("(0 new, 0 updated, 1 unchanged, 0 removed)") == 3
+    assert "succeeded: 0 stored, 3 unchanged, 0 failed" in again.stdout
 
 
 async def test_search_finds_the_document(client: RaglineClient, corpus: Path, ingested: object) -> None:
