@@ -17,7 +17,7 @@ def test_alert_rules_pass_promtool(promtool: str) -> None:
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 6 rules found" in result.stdout
+    assert "SUCCESS: 8 rules found" in result.stdout
 
 
 def test_prometheus_config_passes_promtool(promtool: str) -> None:
