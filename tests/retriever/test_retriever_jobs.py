@@ -1,0 +1,253 @@
+"""The durable ingest queue against a real retriever and PostgreSQL: claims, leases, retries, counters.
+
+The queue is shared by every collection, so each test drains (or cancels) what it enqueues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2
+
+from ragline.v1 import common_pb2
+from ragline.v1 import retriever_service_pb2 as pb
+from ragline.v1 import retriever_service_pb2_grpc as pb_grpc
+
+pytestmark = pytest.mark.integration
+
+
+def _documents(count: int, prefix: str = "doc") -> list[common_pb2.DocumentContent]:
+    return [
+        common_pb2.DocumentContent(
+            document_id=f"{prefix}-{i}", content=f"text {i}".encode(), media_type="text/plain"
+        )
+        for i in range(count)
+    ]
+
+
+async def _claim(
+    stub: pb_grpc.RetrieverServiceStub, count: int = 100, lease: float = 60.0, max_attempts: int = 5
+) -> list[pb.ClaimedDocument]:
+    reply = await stub.ClaimIngestWork(
+        pb.ClaimIngestWorkRequest(max_documents=count, lease_seconds=lease, max_attempts=max_attempts)
+    )
+    return list(reply.documents)
+
+
+async def _store(
+    stub: pb_grpc.RetrieverServiceStub, claimed: pb.ClaimedDocument, claim: pb.IngestClaim | None = None
+) -> pb.UpsertDocumentResponse:
+    text = claimed.document.content.decode()
+    reply: pb.UpsertDocumentResponse = await stub.UpsertDocument(
+        pb.UpsertDocumentRequest(
+            collection=claimed.collection,
+            document_id=claimed.document.document_id,
+            chunks=[pb.ChunkInput(text=text, token_count=2, embedding=[1.0] * 7 + [float(len(text))])],
+            claim=claim or claimed.claim,
+        )
+    )
+    return reply
+
+
+async def _job(stub: pb_grpc.RetrieverServiceStub, job_id: str) -> common_pb2.IngestJob:
+    reply = await stub.GetStoredIngestJob(pb.GetStoredIngestJobRequest(job_id=job_id))
+    job: common_pb2.IngestJob = reply.job
+    return job
+
+
+async def test_concurrent_claims_never_share_a_document_and_counters_add_up(
+    stub: pb_grpc.RetrieverServiceStub, new_collection: Callable[..., Awaitable[str]]
+) -> None:
+    collection = await new_collection()
+    created = await stub.CreateStoredIngestJob(
+        pb.CreateStoredIngestJobRequest(collection=collection, documents=_documents(60))
+    )
+    assert created.job.state == common_pb2.INGEST_JOB_STATE_PENDING and created.job.total_documents == 60
+
+    claimed: list[pb.ClaimedDocument] = []
+    while batch := [d for group in await asyncio.gather(*(_claim(stub, 7) for _ in range(6))) for d in group]:
+        claimed.extend(batch)
+
+    assert sorted(d.claim.ordinal for d in claimed) == list(range(60))
+    assert {d.collection for d in claimed} == {collection} and {d.attempt for d in claimed} == {1}
+    assert (await _job(stub, created.job.job_id)).state == common_pb2.INGEST_JOB_STATE_RUNNING
+    for document in claimed[:50]:
+        await _store(stub, document)
+    for document in claimed[50:]:
+        await stub.FailIngestWork(pb.FailIngestWorkRequest(claim=document.claim, reason="unreadable: test"))
+
+    job = await _job(stub, created.job.job_id)
+    assert job.state == common_pb2.INGEST_JOB_STATE_FAILED
+    assert (job.done_documents, job.skipped_documents, job.failed_documents, job.written_chunks) == (
+        50,
+        0,
+        10,
+        50,
+    )
+    assert sorted(f.document_id for f in job.failures) == sorted(d.document.document_id for d in claimed[50:])
+    assert {f.reason for f in job.failures} == {"unreadable: test"}
+    assert job.end_time.seconds > 0 and job.documents_per_second > 0
+
+
+async def test_a_lapsed_lease_is_taken_over_and_the_old_claim_counts_nothing(
+    stub: pb_grpc.RetrieverServiceStub, new_collection: Callable[..., Awaitable[str]]
+) -> None:
+    collection = await new_collection()
+    created = await stub.CreateStoredIngestJob(
+        pb.CreateStoredIngestJobRequest(collection=collection, documents=_documents(1))
+    )
+    [first] = await _claim(stub, lease=0.2)
+    assert await _claim(stub) == []  # leased: nobody else gets it
+    await asyncio.sleep(0.4)
+
+    [second] = await _claim(stub)
+
+    assert second.claim.ordinal == first.claim.ordinal and second.attempt == 2
+    assert second.claim.claim_token != first.claim.claim_token
+    await _store(stub, first)  # the presumed-dead worker finishes after all: stored, not counted
+    assert (await _job(stub, created.job.job_id)).done_documents == 0
+    await _store(stub, second)
+    job = await _job(stub, created.job.job_id)
+    assert job.state == common_pb2.INGEST_JOB_STATE_SUCCEEDED
+    assert (job.done_documents, job.skipped_documents) == (0, 1)  # the second upsert found it stored
+
+
+async def test_a_document_whose_worker_keeps_dying_is_failed(
+    stub: pb_grpc.RetrieverServiceStub, new_collection: Callable[..., Awaitable[str]]
+) -> None:
+    collection = await new_collection()
+    created = await stub.CreateStoredIngestJob(
+        pb.CreateStoredIngestJobRequest(collection=collection, documents=_documents(1))
+    )
+    for _ in range(2):
+        assert len(await _claim(stub, lease=0.1, max_attempts=2)) == 1
+        await asyncio.sleep(0.3)
+
+    assert await _claim(stub, max_attempts=2) == []
+
+    job = await _job(stub, created.job.job_id)
+    assert job.state == common_pb2.INGEST_JOB_STATE_FAILED
+    assert job.failures[0].reason == "its worker stopped before finishing it 2 times"
+
+
+async def test_a_retried_document_comes_back_after_its_delay(
+    stub: pb_grpc.RetrieverServiceStub, new_collection: Callable[..., Awaitable[str]]
+) -> None:
+    collection = await new_collection()
+    created = await stub.CreateStoredIngestJob(
+        pb.CreateStoredIngestJobRequest(collection=collection, documents=_documents(1))
+    )
+    [claimed] = await _claim(stub)
+    reply = await stub.FailIngestWork(
+        pb.FailIngestWorkRequest(
+            claim=claimed.claim,
+            reason="UNAVAILABLE: embedder down",
+            retry_after=duration_pb2.Duration(nanos=500_000_000),
+        )
+    )
+    assert reply.requeued
+    assert await _claim(stub) == []
+    await asyncio.sleep(0.7)
+    [again] = await _claim(stub)
+    assert again.attempt == 2
+    await stub.FailIngestWork(
+        pb.FailIngestWorkRequest(claim=again.claim, reason="UNAVAILABLE: embedder down")
+    )
+    job = await _job(stub, created.job.job_id)
+    assert [(f.document_id, f.reason, f.attempts) for f in job.failures] == [
+        ("doc-0", "UNAVAILABLE: embedder down", 2)
+    ]
+
+
+async def test_an_upload_job_finishes_only_once_closed(
+    stub: pb_grpc.RetrieverServiceStub, new_collection: Callable[..., Awaitable[str]]
+) -> None:
+    collection = await new_collection()
+    created = await stub.CreateStoredIngestJob(
+        pb.CreateStoredIngestJobRequest(collection=collection, accepting_documents=True)
+    )
+    job_id = created.job.job_id
+    await stub.AppendStoredIngestJob(
+        pb.AppendStoredIngestJobRequest(job_id=job_id, documents=_documents(2, "a"))
+    )
+    for claimed in await _claim(stub):
+        await _store(stub, claimed)
+    assert (await _job(stub, job_id)).state == common_pb2.INGEST_JOB_STATE_RUNNING  # more may come
+
+    closed = await stub.AppendStoredIngestJob(
+        pb.AppendStoredIngestJobRequest(job_id=job_id, documents=_documents(1, "b"), last=True)
+    )
+    assert closed.job.total_documents == 3 and not closed.job.accepting_documents
+    for claimed in await _claim(stub):
+        assert claimed.claim.ordinal == 2
+        await _store(stub, claimed)
+    assert (await _job(stub, job_id)).state == common_pb2.INGEST_JOB_STATE_SUCCEEDED
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await stub.AppendStoredIngestJob(
+            pb.AppendStoredIngestJobRequest(job_id=job_id, documents=_documents(1, "c"))
+        )
+    assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_cancelling_drops_queued_and_leased_documents(
+    stub: pb_grpc.RetrieverServiceStub, new_collection: Callable[..., Awaitable[str]]
+) -> None:
+    collection = await new_collection()
+    created = await stub.CreateStoredIngestJob(
+        pb.CreateStoredIngestJobRequest(collection=collection, documents=_documents(5))
+    )
+    [leased] = await _claim(stub, 1)
+
+    reply = await stub.CancelStoredIngestJob(
+        pb.CancelStoredIngestJobRequest(job_id=created.job.job_id, reason="oops")
+    )
+
+    assert reply.job.state == common_pb2.INGEST_JOB_STATE_CANCELLED
+    assert (reply.job.cancelled_documents, reply.job.status_message) == (5, "oops")
+    assert await _claim(stub) == []
+    await _store(stub, leased)  # its worker finishes: the document is stored, the job unchanged
+    assert (await _job(stub, created.job.job_id)).cancelled_documents == 5
+
+
+@pytest.mark.parametrize(
+    ("request_", "code", "words"),
+    [
+        (pb.GetStoredIngestJobRequest(job_id="12"), grpc.StatusCode.INVALID_ARGUMENT, "not a job id"),
+        (
+            pb.GetStoredIngestJobRequest(job_id="00000000-0000-0000-0000-000000000000"),
+            grpc.StatusCode.NOT_FOUND,
+            "does not exist",
+        ),
+        (
+            pb.CreateStoredIngestJobRequest(collection="no-such-collection"),
+            grpc.StatusCode.NOT_FOUND,
+            "collection",
+        ),
+        (
+            pb.ClaimIngestWorkRequest(max_documents=0, lease_seconds=1),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "max_documents",
+        ),
+        (
+            pb.FailIngestWorkRequest(claim=pb.IngestClaim(job_id="x", claim_token="y"), reason="r"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "claim.job_id",
+        ),
+    ],
+)
+async def test_bad_job_requests_are_refused_with_the_field(
+    stub: pb_grpc.RetrieverServiceStub, request_: object, code: grpc.StatusCode, words: str
+) -> None:
+    method = {
+        pb.GetStoredIngestJobRequest: stub.GetStoredIngestJob,
+        pb.CreateStoredIngestJobRequest: stub.CreateStoredIngestJob,
+        pb.ClaimIngestWorkRequest: stub.ClaimIngestWork,
+        pb.FailIngestWorkRequest: stub.FailIngestWork,
+    }[type(request_)]
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await method(request_)
+    assert error.value.code() == code
+    assert words in (error.value.details() or "")
