@@ -40,7 +40,7 @@ INGEST_CHUNKS = Counter(
 )
 INGEST_FAILURES = Counter(
     "ragline_ingest_failures_total",
-    "Job document failures (retried or final), by reason: unreadable, embedder, retriever or rejected.",
+    "Job document failures (retried or final), by reason: unreadable, embedder, retriever, rejected or internal.",
     ["reason"],
 )
 INGEST_STAGE_SECONDS = Histogram(
@@ -135,9 +135,11 @@ class IngestWorkers:
             for collection, claimed_documents in by_collection.items():
                 try:
                     await self._process(collection, claimed_documents)
-                except Exception:
-                    # A bug must not kill the worker; the leases run out and the documents are retried.
+                except Exception as exc:
+                    # A bug must not kill the worker, nor hold the documents until their leases run out.
                     log.exception("ingest worker failed on a batch of %s", collection)
+                    for item in claimed_documents:
+                        await self._fail(item, f"internal error in the gateway: {exc!r}", "internal", retry=True)
 
     async def _process(
         self, collection: str, claimed: Sequence[retriever_service_pb2.ClaimedDocument]

@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import importlib.util
 import os
+import threading
 from pathlib import Path
 
 import tiktoken
@@ -21,6 +22,8 @@ from ragline.config import state_dir
 
 _BLOB_URL = "https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
 ENCODINGS = ("cl100k_base", "o200k_base")
+# Threads (the gateway chunks in several) must not install and load the files at the same time.
+_LOCK = threading.Lock()
 
 
 def _install_offline_files() -> None:
@@ -33,15 +36,17 @@ def _install_offline_files() -> None:
     for name in ENCODINGS:
         target = cache_dir / hashlib.sha1(_BLOB_URL.format(name=name).encode()).hexdigest()
         if not target.exists():
-            tmp = target.with_suffix(".tmp")
+            # A name of its own per process, so replicas sharing the state folder never collide.
+            tmp = target.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_bytes(gzip.decompress((data_dir / f"{name}.tiktoken.gz").read_bytes()))
             tmp.replace(target)
 
 
 @functools.cache
 def get_encoding(name: str = "cl100k_base") -> tiktoken.Encoding:
-    """The tiktoken encoding `name`, loaded without network access."""
+    """The tiktoken encoding `name`, loaded without network access; safe to call from several threads."""
     if name not in ENCODINGS:
         raise ValueError(f"unknown encoding {name!r}; offline encodings are {', '.join(ENCODINGS)}")
-    _install_offline_files()
-    return tiktoken.get_encoding(name)
+    with _LOCK:
+        _install_offline_files()
+        return tiktoken.get_encoding(name)

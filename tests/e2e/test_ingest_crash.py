@@ -52,7 +52,10 @@ async def test_a_job_survives_kill_9_of_its_workers_and_stores_every_document_on
         [DocumentToIngest(name, text.encode(), "text/plain") for name, text in texts.items()],
         collection=COLLECTION,
     )
-    while (progress := await client.get_ingest_job(job.job_id)).done_documents < 10:
+    for _ in range(2400):  # at most two minutes
+        progress = await client.get_ingest_job(job.job_id)
+        if progress.done_documents >= 10:
+            break
         await asyncio.sleep(0.05)
     gateway = stack["gateway"]
 
