@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import urllib.request
 
 import grpc
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from ragline.client import DocumentToIngest, RaglineClient
+from ragline.devstack import Stack
 from ragline.v1 import common_pb2
 
 COLLECTION = "jobs"
@@ -142,3 +145,41 @@ async def test_a_bad_request_records_no_job(client: RaglineClient) -> None:
     new = [j for j in after.jobs if j.job_id not in {b.job_id for b in before.jobs}]
     assert [j.state for j in new] == [common_pb2.INGEST_JOB_STATE_CANCELLED]
     assert "upload stopped before it finished" in new[0].status_message
+
+
+def _embedded_chunks(stack: Stack) -> float:
+    url = f"http://127.0.0.1:{stack['gateway'].metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        for family in text_string_to_metric_families(response.read().decode()):
+            for sample in family.samples:
+                if sample.name == "ragline_ingest_chunks_total" and sample.labels == {"source": "embedded"}:
+                    return sample.value
+    return 0.0
+
+
+async def test_a_changed_document_re_embeds_only_its_changed_chunks(
+    stack: Stack, client: RaglineClient
+) -> None:
+    paragraphs = [
+        f"Paragraph {i} of the field guide describes the {bird} in detail. " * 12
+        for i, bird in enumerate(("heron", "kestrel", "puffin", "wren", "osprey", "curlew"))
+    ]
+    before = _embedded_chunks(stack)
+    first = await client.create_ingest_job(
+        [_text("guide.txt", "\n\n".join(paragraphs))], collection=COLLECTION
+    )
+    first = await client.wait_for_ingest_job(first.job_id, poll_seconds=0.2, timeout=120)
+    chunks = first.written_chunks
+    assert chunks >= 5 and _embedded_chunks(stack) - before == chunks
+
+    paragraphs[3] = paragraphs[3].replace("wren", "nightjar")
+    middle = _embedded_chunks(stack)
+    second = await client.create_ingest_job(
+        [_text("guide.txt", "\n\n".join(paragraphs))], collection=COLLECTION
+    )
+    second = await client.wait_for_ingest_job(second.job_id, poll_seconds=0.2, timeout=120)
+
+    assert second.state == common_pb2.INGEST_JOB_STATE_SUCCEEDED and second.done_documents == 1
+    embedded = _embedded_chunks(stack) - middle
+    assert 1 <= embedded <= 2 < chunks
+    assert second.written_chunks == embedded
