@@ -227,7 +227,9 @@ async def serve(
     done, _ = await asyncio.wait({readiness, stopped}, return_when=asyncio.FIRST_COMPLETED)
     if readiness in done and readiness.exception() is not None:
         # start() failed: the service cannot work, so it exits rather than report NOT_SERVING forever.
-        log.error("%s failed to start: %s", name, readiness.exception())
+        error = readiness.exception()
+        # The message says what to fix; the traceback is there for errors nobody anticipated.
+        log.error("%s failed to start: %s", name, str(error) or repr(error), exc_info=error)
         await server.stop(0)
         await lifecycle.stop()
         raise SystemExit(1)
