@@ -128,18 +128,43 @@ class IngestWorkers:
                 await self._idle(self.config.ingest_poll_seconds)
                 continue
             INGEST_STAGE_SECONDS.labels("claim").observe(time.perf_counter() - started)
-            # Documents of other jobs may share the claim; each collection's are embedded together.
-            by_collection: dict[str, list[retriever_service_pb2.ClaimedDocument]] = defaultdict(list)
-            for claimed in reply.documents:
-                by_collection[claimed.collection].append(claimed)
-            for collection, claimed_documents in by_collection.items():
-                try:
-                    await self._process(collection, claimed_documents)
-                except Exception as exc:
-                    # A bug must not kill the worker, nor hold the documents until their leases run out.
-                    log.exception("ingest worker failed on a batch of %s", collection)
-                    for item in claimed_documents:
-                        await self._fail(item, f"internal error in the gateway: {exc!r}", "internal", retry=True)
+            heartbeat = asyncio.create_task(self._renew([d.claim for d in reply.documents]))
+            try:
+                await self._process_claimed(reply.documents)
+            finally:
+                heartbeat.cancel()
+
+    async def _renew(self, claims: Sequence[retriever_service_pb2.IngestClaim]) -> None:
+        """Renews the leases every third of their length while the batch is processed, so a long one is not taken over."""
+        interval = self.config.ingest_lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await call(
+                    "retriever",
+                    self.deps.retriever.RenewIngestWork(
+                        retriever_service_pb2.RenewIngestWorkRequest(
+                            claims=claims, lease_seconds=self.config.ingest_lease_seconds
+                        ),
+                        timeout=interval,
+                    ),
+                )
+            except ServiceError as exc:
+                log.warning("cannot renew ingest leases: %s", exc)
+
+    async def _process_claimed(self, documents: Sequence[retriever_service_pb2.ClaimedDocument]) -> None:
+        # Documents of other jobs may share the claim; each collection's are embedded together.
+        by_collection: dict[str, list[retriever_service_pb2.ClaimedDocument]] = defaultdict(list)
+        for claimed in documents:
+            by_collection[claimed.collection].append(claimed)
+        for collection, claimed_documents in by_collection.items():
+            try:
+                await self._process(collection, claimed_documents)
+            except Exception as exc:
+                # A bug must not kill the worker, nor hold the documents until their leases run out.
+                log.exception("ingest worker failed on a batch of %s", collection)
+                for item in claimed_documents:
+                    await self._fail(item, f"internal error in the gateway: {exc!r}", "internal", retry=True)
 
     async def _process(
         self, collection: str, claimed: Sequence[retriever_service_pb2.ClaimedDocument]

@@ -251,3 +251,24 @@ async def test_bad_job_requests_are_refused_with_the_field(
         await method(request_)
     assert error.value.code() == code
     assert words in (error.value.details() or "")
+
+
+async def test_a_renewed_lease_is_not_taken_over_and_a_lost_one_is_not_renewed(
+    stub: pb_grpc.RetrieverServiceStub, new_collection: Callable[..., Awaitable[str]]
+) -> None:
+    collection = await new_collection()
+    await stub.CreateStoredIngestJob(
+        pb.CreateStoredIngestJobRequest(collection=collection, documents=_documents(2))
+    )
+    held, lost = await _claim(stub, lease=0.3)
+
+    renewed = await stub.RenewIngestWork(pb.RenewIngestWorkRequest(claims=[held.claim], lease_seconds=60))
+    await asyncio.sleep(0.5)
+
+    assert list(renewed.renewed) == [held.claim]
+    [taken] = await _claim(stub)
+    assert taken.claim.ordinal == lost.claim.ordinal
+    late = await stub.RenewIngestWork(pb.RenewIngestWorkRequest(claims=[lost.claim], lease_seconds=60))
+    assert list(late.renewed) == []
+    await _store(stub, held)
+    await _store(stub, taken)

@@ -342,3 +342,17 @@ class FailIngestWorkResponse(_message.Message):
     REQUEUED_FIELD_NUMBER: _ClassVar[int]
     requeued: bool
     def __init__(self, requeued: _Optional[bool] = ...) -> None: ...
+
+class RenewIngestWorkRequest(_message.Message):
+    __slots__ = ("claims", "lease_seconds")
+    CLAIMS_FIELD_NUMBER: _ClassVar[int]
+    LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    claims: _containers.RepeatedCompositeFieldContainer[IngestClaim]
+    lease_seconds: float
+    def __init__(self, claims: _Optional[_Iterable[_Union[IngestClaim, _Mapping]]] = ..., lease_seconds: _Optional[float] = ...) -> None: ...
+
+class RenewIngestWorkResponse(_message.Message):
+    __slots__ = ("renewed",)
+    RENEWED_FIELD_NUMBER: _ClassVar[int]
+    renewed: _containers.RepeatedCompositeFieldContainer[IngestClaim]
+    def __init__(self, renewed: _Optional[_Iterable[_Union[IngestClaim, _Mapping]]] = ...) -> None: ...

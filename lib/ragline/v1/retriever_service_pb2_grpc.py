@@ -120,6 +120,11 @@ class RetrieverServiceStub:
                 request_serializer=ragline_dot_v1_dot_retriever__service__pb2.FailIngestWorkRequest.SerializeToString,
                 response_deserializer=ragline_dot_v1_dot_retriever__service__pb2.FailIngestWorkResponse.FromString,
                 _registered_method=True)
+        self.RenewIngestWork = channel.unary_unary(
+                '/ragline.v1.RetrieverService/RenewIngestWork',
+                request_serializer=ragline_dot_v1_dot_retriever__service__pb2.RenewIngestWorkRequest.SerializeToString,
+                response_deserializer=ragline_dot_v1_dot_retriever__service__pb2.RenewIngestWorkResponse.FromString,
+                _registered_method=True)
 
 
 class RetrieverServiceServicer:
@@ -245,6 +250,13 @@ class RetrieverServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RenewIngestWork(self, request, context):
+        """RenewIngestWork extends the leases of documents a worker is still processing, so long documents are not taken over.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RetrieverServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -332,6 +344,11 @@ def add_RetrieverServiceServicer_to_server(servicer, server):
                     servicer.FailIngestWork,
                     request_deserializer=ragline_dot_v1_dot_retriever__service__pb2.FailIngestWorkRequest.FromString,
                     response_serializer=ragline_dot_v1_dot_retriever__service__pb2.FailIngestWorkResponse.SerializeToString,
+            ),
+            'RenewIngestWork': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewIngestWork,
+                    request_deserializer=ragline_dot_v1_dot_retriever__service__pb2.RenewIngestWorkRequest.FromString,
+                    response_serializer=ragline_dot_v1_dot_retriever__service__pb2.RenewIngestWorkResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -794,6 +811,33 @@ class RetrieverService:
             '/ragline.v1.RetrieverService/FailIngestWork',
             ragline_dot_v1_dot_retriever__service__pb2.FailIngestWorkRequest.SerializeToString,
             ragline_dot_v1_dot_retriever__service__pb2.FailIngestWorkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenewIngestWork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragline.v1.RetrieverService/RenewIngestWork',
+            ragline_dot_v1_dot_retriever__service__pb2.RenewIngestWorkRequest.SerializeToString,
+            ragline_dot_v1_dot_retriever__service__pb2.RenewIngestWorkResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -276,16 +276,20 @@ async def cancel_job(conn: PooledConnection, job_id: uuid.UUID, reason: str) -> 
         return await get_job(conn, job_id)
 
 
+def _check_lease(lease_seconds: float) -> None:
+    if not 0 < lease_seconds <= MAX_LEASE_SECONDS:
+        raise InvalidArgument(
+            f"lease_seconds must be above 0 and at most {MAX_LEASE_SECONDS:g}", field="lease_seconds"
+        )
+
+
 async def claim_documents(
     conn: PooledConnection, max_documents: int, lease_seconds: float, max_attempts: int
 ) -> list[pb.ClaimedDocument]:
     """Leases up to `max_documents` due documents to the caller, oldest first."""
     if not 1 <= max_documents <= MAX_CLAIM:
         raise InvalidArgument(f"max_documents must be from 1 to {MAX_CLAIM}", field="max_documents")
-    if not 0 < lease_seconds <= MAX_LEASE_SECONDS:
-        raise InvalidArgument(
-            f"lease_seconds must be above 0 and at most {MAX_LEASE_SECONDS:g}", field="lease_seconds"
-        )
+    _check_lease(lease_seconds)
     if max_attempts < 1:
         raise InvalidArgument("max_attempts must be at least 1", field="max_attempts")
     async with conn.transaction():
@@ -406,6 +410,26 @@ async def fail_document(
             )
             await conn.execute(_SETTLE_SQL, [job_id])
         return False
+
+
+async def renew_leases(
+    conn: PooledConnection, claims: Sequence[pb.IngestClaim], lease_seconds: float
+) -> list[pb.IngestClaim]:
+    """Extends the leases of `claims` that are still current; returns those."""
+    _check_lease(lease_seconds)
+    keys = [_claim_key(c) for c in claims]
+    rows = await conn.fetch(
+        "UPDATE ingest_job_documents AS d SET lease_expires_at = clock_timestamp() + make_interval(secs => $4)"
+        " FROM unnest($1::uuid[], $2::bigint[], $3::uuid[]) AS c(job_id, ordinal, claim_token)"
+        " WHERE d.job_id = c.job_id AND d.ordinal = c.ordinal AND d.claim_token = c.claim_token"
+        " AND d.state = 'running' RETURNING d.job_id, d.ordinal",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [k[2] for k in keys],
+        lease_seconds,
+    )
+    held = {(row["job_id"], row["ordinal"]) for row in rows}
+    return [c for c, k in zip(claims, keys, strict=True) if (k[0], k[1]) in held]
 
 
 async def queue_stats(conn: PooledConnection) -> tuple[int, int, float]:

@@ -876,3 +876,10 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
         async with self._db.connection() as conn:
             requeued = await jobs.fail_document(conn, request.claim, request.reason, retry_after)
         return pb.FailIngestWorkResponse(requeued=requeued)
+
+    async def RenewIngestWork(
+        self, request: pb.RenewIngestWorkRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RenewIngestWorkResponse:
+        async with self._db.connection() as conn:
+            renewed = await jobs.renew_leases(conn, request.claims, request.lease_seconds)
+        return pb.RenewIngestWorkResponse(renewed=renewed)
