@@ -84,27 +84,37 @@ METADATA_SQL = "(d.metadata || c.metadata)"
 # over the terms it contains. $1 query text, $2 collection id, $3 limit, $4 k1, $5 b. N, the
 # average length and every df are read in the same snapshot, so they are exact. `{condition}`
 # is a compiled metadata filter over METADATA_SQL; with none, only the top $3 chunks are joined.
+#
+# Written for speed, as measured with EXPLAIN ANALYZE on Cranfield (1,840 postings for a typical
+# query): all arithmetic is float8 (a bigint df plus 0.5 is `numeric`, and numeric arithmetic on
+# every posting took 5 of the query's 7 ms); each term's IDF, times k1 + 1, is computed once from
+# a count of its postings (an index-only scan) rather than by a window over all postings, which
+# needed a sort; and the length normalisation k1 · (1 − b + b · dl / avgdl) is k1 · (1 − b) +
+# (k1 · b / avgdl) · dl with both constants computed once.
 _BM25_SQL = r"""
     WITH terms AS (
         SELECT lexeme FROM unnest(tsvector_to_array(to_tsvector('english', $1))) AS lexeme
     ),
     stats AS (
-        SELECT count(*)::float8 AS n, greatest(avg(term_count), 1)::float8 AS avgdl
+        SELECT count(*)::float8 AS n,
+               $4::float8 * (1 - $5::float8) AS k1_b,
+               $4::float8 * $5::float8 / greatest(avg(term_count)::float8, 1) AS k1_b_avgdl
         FROM chunks WHERE collection_id = $2
     ),
-    postings AS (
-        SELECT p.chunk_id, p.tf, p.dl, count(*) OVER (PARTITION BY p.lexeme) AS df
-        FROM chunk_terms AS p JOIN terms ON p.lexeme = terms.lexeme
-        WHERE p.collection_id = $2
+    weights AS MATERIALIZED (
+        SELECT terms.lexeme, ln(1 + (stats.n - df.n + 0.5) / (df.n + 0.5)) * ($4::float8 + 1) AS idf
+        FROM terms, stats,
+             LATERAL (SELECT count(*)::float8 AS n FROM chunk_terms AS p
+                      WHERE p.collection_id = $2 AND p.lexeme = terms.lexeme) AS df
+        WHERE df.n > 0
     ),
     scored AS (
-        SELECT postings.chunk_id,
-               sum(ln(1 + (stats.n - postings.df + 0.5) / (postings.df + 0.5))
-                   * postings.tf * ($4::float8 + 1)
-                   / (postings.tf + $4::float8 * (1 - $5::float8 + $5::float8 * postings.dl / stats.avgdl)))
-               AS score
-        FROM postings, stats
-        GROUP BY postings.chunk_id
+        SELECT p.chunk_id,
+               sum(weights.idf * p.tf / (p.tf + stats.k1_b + stats.k1_b_avgdl * p.dl)) AS score
+        FROM weights
+        JOIN chunk_terms AS p ON p.collection_id = $2 AND p.lexeme = weights.lexeme,
+             stats
+        GROUP BY p.chunk_id
         {limit_unfiltered}
     )
     SELECT c.id, d.document_id, c.ordinal, c.text, d.metadata || c.metadata AS metadata, scored.score
@@ -120,7 +130,7 @@ _BM25_SQL = r"""
 def keyword_search_sql(condition: str | None = None) -> str:
     """The BM25 query, filtered by the compiled metadata filter `condition` if there is one."""
     if condition is None:
-        return _BM25_SQL.format(limit_unfiltered="ORDER BY score DESC, chunk_id LIMIT $3", condition="TRUE")
+        return _BM25_SQL.format(limit_unfiltered="ORDER BY score DESC, p.chunk_id LIMIT $3", condition="TRUE")
     return _BM25_SQL.format(limit_unfiltered="", condition=condition)
 
 
