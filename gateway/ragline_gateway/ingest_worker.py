@@ -74,6 +74,7 @@ class IngestWorkers:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._claims_failing = False
 
     def start(self) -> None:
         """Starts the workers."""
@@ -121,9 +122,15 @@ class IngestWorkers:
                     ),
                 )
             except ServiceError as exc:
-                log.warning("cannot claim ingest work: %s", exc)
+                # Once per outage, not once per worker and poll: the retriever may just be starting.
+                if not self._claims_failing:
+                    log.warning("cannot claim ingest work (will keep trying): %s", exc)
+                self._claims_failing = True
                 await self._idle(self.config.ingest_poll_seconds)
                 continue
+            if self._claims_failing:
+                log.info("claiming ingest work again")
+                self._claims_failing = False
             if not reply.documents:
                 await self._idle(self.config.ingest_poll_seconds)
                 continue
