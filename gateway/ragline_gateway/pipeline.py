@@ -172,9 +172,9 @@ class _Early:
     """A request's work started beside its collection lookup (see the module's docstring).
 
     `cached` reads the retrieval (Search) or answer (Ask) cache under `cached_key`, built with
-    the generation of the collection's previous lookup; `embedding` reads the embedding cache
-    under the previous lookup's model (when the policy reads the cache) and on a miss asks the
-    embedder (`rpc`), unless `cached` found a value. Each records its stages into its own Timings,
+    the generation of the collection's previous lookup; `embedding`, when `cached` found nothing,
+    reads the embedding cache under the previous lookup's model (when the policy reads the cache)
+    and on a miss asks the embedder (`rpc`). Each records its stages into its own Timings,
     which join the request's only when the result is used.
     """
 
@@ -305,14 +305,17 @@ class QueryPipeline:
     async def _embed_early(
         self, query: Query, known: _Known, early: _Early, context: grpc.aio.ServicerContext
     ) -> _Embedded | None:
-        """The embedding under the model of the collection's last lookup; None if the cached result serves."""
+        """The embedding under the model of the collection's last lookup; None if the cached result serves.
+
+        Waits for the result cache read first: on a hit nobody needs a vector, and a warm request
+        then costs the gateway no more than the lookup and that one read.
+        """
+        if early.cached is not None and await asyncio.shield(early.cached) is not None:
+            return None
         key = _embedding_key(known.embedding_model, known.dimension, query.text)
         async with early.embedding_timings.stage("embed"):
             if (cached := await self.cache.get("embedding", key)) is not None:
                 return _Embedded(embedder_service_pb2.Embedding.FromString(cached).values[:], key)
-            # The cache read started together with this one; when it found the result, nobody needs a vector.
-            if early.cached is not None and await asyncio.shield(early.cached) is not None:
-                return None
             return await self._embed_rpc(query, early, context)
 
     async def _embed_fresh(

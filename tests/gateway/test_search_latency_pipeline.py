@@ -283,6 +283,7 @@ async def test_a_warm_search_reads_the_cache_beside_the_lookup_and_never_embeds(
     setup.redis.data = {k: v for k, v in setup.redis.data.items() if ":embedding:" not in k}
     setup.retriever.lookup_gate.hold()
     setup.redis.retrieval_read.clear()
+    reads = len(setup.redis.gets)
     search = asyncio.ensure_future(setup.search())
     # The retrieval cache is read while the lookup is still held open.
     await asyncio.wait_for(setup.redis.retrieval_read.wait(), 5)
@@ -291,8 +292,9 @@ async def test_a_warm_search_reads_the_cache_beside_the_lookup_and_never_embeds(
     assert reply.cache_layer == gw.CACHE_LAYER_RETRIEVAL
     assert [h.chunk_id for h in reply.hits] == [h.chunk_id for h in first.hits]
     assert stages == ["collection", "cache"]
-    # The embedding cache missed, but the retrieval cache served: the embedder was not asked.
+    # The retrieval cache served: neither the embedding cache nor the embedder was asked.
     assert setup.embedder.calls == calls
+    assert [k for k in setup.redis.gets[reads:] if ":embedding:" in k] == []
 
 
 async def test_a_search_after_an_ingest_never_gets_the_older_generations_results(setup: Setup) -> None:
