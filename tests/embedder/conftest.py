@@ -13,15 +13,23 @@ from embedder_loopback import HttpModelServer
 from ragline.config import load_config
 from ragline.devstack import ServiceProcess, Stack
 from ragline.v1 import embedder_service_pb2_grpc
-from ragline_embedder.backends import LocalBackend, backend_loader
+from ragline_embedder.backends import EmbeddingBackend, LocalBackend, backend_loader
 from ragline_embedder.config import EmbedderConfig
+from ragline_embedder.onnx_backend import OnnxBackend
 
 
 @pytest.fixture(scope="session")
-def embedder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One ONNX export cache for the session: the in-process backend and the process share its graph."""
+    return tmp_path_factory.mktemp("embedder-onnx")
+
+
+@pytest.fixture(scope="session")
+def embedder(tmp_path_factory: pytest.TempPathFactory, onnx_cache: Path) -> Iterator[ServiceProcess]:
     """The embedder running as its own process, as in production, once it reports SERVING."""
     state: Path = tmp_path_factory.mktemp("embedder-state")
-    stack = Stack(state=state, services=("embedder",), free_ports=True)
+    env = {"EMBEDDER_ONNX_CACHE_DIR": str(onnx_cache)}
+    stack = Stack(state=state, services=("embedder",), free_ports=True, env=env)
     stack.start()
     try:
         yield stack["embedder"]
@@ -36,19 +44,42 @@ def stub(embedder: ServiceProcess) -> Iterator[embedder_service_pb2_grpc.Embedde
         yield embedder_service_pb2_grpc.EmbedderServiceStub(channel)
 
 
+def local_config(onnx_cache: Path, **environ: str) -> EmbedderConfig:
+    """The local backend's settings: a query prefix and no passage prefix (as E5-style models use), one thread."""
+    base = {
+        "EMBEDDER_QUERY_PREFIX": "query: ",
+        "EMBEDDER_THREADS": "1",
+        "EMBEDDER_ONNX_CACHE_DIR": str(onnx_cache),
+    }
+    return load_config(EmbedderConfig, environ={**base, **environ})
+
+
 @pytest.fixture(scope="session")
-def backend() -> LocalBackend:
-    """The local backend in-process, with a query prefix and no passage prefix (as E5-style models use)."""
-    config = load_config(
-        EmbedderConfig, environ={"EMBEDDER_QUERY_PREFIX": "query: ", "EMBEDDER_THREADS": "1"}
-    )
-    loaded = backend_loader(config)()
-    assert isinstance(loaded, LocalBackend)
+def backend(onnx_cache: Path) -> EmbeddingBackend:
+    """The default local backend in-process: all-MiniLM-L6-v2 on onnxruntime."""
+    loaded = backend_loader(local_config(onnx_cache))()
+    assert isinstance(loaded, OnnxBackend)
     return loaded
 
 
 @pytest.fixture(scope="session")
-def model_server(backend: LocalBackend) -> Iterator[HttpModelServer]:
+def torch_backend(onnx_cache: Path) -> LocalBackend:
+    """The same model on torch (`EMBEDDER_LOCAL_RUNTIME=torch`), the reference the ONNX graph must match."""
+    loaded = backend_loader(local_config(onnx_cache, EMBEDDER_LOCAL_RUNTIME="torch"))()
+    assert isinstance(loaded, LocalBackend)
+    return loaded
+
+
+@pytest.fixture(params=["onnxruntime", "torch"])
+def any_backend(
+    request: pytest.FixtureRequest, backend: EmbeddingBackend, torch_backend: LocalBackend
+) -> EmbeddingBackend:
+    """Each local runtime in turn, for what both must do alike."""
+    return backend if request.param == "onnxruntime" else torch_backend
+
+
+@pytest.fixture(scope="session")
+def model_server(backend: EmbeddingBackend) -> Iterator[HttpModelServer]:
     """The OpenAI-compatible and rerank server, shared by the session; each test resets what it changes."""
     server = HttpModelServer(backend)
     try:

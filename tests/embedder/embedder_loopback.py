@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ragline_embedder.backends import LocalBackend
+from ragline_embedder.backends import EmbeddingBackend
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -59,7 +59,7 @@ class HttpModelServer:
     next calls answer an error status (429 with Retry-After, 503...) instead.
     """
 
-    def __init__(self, model: LocalBackend, max_inputs: int = 8) -> None:
+    def __init__(self, model: EmbeddingBackend, max_inputs: int = 8) -> None:
         self.model = model
         self.max_inputs = max_inputs
         self.embedding_requests: list[list[str]] = []

@@ -14,6 +14,8 @@ from ragline_embedder.config import EmbedderConfig
 def test_defaults() -> None:
     config = load_config(EmbedderConfig, environ={})
     assert config.backend == "local"
+    assert config.local_runtime == "onnxruntime"
+    assert config.onnx_cache_dir is None
     assert config.batch_size == 32
     assert config.max_batch == 256
     assert config.model_dir is None
@@ -44,3 +46,11 @@ def test_missing_model_dir_is_a_config_error(tmp_path: Path) -> None:
     config = load_config(EmbedderConfig, environ={"EMBEDDER_MODEL_DIR": str(tmp_path / "nowhere")})
     with pytest.raises(ConfigError, match="EMBEDDER_MODEL_DIR"):
         backend_loader(config)
+
+
+def test_an_unknown_local_runtime_is_a_config_error_naming_the_choices() -> None:
+    with pytest.raises(
+        ConfigError, match=r"EMBEDDER_LOCAL_RUNTIME='tensorflow': must be one of onnxruntime, torch"
+    ):
+        load_config(EmbedderConfig, environ={"EMBEDDER_LOCAL_RUNTIME": "tensorflow"})
+    assert load_config(EmbedderConfig, environ={"EMBEDDER_LOCAL_RUNTIME": "torch"}).local_runtime == "torch"

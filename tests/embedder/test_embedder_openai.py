@@ -21,7 +21,7 @@ from ragline.errors import FailedPrecondition, ResourceExhausted, Unavailable
 from ragline.retry import retry_after_seconds
 from ragline.v1 import embedder_service_pb2 as pb
 from ragline.v1.embedder_service_pb2_grpc import EmbedderServiceStub
-from ragline_embedder.backends import LocalBackend, backend_loader
+from ragline_embedder.backends import EmbeddingBackend, backend_loader
 from ragline_embedder.config import EmbedderConfig
 from ragline_embedder.openai_backend import OpenAIBackend
 
@@ -41,7 +41,7 @@ def connect(server: HttpModelServer, **settings: str) -> OpenAIBackend:
     return backend
 
 
-def test_vectors_are_the_servers_in_order(http_server: HttpModelServer, backend: LocalBackend) -> None:
+def test_vectors_are_the_servers_in_order(http_server: HttpModelServer, backend: EmbeddingBackend) -> None:
     remote = connect(http_server)
     assert (remote.model_name, remote.dimension, remote.max_input_tokens, remote.backend) == (
         "all-MiniLM-L6-v2",
@@ -53,7 +53,7 @@ def test_vectors_are_the_servers_in_order(http_server: HttpModelServer, backend:
 
 
 def test_dimensions_shorten_vectors_to_unit_length(
-    http_server: HttpModelServer, backend: LocalBackend
+    http_server: HttpModelServer, backend: EmbeddingBackend
 ) -> None:
     remote = connect(http_server, EMBEDDER_OPENAI_DIMENSIONS="128")
     assert remote.dimension == 128
@@ -176,7 +176,7 @@ def openai_embedder(
 
 @pytest.mark.integration
 def test_service_embeds_through_the_api(
-    openai_embedder: EmbedderServiceStub, http_server: HttpModelServer, backend: LocalBackend
+    openai_embedder: EmbedderServiceStub, http_server: HttpModelServer, backend: EmbeddingBackend
 ) -> None:
     info = openai_embedder.GetModelInfo(pb.GetModelInfoRequest(), timeout=10)
     assert (info.backend, info.model, info.dimension, info.max_input_tokens) == (

@@ -16,7 +16,7 @@ from ragline.devstack import Stack
 from ragline.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable
 from ragline.v1 import embedder_service_pb2 as pb
 from ragline.v1.embedder_service_pb2_grpc import EmbedderServiceStub
-from ragline_embedder.backends import LocalBackend
+from ragline_embedder.backends import EmbeddingBackend
 from ragline_embedder.config import EmbedderConfig
 from ragline_embedder.rerankers import HttpReranker, LocalReranker, reranker_loader
 from ragline_embedder.service import EmbedderServicer
@@ -110,7 +110,7 @@ def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-def local_reranker_servicer(directory: Path, backend: LocalBackend) -> EmbedderServicer:
+def local_reranker_servicer(directory: Path, backend: EmbeddingBackend) -> EmbedderServicer:
     environ = {
         "EMBEDDER_RERANK_BACKEND": "local",
         "EMBEDDER_RERANK_MODEL_DIR": str(directory),
@@ -120,7 +120,9 @@ def local_reranker_servicer(directory: Path, backend: LocalBackend) -> EmbedderS
     return EmbedderServicer(config, lambda: backend, reranker_loader(config))
 
 
-async def test_local_cross_encoder_scores_and_ranks(tiny_cross_encoder: Path, backend: LocalBackend) -> None:
+async def test_local_cross_encoder_scores_and_ranks(
+    tiny_cross_encoder: Path, backend: EmbeddingBackend
+) -> None:
     servicer = local_reranker_servicer(tiny_cross_encoder, backend)
     await servicer.start()
     try:

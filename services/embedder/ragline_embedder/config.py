@@ -23,10 +23,26 @@ class EmbedderConfig:
         "EMBEDDER_MODEL_DIR", None, "Directory of a sentence-transformers model to serve instead."
     )
     """A local sentence-transformers model directory; unset serves the bundled all-MiniLM-L6-v2."""
+    local_runtime: str = setting(
+        "EMBEDDER_LOCAL_RUNTIME",
+        "onnxruntime",
+        "Runtime of the local embedding model.",
+        choices=("onnxruntime", "torch"),
+    )
+    """`onnxruntime` runs an ONNX graph exported from the model's torch weights (cached in the state
+    directory); `torch` runs the model through sentence-transformers."""
+    onnx_cache_dir: Path | None = setting(  # noqa: RUF009 - setting() returns a dataclasses.field
+        "EMBEDDER_ONNX_CACHE_DIR",
+        None,
+        "Folder of exported ONNX graphs; unset means $RAGLINE_STATE_DIR/embedder-onnx.",
+    )
+    """Where the onnxruntime runtime keeps the graphs it exports from the torch weights, one folder per
+    model and exporter version; replicas may share it. Unset: `embedder-onnx` in the state directory."""
     threads: int = setting(
         "EMBEDDER_THREADS", 0, "CPU threads the model uses; 0 means all CPUs available.", minimum=0
     )
-    """Threads torch uses for the local models; 0 means every CPU this process may run on."""
+    """Threads one forward pass of the local models uses; 0 means every CPU this process may use
+    (its affinity, capped by its cgroup's CPU limit)."""
     batch_size: int = setting(
         "EMBEDDER_BATCH_SIZE",
         32,
