@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.request
 
@@ -157,6 +158,18 @@ def _embedded_chunks(stack: Stack) -> float:
     return 0.0
 
 
+async def _quiet_embedded_chunks(stack: Stack) -> float:
+    """The counter once it has stopped moving: workers may still finish documents of earlier tests' jobs."""
+    last = _embedded_chunks(stack)
+    for _ in range(100):
+        await asyncio.sleep(1.0)
+        now = _embedded_chunks(stack)
+        if now == last:
+            return now
+        last = now
+    raise AssertionError("ingest workers never went quiet")
+
+
 async def test_a_changed_document_re_embeds_only_its_changed_chunks(
     stack: Stack, client: RaglineClient
 ) -> None:
@@ -164,7 +177,7 @@ async def test_a_changed_document_re_embeds_only_its_changed_chunks(
         f"Paragraph {i} of the field guide describes the {bird} in detail. " * 12
         for i, bird in enumerate(("heron", "kestrel", "puffin", "wren", "osprey", "curlew"))
     ]
-    before = _embedded_chunks(stack)
+    before = await _quiet_embedded_chunks(stack)
     first = await client.create_ingest_job(
         [_text("guide.txt", "\n\n".join(paragraphs))], collection=COLLECTION
     )
@@ -173,7 +186,7 @@ async def test_a_changed_document_re_embeds_only_its_changed_chunks(
     assert chunks >= 5 and _embedded_chunks(stack) - before == chunks
 
     paragraphs[3] = paragraphs[3].replace("wren", "nightjar")
-    middle = _embedded_chunks(stack)
+    middle = await _quiet_embedded_chunks(stack)
     second = await client.create_ingest_job(
         [_text("guide.txt", "\n\n".join(paragraphs))], collection=COLLECTION
     )
