@@ -75,15 +75,13 @@ def _progress(job: common_pb2.IngestJob) -> str:
     finished = job.done_documents + job.skipped_documents + job.failed_documents + job.cancelled_documents
     share = finished / job.total_documents if job.total_documents else 0.0
     bar = "#" * int(share * 30)
-    left = (
-        _duration(job.estimated_time_left.ToTimedelta().total_seconds())
-        if job.HasField("estimated_time_left")
-        else "?"
-    )
-    return (
-        f"[{bar:<30}] {finished}/{job.total_documents} documents"
-        f" · {job.documents_per_second:.1f} docs/s · {left} left"
-    )
+    if job.HasField("end_time"):
+        left = "finished"
+    elif job.HasField("estimated_time_left"):
+        left = f"{_duration(job.estimated_time_left.ToTimedelta().total_seconds())} left"
+    else:
+        left = "? left"
+    return f"[{bar:<30}] {finished}/{job.total_documents} documents · {job.documents_per_second:.1f} docs/s · {left}"
 
 
 def _summary(job: common_pb2.IngestJob) -> str:
