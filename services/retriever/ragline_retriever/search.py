@@ -11,7 +11,7 @@ built here from the same pieces, with the id and dimension written as integer li
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from ragline.v1 import common_pb2
 
@@ -91,31 +91,40 @@ METADATA_SQL = "(d.metadata || c.metadata)"
 # a count of its postings (an index-only scan) rather than by a window over all postings, which
 # needed a sort; and the length normalisation k1 · (1 − b + b · dl / avgdl) is k1 · (1 − b) +
 # (k1 · b / avgdl) · dl with both constants computed once.
-_BM25_SQL = r"""
-    WITH terms AS (
+_BM25_TERMS = r"""
+    terms AS (
         SELECT lexeme FROM unnest(tsvector_to_array(to_tsvector('english', $1))) AS lexeme
     ),
     stats AS (
         SELECT count(*)::float8 AS n,
                $4::float8 * (1 - $5::float8) AS k1_b,
                $4::float8 * $5::float8 / greatest(avg(term_count)::float8, 1) AS k1_b_avgdl
-        FROM chunks WHERE collection_id = $2
+        FROM chunks WHERE collection_id = {collection}
     ),
     weights AS MATERIALIZED (
         SELECT terms.lexeme, ln(1 + (stats.n - df.n + 0.5) / (df.n + 0.5)) * ($4::float8 + 1) AS idf
         FROM terms, stats,
              LATERAL (SELECT count(*)::float8 AS n FROM chunk_terms AS p
-                      WHERE p.collection_id = $2 AND p.lexeme = terms.lexeme) AS df
+                      WHERE p.collection_id = {collection} AND p.lexeme = terms.lexeme) AS df
         WHERE df.n > 0
-    ),
-    scored AS (
+    )
+"""
+# Every chunk holding a query term, with its score.
+_BM25_SCORES = """
         SELECT p.chunk_id,
                sum(weights.idf * p.tf / (p.tf + stats.k1_b + stats.k1_b_avgdl * p.dl)) AS score
         FROM weights
-        JOIN chunk_terms AS p ON p.collection_id = $2 AND p.lexeme = weights.lexeme,
+        JOIN chunk_terms AS p ON p.collection_id = {collection} AND p.lexeme = weights.lexeme,
              stats
         GROUP BY p.chunk_id
-        {limit_unfiltered}
+"""
+_BM25_SQL = (
+    "WITH"
+    + _BM25_TERMS
+    + """,
+    scored AS ("""
+    + _BM25_SCORES
+    + """        {limit_unfiltered}
     )
     SELECT c.id, d.document_id, c.ordinal, c.text, d.metadata || c.metadata AS metadata, scored.score
     FROM scored
@@ -125,13 +134,89 @@ _BM25_SQL = r"""
     ORDER BY scored.score DESC, c.id
     LIMIT $3
 """
+)
 
 
 def keyword_search_sql(condition: str | None = None) -> str:
     """The BM25 query, filtered by the compiled metadata filter `condition` if there is one."""
+    sql = _BM25_SQL.replace("{collection}", "$2")
     if condition is None:
-        return _BM25_SQL.format(limit_unfiltered="ORDER BY score DESC, p.chunk_id LIMIT $3", condition="TRUE")
-    return _BM25_SQL.format(limit_unfiltered="", condition=condition)
+        return sql.format(limit_unfiltered="ORDER BY score DESC, p.chunk_id LIMIT $3", condition="TRUE")
+    return sql.format(limit_unfiltered="", condition=condition)
+
+
+# The first parameter number of a compiled filter's values in `hybrid_search_sql` (`Params(...)`).
+HYBRID_FILTER_PARAMS = 11
+# Ranks of keyword-only chunks come after every vector rank when fused scores tie (see `fuse`).
+_KEYWORD_SEEN = 1_000_000
+
+
+def hybrid_search_sql(collection_id: int, dimension: int, condition: str | None = None) -> str:
+    """Hybrid search in one statement: both candidate lists, their weighted rank fusion, and the rows
+    of the fused top only, with the collection's generation in the same snapshot.
+
+    What the vector query, the keyword query and `fuse` give together, in one round trip instead of
+    two, reading text and metadata for `top_k` chunks instead of both lists. Measured on Cranfield
+    (candidates 40, top_k 20) through a pool like the retriever's: 3.0 instead of 3.9 ms at p50
+    with the collection's id cached and ef_search set for the session (two round trips), 3.6 ms
+    inside SearchChunks' present transaction; the same ranking for all 225 queries.
+
+    $1 query text, $2 collection name, $3 candidates per list, $4 k1, $5 b, $6 query embedding,
+    $7 RRF k, $8 top_k, $9 vector weight, $10 keyword weight; a compiled filter (`condition`,
+    over METADATA_SQL) numbers its values from HYBRID_FILTER_PARAMS. `hnsw.ef_search` (and, with
+    a filter, `hnsw.iterative_scan`) must be set as for `vector_search_sql`. Returns no row if
+    `collection_id` is no longer the collection named $2 (deleted, or deleted and created again);
+    else one row per hit, best first, each with the generation (a single row whose `id` is NULL
+    when nothing matched). `modes` lists the SearchMode values of the lists that found the chunk.
+    """
+    collection = str(int(collection_id))
+    distance = f"{_embedding_expression(dimension, 'c.')} <=> $6::halfvec({int(dimension)})"
+    scores = _BM25_SCORES.replace("{collection}", collection)
+    if condition is None:
+        vector_from = f"chunks AS c WHERE c.collection_id = {collection}"
+        keyword = f"SELECT chunk_id, score FROM ({scores}) AS s ORDER BY score DESC, chunk_id LIMIT $3"
+    else:
+        vector_from = (
+            f"chunks AS c JOIN documents AS d ON d.id = c.document_id "
+            f"WHERE c.collection_id = {collection} AND {condition}"
+        )
+        keyword = (
+            f"SELECT s.chunk_id, s.score FROM ({scores}) AS s "
+            "JOIN chunks AS c ON c.id = s.chunk_id JOIN documents AS d ON d.id = c.document_id "
+            f"WHERE {condition} ORDER BY s.score DESC, s.chunk_id LIMIT $3"
+        )
+    vector_mode, keyword_mode = int(common_pb2.SEARCH_MODE_VECTOR), int(common_pb2.SEARCH_MODE_KEYWORD)
+    return f"""
+    WITH collection AS (
+        SELECT generation FROM collections WHERE id = {collection} AND name = $2
+    ),
+    {_BM25_TERMS.replace("{collection}", collection).strip()},
+    vector AS MATERIALIZED (
+        SELECT h.id, row_number() OVER (ORDER BY h.distance, h.id) AS rank
+        FROM (SELECT c.id, {distance} AS distance FROM {vector_from} ORDER BY distance LIMIT $3) AS h
+    ),
+    keyword AS MATERIALIZED (
+        SELECT k.chunk_id AS id, row_number() OVER (ORDER BY k.score DESC, k.chunk_id) AS rank
+        FROM ({keyword}) AS k
+    ),
+    fused AS (
+        SELECT lists.id, sum(lists.weight / ($7::float8 + lists.rank)) AS score,
+               array_agg(lists.mode ORDER BY lists.mode) AS modes, min(lists.seen) AS seen
+        FROM (
+            SELECT id, rank, $9::float8 AS weight, {vector_mode} AS mode, rank AS seen FROM vector
+            UNION ALL
+            SELECT id, rank, $10::float8, {keyword_mode}, {_KEYWORD_SEEN} + rank FROM keyword
+        ) AS lists
+        GROUP BY lists.id
+        ORDER BY score DESC, seen
+        LIMIT $8
+    )
+    SELECT collection.generation, c.id, d.document_id, c.ordinal, c.text,
+           d.metadata || c.metadata AS metadata, fused.score, fused.modes
+    FROM collection
+    LEFT JOIN (fused JOIN chunks AS c ON c.id = fused.id JOIN documents AS d ON d.id = c.document_id) ON true
+    ORDER BY fused.score DESC, fused.seen
+    """
 
 
 @dataclass
@@ -151,6 +236,21 @@ def hit_from_row(row: Any, mode: common_pb2.SearchMode) -> Hit:
     """A hit from a row of `vector_search_sql` or `KEYWORD_SEARCH_SQL`."""
     return Hit(
         row["id"], row["document_id"], row["ordinal"], row["text"], row["metadata"], row["score"], [mode]
+    )
+
+
+def fused_hit_from_row(row: Any) -> Hit | None:
+    """A hit from a row of `hybrid_search_sql`; None for the row that only carries the generation."""
+    if row["id"] is None:
+        return None
+    return Hit(
+        row["id"],
+        row["document_id"],
+        row["ordinal"],
+        row["text"],
+        row["metadata"],
+        row["score"],
+        cast(list[common_pb2.SearchMode], list(row["modes"])),
     )
 
 
