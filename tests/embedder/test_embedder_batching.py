@@ -19,7 +19,7 @@ from ragline.config import load_config
 from ragline.embedded_redis import EmbeddedRedis
 from ragline.errors import InvalidArgument, ResourceExhausted
 from ragline.v1 import embedder_service_pb2 as pb
-from ragline_embedder.backends import LocalBackend
+from ragline_embedder.backends import EmbeddingBackend, forward_passes
 from ragline_embedder.batching import MicroBatcher
 from ragline_embedder.cache import EmbeddingCache
 from ragline_embedder.config import EmbedderConfig
@@ -78,6 +78,52 @@ async def test_batches_respect_the_token_budget_and_queries_go_first(
     encoder.hold.set()
     await asyncio.gather(first, passages, query)
     assert encoder.batches == [["x"], ["q"], ["p1", "p2"], ["p3"]]
+
+
+async def test_a_query_waits_for_one_passage_pass_at_most(
+    batcher: tuple[MicroBatcher, RecordingEncoder],
+) -> None:
+    """Passages queued before a query run as passes of the token budget; the query goes after the current one."""
+    batch, encoder = batcher
+    encoder.hold.clear()
+    # Six passages of 40 tokens: passes of two (80 padded tokens; three would be 120 > 100).
+    passages = asyncio.create_task(batch.embed([f"p{i}" for i in range(6)], [40] * 6, urgent=False))
+    await asyncio.sleep(0.05)  # The model now holds the first pass.
+    query = asyncio.create_task(batch.embed(["q"], [5], urgent=True))
+    await asyncio.sleep(0.05)
+    encoder.hold.set()
+    await asyncio.gather(passages, query)
+    assert encoder.batches == [["p0", "p1"], ["q"], ["p2", "p3"], ["p4", "p5"]]
+
+
+async def test_a_round_is_sorted_by_length_into_passes_that_pad_little(
+    batcher: tuple[MicroBatcher, RecordingEncoder],
+) -> None:
+    batch, encoder = batcher
+    encoder.hold.clear()
+    busy = asyncio.create_task(batch.embed(["x"], [1], urgent=False))
+    await asyncio.sleep(0.05)
+    # Arrival order alternates long and short; the passes group them: 2 longs (100), then 5 shorts (50).
+    texts = ["L1", "s1", "L2", "s2", "s3", "s4", "s5"]
+    tokens = [50, 10, 50, 10, 10, 10, 10]
+    passages = asyncio.create_task(batch.embed(texts, tokens, urgent=False))
+    await asyncio.sleep(0.05)
+    encoder.hold.set()
+    await asyncio.gather(busy, passages)
+    assert encoder.batches == [["x"], ["s1", "s2", "s3", "s4", "s5"], ["L1", "L2"]]
+    assert passages.result()[:, 0].tolist() == [len(t) for t in texts]
+
+
+async def test_passes_hold_at_most_the_batch_size() -> None:
+    encoder = RecordingEncoder()
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        batcher = MicroBatcher(
+            encoder, thread, batch_tokens=1000, batch_size=3, max_wait_seconds=0.005, max_queue=20
+        )
+        batcher.start()
+        await batcher.embed([f"t{i}" for i in range(7)], [1] * 7, urgent=False)
+        await batcher.stop()
+    assert [len(b) for b in encoder.batches] == [3, 3, 1]
 
 
 async def test_a_full_queue_refuses_at_once(batcher: tuple[MicroBatcher, RecordingEncoder]) -> None:
@@ -142,7 +188,7 @@ async def test_a_down_cache_is_a_miss_not_an_error() -> None:
         await cache.close()
 
 
-async def test_overlong_texts_are_rejected_by_index_when_configured(backend: LocalBackend) -> None:
+async def test_overlong_texts_are_rejected_by_index_when_configured(backend: EmbeddingBackend) -> None:
     config = load_config(EmbedderConfig, environ={"EMBEDDER_OVERLONG_POLICY": "reject"})
     servicer = EmbedderServicer(config, lambda: backend)
     await servicer.start()
@@ -161,3 +207,17 @@ def test_the_invalid_utf8_text_is_found_by_index() -> None:
     assert first_invalid_string(bad, pb.EmbedRequest.DESCRIPTOR) == "texts[2]"
     rerank = pb.RerankRequest(passages=["p"]).SerializeToString() + b"\x0a\x01\xc3"
     assert first_invalid_string(rerank, pb.RerankRequest.DESCRIPTOR) == "query"
+
+
+def test_forward_passes_group_by_length_within_both_limits() -> None:
+    lengths = [50, 10, 300, 12, 48, 11]
+    # Budget 100 padded tokens, 3 texts: the three shortest, then the two near 50, then 300 alone.
+    assert forward_passes(lengths, batch_size=3, batch_tokens=100) == [[1, 5, 3], [4, 0], [2]]
+    assert forward_passes(lengths, batch_size=2, batch_tokens=10_000) == [[1, 5], [3, 4], [0, 2]]
+    assert forward_passes([], batch_size=2, batch_tokens=100) == []
+
+
+def test_the_default_batch_budget_depends_on_the_backend() -> None:
+    assert load_config(EmbedderConfig, environ={}).model_batch_tokens() == 512
+    assert load_config(EmbedderConfig, environ={"EMBEDDER_BACKEND": "openai"}).model_batch_tokens() == 2048
+    assert load_config(EmbedderConfig, environ={"EMBEDDER_BATCH_TOKENS": "64"}).model_batch_tokens() == 64

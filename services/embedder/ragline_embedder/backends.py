@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ragline.config import ConfigError
-from ragline_embedder.config import EmbedderConfig
+from ragline_embedder.config import LOCAL_BATCH_TOKENS, EmbedderConfig
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -108,6 +108,24 @@ def threads_available(configured: int, cgroup_root: Path = Path("/sys/fs/cgroup"
     return max(1, min(cpus, math.ceil(quota))) if quota else cpus
 
 
+def forward_passes(lengths: Sequence[int], batch_size: int, batch_tokens: int) -> list[list[int]]:
+    """Groups texts of `lengths` tokens into forward passes: indices shortest first, padding little.
+
+    A pass holds at most `batch_size` texts and `batch_tokens` padded tokens (its texts times
+    its longest), or one text alone when that text is longer.
+    """
+    passes: list[list[int]] = []
+    current: list[int] = []
+    for index in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        if current and (len(current) >= batch_size or (len(current) + 1) * lengths[index] > batch_tokens):
+            passes.append(current)
+            current = []
+        current.append(index)
+    if current:
+        passes.append(current)
+    return passes
+
+
 def prepare_offline_model_loading() -> None:
     """Makes transformers and huggingface_hub fail on a missing file instead of downloading it.
 
@@ -135,7 +153,12 @@ class LocalBackend:
     runtime = "torch"
 
     def __init__(
-        self, model: SentenceTransformer, model_name: str, prefixes: Prefixes, batch_size: int = 32
+        self,
+        model: SentenceTransformer,
+        model_name: str,
+        prefixes: Prefixes,
+        batch_size: int = 32,
+        batch_tokens: int = LOCAL_BATCH_TOKENS,
     ) -> None:
         from tokenizers import Tokenizer
 
@@ -147,6 +170,7 @@ class LocalBackend:
         self._counter.no_truncation()
         self._counter.no_padding()
         self._batch_size = batch_size
+        self._batch_tokens = batch_tokens
         self.prefixes = prefixes
         self.model_name = model_name
         dimension, max_tokens = model.get_embedding_dimension(), model.max_seq_length
@@ -167,22 +191,25 @@ class LocalBackend:
         torch.set_num_threads(threads_available(config.threads))
         path, name = local_model(config)
         model = SentenceTransformer(str(path), device="cpu")
-        return cls(model, name, Prefixes.from_config(config), config.batch_size)
+        return cls(model, name, Prefixes.from_config(config), config.batch_size, config.model_batch_tokens())
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Token counts by the model's own tokenizer, special tokens included."""
         return [len(encoding.ids) for encoding in self._counter.encode_batch(list(texts))]
 
     def encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
-        """Embeds `texts` in forward passes of at most the configured batch size, grouped by length."""
-        vectors = self._model.encode(
-            list(texts),
-            batch_size=self._batch_size,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-            show_progress_bar=False,
-        )
-        return np.asarray(vectors, dtype=np.float32)
+        """Embeds `texts` in forward passes grouped by length (`forward_passes`)."""
+        lengths = [min(count, self.max_input_tokens) for count in self.count_tokens(texts)]
+        vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
+        for indices in forward_passes(lengths, self._batch_size, self._batch_tokens):
+            vectors[indices] = self._model.encode(
+                [texts[index] for index in indices],
+                batch_size=len(indices),
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
+        return vectors
 
 
 def backend_loader(config: EmbedderConfig) -> Callable[[], EmbeddingBackend]:

@@ -1,13 +1,20 @@
-"""Dynamic micro-batching: texts from concurrent calls share model batches.
+"""Dynamic micro-batching: texts from concurrent calls share forward passes, and queries go first.
 
-A model embeds 32 texts in far less than 32 times the time of one, so the texts of calls that
-arrive together are merged. One worker task feeds the model thread: when the model is idle,
-the first passage waits at most `EMBEDDER_BATCH_WAIT_MS` for company (a query does not wait); while the model is busy,
-texts accumulate and the next batch takes them at once. A batch holds at most
-`EMBEDDER_BATCH_TOKENS` tokens (so one batch never keeps newcomers waiting long), waiting queries
-form a batch of their own before any passage (a person waits for a query; passages are
-ingestion), and its texts are
-sorted by length so the model's forward passes pad little.
+A model embeds several texts in less time than it embeds them one by one, and far less if
+texts of similar length share a forward pass (padding is wasted work). So the texts of calls
+that arrive together are merged, in two lanes:
+
+- **Queries** (a person is waiting): all waiting queries form the next forward pass, ahead of
+  any passage. When the model is idle a query starts at once.
+- **Passages** (ingestion): the worker takes a *round* of the oldest waiting passages (at most
+  `ROUND_TEXTS`), sorts it by length, and runs it as forward passes of similar lengths. Before
+  each pass it looks at the query lane first, so a query waits behind at most one passage pass,
+  never behind the rest of the round or the queue. When the model is idle the first passage
+  waits at most `EMBEDDER_BATCH_WAIT_MS` for company.
+
+A forward pass holds at most `EMBEDDER_BATCH_SIZE` texts and `EMBEDDER_BATCH_TOKENS` padded
+tokens (texts times the longest one; a text alone may exceed it), which bounds how long it
+keeps a query waiting.
 
 The queue is bounded in texts: a call that does not fit fails at once with
 RESOURCE_EXHAUSTED, so an overloaded replica sheds load instead of letting latency grow
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -30,6 +38,9 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from ragline.errors import ResourceExhausted, Unavailable
 from ragline.metrics import LATENCY_BUCKETS
+from ragline_embedder.backends import forward_passes
+
+log = logging.getLogger(__name__)
 
 QUEUE_DEPTH = Gauge("ragline_embedder_queue_depth", "Texts waiting for the model.")
 QUEUE_WAIT = Histogram(
@@ -56,6 +67,8 @@ MODEL_SECONDS = Histogram(
 
 # What a caller refused for a full queue is told to wait before retrying.
 FULL_QUEUE_RETRY_SECONDS = 0.5
+# Most passages sorted by length together: more pad less, but the round's oldest call waits for more of it.
+ROUND_TEXTS = 128
 
 
 @dataclass(eq=False)
@@ -79,7 +92,7 @@ class _Item:
 
 
 class MicroBatcher:
-    """Merges concurrent `embed` calls into model batches run one at a time on `executor`."""
+    """Merges concurrent `embed` calls into forward passes run one at a time on `executor`."""
 
     def __init__(
         self,
@@ -89,14 +102,20 @@ class MicroBatcher:
         batch_tokens: int,
         max_wait_seconds: float,
         max_queue: int,
+        batch_size: int = 32,
+        round_texts: int = ROUND_TEXTS,
     ) -> None:
         self._encode = encode
         self._executor = executor
         self._batch_tokens = batch_tokens
+        self._batch_size = batch_size
+        self._round_texts = round_texts
         self._max_wait = max_wait_seconds
         self._max_queue = max_queue
         self._queries: deque[_Item] = deque()
         self._passages: deque[_Item] = deque()
+        # The passes of the round in progress not yet given to the model, shortest first.
+        self._round: deque[list[_Item]] = deque()
         self._queued = 0
         self._arrived = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
@@ -111,12 +130,16 @@ class MicroBatcher:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
-        error = Unavailable("the embedder is shutting down; retry on another replica")
-        for queue in (self._queries, self._passages):
-            while queue:
-                future = queue.popleft().call.future
-                if not future.done():
-                    future.set_exception(error)
+        self._fail_queued(Unavailable("the embedder is shutting down; retry on another replica"))
+
+    def _fail_queued(self, error: Exception) -> None:
+        waiting = [*self._queries, *(item for pass_ in self._round for item in pass_), *self._passages]
+        self._queries.clear()
+        self._round.clear()
+        self._passages.clear()
+        for item in waiting:
+            if not item.call.future.done():
+                item.call.future.set_exception(error)
         self._queued = 0
         QUEUE_DEPTH.set(0)
 
@@ -124,6 +147,8 @@ class MicroBatcher:
         self, texts: Sequence[str], tokens: Sequence[int], *, urgent: bool
     ) -> NDArray[np.float32]:
         """The vectors of `texts` (token counts `tokens`), in order; `urgent` texts (queries) go first."""
+        if self._worker is None or self._worker.done():
+            raise Unavailable("the embedder's batcher is not running; retry on another replica")
         if self._queued + len(texts) > self._max_queue:
             QUEUE_REJECTED.inc()
             raise ResourceExhausted(
@@ -144,45 +169,80 @@ class MicroBatcher:
         return await call.future
 
     async def _run(self) -> None:
-        while True:
-            while not self._queued:
-                self._arrived.clear()
-                await self._arrived.wait()
-            # A query goes to an idle model at once: a person is waiting, and while the model is
-            # busy, queries that arrive meanwhile batch together anyway. Passages wait for company.
-            if not self._queries:
-                delay = self._passages[0].queued_at + self._max_wait - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            batch = self._take()
-            QUEUE_DEPTH.set(self._queued)
-            if batch:
-                await self._run_batch(batch)
+        try:
+            while True:
+                while not self._queued:
+                    self._arrived.clear()
+                    await self._arrived.wait()
+                await self._wait_for_company()
+                batch = self._take()
+                QUEUE_DEPTH.set(self._queued)
+                if batch:
+                    await self._run_batch(batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # A bug here would leave every caller waiting forever; fail them and refuse new calls instead.
+            log.exception("the embedder's batcher stopped")
+            self._fail_queued(Unavailable(f"the embedder's batcher failed ({exc}); retry on another replica"))
+            raise
+
+    async def _wait_for_company(self) -> None:
+        """With only new passages waiting and the model idle, waits up to the batch wait for more (a query ends it)."""
+        while not self._queries and not self._round and 0 < len(self._passages) < self._round_texts:
+            delay = self._passages[0].queued_at + self._max_wait - time.perf_counter()
+            if delay <= 0:
+                return
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), delay)
 
     def _take(self) -> list[_Item]:
-        """Takes the next batch within the token budget: waiting queries alone, else passages, in arrival order."""
-        batch: list[_Item] = []
-        tokens = 0
-        for queue in (self._queries, self._passages):
-            while queue:
-                item = queue[0]
-                if item.call.future.done():
-                    queue.popleft()
-                    self._queued -= 1
-                    continue
-                if batch and tokens + item.tokens > self._batch_tokens:
-                    return batch
-                queue.popleft()
-                self._queued -= 1
-                batch.append(item)
-                tokens += item.tokens
-            if batch:
-                # A query batch carries no passages: it is short, so the person waiting gets an answer soon.
-                return batch
-        return batch
+        """The next forward pass: waiting queries, else the round's next pass (a new round if it is done)."""
+        self._drop_cancelled(self._queries)
+        if self._queries:
+            queries = self._pop_live(self._queries, self._round_texts)
+            first, *rest = self._passes(queries)
+            for pass_ in reversed(rest):
+                self._queries.extendleft(reversed(pass_))
+            self._queued += sum(len(pass_) for pass_ in rest)
+            return first
+        while self._round:
+            pass_ = [item for item in self._round.popleft() if not item.call.future.done()]
+            self._queued -= len(pass_)
+            if pass_:
+                return pass_
+        taken = self._pop_live(self._passages, self._round_texts)
+        if not taken:
+            return []
+        first, *rest = self._passes(taken)
+        self._round.extend(rest)
+        self._queued += sum(len(pass_) for pass_ in rest)
+        return first
+
+    def _passes(self, items: list[_Item]) -> list[list[_Item]]:
+        """`items` grouped into forward passes of similar lengths, shortest first."""
+        indices = forward_passes([item.tokens for item in items], self._batch_size, self._batch_tokens)
+        return [[items[index] for index in pass_] for pass_ in indices]
+
+    def _pop_live(self, queue: deque[_Item], limit: int) -> list[_Item]:
+        """Takes up to `limit` texts of calls still waiting from the front of `queue` (they leave the count)."""
+        taken: list[_Item] = []
+        while queue and len(taken) < limit:
+            item = queue.popleft()
+            self._queued -= 1
+            if not item.call.future.done():
+                taken.append(item)
+        return taken
+
+    def _drop_cancelled(self, queue: deque[_Item]) -> None:
+        """Forgets texts whose caller is gone (cancelled, or failed by another text)."""
+        live = [item for item in queue if not item.call.future.done()]
+        self._queued -= len(queue) - len(live)
+        queue.clear()
+        queue.extend(live)
 
     async def _run_batch(self, batch: list[_Item]) -> None:
-        batch.sort(key=lambda item: item.tokens)
         started = time.perf_counter()
         for item in batch:
             QUEUE_WAIT.observe(started - item.queued_at)

@@ -9,6 +9,10 @@ from ragline.config import setting
 
 DEFAULT_PORT = 50052
 DEFAULT_METRICS_PORT = 9102
+# EMBEDDER_BATCH_TOKENS=0 means these: the local runtimes were fastest with passes this small (on
+# 2 CPUs), which also keeps a query's wait behind a passage pass short; an API gets larger requests.
+LOCAL_BATCH_TOKENS = 512
+OPENAI_BATCH_TOKENS = 2048
 
 
 @dataclass(frozen=True)
@@ -76,9 +80,22 @@ class EmbedderConfig:
     """`truncate` embeds the first tokens that fit; `reject` answers INVALID_ARGUMENT naming the text."""
 
     batch_tokens: int = setting(
-        "EMBEDDER_BATCH_TOKENS", 2048, "Most tokens in one model batch.", minimum=1, maximum=10_000_000
+        "EMBEDDER_BATCH_TOKENS",
+        0,
+        "Most padded tokens in one model batch; 0 means 512 (local) or 2048 (openai).",
+        minimum=0,
+        maximum=10_000_000,
     )
-    """Token budget of one model batch, merged from concurrent calls; a text alone may exceed it."""
+    """Padded tokens (texts times the longest) of one model batch: one forward pass of the local model,
+    one encode call of the openai backend; a text alone may exceed it. Bounds how long a query waits
+    behind passages. 0 means `LOCAL_BATCH_TOKENS` or `OPENAI_BATCH_TOKENS`."""
+
+    def model_batch_tokens(self) -> int:
+        """The padded-token budget of one model batch, with 0 resolved by backend."""
+        if self.batch_tokens:
+            return self.batch_tokens
+        return OPENAI_BATCH_TOKENS if self.backend == "openai" else LOCAL_BATCH_TOKENS
+
     batch_wait_ms: float = setting(
         "EMBEDDER_BATCH_WAIT_MS",
         3.0,

@@ -32,7 +32,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ragline.config import state_dir
-from ragline_embedder.backends import Prefixes, threads_available
+from ragline_embedder.backends import Prefixes, forward_passes, threads_available
+from ragline_embedder.config import LOCAL_BATCH_TOKENS
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -233,6 +234,7 @@ class OnnxBackend:
         max_tokens: int,
         prefixes: Prefixes,
         batch_size: int = 32,
+        batch_tokens: int = LOCAL_BATCH_TOKENS,
     ) -> None:
         self._session = session
         self._inputs = [arg.name for arg in session.get_inputs()]
@@ -252,6 +254,7 @@ class OnnxBackend:
         self._truncating.enable_truncation(max_tokens)
         self._truncating.no_padding()
         self._batch_size = batch_size
+        self._batch_tokens = batch_tokens
         self.prefixes = prefixes
         self.model_name = model_name
         self.max_input_tokens = max_tokens
@@ -279,6 +282,7 @@ class OnnxBackend:
             max_tokens=max_sequence_length(model_path),
             prefixes=Prefixes.from_config(config),
             batch_size=config.batch_size,
+            batch_tokens=config.model_batch_tokens(),
         )
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
@@ -286,13 +290,12 @@ class OnnxBackend:
         return [len(encoding.ids) for encoding in self._counter.encode_batch(list(texts))]
 
     def encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
-        """Embeds `texts` in forward passes of at most the configured batch size, grouped by length."""
+        """Embeds `texts` in forward passes grouped by length (`forward_passes`)."""
         encodings = self._truncating.encode_batch(list(texts))
-        order = sorted(range(len(encodings)), key=lambda index: len(encodings[index].ids))
+        lengths = [len(encoding.ids) for encoding in encodings]
         vectors = np.empty((len(encodings), self.dimension), dtype=np.float32)
-        for start in range(0, len(order), self._batch_size):
-            chunk = order[start : start + self._batch_size]
-            vectors[chunk] = self._forward([encodings[index] for index in chunk])
+        for indices in forward_passes(lengths, self._batch_size, self._batch_tokens):
+            vectors[indices] = self._forward([encodings[index] for index in indices])
         return vectors
 
     def _forward(self, encodings: Sequence[Any]) -> NDArray[np.float32]:

@@ -4,7 +4,7 @@ The model is blocking and CPU-bound, so it runs in one worker thread of its own 
 loop stays free to answer health checks and accept other calls meanwhile. One thread, not a
 pool: concurrent forward passes would only fight over the same cores; instead the texts of
 concurrent calls are merged into batches (`batching.py`) and the thread runs them one at a
-time. torch's thread count, set when the model loads, applies to that thread. A local
+time. The runtime's thread count, set when the model loads, applies to that thread. A local
 cross-encoder shares the thread for the same reason; an HTTP reranker only waits on the
 network, so it runs in the default executor.
 """
@@ -12,6 +12,7 @@ network, so it runs in the default executor.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,8 @@ from ragline_embedder.cache import EmbeddingCache
 from ragline_embedder.config import EmbedderConfig
 from ragline_embedder.rerankers import Reranker
 from ragline_embedder.wire import MalformedRequest
+
+log = logging.getLogger(__name__)
 
 TEXTS = Counter("ragline_embedder_texts_total", "Texts embedded, by input type.", ["input_type"])
 TOKENS = Counter(
@@ -86,12 +89,21 @@ class EmbedderServicer(pb_grpc.EmbedderServiceServicer):
         self._batcher = MicroBatcher(
             backend.encode,
             self._model_thread,
-            batch_tokens=config.batch_tokens,
+            batch_tokens=config.model_batch_tokens(),
+            # An API request is not a forward pass: its size limits are the openai backend's own.
+            batch_size=config.batch_size if backend.backend == "local" else config.openai_max_inputs,
             max_wait_seconds=config.batch_wait_ms / 1000,
             max_queue=config.max_queue,
         )
         self._batcher.start()
         self._backend = backend
+        log.info(
+            "embedding with %s (%s, %d dimensions) on %s",
+            backend.model_name,
+            backend.backend,
+            backend.dimension,
+            getattr(backend, "runtime", backend.backend),
+        )
 
     async def check_ready(self) -> None:
         """Raises until the model is loaded."""
