@@ -1,17 +1,27 @@
-"""Embedder throughput and latency: the raw model in-process against the service under concurrency.
+"""Embedder throughput and latency: the runtimes side by side, and the raw model against the service under load.
 
-`python -m benchmarks.bench_embedder` (run by `make bench`). It measures:
+`python -m benchmarks.bench_embedder` (run by `make bench`). Machines here are shared and
+noisy, so every comparison is made within one run, alternating what is compared over
+`BENCH_EMBEDDER_ROUNDS` rounds (default 3), and reported as medians and ratios:
 
-- passages/s of the local model called directly in this process, in batches of 32: the ceiling;
-- passages/s through the real service process over gRPC with 1, 4 and 16 concurrent clients,
-  each sending requests of 8 passages, and the ratio to the ceiling (micro-batching should
-  bring it near 1 under concurrency);
-- query-embedding latency (p50, p99) while the 16 clients keep the service busy, and idle;
-- the speed-up when every passage is already in the Redis cache.
+1. **Runtimes** (`bench-results/embedder_runtimes.json`), in this process: torch
+   (sentence-transformers), onnxruntime fp32 (the service's default) and onnxruntime int8
+   (dynamic per-channel quantisation of the MatMuls): passages/s embedding the passages in
+   forward passes of 32, the ratio to torch, single-query latency, and the lowest cosine of
+   their vectors to torch's. `BENCH_EMBEDDER_RUNTIMES=0` skips this part.
+2. **Service** (`bench-results/embedder.json`): the real service process over gRPC with 1, 4
+   and 16 concurrent clients, each sending requests of 8 passages, against the raw model (the
+   service's runtime called directly in this process, with the service's forward-pass limits)
+   measured in the same round; then 16 clients again while one more client embeds a query
+   every 20 ms, for query latency (p50, p99) under that load (queries pre-empt passages, so
+   that run's passages/s is lower by the model time the queries take); query latency idle;
+   the speed-up when every passage is already in the Redis cache.
 
 Passages are Cranfield abstracts from `../shared/data/cranfield/corpus.jsonl` (or
-`$RAGLINE_SHARED_DIR/data/cranfield`). The cache is on (embedded Valkey) and emptied before
-each run, so throughput runs pay the cache round trips but never hit it.
+`$RAGLINE_SHARED_DIR/data/cranfield`), `BENCH_EMBEDDER_PASSAGES` of them (default 96). The
+cache is on (embedded Valkey) and emptied before each throughput run, so those pay the cache
+round trips but never hit it. The ONNX graph is exported once into `.ragline/embedder-onnx`
+and reused by later runs.
 """
 
 from __future__ import annotations
@@ -19,24 +29,37 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import os
+import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
+import numpy as np
 import redis
 
 from benchmarks.report import percentile, write_report
-from ragline.config import load_config
+from ragline.config import load_config, state_dir
 from ragline.devstack import Stack
 from ragline.embedded_redis import EmbeddedRedis
 from ragline.v1 import embedder_service_pb2 as pb
 from ragline.v1.embedder_service_pb2_grpc import EmbedderServiceStub
-from ragline_embedder.backends import LocalBackend
+from ragline_embedder.backends import (
+    EmbeddingBackend,
+    LocalBackend,
+    Prefixes,
+    load_local_backend,
+    local_model,
+    threads_available,
+)
 from ragline_embedder.config import EmbedderConfig
 
 PASSAGES = int(os.environ.get("BENCH_EMBEDDER_PASSAGES", "96"))
+ROUNDS = int(os.environ.get("BENCH_EMBEDDER_ROUNDS", "3"))
+COMPARE_RUNTIMES = os.environ.get("BENCH_EMBEDDER_RUNTIMES", "1") != "0"
 REQUEST_SIZE = 8
 CLIENTS = (1, 4, 16)
 QUERIES = [
@@ -44,6 +67,7 @@ QUERIES = [
     "heat transfer in hypersonic flow",
     "buckling of shells",
 ]
+ONNX_CACHE = state_dir() / "embedder-onnx"
 
 
 def load_passages() -> list[str]:
@@ -54,13 +78,103 @@ def load_passages() -> list[str]:
     return [f"{d['title']} {d['text']}".strip() for d in documents]
 
 
-def raw_model_rate(passages: list[str]) -> float:
-    """Passages/s of the model called directly, in forward passes of 32."""
-    backend = LocalBackend.load(load_config(EmbedderConfig, environ={}))
-    backend.encode(passages[:32])  # warm-up
+def bench_config(**environ: str) -> EmbedderConfig:
+    """The service's default settings, with the ONNX cache kept across benchmark runs."""
+    return load_config(EmbedderConfig, environ={"EMBEDDER_ONNX_CACHE_DIR": str(ONNX_CACHE), **environ})
+
+
+def rate(backend: EmbeddingBackend, passages: list[str]) -> float:
+    """Passages/s of one `encode` of all the passages (forward passes of 32, grouped by length)."""
     started = time.perf_counter()
     backend.encode(passages)
     return len(passages) / (time.perf_counter() - started)
+
+
+def raw_model_rate(passages: list[str]) -> float:
+    """Passages/s of the service's default local model called directly in this process (used by bench_ingest)."""
+    backend = load_local_backend(bench_config())
+    backend.encode(passages[:32])  # warm-up
+    return rate(backend, passages)
+
+
+def int8_backend(config: EmbedderConfig, folder: Path) -> EmbeddingBackend:
+    """The service's ONNX graph quantised to int8 (weights per channel, MatMul only), on onnxruntime."""
+    import onnxruntime
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from ragline_embedder.onnx_backend import (
+        OnnxBackend,
+        cache_root,
+        exported_graph,
+        load_tokenizer,
+        max_sequence_length,
+        session_options,
+    )
+
+    path, name = local_model(config)
+    quantized = folder / "model-int8.onnx"
+    logging.disable(logging.WARNING)  # its advice to pre-process the graph first, on the root logger
+    try:
+        quantize_dynamic(
+            exported_graph(path, name, cache_root(config)),
+            quantized,
+            per_channel=True,
+            op_types_to_quantize=["MatMul"],
+            weight_type=QuantType.QInt8,
+        )
+    finally:
+        logging.disable(logging.NOTSET)
+    session = onnxruntime.InferenceSession(
+        str(quantized), session_options(threads_available(config.threads)), providers=["CPUExecutionProvider"]
+    )
+    return OnnxBackend(
+        session,
+        load_tokenizer(path),
+        model_name=name,
+        max_tokens=max_sequence_length(path),
+        prefixes=Prefixes(),
+        batch_size=config.batch_size,
+        batch_tokens=config.model_batch_tokens(),
+    )
+
+
+def compare_runtimes(passages: list[str]) -> list[dict[str, object]]:
+    """torch, onnxruntime fp32 and int8 in this process, alternating over the rounds."""
+    with tempfile.TemporaryDirectory(prefix="bench-embedder-int8-") as folder:
+        backends: dict[str, EmbeddingBackend] = {
+            "torch": LocalBackend.load(bench_config(EMBEDDER_LOCAL_RUNTIME="torch")),
+            "onnxruntime fp32": load_local_backend(bench_config()),
+            "onnxruntime int8": int8_backend(bench_config(), Path(folder)),
+        }
+        queries = [f"{QUERIES[i % 3]} ({i})" for i in range(30)]
+        reference = backends["torch"].encode(passages + queries)
+        rates: dict[str, list[float]] = {name: [] for name in backends}
+        latencies: dict[str, list[float]] = {name: [] for name in backends}
+        for backend in backends.values():
+            backend.encode(passages[:32])  # warm-up
+        for _ in range(ROUNDS):
+            for name, backend in backends.items():
+                rates[name].append(rate(backend, passages))
+                for query in queries:
+                    started = time.perf_counter()
+                    backend.encode([query])
+                    latencies[name].append(time.perf_counter() - started)
+        rows: list[dict[str, object]] = []
+        for name, backend in backends.items():
+            vectors = backend.encode(passages + queries)
+            rows.append(
+                {
+                    "runtime": name,
+                    "passages_per_s": statistics.median(rates[name]),
+                    "vs_torch": statistics.median(
+                        mine / torch for mine, torch in zip(rates[name], rates["torch"], strict=True)
+                    ),
+                    "query_p50_ms": percentile(latencies[name], 50) * 1000,
+                    "query_p99_ms": percentile(latencies[name], 99) * 1000,
+                    "min_cosine_to_torch": float(np.min(np.sum(vectors * reference, axis=1))),
+                }
+            )
+    return rows
 
 
 async def service_run(
@@ -82,7 +196,7 @@ async def service_run(
                 return
             started = time.perf_counter()
             # Numbered so that no query is a cache hit.
-            text = f"{query} ({clients} clients, {number})"
+            text = f"{query} ({clients} clients, {time.time()}, {number})"
             await stub.Embed(pb.EmbedRequest(texts=[text], input_type=pb.INPUT_TYPE_QUERY), timeout=60)
             latencies.append(time.perf_counter() - started)
             await asyncio.sleep(0.02)
@@ -97,71 +211,105 @@ async def service_run(
     return len(passages) / elapsed, latencies
 
 
-async def idle_query_latencies(stub: EmbedderServiceStub, count: int = 60) -> list[float]:
+async def idle_query_latencies(stub: EmbedderServiceStub, count: int = 30) -> list[float]:
     """Latency of one query at a time on an otherwise idle service (unique texts: no cache hits)."""
     latencies = []
     for i in range(count):
         started = time.perf_counter()
-        await stub.Embed(pb.EmbedRequest(texts=[f"{QUERIES[i % 3]} ({i})"], input_type=pb.INPUT_TYPE_QUERY))
+        text = f"{QUERIES[i % 3]} ({time.time()}, {i})"
+        await stub.Embed(pb.EmbedRequest(texts=[text], input_type=pb.INPUT_TYPE_QUERY), timeout=60)
         latencies.append(time.perf_counter() - started)
     return latencies
 
 
+def _median_ratio(numerators: Sequence[float], denominators: Sequence[float]) -> float:
+    return statistics.median(n / d for n, d in zip(numerators, denominators, strict=True))
+
+
 async def measure_service(
-    address: str, cache: redis.Redis, passages: list[str], raw: float
+    address: str, cache: redis.Redis, passages: list[str], raw_backend: EmbeddingBackend
 ) -> tuple[list[dict[str, object]], dict[str, object]]:
-    rows: list[dict[str, object]] = []
-    notes: dict[str, object] = {}
+    """Rounds of: the raw model in-process, idle queries, then 1, 4 and 16 clients through the service."""
+    raw: list[float] = []
+    runs = [(clients, False) for clients in CLIENTS] + [(CLIENTS[-1], True)]
+    rates: dict[tuple[int, bool], list[float]] = {run: [] for run in runs}
+    idle: list[float] = []
+    loaded: list[float] = []
     async with grpc.aio.insecure_channel(address) as channel:
         stub = EmbedderServiceStub(channel)
         await service_run(stub, passages[:64], 4, measure_queries=False)  # warm-up
-        idle = await idle_query_latencies(stub)
-        notes["idle_query_p50_ms"] = percentile(idle, 50) * 1000
-        notes["idle_query_p99_ms"] = percentile(idle, 99) * 1000
-        for clients in CLIENTS:
-            cache.flushdb()
-            rate, latencies = await service_run(
-                stub, passages, clients, measure_queries=clients == CLIENTS[-1]
-            )
-            row: dict[str, object] = {"clients": clients, "passages_per_s": rate, "ratio_to_raw": rate / raw}
-            if latencies:
-                row["query_p50_ms"] = percentile(latencies, 50) * 1000
-                row["query_p99_ms"] = percentile(latencies, 99) * 1000
-                row["queries"] = len(latencies)
-            rows.append(row)
+        raw_backend.encode(passages[:32])
+        for _ in range(ROUNDS):
+            raw.append(rate(raw_backend, passages))
+            idle += await idle_query_latencies(stub)
+            for clients, with_queries in runs:
+                cache.flushdb()
+                passages_per_s, latencies = await service_run(stub, passages, clients, with_queries)
+                rates[clients, with_queries].append(passages_per_s)
+                loaded += latencies
         # The last run left every passage in the cache: the same run again is all hits.
         cached_rate, _ = await service_run(stub, passages, CLIENTS[-1], measure_queries=False)
-        notes["cache_hit_passages_per_s"] = cached_rate
-        notes["cache_hit_speedup"] = cached_rate / rows[-1]["passages_per_s"]  # type: ignore[operator]
+    rows: list[dict[str, object]] = []
+    for clients, with_queries in runs:
+        measured = rates[clients, with_queries]
+        row: dict[str, object] = {
+            "clients": f"{clients} + queries" if with_queries else str(clients),
+            "passages_per_s": statistics.median(measured),
+            "ratio_to_raw": _median_ratio(measured, raw),
+            "ratios": " ".join(f"{r / w:.2f}" for r, w in zip(measured, raw, strict=True)),
+        }
+        if with_queries:
+            row["query_p50_ms"] = percentile(loaded, 50) * 1000
+            row["query_p99_ms"] = percentile(loaded, 99) * 1000
+            row["queries"] = len(loaded)
+        rows.append(row)
+    notes: dict[str, object] = {
+        "raw_model_passages_per_s": statistics.median(raw),
+        "idle_query_p50_ms": percentile(idle, 50) * 1000,
+        "idle_query_p99_ms": percentile(idle, 99) * 1000,
+        "cache_hit_passages_per_s": cached_rate,
+        "cache_hit_speedup": cached_rate / statistics.median(rates[CLIENTS[-1], False]),
+    }
     return rows, notes
 
 
 def main() -> None:
-    """Runs the benchmark and writes bench-results/embedder.json."""
+    """Runs the benchmark and writes bench-results/embedder_runtimes.json and bench-results/embedder.json."""
     passages = load_passages()
-    raw = raw_model_rate(passages)
+    config = bench_config(**{k: v for k, v in os.environ.items() if k.startswith("EMBEDDER_")})
+    if COMPARE_RUNTIMES:
+        write_report(
+            "embedder_runtimes",
+            compare_runtimes(passages),
+            {"passages": len(passages), "rounds": ROUNDS, "threads": threads_available(config.threads)},
+        )
+    raw_backend = load_local_backend(config)
     with tempfile.TemporaryDirectory(prefix="bench-embedder-") as state:
         valkey = EmbeddedRedis(Path(state) / "valkey")
         url = valkey.start()
-        stack = Stack(state=Path(state), services=("embedder",), free_ports=True, env={"REDIS_URL": url})
+        env = {"REDIS_URL": url, "EMBEDDER_ONNX_CACHE_DIR": str(ONNX_CACHE)}
+        stack = Stack(state=Path(state), services=("embedder",), free_ports=True, env=env)
         try:
             stack.start()
             cache = redis.Redis.from_url(url)
             try:
-                rows, notes = asyncio.run(measure_service(stack["embedder"].address, cache, passages, raw))
+                rows, notes = asyncio.run(
+                    measure_service(stack["embedder"].address, cache, passages, raw_backend)
+                )
             except grpc.RpcError:
                 print(stack["embedder"].log_tail())
                 raise
         finally:
             stack.stop()
             valkey.stop()
-            import shutil
-
-            shutil.copytree(Path(state) / "logs", "/tmp/benchdbg", dirs_exist_ok=True)
     notes = {
-        "raw_model_passages_per_s": raw,
+        "runtime": config.local_runtime,
+        "threads": threads_available(config.threads),
+        "batch_tokens": config.model_batch_tokens(),
+        "batch_size": config.batch_size,
         "passages": len(passages),
         "request_size": REQUEST_SIZE,
+        "rounds": ROUNDS,
         **notes,
     }
     write_report("embedder", rows, notes)
