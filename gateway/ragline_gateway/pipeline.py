@@ -108,6 +108,11 @@ class Query:
         return f"{self.collection}:{generation}:{digest(*self._shape(), *_generation_settings(options))}"
 
     @property
+    def needs_embedding(self) -> bool:
+        """Whether the search itself uses the query's embedding (keyword search does not)."""
+        return self.mode != common_pb2.SEARCH_MODE_KEYWORD
+
+    @property
     def reads_cache(self) -> bool:
         return self.cache_policy == gateway_service_pb2.CACHE_POLICY_UNSPECIFIED
 
@@ -283,7 +288,11 @@ class QueryPipeline:
     ) -> _Early | None:
         """Starts the cache read and the embedding a request can do before its lookup returns."""
         early = _Early()
+        # A keyword Search needs no vector; an Ask does, for its semantic cache.
+        embeds = query.needs_embedding or options is not None
         if not query.reads_cache:
+            if not embeds:
+                return None
             # No cache read, hence no key to guess: the embedding is the embedder's.
             early.embedding = _spawn(self._embed_fresh(query, early, context))
             return early
@@ -295,7 +304,8 @@ class QueryPipeline:
         else:
             layer, early.cached_key = "answer", query.answer_key(known.generation, options)
         early.cached = _spawn(self._cache_get(layer, early.cached_key, early.cached_timings))
-        early.embedding = _spawn(self._embed_early(query, known, early, context))
+        if embeds:
+            early.embedding = _spawn(self._embed_early(query, known, early, context))
         return early
 
     async def _cache_get(self, layer: str, key: str, timings: Timings) -> bytes | None:
@@ -422,7 +432,10 @@ class QueryPipeline:
                     gateway_service_pb2.CACHE_LAYER_RETRIEVAL,
                 )
         if embedded is None:
-            embedded = await self._embedding(query, collection, timings, context, early)
+            if query.needs_embedding:
+                embedded = await self._embedding(query, collection, timings, context, early)
+            else:
+                embedded = _Embedded([])
         async with timings.stage("retrieve"):
             request = retriever_service_pb2.SearchChunksRequest(
                 collection=query.collection,

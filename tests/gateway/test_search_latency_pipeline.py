@@ -198,10 +198,15 @@ class Setup:
     generator: FakeGenerator
 
     async def search(
-        self, text: str = "where is it?", policy: gw.CachePolicy = gw.CACHE_POLICY_UNSPECIFIED
+        self,
+        text: str = "where is it?",
+        policy: gw.CachePolicy = gw.CACHE_POLICY_UNSPECIFIED,
+        mode: common_pb2.SearchMode = common_pb2.SEARCH_MODE_UNSPECIFIED,
     ) -> tuple[gw.SearchResponse, list[str]]:
         """What the gateway's Search handler does, and the stages it reported."""
-        query = self.pipeline.query(gw.SearchRequest(query=text, collection=COLLECTION, cache_policy=policy))
+        query = self.pipeline.query(
+            gw.SearchRequest(query=text, collection=COLLECTION, cache_policy=policy, mode=mode)
+        )
         timings = Timings()
         context: Any = FakeContext()
         collection = await self.pipeline.collection(query, timings, context)
@@ -385,6 +390,20 @@ async def test_an_embedder_failure_reaches_the_caller_on_a_miss_only(setup: Setu
     assert reply.cache_layer == gw.CACHE_LAYER_RETRIEVAL
     with pytest.raises(NotFound, match="embedder broke"):
         await setup.search("never asked before")
+
+
+@pytest.mark.parametrize(
+    "policy", [gw.CACHE_POLICY_UNSPECIFIED, gw.CACHE_POLICY_BYPASS, gw.CACHE_POLICY_REFRESH]
+)
+async def test_a_keyword_search_does_not_embed(setup: Setup, policy: gw.CachePolicy) -> None:
+    keyword = common_pb2.SEARCH_MODE_KEYWORD
+    await setup.search("warm up", policy, keyword)
+    reply, stages = await setup.search("where is it?", policy, keyword)
+    assert setup.embedder.calls == 0
+    assert "embed" not in stages
+    assert not setup.retriever.searches[-1].query_embedding
+    assert reply.hits
+    assert setup.redis.keys_of("embedding") == []
 
 
 async def test_a_cancelled_stage_is_not_recorded_and_merged_stages_keep_their_order() -> None:
