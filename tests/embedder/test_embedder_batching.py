@@ -218,6 +218,8 @@ def test_forward_passes_group_by_length_within_both_limits() -> None:
 
 
 def test_the_default_batch_budget_depends_on_the_backend() -> None:
-    assert load_config(EmbedderConfig, environ={}).model_batch_tokens() == 512
+    assert load_config(EmbedderConfig, environ={}).model_batch_tokens() == 256
+    torch = load_config(EmbedderConfig, environ={"EMBEDDER_LOCAL_RUNTIME": "torch"})
+    assert torch.model_batch_tokens() == 1024
     assert load_config(EmbedderConfig, environ={"EMBEDDER_BACKEND": "openai"}).model_batch_tokens() == 2048
     assert load_config(EmbedderConfig, environ={"EMBEDDER_BATCH_TOKENS": "64"}).model_batch_tokens() == 64

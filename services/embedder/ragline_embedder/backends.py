@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ragline.config import ConfigError
-from ragline_embedder.config import LOCAL_BATCH_TOKENS, EmbedderConfig
+from ragline_embedder.config import BATCH_TOKENS, EmbedderConfig
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -158,7 +158,7 @@ class LocalBackend:
         model_name: str,
         prefixes: Prefixes,
         batch_size: int = 32,
-        batch_tokens: int = LOCAL_BATCH_TOKENS,
+        batch_tokens: int = BATCH_TOKENS["torch"],
     ) -> None:
         from tokenizers import Tokenizer
 

@@ -9,10 +9,12 @@ from ragline.config import setting
 
 DEFAULT_PORT = 50052
 DEFAULT_METRICS_PORT = 9102
-# EMBEDDER_BATCH_TOKENS=0 means these: the local runtimes were fastest with passes this small (on
-# 2 CPUs), which also keeps a query's wait behind a passage pass short; an API gets larger requests.
-LOCAL_BATCH_TOKENS = 512
-OPENAI_BATCH_TOKENS = 2048
+# EMBEDDER_BATCH_TOKENS=0 means these, by measurement on 2 CPUs (passages/s of 96 Cranfield
+# abstracts in passes of 256 / 512 / 1024 / 2048 padded tokens): onnxruntime is as fast with
+# passes of 256 (31.5 / 31.4 / 30.8 / -), which keeps a query's wait behind a passage pass near
+# 60 ms; torch loses 12 % at 256 (27.1 / 30.0 / 30.9 / 32.0), so it gets 1024 (~200 ms a pass).
+# An API gets larger requests.
+BATCH_TOKENS = {"onnxruntime": 256, "torch": 1024, "openai": 2048}
 
 
 @dataclass(frozen=True)
@@ -82,19 +84,19 @@ class EmbedderConfig:
     batch_tokens: int = setting(
         "EMBEDDER_BATCH_TOKENS",
         0,
-        "Most padded tokens in one model batch; 0 means 512 (local) or 2048 (openai).",
+        "Most padded tokens in one model batch; 0: 256 onnxruntime, 1024 torch, 2048 openai.",
         minimum=0,
         maximum=10_000_000,
     )
     """Padded tokens (texts times the longest) of one model batch: one forward pass of the local model,
     one encode call of the openai backend; a text alone may exceed it. Bounds how long a query waits
-    behind passages. 0 means `LOCAL_BATCH_TOKENS` or `OPENAI_BATCH_TOKENS`."""
+    behind passages. 0 means the measured default of the runtime (`BATCH_TOKENS`)."""
 
     def model_batch_tokens(self) -> int:
-        """The padded-token budget of one model batch, with 0 resolved by backend."""
+        """The padded-token budget of one model batch, with 0 resolved by backend and runtime."""
         if self.batch_tokens:
             return self.batch_tokens
-        return OPENAI_BATCH_TOKENS if self.backend == "openai" else LOCAL_BATCH_TOKENS
+        return BATCH_TOKENS["openai" if self.backend == "openai" else self.local_runtime]
 
     batch_wait_ms: float = setting(
         "EMBEDDER_BATCH_WAIT_MS",

@@ -33,7 +33,7 @@ from numpy.typing import NDArray
 
 from ragline.config import state_dir
 from ragline_embedder.backends import Prefixes, forward_passes, threads_available
-from ragline_embedder.config import LOCAL_BATCH_TOKENS
+from ragline_embedder.config import BATCH_TOKENS
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -234,7 +234,7 @@ class OnnxBackend:
         max_tokens: int,
         prefixes: Prefixes,
         batch_size: int = 32,
-        batch_tokens: int = LOCAL_BATCH_TOKENS,
+        batch_tokens: int = BATCH_TOKENS["onnxruntime"],
     ) -> None:
         self._session = session
         self._inputs = [arg.name for arg in session.get_inputs()]
