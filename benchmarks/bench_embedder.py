@@ -230,9 +230,9 @@ async def measure_service(
     address: str, cache: redis.Redis, passages: list[str], raw_backend: EmbeddingBackend
 ) -> tuple[list[dict[str, object]], dict[str, object]]:
     """Rounds of: the raw model in-process, idle queries, then 1, 4 and 16 clients through the service."""
-    raw: list[float] = []
     runs = [(clients, False) for clients in CLIENTS] + [(CLIENTS[-1], True)]
     rates: dict[tuple[int, bool], list[float]] = {run: [] for run in runs}
+    raw: dict[tuple[int, bool], list[float]] = {run: [] for run in runs}
     idle: list[float] = []
     loaded: list[float] = []
     async with grpc.aio.insecure_channel(address) as channel:
@@ -240,9 +240,10 @@ async def measure_service(
         await service_run(stub, passages[:64], 4, measure_queries=False)  # warm-up
         raw_backend.encode(passages[:32])
         for _ in range(ROUNDS):
-            raw.append(rate(raw_backend, passages))
             idle += await idle_query_latencies(stub)
             for clients, with_queries in runs:
+                # The raw model right before each service run: the ratio compares neighbours in time.
+                raw[clients, with_queries].append(rate(raw_backend, passages))
                 cache.flushdb()
                 passages_per_s, latencies = await service_run(stub, passages, clients, with_queries)
                 rates[clients, with_queries].append(passages_per_s)
@@ -255,8 +256,10 @@ async def measure_service(
         row: dict[str, object] = {
             "clients": f"{clients} + queries" if with_queries else str(clients),
             "passages_per_s": statistics.median(measured),
-            "ratio_to_raw": _median_ratio(measured, raw),
-            "ratios": " ".join(f"{r / w:.2f}" for r, w in zip(measured, raw, strict=True)),
+            "ratio_to_raw": _median_ratio(measured, raw[clients, with_queries]),
+            "ratios": " ".join(
+                f"{r / w:.2f}" for r, w in zip(measured, raw[clients, with_queries], strict=True)
+            ),
         }
         if with_queries:
             row["query_p50_ms"] = percentile(loaded, 50) * 1000
@@ -264,7 +267,7 @@ async def measure_service(
             row["queries"] = len(loaded)
         rows.append(row)
     notes: dict[str, object] = {
-        "raw_model_passages_per_s": statistics.median(raw),
+        "raw_model_passages_per_s": statistics.median(r for rs in raw.values() for r in rs),
         "idle_query_p50_ms": percentile(idle, 50) * 1000,
         "idle_query_p99_ms": percentile(idle, 99) * 1000,
         "cache_hit_passages_per_s": cached_rate,
