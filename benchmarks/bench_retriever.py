@@ -1,5 +1,8 @@
 """`make bench` (retriever): 100,000 chunks of 384 dimensions: load, index build, search speed and recall.
 
+Also keyword (BM25) and hybrid search speed with the real Cranfield query texts, whose terms
+select their postings among the 100,000 chunks' (texts of Cranfield passages, repeated).
+
 Starts the real retriever (`ragline.devstack`, embedded PostgreSQL in a temporary directory) and
 creates the collection over gRPC. The bulk load goes straight to the database the retriever uses,
 with binary COPY (asyncpg `copy_records_to_table`, as UpsertDocument does) into `documents` and
@@ -13,6 +16,7 @@ recall@10 is measured against exact cosine search in numpy over the same halfvec
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import tempfile
 import time
@@ -47,6 +51,12 @@ def _cranfield() -> Path:
     configured = os.environ.get("RAGLINE_SHARED_DIR")
     shared = Path(configured) if configured else Path(__file__).resolve().parents[2] / "shared"
     return shared / "data" / "cranfield"
+
+
+def _query_texts() -> list[str]:
+    """The Cranfield query texts, in the order of `base_vectors`' query embeddings."""
+    lines = (_cranfield() / "queries.jsonl").read_text().splitlines()
+    return [json.loads(line)["text"] for line in lines if line.strip()]
 
 
 def _database_url(state: Path) -> str:
@@ -151,6 +161,8 @@ async def _searches(
     callers: int,
     ef_search: int = 0,
     metadata_filter: common_pb2.MetadataFilter | None = None,
+    mode: common_pb2.SearchMode = common_pb2.SEARCH_MODE_VECTOR,
+    texts: list[str] | None = None,
 ) -> tuple[list[list[int]], list[float], float]:
     results: list[list[int]] = [[] for _ in queries]
     latencies: list[float] = []
@@ -159,9 +171,10 @@ async def _searches(
         for q in range(offset, len(queries), callers):
             request = pb.SearchChunksRequest(
                 collection=COLLECTION,
-                query_embedding=queries[q].tolist(),
+                query_text=texts[q] if texts else "",
+                query_embedding=queries[q].tolist() if mode != common_pb2.SEARCH_MODE_KEYWORD else [],
                 top_k=TOP_K,
-                mode=common_pb2.SEARCH_MODE_VECTOR,
+                mode=mode,
                 ef_search=ef_search,
                 filter=metadata_filter,
             )
@@ -240,6 +253,25 @@ async def _bench(stack: Stack, state: Path) -> tuple[list[dict[str, Any]], dict[
                 "rows/query": sum(map(len, found)) / len(found),
             }
         )
+        # Keyword (BM25 over the postings) and hybrid search with the real Cranfield query texts.
+        texts = _query_texts()[:QUERIES]
+        for label, mode in (
+            ("keyword (BM25)", common_pb2.SEARCH_MODE_KEYWORD),
+            ("hybrid (RRF)", common_pb2.SEARCH_MODE_HYBRID),
+        ):
+            await _searches(stub, queries[:10], 1, mode=mode, texts=texts)
+            found, latencies, seconds = await _searches(stub, queries, 1, mode=mode, texts=texts)
+            rows.append(
+                {
+                    "search": f"{label} top {TOP_K}",
+                    "callers": 1,
+                    "p50 ms": 1000 * percentile(latencies, 50),
+                    "p99 ms": 1000 * percentile(latencies, 99),
+                    "QPS": len(queries) / seconds,
+                    "recall@10": "",
+                    "rows/query": sum(map(len, found)) / len(found),
+                }
+            )
     notes = {
         "chunks": CHUNKS,
         "dimension": DIMENSION,
