@@ -41,6 +41,7 @@ STATE = Path(
 )
 SEQUENTIAL_STAGES = os.environ.get("BENCH_GATEWAY_SEQUENTIAL_STAGES", "0") == "1"
 RUN_ASK = os.environ.get("BENCH_GATEWAY_ASK", "1") != "0"
+FAILURES: list[str] = []
 CLIENTS = [int(n) for n in os.environ.get("BENCH_GATEWAY_CLIENTS", "1,8").split(",")]
 SEARCH_QUERIES = 120
 ASK_QUESTIONS = 8
@@ -148,11 +149,20 @@ async def _bench(stack: Stack) -> list[dict[str, Any]]:
         if RUN_ASK:
             cases.append(("Ask", queries[SEARCH_QUERIES : SEARCH_QUERIES + ASK_QUESTIONS]))
         for kind, texts in cases:
-            for concurrency in CLIENTS:
-                rows.append(await _run(client, kind, texts, concurrency, gw.CACHE_POLICY_BYPASS, "cold"))
-                cache.flushall()
-                rows.append(await _run(client, kind, texts, concurrency, gw.CACHE_POLICY_UNSPECIFIED, "miss"))
-                rows.append(await _run(client, kind, texts, concurrency, gw.CACHE_POLICY_UNSPECIFIED, "warm"))
+            try:
+                for concurrency in CLIENTS:
+                    for policy, case in (
+                        (gw.CACHE_POLICY_BYPASS, "cold"),
+                        (gw.CACHE_POLICY_UNSPECIFIED, "miss"),
+                        (gw.CACHE_POLICY_UNSPECIFIED, "warm"),
+                    ):
+                        if case == "miss":
+                            cache.flushall()
+                        failed = f"{kind} {case} {concurrency}"
+                        rows.append(await _run(client, kind, texts, concurrency, policy, case))
+            except grpc.aio.AioRpcError as exc:
+                # Keep what was measured; the failure is reported, and the benchmark fails, at the end.
+                FAILURES.append(f"{failed}: {exc.code().name}: {exc.details()}")
     cache.close()
     return rows
 
@@ -177,8 +187,11 @@ def main() -> None:
             "overhead": "latency minus the critical path's stages"
             + (" (every stage summed)" if SEQUENTIAL_STAGES else " (collection beside first cache + embed)"),
             "reference": "Haystack 2 hybrid query in one process on Cranfield: 33 ms p50 (7 ms embedding)",
+            **({"failed": "; ".join(FAILURES)} if FAILURES else {}),
         },
     )
+    if FAILURES:
+        raise SystemExit(f"benchmark failed: {'; '.join(FAILURES)}")
 
 
 if __name__ == "__main__":
