@@ -4,15 +4,16 @@
 noisy, so every comparison is made within one run, alternating what is compared over
 `BENCH_EMBEDDER_ROUNDS` rounds (default 3), and reported as medians and ratios:
 
-1. **Runtimes** (`bench-results/embedder_runtimes.json`), in this process: torch
+1. **Runtimes** (`bench-results/embedder_runtimes.json`), each in a process of its own: torch
    (sentence-transformers), onnxruntime fp32 (the service's default) and onnxruntime int8
-   (dynamic per-channel quantisation of the MatMuls): passages/s embedding the passages in
-   forward passes of 32, the ratio to torch, single-query latency, and the lowest cosine of
-   their vectors to torch's. `BENCH_EMBEDDER_RUNTIMES=0` skips this part.
+   (dynamic per-channel quantisation of the MatMuls), each with the service's forward-pass
+   limits for it: passages/s, the median of the per-round ratios to torch, single-query
+   latency, and the lowest cosine of their vectors to torch's. `BENCH_EMBEDDER_RUNTIMES=0`
+   skips this part.
 2. **Service** (`bench-results/embedder.json`): the real service process over gRPC with 1, 4
    and 16 concurrent clients, each sending requests of 8 passages, against the raw model (the
    service's runtime called directly in this process, with the service's forward-pass limits)
-   measured in the same round; then 16 clients again while one more client embeds a query
+   measured right before each run; then 16 clients again while one more client embeds a query
    every 20 ms, for query latency (p50, p99) under that load (queries pre-empt passages, so
    that run's passages/s is lower by the model time the queries take); query latency idle;
    the speed-up when every passage is already in the Redis cache.
@@ -27,19 +28,23 @@ and reused by later runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
+import multiprocessing
 import os
 import statistics
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import grpc
 import numpy as np
 import redis
+from numpy.typing import NDArray
 
 from benchmarks.report import percentile, write_report
 from ragline.config import load_config, state_dir
@@ -97,20 +102,13 @@ def raw_model_rate(passages: list[str]) -> float:
     return rate(backend, passages)
 
 
-def int8_backend(config: EmbedderConfig, folder: Path) -> EmbeddingBackend:
-    """The service's ONNX graph quantised to int8 (weights per channel, MatMul only), on onnxruntime."""
-    import onnxruntime
+def quantize_int8(folder: Path) -> Path:
+    """The service's ONNX graph quantised to int8 (weights per channel, MatMul only), written into `folder`."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from ragline_embedder.onnx_backend import (
-        OnnxBackend,
-        cache_root,
-        exported_graph,
-        load_tokenizer,
-        max_sequence_length,
-        session_options,
-    )
+    from ragline_embedder.onnx_backend import cache_root, exported_graph
 
+    config = bench_config()
     path, name = local_model(config)
     quantized = folder / "model-int8.onnx"
     logging.disable(logging.WARNING)  # its advice to pre-process the graph first, on the root logger
@@ -124,8 +122,30 @@ def int8_backend(config: EmbedderConfig, folder: Path) -> EmbeddingBackend:
         )
     finally:
         logging.disable(logging.NOTSET)
+    return quantized
+
+
+def _load_runtime(runtime: str, int8_graph: Path) -> EmbeddingBackend:
+    """One runtime with the service's default settings for it."""
+    if runtime == "torch":
+        return LocalBackend.load(bench_config(EMBEDDER_LOCAL_RUNTIME="torch"))
+    if runtime == "onnxruntime fp32":
+        return load_local_backend(bench_config())
+    import onnxruntime
+
+    from ragline_embedder.onnx_backend import (
+        OnnxBackend,
+        load_tokenizer,
+        max_sequence_length,
+        session_options,
+    )
+
+    config = bench_config()
+    path, name = local_model(config)
     session = onnxruntime.InferenceSession(
-        str(quantized), session_options(threads_available(config.threads)), providers=["CPUExecutionProvider"]
+        str(int8_graph),
+        session_options(threads_available(config.threads)),
+        providers=["CPUExecutionProvider"],
     )
     return OnnxBackend(
         session,
@@ -138,42 +158,70 @@ def int8_backend(config: EmbedderConfig, folder: Path) -> EmbeddingBackend:
     )
 
 
+_worker_backend: EmbeddingBackend | None = None
+
+
+def runtime_round(
+    runtime: str, int8_graph: Path, passages: list[str], queries: list[str]
+) -> tuple[float, list[float], NDArray[np.float32]]:
+    """In a runtime's own worker process: passages/s, single-query latencies, and the vectors."""
+    global _worker_backend
+    if _worker_backend is None:
+        _worker_backend = _load_runtime(runtime, int8_graph)
+        _worker_backend.encode(passages[:32])  # warm-up
+    backend = _worker_backend
+    passages_per_s = rate(backend, passages)
+    latencies = []
+    for query in queries:
+        started = time.perf_counter()
+        backend.encode([query])
+        latencies.append(time.perf_counter() - started)
+    return passages_per_s, latencies, backend.encode(passages + queries)
+
+
 def compare_runtimes(passages: list[str]) -> list[dict[str, object]]:
-    """torch, onnxruntime fp32 and int8 in this process, alternating over the rounds."""
-    with tempfile.TemporaryDirectory(prefix="bench-embedder-int8-") as folder:
-        backends: dict[str, EmbeddingBackend] = {
-            "torch": LocalBackend.load(bench_config(EMBEDDER_LOCAL_RUNTIME="torch")),
-            "onnxruntime fp32": load_local_backend(bench_config()),
-            "onnxruntime int8": int8_backend(bench_config(), Path(folder)),
+    """torch, onnxruntime fp32 and int8, each in a process of its own, taking turns over the rounds.
+
+    Separate processes, so that one runtime's idle threads never share a process (or its
+    memory allocator) with another's measurement; each waits while another measures.
+    """
+    from benchmarks import bench_embedder as this  # by its importable name, for the workers
+
+    runtimes = ("torch", "onnxruntime fp32", "onnxruntime int8")
+    queries = [f"{QUERIES[i % 3]} ({i})" for i in range(30)]
+    rates: dict[str, list[float]] = {name: [] for name in runtimes}
+    latencies: dict[str, list[float]] = {name: [] for name in runtimes}
+    vectors: dict[str, NDArray[np.float32]] = {}
+    spawn = multiprocessing.get_context("spawn")
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-embedder-int8-") as folder,
+        contextlib.ExitStack() as stack,
+    ):
+        int8_graph = quantize_int8(Path(folder))
+        workers = {
+            name: stack.enter_context(ProcessPoolExecutor(max_workers=1, mp_context=spawn))
+            for name in runtimes
         }
-        queries = [f"{QUERIES[i % 3]} ({i})" for i in range(30)]
-        reference = backends["torch"].encode(passages + queries)
-        rates: dict[str, list[float]] = {name: [] for name in backends}
-        latencies: dict[str, list[float]] = {name: [] for name in backends}
-        for backend in backends.values():
-            backend.encode(passages[:32])  # warm-up
         for _ in range(ROUNDS):
-            for name, backend in backends.items():
-                rates[name].append(rate(backend, passages))
-                for query in queries:
-                    started = time.perf_counter()
-                    backend.encode([query])
-                    latencies[name].append(time.perf_counter() - started)
-        rows: list[dict[str, object]] = []
-        for name, backend in backends.items():
-            vectors = backend.encode(passages + queries)
-            rows.append(
-                {
-                    "runtime": name,
-                    "passages_per_s": statistics.median(rates[name]),
-                    "vs_torch": statistics.median(
-                        mine / torch for mine, torch in zip(rates[name], rates["torch"], strict=True)
-                    ),
-                    "query_p50_ms": percentile(latencies[name], 50) * 1000,
-                    "query_p99_ms": percentile(latencies[name], 99) * 1000,
-                    "min_cosine_to_torch": float(np.min(np.sum(vectors * reference, axis=1))),
-                }
-            )
+            for name in runtimes:
+                passages_per_s, seconds, vectors[name] = (
+                    workers[name].submit(this.runtime_round, name, int8_graph, passages, queries).result()
+                )
+                rates[name].append(passages_per_s)
+                latencies[name] += seconds
+                time.sleep(0.5)  # lets the threads of the runtime that just ran go idle
+    rows: list[dict[str, object]] = []
+    for name in runtimes:
+        rows.append(
+            {
+                "runtime": name,
+                "passages_per_s": statistics.median(rates[name]),
+                "vs_torch": _median_ratio(rates[name], rates["torch"]),
+                "query_p50_ms": percentile(latencies[name], 50) * 1000,
+                "query_p99_ms": percentile(latencies[name], 99) * 1000,
+                "min_cosine_to_torch": float(np.min(np.sum(vectors[name] * vectors["torch"], axis=1))),
+            }
+        )
     return rows
 
 
