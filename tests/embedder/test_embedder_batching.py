@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from ragline.config import load_config
 from ragline.embedded_redis import EmbeddedRedis
-from ragline.errors import InvalidArgument, ResourceExhausted
+from ragline.errors import InvalidArgument, ResourceExhausted, Unavailable
 from ragline.v1 import embedder_service_pb2 as pb
 from ragline_embedder.backends import EmbeddingBackend, forward_passes
 from ragline_embedder.batching import MicroBatcher
@@ -223,3 +223,22 @@ def test_the_default_batch_budget_depends_on_the_backend() -> None:
     assert torch.model_batch_tokens() == 1024
     assert load_config(EmbedderConfig, environ={"EMBEDDER_BACKEND": "openai"}).model_batch_tokens() == 2048
     assert load_config(EmbedderConfig, environ={"EMBEDDER_BATCH_TOKENS": "64"}).model_batch_tokens() == 64
+
+
+async def test_stopping_fails_the_pass_in_progress_and_the_queue() -> None:
+    encoder = RecordingEncoder()
+    encoder.hold.clear()
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        batcher = MicroBatcher(encoder, thread, batch_tokens=100, max_wait_seconds=0.005, max_queue=20)
+        batcher.start()
+        running = asyncio.create_task(batcher.embed(["x"], [1], urgent=False))
+        await asyncio.sleep(0.05)
+        queued = asyncio.create_task(batcher.embed(["y"], [1], urgent=True))
+        await asyncio.sleep(0.01)
+        await batcher.stop()
+        encoder.hold.set()
+    for task in (running, queued):
+        with pytest.raises(Unavailable, match="shutting down"):
+            await task
+    with pytest.raises(Unavailable, match="not running"):
+        await batcher.embed(["z"], [1], urgent=False)

@@ -185,7 +185,6 @@ class MicroBatcher:
             # A bug here would leave every caller waiting forever; fail them and refuse new calls instead.
             log.exception("the embedder's batcher stopped")
             self._fail_queued(Unavailable(f"the embedder's batcher failed ({exc}); retry on another replica"))
-            raise
 
     async def _wait_for_company(self) -> None:
         """With only new passages waiting and the model idle, waits up to the batch wait for more (a query ends it)."""
@@ -253,6 +252,12 @@ class MicroBatcher:
             vectors = await loop.run_in_executor(
                 self._executor, self._timed_encode, [item.text for item in batch]
             )
+        except asyncio.CancelledError:
+            # stop() while the model runs this pass: its callers are told, like those still queued.
+            for item in batch:
+                if not item.call.future.done():
+                    item.call.future.set_exception(Unavailable("the embedder is shutting down; retry"))
+            raise
         except Exception as exc:
             for item in batch:
                 if not item.call.future.done():
