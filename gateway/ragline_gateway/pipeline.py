@@ -177,9 +177,9 @@ class _Early:
     """A request's work started beside its collection lookup (see the module's docstring).
 
     `cached` reads the retrieval (Search) or answer (Ask) cache under `cached_key`, built with
-    the generation of the collection's previous lookup; `embedding`, when `cached` found nothing,
-    reads the embedding cache under the previous lookup's model (when the policy reads the cache)
-    and on a miss asks the embedder (`rpc`). Each records its stages into its own Timings,
+    the generation of the collection's previous lookup; `embedding`, which `cached` starts when it
+    finds nothing (or which starts at once when the policy reads no cache), reads the embedding
+    cache under the previous lookup's model and on a miss asks the embedder (`rpc`). Each records its stages into its own Timings,
     which join the request's only when the result is used.
     """
 
@@ -303,25 +303,30 @@ class QueryPipeline:
             layer, early.cached_key = "retrieval", query.retrieval_key(known.generation)
         else:
             layer, early.cached_key = "answer", query.answer_key(known.generation, options)
-        early.cached = _spawn(self._cache_get(layer, early.cached_key, early.cached_timings))
-        if embeds:
-            early.embedding = _spawn(self._embed_early(query, known, early, context))
+        early.cached = _spawn(self._cache_get_early(query, known, early, layer, embeds, context))
         return early
 
-    async def _cache_get(self, layer: str, key: str, timings: Timings) -> bytes | None:
-        async with timings.stage("cache"):
-            return await self.cache.get(layer, key)
+    async def _cache_get_early(
+        self,
+        query: Query,
+        known: _Known,
+        early: _Early,
+        layer: str,
+        embeds: bool,
+        context: grpc.aio.ServicerContext,
+    ) -> bytes | None:
+        """The early cache read; on a miss it starts the embedding, so a warm request costs the
+        gateway no more than the lookup and this one read."""
+        async with early.cached_timings.stage("cache"):
+            value = await self.cache.get(layer, early.cached_key)
+        if value is None and embeds and not early.abandoned:
+            early.embedding = _spawn(self._embed_early(query, known, early, context))
+        return value
 
     async def _embed_early(
         self, query: Query, known: _Known, early: _Early, context: grpc.aio.ServicerContext
     ) -> _Embedded | None:
-        """The embedding under the model of the collection's last lookup; None if the cached result serves.
-
-        Waits for the result cache read first: on a hit nobody needs a vector, and a warm request
-        then costs the gateway no more than the lookup and that one read.
-        """
-        if early.cached is not None and await asyncio.shield(early.cached) is not None:
-            return None
+        """The embedding under the model of the collection's last lookup."""
         key = _embedding_key(known.embedding_model, known.dimension, query.text)
         async with early.embedding_timings.stage("embed"):
             if (cached := await self.cache.get("embedding", key)) is not None:
@@ -370,6 +375,9 @@ class QueryPipeline:
         """The query's embedding: the early one if it holds for `collection`, else from the cache or the embedder."""
         key = _embedding_key(collection.embedding_model, collection.dimension, query.text)
         embedded = None
+        if early is not None and early.cached is not None:
+            # It decides whether an early embedding runs; it started with the lookup, so it is done or nearly.
+            await asyncio.shield(early.cached)
         if early is not None and early.embedding is not None:
             embedded = await asyncio.shield(early.embedding)
             timings.merge(early.embedding_timings)
