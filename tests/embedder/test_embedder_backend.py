@@ -196,3 +196,37 @@ def test_threads_follow_affinity_and_the_cgroup_cpu_limit(tmp_path: Path) -> Non
     assert threads_available(0, tmp_path) == cpus
     (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text(f"{100000 * (cpus + 4)}\n")
     assert threads_available(0, tmp_path) == cpus  # a limit above the affinity changes nothing
+
+
+def test_a_failed_export_says_how_to_run_without_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "weights.bin").write_bytes(b"weights")
+
+    def failing_export(model_path: Path, destination: Path) -> None:
+        raise ValueError("unsupported operator")
+
+    monkeypatch.setattr(onnx_backend, "export_graph", failing_export)
+    config = load_config(EmbedderConfig, environ={"EMBEDDER_ONNX_CACHE_DIR": str(tmp_path / "cache")})
+    with pytest.raises(RuntimeError, match=r"unsupported operator.*EMBEDDER_LOCAL_RUNTIME=torch"):
+        OnnxBackend.load(config, model, "odd-model")
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == []  # nothing half-written left
+
+
+def test_abandoned_export_folders_are_cleaned_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "weights.bin").write_bytes(b"weights")
+    cache = tmp_path / "cache"
+    old, recent = cache / ".export-old", cache / ".export-recent"
+    for folder in (old, recent):
+        folder.mkdir(parents=True)
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    monkeypatch.setattr(
+        onnx_backend, "export_graph", lambda model_path, destination: destination.write_bytes(b"g")
+    )
+    exported_graph(model, "m", cache)
+    assert not old.exists()
+    assert recent.exists()  # perhaps another replica exporting right now

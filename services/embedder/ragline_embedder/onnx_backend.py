@@ -15,6 +15,7 @@ so, truncated to its `max_seq_length`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -127,6 +128,7 @@ def exported_graph(model_path: Path, model_name: str, root: Path) -> Path:
         return graph
     try:
         root.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned_exports(root)
         # A private folder renamed into place: readers see no graph or a whole one, and a replica
         # exporting at the same moment either wins the rename or finds the other's graph there.
         scratch = Path(tempfile.mkdtemp(prefix=f".export-{uuid.uuid4().hex[:8]}-", dir=root))
@@ -153,6 +155,14 @@ def exported_graph(model_path: Path, model_name: str, root: Path) -> Path:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return graph
+
+
+def _remove_abandoned_exports(root: Path, older_than_seconds: float = 3600) -> None:
+    """Deletes private export folders a killed process left behind (an export takes seconds, not an hour)."""
+    for scratch in root.glob(".export-*"):
+        with contextlib.suppress(OSError):
+            if time.time() - scratch.stat().st_mtime > older_than_seconds:
+                shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -265,7 +275,13 @@ class OnnxBackend:
         """Exports the model (first start only, seconds) and opens an onnxruntime session on its graph."""
         import onnxruntime
 
-        graph = exported_graph(model_path, model_name, cache_root(config))
+        try:
+            graph = exported_graph(model_path, model_name, cache_root(config))
+        except Exception as exc:
+            raise RuntimeError(
+                f"exporting {model_name} to ONNX failed ({exc}); "
+                "EMBEDDER_LOCAL_RUNTIME=torch runs it without the export"
+            ) from exc
         options = session_options(threads_available(config.threads))
         try:
             session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
