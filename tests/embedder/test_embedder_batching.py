@@ -154,6 +154,25 @@ async def test_a_cancelled_call_is_skipped(batcher: tuple[MicroBatcher, Recordin
     assert encoder.batches == [["x"], ["kept"]]
 
 
+async def test_a_caller_cancelled_mid_round_leaves_the_batcher_serving(
+    batcher: tuple[MicroBatcher, RecordingEncoder],
+) -> None:
+    """Its texts in the round's later passes once stayed counted, and the worker spun on an empty queue."""
+    batch, encoder = batcher
+    encoder.hold.clear()
+    # Six passages of 40 tokens: three passes of two; the caller goes while the first runs.
+    gone = asyncio.create_task(batch.embed([f"p{i}" for i in range(6)], [40] * 6, urgent=False))
+    await asyncio.sleep(0.05)
+    gone.cancel()
+    encoder.hold.set()
+    await asyncio.sleep(0.05)
+
+    later = await asyncio.wait_for(batch.embed(["after"], [1], urgent=True), timeout=5)
+
+    assert later[:, 0].tolist() == [5.0]
+    assert encoder.batches == [["p0", "p1"], ["after"]]
+
+
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server = EmbeddedRedis(tmp_path_factory.mktemp("valkey"))

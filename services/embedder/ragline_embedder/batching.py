@@ -207,8 +207,11 @@ class MicroBatcher:
             self._queued += sum(len(pass_) for pass_ in rest)
             return first
         while self._round:
-            pass_ = [item for item in self._round.popleft() if not item.call.future.done()]
-            self._queued -= len(pass_)
+            popped = self._round.popleft()
+            # Every text of the pass leaves the count, live or not: a cancelled caller's texts were
+            # counted too, and leaving them in kept the worker spinning on an empty queue.
+            self._queued -= len(popped)
+            pass_ = [item for item in popped if not item.call.future.done()]
             if pass_:
                 return pass_
         taken = self._pop_live(self._passages, self._round_texts)
