@@ -22,12 +22,9 @@ import random
 import re
 import shutil
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks import cranfield
 from benchmarks.bench_embedder import raw_model_rate
@@ -62,21 +59,12 @@ def data_sets() -> dict[str, list[tuple[str, str]]]:
 
 def _embedder_totals(stack: Stack) -> dict[str, float]:
     """Model seconds, batches and texts in batches so far, from the embedder's /metrics."""
-    url = f"http://127.0.0.1:{stack['embedder'].metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    totals = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "ragline_embedder_model_seconds_sum":
-                totals["model"] = sample.value
-            elif sample.name == "ragline_embedder_batch_size_count":
-                totals["batches"] = sample.value
-            elif sample.name == "ragline_embedder_batch_size_sum":
-                totals["texts"] = sample.value
-    if len(totals) != 3:
-        raise RuntimeError(f"the embedder's metrics lack model time or batch sizes: {sorted(totals)}")
-    return totals
+    embedder = stack["embedder"]
+    return {
+        "model": embedder.metric("ragline_embedder_model_seconds_sum"),
+        "batches": embedder.metric("ragline_embedder_batch_size_count"),
+        "texts": embedder.metric("ragline_embedder_batch_size_sum"),
+    }
 
 
 def chunk_sample(documents: list[tuple[str, str]]) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -105,11 +106,16 @@ def _print_failures(job: common_pb2.IngestJob) -> None:
 
 
 async def _ingest(args: argparse.Namespace) -> int:
-    if not any(True for _ in _files(args.paths)):
+    # The folders are walked once, while the upload streams; the first file is read ahead to know there is one.
+    documents = _documents(args.paths)
+    first = next(documents, None)
+    if first is None:
         print(f"no {', '.join(INGEST_SUFFIXES)} files found", file=sys.stderr)
         return 1
     async with RaglineClient(args.gateway, timeout=args.timeout) as client:
-        job = await client.upload_ingest_documents(_documents(args.paths), collection=args.collection)
+        job = await client.upload_ingest_documents(
+            itertools.chain([first], documents), collection=args.collection
+        )
         print(f"job {job.job_id}: {job.total_documents} documents recorded")
         if args.no_wait:
             return 0
@@ -195,6 +201,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     ask.add_argument("question")
     ask.add_argument("--top-k", type=int, default=0, help="passages to answer from")
     args = parser.parse_args(argv)
+    # Every path is checked before anything is sent, so a typo never leaves a half-uploaded job.
+    missing = [raw for raw in getattr(args, "paths", []) if not Path(raw).exists()]
+    if missing:
+        raise SystemExit(f"error: {missing[0]}: no such file or folder")
     run = {"ingest": _ingest, "jobs": _jobs, "ask": _ask}[args.command]
     try:
         code = asyncio.run(run(args))

@@ -15,12 +15,14 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from ragline.config import state_dir
 from ragline.embedded_redis import EmbeddedRedis, free_port
@@ -90,6 +92,17 @@ class ServiceProcess:
                     pass
                 time.sleep(0.2)
         raise RuntimeError(f"{self.spec.name} did not become healthy:\n{self.log_tail()}")
+
+    def metric(self, name: str, labels: Mapping[str, str] | None = None) -> float:
+        """The sum of the samples called `name` on the service's /metrics whose labels include `labels` (0 if none)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as reply:
+            text = reply.read().decode()
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name and (labels or {}).items() <= sample.labels.items()
+        )
 
     def log_tail(self, chars: int = 4000) -> str:
         """The end of the service's log, for error messages."""

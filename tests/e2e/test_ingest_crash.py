@@ -62,6 +62,14 @@ async def test_a_job_survives_kill_9_of_its_workers_and_stores_every_document_on
     gateway.kill()
 
     assert progress.done_documents < DOCUMENTS, "the job finished before the kill; make it longer"
+    # The dead workers held leases: the retriever's gauge (read every 2 s) sees documents still running.
+    running = 0.0
+    for _ in range(50):
+        running = stack["retriever"].metric("ragline_ingest_queue_documents", {"state": "running"})
+        if running:
+            break
+        await asyncio.sleep(0.1)
+    assert running > 0, "no document was leased when the workers died, so no lease was taken over"
     gateway.start()
     await asyncio.to_thread(gateway.wait_healthy, 120)
     job = await client.wait_for_ingest_job(job.job_id, poll_seconds=0.5, timeout=300)

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.request
 
 import grpc
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from ragline.client import DocumentToIngest, RaglineClient
 from ragline.devstack import Stack
@@ -149,13 +147,7 @@ async def test_a_bad_request_records_no_job(client: RaglineClient) -> None:
 
 
 def _embedded_chunks(stack: Stack) -> float:
-    url = f"http://127.0.0.1:{stack['gateway'].metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        for family in text_string_to_metric_families(response.read().decode()):
-            for sample in family.samples:
-                if sample.name == "ragline_ingest_chunks_total" and sample.labels == {"source": "embedded"}:
-                    return sample.value
-    return 0.0
+    return stack["gateway"].metric("ragline_ingest_chunks_total", {"source": "embedded"})
 
 
 async def _quiet_embedded_chunks(stack: Stack) -> float:

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import urllib.request
-
 import grpc
-from prometheus_client.parser import text_string_to_metric_families
 
-from ragline.devstack import ServiceProcess
 from ragline.v1 import common_pb2, generator_service_pb2, generator_service_pb2_grpc
 
 # Any name works with llama.cpp's server; this one is not a gpt-4o model, so the openai backend
@@ -46,15 +42,3 @@ LONG = generator_service_pb2.GenerateStreamRequest(
 def stub(address: str) -> tuple[grpc.aio.Channel, generator_service_pb2_grpc.GeneratorServiceStub]:
     channel = grpc.aio.insecure_channel(address)
     return channel, generator_service_pb2_grpc.GeneratorServiceStub(channel)
-
-
-def metric(service: ServiceProcess, name: str, labels: dict[str, str] | None = None) -> float:
-    """The sum of the service's samples called `name` whose labels include `labels`."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=5) as reply:
-        text = reply.read().decode()
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == name and (labels or {}).items() <= sample.labels.items()
-    )

@@ -12,7 +12,7 @@ import time
 
 import grpc
 import pytest
-from generator_helpers import GREEDY, LONG, OPENAI_MODEL, PASSAGES, metric, stub
+from generator_helpers import GREEDY, LONG, OPENAI_MODEL, PASSAGES, stub
 from generator_loopback import Failure, Relay
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -58,7 +58,7 @@ async def test_usage_counts_the_prompt_and_every_streamed_token(
     assert reply.usage.completion_tokens == 8
     assert 150 < reply.usage.prompt_tokens < 400, reply.usage
     labels = {"model": OPENAI_MODEL, "kind": "completion"}
-    assert metric(openai_generator, "ragline_generator_tokens_total", labels) >= 8
+    assert openai_generator.metric("ragline_generator_tokens_total", labels) >= 8
 
 
 async def test_generate_stream_sends_deltas_then_one_final(
@@ -95,14 +95,14 @@ async def test_a_429_is_retried_after_the_servers_retry_after(
     openai_generator: ServiceProcess, healthy_relay: Relay
 ) -> None:
     healthy_relay.failure = Failure(1, 429, {"Retry-After": "0.5"})
-    before = metric(openai_generator, "ragline_generator_upstream_retries_total", {"status": "429"})
+    before = openai_generator.metric("ragline_generator_upstream_retries_total", {"status": "429"})
     channel, client = stub(openai_generator.address)
     started = time.monotonic()
     async with channel:
         reply = await client.Generate(ask("Where is the Eiffel Tower?", max_tokens=8), timeout=30)
     assert reply.text and time.monotonic() - started >= 0.5
     assert healthy_relay.requests == 2
-    after = metric(openai_generator, "ragline_generator_upstream_retries_total", {"status": "429"})
+    after = openai_generator.metric("ragline_generator_upstream_retries_total", {"status": "429"})
     assert after == before + 1
 
 
@@ -139,5 +139,5 @@ async def test_spent_retries_answer_with_a_status_and_retry_info(
         assert seconds == pytest.approx(delay)
     else:
         assert 0 <= seconds <= 2
-    errors = metric(openai_generator, "ragline_generator_errors_total", {"code": code.name})
+    errors = openai_generator.metric("ragline_generator_errors_total", {"code": code.name})
     assert errors >= 1

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import grpc
 import pytest
-from generator_helpers import GREEDY, LONG, PASSAGES, metric, stub
+from generator_helpers import GREEDY, LONG, PASSAGES, stub
 
 from ragline.devstack import ServiceProcess
 from ragline.v1 import common_pb2, generator_service_pb2
@@ -142,7 +142,7 @@ async def test_bad_input_is_invalid_argument(
 
 
 async def test_a_cancelled_stream_frees_the_model_for_the_next_call(generator: ServiceProcess) -> None:
-    finished_before = metric(generator, "ragline_generator_finish_total")
+    finished_before = generator.metric("ragline_generator_finish_total")
     channel, client = stub(generator.address)
     async with channel:
         call = client.GenerateStream(LONG, timeout=120)
@@ -162,7 +162,7 @@ async def test_a_cancelled_stream_frees_the_model_for_the_next_call(generator: S
     assert reply.text
     assert elapsed < 10, elapsed
     # The next call waited for the model, so the long answer was over by then: stopped, not finished.
-    assert metric(generator, "ragline_generator_finish_total") == finished_before + 1
+    assert generator.metric("ragline_generator_finish_total") == finished_before + 1
 
 
 async def test_a_full_queue_refuses_at_once_with_resource_exhausted(
@@ -236,9 +236,9 @@ async def test_metrics_time_count_and_classify_answers_without_logging_questions
         "ragline_generator_time_to_first_token_seconds_count",
         "ragline_generator_tokens_per_second_count",
     ):
-        assert metric(generator, name, model) >= 1, name
-    assert metric(generator, "ragline_generator_tokens_total", {**model, "kind": "prompt"}) > 100
-    assert metric(generator, "ragline_generator_errors_total", {"code": "INVALID_ARGUMENT"}) >= 1
+        assert generator.metric(name, model) >= 1, name
+    assert generator.metric("ragline_generator_tokens_total", {**model, "kind": "prompt"}) > 100
+    assert generator.metric("ragline_generator_errors_total", {"code": "INVALID_ARGUMENT"}) >= 1
     assert "secret landmark" not in generator.log_tail(1_000_000)
 
 
