@@ -195,6 +195,20 @@ async def test_upsert_keeps_unchanged_chunks_and_counts_changes(
     assert stored.document.chunk_count == 1
     collection = await stub.GetCollection(pb.GetCollectionRequest(name=name))
     assert (collection.collection.chunk_count, collection.collection.generation) == (1, retagged.generation)
+    assert collection.collection.document_count == 1
+    # The basic view, the query pipeline's lookup, is the same collection without its counts.
+    basic = await stub.GetCollection(pb.GetCollectionRequest(name=name, view=pb.COLLECTION_VIEW_BASIC))
+    expected = pb.GetCollectionResponse()
+    expected.CopyFrom(collection)
+    expected.collection.ClearField("document_count")
+    expected.collection.ClearField("chunk_count")
+    assert basic == expected
+    full = await stub.GetCollection(pb.GetCollectionRequest(name=name, view=pb.COLLECTION_VIEW_FULL))
+    assert full == collection
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.GetCollection(pb.GetCollectionRequest(name=name, view=7))  # type: ignore[arg-type]
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violation(raised.value) == "view"
 
 
 async def test_upsert_with_a_wrong_dimension_writes_nothing(

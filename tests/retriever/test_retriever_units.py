@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from rank_fusion import RRF_K, fuse
 
 from ragline.config import ConfigError, load_config
 from ragline.errors import InvalidArgument
@@ -12,7 +13,7 @@ from ragline_retriever.chunks import NewChunk, StoredChunk, plan_chunks, text_ha
 from ragline_retriever.config import RetrieverConfig
 from ragline_retriever.database import describe_server
 from ragline_retriever.migrate import migrations
-from ragline_retriever.search import RRF_K, Hit, create_index_sql, fuse, vector_search_sql
+from ragline_retriever.search import Hit, create_index_sql, vector_search_sql
 from ragline_retriever.service import decode_page_token, encode_page_token, validate_collection_name
 
 VECTOR, KEYWORD = common_pb2.SEARCH_MODE_VECTOR, common_pb2.SEARCH_MODE_KEYWORD

@@ -4,12 +4,22 @@ from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from ragline.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class CollectionView(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    COLLECTION_VIEW_UNSPECIFIED: _ClassVar[CollectionView]
+    COLLECTION_VIEW_BASIC: _ClassVar[CollectionView]
+    COLLECTION_VIEW_FULL: _ClassVar[CollectionView]
+COLLECTION_VIEW_UNSPECIFIED: CollectionView
+COLLECTION_VIEW_BASIC: CollectionView
+COLLECTION_VIEW_FULL: CollectionView
 
 class CreateCollectionRequest(_message.Message):
     __slots__ = ("name", "embedding_model", "dimension", "distance")
@@ -30,10 +40,12 @@ class CreateCollectionResponse(_message.Message):
     def __init__(self, collection: _Optional[_Union[_common_pb2.Collection, _Mapping]] = ...) -> None: ...
 
 class GetCollectionRequest(_message.Message):
-    __slots__ = ("name",)
+    __slots__ = ("name", "view")
     NAME_FIELD_NUMBER: _ClassVar[int]
+    VIEW_FIELD_NUMBER: _ClassVar[int]
     name: str
-    def __init__(self, name: _Optional[str] = ...) -> None: ...
+    view: CollectionView
+    def __init__(self, name: _Optional[str] = ..., view: _Optional[_Union[CollectionView, str]] = ...) -> None: ...
 
 class GetCollectionResponse(_message.Message):
     __slots__ = ("collection",)

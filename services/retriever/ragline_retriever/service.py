@@ -35,13 +35,15 @@ from ragline_retriever.config import RetrieverConfig
 from ragline_retriever.database import Database, PooledConnection
 from ragline_retriever.filters import Params, compile_filter
 from ragline_retriever.search import (
+    HYBRID_FILTER_PARAMS,
     METADATA_SQL,
     MIN_CANDIDATES,
     Hit,
     create_index_sql,
     drop_index_sql,
-    fuse,
+    fused_hit_from_row,
     hit_from_row,
+    hybrid_search_sql,
     keyword_search_sql,
     vector_search_sql,
 )
@@ -84,6 +86,8 @@ MAX_FUSION_WEIGHT = 100.0
 MAX_LOOKUP_HASHES = 10_000
 # Embeddings are indexed as halfvec (16-bit floats), which cannot hold larger magnitudes.
 HALFVEC_MAX = 65504.0
+# Collections whose id and dimension hybrid search remembers.
+MAX_LOCATED_COLLECTIONS = 10_000
 
 _MODE_NAMES = {
     common_pb2.SEARCH_MODE_VECTOR: "vector",
@@ -98,6 +102,12 @@ _COLLECTION_SQL = """
          LATERAL (SELECT count(*) AS document_count, coalesce(sum(chunk_count), 0)::bigint AS chunk_count
                   FROM documents WHERE collection_id = c.id) AS s
 """
+# COLLECTION_VIEW_BASIC: the same columns without counting the collection's documents.
+_COLLECTION_BASIC_SQL = """
+    SELECT c.id, c.name, c.embedding_model, c.dimension, c.generation, c.created_at,
+           0::bigint AS document_count, 0::bigint AS chunk_count
+    FROM collections AS c
+"""
 _COPY_COLUMNS = (
     "document_id",
     "collection_id",
@@ -109,6 +119,14 @@ _COPY_COLUMNS = (
     "metadata",
 )
 _DOCUMENT_COLUMNS = "id, document_id, metadata, content_hash, chunk_count, created_at, updated_at"
+
+
+@dataclass(frozen=True)
+class _Located:
+    """What hybrid search needs to know of a collection before its one statement."""
+
+    id: int
+    dimension: int
 
 
 @dataclass(frozen=True)
@@ -349,6 +367,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
     def __init__(self, config: RetrieverConfig, database: Database) -> None:
         self._config = config
         self._db = database
+        self._located: dict[str, _Located] = {}
 
     async def start(self) -> None:
         """Connects to (or starts) PostgreSQL and migrates it, while health reports NOT_SERVING."""
@@ -392,7 +411,8 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
                 )
                 assert row is not None  # INSERT ... RETURNING returns the row or raises
                 try:
-                    # Outside a transaction (CONCURRENTLY); the pool resets the setting on release.
+                    # For the session, as CONCURRENTLY runs outside a transaction; reset below, since
+                    # the pool does not reset connections (see Database).
                     await conn.execute(f"SET maintenance_work_mem = '{self._config.maintenance_work_mem}'")
                     await conn.execute(
                         create_index_sql(
@@ -407,6 +427,8 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
                     await conn.execute(drop_index_sql(row["id"]))
                     await conn.execute("DELETE FROM collections WHERE id = $1", row["id"])
                     raise
+                finally:
+                    await conn.execute("RESET maintenance_work_mem")
         except asyncpg.UniqueViolationError:
             raise AlreadyExists(f"collection {name!r} already exists", field="name") from None
         return pb.CreateCollectionResponse(collection=_collection_pb(row))
@@ -415,8 +437,11 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
         self, request: pb.GetCollectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetCollectionResponse:
         name = validate_collection_name(request.name, "name")
+        if request.view not in pb.CollectionView.values():
+            raise InvalidArgument(f"unknown collection view {request.view}", field="view")
+        sql = _COLLECTION_BASIC_SQL if request.view == pb.COLLECTION_VIEW_BASIC else _COLLECTION_SQL
         async with self._db.connection() as conn:
-            row = await conn.fetchrow(f"{_COLLECTION_SQL} WHERE c.name = $1", name)
+            row = await conn.fetchrow(f"{sql} WHERE c.name = $1", name)
         if row is None:
             raise NotFound(f"collection {name!r} does not exist", field="name")
         return pb.GetCollectionResponse(collection=_collection_pb(row))
@@ -597,16 +622,28 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
         if "\x00" in request.query_text:
             raise InvalidArgument("query_text has NUL characters", field="query_text")
         options = self._search_options(request)
-        # A single mode needs only top_k hits; fusion needs deeper lists to rank well.
-        candidates = max(top_k, MIN_CANDIDATES) if mode == common_pb2.SEARCH_MODE_HYBRID else top_k
-        # Compiled before touching the database, so a malformed filter is always INVALID_ARGUMENT.
-        vector_params, keyword_params = Params(3), Params(6)
-        vector_condition, keyword_condition = "TRUE", None
-        if request.HasField("filter"):
-            vector_condition = compile_filter(request.filter, METADATA_SQL, vector_params)
-            keyword_condition = compile_filter(request.filter, METADATA_SQL, keyword_params)
-        ranked: list[tuple[list[Hit], float]] = []
         started = time.perf_counter()
+        if mode == common_pb2.SEARCH_MODE_HYBRID:
+            hits, generation = await self._hybrid_search(name, request, options, top_k)
+        else:
+            hits, generation = await self._single_mode_search(name, request, options, mode, top_k)
+        QUERY_SECONDS.labels(_MODE_NAMES[mode]).observe(time.perf_counter() - started)
+        return pb.SearchChunksResponse(hits=[_hit_pb(hit) for hit in hits], generation=generation)
+
+    async def _single_mode_search(
+        self,
+        name: str,
+        request: pb.SearchChunksRequest,
+        options: SearchOptions,
+        mode: common_pb2.SearchMode,
+        top_k: int,
+    ) -> tuple[list[Hit], int]:
+        """A vector or keyword search: its hits and the generation of the snapshot it read."""
+        # Compiled before touching the database, so a malformed filter is always INVALID_ARGUMENT.
+        params = Params(3 if mode == common_pb2.SEARCH_MODE_VECTOR else 6)
+        condition = (
+            compile_filter(request.filter, METADATA_SQL, params) if request.HasField("filter") else None
+        )
         async with (
             self._db.connection() as conn,
             conn.transaction(isolation="repeatable_read", readonly=True),
@@ -616,48 +653,110 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
             )
             if collection is None:
                 raise NotFound(f"collection {name!r} does not exist", field="collection")
-            if use_vector:
-                query = _embedding(request.query_embedding, collection["dimension"], "query_embedding", name)
-                # Without an iterative scan the HNSW scan yields at most ef_search rows, so never
-                # fewer than asked for; with a filter it goes on until enough rows pass it.
-                await conn.execute(
-                    "SELECT set_config('hnsw.ef_search', $1, true)", str(max(candidates, options.ef_search))
-                )
-                if request.HasField("filter"):
-                    await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            if mode == common_pb2.SEARCH_MODE_KEYWORD:
                 rows = await conn.fetch(
-                    vector_search_sql(collection["id"], collection["dimension"], vector_condition),
-                    query,
-                    candidates,
-                    *vector_params.values,
-                )
-                ranked.append(
-                    (
-                        [hit_from_row(row, common_pb2.SEARCH_MODE_VECTOR) for row in rows],
-                        options.vector_weight,
-                    )
-                )
-            if use_keyword:
-                rows = await conn.fetch(
-                    keyword_search_sql(keyword_condition),
+                    keyword_search_sql(condition),
                     request.query_text,
                     collection["id"],
-                    candidates,
+                    top_k,
                     options.bm25_k1,
                     options.bm25_b,
-                    *keyword_params.values,
+                    *params.values,
                 )
-                ranked.append(
-                    (
-                        [hit_from_row(row, common_pb2.SEARCH_MODE_KEYWORD) for row in rows],
-                        options.keyword_weight,
-                    )
+            else:
+                query = _embedding(request.query_embedding, collection["dimension"], "query_embedding", name)
+                await self._set_scan(conn, max(top_k, options.ef_search), condition is not None)
+                rows = await conn.fetch(
+                    vector_search_sql(collection["id"], collection["dimension"], condition or "TRUE"),
+                    query,
+                    top_k,
+                    *params.values,
                 )
-        QUERY_SECONDS.labels(_MODE_NAMES[mode]).observe(time.perf_counter() - started)
-        hits = fuse(ranked, top_k, options.rrf_k) if len(ranked) > 1 else ranked[0][0][:top_k]
-        return pb.SearchChunksResponse(
-            hits=[_hit_pb(hit) for hit in hits], generation=collection["generation"]
+        return [hit_from_row(row, mode) for row in rows], collection["generation"]
+
+    async def _hybrid_search(
+        self, name: str, request: pb.SearchChunksRequest, options: SearchOptions, top_k: int
+    ) -> tuple[list[Hit], int]:
+        """Both searches and their fusion in one statement (`hybrid_search_sql`), which needs the
+        collection's id and dimension: remembered from the collection's previous search, and looked
+        up again when the statement finds them stale."""
+        params = Params(HYBRID_FILTER_PARAMS)
+        condition = (
+            compile_filter(request.filter, METADATA_SQL, params) if request.HasField("filter") else None
         )
+        async with self._db.connection() as conn:
+            located = self._located.get(name)
+            # A remembered dimension the embedding does not match may belong to a deleted collection.
+            if located is None or located.dimension != len(request.query_embedding):
+                located = await self._locate(conn, name)
+            rows = await self._run_hybrid(conn, located, name, request, options, top_k, condition, params)
+            if not rows:
+                # The id no longer names the collection `name` (deleted, perhaps created again).
+                located = await self._locate(conn, name)
+                rows = await self._run_hybrid(conn, located, name, request, options, top_k, condition, params)
+        if not rows:
+            raise NotFound(f"collection {name!r} does not exist", field="collection")
+        hits = [hit for hit in map(fused_hit_from_row, rows) if hit is not None]
+        return hits, rows[0]["generation"]
+
+    async def _run_hybrid(
+        self,
+        conn: PooledConnection,
+        located: _Located,
+        name: str,
+        request: pb.SearchChunksRequest,
+        options: SearchOptions,
+        top_k: int,
+        condition: str | None,
+        params: Params,
+    ) -> list[asyncpg.Record]:
+        """The rows of `hybrid_search_sql` for the collection `located`; none if that is not `name`."""
+        query = _embedding(request.query_embedding, located.dimension, "query_embedding", name)
+        # Fusion needs deeper lists than top_k to rank well.
+        candidates = max(top_k, MIN_CANDIDATES)
+        sql = hybrid_search_sql(located.id, located.dimension, condition)
+        args = (
+            request.query_text,
+            name,
+            candidates,
+            options.bm25_k1,
+            options.bm25_b,
+            query,
+            float(options.rrf_k),
+            top_k,
+            options.vector_weight,
+            options.keyword_weight,
+            *params.values,
+        )
+        ef_search = max(candidates, options.ef_search)
+        if ef_search == self._config.hnsw_ef_search and condition is None:
+            # The session's ef_search (see Database) is the one: one round trip, in one snapshot.
+            return await conn.fetch(sql, *args)
+        async with conn.transaction(readonly=True):
+            await self._set_scan(conn, ef_search, condition is not None)
+            return await conn.fetch(sql, *args)
+
+    async def _locate(self, conn: PooledConnection, name: str) -> _Located:
+        """The id and dimension of the collection `name` (NOT_FOUND if none), remembered for later searches."""
+        row = await conn.fetchrow("SELECT id, dimension FROM collections WHERE name = $1", name)
+        if row is None:
+            self._located.pop(name, None)
+            raise NotFound(f"collection {name!r} does not exist", field="collection")
+        if len(self._located) >= MAX_LOCATED_COLLECTIONS:
+            self._located.clear()
+        located = self._located[name] = _Located(row["id"], row["dimension"])
+        return located
+
+    @staticmethod
+    async def _set_scan(conn: PooledConnection, ef_search: int, filtered: bool) -> None:
+        """Sets the HNSW scan of the transaction's vector query.
+
+        Without an iterative scan the HNSW scan yields at most ef_search rows, so ef_search is
+        never below the rows asked for; with a filter it goes on until enough rows pass it.
+        """
+        await conn.execute("SELECT set_config('hnsw.ef_search', $1, true)", str(ef_search))
+        if filtered:
+            await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
 
     def _search_options(self, request: pb.SearchChunksRequest) -> SearchOptions:
         """The request's tuning knobs, validated, with the configured defaults for those left unset."""
