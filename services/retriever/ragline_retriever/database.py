@@ -159,8 +159,11 @@ class Database:
             command_timeout=self._config.command_timeout_seconds,
             init=_init_connection,
             reset=_keep_session,
-            # The default ef_search for the session, so most searches need not set it (one round trip).
-            server_settings={"hnsw.ef_search": str(self._config.hnsw_ef_search)},
+            server_settings={
+                # The default ef_search for the session, so most searches need not set it (one round trip).
+                "hnsw.ef_search": str(self._config.hnsw_ef_search),
+                "plan_cache_mode": self._config.plan_cache_mode,
+            },
         )
 
     @asynccontextmanager

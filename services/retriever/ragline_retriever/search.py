@@ -154,10 +154,8 @@ def hybrid_search_sql(collection_id: int, dimension: int, condition: str | None 
 
     Weighted reciprocal rank fusion (Cormack et al., 2009): each list adds weight / (k + rank) to
     the score of each chunk it holds. One round trip instead of one per list, reading text and
-    metadata for `top_k` chunks instead of both lists. Measured on Cranfield
-    (candidates 40, top_k 20) through a pool like the retriever's: 3.0 instead of 3.9 ms at p50
-    with the collection's id cached and ef_search set for the session (two round trips), 3.6 ms
-    inside SearchChunks' present transaction; the same ranking for all 225 queries.
+    metadata for `top_k` chunks instead of both lists. On Cranfield (top_k 10) the statement takes
+    2.2–2.8 ms at p50 with a generic plan (RETRIEVER_PLAN_CACHE_MODE), 3.0–3.5 ms re-planned per call.
 
     $1 query text, $2 collection name, $3 candidates per list, $4 k1, $5 b, $6 query embedding,
     $7 RRF k, $8 top_k, $9 vector weight, $10 keyword weight; a compiled filter (`condition`,
