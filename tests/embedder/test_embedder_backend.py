@@ -68,8 +68,11 @@ def test_onnxruntime_vectors_match_torch(backend: EmbeddingBackend, torch_backen
     # Together (padded to the longest) and one by one (no padding): the same vectors either way.
     together = backend.encode(TEXTS)
     alone = np.vstack([backend.encode([text]) for text in TEXTS])
+    # Queries run on their own session (EMBEDDER_QUERY_SESSION), of the same graph.
+    queries = np.vstack([backend.encode_queries([text]) for text in TEXTS])
+    np.testing.assert_allclose(queries, alone, atol=1e-6)
     reference = torch_backend.encode(TEXTS)
-    for vectors in (together, alone):
+    for vectors in (together, alone, queries):
         cosines = np.sum(vectors * reference, axis=1)
         assert cosines.min() > 0.9999, cosines
 

@@ -99,6 +99,7 @@ class MicroBatcher:
         encode: Callable[[Sequence[str]], NDArray[np.float32]],
         executor: Executor,
         *,
+        encode_queries: Callable[[Sequence[str]], NDArray[np.float32]] | None = None,
         batch_tokens: int,
         max_wait_seconds: float,
         max_queue: int,
@@ -106,6 +107,7 @@ class MicroBatcher:
         round_texts: int = ROUND_TEXTS,
     ) -> None:
         self._encode = encode
+        self._encode_queries = encode_queries or encode
         self._executor = executor
         self._batch_tokens = batch_tokens
         self._batch_size = batch_size
@@ -175,10 +177,10 @@ class MicroBatcher:
                     self._arrived.clear()
                     await self._arrived.wait()
                 await self._wait_for_company()
-                batch = self._take()
+                batch, queries = self._take()
                 QUEUE_DEPTH.set(self._queued)
                 if batch:
-                    await self._run_batch(batch)
+                    await self._run_batch(batch, self._encode_queries if queries else self._encode)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -196,8 +198,9 @@ class MicroBatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), delay)
 
-    def _take(self) -> list[_Item]:
-        """The next forward pass: waiting queries, else the round's next pass (a new round if it is done)."""
+    def _take(self) -> tuple[list[_Item], bool]:
+        """The next forward pass, and whether it holds queries: waiting queries, else the round's next
+        pass (a new round if it is done)."""
         self._drop_cancelled(self._queries)
         if self._queries:
             queries = self._pop_live(self._queries, self._round_texts)
@@ -205,7 +208,10 @@ class MicroBatcher:
             for pass_ in reversed(rest):
                 self._queries.extendleft(reversed(pass_))
             self._queued += sum(len(pass_) for pass_ in rest)
-            return first
+            return first, True
+        return self._take_passages(), False
+
+    def _take_passages(self) -> list[_Item]:
         while self._round:
             popped = self._round.popleft()
             # Every text of the pass leaves the count, live or not: a cancelled caller's texts were
@@ -244,7 +250,9 @@ class MicroBatcher:
         queue.clear()
         queue.extend(live)
 
-    async def _run_batch(self, batch: list[_Item]) -> None:
+    async def _run_batch(
+        self, batch: list[_Item], encode: Callable[[Sequence[str]], NDArray[np.float32]]
+    ) -> None:
         started = time.perf_counter()
         for item in batch:
             QUEUE_WAIT.observe(started - item.queued_at)
@@ -253,7 +261,7 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         try:
             vectors = await loop.run_in_executor(
-                self._executor, self._timed_encode, [item.text for item in batch]
+                self._executor, self._timed_encode, encode, [item.text for item in batch]
             )
         except asyncio.CancelledError:
             # stop() while the model runs this pass: its callers are told, like those still queued.
@@ -275,9 +283,12 @@ class MicroBatcher:
             if not call.remaining:
                 call.future.set_result(np.vstack(call.rows))  # type: ignore[arg-type]
 
-    def _timed_encode(self, texts: list[str]) -> NDArray[np.float32]:
+    @staticmethod
+    def _timed_encode(
+        encode: Callable[[Sequence[str]], NDArray[np.float32]], texts: list[str]
+    ) -> NDArray[np.float32]:
         """Runs in the model thread, so that time queued for the thread is not counted as model time."""
         started = time.perf_counter()
-        vectors = self._encode(texts)
+        vectors = encode(texts)
         MODEL_SECONDS.observe(time.perf_counter() - started)
         return vectors

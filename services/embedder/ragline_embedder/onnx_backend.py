@@ -213,8 +213,9 @@ def max_sequence_length(model_path: Path) -> int:
     return min(limit for limit in [*limits, 512] if isinstance(limit, int))
 
 
-def session_options(threads: int) -> onnxruntime.SessionOptions:
-    """One model thread that uses `threads` cores per operator, and does not spin between operators."""
+def session_options(threads: int, *, spinning: bool = False) -> onnxruntime.SessionOptions:
+    """One model thread that uses `threads` cores per operator; with `spinning`, the worker threads
+    spin between operators instead of sleeping."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -223,9 +224,10 @@ def session_options(threads: int) -> onnxruntime.SessionOptions:
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
-    # Spinning workers would burn the cores the event loop (and, on a shared machine, everything
-    # else) needs between passes; measured no faster with it.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Spinning workers burn the cores the event loop (and, on a shared machine, everything else)
+    # needs between passes: passages were embedded more slowly with it on a busy machine. A single
+    # query is answered sooner with it, as its many small operators do not wait for threads to wake.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     return options
 
 
@@ -240,6 +242,7 @@ class OnnxBackend:
         session: onnxruntime.InferenceSession,
         tokenizer: Tokenizer,
         *,
+        query_session: onnxruntime.InferenceSession | None = None,
         model_name: str,
         max_tokens: int,
         prefixes: Prefixes,
@@ -247,6 +250,8 @@ class OnnxBackend:
         batch_tokens: int = BATCH_TOKENS["onnxruntime"],
     ) -> None:
         self._session = session
+        # The same graph in a session whose threads spin (EMBEDDER_QUERY_SESSION), for queries.
+        self._query_session = query_session or session
         self._inputs = [arg.name for arg in session.get_inputs()]
         unknown = set(self._inputs) - set(INPUT_NAMES)
         if unknown:
@@ -268,7 +273,9 @@ class OnnxBackend:
         self.prefixes = prefixes
         self.model_name = model_name
         self.max_input_tokens = max_tokens
-        self.dimension = int(self._run([np.array([[0]]), np.array([[1]]), np.array([[0]])]).shape[1])
+        self.dimension = int(
+            self._run(self._session, [np.array([[0]]), np.array([[1]]), np.array([[0]])]).shape[1]
+        )
 
     @classmethod
     def load(cls, config: EmbedderConfig, model_path: Path, model_name: str) -> OnnxBackend:
@@ -282,7 +289,8 @@ class OnnxBackend:
                 f"exporting {model_name} to ONNX failed ({exc}); "
                 "EMBEDDER_LOCAL_RUNTIME=torch runs it without the export"
             ) from exc
-        options = session_options(threads_available(config.threads))
+        threads = threads_available(config.threads)
+        options = session_options(threads)
         try:
             session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
         except Exception:
@@ -291,9 +299,15 @@ class OnnxBackend:
             shutil.rmtree(graph.parent, ignore_errors=True)
             graph = exported_graph(model_path, model_name, cache_root(config))
             session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+        query_session = None
+        if config.query_session:
+            query_session = onnxruntime.InferenceSession(
+                str(graph), session_options(threads, spinning=True), providers=["CPUExecutionProvider"]
+            )
         return cls(
             session,
             load_tokenizer(model_path),
+            query_session=query_session,
             model_name=model_name,
             max_tokens=max_sequence_length(model_path),
             prefixes=Prefixes.from_config(config),
@@ -307,14 +321,23 @@ class OnnxBackend:
 
     def encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
         """Embeds `texts` in forward passes grouped by length (`forward_passes`)."""
+        return self._encode(self._session, texts)
+
+    def encode_queries(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        """`encode` on the query session, when there is one."""
+        return self._encode(self._query_session, texts)
+
+    def _encode(self, session: onnxruntime.InferenceSession, texts: Sequence[str]) -> NDArray[np.float32]:
         encodings = self._truncating.encode_batch(list(texts))
         lengths = [len(encoding.ids) for encoding in encodings]
         vectors = np.empty((len(encodings), self.dimension), dtype=np.float32)
         for indices in forward_passes(lengths, self._batch_size, self._batch_tokens):
-            vectors[indices] = self._forward([encodings[index] for index in indices])
+            vectors[indices] = self._forward(session, [encodings[index] for index in indices])
         return vectors
 
-    def _forward(self, encodings: Sequence[Any]) -> NDArray[np.float32]:
+    def _forward(
+        self, session: onnxruntime.InferenceSession, encodings: Sequence[Any]
+    ) -> NDArray[np.float32]:
         width = max(len(encoding.ids) for encoding in encodings)
         ids = np.full((len(encodings), width), self._pad_id, dtype=np.int64)
         mask = np.zeros((len(encodings), width), dtype=np.int64)
@@ -324,13 +347,11 @@ class OnnxBackend:
             ids[row, :length] = encoding.ids
             mask[row, :length] = 1
             types[row, :length] = encoding.type_ids
-        return self._run([ids, mask, types])
+        return self._run(session, [ids, mask, types])
 
-    def _run(self, arrays: list[NDArray[Any]]) -> NDArray[np.float32]:
+    def _run(self, session: onnxruntime.InferenceSession, arrays: list[NDArray[Any]]) -> NDArray[np.float32]:
         feeds = dict(zip(INPUT_NAMES, arrays, strict=True))
-        (vectors,) = self._session.run(
-            [OUTPUT_NAME], {name: feeds[name].astype(np.int64) for name in self._inputs}
-        )
+        (vectors,) = session.run([OUTPUT_NAME], {name: feeds[name].astype(np.int64) for name in self._inputs})
         return np.asarray(vectors, dtype=np.float32)
 
 

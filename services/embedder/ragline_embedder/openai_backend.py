@@ -99,6 +99,9 @@ class OpenAIBackend:
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return np.asarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
 
+    # A remote API is asked the same way for queries and passages.
+    encode_queries = encode
+
     def _chunks(self, counts: Sequence[int]) -> Iterator[tuple[int, int]]:
         """(start, end) of consecutive inputs within the per-request input and token limits."""
         start, tokens = 0, 0

@@ -89,6 +89,7 @@ class EmbedderServicer(pb_grpc.EmbedderServiceServicer):
         self._batcher = MicroBatcher(
             backend.encode,
             self._model_thread,
+            encode_queries=backend.encode_queries,
             batch_tokens=config.model_batch_tokens(),
             # An API request is not a forward pass: its size limits are the openai backend's own.
             batch_size=config.batch_size if backend.backend == "local" else config.openai_max_inputs,
