@@ -3,7 +3,8 @@
 Each stage calls one service with a deadline derived from the caller's remaining time and
 is timed. Every request looks its collection up: that gives its `generation`, which every
 retrieval and answer cache key includes, so a cached result is never older than the
-collection's content.
+collection's content. The keys also hold the collection's creation time, as a collection
+deleted and created again under the same name counts its generations from 0 again.
 
 The lookup is not on the critical path: while it runs, the request already embeds its query
 (which does not depend on the collection) and reads the retrieval or answer cache under the
@@ -76,6 +77,11 @@ def _generation_settings(options: common_pb2.GenerationOptions) -> tuple[int, fl
     return options.max_tokens, round(options.temperature, 3)
 
 
+def _incarnation(collection: common_pb2.Collection) -> str:
+    """Which collection of its name this is: its creation time."""
+    return collection.create_time.ToJsonString()
+
+
 @dataclass(frozen=True)
 class Query:
     """What a Search, Ask or AskStream request asks for, validated and with defaults applied."""
@@ -95,17 +101,25 @@ class Query:
         )
         return (self.top_k, self.candidates, int(self.mode), filter_bytes)
 
-    def retrieval_key(self, generation: int) -> str:
+    def retrieval_key(self, incarnation: str, generation: int) -> str:
         """The retrieval cache key: the collection's content version and every parameter of the search."""
-        return digest(self.collection, generation, self.text, *self._shape())
+        return digest(self.collection, incarnation, generation, self.text, *self._shape())
 
-    def answer_key(self, generation: int, options: common_pb2.GenerationOptions) -> str:
+    def answer_key(self, incarnation: str, generation: int, options: common_pb2.GenerationOptions) -> str:
         """The answer cache key: the retrieval key's parts and the generation settings."""
-        return digest(self.collection, generation, self.text, *self._shape(), *_generation_settings(options))
+        return digest(
+            self.collection,
+            incarnation,
+            generation,
+            self.text,
+            *self._shape(),
+            *_generation_settings(options),
+        )
 
-    def semantic_scope(self, generation: int, options: common_pb2.GenerationOptions) -> str:
+    def semantic_scope(self, incarnation: str, generation: int, options: common_pb2.GenerationOptions) -> str:
         """The semantic cache's list: everything the answer key holds except the question's wording."""
-        return f"{self.collection}:{generation}:{digest(*self._shape(), *_generation_settings(options))}"
+        scope = digest(incarnation, *self._shape(), *_generation_settings(options))
+        return f"{self.collection}:{generation}:{scope}"
 
     @property
     def needs_embedding(self) -> bool:
@@ -159,6 +173,7 @@ class _Known:
 
     embedding_model: str
     dimension: int
+    incarnation: str
     generation: int
 
 
@@ -267,7 +282,7 @@ class QueryPipeline:
         if len(self._known) >= MAX_KNOWN_COLLECTIONS:
             self._known.clear()
         self._known[query.collection] = _Known(
-            collection.embedding_model, collection.dimension, collection.generation
+            collection.embedding_model, collection.dimension, _incarnation(collection), collection.generation
         )
         if early is not None:
             self._early[timings] = early
@@ -303,9 +318,9 @@ class QueryPipeline:
         if known is None:
             return None
         if options is None:
-            layer, early.cached_key = "retrieval", query.retrieval_key(known.generation)
+            layer, early.cached_key = "retrieval", query.retrieval_key(known.incarnation, known.generation)
         else:
-            layer, early.cached_key = "answer", query.answer_key(known.generation, options)
+            layer, early.cached_key = "answer", query.answer_key(known.incarnation, known.generation, options)
         early.cached = _spawn(self._cache_get_early(query, known, early, layer, embeds, context))
         return early
 
@@ -430,7 +445,10 @@ class QueryPipeline:
     ) -> Retrieval:
         if query.reads_cache:
             cached = await self._cached(
-                early, "retrieval", query.retrieval_key(collection.generation), timings
+                early,
+                "retrieval",
+                query.retrieval_key(_incarnation(collection), collection.generation),
+                timings,
             )
             if cached is not None:
                 if embedded is not None and embedded.saving is not None:
@@ -471,7 +489,7 @@ class QueryPipeline:
             passages = gateway_service_pb2.RetrievedPassages(hits=hits, rerank_status=rerank_status)
             await self.cache.put(
                 "retrieval",
-                query.retrieval_key(generation),
+                query.retrieval_key(_incarnation(collection), generation),
                 passages.SerializeToString(),
                 self.config.cache_retrieval_ttl_seconds,
             )
@@ -535,7 +553,10 @@ class QueryPipeline:
             cached = None
             if query.reads_cache:
                 cached = await self._cached(
-                    early, "answer", query.answer_key(collection.generation, options), timings
+                    early,
+                    "answer",
+                    query.answer_key(_incarnation(collection), collection.generation, options),
+                    timings,
                 )
             if cached is None:
                 # The question's embedding first: the semantic layer needs it, and may make retrieval unnecessary.
@@ -550,7 +571,8 @@ class QueryPipeline:
         if query.reads_cache:
             async with timings.stage("cache"):
                 similar = await self.cache.find_similar(
-                    query.semantic_scope(collection.generation, options), embedded.values
+                    query.semantic_scope(_incarnation(collection), collection.generation, options),
+                    embedded.values,
                 )
             if similar is not None:
                 if embedded.saving is not None:
@@ -603,7 +625,7 @@ class QueryPipeline:
         )
         if query.writes_cache:
             # Under the generation the passages came from, which is at least the lookup's.
-            answer_key = query.answer_key(retrieval.generation, options)
+            answer_key = query.answer_key(_incarnation(collection), retrieval.generation, options)
             await self.cache.put(
                 "answer",
                 answer_key,
@@ -611,7 +633,9 @@ class QueryPipeline:
                 self.config.cache_answer_ttl_seconds,
             )
             await self.cache.remember_question(
-                query.semantic_scope(retrieval.generation, options), embedded.values, answer_key
+                query.semantic_scope(_incarnation(collection), retrieval.generation, options),
+                embedded.values,
+                answer_key,
             )
         response.stage_timings.extend(timings.stages)
         yield gateway_service_pb2.AskStreamResponse(final=response)

@@ -29,30 +29,39 @@ VARIANTS = {
 }
 
 
-def test_every_search_parameter_and_the_generation_change_the_retrieval_key() -> None:
-    keys = {name: query.retrieval_key(7) for name, query in VARIANTS.items()}
-    keys["base"] = BASE.retrieval_key(7)
-    keys["generation"] = BASE.retrieval_key(8)
+# Creation times of two collections of the same name: one deleted, then one created again.
+CREATED, AGAIN = "2026-11-24T10:00:00Z", "2026-11-24T10:05:00Z"
+
+
+def test_every_search_parameter_and_the_content_version_change_the_retrieval_key() -> None:
+    keys = {name: query.retrieval_key(CREATED, 7) for name, query in VARIANTS.items()}
+    keys["base"] = BASE.retrieval_key(CREATED, 7)
+    keys["generation"] = BASE.retrieval_key(CREATED, 8)
+    keys["created again"] = BASE.retrieval_key(AGAIN, 7)
     assert len(set(keys.values())) == len(keys)
 
 
 def test_generation_settings_change_the_answer_key_and_the_semantic_scope() -> None:
     other = common_pb2.GenerationOptions(max_tokens=65, temperature=0.0)
     warmer = common_pb2.GenerationOptions(max_tokens=64, temperature=0.7)
-    answers = {BASE.answer_key(7, o) for o in (OPTIONS, other, warmer)} | {BASE.answer_key(8, OPTIONS)}
-    assert len(answers) == 4
-    scopes = {BASE.semantic_scope(7, o) for o in (OPTIONS, other, warmer)} | {BASE.semantic_scope(8, OPTIONS)}
-    assert len(scopes) == 4
-    assert len({q.answer_key(7, OPTIONS) for q in VARIANTS.values()}) == len(VARIANTS)
+    answers = {BASE.answer_key(CREATED, 7, o) for o in (OPTIONS, other, warmer)}
+    answers |= {BASE.answer_key(CREATED, 8, OPTIONS), BASE.answer_key(AGAIN, 7, OPTIONS)}
+    assert len(answers) == 5
+    scopes = {BASE.semantic_scope(CREATED, 7, o) for o in (OPTIONS, other, warmer)}
+    scopes |= {BASE.semantic_scope(CREATED, 8, OPTIONS), BASE.semantic_scope(AGAIN, 7, OPTIONS)}
+    assert len(scopes) == 5
+    assert len({q.answer_key(CREATED, 7, OPTIONS) for q in VARIANTS.values()}) == len(VARIANTS)
 
 
 def test_the_semantic_scope_ignores_the_wording_only() -> None:
-    assert VARIANTS["text"].semantic_scope(7, OPTIONS) == BASE.semantic_scope(7, OPTIONS)
+    assert VARIANTS["text"].semantic_scope(CREATED, 7, OPTIONS) == BASE.semantic_scope(CREATED, 7, OPTIONS)
     for name in ("collection", "top_k", "candidates", "mode", "filter"):
-        assert VARIANTS[name].semantic_scope(7, OPTIONS) != BASE.semantic_scope(7, OPTIONS), name
+        assert VARIANTS[name].semantic_scope(CREATED, 7, OPTIONS) != BASE.semantic_scope(CREATED, 7, OPTIONS)
 
 
 def test_keys_are_stable_across_equal_filters_built_separately() -> None:
     rebuilt = common_pb2.MetadataFilter()
     rebuilt.CopyFrom(FILTER)
-    assert VARIANTS["filter"].retrieval_key(1) == dataclasses.replace(BASE, filter=rebuilt).retrieval_key(1)
+    assert VARIANTS["filter"].retrieval_key(CREATED, 1) == dataclasses.replace(
+        BASE, filter=rebuilt
+    ).retrieval_key(CREATED, 1)

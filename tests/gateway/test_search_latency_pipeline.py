@@ -105,6 +105,7 @@ class FakeRetriever:
         self.search_gate = Gate()
         self.events: list[str] = []
         self.search_generation: int | None = None  # what SearchChunks reports; None: the collection's
+        self.documents = "doc"  # the name of the collection's documents, hit at each generation
         self.searches: list[retriever_service_pb2.SearchChunksRequest] = []
         self.missing = False
 
@@ -131,7 +132,7 @@ class FakeRetriever:
             generation = self.search_generation or self.collection.generation
             hit = common_pb2.SearchHit(
                 chunk_id=str(generation),
-                document_id=f"doc-at-generation-{generation}",
+                document_id=f"{self.documents}-at-generation-{generation}",
                 text="passage",
                 score=0.5,
             )
@@ -330,6 +331,21 @@ async def test_results_are_cached_under_the_generation_the_search_saw(setup: Set
     # reverse; a request that reads 2 does.
     assert (await setup.search())[0].cache_layer != gw.CACHE_LAYER_RETRIEVAL
     setup.retriever.collection.generation = 2
+    assert (await setup.search())[0].cache_layer == gw.CACHE_LAYER_RETRIEVAL
+
+
+async def test_a_collection_created_again_never_gets_the_deleted_ones_results(setup: Setup) -> None:
+    assert (await setup.search())[0].hits[0].document_id == "doc-at-generation-1"
+    assert (await setup.ask()).answer == "from doc-at-generation-1"
+    # Deleted, created again under the same name, and ingested into: the generation is 1 again.
+    setup.retriever.collection.create_time.FromJsonString("2026-11-24T10:05:00Z")
+    setup.retriever.documents = "new-doc"
+    search, _ = await setup.search()
+    assert search.cache_layer != gw.CACHE_LAYER_RETRIEVAL
+    assert search.hits[0].document_id == "new-doc-at-generation-1"
+    ask = await setup.ask()
+    assert ask.cache_layer not in (gw.CACHE_LAYER_ANSWER, gw.CACHE_LAYER_SEMANTIC)
+    assert ask.answer == "from new-doc-at-generation-1"
     assert (await setup.search())[0].cache_layer == gw.CACHE_LAYER_RETRIEVAL
 
 
