@@ -126,24 +126,26 @@ async def test_passes_hold_at_most_the_batch_size() -> None:
     assert [len(b) for b in encoder.batches] == [3, 3, 1]
 
 
-async def test_query_passes_run_on_the_query_encoder() -> None:
+async def test_queries_run_on_the_query_encoder_while_no_passage_waits() -> None:
     passages, queries = RecordingEncoder(), RecordingEncoder()
     with ThreadPoolExecutor(max_workers=1) as thread:
         batcher = MicroBatcher(
             passages, thread, encode_queries=queries, batch_tokens=100, max_wait_seconds=0.005, max_queue=20
         )
         batcher.start()
+        await batcher.embed(["q1"], [1], urgent=True)
         passages.hold.clear()
         busy = asyncio.create_task(batcher.embed(["p1"], [1], urgent=False))
         await asyncio.sleep(0.05)
         later = asyncio.create_task(batcher.embed(["p2", "p3"], [1, 1], urgent=False))
-        query = asyncio.create_task(batcher.embed(["q1"], [1], urgent=True))
+        query = asyncio.create_task(batcher.embed(["q2"], [1], urgent=True))
         await asyncio.sleep(0.01)
         passages.hold.set()
         await asyncio.gather(busy, later, query)
         await batcher.stop()
-    assert passages.batches == [["p1"], ["p2", "p3"]]
+    # q2 came while passages waited: it ran first, but on the passage encoder, which leaves them the CPU.
     assert queries.batches == [["q1"]]
+    assert passages.batches == [["p1"], ["q2"], ["p2", "p3"]]
 
 
 async def test_a_full_queue_refuses_at_once(batcher: tuple[MicroBatcher, RecordingEncoder]) -> None:

@@ -50,9 +50,10 @@ class EmbedderConfig:
         "Run queries on an onnxruntime session of their own, whose threads spin.",
     )
     """With onnxruntime, queries (a person waits for them) get a second session of the model whose
-    worker threads spin between operators instead of sleeping: 1-1.5 ms sooner per query end to
-    end, for about 90 MB more memory. Passages keep the non-spinning session, as spinning cost
-    throughput on a busy machine. False runs queries on the passage session."""
+    worker threads spin between operators instead of sleeping, used while no passage waits: a
+    query is answered sooner, for about 90 MB more memory. Passages keep the non-spinning
+    session, and so do queries while passages wait, as spinning takes CPU the passes need.
+    False runs every query on the passage session."""
     threads: int = setting(
         "EMBEDDER_THREADS", 0, "CPU threads the model uses; 0 means all CPUs available.", minimum=0
     )
