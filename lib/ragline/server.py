@@ -59,16 +59,29 @@ class Lifecycle(Protocol):
 class _Interceptor(grpc.aio.ServerInterceptor):
     """Times every call, counts it by status code and turns exceptions into statuses."""
 
+    def __init__(self) -> None:
+        # A method's wrapped handler, made at its first call: every call of it gets the same one.
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
+        wrapped = self._wrapped.get(handler_call_details.method)
+        if wrapped is not None:
+            return wrapped
         handler = await continuation(handler_call_details)
         # Unknown methods are left to grpc (UNIMPLEMENTED) so that arbitrary paths never become label values.
         if handler is None:
             return handler
-        service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
+        wrapped = self._wrap(handler, handler_call_details.method)
+        self._wrapped[handler_call_details.method] = wrapped
+        return wrapped
+
+    @staticmethod
+    def _wrap(handler: grpc.RpcMethodHandler, path: str) -> grpc.RpcMethodHandler:
+        service, _, method = path.lstrip("/").rpartition("/")
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 _wrap_unary(handler.unary_unary, service, method),

@@ -11,6 +11,8 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import grpc
 import pytest
@@ -19,6 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from ragline.embedded_redis import free_port
+from ragline.server import _Interceptor
 from ragline.v1 import gateway_service_pb2, gateway_service_pb2_grpc
 
 TOY = Path(__file__).with_name("toy_service.py")
@@ -142,3 +145,22 @@ def test_invalid_configuration_stops_the_service_with_a_message(tmp_path: Path) 
     assert result.returncode == 2
     assert "TOY_PORT='not-a-port'" in result.stderr
     assert "LOG_LEVEL='LOUD': must be one of DEBUG, INFO, WARNING, ERROR" in result.stderr
+
+
+async def test_each_method_is_wrapped_once_and_unknown_ones_never() -> None:
+    interceptor = _Interceptor()
+    looked_up: list[str] = []
+    handler = grpc.unary_unary_rpc_method_handler(lambda request, context: request)
+
+    async def continuation(details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        looked_up.append(details.method)
+        return handler if details.method.endswith("/Known") else None
+
+    known: Any = SimpleNamespace(method="/ragline.v1.Toy/Known")
+    unknown: Any = SimpleNamespace(method="/ragline.v1.Toy/Unknown")
+    first = await interceptor.intercept_service(continuation, known)
+    assert first is not handler and first.unary_unary is not None
+    assert await interceptor.intercept_service(continuation, known) is first
+    assert await interceptor.intercept_service(continuation, unknown) is None
+    assert await interceptor.intercept_service(continuation, unknown) is None
+    assert looked_up == ["/ragline.v1.Toy/Known", "/ragline.v1.Toy/Unknown", "/ragline.v1.Toy/Unknown"]
