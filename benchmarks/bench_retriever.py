@@ -193,6 +193,26 @@ def _recall(found: list[list[int]], exact: NDArray[np.int64], chunk_ids: list[in
     return hits / exact.size
 
 
+def _row(
+    search: str,
+    callers: int,
+    found: list[list[int]],
+    latencies: list[float],
+    seconds: float,
+    recall: float | str,
+) -> dict[str, Any]:
+    """One line of the table: a search's latency, throughput, recall (blank without an exact answer) and rows."""
+    return {
+        "search": search,
+        "callers": callers,
+        "p50 ms": 1000 * percentile(latencies, 50),
+        "p99 ms": 1000 * percentile(latencies, 99),
+        "QPS": len(found) / seconds,
+        "recall@10": recall,
+        "rows/query": sum(map(len, found)) / len(found),
+    }
+
+
 async def _bench(stack: Stack, state: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     passages, base, query_vectors = base_vectors(_cranfield())
     vectors, origin = synthesise(base, CHUNKS)
@@ -214,45 +234,19 @@ async def _bench(stack: Stack, state: Path) -> tuple[list[dict[str, Any]], dict[
         rows = []
         for callers in (1, 4):
             found, latencies, seconds = await _searches(stub, queries, callers)
-            rows.append(
-                {
-                    "search": f"vector top {TOP_K}, ef_search 40",
-                    "callers": callers,
-                    "p50 ms": 1000 * percentile(latencies, 50),
-                    "p99 ms": 1000 * percentile(latencies, 99),
-                    "QPS": len(queries) / seconds,
-                    "recall@10": _recall(found, exact, loaded["chunk_ids"]),
-                    "rows/query": sum(map(len, found)) / len(found),
-                }
-            )
+            recall = _recall(found, exact, loaded["chunk_ids"])
+            rows.append(_row(f"vector top {TOP_K}, ef_search 40", callers, found, latencies, seconds, recall))
         found, latencies, seconds = await _searches(stub, queries, 1, ef_search=200)
-        rows.append(
-            {
-                "search": f"vector top {TOP_K}, ef_search 200",
-                "callers": 1,
-                "p50 ms": 1000 * percentile(latencies, 50),
-                "p99 ms": 1000 * percentile(latencies, 99),
-                "QPS": len(queries) / seconds,
-                "recall@10": _recall(found, exact, loaded["chunk_ids"]),
-                "rows/query": sum(map(len, found)) / len(found),
-            }
-        )
+        recall = _recall(found, exact, loaded["chunk_ids"])
+        rows.append(_row(f"vector top {TOP_K}, ef_search 200", 1, found, latencies, seconds, recall))
         bucket_filter = common_pb2.MetadataFilter(
             condition=common_pb2.FieldCondition(field="bucket", operator=common_pb2.FILTER_OPERATOR_EQ)
         )
         bucket_filter.condition.value.number_value = 3
         found, latencies, seconds = await _searches(stub, queries, 1, metadata_filter=bucket_filter)
-        rows.append(
-            {
-                "search": f"vector top {TOP_K}, filter bucket = 3 (10%), iterative scan",
-                "callers": 1,
-                "p50 ms": 1000 * percentile(latencies, 50),
-                "p99 ms": 1000 * percentile(latencies, 99),
-                "QPS": len(queries) / seconds,
-                "recall@10": _recall(found, exact_filtered, loaded["chunk_ids"]),
-                "rows/query": sum(map(len, found)) / len(found),
-            }
-        )
+        recall = _recall(found, exact_filtered, loaded["chunk_ids"])
+        label = f"vector top {TOP_K}, filter bucket = 3 (10%), iterative scan"
+        rows.append(_row(label, 1, found, latencies, seconds, recall))
         # Keyword (BM25 over the postings) and hybrid search with the real Cranfield query texts.
         texts = _query_texts()[:QUERIES]
         for label, mode in (
@@ -261,17 +255,7 @@ async def _bench(stack: Stack, state: Path) -> tuple[list[dict[str, Any]], dict[
         ):
             await _searches(stub, queries[:10], 1, mode=mode, texts=texts)
             found, latencies, seconds = await _searches(stub, queries, 1, mode=mode, texts=texts)
-            rows.append(
-                {
-                    "search": f"{label} top {TOP_K}",
-                    "callers": 1,
-                    "p50 ms": 1000 * percentile(latencies, 50),
-                    "p99 ms": 1000 * percentile(latencies, 99),
-                    "QPS": len(queries) / seconds,
-                    "recall@10": "",
-                    "rows/query": sum(map(len, found)) / len(found),
-                }
-            )
+            rows.append(_row(f"{label} top {TOP_K}", 1, found, latencies, seconds, ""))
     notes = {
         "chunks": CHUNKS,
         "dimension": DIMENSION,

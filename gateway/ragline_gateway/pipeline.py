@@ -194,8 +194,8 @@ class _Early:
     `cached` reads the retrieval (Search) or answer (Ask) cache under `cached_key`, built with
     the generation of the collection's previous lookup; `embedding`, which `cached` starts when it
     finds nothing (or which starts at once when the policy reads no cache), reads the embedding
-    cache under the previous lookup's model and on a miss asks the embedder (`rpc`). Each records its stages into its own Timings,
-    which join the request's only when the result is used.
+    cache under the previous lookup's model and on a miss asks the embedder (`rpc`). Each records
+    its stages into its own Timings, which join the request's only when the result is used.
     """
 
     def __init__(self) -> None:

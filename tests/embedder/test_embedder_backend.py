@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from ragline_embedder.backends import (
     EmbeddingBackend,
     InputType,
     LocalBackend,
+    backend_loader,
     local_model,
     threads_available,
 )
@@ -61,6 +63,20 @@ def test_token_counts_include_special_tokens_and_overlong_texts_are_truncated(
     np.testing.assert_allclose(
         any_backend.encode([long]), any_backend.encode([long + "lift " * 50]), atol=1e-5
     )
+
+
+def test_queries_get_a_spinning_session_of_their_own_unless_turned_off(
+    backend: EmbeddingBackend, onnx_cache: Path
+) -> None:
+    def spinning(session: Any) -> str:
+        return str(session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning"))
+
+    assert isinstance(backend, OnnxBackend)
+    assert (spinning(backend._session), spinning(backend._query_session)) == ("0", "1")
+    environ = {"EMBEDDER_ONNX_CACHE_DIR": str(onnx_cache), "EMBEDDER_QUERY_SESSION": "false"}
+    off = backend_loader(load_config(EmbedderConfig, environ=environ))()
+    assert isinstance(off, OnnxBackend)
+    assert off._query_session is off._session
 
 
 def test_onnxruntime_vectors_match_torch(backend: EmbeddingBackend, torch_backend: LocalBackend) -> None:

@@ -237,9 +237,7 @@ def backend_loader(config: EmbedderConfig) -> Callable[[], EmbeddingBackend]:
         return partial(OpenAIBackend.connect, config)
     if config.model_dir is not None and not config.model_dir.is_dir():
         raise ConfigError(f"EMBEDDER_MODEL_DIR={str(config.model_dir)!r}: not a directory")
-    if config.local_runtime == "torch":
-        return partial(LocalBackend.load, config)
-    return partial(load_onnx_backend, config)
+    return partial(load_local_backend, config)
 
 
 def load_onnx_backend(config: EmbedderConfig) -> EmbeddingBackend:
@@ -252,5 +250,5 @@ def load_onnx_backend(config: EmbedderConfig) -> EmbeddingBackend:
 
 
 def load_local_backend(config: EmbedderConfig) -> EmbeddingBackend:
-    """The local model on the runtime `EMBEDDER_LOCAL_RUNTIME` picks, loaded now (for benchmarks and tools)."""
+    """The local model on the runtime `EMBEDDER_LOCAL_RUNTIME` picks, loaded now."""
     return LocalBackend.load(config) if config.local_runtime == "torch" else load_onnx_backend(config)

@@ -729,8 +729,8 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
             *params.values,
         )
         ef_search = max(candidates, options.ef_search)
-        if ef_search == self._config.hnsw_ef_search and condition is None:
-            # The session's ef_search (see Database) is the one: one round trip, in one snapshot.
+        if self._session_scan(ef_search, condition is not None):
+            # One round trip, in one snapshot.
             return await conn.fetch(sql, *args)
         async with conn.transaction(readonly=True):
             await self._set_scan(conn, ef_search, condition is not None)
@@ -747,14 +747,18 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
         located = self._located[name] = _Located(row["id"], row["dimension"])
         return located
 
-    @staticmethod
-    async def _set_scan(conn: PooledConnection, ef_search: int, filtered: bool) -> None:
-        """Sets the HNSW scan of the transaction's vector query.
+    def _session_scan(self, ef_search: int, filtered: bool) -> bool:
+        """Whether the session's HNSW scan settings (see Database) are those a search needs."""
+        return ef_search == self._config.hnsw_ef_search and not filtered
+
+    async def _set_scan(self, conn: PooledConnection, ef_search: int, filtered: bool) -> None:
+        """Sets the HNSW scan of the transaction's vector query where it differs from the session's.
 
         Without an iterative scan the HNSW scan yields at most ef_search rows, so ef_search is
         never below the rows asked for; with a filter it goes on until enough rows pass it.
         """
-        await conn.execute("SELECT set_config('hnsw.ef_search', $1, true)", str(ef_search))
+        if ef_search != self._config.hnsw_ef_search:
+            await conn.execute("SELECT set_config('hnsw.ef_search', $1, true)", str(ef_search))
         if filtered:
             await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
 
