@@ -638,6 +638,7 @@ class QueryPipeline:
                 answer_key,
             )
         response.stage_timings.extend(timings.stages)
+        response.duration_seconds = timings.elapsed()
         yield gateway_service_pb2.AskStreamResponse(final=response)
 
     def _from_cache(
@@ -647,6 +648,7 @@ class QueryPipeline:
         response = gateway_service_pb2.AskResponse.FromString(answer_bytes)
         response.cache_layer = layer
         response.stage_timings.extend(timings.stages)
+        response.duration_seconds = timings.elapsed()
         passages = gateway_service_pb2.RetrievedPassages.FromString(passages_bytes)
         return [
             gateway_service_pb2.AskStreamResponse(passages=passages),

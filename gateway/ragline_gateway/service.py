@@ -63,8 +63,8 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
     async def Search(
         self, request: gateway_service_pb2.SearchRequest, context: grpc.aio.ServicerContext
     ) -> gateway_service_pb2.SearchResponse:
-        query = self.pipeline.query(request)
         timings = Timings()
+        query = self.pipeline.query(request)
         collection = await self.pipeline.collection(query, timings, context)
         retrieval = await self.pipeline.retrieve(query, collection, timings, context)
         return gateway_service_pb2.SearchResponse(
@@ -73,6 +73,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
             cache_layer=retrieval.cache_layer,
             rerank_status=retrieval.rerank_status,
             generation=retrieval.generation,
+            duration_seconds=timings.elapsed(),
         )
 
     async def Ask(

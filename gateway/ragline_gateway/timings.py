@@ -33,6 +33,11 @@ class Timings:
     def __init__(self) -> None:
         self.stages: list[common_pb2.StageTiming] = []
         self._starts: list[float] = []
+        self._created = time.perf_counter()
+
+    def elapsed(self) -> float:
+        """Seconds since the request's timing began: the response's `duration_seconds`."""
+        return time.perf_counter() - self._created
 
     def _add(self, started: float, timing: common_pb2.StageTiming) -> None:
         index = bisect.bisect_right(self._starts, started)

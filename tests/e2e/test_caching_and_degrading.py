@@ -44,6 +44,8 @@ async def test_a_repeated_question_is_answered_from_the_cache(client: RaglineCli
     assert again.cache_layer == gw.CACHE_LAYER_ANSWER
     assert again.answer == first.answer
     assert "generate" not in [t.stage for t in again.stage_timings]
+    generated = next(t.duration_seconds for t in first.stage_timings if t.stage == "generate")
+    assert 0 < again.duration_seconds < generated <= first.duration_seconds
 
 
 async def test_a_paraphrased_question_is_a_semantic_hit(client: RaglineClient, kites: None) -> None:

@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -123,8 +124,13 @@ async def test_reingesting_unchanged_files_changes_nothing(
 
 
 async def test_search_finds_the_document(client: RaglineClient, corpus: Path, ingested: object) -> None:
+    started = time.perf_counter()
     reply = await client.search("yellow fruit rich in potassium", top_k=2)
+    elapsed = time.perf_counter() - started
     assert reply.hits[0].document_id == f"{corpus.name}/bananas.txt"
+    # The gateway's own measure spans every stage and fits inside the caller's.
+    longest = max(t.duration_seconds for t in reply.stage_timings)
+    assert 0 < longest <= reply.duration_seconds < elapsed
 
 
 @pytest.mark.parametrize(

@@ -97,7 +97,7 @@ class AskRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., question: _Optional[str] = ..., top_k: _Optional[int] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ..., options: _Optional[_Union[_common_pb2.GenerationOptions, _Mapping]] = ..., candidates: _Optional[int] = ..., cache_policy: _Optional[_Union[CachePolicy, str]] = ..., filter: _Optional[_Union[_common_pb2.MetadataFilter, _Mapping]] = ...) -> None: ...
 
 class AskResponse(_message.Message):
-    __slots__ = ("answer", "citations", "usage", "finish_reason", "model", "stage_timings", "cache_layer", "rerank_status", "generation")
+    __slots__ = ("answer", "citations", "usage", "finish_reason", "model", "stage_timings", "cache_layer", "rerank_status", "generation", "duration_seconds")
     ANSWER_FIELD_NUMBER: _ClassVar[int]
     CITATIONS_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
@@ -107,6 +107,7 @@ class AskResponse(_message.Message):
     CACHE_LAYER_FIELD_NUMBER: _ClassVar[int]
     RERANK_STATUS_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
+    DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
     answer: str
     citations: _containers.RepeatedCompositeFieldContainer[_common_pb2.Citation]
     usage: _common_pb2.TokenUsage
@@ -116,7 +117,8 @@ class AskResponse(_message.Message):
     cache_layer: CacheLayer
     rerank_status: RerankStatus
     generation: int
-    def __init__(self, answer: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[_common_pb2.Citation, _Mapping]]] = ..., usage: _Optional[_Union[_common_pb2.TokenUsage, _Mapping]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., model: _Optional[str] = ..., stage_timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ..., cache_layer: _Optional[_Union[CacheLayer, str]] = ..., rerank_status: _Optional[_Union[RerankStatus, str]] = ..., generation: _Optional[int] = ...) -> None: ...
+    duration_seconds: float
+    def __init__(self, answer: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[_common_pb2.Citation, _Mapping]]] = ..., usage: _Optional[_Union[_common_pb2.TokenUsage, _Mapping]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., model: _Optional[str] = ..., stage_timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ..., cache_layer: _Optional[_Union[CacheLayer, str]] = ..., rerank_status: _Optional[_Union[RerankStatus, str]] = ..., generation: _Optional[int] = ..., duration_seconds: _Optional[float] = ...) -> None: ...
 
 class AskStreamRequest(_message.Message):
     __slots__ = ("collection", "question", "top_k", "mode", "options", "candidates", "cache_policy", "filter")
@@ -175,18 +177,20 @@ class SearchRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., query: _Optional[str] = ..., top_k: _Optional[int] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ..., candidates: _Optional[int] = ..., cache_policy: _Optional[_Union[CachePolicy, str]] = ..., filter: _Optional[_Union[_common_pb2.MetadataFilter, _Mapping]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("hits", "stage_timings", "cache_layer", "rerank_status", "generation")
+    __slots__ = ("hits", "stage_timings", "cache_layer", "rerank_status", "generation", "duration_seconds")
     HITS_FIELD_NUMBER: _ClassVar[int]
     STAGE_TIMINGS_FIELD_NUMBER: _ClassVar[int]
     CACHE_LAYER_FIELD_NUMBER: _ClassVar[int]
     RERANK_STATUS_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
+    DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[_common_pb2.SearchHit]
     stage_timings: _containers.RepeatedCompositeFieldContainer[_common_pb2.StageTiming]
     cache_layer: CacheLayer
     rerank_status: RerankStatus
     generation: int
-    def __init__(self, hits: _Optional[_Iterable[_Union[_common_pb2.SearchHit, _Mapping]]] = ..., stage_timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ..., cache_layer: _Optional[_Union[CacheLayer, str]] = ..., rerank_status: _Optional[_Union[RerankStatus, str]] = ..., generation: _Optional[int] = ...) -> None: ...
+    duration_seconds: float
+    def __init__(self, hits: _Optional[_Iterable[_Union[_common_pb2.SearchHit, _Mapping]]] = ..., stage_timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ..., cache_layer: _Optional[_Union[CacheLayer, str]] = ..., rerank_status: _Optional[_Union[RerankStatus, str]] = ..., generation: _Optional[int] = ..., duration_seconds: _Optional[float] = ...) -> None: ...
 
 class GetDocumentRequest(_message.Message):
     __slots__ = ("collection", "document_id")
