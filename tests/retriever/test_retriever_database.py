@@ -54,13 +54,15 @@ async def test_vector_search_uses_the_collections_hnsw_index(
         collection_id = await conn.fetchval("SELECT id FROM collections WHERE name = 'explained'")
         plan = "\n".join(
             row[0]
-            for row in await conn.fetch("EXPLAIN " + vector_search_sql(collection_id, 8), [0.5] * 8, 10)
+            for row in await conn.fetch(
+                "EXPLAIN " + vector_search_sql(collection_id, 8), [0.5] * 8, "explained", 10
+            )
         )
         assert f"Index Scan using {index_name(collection_id)} on chunks" in plan, plan
         keyword_plan = "\n".join(
             row[0]
             for row in await conn.fetch(
-                "EXPLAIN " + keyword_search_sql(), "chunk", collection_id, 10, 1.5, 0.75
+                "EXPLAIN " + keyword_search_sql(collection_id), "chunk", "explained", 10, 1.5, 0.75
             )
         )
         assert "chunk_terms_pkey" in keyword_plan, keyword_plan

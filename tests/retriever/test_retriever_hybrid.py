@@ -1,6 +1,7 @@
 """Hybrid SearchChunks, one SQL statement, finds exactly what its vector and keyword searches find
 when fused in Python: same chunks, order, scores, modes and generation, with and without a metadata
-filter, for any weights, RRF k and ef_search; and it follows a collection deleted and created again.
+filter, for any weights, RRF k and ef_search; and a search of each mode, which remembers the
+collection's id, follows a collection deleted and created again.
 
 Runs on the session's real retriever, over gRPC.
 """
@@ -143,12 +144,15 @@ async def test_hybrid_search_finds_what_both_searches_find_fused(
         assert reply.hits, "every query should find something here"
 
 
-async def test_hybrid_search_follows_a_collection_deleted_and_created_again(
-    stub: pb_grpc.RetrieverServiceStub, new_collection: Callable[..., Awaitable[str]]
+@pytest.mark.parametrize(
+    "mode", [common_pb2.SEARCH_MODE_HYBRID, common_pb2.SEARCH_MODE_VECTOR, common_pb2.SEARCH_MODE_KEYWORD]
+)
+async def test_search_follows_a_collection_deleted_and_created_again(
+    stub: pb_grpc.RetrieverServiceStub, new_collection: Callable[..., Awaitable[str]], mode: int
 ) -> None:
-    name = await new_collection(DIMENSION, "hybrid-again")
+    name = await new_collection(DIMENSION, f"again-{mode}")
     request = pb.SearchChunksRequest(
-        collection=name, query_text="flow", query_embedding=[1.0] * DIMENSION, top_k=10
+        collection=name, query_text="flow", query_embedding=[1.0] * DIMENSION, top_k=10, mode=mode
     )
     reply = await stub.SearchChunks(request)  # an empty collection: no hit, generation 0
     assert (list(reply.hits), reply.generation) == ([], 0)
@@ -165,12 +169,17 @@ async def test_hybrid_search_follows_a_collection_deleted_and_created_again(
         reply = await stub.SearchChunks(request)
         assert [h.document_id for h in reply.hits] == ["only"]
         assert reply.generation == 1
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await stub.SearchChunks(
-            pb.SearchChunksRequest(collection=name, query_text="flow", query_embedding=[1.0] * DIMENSION)
-        )
-    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "query_embedding" in (raised.value.details() or "")
+    wrong_dimension = pb.SearchChunksRequest(
+        collection=name, query_text="flow", query_embedding=[1.0] * DIMENSION, mode=mode
+    )
+    if mode == common_pb2.SEARCH_MODE_KEYWORD:
+        # A keyword search reads no embedding.
+        assert [h.document_id for h in (await stub.SearchChunks(wrong_dimension)).hits] == ["only"]
+    else:
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.SearchChunks(wrong_dimension)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "query_embedding" in (raised.value.details() or "")
     await stub.DeleteCollection(pb.DeleteCollectionRequest(name=name))
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.SearchChunks(request)

@@ -49,16 +49,43 @@ def drop_index_sql(collection_id: int) -> str:
     return f"DROP INDEX CONCURRENTLY IF EXISTS {index_name(collection_id)}"
 
 
-def vector_search_sql(collection_id: int, dimension: int, condition: str = "TRUE") -> str:
-    """Nearest chunks to `$1` (the query embedding) by cosine distance, at most `$2` of them.
+def _in_collection(collection_id: int, hits: str, order: str) -> str:
+    """A search statement that also reads the collection's generation, in the same snapshot.
 
-    `condition` is a compiled metadata filter over METADATA_SQL. The index scan yields at most `hnsw.ef_search` rows, unless
-    `hnsw.iterative_scan` lets it go on until the filter has passed `$2` of them; with
+    `hits` is a query of the collection's hits, with the columns of a `Hit` and a `modes` array;
+    `order` sorts them, best first. $2 is the collection's name: the statement returns no row if
+    `collection_id` is no longer the collection of that name (deleted, or deleted and created
+    again), else one row per hit with the generation (a single row whose `id` is NULL when
+    nothing matched).
+    """
+    return f"""
+    WITH collection AS (
+        SELECT generation FROM collections WHERE id = {int(collection_id)} AND name = $2
+    ),
+    hits AS MATERIALIZED ({hits})
+    SELECT collection.generation, hits.id, hits.document_id, hits.ordinal, hits.text, hits.metadata,
+           hits.score, hits.modes
+    FROM collection LEFT JOIN hits ON true
+    ORDER BY {order}
+    """
+
+
+# The first parameter number of a compiled filter's values in `vector_search_sql` (`Params(...)`).
+VECTOR_FILTER_PARAMS = 4
+
+
+def vector_search_sql(collection_id: int, dimension: int, condition: str = "TRUE") -> str:
+    """Nearest chunks to `$1` (the query embedding) by cosine distance, at most `$3` of them, in
+    one statement with the collection's generation (`_in_collection`, $2 the collection's name).
+
+    `condition` is a compiled metadata filter over METADATA_SQL, numbering its values from
+    VECTOR_FILTER_PARAMS. The index scan yields at most `hnsw.ef_search` rows, unless
+    `hnsw.iterative_scan` lets it go on until the filter has passed `$3` of them; with
     `relaxed_order` these come slightly out of order, hence the final sort.
     """
     distance = f"{_embedding_expression(dimension, 'c.')} <=> $1::halfvec({int(dimension)})"
-    return f"""
-        SELECT h.id, h.document_id, h.ordinal, h.text, h.metadata, 1 - h.distance AS score
+    hits = f"""
+        SELECT h.*, 1 - h.distance AS score, ARRAY[{int(common_pb2.SEARCH_MODE_VECTOR)}] AS modes
         FROM (
             SELECT c.id, d.document_id, c.ordinal, c.text, d.metadata || c.metadata AS metadata,
                    {distance} AS distance
@@ -66,10 +93,10 @@ def vector_search_sql(collection_id: int, dimension: int, condition: str = "TRUE
             JOIN documents AS d ON d.id = c.document_id
             WHERE c.collection_id = {int(collection_id)} AND {condition}
             ORDER BY distance
-            LIMIT $2
+            LIMIT $3
         ) AS h
-        ORDER BY h.distance, h.id
     """
+    return _in_collection(collection_id, hits, "hits.distance, hits.id")
 
 
 # The SQL expression a metadata filter is compiled over in both queries.
@@ -78,7 +105,7 @@ METADATA_SQL = "(d.metadata || c.metadata)"
 # Okapi BM25 over the postings in `chunk_terms` (see migration 0002), with Lucene's IDF
 # ln(1 + (N - df + 0.5) / (df + 0.5)), which is never negative. The query's terms are its
 # `english` lexemes (stemmed, stop words gone), each counted once, OR-ed: a chunk scores the sum
-# over the terms it contains. $1 query text, $2 collection id, $3 limit, $4 k1, $5 b. N, the
+# over the terms it contains. $1 query text, $3 limit, $4 k1, $5 b; `{collection}` is the id. N, the
 # average length and every df are read in the same snapshot, so they are exact. `{condition}`
 # is a compiled metadata filter over METADATA_SQL; with none, only the top $3 chunks are joined.
 #
@@ -123,7 +150,8 @@ _BM25_SQL = (
     + _BM25_SCORES
     + """        {limit_unfiltered}
     )
-    SELECT c.id, d.document_id, c.ordinal, c.text, d.metadata || c.metadata AS metadata, scored.score
+    SELECT c.id, d.document_id, c.ordinal, c.text, d.metadata || c.metadata AS metadata, scored.score,
+           ARRAY[{keyword_mode}] AS modes
     FROM scored
     JOIN chunks AS c ON c.id = scored.chunk_id
     JOIN documents AS d ON d.id = c.document_id
@@ -134,12 +162,23 @@ _BM25_SQL = (
 )
 
 
-def keyword_search_sql(condition: str | None = None) -> str:
-    """The BM25 query, filtered by the compiled metadata filter `condition` if there is one."""
-    sql = _BM25_SQL.replace("{collection}", "$2")
+# The first parameter number of a compiled filter's values in `keyword_search_sql` (`Params(...)`).
+KEYWORD_FILTER_PARAMS = 6
+
+
+def keyword_search_sql(collection_id: int, condition: str | None = None) -> str:
+    """The BM25 query, in one statement with the collection's generation (`_in_collection`, $2 the
+    collection's name), filtered by the compiled metadata filter `condition` if there is one (its
+    values numbered from KEYWORD_FILTER_PARAMS)."""
+    sql = _BM25_SQL.replace("{collection}", str(int(collection_id)))
+    mode = int(common_pb2.SEARCH_MODE_KEYWORD)
     if condition is None:
-        return sql.format(limit_unfiltered="ORDER BY score DESC, p.chunk_id LIMIT $3", condition="TRUE")
-    return sql.format(limit_unfiltered="", condition=condition)
+        hits = sql.format(
+            limit_unfiltered="ORDER BY score DESC, p.chunk_id LIMIT $3", condition="TRUE", keyword_mode=mode
+        )
+    else:
+        hits = sql.format(limit_unfiltered="", condition=condition, keyword_mode=mode)
+    return _in_collection(collection_id, hits, "hits.score DESC, hits.id")
 
 
 # The first parameter number of a compiled filter's values in `hybrid_search_sql` (`Params(...)`).
@@ -160,10 +199,8 @@ def hybrid_search_sql(collection_id: int, dimension: int, condition: str | None 
     $1 query text, $2 collection name, $3 candidates per list, $4 k1, $5 b, $6 query embedding,
     $7 RRF k, $8 top_k, $9 vector weight, $10 keyword weight; a compiled filter (`condition`,
     over METADATA_SQL) numbers its values from HYBRID_FILTER_PARAMS. `hnsw.ef_search` (and, with
-    a filter, `hnsw.iterative_scan`) must be set as for `vector_search_sql`. Returns no row if
-    `collection_id` is no longer the collection named $2 (deleted, or deleted and created again);
-    else one row per hit, best first, each with the generation (a single row whose `id` is NULL
-    when nothing matched). `modes` lists the SearchMode values of the lists that found the chunk.
+    a filter, `hnsw.iterative_scan`) must be set as for `vector_search_sql`. Its rows are those of
+    `_in_collection`; `modes` lists the SearchMode values of the lists that found the chunk.
     """
     collection = str(int(collection_id))
     distance = f"{_embedding_expression(dimension, 'c.')} <=> $6::halfvec({int(dimension)})"
@@ -182,11 +219,8 @@ def hybrid_search_sql(collection_id: int, dimension: int, condition: str | None 
             f"WHERE {condition} ORDER BY s.score DESC, s.chunk_id LIMIT $3"
         )
     vector_mode, keyword_mode = int(common_pb2.SEARCH_MODE_VECTOR), int(common_pb2.SEARCH_MODE_KEYWORD)
-    return f"""
-    WITH collection AS (
-        SELECT generation FROM collections WHERE id = {collection} AND name = $2
-    ),
-    {_BM25_TERMS.replace("{collection}", collection).strip()},
+    hits = f"""
+    WITH {_BM25_TERMS.replace("{collection}", collection).strip()},
     vector AS MATERIALIZED (
         SELECT h.id, row_number() OVER (ORDER BY h.distance, h.id) AS rank
         FROM (SELECT c.id, {distance} AS distance FROM {vector_from} ORDER BY distance LIMIT $3) AS h
@@ -207,12 +241,11 @@ def hybrid_search_sql(collection_id: int, dimension: int, condition: str | None 
         ORDER BY score DESC, seen
         LIMIT $8
     )
-    SELECT collection.generation, c.id, d.document_id, c.ordinal, c.text,
-           d.metadata || c.metadata AS metadata, fused.score, fused.modes
-    FROM collection
-    LEFT JOIN (fused JOIN chunks AS c ON c.id = fused.id JOIN documents AS d ON d.id = c.document_id) ON true
-    ORDER BY fused.score DESC, fused.seen
+    SELECT c.id, d.document_id, c.ordinal, c.text, d.metadata || c.metadata AS metadata,
+           fused.score, fused.modes, fused.seen
+    FROM fused JOIN chunks AS c ON c.id = fused.id JOIN documents AS d ON d.id = c.document_id
     """
+    return _in_collection(collection_id, hits, "hits.score DESC, hits.seen")
 
 
 @dataclass
@@ -228,15 +261,8 @@ class Hit:
     modes: list[common_pb2.SearchMode] = field(default_factory=list)
 
 
-def hit_from_row(row: Any, mode: common_pb2.SearchMode) -> Hit:
-    """A hit from a row of `vector_search_sql` or `KEYWORD_SEARCH_SQL`."""
-    return Hit(
-        row["id"], row["document_id"], row["ordinal"], row["text"], row["metadata"], row["score"], [mode]
-    )
-
-
-def fused_hit_from_row(row: Any) -> Hit | None:
-    """A hit from a row of `hybrid_search_sql`; None for the row that only carries the generation."""
+def hit_from_row(row: Any) -> Hit | None:
+    """A hit from a row of a search statement; None for the row that only carries the generation."""
     if row["id"] is None:
         return None
     return Hit(

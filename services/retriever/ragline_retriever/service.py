@@ -36,12 +36,13 @@ from ragline_retriever.database import Database, PooledConnection
 from ragline_retriever.filters import Params, compile_filter
 from ragline_retriever.search import (
     HYBRID_FILTER_PARAMS,
+    KEYWORD_FILTER_PARAMS,
     METADATA_SQL,
     MIN_CANDIDATES,
+    VECTOR_FILTER_PARAMS,
     Hit,
     create_index_sql,
     drop_index_sql,
-    fused_hit_from_row,
     hit_from_row,
     hybrid_search_sql,
     keyword_search_sql,
@@ -89,6 +90,12 @@ HALFVEC_MAX = 65504.0
 # Collections whose id and dimension hybrid search remembers.
 MAX_LOCATED_COLLECTIONS = 10_000
 
+# The first parameter number of a compiled filter's values in each mode's statement.
+_FILTER_PARAMS = {
+    common_pb2.SEARCH_MODE_VECTOR: VECTOR_FILTER_PARAMS,
+    common_pb2.SEARCH_MODE_KEYWORD: KEYWORD_FILTER_PARAMS,
+    common_pb2.SEARCH_MODE_HYBRID: HYBRID_FILTER_PARAMS,
+}
 _MODE_NAMES = {
     common_pb2.SEARCH_MODE_VECTOR: "vector",
     common_pb2.SEARCH_MODE_KEYWORD: "keyword",
@@ -123,10 +130,24 @@ _DOCUMENT_COLUMNS = "id, document_id, metadata, content_hash, chunk_count, creat
 
 @dataclass(frozen=True)
 class _Located:
-    """What hybrid search needs to know of a collection before its one statement."""
+    """What a search needs to know of a collection before its one statement."""
 
     id: int
     dimension: int
+
+
+@dataclass(frozen=True)
+class _Search:
+    """One SearchChunks call, validated, with its collection located and its filter compiled."""
+
+    located: _Located
+    name: str
+    request: pb.SearchChunksRequest
+    options: SearchOptions
+    mode: common_pb2.SearchMode
+    top_k: int
+    condition: str | None
+    params: Params
 
 
 @dataclass(frozen=True)
@@ -623,14 +644,11 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
             raise InvalidArgument("query_text has NUL characters", field="query_text")
         options = self._search_options(request)
         started = time.perf_counter()
-        if mode == common_pb2.SEARCH_MODE_HYBRID:
-            hits, generation = await self._hybrid_search(name, request, options, top_k)
-        else:
-            hits, generation = await self._single_mode_search(name, request, options, mode, top_k)
+        hits, generation = await self._search(name, request, options, mode, top_k)
         QUERY_SECONDS.labels(_MODE_NAMES[mode]).observe(time.perf_counter() - started)
         return pb.SearchChunksResponse(hits=[_hit_pb(hit) for hit in hits], generation=generation)
 
-    async def _single_mode_search(
+    async def _search(
         self,
         name: str,
         request: pb.SearchChunksRequest,
@@ -638,102 +656,74 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
         mode: common_pb2.SearchMode,
         top_k: int,
     ) -> tuple[list[Hit], int]:
-        """A vector or keyword search: its hits and the generation of the snapshot it read."""
+        """The hits of a search and the generation of the snapshot it read, in one statement
+        (`search.py`), which needs the collection's id and dimension: remembered from the
+        collection's previous search, and looked up again when the statement finds them stale."""
         # Compiled before touching the database, so a malformed filter is always INVALID_ARGUMENT.
-        params = Params(3 if mode == common_pb2.SEARCH_MODE_VECTOR else 6)
-        condition = (
-            compile_filter(request.filter, METADATA_SQL, params) if request.HasField("filter") else None
-        )
-        async with (
-            self._db.connection() as conn,
-            conn.transaction(isolation="repeatable_read", readonly=True),
-        ):
-            collection = await conn.fetchrow(
-                "SELECT id, dimension, generation FROM collections WHERE name = $1", name
-            )
-            if collection is None:
-                raise NotFound(f"collection {name!r} does not exist", field="collection")
-            if mode == common_pb2.SEARCH_MODE_KEYWORD:
-                rows = await conn.fetch(
-                    keyword_search_sql(condition),
-                    request.query_text,
-                    collection["id"],
-                    top_k,
-                    options.bm25_k1,
-                    options.bm25_b,
-                    *params.values,
-                )
-            else:
-                query = _embedding(request.query_embedding, collection["dimension"], "query_embedding", name)
-                await self._set_scan(conn, max(top_k, options.ef_search), condition is not None)
-                rows = await conn.fetch(
-                    vector_search_sql(collection["id"], collection["dimension"], condition or "TRUE"),
-                    query,
-                    top_k,
-                    *params.values,
-                )
-        return [hit_from_row(row, mode) for row in rows], collection["generation"]
-
-    async def _hybrid_search(
-        self, name: str, request: pb.SearchChunksRequest, options: SearchOptions, top_k: int
-    ) -> tuple[list[Hit], int]:
-        """Both searches and their fusion in one statement (`hybrid_search_sql`), which needs the
-        collection's id and dimension: remembered from the collection's previous search, and looked
-        up again when the statement finds them stale."""
-        params = Params(HYBRID_FILTER_PARAMS)
+        params = Params(_FILTER_PARAMS[mode])
         condition = (
             compile_filter(request.filter, METADATA_SQL, params) if request.HasField("filter") else None
         )
         async with self._db.connection() as conn:
             located = self._located.get(name)
             # A remembered dimension the embedding does not match may belong to a deleted collection.
-            if located is None or located.dimension != len(request.query_embedding):
+            embeds = mode != common_pb2.SEARCH_MODE_KEYWORD
+            if located is None or (embeds and located.dimension != len(request.query_embedding)):
                 located = await self._locate(conn, name)
-            rows = await self._run_hybrid(conn, located, name, request, options, top_k, condition, params)
+            search = _Search(located, name, request, options, mode, top_k, condition, params)
+            rows = await self._run_search(conn, search)
             if not rows:
                 # The id no longer names the collection `name` (deleted, perhaps created again).
-                located = await self._locate(conn, name)
-                rows = await self._run_hybrid(conn, located, name, request, options, top_k, condition, params)
+                search = replace(search, located=await self._locate(conn, name))
+                rows = await self._run_search(conn, search)
         if not rows:
             raise NotFound(f"collection {name!r} does not exist", field="collection")
-        hits = [hit for hit in map(fused_hit_from_row, rows) if hit is not None]
+        hits = [hit for hit in map(hit_from_row, rows) if hit is not None]
         return hits, rows[0]["generation"]
 
-    async def _run_hybrid(
-        self,
-        conn: PooledConnection,
-        located: _Located,
-        name: str,
-        request: pb.SearchChunksRequest,
-        options: SearchOptions,
-        top_k: int,
-        condition: str | None,
-        params: Params,
-    ) -> list[asyncpg.Record]:
-        """The rows of `hybrid_search_sql` for the collection `located`; none if that is not `name`."""
-        query = _embedding(request.query_embedding, located.dimension, "query_embedding", name)
-        # Fusion needs deeper lists than top_k to rank well.
-        candidates = max(top_k, MIN_CANDIDATES)
-        sql = hybrid_search_sql(located.id, located.dimension, condition)
-        args = (
-            request.query_text,
-            name,
-            candidates,
-            options.bm25_k1,
-            options.bm25_b,
-            query,
-            float(options.rrf_k),
-            top_k,
-            options.vector_weight,
-            options.keyword_weight,
-            *params.values,
-        )
-        ef_search = max(candidates, options.ef_search)
-        if self._session_scan(ef_search, condition is not None):
+    async def _run_search(self, conn: PooledConnection, search: _Search) -> list[asyncpg.Record]:
+        """The rows of `search`'s statement; none if its collection id no longer names its collection."""
+        located, request, options = search.located, search.request, search.options
+        ef_search = None
+        if search.mode == common_pb2.SEARCH_MODE_KEYWORD:
+            sql = keyword_search_sql(located.id, search.condition)
+            args: tuple[Any, ...] = (
+                request.query_text,
+                search.name,
+                search.top_k,
+                options.bm25_k1,
+                options.bm25_b,
+            )
+        else:
+            query = _embedding(request.query_embedding, located.dimension, "query_embedding", search.name)
+            if search.mode == common_pb2.SEARCH_MODE_VECTOR:
+                sql = vector_search_sql(located.id, located.dimension, search.condition or "TRUE")
+                args = (query, search.name, search.top_k)
+                ef_search = max(search.top_k, options.ef_search)
+            else:
+                # Fusion needs deeper lists than top_k to rank well.
+                candidates = max(search.top_k, MIN_CANDIDATES)
+                sql = hybrid_search_sql(located.id, located.dimension, search.condition)
+                args = (
+                    request.query_text,
+                    search.name,
+                    candidates,
+                    options.bm25_k1,
+                    options.bm25_b,
+                    query,
+                    float(options.rrf_k),
+                    search.top_k,
+                    options.vector_weight,
+                    options.keyword_weight,
+                )
+                ef_search = max(candidates, options.ef_search)
+        args = (*args, *search.params.values)
+        filtered = search.condition is not None
+        if ef_search is None or self._session_scan(ef_search, filtered):
             # One round trip, in one snapshot.
             return await conn.fetch(sql, *args)
         async with conn.transaction(readonly=True):
-            await self._set_scan(conn, ef_search, condition is not None)
+            await self._set_scan(conn, ef_search, filtered)
             return await conn.fetch(sql, *args)
 
     async def _locate(self, conn: PooledConnection, name: str) -> _Located:
