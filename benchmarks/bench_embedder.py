@@ -164,7 +164,8 @@ _worker_backend: EmbeddingBackend | None = None
 def runtime_round(
     runtime: str, int8_graph: Path, passages: list[str], queries: list[str]
 ) -> tuple[float, list[float], NDArray[np.float32]]:
-    """In a runtime's own worker process: passages/s, single-query latencies, and the vectors."""
+    """In a runtime's own worker process: passages/s, single-query latencies (`encode_queries`, the
+    service's path for queries), and the vectors."""
     global _worker_backend
     if _worker_backend is None:
         _worker_backend = _load_runtime(runtime, int8_graph)
@@ -174,7 +175,7 @@ def runtime_round(
     latencies = []
     for query in queries:
         started = time.perf_counter()
-        backend.encode([query])
+        backend.encode_queries([query])
         latencies.append(time.perf_counter() - started)
     return passages_per_s, latencies, backend.encode(passages + queries)
 

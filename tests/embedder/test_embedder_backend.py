@@ -32,13 +32,14 @@ TEXTS = [
 ]
 
 
-def test_describes_the_bundled_model(any_backend: EmbeddingBackend) -> None:
+def test_describes_the_bundled_model(any_backend: EmbeddingBackend, request: pytest.FixtureRequest) -> None:
     assert (any_backend.model_name, any_backend.dimension, any_backend.max_input_tokens) == (
         "all-MiniLM-L6-v2",
         384,
         256,
     )
     assert any_backend.backend == "local"
+    assert any_backend.runtime == request.node.callspec.params["any_backend"]
 
 
 def test_vectors_are_unit_length_float32(any_backend: EmbeddingBackend) -> None:

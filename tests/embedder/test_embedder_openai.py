@@ -43,11 +43,12 @@ def connect(server: HttpModelServer, **settings: str) -> OpenAIBackend:
 
 def test_vectors_are_the_servers_in_order(http_server: HttpModelServer, backend: EmbeddingBackend) -> None:
     remote = connect(http_server)
-    assert (remote.model_name, remote.dimension, remote.max_input_tokens, remote.backend) == (
+    assert (remote.model_name, remote.dimension, remote.max_input_tokens, remote.backend, remote.runtime) == (
         "all-MiniLM-L6-v2",
         384,
         8191,
         "openai",
+        "remote",
     )
     np.testing.assert_allclose(remote.encode(TEXTS), backend.encode(TEXTS), atol=1e-5)
 

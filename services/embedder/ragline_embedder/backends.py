@@ -63,6 +63,8 @@ class EmbeddingBackend(Protocol):
     dimension: int
     max_input_tokens: int
     backend: str
+    # What runs the model: "onnxruntime" or "torch" in this process, "remote" behind an API.
+    runtime: str
     prefixes: Prefixes
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:

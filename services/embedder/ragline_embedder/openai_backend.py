@@ -45,6 +45,7 @@ class OpenAIBackend:
     """Embeddings from an OpenAI-compatible `/embeddings` endpoint, through the `openai` SDK."""
 
     backend = "openai"
+    runtime = "remote"
 
     def __init__(self, client: openai.OpenAI, config: EmbedderConfig, dimension: int) -> None:
         self._client = client

@@ -103,7 +103,7 @@ class EmbedderServicer(pb_grpc.EmbedderServiceServicer):
             backend.model_name,
             backend.backend,
             backend.dimension,
-            getattr(backend, "runtime", backend.backend),
+            backend.runtime,
         )
 
     async def check_ready(self) -> None:
