@@ -487,12 +487,13 @@ class QueryPipeline:
         hits, rerank_status = await self._rerank(query, hits, timings, context)
         if query.writes_cache:
             passages = gateway_service_pb2.RetrievedPassages(hits=hits, rerank_status=rerank_status)
-            await self.cache.put(
-                "retrieval",
-                query.retrieval_key(_incarnation(collection), generation),
-                passages.SerializeToString(),
-                self.config.cache_retrieval_ttl_seconds,
-            )
+            async with timings.stage("cache_write"):
+                await self.cache.put(
+                    "retrieval",
+                    query.retrieval_key(_incarnation(collection), generation),
+                    passages.SerializeToString(),
+                    self.config.cache_retrieval_ttl_seconds,
+                )
         if embedded.saving is not None:
             await embedded.saving
         layer = (
@@ -626,17 +627,18 @@ class QueryPipeline:
         if query.writes_cache:
             # Under the generation the passages came from, which is at least the lookup's.
             answer_key = query.answer_key(_incarnation(collection), retrieval.generation, options)
-            await self.cache.put(
-                "answer",
-                answer_key,
-                _pack(response.SerializeToString(), passages.SerializeToString()),
-                self.config.cache_answer_ttl_seconds,
-            )
-            await self.cache.remember_question(
-                query.semantic_scope(_incarnation(collection), retrieval.generation, options),
-                embedded.values,
-                answer_key,
-            )
+            async with timings.stage("cache_write"):
+                await self.cache.put(
+                    "answer",
+                    answer_key,
+                    _pack(response.SerializeToString(), passages.SerializeToString()),
+                    self.config.cache_answer_ttl_seconds,
+                )
+                await self.cache.remember_question(
+                    query.semantic_scope(_incarnation(collection), retrieval.generation, options),
+                    embedded.values,
+                    answer_key,
+                )
         response.stage_timings.extend(timings.stages)
         response.duration_seconds = timings.elapsed()
         yield gateway_service_pb2.AskStreamResponse(final=response)

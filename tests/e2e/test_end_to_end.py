@@ -102,7 +102,8 @@ async def test_the_answer_carries_usage_timings_and_only_valid_citations(
     assert all((c.document_id, c.chunk_id) in retrieved for c in reply.citations)
     assert reply.model
     assert reply.usage.prompt_tokens > 0 and reply.usage.completion_tokens > 0
-    # answer cache, embed, semantic cache, retrieval cache, search, rerank, generate
+    # answer cache, embed, semantic cache, retrieval cache, search, rerank, retrieval cache write,
+    # generate, answer and semantic cache writes
     assert [t.stage for t in reply.stage_timings] == [
         "collection",
         "cache",
@@ -111,7 +112,9 @@ async def test_the_answer_carries_usage_timings_and_only_valid_citations(
         "cache",
         "retrieve",
         "rerank",
+        "cache_write",
         "generate",
+        "cache_write",
     ]
 
 

@@ -263,7 +263,7 @@ async def test_a_cold_search_embeds_while_the_collection_is_looked_up(setup: Set
     reply, stages = await asyncio.wait_for(search, 5)
     # The search itself starts only after the lookup has returned.
     assert setup.retriever.events.index("search") > setup.retriever.events.index("lookup-end")
-    assert stages == ["collection", "cache", "embed", "retrieve"]
+    assert stages == ["collection", "cache", "embed", "retrieve", "cache_write"]
     assert reply.cache_layer == gw.CACHE_LAYER_NONE
 
 
@@ -276,11 +276,12 @@ async def test_without_cache_reads_the_first_search_already_embeds_beside_the_lo
     await asyncio.wait_for(setup.embedder.gate.entered.wait(), 5)
     setup.retriever.lookup_gate.released.set()
     reply, stages = await asyncio.wait_for(search, 5)
-    assert stages == ["collection", "embed", "retrieve"]
+    refresh = policy == gw.CACHE_POLICY_REFRESH
+    assert stages == ["collection", "embed", "retrieve"] + (["cache_write"] if refresh else [])
     assert reply.cache_layer == gw.CACHE_LAYER_UNSPECIFIED
     # REFRESH writes what it found, under the keys of the collection the lookup returned.
     written = bool(setup.redis.keys_of("retrieval")) and bool(setup.redis.keys_of("embedding"))
-    assert written == (policy == gw.CACHE_POLICY_REFRESH)
+    assert written == refresh
 
 
 async def test_a_warm_search_reads_the_cache_beside_the_lookup_and_never_embeds(setup: Setup) -> None:
@@ -314,7 +315,7 @@ async def test_a_search_after_an_ingest_never_gets_the_older_generations_results
     assert after.hits[0].document_id == "doc-at-generation-2"
     assert after.generation == 2
     # The early read under generation 1 is dropped unreported; the read under 2 missed.
-    assert stages == ["collection", "cache", "embed", "retrieve"]
+    assert stages == ["collection", "cache", "embed", "retrieve", "cache_write"]
     again, _ = await setup.search()
     assert again.cache_layer == gw.CACHE_LAYER_RETRIEVAL
     assert again.hits[0].document_id == "doc-at-generation-2"
@@ -365,8 +366,19 @@ async def test_an_ask_lists_its_stages_in_the_order_they_started(setup: Setup) -
     await setup.ask("warm up")
     reply = await setup.ask()
     stages = [t.stage for t in reply.stage_timings]
-    # answer cache (early), embedding (early), semantic cache, retrieval cache, search, generate
-    assert stages == ["collection", "cache", "embed", "cache", "cache", "retrieve", "generate"]
+    # answer cache (early), embedding (early), semantic cache, retrieval cache, search, its cache
+    # write, generate, the answer's cache writes
+    assert stages == [
+        "collection",
+        "cache",
+        "embed",
+        "cache",
+        "cache",
+        "retrieve",
+        "cache_write",
+        "generate",
+        "cache_write",
+    ]
 
 
 async def test_an_embedding_cached_for_another_model_is_not_used(setup: Setup) -> None:
