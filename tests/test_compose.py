@@ -52,7 +52,15 @@ def test_dependencies_exist_and_are_awaited_healthy() -> None:
             assert condition == {"condition": "service_healthy"}
             assert "healthcheck" in services[dependency], f"{dependency} has no health check to wait for"
     assert set(services["gateway"]["depends_on"]) == {"embedder", "retriever", "generator", "redis"}
-    assert set(services["retriever"]["depends_on"]) == {"postgres"}
+    assert set(services["retriever"]["depends_on"]) == {"postgres", "redis"}
+
+
+def test_the_retriever_publishes_collection_state_in_the_gateways_redis() -> None:
+    # ragline.collection_state is never stale only if both use the same Redis.
+    services = COMPOSE["services"]
+    assert (
+        services["retriever"]["environment"]["REDIS_URL"] == services["gateway"]["environment"]["REDIS_URL"]
+    )
 
 
 def test_addresses_point_at_services_and_ports_that_exist() -> None:

@@ -27,6 +27,8 @@ import numpy as np
 import redis.asyncio as aioredis
 from prometheus_client import Counter
 
+from ragline.collection_state import state_key
+
 log = logging.getLogger(__name__)
 
 CACHE_LOOKUPS = Counter(
@@ -80,6 +82,21 @@ class QueryCache:
             return None
         CACHE_LOOKUPS.labels(layer, "hit" if value is not None else "miss").inc()
         return value if isinstance(value, bytes) else None
+
+    async def get_with_state(
+        self, layer: str, key: str, collection: str
+    ) -> tuple[bytes | None, bytes | None]:
+        """`get`, and in the same round trip the state the retriever published of `collection`
+        (`ragline.collection_state`), or None for either on a miss or a Redis failure."""
+        if self.client is None or not self.available:
+            return None, None
+        try:
+            value, state = await self.client.mget(f"{_PREFIX}:{layer}:{key}", state_key(collection))
+        except (aioredis.RedisError, OSError) as exc:
+            self._failed(layer, exc)
+            return None, None
+        CACHE_LOOKUPS.labels(layer, "hit" if value is not None else "miss").inc()
+        return (value if isinstance(value, bytes) else None), (state if isinstance(state, bytes) else None)
 
     async def put(self, layer: str, key: str, value: bytes, ttl: int) -> None:
         """Stores `value` under `key` in `layer` for `ttl` seconds; failures are logged, not raised."""

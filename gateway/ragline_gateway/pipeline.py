@@ -1,18 +1,25 @@
 """The query pipeline behind Search, Ask and AskStream: embed → retrieve → rerank → generate, with caches.
 
 Each stage calls one service with a deadline derived from the caller's remaining time and
-is timed. Every request looks its collection up: that gives its `generation`, which every
-retrieval and answer cache key includes, so a cached result is never older than the
-collection's content. The keys also hold the collection's creation time, as a collection
-deleted and created again under the same name counts its generations from 0 again.
+is timed. Every request needs its collection's current `generation`, which every retrieval and
+answer cache key includes, so a cached result is never older than the collection's content.
+The keys also hold the collection's creation time, as a collection deleted and created again
+under the same name counts its generations from 0 again.
 
-The lookup is not on the critical path: while it runs, the request already embeds its query
-(which does not depend on the collection) and reads the retrieval or answer cache under the
-generation the collection had at its previous lookup. Those results are used only once the
-lookup confirms them: a cached value only if its key holds the generation this lookup returned,
-an embedding read from the cache only if the collection's model and dimension are the ones
-guessed. Results are written under the generation the search itself saw, and the search starts
-only after the lookup has returned, so it never sees older content than the lookup did.
+The collection comes from the state the retriever published in Redis when there is one
+(`ragline.collection_state`, never older than a change whose call has returned), read in the
+same round trip as the request's first cache read; otherwise from a lookup at the retriever.
+Neither is on the critical path of a miss: the request already embeds its query (which does
+not depend on the collection) and reads the retrieval or answer cache under the generation the
+collection had at its previous query. Those results are used only once the collection confirms
+them: a cached value only if its key holds the confirmed generation, an embedding read from the
+cache only if the collection's model and dimension are the ones guessed. Results are written
+under the generation the search itself saw, and the search starts only after the collection is
+known, so it never sees older content than that.
+
+A request waits for the published state before it asks the retriever only if its collection's
+previous request found one; otherwise (a retriever that publishes nothing, or a state just
+withdrawn) it asks at once, beside the cache read, and the next request tries the state again.
 """
 
 from __future__ import annotations
@@ -24,13 +31,14 @@ import logging
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import grpc
 from prometheus_client import Counter, Histogram
 
 from ragline.channels import downstream_timeout
+from ragline.collection_state import decode_state
 from ragline.errors import InvalidArgument, Unavailable, from_rpc_error
 from ragline.v1 import (
     common_pb2,
@@ -71,6 +79,11 @@ TOP_SCORE = Histogram(
     buckets=(0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
 )
 EMPTY_RESULTS = Counter("ragline_gateway_empty_results_total", "Searches that found no chunk at all.")
+COLLECTION_SOURCES = Counter(
+    "ragline_gateway_collection_lookups_total",
+    "Where a query's collection (its generation) came from: published in Redis, or a lookup at the retriever.",
+    ["source"],
+)
 
 
 def _generation_settings(options: common_pb2.GenerationOptions) -> tuple[int, float]:
@@ -169,12 +182,13 @@ class _Embedded:
 
 @dataclass(frozen=True)
 class _Known:
-    """A collection as its last lookup returned it."""
+    """A collection as its previous query found it, and whether that found it published."""
 
     embedding_model: str
     dimension: int
     incarnation: str
     generation: int
+    published: bool
 
 
 def _embedding_key(embedding_model: str, dimension: int, text: str) -> str:
@@ -201,6 +215,8 @@ class _Early:
     def __init__(self) -> None:
         self.cached_key = ""
         self.cached: asyncio.Task[bytes | None] | None = None
+        # The collection's published state, read with `cached` (ragline.collection_state).
+        self.published: bytes | None = None
         self.cached_timings = Timings()
         self.embedding: asyncio.Task[_Embedded | None] | None = None
         self.embedding_timings = Timings()
@@ -266,27 +282,53 @@ class QueryPipeline:
         context: grpc.aio.ServicerContext,
         options: common_pb2.GenerationOptions | None = None,
     ) -> common_pb2.Collection:
-        """The query's collection (NOT_FOUND if missing), whose generation keys the caches.
+        """The query's collection (NOT_FOUND if missing), whose generation keys the caches: as
+        published in Redis, or looked up at the retriever.
 
-        Starts, beside the lookup, the work that does not depend on it, for the `retrieve` (or,
-        with `options`, the `ask_events`) that follows with the same `timings`.
+        Starts, beside that, the work that does not depend on it, for the `retrieve` (or, with
+        `options`, the `ask_events`) that follows with the same `timings`.
         """
+        known = self._known.get(query.collection)
         early = self._start_early(query, options, context)
         try:
             async with timings.stage("collection"):
-                collection = await self._lookup(query, context)
+                collection = await self._published(known, early)
+                if collection is not None:
+                    COLLECTION_SOURCES.labels("published").inc()
+                else:
+                    collection = await self._lookup(query, context)
+                    COLLECTION_SOURCES.labels("retriever").inc()
         except BaseException:
             if early is not None:
                 early.cancel()
             raise
+        if early is not None and early.cached is not None:
+            # Read beside a lookup, the state may arrive after it: `_cache_get_early` notes it then.
+            published = early.published is not None
+        else:
+            # A request that reads no cache (CACHE_POLICY_BYPASS) learns nothing of the state.
+            published = known is not None and known.published
         if len(self._known) >= MAX_KNOWN_COLLECTIONS:
             self._known.clear()
         self._known[query.collection] = _Known(
-            collection.embedding_model, collection.dimension, _incarnation(collection), collection.generation
+            collection.embedding_model,
+            collection.dimension,
+            _incarnation(collection),
+            collection.generation,
+            published,
         )
         if early is not None:
             self._early[timings] = early
         return collection
+
+    @staticmethod
+    async def _published(known: _Known | None, early: _Early | None) -> common_pb2.Collection | None:
+        """The collection's published state, read with the first cache read, if the collection's
+        previous request found one (else the lookup starts at once, and this returns None)."""
+        if known is None or not known.published or early is None or early.cached is None:
+            return None
+        await asyncio.shield(early.cached)
+        return decode_state(early.published) if early.published is not None else None
 
     async def _lookup(self, query: Query, context: grpc.aio.ServicerContext) -> common_pb2.Collection:
         # Without counts: a query needs only the collection's model, dimension and generation.
@@ -336,7 +378,14 @@ class QueryPipeline:
         """The early cache read; on a miss it starts the embedding, so a warm request costs the
         gateway no more than the lookup and this one read."""
         async with early.cached_timings.stage("cache"):
-            value = await self.cache.get(layer, early.cached_key)
+            value, early.published = await self.cache.get_with_state(
+                layer, early.cached_key, query.collection
+            )
+        if early.published is not None and not known.published:
+            # Found after the lookup returned, perhaps: the collection's next request waits for it.
+            current = self._known.get(query.collection)
+            if current is not None:
+                self._known[query.collection] = replace(current, published=True)
         if value is None and embeds and not early.abandoned:
             early.embedding = _spawn(self._embed_early(query, known, early, context))
         return value

@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 import pytest
 
+from ragline.collection_state import state_key
 from ragline.errors import NotFound
 from ragline.v1 import common_pb2, embedder_service_pb2, generator_service_pb2, retriever_service_pb2
 from ragline.v1 import gateway_service_pb2 as gw
@@ -40,6 +41,9 @@ class FakeRedis:
             self.retrieval_read.set()
         value = self.data.get(key)
         return value if isinstance(value, bytes) else None
+
+    async def mget(self, *keys: str) -> list[bytes | None]:
+        return [await self.get(key) for key in keys]
 
     async def set(self, key: str, value: bytes, ex: int | None = None) -> None:
         await asyncio.sleep(0)
@@ -454,3 +458,68 @@ async def test_a_cancelled_stage_is_not_recorded_and_merged_stages_keep_their_or
     timings.merge(side)
     assert [t.stage for t in timings.stages] == ["collection", "cache", "retrieve"]
     assert side.stages == []
+
+
+def publish(setup: Setup) -> None:
+    """Publishes the fake retriever's collection as it is now, as a retriever does in Redis."""
+    setup.redis.data[state_key(COLLECTION)] = setup.retriever.collection.SerializeToString()
+
+
+async def test_a_published_collection_spares_the_lookup(setup: Setup) -> None:
+    await setup.search()
+    publish(setup)
+    # Found beside a lookup: the next request waits for the state instead of asking.
+    await setup.search()
+    lookups = setup.retriever.events.count("lookup-start")
+    reply, stages = await setup.search()
+    assert setup.retriever.events.count("lookup-start") == lookups
+    assert reply.cache_layer == gw.CACHE_LAYER_RETRIEVAL
+    assert stages == ["collection", "cache"]
+
+
+async def test_a_newer_published_generation_is_searched_without_a_lookup(setup: Setup) -> None:
+    publish(setup)
+    await setup.search()
+    await setup.search()
+    lookups = setup.retriever.events.count("lookup-start")
+    setup.retriever.collection.generation = 2
+    publish(setup)
+    reply, _ = await setup.search()
+    assert setup.retriever.events.count("lookup-start") == lookups
+    assert reply.cache_layer != gw.CACHE_LAYER_RETRIEVAL
+    assert reply.hits[0].document_id == "doc-at-generation-2"
+
+
+async def test_a_withdrawn_state_sends_the_request_to_the_retriever(setup: Setup) -> None:
+    publish(setup)
+    await setup.search()
+    await setup.search()
+    # A change: the retriever withdrew the state, and its database has generation 2.
+    setup.retriever.collection.generation = 2
+    del setup.redis.data[state_key(COLLECTION)]
+    lookups = setup.retriever.events.count("lookup-start")
+    reply, _ = await setup.search()
+    assert setup.retriever.events.count("lookup-start") == lookups + 1
+    assert reply.generation == 2
+    assert reply.hits[0].document_id == "doc-at-generation-2"
+    # With no state found, the next request asks at once again, beside its cache read.
+    setup.retriever.lookup_gate.hold()
+    setup.redis.retrieval_read.clear()
+    search = asyncio.ensure_future(setup.search())
+    await asyncio.wait_for(setup.redis.retrieval_read.wait(), 5)
+    assert setup.retriever.events.count("lookup-start") == lookups + 2
+    setup.retriever.lookup_gate.released.set()
+    assert (await search)[0].cache_layer == gw.CACHE_LAYER_RETRIEVAL
+
+
+async def test_a_search_that_reads_no_cache_leaves_the_published_path_alone(setup: Setup) -> None:
+    publish(setup)
+    await setup.search()
+    await setup.search()
+    # A bypassing search looks the collection up (beside its embedding), reading no state...
+    await setup.search(policy=gw.CACHE_POLICY_BYPASS)
+    lookups = setup.retriever.events.count("lookup-start")
+    # ...and the next warm one still takes the published state without a lookup.
+    reply, _ = await setup.search()
+    assert setup.retriever.events.count("lookup-start") == lookups
+    assert reply.cache_layer == gw.CACHE_LAYER_RETRIEVAL

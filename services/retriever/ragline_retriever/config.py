@@ -96,6 +96,31 @@ class RetrieverConfig:
         "RETRIEVER_RRF_K", 60, "Reciprocal rank fusion constant k of hybrid search.", minimum=1, maximum=1000
     )
     """RRF's k when a search leaves `rrf_k` at 0: larger flattens the advantage of the top ranks."""
+    redis_url: str = setting(
+        "REDIS_URL", "", "Redis the gateways cache in; the retriever publishes collections' state there."
+    )
+    """The gateways' Redis: GetCollection's basic view publishes the collection's state there, and
+    every change withdraws it, so that gateways need not look a collection up on every query
+    (`ragline.collection_state`). Unset: nothing is published and gateways always ask. Every
+    replica must use the gateways' Redis, or none may."""
+    state_lease_seconds: float = setting(
+        "RETRIEVER_STATE_LEASE_SECONDS",
+        2.0,
+        "How long a published collection state lives; a change Redis cannot be told of waits this long.",
+        minimum=0.05,
+        maximum=60.0,
+    )
+    """How long a collection state published in Redis lives. Gateways look a collection up once a
+    lease at most (per collection); when Redis cannot be told of a change, the call that made it
+    waits this long before it answers, until every state published before it has expired."""
+    redis_timeout_seconds: float = setting(
+        "RETRIEVER_REDIS_TIMEOUT_SECONDS",
+        0.25,
+        "Socket timeout of the retriever's Redis round trips.",
+        minimum=0.001,
+    )
+    """Socket timeout of each Redis round trip; a slow or down Redis costs a call this much at most
+    (and a change the lease as well), never a failure."""
 
     def __post_init__(self) -> None:
         if self.pool_min > self.pool_max:

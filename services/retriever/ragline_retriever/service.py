@@ -6,13 +6,16 @@ requests are checked before anything is written, and errors name the field to fi
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import json
+import logging
 import math
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -20,10 +23,13 @@ from typing import Any
 import asyncpg
 import grpc
 import numpy as np
+import redis.asyncio as aioredis
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from numpy.typing import NDArray
 from prometheus_client import Counter, Gauge, Histogram
+from redis.exceptions import RedisError
 
+from ragline.collection_state import Publication, announce_change
 from ragline.errors import AlreadyExists, InvalidArgument, NotFound
 from ragline.metrics import LATENCY_BUCKETS
 from ragline.v1 import common_pb2
@@ -49,6 +55,21 @@ from ragline_retriever.search import (
     vector_search_sql,
 )
 
+log = logging.getLogger(__name__)
+
+STATE_ANNOUNCEMENTS = Counter(
+    "ragline_retriever_state_announcements_total",
+    "Changes to a collection announced in Redis (ragline.collection_state), by outcome; a failed one "
+    "waits out the state lease before its call answers.",
+    ["outcome"],
+)
+STATE_PUBLICATIONS = Counter(
+    "ragline_retriever_state_publications_total",
+    "Collection states published in Redis by GetCollection, by outcome (published, changed meanwhile, error).",
+    ["outcome"],
+)
+# After a failed publication, lookups publish nothing for this long (nothing is lost: gateways ask).
+PUBLISH_PAUSE_AFTER_FAILURE_SECONDS = 5.0
 QUERY_SECONDS = Histogram(
     "ragline_retriever_query_seconds",
     "Time the database took to answer one search, by search mode.",
@@ -134,6 +155,13 @@ class _Located:
 
     id: int
     dimension: int
+
+
+@dataclass
+class _Change:
+    """Whether a write may have committed a change to its collection, which must then be announced."""
+
+    made: bool = False
 
 
 @dataclass(frozen=True)
@@ -389,6 +417,18 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
         self._config = config
         self._db = database
         self._located: dict[str, _Located] = {}
+        # Where collections' state is published for the gateways (ragline.collection_state).
+        self._publish_paused_until = 0.0
+        self._publishing: set[asyncio.Task[None]] = set()
+        self._redis = (
+            aioredis.from_url(
+                config.redis_url,
+                socket_timeout=config.redis_timeout_seconds,
+                socket_connect_timeout=config.redis_timeout_seconds,
+            )
+            if config.redis_url
+            else None
+        )
 
     async def start(self) -> None:
         """Connects to (or starts) PostgreSQL and migrates it, while health reports NOT_SERVING."""
@@ -406,6 +446,59 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
     async def stop(self) -> None:
         """Closes the pool and stops the embedded PostgreSQL if this process started it."""
         await self._db.stop()
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    @contextlib.asynccontextmanager
+    async def _changing(self, name: str) -> AsyncIterator[_Change]:
+        """Announces, when the body is left, a change to the collection `name` that the body may
+        have committed (`made`), even if it failed or was cancelled after the commit."""
+        change = _Change()
+        try:
+            yield change
+        finally:
+            if change.made and self._redis is not None:
+                # Shielded: a caller that gives up must not leave a committed change unannounced.
+                await asyncio.shield(self._announce(self._redis, name))
+
+    async def _announce(self, client: aioredis.Redis, name: str) -> None:
+        """Withdraws `name`'s published state; if Redis cannot be told, waits until it has expired."""
+        committed = time.monotonic()
+        try:
+            await announce_change(client, name)
+        except (RedisError, OSError) as exc:
+            STATE_ANNOUNCEMENTS.labels("failed").inc()
+            log.warning(
+                "could not withdraw collection %r's published state (%s); waiting out its lease", name, exc
+            )
+            await asyncio.sleep(max(0.0, committed + self._config.state_lease_seconds - time.monotonic()))
+        else:
+            STATE_ANNOUNCEMENTS.labels("announced").inc()
+
+    async def _begin_publication(self, name: str) -> Publication | None:
+        """A publication of `name`'s state, begun before the state is read; None without Redis,
+        or for a while after it failed, so that a Redis that times out does not slow every lookup."""
+        if self._redis is None or time.monotonic() < self._publish_paused_until:
+            return None
+        publication = Publication(self._redis, name, self._config.state_lease_seconds)
+        try:
+            await publication.begin()
+        except (RedisError, OSError):
+            self._publication_failed()
+            return None
+        return publication
+
+    async def _publish(self, publication: Publication, collection: common_pb2.Collection) -> None:
+        try:
+            published = await publication.publish(collection)
+        except (RedisError, OSError):
+            self._publication_failed()
+        else:
+            STATE_PUBLICATIONS.labels("published" if published else "changed").inc()
+
+    def _publication_failed(self) -> None:
+        STATE_PUBLICATIONS.labels("error").inc()
+        self._publish_paused_until = time.monotonic() + PUBLISH_PAUSE_AFTER_FAILURE_SECONDS
 
     async def CreateCollection(
         self, request: pb.CreateCollectionRequest, context: grpc.aio.ServicerContext
@@ -421,7 +514,8 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
                 "distance must be DISTANCE_METRIC_COSINE (the only one supported)", field="distance"
             )
         try:
-            async with self._db.connection() as conn:
+            async with self._changing(name) as change, self._db.connection() as conn:
+                change.made = True
                 row = await conn.fetchrow(
                     "INSERT INTO collections (name, embedding_model, dimension) VALUES ($1, $2, $3)"
                     " RETURNING id, name, embedding_model, dimension, generation, created_at,"
@@ -460,12 +554,22 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
         name = validate_collection_name(request.name, "name")
         if request.view not in pb.CollectionView.values():
             raise InvalidArgument(f"unknown collection view {request.view}", field="view")
-        sql = _COLLECTION_BASIC_SQL if request.view == pb.COLLECTION_VIEW_BASIC else _COLLECTION_SQL
+        basic = request.view == pb.COLLECTION_VIEW_BASIC
+        # The basic view is what a gateway asks for on a query: published for the next ones.
+        publication = await self._begin_publication(name) if basic else None
         async with self._db.connection() as conn:
-            row = await conn.fetchrow(f"{sql} WHERE c.name = $1", name)
+            row = await conn.fetchrow(
+                f"{_COLLECTION_BASIC_SQL if basic else _COLLECTION_SQL} WHERE c.name = $1", name
+            )
         if row is None:
             raise NotFound(f"collection {name!r} does not exist", field="name")
-        return pb.GetCollectionResponse(collection=_collection_pb(row))
+        collection = _collection_pb(row)
+        if publication is not None:
+            # After the reply: the lease counts from before the read, and the epoch check holds whenever it runs.
+            task = asyncio.create_task(self._publish(publication, collection))
+            self._publishing.add(task)
+            task.add_done_callback(self._publishing.discard)
+        return pb.GetCollectionResponse(collection=collection)
 
     async def ListCollections(
         self, request: pb.ListCollectionsRequest, context: grpc.aio.ServicerContext
@@ -487,7 +591,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
         self, request: pb.DeleteCollectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteCollectionResponse:
         name = validate_collection_name(request.name, "name")
-        async with self._db.connection() as conn:
+        async with self._changing(name) as change, self._db.connection() as conn:
             async with conn.transaction():
                 collection_id = await conn.fetchval(
                     "SELECT id FROM collections WHERE name = $1 FOR UPDATE", name
@@ -497,6 +601,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
                 documents = await conn.fetchval(
                     "SELECT count(*) FROM documents WHERE collection_id = $1", collection_id
                 )
+                change.made = True
                 await conn.execute("DELETE FROM collections WHERE id = $1", collection_id)
             # After the commit and CONCURRENTLY: searches of other collections never wait for it.
             await conn.execute(drop_index_sql(collection_id))
@@ -514,7 +619,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
         metadata = json_format.MessageToDict(request.metadata)
         if request.HasField("claim"):
             jobs.validate_claim(request.claim)
-        async with self._db.connection() as conn, conn.transaction():
+        async with self._changing(name) as change, self._db.connection() as conn, conn.transaction():
             collection = await _collection_for_write(conn, name)
             chunks = _new_chunks(request, collection["dimension"])
             await _reuse_embeddings(conn, collection["id"], name, chunks)
@@ -590,6 +695,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
                 document = updated
             changed = created or plan.changed or document_changed
             if changed:
+                change.made = True
                 generation = await _bump_generation(conn, collection["id"])
             else:
                 generation = await conn.fetchval(
@@ -869,7 +975,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
     ) -> pb.DeleteStoredDocumentResponse:
         name = validate_collection_name(request.collection, "collection")
         document_id = _validate_document_id(request.document_id)
-        async with self._db.connection() as conn, conn.transaction():
+        async with self._changing(name) as change, self._db.connection() as conn, conn.transaction():
             collection = await _collection_for_write(conn, name)
             deleted = await conn.fetchval(
                 "DELETE FROM documents WHERE collection_id = $1 AND document_id = $2 RETURNING chunk_count",
@@ -880,6 +986,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
                 raise NotFound(
                     f"document {document_id!r} does not exist in collection {name!r}", field="document_id"
                 )
+            change.made = True
             generation = await _bump_generation(conn, collection["id"])
         return pb.DeleteStoredDocumentResponse(deleted_chunks=deleted, generation=generation)
 
