@@ -415,8 +415,10 @@ class QueryPipeline:
         return await early.rpc
 
     async def _embedder(self, query: Query, context: grpc.aio.ServicerContext) -> _Embedded:
+        # The gateway's embedding layer caches query vectors (or the policy says not to): the
+        # embedder's own cache would only cost a Redis round trip before and after the model.
         request = embedder_service_pb2.EmbedRequest(
-            texts=[query.text], input_type=embedder_service_pb2.INPUT_TYPE_QUERY
+            texts=[query.text], input_type=embedder_service_pb2.INPUT_TYPE_QUERY, bypass_cache=True
         )
         timeout = downstream_timeout(context, self.config.embed_timeout_seconds)
         reply = await call("embedder", self.deps.embedder.Embed(request, timeout=timeout))

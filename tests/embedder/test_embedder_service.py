@@ -135,3 +135,20 @@ def test_concurrent_calls_are_merged_and_repeats_come_from_the_cache(
     assert after['ragline_embedder_tokens_total{input_type="query"}'] > 0
     assert "ragline_embedder_queue_wait_seconds_count" in after
     assert "ragline_embedder_queue_depth" in after
+
+
+def test_bypass_cache_neither_reads_nor_writes_the_cache(
+    stub: EmbedderServiceStub, embedder: ServiceProcess
+) -> None:
+    texts = ["a query the gateway caches itself", "and another one"]
+    request = pb.EmbedRequest(texts=texts, input_type=pb.INPUT_TYPE_QUERY, bypass_cache=True)
+    before = metrics(embedder)
+    first = stub.Embed(request, timeout=60)
+    middle = metrics(embedder)
+    # Not read: no lookup counted; not written: the same texts through the cache miss.
+    assert middle["ragline_embedder_cache_misses_total"] == before["ragline_embedder_cache_misses_total"]
+    again = embed(stub, texts, pb.INPUT_TYPE_QUERY)
+    after = metrics(embedder)
+    assert after["ragline_embedder_cache_misses_total"] - middle["ragline_embedder_cache_misses_total"] == 2
+    assert after["ragline_embedder_cache_hits_total"] == middle["ragline_embedder_cache_hits_total"]
+    np.testing.assert_allclose(again, np.array([e.values for e in first.embeddings]), atol=1e-6)

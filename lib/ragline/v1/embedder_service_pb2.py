@@ -24,31 +24,31 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!ragline/v1/embedder_service.proto\x12\nragline.v1\"H\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12)\n\ninput_type\x18\x02 \x01(\x0e\x32\x15.ragline.v1.InputType\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\\\n\rEmbedResponse\x12)\n\nembeddings\x18\x01 \x03(\x0b\x32\x15.ragline.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\x12\x11\n\tdimension\x18\x03 \x01(\x05\"\x15\n\x13GetModelInfoRequest\"u\n\x14GetModelInfoResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\tdimension\x18\x02 \x01(\x05\x12\x18\n\x10max_input_tokens\x18\x03 \x01(\x05\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\x10\n\x08reranker\x18\x05 \x01(\t\"?\n\rRerankRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x10\n\x08passages\x18\x02 \x03(\t\x12\r\n\x05top_n\x18\x03 \x01(\x05\",\n\x0cRerankResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12\r\n\x05score\x18\x02 \x01(\x02\"J\n\x0eRerankResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.ragline.v1.RerankResult\x12\r\n\x05model\x18\x02 \x01(\t*U\n\tInputType\x12\x1a\n\x16INPUT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10INPUT_TYPE_QUERY\x10\x01\x12\x16\n\x12INPUT_TYPE_PASSAGE\x10\x02\x32\xe3\x01\n\x0f\x45mbedderService\x12<\n\x05\x45mbed\x12\x18.ragline.v1.EmbedRequest\x1a\x19.ragline.v1.EmbedResponse\x12Q\n\x0cGetModelInfo\x12\x1f.ragline.v1.GetModelInfoRequest\x1a .ragline.v1.GetModelInfoResponse\x12?\n\x06Rerank\x12\x19.ragline.v1.RerankRequest\x1a\x1a.ragline.v1.RerankResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!ragline/v1/embedder_service.proto\x12\nragline.v1\"^\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12)\n\ninput_type\x18\x02 \x01(\x0e\x32\x15.ragline.v1.InputType\x12\x14\n\x0c\x62ypass_cache\x18\x03 \x01(\x08\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\\\n\rEmbedResponse\x12)\n\nembeddings\x18\x01 \x03(\x0b\x32\x15.ragline.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\x12\x11\n\tdimension\x18\x03 \x01(\x05\"\x15\n\x13GetModelInfoRequest\"u\n\x14GetModelInfoResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\tdimension\x18\x02 \x01(\x05\x12\x18\n\x10max_input_tokens\x18\x03 \x01(\x05\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\x10\n\x08reranker\x18\x05 \x01(\t\"?\n\rRerankRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x10\n\x08passages\x18\x02 \x03(\t\x12\r\n\x05top_n\x18\x03 \x01(\x05\",\n\x0cRerankResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12\r\n\x05score\x18\x02 \x01(\x02\"J\n\x0eRerankResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.ragline.v1.RerankResult\x12\r\n\x05model\x18\x02 \x01(\t*U\n\tInputType\x12\x1a\n\x16INPUT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10INPUT_TYPE_QUERY\x10\x01\x12\x16\n\x12INPUT_TYPE_PASSAGE\x10\x02\x32\xe3\x01\n\x0f\x45mbedderService\x12<\n\x05\x45mbed\x12\x18.ragline.v1.EmbedRequest\x1a\x19.ragline.v1.EmbedResponse\x12Q\n\x0cGetModelInfo\x12\x1f.ragline.v1.GetModelInfoRequest\x1a .ragline.v1.GetModelInfoResponse\x12?\n\x06Rerank\x12\x19.ragline.v1.RerankRequest\x1a\x1a.ragline.v1.RerankResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ragline.v1.embedder_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INPUTTYPE']._serialized_start=575
-  _globals['_INPUTTYPE']._serialized_end=660
+  _globals['_INPUTTYPE']._serialized_start=597
+  _globals['_INPUTTYPE']._serialized_end=682
   _globals['_EMBEDREQUEST']._serialized_start=49
-  _globals['_EMBEDREQUEST']._serialized_end=121
-  _globals['_EMBEDDING']._serialized_start=123
-  _globals['_EMBEDDING']._serialized_end=150
-  _globals['_EMBEDRESPONSE']._serialized_start=152
-  _globals['_EMBEDRESPONSE']._serialized_end=244
-  _globals['_GETMODELINFOREQUEST']._serialized_start=246
-  _globals['_GETMODELINFOREQUEST']._serialized_end=267
-  _globals['_GETMODELINFORESPONSE']._serialized_start=269
-  _globals['_GETMODELINFORESPONSE']._serialized_end=386
-  _globals['_RERANKREQUEST']._serialized_start=388
-  _globals['_RERANKREQUEST']._serialized_end=451
-  _globals['_RERANKRESULT']._serialized_start=453
-  _globals['_RERANKRESULT']._serialized_end=497
-  _globals['_RERANKRESPONSE']._serialized_start=499
-  _globals['_RERANKRESPONSE']._serialized_end=573
-  _globals['_EMBEDDERSERVICE']._serialized_start=663
-  _globals['_EMBEDDERSERVICE']._serialized_end=890
+  _globals['_EMBEDREQUEST']._serialized_end=143
+  _globals['_EMBEDDING']._serialized_start=145
+  _globals['_EMBEDDING']._serialized_end=172
+  _globals['_EMBEDRESPONSE']._serialized_start=174
+  _globals['_EMBEDRESPONSE']._serialized_end=266
+  _globals['_GETMODELINFOREQUEST']._serialized_start=268
+  _globals['_GETMODELINFOREQUEST']._serialized_end=289
+  _globals['_GETMODELINFORESPONSE']._serialized_start=291
+  _globals['_GETMODELINFORESPONSE']._serialized_end=408
+  _globals['_RERANKREQUEST']._serialized_start=410
+  _globals['_RERANKREQUEST']._serialized_end=473
+  _globals['_RERANKRESULT']._serialized_start=475
+  _globals['_RERANKRESULT']._serialized_end=519
+  _globals['_RERANKRESPONSE']._serialized_start=521
+  _globals['_RERANKRESPONSE']._serialized_end=595
+  _globals['_EMBEDDERSERVICE']._serialized_start=685
+  _globals['_EMBEDDERSERVICE']._serialized_end=912
 # @@protoc_insertion_point(module_scope)

@@ -17,12 +17,14 @@ INPUT_TYPE_QUERY: InputType
 INPUT_TYPE_PASSAGE: InputType
 
 class EmbedRequest(_message.Message):
-    __slots__ = ("texts", "input_type")
+    __slots__ = ("texts", "input_type", "bypass_cache")
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     INPUT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    BYPASS_CACHE_FIELD_NUMBER: _ClassVar[int]
     texts: _containers.RepeatedScalarFieldContainer[str]
     input_type: InputType
-    def __init__(self, texts: _Optional[_Iterable[str]] = ..., input_type: _Optional[_Union[InputType, str]] = ...) -> None: ...
+    bypass_cache: bool
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., input_type: _Optional[_Union[InputType, str]] = ..., bypass_cache: _Optional[bool] = ...) -> None: ...
 
 class Embedding(_message.Message):
     __slots__ = ("values",)

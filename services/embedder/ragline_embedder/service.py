@@ -136,7 +136,9 @@ class EmbedderServicer(pb_grpc.EmbedderServiceServicer):
             raise InvalidArgument(f"unknown input_type {request.input_type}", field="input_type")
         prepared = [backend.prefixes.apply(text, input_type) for text in texts]
         tokens = self._token_counts(backend, prepared)
-        vectors = await self._embed(prepared, tokens, urgent=input_type is InputType.QUERY)
+        vectors = await self._embed(
+            prepared, tokens, urgent=input_type is InputType.QUERY, use_cache=not request.bypass_cache
+        )
         TEXTS.labels(input_type.value).inc(len(texts))
         TOKENS.labels(input_type.value).inc(sum(tokens))
         return pb.EmbedResponse(
@@ -205,10 +207,13 @@ class EmbedderServicer(pb_grpc.EmbedderServiceServicer):
                     )
         return [min(count, limit) for count in counts]
 
-    async def _embed(self, prepared: list[str], tokens: list[int], *, urgent: bool) -> NDArray[np.float32]:
-        """Vectors from the cache where it has them, from the model (batched with other calls) otherwise."""
+    async def _embed(
+        self, prepared: list[str], tokens: list[int], *, urgent: bool, use_cache: bool
+    ) -> NDArray[np.float32]:
+        """Vectors from the cache (if `use_cache`) where it has them, from the model (batched with
+        other calls) otherwise."""
         assert self._batcher is not None, "start() created the batcher before the backend was published"
-        if self._cache is None:
+        if self._cache is None or not use_cache:
             return await self._batcher.embed(prepared, tokens, urgent=urgent)
         keys = self._cache.keys(prepared)
         cached = await self._cache.get(keys)
