@@ -30,6 +30,7 @@ import secrets
 import time
 
 import redis.asyncio as aioredis
+from google.protobuf.message import DecodeError
 
 from ragline.v1 import common_pb2
 
@@ -60,9 +61,12 @@ def _epoch_key(collection: str) -> str:
     return f"{_PREFIX}:{{{collection}}}:epoch"
 
 
-def decode_state(value: bytes) -> common_pb2.Collection:
-    """A published state: the collection without its counts."""
-    return common_pb2.Collection.FromString(value)
+def decode_state(value: bytes) -> common_pb2.Collection | None:
+    """A published state: the collection without its counts; None if `value` is not one."""
+    try:
+        return common_pb2.Collection.FromString(value)
+    except DecodeError:
+        return None
 
 
 class Publication:

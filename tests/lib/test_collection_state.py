@@ -92,3 +92,8 @@ async def test_other_collections_are_not_touched(client: aioredis.Redis) -> None
     await other.begin()
     await announce_change(client, NAME)
     assert await other.publish(collection(1))
+
+
+def test_a_value_that_is_no_state_decodes_to_none() -> None:
+    assert decode_state(collection(3).SerializeToString()) == collection(3)
+    assert decode_state(b"\xff\xff not a collection") is None
