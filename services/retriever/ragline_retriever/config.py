@@ -105,14 +105,15 @@ class RetrieverConfig:
     replica must use the gateways' Redis, or none may."""
     state_lease_seconds: float = setting(
         "RETRIEVER_STATE_LEASE_SECONDS",
-        2.0,
+        0.5,
         "How long a published collection state lives; a change Redis cannot be told of waits this long.",
         minimum=0.05,
         maximum=60.0,
     )
     """How long a collection state published in Redis lives. Gateways look a collection up once a
-    lease at most (per collection); when Redis cannot be told of a change, the call that made it
-    waits this long before it answers, until every state published before it has expired."""
+    lease at most (per collection), a negligible load at 0.5 s; when Redis cannot be told of a
+    change, the call that made it waits this long before it answers, until every state published
+    before it has expired, so a longer lease slows writes (ingestion) during a Redis outage."""
     redis_timeout_seconds: float = setting(
         "RETRIEVER_REDIS_TIMEOUT_SECONDS",
         0.25,
