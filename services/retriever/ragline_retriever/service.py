@@ -6,16 +6,13 @@ requests are checked before anything is written, and errors name the field to fi
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import contextlib
 import json
-import logging
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -23,13 +20,10 @@ from typing import Any
 import asyncpg
 import grpc
 import numpy as np
-import redis.asyncio as aioredis
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from numpy.typing import NDArray
 from prometheus_client import Counter, Gauge, Histogram
-from redis.exceptions import RedisError
 
-from ragline.collection_state import Publication, announce_change
 from ragline.errors import AlreadyExists, InvalidArgument, NotFound
 from ragline.metrics import LATENCY_BUCKETS
 from ragline.v1 import common_pb2
@@ -54,22 +48,8 @@ from ragline_retriever.search import (
     keyword_search_sql,
     vector_search_sql,
 )
+from ragline_retriever.state_publisher import StatePublisher
 
-log = logging.getLogger(__name__)
-
-STATE_ANNOUNCEMENTS = Counter(
-    "ragline_retriever_state_announcements_total",
-    "Changes to a collection announced in Redis (ragline.collection_state), by outcome; a failed one "
-    "waits out the state lease before its call answers.",
-    ["outcome"],
-)
-STATE_PUBLICATIONS = Counter(
-    "ragline_retriever_state_publications_total",
-    "Collection states published in Redis by GetCollection, by outcome (published, changed meanwhile, error).",
-    ["outcome"],
-)
-# After a failed publication, lookups publish nothing for this long (nothing is lost: gateways ask).
-PUBLISH_PAUSE_AFTER_FAILURE_SECONDS = 5.0
 QUERY_SECONDS = Histogram(
     "ragline_retriever_query_seconds",
     "Time the database took to answer one search, by search mode.",
@@ -155,13 +135,6 @@ class _Located:
 
     id: int
     dimension: int
-
-
-@dataclass
-class _Change:
-    """Whether a write may have committed a change to its collection, which must then be announced."""
-
-    made: bool = False
 
 
 @dataclass(frozen=True)
@@ -417,17 +390,10 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
         self._config = config
         self._db = database
         self._located: dict[str, _Located] = {}
-        # Where collections' state is published for the gateways (ragline.collection_state).
-        self._publish_paused_until = 0.0
-        self._publishing: set[asyncio.Task[None]] = set()
-        self._redis = (
-            aioredis.from_url(
-                config.redis_url,
-                socket_timeout=config.redis_timeout_seconds,
-                socket_connect_timeout=config.redis_timeout_seconds,
-            )
-            if config.redis_url
-            else None
+        self._publisher = StatePublisher(
+            config.redis_url,
+            lease_seconds=config.state_lease_seconds,
+            timeout_seconds=config.redis_timeout_seconds,
         )
 
     async def start(self) -> None:
@@ -446,59 +412,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
     async def stop(self) -> None:
         """Closes the pool and stops the embedded PostgreSQL if this process started it."""
         await self._db.stop()
-        if self._redis is not None:
-            await self._redis.aclose()
-
-    @contextlib.asynccontextmanager
-    async def _changing(self, name: str) -> AsyncIterator[_Change]:
-        """Announces, when the body is left, a change to the collection `name` that the body may
-        have committed (`made`), even if it failed or was cancelled after the commit."""
-        change = _Change()
-        try:
-            yield change
-        finally:
-            if change.made and self._redis is not None:
-                # Shielded: a caller that gives up must not leave a committed change unannounced.
-                await asyncio.shield(self._announce(self._redis, name))
-
-    async def _announce(self, client: aioredis.Redis, name: str) -> None:
-        """Withdraws `name`'s published state; if Redis cannot be told, waits until it has expired."""
-        committed = time.monotonic()
-        try:
-            await announce_change(client, name)
-        except (RedisError, OSError) as exc:
-            STATE_ANNOUNCEMENTS.labels("failed").inc()
-            log.warning(
-                "could not withdraw collection %r's published state (%s); waiting out its lease", name, exc
-            )
-            await asyncio.sleep(max(0.0, committed + self._config.state_lease_seconds - time.monotonic()))
-        else:
-            STATE_ANNOUNCEMENTS.labels("announced").inc()
-
-    async def _begin_publication(self, name: str) -> Publication | None:
-        """A publication of `name`'s state, begun before the state is read; None without Redis,
-        or for a while after it failed, so that a Redis that times out does not slow every lookup."""
-        if self._redis is None or time.monotonic() < self._publish_paused_until:
-            return None
-        publication = Publication(self._redis, name, self._config.state_lease_seconds)
-        try:
-            await publication.begin()
-        except (RedisError, OSError):
-            self._publication_failed()
-            return None
-        return publication
-
-    async def _publish(self, publication: Publication, collection: common_pb2.Collection) -> None:
-        try:
-            published = await publication.publish(collection)
-        except (RedisError, OSError):
-            self._publication_failed()
-        else:
-            STATE_PUBLICATIONS.labels("published" if published else "changed").inc()
-
-    def _publication_failed(self) -> None:
-        STATE_PUBLICATIONS.labels("error").inc()
-        self._publish_paused_until = time.monotonic() + PUBLISH_PAUSE_AFTER_FAILURE_SECONDS
+        await self._publisher.close()
 
     async def CreateCollection(
         self, request: pb.CreateCollectionRequest, context: grpc.aio.ServicerContext
@@ -514,7 +428,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
                 "distance must be DISTANCE_METRIC_COSINE (the only one supported)", field="distance"
             )
         try:
-            async with self._changing(name) as change, self._db.connection() as conn:
+            async with self._publisher.changing(name) as change, self._db.connection() as conn:
                 change.made = True
                 row = await conn.fetchrow(
                     "INSERT INTO collections (name, embedding_model, dimension) VALUES ($1, $2, $3)"
@@ -556,7 +470,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
             raise InvalidArgument(f"unknown collection view {request.view}", field="view")
         basic = request.view == pb.COLLECTION_VIEW_BASIC
         # The basic view is what a gateway asks for on a query: published for the next ones.
-        publication = await self._begin_publication(name) if basic else None
+        publication = await self._publisher.begin(name) if basic else None
         async with self._db.connection() as conn:
             row = await conn.fetchrow(
                 f"{_COLLECTION_BASIC_SQL if basic else _COLLECTION_SQL} WHERE c.name = $1", name
@@ -565,10 +479,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
             raise NotFound(f"collection {name!r} does not exist", field="name")
         collection = _collection_pb(row)
         if publication is not None:
-            # After the reply: the lease counts from before the read, and the epoch check holds whenever it runs.
-            task = asyncio.create_task(self._publish(publication, collection))
-            self._publishing.add(task)
-            task.add_done_callback(self._publishing.discard)
+            self._publisher.publish_later(publication, collection)
         return pb.GetCollectionResponse(collection=collection)
 
     async def ListCollections(
@@ -591,7 +502,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
         self, request: pb.DeleteCollectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteCollectionResponse:
         name = validate_collection_name(request.name, "name")
-        async with self._changing(name) as change, self._db.connection() as conn:
+        async with self._publisher.changing(name) as change, self._db.connection() as conn:
             async with conn.transaction():
                 collection_id = await conn.fetchval(
                     "SELECT id FROM collections WHERE name = $1 FOR UPDATE", name
@@ -619,7 +530,11 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
         metadata = json_format.MessageToDict(request.metadata)
         if request.HasField("claim"):
             jobs.validate_claim(request.claim)
-        async with self._changing(name) as change, self._db.connection() as conn, conn.transaction():
+        async with (
+            self._publisher.changing(name) as change,
+            self._db.connection() as conn,
+            conn.transaction(),
+        ):
             collection = await _collection_for_write(conn, name)
             chunks = _new_chunks(request, collection["dimension"])
             await _reuse_embeddings(conn, collection["id"], name, chunks)
@@ -975,7 +890,11 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
     ) -> pb.DeleteStoredDocumentResponse:
         name = validate_collection_name(request.collection, "collection")
         document_id = _validate_document_id(request.document_id)
-        async with self._changing(name) as change, self._db.connection() as conn, conn.transaction():
+        async with (
+            self._publisher.changing(name) as change,
+            self._db.connection() as conn,
+            conn.transaction(),
+        ):
             collection = await _collection_for_write(conn, name)
             deleted = await conn.fetchval(
                 "DELETE FROM documents WHERE collection_id = $1 AND document_id = $2 RETURNING chunk_count",
