@@ -375,8 +375,8 @@ class QueryPipeline:
         embeds: bool,
         context: grpc.aio.ServicerContext,
     ) -> bytes | None:
-        """The early cache read; on a miss it starts the embedding, so a warm request costs the
-        gateway no more than the lookup and this one read."""
+        """The early cache read, with the collection's published state in the same round trip; on a
+        miss it starts the embedding, so a warm request costs the gateway this one read."""
         async with early.cached_timings.stage("cache"):
             value, early.published = await self.cache.get_with_state(
                 layer, early.cached_key, query.collection
