@@ -58,9 +58,13 @@ class StatePublisher:
         )
         self._paused_until = 0.0
         self._publishing: set[asyncio.Task[None]] = set()
+        # One warning per outage, not one per change.
+        self._announcing_fails = False
 
     async def close(self) -> None:
-        """Closes the Redis connections."""
+        """Drops publications still under way (nothing is lost: gateways ask) and closes the Redis connections."""
+        for task in list(self._publishing):
+            task.cancel()
         if self._client is not None:
             await self._client.aclose()
 
@@ -83,12 +87,20 @@ class StatePublisher:
             await announce_change(client, name)
         except (RedisError, OSError) as exc:
             STATE_ANNOUNCEMENTS.labels("failed").inc()
-            log.warning(
-                "could not withdraw collection %r's published state (%s); waiting out its lease", name, exc
-            )
+            if not self._announcing_fails:
+                log.warning(
+                    "Redis cannot be told of changes (%s): each change now waits out the %.2f s "
+                    "state lease before it answers, until Redis answers again",
+                    exc,
+                    self._lease,
+                )
+            self._announcing_fails = True
             await asyncio.sleep(max(0.0, committed + self._lease - time.monotonic()))
         else:
             STATE_ANNOUNCEMENTS.labels("announced").inc()
+            if self._announcing_fails:
+                log.info("Redis answers again: changes are announced without waiting")
+            self._announcing_fails = False
 
     async def begin(self, name: str) -> Publication | None:
         """A publication of `name`'s state, begun before the state is read; None without Redis,
