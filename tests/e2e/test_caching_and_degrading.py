@@ -135,9 +135,17 @@ async def test_ask_keeps_answering_while_redis_is_down(
         assert reply.cache_layer == gw.CACHE_LAYER_UNSPECIFIED
         search = await client.search("kite festival", collection=COLLECTION)
         assert search.hits
+        # Ingesting goes on too: the retriever, unable to withdraw the published state, waits out its lease.
+        await client.ingest(
+            [DocumentToIngest("outage.txt", b"Box kites were flown during the cache outage.")],
+            collection=COLLECTION,
+        )
+        found = await client.search("box kites during the outage", collection=COLLECTION, top_k=1)
+        assert found.hits[0].document_id == "outage.txt"
         assert time.monotonic() - started < 60
         metrics = _metrics(stack, "gateway")
         assert 'ragline_gateway_cache_lookups_total{layer="answer",outcome="error"}' in metrics
+        assert 'ragline_retriever_state_announcements_total{outcome="failed"}' in _metrics(stack, "retriever")
     finally:
         stack.redis.start()
     # The readiness probe notices Redis within about 2 s and turns the cache back on.
@@ -147,6 +155,7 @@ async def test_ask_keeps_answering_while_redis_is_down(
         await asyncio.sleep(0.5)
         layer = (await client.search("kite festival", collection=COLLECTION)).cache_layer
     assert layer == gw.CACHE_LAYER_RETRIEVAL
+    await client.delete_document("outage.txt", collection=COLLECTION)
 
 
 async def test_with_the_generator_down_ask_is_unavailable_and_search_works(
