@@ -73,30 +73,28 @@ class QueryCache:
 
     async def get(self, layer: str, key: str) -> bytes | None:
         """The value stored under `key` in `layer`, or None on a miss or a Redis failure."""
-        if self.client is None or not self.available:
-            return None
-        try:
-            value = await self.client.get(f"{_PREFIX}:{layer}:{key}")
-        except (aioredis.RedisError, OSError) as exc:
-            self._failed(layer, exc)
-            return None
-        CACHE_LOOKUPS.labels(layer, "hit" if value is not None else "miss").inc()
-        return value if isinstance(value, bytes) else None
+        (value,) = await self._read(layer, key)
+        return value
 
     async def get_with_state(
         self, layer: str, key: str, collection: str
     ) -> tuple[bytes | None, bytes | None]:
         """`get`, and in the same round trip the state the retriever published of `collection`
         (`ragline.collection_state`), or None for either on a miss or a Redis failure."""
+        value, state = await self._read(layer, key, state_key(collection))
+        return value, state
+
+    async def _read(self, layer: str, key: str, *others: str) -> list[bytes | None]:
+        """One MGET of `key` in `layer` (counted as its lookup) and of the keys `others`."""
         if self.client is None or not self.available:
-            return None, None
+            return [None] * (1 + len(others))
         try:
-            value, state = await self.client.mget(f"{_PREFIX}:{layer}:{key}", state_key(collection))
+            values = await self.client.mget(f"{_PREFIX}:{layer}:{key}", *others)
         except (aioredis.RedisError, OSError) as exc:
             self._failed(layer, exc)
-            return None, None
-        CACHE_LOOKUPS.labels(layer, "hit" if value is not None else "miss").inc()
-        return (value if isinstance(value, bytes) else None), (state if isinstance(state, bytes) else None)
+            return [None] * (1 + len(others))
+        CACHE_LOOKUPS.labels(layer, "hit" if values[0] is not None else "miss").inc()
+        return [value if isinstance(value, bytes) else None for value in values]
 
     async def put(self, layer: str, key: str, value: bytes, ttl: int) -> None:
         """Stores `value` under `key` in `layer` for `ttl` seconds; failures are logged, not raised."""

@@ -302,12 +302,9 @@ class QueryPipeline:
             if early is not None:
                 early.cancel()
             raise
-        if early is not None and early.cached is not None:
-            # Read beside a lookup, the state may arrive after it: `_cache_get_early` notes it then.
-            published = early.published is not None
-        else:
-            # A request that reads no cache (CACHE_POLICY_BYPASS) learns nothing of the state.
-            published = known is not None and known.published
+        # Whether the state was found is the early read's to note (`_cache_get_early`), before or
+        # after this; a request that reads no cache (CACHE_POLICY_BYPASS) leaves it as it was.
+        current = self._known.get(query.collection)
         if len(self._known) >= MAX_KNOWN_COLLECTIONS:
             self._known.clear()
         self._known[query.collection] = _Known(
@@ -315,7 +312,7 @@ class QueryPipeline:
             collection.dimension,
             _incarnation(collection),
             collection.generation,
-            published,
+            current is not None and current.published,
         )
         if early is not None:
             self._early[timings] = early
@@ -381,11 +378,11 @@ class QueryPipeline:
             value, early.published = await self.cache.get_with_state(
                 layer, early.cached_key, query.collection
             )
-        if early.published is not None and not known.published:
-            # Found after the lookup returned, perhaps: the collection's next request waits for it.
-            current = self._known.get(query.collection)
-            if current is not None:
-                self._known[query.collection] = replace(current, published=True)
+        # The collection's next request waits for the state only if this one found it.
+        found = early.published is not None
+        current = self._known.get(query.collection)
+        if current is not None and current.published != found:
+            self._known[query.collection] = replace(current, published=found)
         if value is None and embeds and not early.abandoned:
             early.embedding = _spawn(self._embed_early(query, known, early, context))
         return value

@@ -202,14 +202,6 @@ async def test_candidates_are_reranked_and_a_failing_reranker_degrades(
         reranker.start()
 
 
-def _sample(metrics: str, series: str) -> float:
-    """The value of one series in a Prometheus text exposition (0 if absent)."""
-    for line in metrics.splitlines():
-        if line.startswith(series + " "):
-            return float(line.split()[-1])
-    return 0.0
-
-
 async def test_warm_searches_ask_no_retriever_and_every_ingest_is_seen_at_once(
     stack: Stack, client: RaglineClient
 ) -> None:
@@ -217,25 +209,27 @@ async def test_warm_searches_ask_no_retriever_and_every_ingest_is_seen_at_once(
     await client.ingest(
         [DocumentToIngest("report.txt", b"Kite report 0: the wind kite flew.")], collection=collection
     )
-    published = 'ragline_gateway_collection_lookups_total{source="published"}'
-    looked_up = 'ragline_gateway_collection_lookups_total{source="retriever"}'
+    gateway = stack["gateway"]
+
+    def lookups(source: str) -> float:
+        return gateway.metric("ragline_gateway_collection_lookups_total", {"source": source})
+
     # A lookup (which publishes the state), then the state found beside a lookup, then alone; the
     # retriever publishes nothing for 5 s after Redis failed, as it did in the test before.
     deadline = time.monotonic() + 15
     while True:
-        before = _metrics(stack, "gateway")
+        before = lookups("published")
         await client.search("wind kite report", collection=collection)
-        if _sample(_metrics(stack, "gateway"), published) > _sample(before, published):
+        if lookups("published") > before:
             break
         assert time.monotonic() < deadline, "the gateway never found the collection's state published"
         await asyncio.sleep(0.2)
-    before = _metrics(stack, "gateway")
+    published, looked_up = lookups("published"), lookups("retriever")
     for _ in range(5):
         warm = await client.search("wind kite report", collection=collection)
         assert warm.cache_layer == gw.CACHE_LAYER_RETRIEVAL
-    after = _metrics(stack, "gateway")
-    assert _sample(after, published) - _sample(before, published) == 5
-    assert _sample(after, looked_up) == _sample(before, looked_up)
+    assert lookups("published") - published == 5
+    assert lookups("retriever") == looked_up
     # Each Search right after an ingest returns sees the new content, never the cached old one.
     for i in range(1, 6):
         text = f"Kite report {i}: the wind kite flew to {i * 100} metres."

@@ -152,10 +152,12 @@ class FakeEmbedder:
         self.calls = 0
         self.cancelled = 0
         self.fail: grpc.StatusCode | None = None
+        self.requests: list[embedder_service_pb2.EmbedRequest] = []
 
     def Embed(self, request: Any, timeout: float) -> Awaitable[Any]:
         async def run() -> Any:
             self.calls += 1
+            self.requests.append(request)
             self.retriever.events.append("embed")
             try:
                 await self.gate.pass_through()
@@ -523,3 +525,13 @@ async def test_a_search_that_reads_no_cache_leaves_the_published_path_alone(setu
     reply, _ = await setup.search()
     assert setup.retriever.events.count("lookup-start") == lookups
     assert reply.cache_layer == gw.CACHE_LAYER_RETRIEVAL
+
+
+async def test_query_embeddings_bypass_the_embedders_own_cache(setup: Setup) -> None:
+    # The gateway's embedding layer caches them; the embedder's cache would cost two round trips.
+    await setup.search("first", gw.CACHE_POLICY_BYPASS)
+    await setup.search("second")
+    await setup.ask("third")
+    assert [(r.input_type, r.bypass_cache) for r in setup.embedder.requests] == [
+        (embedder_service_pb2.INPUT_TYPE_QUERY, True)
+    ] * 3

@@ -72,6 +72,8 @@ async def test_the_basic_view_publishes_and_every_change_withdraws(
         lambda: stub.CreateCollection(pb.CreateCollectionRequest(name=name, dimension=8)),
     ]
     for generation, change in enumerate(changes, start=1):
+        # A state to withdraw, also where the collection is gone (one a failed withdrawal left).
+        await redis_client.set(state_key(name), reply.collection.SerializeToString())
         await change()
         assert await _published(redis_client, name) is None, f"change {generation} left the state published"
         if generation < 3:

@@ -139,9 +139,8 @@ class _Located:
 
 @dataclass(frozen=True)
 class _Search:
-    """One SearchChunks call, validated, with its collection located and its filter compiled."""
+    """One SearchChunks call, validated, with its filter compiled."""
 
-    located: _Located
     name: str
     request: pb.SearchChunksRequest
     options: SearchOptions
@@ -691,20 +690,22 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
             embeds = mode != common_pb2.SEARCH_MODE_KEYWORD
             if located is None or (embeds and located.dimension != len(request.query_embedding)):
                 located = await self._locate(conn, name)
-            search = _Search(located, name, request, options, mode, top_k, condition, params)
-            rows = await self._run_search(conn, search)
+            search = _Search(name, request, options, mode, top_k, condition, params)
+            rows = await self._run_search(conn, search, located)
             if not rows:
                 # The id no longer names the collection `name` (deleted, perhaps created again).
-                search = replace(search, located=await self._locate(conn, name))
-                rows = await self._run_search(conn, search)
+                rows = await self._run_search(conn, search, await self._locate(conn, name))
         if not rows:
             raise NotFound(f"collection {name!r} does not exist", field="collection")
         hits = [hit for hit in map(hit_from_row, rows) if hit is not None]
         return hits, rows[0]["generation"]
 
-    async def _run_search(self, conn: PooledConnection, search: _Search) -> list[asyncpg.Record]:
-        """The rows of `search`'s statement; none if its collection id no longer names its collection."""
-        located, request, options = search.located, search.request, search.options
+    async def _run_search(
+        self, conn: PooledConnection, search: _Search, located: _Located
+    ) -> list[asyncpg.Record]:
+        """The rows of `search`'s statement on the collection `located`; none if that id no longer
+        names the collection."""
+        request, options = search.request, search.options
         ef_search = None
         if search.mode == common_pb2.SEARCH_MODE_KEYWORD:
             sql = keyword_search_sql(located.id, search.condition)
