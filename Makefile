@@ -16,11 +16,12 @@ export CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=O
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help setup run test lint protos lock bench eval clean
+.PHONY: help setup run test fuzz lint protos lock bench eval clean
 
 help:
 	@echo "make run    start PostgreSQL, Redis and the four services, and wait until all are healthy"
 	@echo "make test   run all tests (unit and integration)"
+	@echo "make fuzz   fuzz every RPC against the running services, with thousands of examples"
 	@echo "make bench  run every benchmark (benchmarks/bench_*.py): prints tables, writes bench-results/*.json"
 	@echo "make eval   retrieval quality on ../shared/data/cranfield through the real services"
 	@echo "make lint   ruff and mypy"
@@ -45,6 +46,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The fuzz suite also runs in `make test`, with a few examples per RPC (profile ci).
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest tests/fuzz
 
 bench: $(STAMP)
 	@set -e; for b in benchmarks/bench_*.py; do m=$${b%.py}; $(PY) -m $${m//\//.}; done
