@@ -102,7 +102,7 @@ def fuzzer(fuzz_stack: Stack) -> Iterator[Fuzzer]:
         name: grpc.insecure_channel(proc.address, options=CHANNEL_OPTIONS)
         for name, proc in fuzz_stack.processes.items()
     }
-    gateway = GatewayServiceStub(channels["gateway"])  # type: ignore[no-untyped-call]
+    gateway = GatewayServiceStub(channels["gateway"])
     for collection in (SEEDED, SCRATCH):
         gateway.IngestDocuments(
             gateway_service_pb2.IngestDocumentsRequest(collection=collection, documents=_documents()),
@@ -115,7 +115,7 @@ def fuzzer(fuzz_stack: Stack) -> Iterator[Fuzzer]:
         gateway_service_pb2.CreateIngestJobRequest(collection=SCRATCH, documents=[job_doc]), timeout=60
     ).job
     assert wait_until_no_pending_documents(channels["gateway"], SCRATCH, timeout=120)
-    info = EmbedderServiceStub(channels["embedder"]).GetModelInfo(  # type: ignore[no-untyped-call]
+    info = EmbedderServiceStub(channels["embedder"]).GetModelInfo(
         embedder_service_pb2.GetModelInfoRequest(), timeout=30
     )
     seeded = snapshot(channels["retriever"], channels["embedder"], SEEDED, full=True)

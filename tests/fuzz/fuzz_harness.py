@@ -8,6 +8,7 @@ a dead process, a disallowed status code or an oversized status message are fail
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,8 @@ CALL_TIMEOUT = 60.0
 """Deadline of every fuzzed call: a request that hangs longer is a failure."""
 QUIET_TIMEOUT = 20.0
 """How long to wait for queued ingest documents to settle before a scratch snapshot."""
+LOG_RECORD = re.compile(r"\n\d{4}-\d\d-\d\d \d\d:")
+"""Where the next log record starts (each begins with its timestamp)."""
 TEXT = "The Eiffel Tower is a wrought-iron lattice tower in Paris."
 
 Request = tuple[str, list[bytes]]
@@ -173,8 +176,11 @@ class Fuzzer:
             fresh = text[self.log_offsets.get(name, 0) :]
             self.log_offsets[name] = len(text)
             if "Traceback" in fresh:
-                tail = fresh[fresh.index("Traceback") :][:1500]
-                found.append(f"traceback in the {name} log:\n{tail}")
+                block = fresh[fresh.index("Traceback") :]
+                next_record = LOG_RECORD.search(block)
+                block = block[: next_record.start()] if next_record else block
+                excerpt = block if len(block) < 1500 else f"{block[:400]}\n[...]\n{block[-1000:]}"
+                found.append(f"traceback in the {name} log:\n{excerpt}")
         return found
 
 

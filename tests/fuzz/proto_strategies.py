@@ -85,7 +85,7 @@ SCALARS: dict[int, st.SearchStrategy[Any]] = {
 
 def message_class(descriptor: Descriptor) -> type[Message]:
     """The generated class of a message descriptor."""
-    return message_factory.GetMessageClass(descriptor)  # type: ignore[no-any-return]
+    return message_factory.GetMessageClass(descriptor)
 
 
 def _struct_value(depth: int) -> st.SearchStrategy[dict[str, Any] | None]:
@@ -93,6 +93,7 @@ def _struct_value(depth: int) -> st.SearchStrategy[dict[str, Any] | None]:
     leaves = st.one_of(
         st.none(),
         st.builds(lambda f: {"number_value": f}, _floats(64)),
+        st.builds(lambda f: {"number_value": f}, st.sampled_from([math.nan, math.inf, -math.inf])),
         st.builds(lambda s: {"string_value": s}, TEXT),
         st.builds(lambda b: {"bool_value": b}, st.booleans()),
         st.just({"null_value": 0}),
@@ -237,21 +238,30 @@ def template_request(descriptor: Descriptor, values: TemplateValues, depth: int 
     return msg
 
 
+MUTATION_DEPTH = 3
+"""How many levels down `mutated_template` may pick the field it changes."""
+
+
 def _field_paths(
     descriptor: Descriptor, prefix: tuple[FieldDescriptor, ...] = ()
 ) -> list[tuple[FieldDescriptor, ...]]:
-    """Every field of the request and of its (non-repeated) message fields, to two levels."""
+    """Every field of the request and of its message fields (the first element of repeated ones), to
+    MUTATION_DEPTH levels."""
     paths = []
     for field in descriptor.fields:
         paths.append((*prefix, field))
-        nested = field.type == FD.TYPE_MESSAGE and not field.is_repeated
-        if nested and len(prefix) < 1 and not field.message_type.full_name.startswith("google.protobuf."):
+        nested = field.type == FD.TYPE_MESSAGE and not _is_map(field)
+        if (
+            nested
+            and len(prefix) < MUTATION_DEPTH - 1
+            and not field.message_type.full_name.startswith("google.")
+        ):
             paths.extend(_field_paths(field.message_type, (*prefix, field)))
     return paths
 
 
 def mutated_template(template: Message) -> st.SearchStrategy[Message]:
-    """`template` with one field (top level or one below) replaced by a random value, or cleared."""
+    """`template` with one field (at most MUTATION_DEPTH levels down) replaced by a random value, or cleared."""
     paths = _field_paths(template.DESCRIPTOR)
     if not paths:
         return st.just(template)
@@ -263,7 +273,11 @@ def mutated_template(template: Message) -> st.SearchStrategy[Message]:
         path = draw(st.sampled_from(paths))
         parent = msg
         for field in path[:-1]:
-            parent = getattr(parent, field.name)
+            if field.is_repeated:  # change the first element, adding one if the template has none
+                items = getattr(parent, field.name)
+                parent = items[0] if len(items) else items.add()
+            else:
+                parent = getattr(parent, field.name)
         leaf = path[-1]
         if draw(st.integers(0, 9)) == 0:
             parent.ClearField(leaf.name)

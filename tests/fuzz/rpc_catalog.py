@@ -27,12 +27,14 @@ ALLOWED_CODES = frozenset(
         grpc.StatusCode.OK,
         grpc.StatusCode.INVALID_ARGUMENT,
         grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
         grpc.StatusCode.FAILED_PRECONDITION,
         grpc.StatusCode.OUT_OF_RANGE,
         grpc.StatusCode.RESOURCE_EXHAUSTED,
     }
 )
-"""The codes client input may get; anything else (INTERNAL, UNKNOWN, DEADLINE_EXCEEDED, ...) is a bug."""
+"""The codes client input may get; anything else (INTERNAL, UNKNOWN, DEADLINE_EXCEEDED, ...) is a bug.
+ALREADY_EXISTS is the right answer to creating a collection that exists, which valid requests do."""
 
 MAX_DETAILS_BYTES = 1024
 """A status message a person can read: longer ones are a bug (and some proxies drop them)."""
@@ -85,7 +87,7 @@ class Outcome:
     @property
     def ok(self) -> bool:
         """Whether the call succeeded."""
-        return self.code == grpc.StatusCode.OK
+        return bool(self.code == grpc.StatusCode.OK)
 
 
 def call_raw(

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
 from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
 
 from ragline.v1 import common_pb2, embedder_service_pb2, gateway_service_pb2, retriever_service_pb2
 from ragline.v1.embedder_service_pb2_grpc import EmbedderServiceStub
@@ -27,7 +29,7 @@ TIMEOUT = 30.0
 
 def snapshot(retriever: grpc.Channel, embedder: grpc.Channel, collection: str, full: bool) -> dict[str, Any]:
     """The collection's stored state; `full` adds chunk hashes and search results (slower)."""
-    stub = RetrieverServiceStub(retriever)  # type: ignore[no-untyped-call]
+    stub = RetrieverServiceStub(retriever)
     try:
         reply = stub.GetCollection(
             retriever_service_pb2.GetCollectionRequest(name=collection), timeout=TIMEOUT
@@ -43,19 +45,9 @@ def snapshot(retriever: grpc.Channel, embedder: grpc.Channel, collection: str, f
         "chunk_count": info.chunk_count,
         "documents": {},
     }
-    token = ""
-    while True:
-        page = stub.ListStoredDocuments(
-            retriever_service_pb2.ListStoredDocumentsRequest(
-                collection=collection, page_size=100, page_token=token
-            ),
-            timeout=TIMEOUT,
-        )
-        for doc in page.documents:
-            state["documents"][doc.document_id] = MessageToDict(doc)
-        token = page.next_page_token
-        if not token:
-            break
+    request = retriever_service_pb2.ListStoredDocumentsRequest(collection=collection, page_size=100)
+    for doc in _all_pages(stub.ListStoredDocuments, request, "documents"):
+        state["documents"][doc.document_id] = MessageToDict(doc)
     if full:
         state["chunk_hashes"] = {
             doc_id: list(
@@ -73,7 +65,7 @@ def snapshot(retriever: grpc.Channel, embedder: grpc.Channel, collection: str, f
 def _searches(stub: RetrieverServiceStub, embedder: grpc.Channel, collection: str) -> dict[str, list[Any]]:
     embeddings = (
         EmbedderServiceStub(embedder)
-        .Embed(  # type: ignore[no-untyped-call]
+        .Embed(
             embedder_service_pb2.EmbedRequest(
                 texts=SNAPSHOT_QUERIES, input_type=embedder_service_pb2.INPUT_TYPE_QUERY
             ),
@@ -102,31 +94,30 @@ def _searches(stub: RetrieverServiceStub, embedder: grpc.Channel, collection: st
 def wait_until_no_pending_documents(gateway: grpc.Channel, collection: str, timeout: float) -> bool:
     """Waits until every document queued in the collection's ingest jobs is done, skipped, failed or cancelled;
     False if some are still outstanding at `timeout` (then a change to the collection cannot be attributed)."""
-    stub = GatewayServiceStub(gateway)  # type: ignore[no-untyped-call]
+    stub = GatewayServiceStub(gateway)
     deadline = time.monotonic() + timeout
     while True:
-        outstanding = 0
-        token = ""
-        while True:
-            page = stub.ListIngestJobs(
-                gateway_service_pb2.ListIngestJobsRequest(
-                    collection=collection, page_size=100, page_token=token
-                ),
-                timeout=TIMEOUT,
-            )
-            outstanding += sum(
-                job.total_documents
-                - job.done_documents
-                - job.skipped_documents
-                - job.failed_documents
-                - job.cancelled_documents
-                for job in page.jobs
-            )
-            token = page.next_page_token
-            if not token:
-                break
+        request = gateway_service_pb2.ListIngestJobsRequest(collection=collection, page_size=100)
+        outstanding = sum(
+            job.total_documents
+            - job.done_documents
+            - job.skipped_documents
+            - job.failed_documents
+            - job.cancelled_documents
+            for job in _all_pages(stub.ListIngestJobs, request, "jobs")
+        )
         if not outstanding:
             return True
         if time.monotonic() > deadline:
             return False
         time.sleep(0.2)
+
+
+def _all_pages(list_call: Callable[..., Any], request: Message, items: str) -> Iterator[Any]:
+    """Every item of a paginated list RPC, following next_page_token."""
+    while True:
+        page = list_call(request, timeout=TIMEOUT)
+        yield from getattr(page, items)
+        if not page.next_page_token:
+            return
+        request.page_token = page.next_page_token  # type: ignore[attr-defined]
