@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -138,5 +139,11 @@ def fuzzer(fuzz_stack: Stack) -> Iterator[Fuzzer]:
         content_hash=hashlib.sha256(b"fuzz").hexdigest(),
     )
     yield fuzzer
+    if fuzzer.inconclusive:
+        warnings.warn(
+            f"{fuzzer.inconclusive} rejected writes were not checked for changes to {SCRATCH}:"
+            " its queued ingest documents never settled",
+            stacklevel=1,
+        )
     for channel in channels.values():
         channel.close()
