@@ -12,16 +12,11 @@ import pytest
 
 from ragline.config import load_config
 from ragline_embedder import onnx_backend
-from ragline_embedder.backends import (
-    EmbeddingBackend,
-    InputType,
-    LocalBackend,
-    backend_loader,
-    local_model,
-    threads_available,
-)
+from ragline_embedder.backends import EmbeddingBackend, InputType, local_model, threads_available
 from ragline_embedder.config import EmbedderConfig
+from ragline_embedder.loader import backend_loader
 from ragline_embedder.onnx_backend import OnnxBackend, export_key, exported_graph
+from ragline_embedder.torch_backend import TorchBackend
 
 TEXTS = [
     "a wing in a propeller slipstream",
@@ -80,7 +75,7 @@ def test_queries_get_a_spinning_session_of_their_own_unless_turned_off(
     assert off._query_session is off._session
 
 
-def test_onnxruntime_vectors_match_torch(backend: EmbeddingBackend, torch_backend: LocalBackend) -> None:
+def test_onnxruntime_vectors_match_torch(backend: EmbeddingBackend, torch_backend: TorchBackend) -> None:
     assert backend.count_tokens(TEXTS) == torch_backend.count_tokens(TEXTS)
     # Together (padded to the longest) and one by one (no padding): the same vectors either way.
     together = backend.encode(TEXTS)

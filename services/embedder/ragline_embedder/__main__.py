@@ -5,8 +5,8 @@ from __future__ import annotations
 from ragline.config import ServerConfig, load_config
 from ragline.server import Servicer, configure_logging, run, serve
 from ragline_embedder import wire
-from ragline_embedder.backends import backend_loader
 from ragline_embedder.config import DEFAULT_METRICS_PORT, DEFAULT_PORT, EmbedderConfig
+from ragline_embedder.loader import backend_loader
 from ragline_embedder.rerankers import reranker_loader
 from ragline_embedder.service import EmbedderServicer
 
