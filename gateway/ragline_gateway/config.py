@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from ragline.config import ConfigError, setting
 
+DEFAULT_PORT = 50051
+DEFAULT_METRICS_PORT = 9101
+
 
 @dataclass(frozen=True)
 class GatewayConfig:

@@ -7,6 +7,9 @@ import os
 
 from ragline.config import ConfigError, setting
 
+DEFAULT_PORT = 50054
+DEFAULT_METRICS_PORT = 9104
+
 
 @dataclasses.dataclass(frozen=True)
 class GeneratorConfig:
