@@ -50,7 +50,7 @@ class ToyGateway(gateway_service_pb2_grpc.GatewayServiceServicer):
 class ToyConfig:
     """The toy's own setting."""
 
-    down_file: str = setting("TOY_DOWN_FILE", "", "While this file exists the dependency is down.")
+    down_file: str = setting("TOY_DOWN_FILE", "")
     """While a file exists at this path, the toy's dependency is down."""
 
 
