@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import threading
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from ragline.config import load_config
-from ragline_embedder import onnx_backend
+from ragline_embedder import backends, onnx_backend
 from ragline_embedder.backends import EmbeddingBackend, InputType, local_model, threads_available
 from ragline_embedder.config import EmbedderConfig
 from ragline_embedder.loader import backend_loader
@@ -25,6 +26,15 @@ TEXTS = [
     "drag " * 300,  # over the 256-token limit: both runtimes truncate it alike
     "x",
 ]
+
+
+def test_the_shared_module_imports_no_backend() -> None:
+    # Every backend imports backends.py; a backend imported back from it made an import cycle.
+    tree = ast.parse(Path(backends.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert {name for name in imported if name and name.startswith("ragline_embedder")} == {
+        "ragline_embedder.config"
+    }
 
 
 def test_describes_the_bundled_model(any_backend: EmbeddingBackend, request: pytest.FixtureRequest) -> None:
