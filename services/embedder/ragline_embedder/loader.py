@@ -38,13 +38,12 @@ def backend_loader(config: EmbedderConfig) -> Callable[[], EmbeddingBackend]:
     return partial(load_local_backend, config)
 
 
-def load_onnx_backend(config: EmbedderConfig) -> EmbeddingBackend:
-    """The local model on onnxruntime (exported from its torch weights at the first start)."""
+def load_local_backend(config: EmbedderConfig) -> EmbeddingBackend:
+    """The local model on the runtime `EMBEDDER_LOCAL_RUNTIME` picks, loaded now.
+
+    onnxruntime exports the model from its torch weights at the first start.
+    """
     prepare_offline_model_loading()
     path, name = local_model(config)
-    return OnnxBackend.load(config, path, name)
-
-
-def load_local_backend(config: EmbedderConfig) -> EmbeddingBackend:
-    """The local model on the runtime `EMBEDDER_LOCAL_RUNTIME` picks, loaded now."""
-    return TorchBackend.load(config) if config.local_runtime == "torch" else load_onnx_backend(config)
+    runtime = TorchBackend if config.local_runtime == "torch" else OnnxBackend
+    return runtime.load(config, path, name)

@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 
-from ragline_embedder.backends import (
-    Prefixes,
-    forward_passes,
-    local_model,
-    prepare_offline_model_loading,
-    threads_available,
-)
+from ragline_embedder.backends import Prefixes, forward_passes, threads_available
 from ragline_embedder.config import BATCH_TOKENS, EmbedderConfig
 
 if TYPE_CHECKING:
@@ -56,18 +51,18 @@ class TorchBackend:
         self.max_input_tokens = max_tokens
 
     @classmethod
-    def load(cls, config: EmbedderConfig) -> TorchBackend:
-        """Loads the model from disk (seconds); `config.model_dir` or the bundled all-MiniLM-L6-v2."""
-        prepare_offline_model_loading()
+    def load(cls, config: EmbedderConfig, model_path: Path, model_name: str) -> TorchBackend:
+        """Loads the model from disk (seconds); offline loading must be prepared before."""
         import torch
         from sentence_transformers import SentenceTransformer
 
         # Counting tokens of a text over the limit is expected here; transformers would warn on each.
         logging.getLogger("transformers").setLevel(logging.ERROR)
         torch.set_num_threads(threads_available(config.threads))
-        path, name = local_model(config)
-        model = SentenceTransformer(str(path), device="cpu")
-        return cls(model, name, Prefixes.from_config(config), config.batch_size, config.model_batch_tokens())
+        model = SentenceTransformer(str(model_path), device="cpu")
+        return cls(
+            model, model_name, Prefixes.from_config(config), config.batch_size, config.model_batch_tokens()
+        )
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Token counts by the model's own tokenizer, special tokens included."""
