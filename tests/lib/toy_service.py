@@ -1,4 +1,4 @@
-"""A toy service run by ragline.server.serve, for testing the bootstrap without any model or database.
+"""A toy service run by ragline.server.run_service, for testing the bootstrap without any model or database.
 
 Its `start` takes a second (so health starts NOT_SERVING); its readiness fails while the
 file named by TOY_DOWN_FILE exists; `Search` sleeps for as many seconds as the query says,
