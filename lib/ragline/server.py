@@ -5,6 +5,7 @@ One function gives each service the same operational behaviour: standard health
 server reflection, a Prometheus endpoint, per-RPC metrics and error mapping through an
 interceptor, and a graceful shutdown on SIGTERM (health goes NOT_SERVING, new calls are
 refused, in-flight calls get a grace period, then the service closes its resources).
+`run_service` is a service's whole entry point around it: settings, logging, then `serve`.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -24,7 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
 from ragline.channels import SERVER_OPTIONS
-from ragline.config import ConfigError, ServerConfig
+from ragline.config import ConfigError, ServerConfig, load_config
 from ragline.errors import ServiceError
 from ragline.metrics import RPC_DURATION, RPC_HANDLED, start_metrics_server
 
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 
 # How often the readiness probe runs; a dependency that goes down is noticed this quickly.
 READINESS_INTERVAL_SECONDS = 2.0
+
+C = TypeVar("C")
 
 
 @dataclass(frozen=True)
@@ -256,8 +259,30 @@ async def serve(
     log.info("%s stopped", name)
 
 
-def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Entry point helper: runs `main`, turning a configuration error into a message and exit code 2."""
+def run_service(
+    name: str,
+    config_type: type[C],
+    build: Callable[[C], tuple[Lifecycle, Sequence[Servicer]]],
+    *,
+    port: int,
+    metrics_port: int,
+) -> None:
+    """Runs one service's process until SIGTERM: what its `python -m` entry point calls.
+
+    Reads the server settings under the prefix `name.upper()` (`EMBEDDER_PORT`, ...), defaulting
+    to the service's own `port` and `metrics_port`, then the service's settings `config_type`,
+    sets up logging, and serves what `build` makes of them: the lifecycle and the gRPC services
+    it implements. An invalid setting, found by either read or by `build`, ends the process
+    with its message and exit code 2.
+    """
+
+    async def main() -> None:
+        server_config = ServerConfig.from_env(name.upper(), port=port, metrics_port=metrics_port)
+        config = load_config(config_type)
+        configure_logging(server_config.log_level)
+        lifecycle, servicers = build(config)
+        await serve(name, server_config, servicers, lifecycle)
+
     try:
         asyncio.run(main())
     except ConfigError as exc:
