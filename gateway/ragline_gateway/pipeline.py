@@ -118,25 +118,7 @@ class QueryPipeline:
             embedded = (
                 await self.prefetcher.embedding(run, context) if query.needs_embedding else Embedded([])
             )
-        async with timings.stage("retrieve"):
-            request = retriever_service_pb2.SearchChunksRequest(
-                collection=query.collection,
-                query_text=query.text,
-                query_embedding=embedded.values,
-                top_k=query.candidates,
-                mode=query.mode,
-                filter=query.filter,
-            )
-            timeout = downstream_timeout(context, self.config.retrieve_timeout_seconds)
-            reply = await call("retriever", self.deps.retriever.SearchChunks(request, timeout=timeout))
-        # The generation the search saw, in its own snapshot: at least the lookup's, as it started after it.
-        generation = reply.generation or collection.generation
-        hits = list(reply.hits)
-        mode_label = common_pb2.SearchMode.Name(query.mode or common_pb2.SEARCH_MODE_HYBRID)
-        if hits:
-            TOP_SCORE.labels(mode_label).observe(hits[0].score)
-        else:
-            EMPTY_RESULTS.inc()
+        generation, hits = await self._search_chunks(run, embedded, context)
         hits, rerank_status = await self._rerank(query, hits, timings, context)
         if query.writes_cache:
             passages = gateway_service_pb2.RetrievedPassages(hits=hits, rerank_status=rerank_status)
@@ -157,6 +139,31 @@ class QueryPipeline:
         if not query.reads_cache or not self.cache.available:
             layer = gateway_service_pb2.CACHE_LAYER_UNSPECIFIED
         return Retrieval(generation, hits, rerank_status, layer)
+
+    async def _search_chunks(
+        self, run: QueryRun, embedded: Embedded, context: grpc.aio.ServicerContext
+    ) -> tuple[int, list[common_pb2.SearchHit]]:
+        """The retriever's candidates for the query, and the collection's generation its search saw."""
+        query = run.query
+        async with run.timings.stage("retrieve"):
+            request = retriever_service_pb2.SearchChunksRequest(
+                collection=query.collection,
+                query_text=query.text,
+                query_embedding=embedded.values,
+                top_k=query.candidates,
+                mode=query.mode,
+                filter=query.filter,
+            )
+            timeout = downstream_timeout(context, self.config.retrieve_timeout_seconds)
+            reply = await call("retriever", self.deps.retriever.SearchChunks(request, timeout=timeout))
+        hits = list(reply.hits)
+        mode_label = common_pb2.SearchMode.Name(query.mode or common_pb2.SEARCH_MODE_HYBRID)
+        if hits:
+            TOP_SCORE.labels(mode_label).observe(hits[0].score)
+        else:
+            EMPTY_RESULTS.inc()
+        # The generation the search saw, in its own snapshot: at least the lookup's, as it started after it.
+        return reply.generation or run.collection.generation, hits
 
     async def _rerank(
         self,
