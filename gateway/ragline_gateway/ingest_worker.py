@@ -25,6 +25,7 @@ from ragline_gateway.config import GatewayConfig
 from ragline_gateway.dependencies import Dependencies, call
 from ragline_gateway.documents import DecodedDocument, decode_document
 from ragline_gateway.ingest import Ingester, PreparedDocument
+from ragline_gateway.timings import Timings
 
 log = logging.getLogger(__name__)
 
@@ -221,9 +222,9 @@ class IngestWorkers:
         """The embeddings of new text; waits out the embedder's RESOURCE_EXHAUSTED without spending an attempt."""
         delay = _BUSY_BACKOFF_SECONDS[0]
         while True:
-            stages: dict[str, float] = {}
+            timings = Timings(histogram=None)
             try:
-                vectors = await self.ingester.new_vectors(collection, prepared, None, stages)
+                vectors = await self.ingester.new_vectors(collection, prepared, None, timings)
             except ResourceExhausted as exc:
                 # The embedder's queue is full: it admits no more now, so wait instead of piling on.
                 await asyncio.sleep(exc.retry_after or delay * random.uniform(0.5, 1.5))
@@ -233,8 +234,8 @@ class IngestWorkers:
                 raise
             except ServiceError as exc:
                 raise _Retryable(f"{exc.code.name}: {exc.message}", "embedder") from None
-            for stage, seconds in stages.items():
-                INGEST_STAGE_SECONDS.labels(stage).observe(seconds)
+            for timing in timings.stages:
+                INGEST_STAGE_SECONDS.labels(timing.stage).observe(timing.duration_seconds)
             return vectors
 
     async def _store(

@@ -27,6 +27,11 @@ from ragline.v1 import gateway_service_pb2, gateway_service_pb2_grpc
 TOY = Path(__file__).with_name("toy_service.py")
 
 
+def _search(text: str) -> gateway_service_pb2.SearchRequest:
+    """A Search for the toy service, whose text says how it fails or how long it sleeps."""
+    return gateway_service_pb2.SearchRequest(query=gateway_service_pb2.Query(text=text))
+
+
 class Toy:
     def __init__(self, tmp_path: Path) -> None:
         self.port, self.metrics_port = free_port(), free_port()
@@ -93,7 +98,7 @@ def test_errors_become_statuses_with_details_and_metrics_count_them(toy: Toy) ->
     with grpc.insecure_channel(toy.address) as channel:
         stub = gateway_service_pb2_grpc.GatewayServiceStub(channel)
         with pytest.raises(grpc.RpcError) as invalid:
-            stub.Search(gateway_service_pb2.SearchRequest(query="invalid"), timeout=5)
+            stub.Search(_search("invalid"), timeout=5)
         assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         status = rpc_status.from_call(invalid.value)
         assert status is not None
@@ -102,7 +107,7 @@ def test_errors_become_statuses_with_details_and_metrics_count_them(toy: Toy) ->
         assert bad_request.field_violations[0].field == "query"
 
         with pytest.raises(grpc.RpcError) as exhausted:
-            stub.Search(gateway_service_pb2.SearchRequest(query="exhausted"), timeout=5)
+            stub.Search(_search("exhausted"), timeout=5)
         assert exhausted.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         retry = error_details_pb2.RetryInfo()
         status = rpc_status.from_call(exhausted.value)
@@ -110,10 +115,10 @@ def test_errors_become_statuses_with_details_and_metrics_count_them(toy: Toy) ->
         assert retry.retry_delay.ToMilliseconds() == 1500
 
         with pytest.raises(grpc.RpcError) as crashed:
-            stub.Search(gateway_service_pb2.SearchRequest(query="crash"), timeout=5)
+            stub.Search(_search("crash"), timeout=5)
         assert crashed.value.code() == grpc.StatusCode.INTERNAL
         assert "secret" not in (crashed.value.details() or "")
-        stub.Search(gateway_service_pb2.SearchRequest(query="0"), timeout=5)
+        stub.Search(_search("0"), timeout=5)
 
     with urllib.request.urlopen(f"http://127.0.0.1:{toy.metrics_port}/metrics", timeout=5) as response:
         metrics = response.read().decode()
@@ -130,9 +135,7 @@ async def test_sigterm_finishes_in_flight_calls_then_exits_cleanly(toy: Toy) -> 
     toy.wait_health(health_pb2.HealthCheckResponse.SERVING)
     async with grpc.aio.insecure_channel(toy.address) as channel:
         stub = gateway_service_pb2_grpc.GatewayServiceStub(channel)
-        in_flight = asyncio.ensure_future(
-            stub.Search(gateway_service_pb2.SearchRequest(query="1.5"), timeout=10)
-        )
+        in_flight = asyncio.ensure_future(stub.Search(_search("1.5"), timeout=10))
         await asyncio.sleep(0.5)
         toy.process.send_signal(signal.SIGTERM)
         reply = await in_flight

@@ -36,13 +36,14 @@ class ToyGateway(gateway_service_pb2_grpc.GatewayServiceServicer):
     async def Search(
         self, request: gateway_service_pb2.SearchRequest, context: grpc.aio.ServicerContext
     ) -> gateway_service_pb2.SearchResponse:
-        if request.query == "invalid":
+        text = request.query.text
+        if text == "invalid":
             raise InvalidArgument("query is invalid", field="query")
-        if request.query == "exhausted":
+        if text == "exhausted":
             raise ResourceExhausted("queue is full", retry_after=1.5)
-        if request.query == "crash":
+        if text == "crash":
             raise RuntimeError("secret internal detail")
-        await asyncio.sleep(float(request.query or 0))
+        await asyncio.sleep(float(text or 0))
         return gateway_service_pb2.SearchResponse(hits=[common_pb2.SearchHit(text="done")])
 
 
