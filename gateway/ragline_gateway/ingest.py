@@ -14,7 +14,12 @@ import grpc
 
 from ragline.channels import downstream_timeout
 from ragline.errors import FailedPrecondition, InvalidArgument, from_rpc_error
-from ragline.v1 import embedder_service_pb2, gateway_service_pb2, retriever_service_pb2
+from ragline.v1 import (
+    embedder_service_pb2,
+    gateway_service_pb2,
+    ingest_queue_service_pb2,
+    retriever_service_pb2,
+)
 from ragline_gateway.chunking import Chunk, chunk_sections
 from ragline_gateway.config import GatewayConfig
 from ragline_gateway.dependencies import Dependencies, call
@@ -141,7 +146,7 @@ class Ingester:
         prepared: PreparedDocument,
         vectors: dict[str, list[float]],
         context: grpc.aio.ServicerContext | None,
-        claim: retriever_service_pb2.IngestClaim | None = None,
+        claim: ingest_queue_service_pb2.IngestClaim | None = None,
     ) -> retriever_service_pb2.UpsertDocumentResponse:
         """Upserts one document's chunks; with a claim, the retriever finishes that job document in the same transaction."""
         document = prepared.document

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from prometheus_client import Counter, Histogram
 
 from ragline.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, ServiceError
-from ragline.v1 import retriever_service_pb2
+from ragline.v1 import ingest_queue_service_pb2
 from ragline_gateway.config import GatewayConfig
 from ragline_gateway.dependencies import Dependencies, call
 from ragline_gateway.documents import DecodedDocument, decode_document
@@ -113,8 +113,8 @@ class IngestWorkers:
             try:
                 reply = await call(
                     "retriever",
-                    self.deps.retriever.ClaimIngestWork(
-                        retriever_service_pb2.ClaimIngestWorkRequest(
+                    self.deps.ingest_queue.ClaimIngestWork(
+                        ingest_queue_service_pb2.ClaimIngestWorkRequest(
                             max_documents=self.config.ingest_claim_documents,
                             lease_seconds=self.config.ingest_lease_seconds,
                             max_attempts=self.config.ingest_max_attempts,
@@ -142,7 +142,7 @@ class IngestWorkers:
             finally:
                 heartbeat.cancel()
 
-    async def _renew(self, claims: Sequence[retriever_service_pb2.IngestClaim]) -> None:
+    async def _renew(self, claims: Sequence[ingest_queue_service_pb2.IngestClaim]) -> None:
         """Renews the leases every third of their length while the batch is processed, so a long one is not taken over."""
         interval = self.config.ingest_lease_seconds / 3
         while True:
@@ -150,8 +150,8 @@ class IngestWorkers:
             try:
                 await call(
                     "retriever",
-                    self.deps.retriever.RenewIngestWork(
-                        retriever_service_pb2.RenewIngestWorkRequest(
+                    self.deps.ingest_queue.RenewIngestWork(
+                        ingest_queue_service_pb2.RenewIngestWorkRequest(
                             claims=claims, lease_seconds=self.config.ingest_lease_seconds
                         ),
                         timeout=interval,
@@ -160,9 +160,9 @@ class IngestWorkers:
             except ServiceError as exc:
                 log.warning("cannot renew ingest leases: %s", exc)
 
-    async def _process_claimed(self, documents: Sequence[retriever_service_pb2.ClaimedDocument]) -> None:
+    async def _process_claimed(self, documents: Sequence[ingest_queue_service_pb2.ClaimedDocument]) -> None:
         # Documents of other jobs may share the claim; each collection's are embedded together.
-        by_collection: dict[str, list[retriever_service_pb2.ClaimedDocument]] = defaultdict(list)
+        by_collection: dict[str, list[ingest_queue_service_pb2.ClaimedDocument]] = defaultdict(list)
         for claimed in documents:
             by_collection[claimed.collection].append(claimed)
         for collection, claimed_documents in by_collection.items():
@@ -175,10 +175,10 @@ class IngestWorkers:
                     await self._fail(item, f"internal error in the gateway: {exc!r}", "internal", retry=True)
 
     async def _process(
-        self, collection: str, claimed: Sequence[retriever_service_pb2.ClaimedDocument]
+        self, collection: str, claimed: Sequence[ingest_queue_service_pb2.ClaimedDocument]
     ) -> None:
         started = time.perf_counter()
-        decoded: list[tuple[retriever_service_pb2.ClaimedDocument, list[DecodedDocument]]] = []
+        decoded: list[tuple[ingest_queue_service_pb2.ClaimedDocument, list[DecodedDocument]]] = []
         for item in claimed:
             try:
                 documents = await asyncio.to_thread(
@@ -241,7 +241,7 @@ class IngestWorkers:
     async def _store(
         self,
         collection: str,
-        item: retriever_service_pb2.ClaimedDocument,
+        item: ingest_queue_service_pb2.ClaimedDocument,
         prepared: Sequence[PreparedDocument],
         vectors: dict[str, list[float]],
     ) -> None:
@@ -264,11 +264,11 @@ class IngestWorkers:
         INGEST_DOCUMENTS.labels("stored" if changed else "skipped").inc()
 
     async def _fail(
-        self, item: retriever_service_pb2.ClaimedDocument, reason: str, kind: str, retry: bool
+        self, item: ingest_queue_service_pb2.ClaimedDocument, reason: str, kind: str, retry: bool
     ) -> None:
         """Reports a failed document: queued again after a growing delay while attempts remain."""
         INGEST_FAILURES.labels(kind).inc()
-        request = retriever_service_pb2.FailIngestWorkRequest(claim=item.claim, reason=reason)
+        request = ingest_queue_service_pb2.FailIngestWorkRequest(claim=item.claim, reason=reason)
         if retry and item.attempt < self.config.ingest_max_attempts:
             delay = min(self.config.ingest_retry_seconds * 2 ** (item.attempt - 1), _MAX_RETRY_SECONDS)
             request.retry_after.SetInParent()  # a zero delay is still a retry
@@ -276,7 +276,7 @@ class IngestWorkers:
         try:
             reply = await call(
                 "retriever",
-                self.deps.retriever.FailIngestWork(request, timeout=self.config.retrieve_timeout_seconds),
+                self.deps.ingest_queue.FailIngestWork(request, timeout=self.config.retrieve_timeout_seconds),
             )
         except ServiceError as exc:
             # The lease runs out and the document is tried again: nothing is lost.

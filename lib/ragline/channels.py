@@ -9,6 +9,7 @@ healthy server), through gRPC's service config, so retries are safe for every me
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -31,12 +32,12 @@ SERVER_OPTIONS: list[tuple[str, Any]] = [
 ]
 
 
-def _service_config(service: str) -> str:
+def _service_config(services: Sequence[str]) -> str:
     return json.dumps(
         {
             "methodConfig": [
                 {
-                    "name": [{"service": service}],
+                    "name": [{"service": service} for service in services],
                     "retryPolicy": {
                         "maxAttempts": 3,
                         "initialBackoff": "0.05s",
@@ -50,10 +51,11 @@ def _service_config(service: str) -> str:
     )
 
 
-def open_channel(target: str, service: str) -> grpc.aio.Channel:
-    """An insecure channel to `target` (host:port) for calls to the proto service `service`."""
+def open_channel(target: str, service: str, *more_services: str) -> grpc.aio.Channel:
+    """An insecure channel to `target` (host:port) for calls to the proto service `service` (and
+    `more_services`, served by the same process)."""
     options: list[tuple[str, Any]] = [
-        ("grpc.service_config", _service_config(service)),
+        ("grpc.service_config", _service_config([service, *more_services])),
         ("grpc.enable_retries", 1),
         ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
         ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),

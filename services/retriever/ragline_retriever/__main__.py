@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 from ragline.server import Lifecycle, Servicer, run_service
-from ragline.v1 import retriever_service_pb2, retriever_service_pb2_grpc
+from ragline.v1 import (
+    ingest_queue_service_pb2,
+    ingest_queue_service_pb2_grpc,
+    retriever_service_pb2,
+    retriever_service_pb2_grpc,
+)
 from ragline_retriever.config import DEFAULT_METRICS_PORT, DEFAULT_PORT, RetrieverConfig
 from ragline_retriever.database import Database
+from ragline_retriever.ingest_queue_service import IngestQueueServicer
 from ragline_retriever.service import RetrieverServicer
 
 
 def build(config: RetrieverConfig) -> tuple[Lifecycle, list[Servicer]]:
-    """The retriever servicer over its PostgreSQL pool."""
-    servicer = RetrieverServicer(config, Database(config))
+    """The retriever servicer and the ingest queue servicer over one PostgreSQL pool."""
+    database = Database(config)
+    servicer = RetrieverServicer(config, database)
     name = retriever_service_pb2.DESCRIPTOR.services_by_name["RetrieverService"].full_name
     add = retriever_service_pb2_grpc.add_RetrieverServiceServicer_to_server
-    return servicer, [Servicer(name, add, servicer)]
+    queue_name = ingest_queue_service_pb2.DESCRIPTOR.services_by_name["IngestQueueService"].full_name
+    add_queue = ingest_queue_service_pb2_grpc.add_IngestQueueServiceServicer_to_server
+    return servicer, [
+        Servicer(name, add, servicer),
+        Servicer(queue_name, add_queue, IngestQueueServicer(database)),
+    ]
 
 
 def main() -> None:
