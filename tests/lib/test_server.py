@@ -7,9 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -17,63 +15,12 @@ from typing import Any
 import grpc
 import pytest
 from google.rpc import error_details_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from grpc_status import rpc_status
+from toy_process import TOY, Toy
 
-from ragline.embedded_redis import free_port
 from ragline.server import _Interceptor
 from ragline.v1 import gateway_service_pb2, gateway_service_pb2_grpc
-
-TOY = Path(__file__).with_name("toy_service.py")
-
-
-class Toy:
-    def __init__(self, tmp_path: Path) -> None:
-        self.port, self.metrics_port = free_port(), free_port()
-        self.down_file = tmp_path / "down"
-        self.log = tmp_path / "toy.log"
-        env = {
-            **os.environ,
-            "TOY_PORT": str(self.port),
-            "TOY_METRICS_PORT": str(self.metrics_port),
-            "TOY_DOWN_FILE": str(self.down_file),
-            "TOY_SHUTDOWN_GRACE_SECONDS": "5",
-        }
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, str(TOY)], env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-        self.address = f"127.0.0.1:{self.port}"
-
-    def health(self) -> int | None:
-        with grpc.insecure_channel(self.address) as channel:
-            try:
-                return int(
-                    health_pb2_grpc.HealthStub(channel)
-                    .Check(health_pb2.HealthCheckRequest(), timeout=1)
-                    .status
-                )
-            except grpc.RpcError:
-                return None
-
-    def wait_health(self, status: int, timeout: float = 15) -> list[int | None]:
-        seen: list[int | None] = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            seen.append(self.health())
-            if seen[-1] == status:
-                return seen
-            time.sleep(0.1)
-        raise AssertionError(f"health never became {status}; saw {seen[-5:]}; log:\n{self.log.read_text()}")
-
-
-@pytest.fixture
-def toy(tmp_path: Path) -> Iterator[Toy]:
-    toy = Toy(tmp_path)
-    yield toy
-    if toy.process.poll() is None:
-        toy.process.kill()
-        toy.process.wait()
 
 
 def test_health_is_not_serving_until_started_and_follows_readiness(toy: Toy) -> None:

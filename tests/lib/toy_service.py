@@ -2,13 +2,16 @@
 
 Its `start` takes a second (so health starts NOT_SERVING); its readiness fails while the
 file named by TOY_DOWN_FILE exists; `Search` sleeps for as many seconds as the query says,
-and raises the error the query names, so the tests can drive every path.
+and raises the error the query names, so the tests can drive every path; a query starting with
+"long:" is refused with a message quoting it whole. `UploadIngestDocuments` reads every message
+of the stream and answers with their count as the job id.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -40,10 +43,22 @@ class ToyGateway(gateway_service_pb2_grpc.GatewayServiceServicer):
             raise InvalidArgument("query is invalid", field="query")
         if request.query == "exhausted":
             raise ResourceExhausted("queue is full", retry_after=1.5)
+        if request.query.startswith("long:"):
+            raise InvalidArgument(f"query {request.query!r} is too long; send a shorter one", field="query")
         if request.query == "crash":
             raise RuntimeError("secret internal detail")
         await asyncio.sleep(float(request.query or 0))
         return gateway_service_pb2.SearchResponse(hits=[common_pb2.SearchHit(text="done")])
+
+    async def UploadIngestDocuments(
+        self,
+        request_iterator: AsyncIterator[gateway_service_pb2.UploadIngestDocumentsRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> gateway_service_pb2.UploadIngestDocumentsResponse:
+        count = 0
+        async for _ in request_iterator:
+            count += 1
+        return gateway_service_pb2.UploadIngestDocumentsResponse(job=common_pb2.IngestJob(job_id=str(count)))
 
 
 async def _main() -> None:
