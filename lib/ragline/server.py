@@ -10,12 +10,15 @@ refused, in-flight calls get a grace period, then the service closes its resourc
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import grpc
@@ -233,6 +236,23 @@ async def _abort_or_reraise(context: grpc.aio.ServicerContext, exc: Exception) -
     await _abort(context, exc)
 
 
+# Set by whoever started the process (ragline.devstack) to learn the ports it bound: with port 0 the
+# system picks them, so that no two processes can be given the same one.
+PORTS_FILE_ENV = "RAGLINE_PORTS_FILE"
+
+
+def _report_ports(port: int, metrics_port: int) -> None:
+    """Writes the bound ports as JSON to the file `RAGLINE_PORTS_FILE` names, if it names one."""
+    target = os.environ.get(PORTS_FILE_ENV)
+    if not target:
+        return
+    path = Path(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps({"port": port, "metrics_port": metrics_port}))
+    partial.replace(path)  # a reader sees the whole file or none
+
+
 def configure_logging(level: str) -> None:
     """Logs one line per record to stderr, which process supervisors collect."""
     logging.basicConfig(
@@ -268,6 +288,7 @@ async def serve(
     port = server.add_insecure_port(f"{config.host}:{config.port}")
     await server.start()
     log.info("%s listening on %s:%d (metrics on :%d)", name, config.host, port, metrics_server.server_port)
+    _report_ports(port, metrics_server.server_port)
 
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
