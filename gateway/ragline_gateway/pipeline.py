@@ -40,6 +40,7 @@ from prometheus_client import Counter, Histogram
 from ragline.channels import downstream_timeout
 from ragline.collection_state import decode_state
 from ragline.errors import InvalidArgument, Unavailable, from_rpc_error
+from ragline.metrics import search_mode_label
 from ragline.v1 import (
     common_pb2,
     embedder_service_pb2,
@@ -527,9 +528,8 @@ class QueryPipeline:
         # The generation the search saw, in its own snapshot: at least the lookup's, as it started after it.
         generation = reply.generation or collection.generation
         hits = list(reply.hits)
-        mode_label = common_pb2.SearchMode.Name(query.mode or common_pb2.SEARCH_MODE_HYBRID)
         if hits:
-            TOP_SCORE.labels(mode_label).observe(hits[0].score)
+            TOP_SCORE.labels(search_mode_label(query.mode)).observe(hits[0].score)
         else:
             EMPTY_RESULTS.inc()
         hits, rerank_status = await self._rerank(query, hits, timings, context)

@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 from prometheus_client import Counter, Gauge, Histogram
 
 from ragline.errors import AlreadyExists, InvalidArgument, NotFound
-from ragline.metrics import LATENCY_BUCKETS
+from ragline.metrics import LATENCY_BUCKETS, SEARCH_MODE_LABELS
 from ragline.v1 import common_pb2
 from ragline.v1 import retriever_service_pb2 as pb
 from ragline.v1 import retriever_service_pb2_grpc as pb_grpc
@@ -96,11 +96,6 @@ _FILTER_PARAMS = {
     common_pb2.SEARCH_MODE_VECTOR: VECTOR_FILTER_PARAMS,
     common_pb2.SEARCH_MODE_KEYWORD: KEYWORD_FILTER_PARAMS,
     common_pb2.SEARCH_MODE_HYBRID: HYBRID_FILTER_PARAMS,
-}
-_MODE_NAMES = {
-    common_pb2.SEARCH_MODE_VECTOR: "vector",
-    common_pb2.SEARCH_MODE_KEYWORD: "keyword",
-    common_pb2.SEARCH_MODE_HYBRID: "hybrid",
 }
 
 _COLLECTION_SQL = """
@@ -643,7 +638,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
     ) -> pb.SearchChunksResponse:
         name = validate_collection_name(request.collection, "collection")
         mode = request.mode or common_pb2.SEARCH_MODE_HYBRID
-        if mode not in _MODE_NAMES:
+        if mode not in SEARCH_MODE_LABELS:
             raise InvalidArgument(f"unknown search mode {request.mode}", field="mode")
         top_k = request.top_k or DEFAULT_TOP_K
         if not 1 <= top_k <= MAX_TOP_K:
@@ -654,18 +649,19 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
         use_keyword = mode in (common_pb2.SEARCH_MODE_KEYWORD, common_pb2.SEARCH_MODE_HYBRID)
         if use_keyword and not request.query_text.strip():
             raise InvalidArgument(
-                f"query_text is empty; {_MODE_NAMES[mode]} search needs it", field="query_text"
+                f"query_text is empty; {SEARCH_MODE_LABELS[mode]} search needs it", field="query_text"
             )
         if use_vector and not request.query_embedding:
             raise InvalidArgument(
-                f"query_embedding is empty; {_MODE_NAMES[mode]} search needs it", field="query_embedding"
+                f"query_embedding is empty; {SEARCH_MODE_LABELS[mode]} search needs it",
+                field="query_embedding",
             )
         if "\x00" in request.query_text:
             raise InvalidArgument("query_text has NUL characters", field="query_text")
         options = self._search_options(request)
         started = time.perf_counter()
         hits, generation = await self._search(name, request, options, mode, top_k)
-        QUERY_SECONDS.labels(_MODE_NAMES[mode]).observe(time.perf_counter() - started)
+        QUERY_SECONDS.labels(SEARCH_MODE_LABELS[mode]).observe(time.perf_counter() - started)
         return pb.SearchChunksResponse(hits=[_hit_pb(hit) for hit in hits], generation=generation)
 
     async def _search(
