@@ -1,7 +1,4 @@
-"""What the running stack answers to inputs found by a hostile client, and that its metrics speak one language.
-
-Runs against the same real stack as the other end-to-end tests, in a collection of its own.
-"""
+"""What the running stack answers to inputs a hostile client sends, and that its metrics speak one language."""
 
 from __future__ import annotations
 
@@ -15,15 +12,14 @@ from ragline.v1 import common_pb2
 from ragline.v1 import gateway_service_pb2 as gw
 
 pytestmark = pytest.mark.integration
+# A collection of this module's own in the shared stack, with one document.
 COLLECTION = "hostile-test"
+PHAROS = DocumentToIngest("pharos.txt", b"The Lighthouse of Alexandria stood on the island of Pharos.")
 
 
 @pytest.fixture(scope="module")
 async def lighthouses(client: RaglineClient) -> None:
-    await client.ingest(
-        [DocumentToIngest("pharos.txt", b"The Lighthouse of Alexandria stood on the island of Pharos.")],
-        collection=COLLECTION,
-    )
+    await client.ingest([PHAROS], collection=COLLECTION)
 
 
 async def test_a_huge_filter_field_is_invalid_argument_with_a_short_message(
