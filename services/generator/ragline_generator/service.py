@@ -29,8 +29,8 @@ from ragline_generator.metrics import (
     INVALID_CITATIONS,
     REQUEST_DURATION,
     TIME_TO_FIRST_TOKEN,
-    TOKENS,
     TOKEN_INTERVAL,
+    TOKENS,
 )
 from ragline_generator.prompt import PassageOrder, PromptTemplate, build_prompt
 
