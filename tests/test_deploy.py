@@ -6,10 +6,13 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 
 
+@pytest.mark.integration
 def test_alert_rules_pass_promtool(promtool: str) -> None:
     result = subprocess.run(
         [promtool, "check", "rules", str(DEPLOY / "prometheus" / "alerts.yml")],
@@ -20,6 +23,7 @@ def test_alert_rules_pass_promtool(promtool: str) -> None:
     assert "SUCCESS: 8 rules found" in result.stdout
 
 
+@pytest.mark.integration
 def test_prometheus_config_passes_promtool(promtool: str) -> None:
     result = subprocess.run(
         [promtool, "check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")],

@@ -41,6 +41,8 @@ class ServiceSpec:
     metrics_port: int
 
 
+# The ports are the defaults each service's config module defines (DEFAULT_PORT, DEFAULT_METRICS_PORT),
+# repeated because this library may not import the services; tests/test_compose.py checks they agree.
 SERVICES = (
     ServiceSpec("embedder", "EMBEDDER", "ragline_embedder", 50052, 9102),
     ServiceSpec("retriever", "RETRIEVER", "ragline_retriever", 50053, 9103),

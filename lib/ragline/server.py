@@ -5,6 +5,7 @@ One function gives each service the same operational behaviour: standard health
 server reflection, a Prometheus endpoint, per-RPC metrics and error mapping through an
 interceptor, and a graceful shutdown on SIGTERM (health goes NOT_SERVING, new calls are
 refused, in-flight calls get a grace period, then the service closes its resources).
+`run_service` is a service's whole entry point around it: settings, logging, then `serve`.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -28,7 +29,7 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
 from ragline.channels import SERVER_OPTIONS
-from ragline.config import ConfigError, ServerConfig
+from ragline.config import ConfigError, ServerConfig, load_config
 from ragline.errors import InvalidArgument, ServiceError, shorten
 from ragline.metrics import RPC_DURATION, RPC_HANDLED, start_metrics_server
 
@@ -40,6 +41,8 @@ READINESS_INTERVAL_SECONDS = 2.0
 # A handler cancelled this close to its deadline was cancelled by the deadline, not by the client:
 # the server's timer and this process's clock can differ by a few milliseconds.
 _DEADLINE_SLACK_SECONDS = 0.05
+
+C = TypeVar("C")
 
 
 @dataclass(frozen=True)
@@ -340,8 +343,30 @@ async def serve(
     log.info("%s stopped", name)
 
 
-def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Entry point helper: runs `main`, turning a configuration error into a message and exit code 2."""
+def run_service(
+    name: str,
+    config_type: type[C],
+    build: Callable[[C], tuple[Lifecycle, Sequence[Servicer]]],
+    *,
+    port: int,
+    metrics_port: int,
+) -> None:
+    """Runs one service's process until SIGTERM: what its `python -m` entry point calls.
+
+    Reads the server settings under the prefix `name.upper()` (`EMBEDDER_PORT`, ...), defaulting
+    to the service's own `port` and `metrics_port`, then the service's settings `config_type`,
+    sets up logging, and serves what `build` makes of them: the lifecycle and the gRPC services
+    it implements. An invalid setting, found by either read or by `build`, ends the process
+    with its message and exit code 2.
+    """
+
+    async def main() -> None:
+        server_config = ServerConfig.from_env(name.upper(), port=port, metrics_port=metrics_port)
+        config = load_config(config_type)
+        configure_logging(server_config.log_level)
+        lifecycle, servicers = build(config)
+        await serve(name, server_config, servicers, lifecycle)
+
     try:
         asyncio.run(main())
     except ConfigError as exc:

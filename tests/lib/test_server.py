@@ -23,6 +23,7 @@ from ragline.server import _Interceptor
 from ragline.v1 import gateway_service_pb2, gateway_service_pb2_grpc
 
 
+@pytest.mark.integration
 def test_health_is_not_serving_until_started_and_follows_readiness(toy: Toy) -> None:
     seen = toy.wait_health(health_pb2.HealthCheckResponse.SERVING)
     assert health_pb2.HealthCheckResponse.NOT_SERVING in seen
@@ -33,6 +34,7 @@ def test_health_is_not_serving_until_started_and_follows_readiness(toy: Toy) -> 
     toy.wait_health(health_pb2.HealthCheckResponse.SERVING)
 
 
+@pytest.mark.integration
 def test_errors_become_statuses_with_details_and_metrics_count_them(toy: Toy) -> None:
     toy.wait_health(health_pb2.HealthCheckResponse.SERVING)
     with grpc.insecure_channel(toy.address) as channel:
@@ -70,6 +72,7 @@ def test_errors_become_statuses_with_details_and_metrics_count_them(toy: Toy) ->
     assert 'ragline_grpc_server_handling_seconds_count{grpc_method="Search"' in metrics
 
 
+@pytest.mark.integration
 async def test_sigterm_finishes_in_flight_calls_then_exits_cleanly(toy: Toy) -> None:
     toy.wait_health(health_pb2.HealthCheckResponse.SERVING)
     async with grpc.aio.insecure_channel(toy.address) as channel:
@@ -86,6 +89,7 @@ async def test_sigterm_finishes_in_flight_calls_then_exits_cleanly(toy: Toy) -> 
     assert "toy stop() called" in log and "toy stopped" in log
 
 
+@pytest.mark.integration
 def test_invalid_configuration_stops_the_service_with_a_message(tmp_path: Path) -> None:
     env = {**os.environ, "TOY_PORT": "not-a-port", "TOY_DOWN_FILE": str(tmp_path / "x"), "LOG_LEVEL": "LOUD"}
     result = subprocess.run([sys.executable, str(TOY)], env=env, capture_output=True, text=True, timeout=30)

@@ -1,4 +1,4 @@
-"""A toy service run by ragline.server.serve, for testing the bootstrap without any model or database.
+"""A toy service run by ragline.server.run_service, for testing the bootstrap without any model or database.
 
 Its `start` takes a second (so health starts NOT_SERVING); its readiness fails while the
 file named by TOY_DOWN_FILE exists; `Search` sleeps for as many seconds as the query says,
@@ -10,15 +10,15 @@ of the stream and answers with their count as the job id.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
-from ragline.config import ServerConfig
+from ragline.config import setting
 from ragline.errors import InvalidArgument, ResourceExhausted
-from ragline.server import Servicer, configure_logging, run, serve
+from ragline.server import Lifecycle, Servicer, run_service
 from ragline.v1 import common_pb2, gateway_service_pb2, gateway_service_pb2_grpc
 
 
@@ -61,18 +61,19 @@ class ToyGateway(gateway_service_pb2_grpc.GatewayServiceServicer):
         return gateway_service_pb2.UploadIngestDocumentsResponse(job=common_pb2.IngestJob(job_id=str(count)))
 
 
-async def _main() -> None:
-    config = ServerConfig.from_env("TOY", port=0, metrics_port=0)
-    configure_logging(config.log_level)
-    down_file = Path(os.environ["TOY_DOWN_FILE"])
-    toy = ToyGateway(down_file)
-    servicer = Servicer(
-        "ragline.v1.GatewayService",
-        gateway_service_pb2_grpc.add_GatewayServiceServicer_to_server,
-        toy,
-    )
-    await serve("toy", config, [servicer], toy)
+@dataclass(frozen=True)
+class ToyConfig:
+    """The toy's own setting."""
+
+    down_file: str = setting("TOY_DOWN_FILE", "")
+    """While a file exists at this path, the toy's dependency is down."""
+
+
+def build(config: ToyConfig) -> tuple[Lifecycle, list[Servicer]]:
+    toy = ToyGateway(Path(config.down_file))
+    add = gateway_service_pb2_grpc.add_GatewayServiceServicer_to_server
+    return toy, [Servicer("ragline.v1.GatewayService", add, toy)]
 
 
 if __name__ == "__main__":
-    run(_main)
+    run_service("toy", ToyConfig, build, port=0, metrics_port=0)
