@@ -11,12 +11,12 @@ from typing import Any
 
 import grpc
 
-from ragline.v1 import common_pb2, retriever_service_pb2
+from ragline.v1 import common_pb2, ingest_queue_service_pb2
 from ragline_gateway.config import GatewayConfig
 from ragline_gateway.ingest_worker import IngestWorkers
 
-UNREADABLE = retriever_service_pb2.ClaimedDocument(
-    claim=retriever_service_pb2.IngestClaim(job_id="job-1"),
+UNREADABLE = ingest_queue_service_pb2.ClaimedDocument(
+    claim=ingest_queue_service_pb2.IngestClaim(job_id="job-1"),
     collection="c",
     document=common_pb2.DocumentContent(
         document_id="broken.pdf", content=b"not a pdf", media_type="application/pdf"
@@ -25,8 +25,8 @@ UNREADABLE = retriever_service_pb2.ClaimedDocument(
 )
 
 
-class Retriever:
-    """The queue RPCs of a retriever that hands out one unreadable document and is down for `outage` calls."""
+class IngestQueue:
+    """The IngestQueueService of a retriever that hands out one unreadable document and is down for `outage` calls."""
 
     def __init__(self, outage: int, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE) -> None:
         self.outage = outage
@@ -38,7 +38,7 @@ class Retriever:
     async def ClaimIngestWork(self, request: Any, timeout: float) -> Any:
         documents = [] if self.claimed else [UNREADABLE]
         self.claimed = True
-        return retriever_service_pb2.ClaimIngestWorkResponse(documents=documents)
+        return ingest_queue_service_pb2.ClaimIngestWorkResponse(documents=documents)
 
     async def FailIngestWork(self, request: Any, timeout: float) -> Any:
         assert request.claim.job_id == "job-1" and "not a readable PDF" in request.reason
@@ -48,12 +48,12 @@ class Retriever:
                 self.code, grpc.aio.Metadata(), grpc.aio.Metadata(), "retriever is down"
             )
         self.recorded.set()
-        return retriever_service_pb2.FailIngestWorkResponse(requeued=False)
+        return ingest_queue_service_pb2.FailIngestWorkResponse(requeued=False)
 
 
-async def _run(retriever: Retriever, seconds: float) -> None:
+async def _run(retriever: IngestQueue, seconds: float) -> None:
     config = replace(GatewayConfig(), ingest_workers=1, ingest_poll_seconds=0.05)
-    workers = IngestWorkers(config, SimpleNamespace(retriever=retriever), ingester=None)  # type: ignore[arg-type]
+    workers = IngestWorkers(config, SimpleNamespace(ingest_queue=retriever), ingester=None)  # type: ignore[arg-type]
     workers.start()
     try:
         await asyncio.wait_for(retriever.recorded.wait(), timeout=seconds)
@@ -64,7 +64,7 @@ async def _run(retriever: Retriever, seconds: float) -> None:
 
 
 async def test_a_failure_is_recorded_once_the_retriever_is_back() -> None:
-    retriever = Retriever(outage=3)
+    retriever = IngestQueue(outage=3)
     await _run(retriever, seconds=20)
     assert retriever.recorded.is_set(), f"recorded after {len(retriever.failures)} calls"
     assert len(retriever.failures) == 4
@@ -74,6 +74,6 @@ async def test_a_failure_is_recorded_once_the_retriever_is_back() -> None:
 
 
 async def test_an_error_that_another_try_cannot_fix_is_not_retried() -> None:
-    retriever = Retriever(outage=10, code=grpc.StatusCode.INVALID_ARGUMENT)
+    retriever = IngestQueue(outage=10, code=grpc.StatusCode.INVALID_ARGUMENT)
     await _run(retriever, seconds=2)
     assert len(retriever.failures) == 1
