@@ -52,15 +52,9 @@ from ragline.devstack import Stack
 from ragline.embedded_redis import EmbeddedRedis
 from ragline.v1 import embedder_service_pb2 as pb
 from ragline.v1.embedder_service_pb2_grpc import EmbedderServiceStub
-from ragline_embedder.backends import (
-    EmbeddingBackend,
-    LocalBackend,
-    Prefixes,
-    load_local_backend,
-    local_model,
-    threads_available,
-)
+from ragline_embedder.backends import EmbeddingBackend, Prefixes, local_model, threads_available
 from ragline_embedder.config import EmbedderConfig
+from ragline_embedder.loader import load_local_backend
 
 PASSAGES = int(os.environ.get("BENCH_EMBEDDER_PASSAGES", "96"))
 ROUNDS = int(os.environ.get("BENCH_EMBEDDER_ROUNDS", "3"))
@@ -128,7 +122,7 @@ def quantize_int8(folder: Path) -> Path:
 def _load_runtime(runtime: str, int8_graph: Path) -> EmbeddingBackend:
     """One runtime with the service's default settings for it."""
     if runtime == "torch":
-        return LocalBackend.load(bench_config(EMBEDDER_LOCAL_RUNTIME="torch"))
+        return load_local_backend(bench_config(EMBEDDER_LOCAL_RUNTIME="torch"))
     if runtime == "onnxruntime fp32":
         return load_local_backend(bench_config())
     import onnxruntime

@@ -41,8 +41,8 @@ def base_vectors(cranfield: Path) -> tuple[list[str], NDArray[np.float32], NDArr
         if len(cached["passages"]) == len(passages):
             return passages, cached["passages"], cached["queries"]
     from ragline.config import load_config
-    from ragline_embedder.backends import load_local_backend
     from ragline_embedder.config import EmbedderConfig
+    from ragline_embedder.loader import load_local_backend
 
     backend = load_local_backend(load_config(EmbedderConfig))
     passage_vectors, query_vectors = backend.encode(passages), backend.encode(queries)

@@ -1,10 +1,13 @@
-"""Fixtures shared by every test folder."""
+"""Fixtures and plugins shared by every test folder."""
 
 from __future__ import annotations
 
 import shutil
 
 import pytest
+
+# process_guard fails a test that starts processes without the integration marker; pytester runs its own test.
+pytest_plugins = ("process_guard", "pytester")
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,9 @@
-"""docker-compose.yml is the production-shaped deployment; Docker cannot run here, so its wiring is checked by parsing it."""
+"""docker-compose.yml is the production-shaped deployment; Docker cannot run here, so its wiring is checked by parsing it.
+
+YAML cannot import Python (and ragline.devstack may not import the services, nor the gateway
+the other services), so the ports they write are checked against the one place each is
+defined: the service's config module.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,10 @@ from typing import Any
 import yaml
 
 from ragline.devstack import SERVICES
+from ragline_embedder import config as embedder_config
+from ragline_gateway import config as gateway_config
+from ragline_generator import config as generator_config
+from ragline_retriever import config as retriever_config
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -17,6 +26,13 @@ SERVICE_DIRS = {
     "retriever": "services/retriever",
     "generator": "services/generator",
     "gateway": "gateway",
+}
+# Each service's (port, metrics port) by default, from its config module.
+DEFAULT_PORTS = {
+    "embedder": (embedder_config.DEFAULT_PORT, embedder_config.DEFAULT_METRICS_PORT),
+    "retriever": (retriever_config.DEFAULT_PORT, retriever_config.DEFAULT_METRICS_PORT),
+    "generator": (generator_config.DEFAULT_PORT, generator_config.DEFAULT_METRICS_PORT),
+    "gateway": (gateway_config.DEFAULT_PORT, gateway_config.DEFAULT_METRICS_PORT),
 }
 
 
@@ -42,6 +58,22 @@ def test_every_ragline_service_is_deployed_from_its_own_dockerfile() -> None:
             "ragline.healthcheck",
             f"127.0.0.1:{spec.port}",
         ]
+
+
+def test_ports_are_the_defaults_of_the_service_configs() -> None:
+    services = COMPOSE["services"]
+    for spec in SERVICES:
+        port, metrics_port = DEFAULT_PORTS[spec.name]
+        assert (spec.port, spec.metrics_port) == (port, metrics_port), f"ragline.devstack's {spec.name} ports"
+        environment = services[spec.name]["environment"]
+        assert environment[f"{spec.prefix}_PORT"] == str(port)
+        assert environment[f"{spec.prefix}_METRICS_PORT"] == str(metrics_port)
+        assert f"{metrics_port}:{metrics_port}" in services[spec.name]["ports"]
+    assert f"{gateway_config.DEFAULT_PORT}:{gateway_config.DEFAULT_PORT}" in services["gateway"]["ports"]
+    defaults = gateway_config.GatewayConfig()
+    assert defaults.embedder_addr == f"127.0.0.1:{embedder_config.DEFAULT_PORT}"
+    assert defaults.retriever_addr == f"127.0.0.1:{retriever_config.DEFAULT_PORT}"
+    assert defaults.generator_addr == f"127.0.0.1:{generator_config.DEFAULT_PORT}"
 
 
 def test_dependencies_exist_and_are_awaited_healthy() -> None:

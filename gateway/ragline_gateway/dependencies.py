@@ -21,7 +21,12 @@ from ragline.channels import open_channel
 from ragline.config import state_dir
 from ragline.embedded_redis import EmbeddedRedis
 from ragline.errors import from_rpc_error
-from ragline.v1 import embedder_service_pb2_grpc, generator_service_pb2_grpc, retriever_service_pb2_grpc
+from ragline.v1 import (
+    embedder_service_pb2_grpc,
+    generator_service_pb2_grpc,
+    ingest_queue_service_pb2_grpc,
+    retriever_service_pb2_grpc,
+)
 from ragline_gateway.config import GatewayConfig
 
 log = logging.getLogger(__name__)
@@ -36,17 +41,21 @@ _HEALTH_TIMEOUT_SECONDS = 2.0
 
 
 class Dependencies:
-    """Channels and stubs to the embedder, retriever and generator, and the Redis client."""
+    """Channels and stubs to the embedder, retriever (and its ingest queue) and generator, and the Redis client."""
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self._channels = {
             "embedder": open_channel(config.embedder_addr, "ragline.v1.EmbedderService"),
-            "retriever": open_channel(config.retriever_addr, "ragline.v1.RetrieverService"),
+            "retriever": open_channel(
+                config.retriever_addr, "ragline.v1.RetrieverService", "ragline.v1.IngestQueueService"
+            ),
             "generator": open_channel(config.generator_addr, "ragline.v1.GeneratorService"),
         }
         self.embedder = embedder_service_pb2_grpc.EmbedderServiceStub(self._channels["embedder"])
         self.retriever = retriever_service_pb2_grpc.RetrieverServiceStub(self._channels["retriever"])
+        # The ingest queue is a service of its own in the retriever's process, on the same channel.
+        self.ingest_queue = ingest_queue_service_pb2_grpc.IngestQueueServiceStub(self._channels["retriever"])
         self.generator = generator_service_pb2_grpc.GeneratorServiceStub(self._channels["generator"])
         self._embedded_redis: EmbeddedRedis | None = None
         self.redis: aioredis.Redis | None = None

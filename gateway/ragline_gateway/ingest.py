@@ -7,7 +7,6 @@ written, so a bad one fails the request with INVALID_ARGUMENT and leaves what is
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -15,11 +14,17 @@ import grpc
 
 from ragline.channels import downstream_timeout
 from ragline.errors import FailedPrecondition, InvalidArgument, from_rpc_error
-from ragline.v1 import embedder_service_pb2, gateway_service_pb2, retriever_service_pb2
+from ragline.v1 import (
+    embedder_service_pb2,
+    gateway_service_pb2,
+    ingest_queue_service_pb2,
+    retriever_service_pb2,
+)
 from ragline_gateway.chunking import Chunk, chunk_sections
 from ragline_gateway.config import GatewayConfig
 from ragline_gateway.dependencies import Dependencies, call
 from ragline_gateway.documents import DecodedDocument, content_hash, decode_document, to_struct
+from ragline_gateway.timings import Timings
 
 # The retriever looks up at most this many hashes per call.
 LOOKUP_BATCH = 10_000
@@ -119,23 +124,21 @@ class Ingester:
         collection: str,
         prepared: Sequence[PreparedDocument],
         context: grpc.aio.ServicerContext | None,
-        stages: dict[str, float] | None = None,
+        timings: Timings,
     ) -> dict[str, list[float]]:
         """Embeddings of the chunk texts the collection does not store yet, by text.
 
         Text the collection already stores is not embedded again: the retriever reuses its vector.
-        `stages`, when given, receives the seconds spent looking up and embedding.
+        `timings` receives the "lookup" and "embed" stages.
         """
-        started = time.perf_counter()
-        hashes = sorted({content_hash(c.text) for p in prepared for c in p.chunks})
-        stored = await self._stored_hashes(collection, hashes, context)
-        new_texts = sorted({c.text for p in prepared for c in p.chunks if content_hash(c.text) not in stored})
-        looked_up = time.perf_counter()
-        vectors = dict(zip(new_texts, await self._embed(new_texts, context), strict=True))
-        if stages is not None:
-            stages["lookup"] = looked_up - started
-            stages["embed"] = time.perf_counter() - looked_up
-        return vectors
+        async with timings.stage("lookup"):
+            hashes = sorted({content_hash(c.text) for p in prepared for c in p.chunks})
+            stored = await self._stored_hashes(collection, hashes, context)
+            new_texts = sorted(
+                {c.text for p in prepared for c in p.chunks if content_hash(c.text) not in stored}
+            )
+        async with timings.stage("embed"):
+            return dict(zip(new_texts, await self._embed(new_texts, context), strict=True))
 
     async def store(
         self,
@@ -143,7 +146,7 @@ class Ingester:
         prepared: PreparedDocument,
         vectors: dict[str, list[float]],
         context: grpc.aio.ServicerContext | None,
-        claim: retriever_service_pb2.IngestClaim | None = None,
+        claim: ingest_queue_service_pb2.IngestClaim | None = None,
     ) -> retriever_service_pb2.UpsertDocumentResponse:
         """Upserts one document's chunks; with a claim, the retriever finishes that job document in the same transaction."""
         document = prepared.document
@@ -186,7 +189,8 @@ class Ingester:
         collection = request.collection or self.config.default_collection
         await self.ensure_collection(collection, context)
         prepared = self.prepare(documents)
-        vectors = await self.new_vectors(collection, prepared, context)
+        # IngestDocuments reports no stage timings: its reply has no place for them.
+        vectors = await self.new_vectors(collection, prepared, context, Timings(histogram=None))
         response = gateway_service_pb2.IngestDocumentsResponse()
         for document in prepared:
             reply = await self.store(collection, document, vectors, context)

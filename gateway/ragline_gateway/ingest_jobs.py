@@ -14,7 +14,7 @@ import grpc
 
 from ragline.channels import downstream_timeout
 from ragline.errors import InvalidArgument
-from ragline.v1 import common_pb2, gateway_service_pb2, retriever_service_pb2
+from ragline.v1 import common_pb2, gateway_service_pb2, ingest_queue_service_pb2
 from ragline_gateway.config import GatewayConfig
 from ragline_gateway.dependencies import Dependencies, call
 from ragline_gateway.documents import job_documents
@@ -80,8 +80,8 @@ class IngestJobs:
         await self.ingester.ensure_collection(collection, context)
         reply = await call(
             "retriever",
-            self.deps.retriever.CreateStoredIngestJob(
-                retriever_service_pb2.CreateStoredIngestJobRequest(
+            self.deps.ingest_queue.CreateStoredIngestJob(
+                ingest_queue_service_pb2.CreateStoredIngestJobRequest(
                     collection=collection, documents=batch.take()
                 ),
                 timeout=self._timeout(context),
@@ -106,8 +106,8 @@ class IngestJobs:
                     await self.ingester.ensure_collection(collection, context)
                     reply = await call(
                         "retriever",
-                        self.deps.retriever.CreateStoredIngestJob(
-                            retriever_service_pb2.CreateStoredIngestJobRequest(
+                        self.deps.ingest_queue.CreateStoredIngestJob(
+                            ingest_queue_service_pb2.CreateStoredIngestJobRequest(
                                 collection=collection, accepting_documents=True
                             ),
                             timeout=self._timeout(context),
@@ -144,8 +144,8 @@ class IngestJobs:
     ) -> common_pb2.IngestJob:
         reply = await call(
             "retriever",
-            self.deps.retriever.AppendStoredIngestJob(
-                retriever_service_pb2.AppendStoredIngestJobRequest(
+            self.deps.ingest_queue.AppendStoredIngestJob(
+                ingest_queue_service_pb2.AppendStoredIngestJobRequest(
                     job_id=job_id, documents=documents, last=last
                 ),
                 timeout=self._timeout(context),
@@ -156,8 +156,8 @@ class IngestJobs:
         return job
 
     async def _abandon(self, job_id: str, reason: str) -> None:
-        await self.deps.retriever.CancelStoredIngestJob(
-            retriever_service_pb2.CancelStoredIngestJobRequest(job_id=job_id, reason=reason),
+        await self.deps.ingest_queue.CancelStoredIngestJob(
+            ingest_queue_service_pb2.CancelStoredIngestJobRequest(job_id=job_id, reason=reason),
             timeout=self.config.retrieve_timeout_seconds,
         )
 
@@ -167,8 +167,8 @@ class IngestJobs:
         """The job with its failures."""
         reply = await call(
             "retriever",
-            self.deps.retriever.GetStoredIngestJob(
-                retriever_service_pb2.GetStoredIngestJobRequest(job_id=request.job_id),
+            self.deps.ingest_queue.GetStoredIngestJob(
+                ingest_queue_service_pb2.GetStoredIngestJobRequest(job_id=request.job_id),
                 timeout=self._timeout(context),
             ),
         )
@@ -180,8 +180,8 @@ class IngestJobs:
         """A page of jobs, newest first."""
         reply = await call(
             "retriever",
-            self.deps.retriever.ListStoredIngestJobs(
-                retriever_service_pb2.ListStoredIngestJobsRequest(
+            self.deps.ingest_queue.ListStoredIngestJobs(
+                ingest_queue_service_pb2.ListStoredIngestJobsRequest(
                     collection=request.collection, page_size=request.page_size, page_token=request.page_token
                 ),
                 timeout=self._timeout(context),
@@ -197,8 +197,8 @@ class IngestJobs:
         """Cancels the job; documents already stored stay."""
         reply = await call(
             "retriever",
-            self.deps.retriever.CancelStoredIngestJob(
-                retriever_service_pb2.CancelStoredIngestJobRequest(
+            self.deps.ingest_queue.CancelStoredIngestJob(
+                ingest_queue_service_pb2.CancelStoredIngestJobRequest(
                     job_id=request.job_id, reason="cancelled by request"
                 ),
                 timeout=self._timeout(context),

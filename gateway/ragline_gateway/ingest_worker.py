@@ -17,14 +17,17 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 
+import grpc
 from prometheus_client import Counter, Histogram
 
 from ragline.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, ServiceError
-from ragline.v1 import retriever_service_pb2
+from ragline.retry import backoff_seconds
+from ragline.v1 import ingest_queue_service_pb2
 from ragline_gateway.config import GatewayConfig
 from ragline_gateway.dependencies import Dependencies, call
 from ragline_gateway.documents import DecodedDocument, decode_document
 from ragline_gateway.ingest import Ingester, PreparedDocument
+from ragline_gateway.timings import Timings
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,10 @@ INGEST_STAGE_SECONDS = Histogram(
 _BUSY_BACKOFF_SECONDS = (0.05, 2.0)
 _MAX_RETRY_SECONDS = 600.0
 _STOP_GRACE_SECONDS = 5.0
+# Errors after which recording a document's failure is worth another try: the retriever was unreachable.
+_TRANSIENT_CODES = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+)
 
 
 class _Retryable(Exception):
@@ -112,8 +119,8 @@ class IngestWorkers:
             try:
                 reply = await call(
                     "retriever",
-                    self.deps.retriever.ClaimIngestWork(
-                        retriever_service_pb2.ClaimIngestWorkRequest(
+                    self.deps.ingest_queue.ClaimIngestWork(
+                        ingest_queue_service_pb2.ClaimIngestWorkRequest(
                             max_documents=self.config.ingest_claim_documents,
                             lease_seconds=self.config.ingest_lease_seconds,
                             max_attempts=self.config.ingest_max_attempts,
@@ -141,7 +148,7 @@ class IngestWorkers:
             finally:
                 heartbeat.cancel()
 
-    async def _renew(self, claims: Sequence[retriever_service_pb2.IngestClaim]) -> None:
+    async def _renew(self, claims: Sequence[ingest_queue_service_pb2.IngestClaim]) -> None:
         """Renews the leases every third of their length while the batch is processed, so a long one is not taken over."""
         interval = self.config.ingest_lease_seconds / 3
         while True:
@@ -149,8 +156,8 @@ class IngestWorkers:
             try:
                 await call(
                     "retriever",
-                    self.deps.retriever.RenewIngestWork(
-                        retriever_service_pb2.RenewIngestWorkRequest(
+                    self.deps.ingest_queue.RenewIngestWork(
+                        ingest_queue_service_pb2.RenewIngestWorkRequest(
                             claims=claims, lease_seconds=self.config.ingest_lease_seconds
                         ),
                         timeout=interval,
@@ -159,9 +166,9 @@ class IngestWorkers:
             except ServiceError as exc:
                 log.warning("cannot renew ingest leases: %s", exc)
 
-    async def _process_claimed(self, documents: Sequence[retriever_service_pb2.ClaimedDocument]) -> None:
+    async def _process_claimed(self, documents: Sequence[ingest_queue_service_pb2.ClaimedDocument]) -> None:
         # Documents of other jobs may share the claim; each collection's are embedded together.
-        by_collection: dict[str, list[retriever_service_pb2.ClaimedDocument]] = defaultdict(list)
+        by_collection: dict[str, list[ingest_queue_service_pb2.ClaimedDocument]] = defaultdict(list)
         for claimed in documents:
             by_collection[claimed.collection].append(claimed)
         for collection, claimed_documents in by_collection.items():
@@ -174,10 +181,10 @@ class IngestWorkers:
                     await self._fail(item, f"internal error in the gateway: {exc!r}", "internal", retry=True)
 
     async def _process(
-        self, collection: str, claimed: Sequence[retriever_service_pb2.ClaimedDocument]
+        self, collection: str, claimed: Sequence[ingest_queue_service_pb2.ClaimedDocument]
     ) -> None:
         started = time.perf_counter()
-        decoded: list[tuple[retriever_service_pb2.ClaimedDocument, list[DecodedDocument]]] = []
+        decoded: list[tuple[ingest_queue_service_pb2.ClaimedDocument, list[DecodedDocument]]] = []
         for item in claimed:
             try:
                 documents = await asyncio.to_thread(
@@ -221,9 +228,9 @@ class IngestWorkers:
         """The embeddings of new text; waits out the embedder's RESOURCE_EXHAUSTED without spending an attempt."""
         delay = _BUSY_BACKOFF_SECONDS[0]
         while True:
-            stages: dict[str, float] = {}
+            timings = Timings(histogram=None)
             try:
-                vectors = await self.ingester.new_vectors(collection, prepared, None, stages)
+                vectors = await self.ingester.new_vectors(collection, prepared, None, timings)
             except ResourceExhausted as exc:
                 # The embedder's queue is full: it admits no more now, so wait instead of piling on.
                 await asyncio.sleep(exc.retry_after or delay * random.uniform(0.5, 1.5))
@@ -233,14 +240,14 @@ class IngestWorkers:
                 raise
             except ServiceError as exc:
                 raise _Retryable(f"{exc.code.name}: {exc.message}", "embedder") from None
-            for stage, seconds in stages.items():
-                INGEST_STAGE_SECONDS.labels(stage).observe(seconds)
+            for timing in timings.stages:
+                INGEST_STAGE_SECONDS.labels(timing.stage).observe(timing.duration_seconds)
             return vectors
 
     async def _store(
         self,
         collection: str,
-        item: retriever_service_pb2.ClaimedDocument,
+        item: ingest_queue_service_pb2.ClaimedDocument,
         prepared: Sequence[PreparedDocument],
         vectors: dict[str, list[float]],
     ) -> None:
@@ -263,24 +270,40 @@ class IngestWorkers:
         INGEST_DOCUMENTS.labels("stored" if changed else "skipped").inc()
 
     async def _fail(
-        self, item: retriever_service_pb2.ClaimedDocument, reason: str, kind: str, retry: bool
+        self, item: ingest_queue_service_pb2.ClaimedDocument, reason: str, kind: str, retry: bool
     ) -> None:
         """Reports a failed document: queued again after a growing delay while attempts remain."""
         INGEST_FAILURES.labels(kind).inc()
-        request = retriever_service_pb2.FailIngestWorkRequest(claim=item.claim, reason=reason)
+        request = ingest_queue_service_pb2.FailIngestWorkRequest(claim=item.claim, reason=reason)
         if retry and item.attempt < self.config.ingest_max_attempts:
             delay = min(self.config.ingest_retry_seconds * 2 ** (item.attempt - 1), _MAX_RETRY_SECONDS)
             request.retry_after.SetInParent()  # a zero delay is still a retry
             request.retry_after.FromNanoseconds(int(delay * random.uniform(0.75, 1.25) * 1e9))
-        try:
-            reply = await call(
-                "retriever",
-                self.deps.retriever.FailIngestWork(request, timeout=self.config.retrieve_timeout_seconds),
-            )
-        except ServiceError as exc:
-            # The lease runs out and the document is tried again: nothing is lost.
-            log.warning("cannot record the failure of %s: %s", item.document.document_id, exc)
-            return
+        # Until the retriever has the failure, the document stays leased and its job does not finish;
+        # while it is unreachable, keep trying (no longer than a lease: the claim is stale by then).
+        give_up = time.monotonic() + self.config.ingest_lease_seconds
+        attempt = 0
+        while True:
+            try:
+                reply = await call(
+                    "retriever",
+                    self.deps.ingest_queue.FailIngestWork(
+                        request, timeout=self.config.retrieve_timeout_seconds
+                    ),
+                )
+                break
+            except ServiceError as exc:
+                delay = backoff_seconds(attempt, _BUSY_BACKOFF_SECONDS[1])
+                if (
+                    exc.code not in _TRANSIENT_CODES
+                    or self._stopping.is_set()
+                    or time.monotonic() + delay > give_up
+                ):
+                    # The lease runs out and the document is tried again: nothing is lost.
+                    log.warning("cannot record the failure of %s: %s", item.document.document_id, exc)
+                    return
+                attempt += 1
+                await asyncio.sleep(delay)
         INGEST_DOCUMENTS.labels("retried" if reply.requeued else "failed").inc()
         log.info(
             "ingest document %s (job %s, attempt %d) %s: %s",

@@ -15,6 +15,7 @@ from ragline_gateway.ingest import Ingester
 from ragline_gateway.ingest_jobs import IngestJobs
 from ragline_gateway.ingest_worker import IngestWorkers
 from ragline_gateway.pipeline import QueryPipeline
+from ragline_gateway.query import MAX_ASK_TOP_K, MAX_SEARCH_TOP_K, Query
 from ragline_gateway.timings import Timings
 
 
@@ -64,9 +65,8 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_service_pb2.SearchRequest, context: grpc.aio.ServicerContext
     ) -> gateway_service_pb2.SearchResponse:
         timings = Timings()
-        query = self.pipeline.query(request)
-        collection = await self.pipeline.collection(query, timings, context)
-        retrieval = await self.pipeline.retrieve(query, collection, timings, context)
+        query = Query.parse(request.query, self.config, MAX_SEARCH_TOP_K)
+        retrieval = await self.pipeline.search(query, timings, context)
         return gateway_service_pb2.SearchResponse(
             hits=retrieval.hits,
             stage_timings=timings.stages,
@@ -79,7 +79,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
     async def Ask(
         self, request: gateway_service_pb2.AskRequest, context: grpc.aio.ServicerContext
     ) -> gateway_service_pb2.AskResponse:
-        query = self.pipeline.query(request)
+        query = Query.parse(request.query, self.config, MAX_ASK_TOP_K)
         async for event in self.pipeline.ask_events(query, request.options, context):
             if event.HasField("final"):
                 return event.final
@@ -88,7 +88,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
     async def AskStream(
         self, request: gateway_service_pb2.AskStreamRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[gateway_service_pb2.AskStreamResponse]:
-        query = self.pipeline.query(request)
+        query = Query.parse(request.query, self.config, MAX_ASK_TOP_K)
         async for event in self.pipeline.ask_events(query, request.options, context):
             yield event
 

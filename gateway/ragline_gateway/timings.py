@@ -1,4 +1,8 @@
-"""Per-stage timing of a request, for the response's `stage_timings` and the stage latency histogram.
+"""Per-stage timing of a request, for the response's `stage_timings` and a stage latency histogram.
+
+Queries record into the gateway's stage histogram as each stage ends; ingestion records its
+lookup and embed stages without it and reports them where it chooses (the ingest workers' own
+histogram, once a batch's vectors are in).
 
 Some stages run concurrently (the collection lookup beside the query embedding), so durations may
 overlap; stages are listed in the order they started. Work started on speculation records into
@@ -30,7 +34,9 @@ STAGE_DURATION = Histogram(
 class Timings:
     """Collects the durations of a request's stages, in the order they started."""
 
-    def __init__(self) -> None:
+    def __init__(self, histogram: Histogram | None = STAGE_DURATION) -> None:
+        """`histogram` observes each stage, by name, as it ends; None leaves the reporting to the caller."""
+        self._histogram = histogram
         self.stages: list[common_pb2.StageTiming] = []
         self._starts: list[float] = []
         self._created = time.perf_counter()
@@ -60,7 +66,8 @@ class Timings:
 
     def _record(self, name: str, started: float) -> None:
         elapsed = time.perf_counter() - started
-        STAGE_DURATION.labels(name).observe(elapsed)
+        if self._histogram is not None:
+            self._histogram.labels(name).observe(elapsed)
         self._add(started, common_pb2.StageTiming(stage=name, duration_seconds=elapsed))
 
     def merge(self, other: Timings) -> None:

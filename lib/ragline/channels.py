@@ -9,6 +9,7 @@ healthy server), through gRPC's service config, so retries are safe for every me
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -18,6 +19,11 @@ from ragline.errors import DeadlineExceeded
 KEEPALIVE_TIME_MS = 30_000
 KEEPALIVE_TIMEOUT_MS = 10_000
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# How soon a channel tries again to connect to a dependency that was down. gRPC's defaults (1 s,
+# growing 1.6 times per failure up to 120 s) leave calls failing for seconds, or minutes, after the
+# dependency is healthy again; one connection attempt per half second to a server that is down
+# costs nothing, so the wait stays short.
+RECONNECT_BACKOFF_MS = (100, 500)
 
 SERVER_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
@@ -31,12 +37,12 @@ SERVER_OPTIONS: list[tuple[str, Any]] = [
 ]
 
 
-def _service_config(service: str) -> str:
+def _service_config(services: Sequence[str]) -> str:
     return json.dumps(
         {
             "methodConfig": [
                 {
-                    "name": [{"service": service}],
+                    "name": [{"service": service} for service in services],
                     "retryPolicy": {
                         "maxAttempts": 3,
                         "initialBackoff": "0.05s",
@@ -50,16 +56,20 @@ def _service_config(service: str) -> str:
     )
 
 
-def open_channel(target: str, service: str) -> grpc.aio.Channel:
-    """An insecure channel to `target` (host:port) for calls to the proto service `service`."""
+def open_channel(target: str, service: str, *more_services: str) -> grpc.aio.Channel:
+    """An insecure channel to `target` (host:port) for calls to the proto service `service` (and
+    `more_services`, served by the same process)."""
     options: list[tuple[str, Any]] = [
-        ("grpc.service_config", _service_config(service)),
+        ("grpc.service_config", _service_config([service, *more_services])),
         ("grpc.enable_retries", 1),
         ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
         ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[0]),
+        ("grpc.min_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[0]),
+        ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[1]),
     ]
     return grpc.aio.insecure_channel(target, options=options)
 

@@ -13,7 +13,7 @@ import os
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from google.protobuf import struct_pb2
 
@@ -21,6 +21,23 @@ from ragline.channels import open_channel
 from ragline.v1 import common_pb2, gateway_service_pb2, gateway_service_pb2_grpc
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
+
+
+class QueryOptions(TypedDict, total=False):
+    """How `ask`, `ask_stream` and `search` look for passages; a key left out leaves the gateway's default."""
+
+    collection: str
+    """The collection to search; the gateway's default collection when absent."""
+    top_k: int
+    """How many passages to return (Search, up to 1000) or to answer from (Ask, up to 50)."""
+    candidates: int
+    """How many candidates to retrieve before reranking, from top_k to 1000."""
+    mode: common_pb2.SearchMode
+    """How to rank the chunks: hybrid (the default), vector or keyword."""
+    cache_policy: gateway_service_pb2.CachePolicy
+    """Whether the cache may serve and store the request (the default: read and write it)."""
+    filter: common_pb2.MetadataFilter | None
+    """Only chunks whose metadata matches are used; None means all."""
 
 
 @dataclass(frozen=True)
@@ -89,29 +106,14 @@ class RaglineClient:
         self,
         question: str,
         *,
-        collection: str = "",
-        top_k: int = 0,
-        candidates: int = 0,
-        mode: common_pb2.SearchMode = common_pb2.SEARCH_MODE_UNSPECIFIED,
         max_tokens: int = 0,
         temperature: float = 0.0,
-        cache_policy: gateway_service_pb2.CachePolicy = gateway_service_pb2.CACHE_POLICY_UNSPECIFIED,
-        filter: common_pb2.MetadataFilter | None = None,
         timeout: float | None = None,
+        **query: Unpack[QueryOptions],
     ) -> gateway_service_pb2.AskResponse:
         """Answers `question` from the collection's documents, with citations."""
         request = gateway_service_pb2.AskRequest(
-            **_question_fields(
-                collection=collection,
-                question=question,
-                top_k=top_k,
-                candidates=candidates,
-                mode=mode,
-                max_tokens=max_tokens,
-                temperature=temperature,
-                cache_policy=cache_policy,
-                filter=filter,
-            )
+            query=_query(question, query), options=_generation(max_tokens, temperature)
         )
         response: gateway_service_pb2.AskResponse = await self._stub.Ask(
             request, timeout=timeout or self.timeout
@@ -122,55 +124,23 @@ class RaglineClient:
         self,
         question: str,
         *,
-        collection: str = "",
-        top_k: int = 0,
-        candidates: int = 0,
-        mode: common_pb2.SearchMode = common_pb2.SEARCH_MODE_UNSPECIFIED,
         max_tokens: int = 0,
         temperature: float = 0.0,
-        cache_policy: gateway_service_pb2.CachePolicy = gateway_service_pb2.CACHE_POLICY_UNSPECIFIED,
-        filter: common_pb2.MetadataFilter | None = None,
         timeout: float | None = None,
+        **query: Unpack[QueryOptions],
     ) -> AsyncIterator[gateway_service_pb2.AskStreamResponse]:
         """Streams an answer: the retrieved passages, then text deltas, then the final answer with citations."""
         request = gateway_service_pb2.AskStreamRequest(
-            **_question_fields(
-                collection=collection,
-                question=question,
-                top_k=top_k,
-                candidates=candidates,
-                mode=mode,
-                max_tokens=max_tokens,
-                temperature=temperature,
-                cache_policy=cache_policy,
-                filter=filter,
-            )
+            query=_query(question, query), options=_generation(max_tokens, temperature)
         )
         async for event in self._stub.AskStream(request, timeout=timeout or self.timeout):
             yield event
 
     async def search(
-        self,
-        query: str,
-        *,
-        collection: str = "",
-        top_k: int = 0,
-        candidates: int = 0,
-        mode: common_pb2.SearchMode = common_pb2.SEARCH_MODE_UNSPECIFIED,
-        cache_policy: gateway_service_pb2.CachePolicy = gateway_service_pb2.CACHE_POLICY_UNSPECIFIED,
-        filter: common_pb2.MetadataFilter | None = None,
-        timeout: float | None = None,
+        self, query: str, *, timeout: float | None = None, **options: Unpack[QueryOptions]
     ) -> gateway_service_pb2.SearchResponse:
         """Returns the chunks that best match `query`, without generating an answer."""
-        request = gateway_service_pb2.SearchRequest(
-            collection=collection,
-            query=query,
-            top_k=top_k,
-            candidates=candidates,
-            mode=mode,
-            cache_policy=cache_policy,
-            filter=filter,
-        )
+        request = gateway_service_pb2.SearchRequest(query=_query(query, options))
         response: gateway_service_pb2.SearchResponse = await self._stub.Search(
             request, timeout=timeout or self.timeout
         )
@@ -298,26 +268,11 @@ FINISHED_JOB_STATES = frozenset(
 )
 
 
-def _question_fields(
-    *,
-    collection: str,
-    question: str,
-    top_k: int,
-    candidates: int,
-    mode: common_pb2.SearchMode,
-    max_tokens: int,
-    temperature: float,
-    cache_policy: gateway_service_pb2.CachePolicy,
-    filter: common_pb2.MetadataFilter | None,
-) -> dict[str, Any]:
-    """The fields AskRequest and AskStreamRequest share, from the client's keyword arguments."""
-    return {
-        "collection": collection,
-        "question": question,
-        "top_k": top_k,
-        "candidates": candidates,
-        "mode": mode,
-        "options": common_pb2.GenerationOptions(max_tokens=max_tokens, temperature=temperature),
-        "cache_policy": cache_policy,
-        "filter": filter,
-    }
+def _query(text: str, options: QueryOptions) -> gateway_service_pb2.Query:
+    """The Query message that `ask`, `ask_stream` and `search` send, from the text and the keyword arguments."""
+    return gateway_service_pb2.Query(text=text, **options)
+
+
+def _generation(max_tokens: int, temperature: float) -> common_pb2.GenerationOptions:
+    """How `ask` and `ask_stream` want the answer generated; zeros leave the generator's defaults."""
+    return common_pb2.GenerationOptions(max_tokens=max_tokens, temperature=temperature)

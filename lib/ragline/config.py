@@ -1,7 +1,9 @@
 """Typed settings read from environment variables only, validated once at start.
 
 A service describes its settings as a frozen dataclass whose fields are made with
-`setting()`: the environment variable, a default, a one-line description and limits.
+`setting()`: the environment variable, a default and limits. Each field's docstring, right
+below it, is its one description; the service's README table repeats it for operators, and
+tests/lib/test_config_documented.py checks that every field has both, with the same default.
 `load_config` reads them all and raises one `ConfigError` naming every bad variable, so a
 misconfigured deployment stops at start with a message a person can act on.
 """
@@ -26,7 +28,6 @@ class ConfigError(Exception):
 def setting(
     env: str,
     default: Any,
-    doc: str,
     *,
     choices: tuple[str, ...] | None = None,
     minimum: float | None = None,
@@ -37,7 +38,7 @@ def setting(
     `env` may contain `{prefix}`, filled in by `load_config(prefix=...)`, so services can
     share a settings class under their own names (`EMBEDDER_PORT`, `RETRIEVER_PORT`).
     """
-    metadata = {"env": env, "doc": doc, "choices": choices, "min": minimum, "max": maximum}
+    metadata = {"env": env, "choices": choices, "min": minimum, "max": maximum}
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -107,11 +108,6 @@ def load_config(
     return cls(**values)
 
 
-def describe(cls: type[Any], *, prefix: str = "") -> list[tuple[str, str, str]]:
-    """Lists (variable, default, description) for every setting of `cls`, for documentation."""
-    return [(env_name(f, prefix), repr(f.default), str(f.metadata["doc"])) for f in dataclasses.fields(cls)]
-
-
 def state_dir() -> Path:
     """The folder where Ragline keeps local state (embedded PostgreSQL data, tokenizer files).
 
@@ -124,21 +120,15 @@ def state_dir() -> Path:
 class ServerConfig:
     """Settings every gRPC service has, read under the service's own prefix."""
 
-    host: str = setting("{prefix}_HOST", "127.0.0.1", "Address the gRPC and metrics servers bind to.")
+    host: str = setting("{prefix}_HOST", "127.0.0.1")
     """Address the gRPC and metrics servers bind to; 0.0.0.0 in containers."""
-    port: int = setting("{prefix}_PORT", 0, "Port of the gRPC server.", minimum=0, maximum=65535)
+    port: int = setting("{prefix}_PORT", 0, minimum=0, maximum=65535)
     """Port of the gRPC server; 0 picks a free one."""
-    metrics_port: int = setting(
-        "{prefix}_METRICS_PORT", 0, "Port of the Prometheus /metrics endpoint.", minimum=0, maximum=65535
-    )
+    metrics_port: int = setting("{prefix}_METRICS_PORT", 0, minimum=0, maximum=65535)
     """Port of the Prometheus `/metrics` HTTP endpoint; 0 picks a free one."""
-    shutdown_grace_seconds: float = setting(
-        "{prefix}_SHUTDOWN_GRACE_SECONDS", 10.0, "Time in-flight calls get to finish on SIGTERM.", minimum=0
-    )
+    shutdown_grace_seconds: float = setting("{prefix}_SHUTDOWN_GRACE_SECONDS", 10.0, minimum=0)
     """Time in-flight calls get to finish after SIGTERM before they are cancelled."""
-    log_level: str = setting(
-        "LOG_LEVEL", "INFO", "Logging level.", choices=("DEBUG", "INFO", "WARNING", "ERROR")
-    )
+    log_level: str = setting("LOG_LEVEL", "INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     """Logging level of the process."""
 
     @classmethod

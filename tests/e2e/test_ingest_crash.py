@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 
 import grpc
+import pytest
 
 from ragline.client import DocumentToIngest, RaglineClient
 from ragline.devstack import Stack
@@ -22,6 +23,8 @@ from ragline_gateway.formats import Section
 COLLECTION = "crash"
 DOCUMENTS = 160
 TOPICS = ("rivers", "volcanoes", "orchards", "bridges", "comets", "glaciers", "deserts", "harbours")
+
+pytestmark = pytest.mark.integration
 
 
 def _text(i: int) -> str:

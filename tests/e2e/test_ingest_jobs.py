@@ -14,6 +14,8 @@ from ragline.v1 import common_pb2
 
 COLLECTION = "jobs"
 
+pytestmark = pytest.mark.integration
+
 
 def _text(document_id: str, text: str) -> DocumentToIngest:
     return DocumentToIngest(document_id, text.encode(), "text/plain")

@@ -13,9 +13,11 @@ from embedder_loopback import HttpModelServer
 from ragline.config import load_config
 from ragline.devstack import ServiceProcess, Stack
 from ragline.v1 import embedder_service_pb2_grpc
-from ragline_embedder.backends import EmbeddingBackend, LocalBackend, backend_loader
+from ragline_embedder.backends import EmbeddingBackend
 from ragline_embedder.config import EmbedderConfig
+from ragline_embedder.loader import backend_loader
 from ragline_embedder.onnx_backend import OnnxBackend
+from ragline_embedder.torch_backend import TorchBackend
 
 
 @pytest.fixture(scope="session")
@@ -63,16 +65,16 @@ def backend(onnx_cache: Path) -> EmbeddingBackend:
 
 
 @pytest.fixture(scope="session")
-def torch_backend(onnx_cache: Path) -> LocalBackend:
+def torch_backend(onnx_cache: Path) -> TorchBackend:
     """The same model on torch (`EMBEDDER_LOCAL_RUNTIME=torch`), the reference the ONNX graph must match."""
     loaded = backend_loader(local_config(onnx_cache, EMBEDDER_LOCAL_RUNTIME="torch"))()
-    assert isinstance(loaded, LocalBackend)
+    assert isinstance(loaded, TorchBackend)
     return loaded
 
 
 @pytest.fixture(params=["onnxruntime", "torch"])
 def any_backend(
-    request: pytest.FixtureRequest, backend: EmbeddingBackend, torch_backend: LocalBackend
+    request: pytest.FixtureRequest, backend: EmbeddingBackend, torch_backend: TorchBackend
 ) -> EmbeddingBackend:
     """Each local runtime in turn, for what both must do alike."""
     return backend if request.param == "onnxruntime" else torch_backend

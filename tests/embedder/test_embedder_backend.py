@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import threading
 import time
 from pathlib import Path
@@ -11,17 +12,12 @@ import numpy as np
 import pytest
 
 from ragline.config import load_config
-from ragline_embedder import onnx_backend
-from ragline_embedder.backends import (
-    EmbeddingBackend,
-    InputType,
-    LocalBackend,
-    backend_loader,
-    local_model,
-    threads_available,
-)
+from ragline_embedder import backends, onnx_backend
+from ragline_embedder.backends import EmbeddingBackend, InputType, local_model, threads_available
 from ragline_embedder.config import EmbedderConfig
+from ragline_embedder.loader import backend_loader
 from ragline_embedder.onnx_backend import OnnxBackend, export_key, exported_graph
+from ragline_embedder.torch_backend import TorchBackend
 
 TEXTS = [
     "a wing in a propeller slipstream",
@@ -30,6 +26,15 @@ TEXTS = [
     "drag " * 300,  # over the 256-token limit: both runtimes truncate it alike
     "x",
 ]
+
+
+def test_the_shared_module_imports_no_backend() -> None:
+    # Every backend imports backends.py; a backend imported back from it made an import cycle.
+    tree = ast.parse(Path(backends.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert {name for name in imported if name and name.startswith("ragline_embedder")} == {
+        "ragline_embedder.config"
+    }
 
 
 def test_describes_the_bundled_model(any_backend: EmbeddingBackend, request: pytest.FixtureRequest) -> None:
@@ -80,7 +85,7 @@ def test_queries_get_a_spinning_session_of_their_own_unless_turned_off(
     assert off._query_session is off._session
 
 
-def test_onnxruntime_vectors_match_torch(backend: EmbeddingBackend, torch_backend: LocalBackend) -> None:
+def test_onnxruntime_vectors_match_torch(backend: EmbeddingBackend, torch_backend: TorchBackend) -> None:
     assert backend.count_tokens(TEXTS) == torch_backend.count_tokens(TEXTS)
     # Together (padded to the longest) and one by one (no padding): the same vectors either way.
     together = backend.encode(TEXTS)

@@ -204,6 +204,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop()
 
 
+@pytest.mark.integration
 async def test_cache_round_trip_is_keyed_by_model_and_exact_text(redis_url: str) -> None:
     cache = EmbeddingCache(redis_url, namespace="local:m:2", dimension=2, ttl_seconds=60, timeout_seconds=1)
     other = EmbeddingCache(redis_url, namespace="local:m2:2", dimension=2, ttl_seconds=60, timeout_seconds=1)

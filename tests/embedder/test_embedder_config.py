@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from ragline.config import ConfigError, load_config
-from ragline_embedder.backends import backend_loader
 from ragline_embedder.config import EmbedderConfig
+from ragline_embedder.loader import backend_loader
 
 
 def test_defaults() -> None:

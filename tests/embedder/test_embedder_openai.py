@@ -21,8 +21,9 @@ from ragline.errors import FailedPrecondition, ResourceExhausted, Unavailable
 from ragline.retry import retry_after_seconds
 from ragline.v1 import embedder_service_pb2 as pb
 from ragline.v1.embedder_service_pb2_grpc import EmbedderServiceStub
-from ragline_embedder.backends import EmbeddingBackend, backend_loader
+from ragline_embedder.backends import EmbeddingBackend
 from ragline_embedder.config import EmbedderConfig
+from ragline_embedder.loader import backend_loader
 from ragline_embedder.openai_backend import OpenAIBackend
 
 TEXTS = [f"measurements of the boundary layer at station {i}" + " downstream" * (i % 4) for i in range(10)]

@@ -8,7 +8,7 @@ from google.protobuf import struct_pb2
 
 from ragline.v1 import common_pb2
 from ragline.v1 import gateway_service_pb2 as gw
-from ragline_gateway.pipeline import Query
+from ragline_gateway.query import Query
 
 BASE = Query(
     "docs", "Where is the tower?", 5, 20, common_pb2.SEARCH_MODE_HYBRID, gw.CACHE_POLICY_UNSPECIFIED, None

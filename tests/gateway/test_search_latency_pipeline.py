@@ -21,6 +21,7 @@ from ragline.v1 import gateway_service_pb2 as gw
 from ragline_gateway.cache import QueryCache
 from ragline_gateway.config import GatewayConfig
 from ragline_gateway.pipeline import QueryPipeline
+from ragline_gateway.query import MAX_ASK_TOP_K, MAX_SEARCH_TOP_K, Query
 from ragline_gateway.timings import Timings
 
 COLLECTION = "docs"
@@ -211,13 +212,11 @@ class Setup:
         mode: common_pb2.SearchMode = common_pb2.SEARCH_MODE_UNSPECIFIED,
     ) -> tuple[gw.SearchResponse, list[str]]:
         """What the gateway's Search handler does, and the stages it reported."""
-        query = self.pipeline.query(
-            gw.SearchRequest(query=text, collection=COLLECTION, cache_policy=policy, mode=mode)
-        )
+        message = gw.Query(text=text, collection=COLLECTION, cache_policy=policy, mode=mode)
+        query = Query.parse(message, self.pipeline.config, MAX_SEARCH_TOP_K)
         timings = Timings()
         context: Any = FakeContext()
-        collection = await self.pipeline.collection(query, timings, context)
-        retrieval = await self.pipeline.retrieve(query, collection, timings, context)
+        retrieval = await self.pipeline.search(query, timings, context)
         response = gw.SearchResponse(
             hits=retrieval.hits,
             stage_timings=timings.stages,
@@ -227,7 +226,7 @@ class Setup:
         return response, [t.stage for t in timings.stages]
 
     async def ask(self, text: str = "where is it?") -> gw.AskResponse:
-        query = self.pipeline.query(gw.AskRequest(question=text, collection=COLLECTION))
+        query = Query.parse(gw.Query(text=text, collection=COLLECTION), self.pipeline.config, MAX_ASK_TOP_K)
         context: Any = FakeContext()
         options = common_pb2.GenerationOptions(max_tokens=16)
         async for event in self.pipeline.ask_events(query, options, context):

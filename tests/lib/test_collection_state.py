@@ -37,6 +37,7 @@ def collection(generation: int) -> common_pb2.Collection:
     return common_pb2.Collection(name=NAME, embedding_model="m", dimension=3, generation=generation)
 
 
+@pytest.mark.integration
 async def test_a_state_read_after_its_begin_is_published_for_its_lease(client: aioredis.Redis) -> None:
     publication = Publication(client, NAME, lease_seconds=2.0)
     await publication.begin()
@@ -46,6 +47,7 @@ async def test_a_state_read_after_its_begin_is_published_for_its_lease(client: a
     assert 0 < await client.pttl(state_key(NAME)) <= 2000
 
 
+@pytest.mark.integration
 async def test_a_change_announced_after_the_begin_stops_the_publication(client: aioredis.Redis) -> None:
     publication = Publication(client, NAME, lease_seconds=2.0)
     await publication.begin()
@@ -55,6 +57,7 @@ async def test_a_change_announced_after_the_begin_stops_the_publication(client: 
     assert await client.get(state_key(NAME)) is None
 
 
+@pytest.mark.integration
 async def test_an_announced_change_withdraws_the_published_state(client: aioredis.Redis) -> None:
     publication = Publication(client, NAME, lease_seconds=2.0)
     await publication.begin()
@@ -67,6 +70,7 @@ async def test_an_announced_change_withdraws_the_published_state(client: aioredi
     assert await again.publish(collection(2))
 
 
+@pytest.mark.integration
 async def test_an_emptied_redis_stops_the_publication(client: aioredis.Redis) -> None:
     publication = Publication(client, NAME, lease_seconds=2.0)
     await publication.begin()
@@ -75,6 +79,7 @@ async def test_an_emptied_redis_stops_the_publication(client: aioredis.Redis) ->
     assert not await publication.publish(collection(1))
 
 
+@pytest.mark.integration
 async def test_the_lease_counts_from_the_begin(client: aioredis.Redis) -> None:
     publication = Publication(client, NAME, lease_seconds=0.2)
     await publication.begin()
@@ -87,6 +92,7 @@ async def test_the_lease_counts_from_the_begin(client: aioredis.Redis) -> None:
     assert not await late.publish(collection(1))
 
 
+@pytest.mark.integration
 async def test_other_collections_are_not_touched(client: aioredis.Redis) -> None:
     other = Publication(client, "other", lease_seconds=2.0)
     await other.begin()

@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.integration
+
 # A fresh process and cache folder: the first use installs the files, which is where threads collided.
 _SCRIPT = """
 import concurrent.futures

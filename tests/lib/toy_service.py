@@ -1,21 +1,24 @@
-"""A toy service run by ragline.server.serve, for testing the bootstrap without any model or database.
+"""A toy service run by ragline.server.run_service, for testing the bootstrap without any model or database.
 
 Its `start` takes a second (so health starts NOT_SERVING); its readiness fails while the
 file named by TOY_DOWN_FILE exists; `Search` sleeps for as many seconds as the query says,
-and raises the error the query names, so the tests can drive every path.
+and raises the error the query names, so the tests can drive every path; a query starting with
+"long:" is refused with a message quoting it whole. `UploadIngestDocuments` reads every message
+of the stream and answers with their count as the job id.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
-from ragline.config import ServerConfig
+from ragline.config import setting
 from ragline.errors import InvalidArgument, ResourceExhausted
-from ragline.server import Servicer, configure_logging, run, serve
+from ragline.server import Lifecycle, Servicer, run_service
 from ragline.v1 import common_pb2, gateway_service_pb2, gateway_service_pb2_grpc
 
 
@@ -36,28 +39,42 @@ class ToyGateway(gateway_service_pb2_grpc.GatewayServiceServicer):
     async def Search(
         self, request: gateway_service_pb2.SearchRequest, context: grpc.aio.ServicerContext
     ) -> gateway_service_pb2.SearchResponse:
-        if request.query == "invalid":
+        text = request.query.text
+        if text == "invalid":
             raise InvalidArgument("query is invalid", field="query")
-        if request.query == "exhausted":
+        if text == "exhausted":
             raise ResourceExhausted("queue is full", retry_after=1.5)
-        if request.query == "crash":
+        if text.startswith("long:"):
+            raise InvalidArgument(f"query {text!r} is too long; send a shorter one", field="query")
+        if text == "crash":
             raise RuntimeError("secret internal detail")
-        await asyncio.sleep(float(request.query or 0))
+        await asyncio.sleep(float(text or 0))
         return gateway_service_pb2.SearchResponse(hits=[common_pb2.SearchHit(text="done")])
 
+    async def UploadIngestDocuments(
+        self,
+        request_iterator: AsyncIterator[gateway_service_pb2.UploadIngestDocumentsRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> gateway_service_pb2.UploadIngestDocumentsResponse:
+        count = 0
+        async for _ in request_iterator:
+            count += 1
+        return gateway_service_pb2.UploadIngestDocumentsResponse(job=common_pb2.IngestJob(job_id=str(count)))
 
-async def _main() -> None:
-    config = ServerConfig.from_env("TOY", port=0, metrics_port=0)
-    configure_logging(config.log_level)
-    down_file = Path(os.environ["TOY_DOWN_FILE"])
-    toy = ToyGateway(down_file)
-    servicer = Servicer(
-        "ragline.v1.GatewayService",
-        gateway_service_pb2_grpc.add_GatewayServiceServicer_to_server,
-        toy,
-    )
-    await serve("toy", config, [servicer], toy)
+
+@dataclass(frozen=True)
+class ToyConfig:
+    """The toy's own setting."""
+
+    down_file: str = setting("TOY_DOWN_FILE", "")
+    """While a file exists at this path, the toy's dependency is down."""
+
+
+def build(config: ToyConfig) -> tuple[Lifecycle, list[Servicer]]:
+    toy = ToyGateway(Path(config.down_file))
+    add = gateway_service_pb2_grpc.add_GatewayServiceServicer_to_server
+    return toy, [Servicer("ragline.v1.GatewayService", add, toy)]
 
 
 if __name__ == "__main__":
-    run(_main)
+    run_service("toy", ToyConfig, build, port=0, metrics_port=0)

@@ -10,6 +10,7 @@ import grpc
 import pytest
 
 from ragline.devstack import ServiceProcess, Stack
+from ragline.v1 import ingest_queue_service_pb2_grpc as queue_grpc
 from ragline.v1 import retriever_service_pb2 as pb
 from ragline.v1 import retriever_service_pb2_grpc as pb_grpc
 
@@ -46,10 +47,22 @@ def database_url(retriever: ServiceProcess, retriever_state: Path) -> str:
 
 
 @pytest.fixture(scope="session")
-async def stub(retriever: ServiceProcess) -> AsyncIterator[pb_grpc.RetrieverServiceStub]:
-    """An asynchronous client of the running retriever."""
+async def channel(retriever: ServiceProcess) -> AsyncIterator[grpc.aio.Channel]:
+    """A channel to the running retriever, which serves RetrieverService and IngestQueueService."""
     async with grpc.aio.insecure_channel(retriever.address) as channel:
-        yield pb_grpc.RetrieverServiceStub(channel)
+        yield channel
+
+
+@pytest.fixture(scope="session")
+def stub(channel: grpc.aio.Channel) -> pb_grpc.RetrieverServiceStub:
+    """An asynchronous client of the running retriever's RetrieverService."""
+    return pb_grpc.RetrieverServiceStub(channel)
+
+
+@pytest.fixture(scope="session")
+def queue(channel: grpc.aio.Channel) -> queue_grpc.IngestQueueServiceStub:
+    """An asynchronous client of the running retriever's IngestQueueService."""
+    return queue_grpc.IngestQueueServiceStub(channel)
 
 
 _names = itertools.count()

@@ -11,8 +11,13 @@ from collections.abc import Awaitable, Callable
 import grpc
 import pytest
 from google.protobuf import duration_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from ragline.devstack import ServiceProcess
 from ragline.v1 import common_pb2
+from ragline.v1 import ingest_queue_service_pb2 as queue_pb
+from ragline.v1 import ingest_queue_service_pb2_grpc as queue_grpc
 from ragline.v1 import retriever_service_pb2 as pb
 from ragline.v1 import retriever_service_pb2_grpc as pb_grpc
 
@@ -29,16 +34,18 @@ def _documents(count: int, prefix: str = "doc") -> list[common_pb2.DocumentConte
 
 
 async def _claim(
-    stub: pb_grpc.RetrieverServiceStub, count: int = 100, lease: float = 60.0, max_attempts: int = 5
-) -> list[pb.ClaimedDocument]:
-    reply = await stub.ClaimIngestWork(
-        pb.ClaimIngestWorkRequest(max_documents=count, lease_seconds=lease, max_attempts=max_attempts)
+    queue: queue_grpc.IngestQueueServiceStub, count: int = 100, lease: float = 60.0, max_attempts: int = 5
+) -> list[queue_pb.ClaimedDocument]:
+    reply = await queue.ClaimIngestWork(
+        queue_pb.ClaimIngestWorkRequest(max_documents=count, lease_seconds=lease, max_attempts=max_attempts)
     )
     return list(reply.documents)
 
 
 async def _store(
-    stub: pb_grpc.RetrieverServiceStub, claimed: pb.ClaimedDocument, claim: pb.IngestClaim | None = None
+    stub: pb_grpc.RetrieverServiceStub,
+    claimed: queue_pb.ClaimedDocument,
+    claim: queue_pb.IngestClaim | None = None,
 ) -> pb.UpsertDocumentResponse:
     text = claimed.document.content.decode()
     reply: pb.UpsertDocumentResponse = await stub.UpsertDocument(
@@ -52,34 +59,40 @@ async def _store(
     return reply
 
 
-async def _job(stub: pb_grpc.RetrieverServiceStub, job_id: str) -> common_pb2.IngestJob:
-    reply = await stub.GetStoredIngestJob(pb.GetStoredIngestJobRequest(job_id=job_id))
+async def _job(queue: queue_grpc.IngestQueueServiceStub, job_id: str) -> common_pb2.IngestJob:
+    reply = await queue.GetStoredIngestJob(queue_pb.GetStoredIngestJobRequest(job_id=job_id))
     job: common_pb2.IngestJob = reply.job
     return job
 
 
 async def test_concurrent_claims_never_share_a_document_and_counters_add_up(
-    stub: pb_grpc.RetrieverServiceStub, new_collection: Callable[..., Awaitable[str]]
+    stub: pb_grpc.RetrieverServiceStub,
+    queue: queue_grpc.IngestQueueServiceStub,
+    new_collection: Callable[..., Awaitable[str]],
 ) -> None:
     collection = await new_collection()
-    created = await stub.CreateStoredIngestJob(
-        pb.CreateStoredIngestJobRequest(collection=collection, documents=_documents(60))
+    created = await queue.CreateStoredIngestJob(
+        queue_pb.CreateStoredIngestJobRequest(collection=collection, documents=_documents(60))
     )
     assert created.job.state == common_pb2.INGEST_JOB_STATE_PENDING and created.job.total_documents == 60
 
-    claimed: list[pb.ClaimedDocument] = []
-    while batch := [d for group in await asyncio.gather(*(_claim(stub, 7) for _ in range(6))) for d in group]:
+    claimed: list[queue_pb.ClaimedDocument] = []
+    while batch := [
+        d for group in await asyncio.gather(*(_claim(queue, 7) for _ in range(6))) for d in group
+    ]:
         claimed.extend(batch)
 
     assert sorted(d.claim.ordinal for d in claimed) == list(range(60))
     assert {d.collection for d in claimed} == {collection} and {d.attempt for d in claimed} == {1}
-    assert (await _job(stub, created.job.job_id)).state == common_pb2.INGEST_JOB_STATE_RUNNING
+    assert (await _job(queue, created.job.job_id)).state == common_pb2.INGEST_JOB_STATE_RUNNING
     for document in claimed[:50]:
         await _store(stub, document)
     for document in claimed[50:]:
-        await stub.FailIngestWork(pb.FailIngestWorkRequest(claim=document.claim, reason="unreadable: test"))
+        await queue.FailIngestWork(
+            queue_pb.FailIngestWorkRequest(claim=document.claim, reason="unreadable: test")
+        )
 
-    job = await _job(stub, created.job.job_id)
+    job = await _job(queue, created.job.job_id)
     assert job.state == common_pb2.INGEST_JOB_STATE_FAILED
     assert (job.done_documents, job.skipped_documents, job.failed_documents, job.written_chunks) == (
         50,
@@ -93,159 +106,167 @@ async def test_concurrent_claims_never_share_a_document_and_counters_add_up(
 
 
 async def test_a_lapsed_lease_is_taken_over_and_the_old_claim_counts_nothing(
-    stub: pb_grpc.RetrieverServiceStub, new_collection: Callable[..., Awaitable[str]]
+    stub: pb_grpc.RetrieverServiceStub,
+    queue: queue_grpc.IngestQueueServiceStub,
+    new_collection: Callable[..., Awaitable[str]],
 ) -> None:
     collection = await new_collection()
-    created = await stub.CreateStoredIngestJob(
-        pb.CreateStoredIngestJobRequest(collection=collection, documents=_documents(1))
+    created = await queue.CreateStoredIngestJob(
+        queue_pb.CreateStoredIngestJobRequest(collection=collection, documents=_documents(1))
     )
-    [first] = await _claim(stub, lease=0.2)
-    assert await _claim(stub) == []  # leased: nobody else gets it
+    [first] = await _claim(queue, lease=0.2)
+    assert await _claim(queue) == []  # leased: nobody else gets it
     await asyncio.sleep(0.4)
 
-    [second] = await _claim(stub)
+    [second] = await _claim(queue)
 
     assert second.claim.ordinal == first.claim.ordinal and second.attempt == 2
     assert second.claim.claim_token != first.claim.claim_token
     await _store(stub, first)  # the presumed-dead worker finishes after all: stored, not counted
-    assert (await _job(stub, created.job.job_id)).done_documents == 0
+    assert (await _job(queue, created.job.job_id)).done_documents == 0
     await _store(stub, second)
-    job = await _job(stub, created.job.job_id)
+    job = await _job(queue, created.job.job_id)
     assert job.state == common_pb2.INGEST_JOB_STATE_SUCCEEDED
     assert (job.done_documents, job.skipped_documents) == (0, 1)  # the second upsert found it stored
 
 
 async def test_a_document_whose_worker_keeps_dying_is_failed(
-    stub: pb_grpc.RetrieverServiceStub, new_collection: Callable[..., Awaitable[str]]
+    queue: queue_grpc.IngestQueueServiceStub, new_collection: Callable[..., Awaitable[str]]
 ) -> None:
     collection = await new_collection()
-    created = await stub.CreateStoredIngestJob(
-        pb.CreateStoredIngestJobRequest(collection=collection, documents=_documents(1))
+    created = await queue.CreateStoredIngestJob(
+        queue_pb.CreateStoredIngestJobRequest(collection=collection, documents=_documents(1))
     )
     for _ in range(2):
-        assert len(await _claim(stub, lease=0.1, max_attempts=2)) == 1
+        assert len(await _claim(queue, lease=0.1, max_attempts=2)) == 1
         await asyncio.sleep(0.3)
 
-    assert await _claim(stub, max_attempts=2) == []
+    assert await _claim(queue, max_attempts=2) == []
 
-    job = await _job(stub, created.job.job_id)
+    job = await _job(queue, created.job.job_id)
     assert job.state == common_pb2.INGEST_JOB_STATE_FAILED
     assert job.failures[0].reason == "its worker stopped before finishing it 2 times"
 
 
 async def test_a_retried_document_comes_back_after_its_delay(
-    stub: pb_grpc.RetrieverServiceStub, new_collection: Callable[..., Awaitable[str]]
+    queue: queue_grpc.IngestQueueServiceStub, new_collection: Callable[..., Awaitable[str]]
 ) -> None:
     collection = await new_collection()
-    created = await stub.CreateStoredIngestJob(
-        pb.CreateStoredIngestJobRequest(collection=collection, documents=_documents(1))
+    created = await queue.CreateStoredIngestJob(
+        queue_pb.CreateStoredIngestJobRequest(collection=collection, documents=_documents(1))
     )
-    [claimed] = await _claim(stub)
-    reply = await stub.FailIngestWork(
-        pb.FailIngestWorkRequest(
+    [claimed] = await _claim(queue)
+    reply = await queue.FailIngestWork(
+        queue_pb.FailIngestWorkRequest(
             claim=claimed.claim,
             reason="UNAVAILABLE: embedder down",
             retry_after=duration_pb2.Duration(nanos=500_000_000),
         )
     )
     assert reply.requeued
-    assert await _claim(stub) == []
+    assert await _claim(queue) == []
     await asyncio.sleep(0.7)
-    [again] = await _claim(stub)
+    [again] = await _claim(queue)
     assert again.attempt == 2
-    await stub.FailIngestWork(
-        pb.FailIngestWorkRequest(claim=again.claim, reason="UNAVAILABLE: embedder down")
+    await queue.FailIngestWork(
+        queue_pb.FailIngestWorkRequest(claim=again.claim, reason="UNAVAILABLE: embedder down")
     )
-    job = await _job(stub, created.job.job_id)
+    job = await _job(queue, created.job.job_id)
     assert [(f.document_id, f.reason, f.attempts) for f in job.failures] == [
         ("doc-0", "UNAVAILABLE: embedder down", 2)
     ]
 
 
 async def test_an_upload_job_finishes_only_once_closed(
-    stub: pb_grpc.RetrieverServiceStub, new_collection: Callable[..., Awaitable[str]]
+    stub: pb_grpc.RetrieverServiceStub,
+    queue: queue_grpc.IngestQueueServiceStub,
+    new_collection: Callable[..., Awaitable[str]],
 ) -> None:
     collection = await new_collection()
-    created = await stub.CreateStoredIngestJob(
-        pb.CreateStoredIngestJobRequest(collection=collection, accepting_documents=True)
+    created = await queue.CreateStoredIngestJob(
+        queue_pb.CreateStoredIngestJobRequest(collection=collection, accepting_documents=True)
     )
     job_id = created.job.job_id
-    await stub.AppendStoredIngestJob(
-        pb.AppendStoredIngestJobRequest(job_id=job_id, documents=_documents(2, "a"))
+    await queue.AppendStoredIngestJob(
+        queue_pb.AppendStoredIngestJobRequest(job_id=job_id, documents=_documents(2, "a"))
     )
-    for claimed in await _claim(stub):
+    for claimed in await _claim(queue):
         await _store(stub, claimed)
-    assert (await _job(stub, job_id)).state == common_pb2.INGEST_JOB_STATE_RUNNING  # more may come
+    assert (await _job(queue, job_id)).state == common_pb2.INGEST_JOB_STATE_RUNNING  # more may come
 
-    closed = await stub.AppendStoredIngestJob(
-        pb.AppendStoredIngestJobRequest(job_id=job_id, documents=_documents(1, "b"), last=True)
+    closed = await queue.AppendStoredIngestJob(
+        queue_pb.AppendStoredIngestJobRequest(job_id=job_id, documents=_documents(1, "b"), last=True)
     )
     assert closed.job.total_documents == 3 and not closed.job.accepting_documents
-    for claimed in await _claim(stub):
+    for claimed in await _claim(queue):
         assert claimed.claim.ordinal == 2
         await _store(stub, claimed)
-    assert (await _job(stub, job_id)).state == common_pb2.INGEST_JOB_STATE_SUCCEEDED
+    assert (await _job(queue, job_id)).state == common_pb2.INGEST_JOB_STATE_SUCCEEDED
     with pytest.raises(grpc.aio.AioRpcError) as error:
-        await stub.AppendStoredIngestJob(
-            pb.AppendStoredIngestJobRequest(job_id=job_id, documents=_documents(1, "c"))
+        await queue.AppendStoredIngestJob(
+            queue_pb.AppendStoredIngestJobRequest(job_id=job_id, documents=_documents(1, "c"))
         )
     assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
 async def test_cancelling_drops_queued_and_leased_documents(
-    stub: pb_grpc.RetrieverServiceStub, new_collection: Callable[..., Awaitable[str]]
+    stub: pb_grpc.RetrieverServiceStub,
+    queue: queue_grpc.IngestQueueServiceStub,
+    new_collection: Callable[..., Awaitable[str]],
 ) -> None:
     collection = await new_collection()
-    created = await stub.CreateStoredIngestJob(
-        pb.CreateStoredIngestJobRequest(collection=collection, documents=_documents(5))
+    created = await queue.CreateStoredIngestJob(
+        queue_pb.CreateStoredIngestJobRequest(collection=collection, documents=_documents(5))
     )
-    [leased] = await _claim(stub, 1)
+    [leased] = await _claim(queue, 1)
 
-    reply = await stub.CancelStoredIngestJob(
-        pb.CancelStoredIngestJobRequest(job_id=created.job.job_id, reason="oops")
+    reply = await queue.CancelStoredIngestJob(
+        queue_pb.CancelStoredIngestJobRequest(job_id=created.job.job_id, reason="oops")
     )
 
     assert reply.job.state == common_pb2.INGEST_JOB_STATE_CANCELLED
     assert (reply.job.cancelled_documents, reply.job.status_message) == (5, "oops")
-    assert await _claim(stub) == []
+    assert await _claim(queue) == []
     await _store(stub, leased)  # its worker finishes: the document is stored, the job unchanged
-    assert (await _job(stub, created.job.job_id)).cancelled_documents == 5
+    assert (await _job(queue, created.job.job_id)).cancelled_documents == 5
 
 
 @pytest.mark.parametrize(
     ("request_", "code", "words"),
     [
-        (pb.GetStoredIngestJobRequest(job_id="12"), grpc.StatusCode.INVALID_ARGUMENT, "not a job id"),
+        (queue_pb.GetStoredIngestJobRequest(job_id="12"), grpc.StatusCode.INVALID_ARGUMENT, "not a job id"),
         (
-            pb.GetStoredIngestJobRequest(job_id="00000000-0000-0000-0000-000000000000"),
+            queue_pb.GetStoredIngestJobRequest(job_id="00000000-0000-0000-0000-000000000000"),
             grpc.StatusCode.NOT_FOUND,
             "does not exist",
         ),
         (
-            pb.CreateStoredIngestJobRequest(collection="no-such-collection"),
+            queue_pb.CreateStoredIngestJobRequest(collection="no-such-collection"),
             grpc.StatusCode.NOT_FOUND,
             "collection",
         ),
         (
-            pb.ClaimIngestWorkRequest(max_documents=0, lease_seconds=1),
+            queue_pb.ClaimIngestWorkRequest(max_documents=0, lease_seconds=1),
             grpc.StatusCode.INVALID_ARGUMENT,
             "max_documents",
         ),
         (
-            pb.FailIngestWorkRequest(claim=pb.IngestClaim(job_id="x", claim_token="y"), reason="r"),
+            queue_pb.FailIngestWorkRequest(
+                claim=queue_pb.IngestClaim(job_id="x", claim_token="y"), reason="r"
+            ),
             grpc.StatusCode.INVALID_ARGUMENT,
             "claim.job_id",
         ),
     ],
 )
 async def test_bad_job_requests_are_refused_with_the_field(
-    stub: pb_grpc.RetrieverServiceStub, request_: object, code: grpc.StatusCode, words: str
+    queue: queue_grpc.IngestQueueServiceStub, request_: object, code: grpc.StatusCode, words: str
 ) -> None:
     method = {
-        pb.GetStoredIngestJobRequest: stub.GetStoredIngestJob,
-        pb.CreateStoredIngestJobRequest: stub.CreateStoredIngestJob,
-        pb.ClaimIngestWorkRequest: stub.ClaimIngestWork,
-        pb.FailIngestWorkRequest: stub.FailIngestWork,
+        queue_pb.GetStoredIngestJobRequest: queue.GetStoredIngestJob,
+        queue_pb.CreateStoredIngestJobRequest: queue.CreateStoredIngestJob,
+        queue_pb.ClaimIngestWorkRequest: queue.ClaimIngestWork,
+        queue_pb.FailIngestWorkRequest: queue.FailIngestWork,
     }[type(request_)]
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await method(request_)
@@ -254,21 +275,43 @@ async def test_bad_job_requests_are_refused_with_the_field(
 
 
 async def test_a_renewed_lease_is_not_taken_over_and_a_lost_one_is_not_renewed(
-    stub: pb_grpc.RetrieverServiceStub, new_collection: Callable[..., Awaitable[str]]
+    stub: pb_grpc.RetrieverServiceStub,
+    queue: queue_grpc.IngestQueueServiceStub,
+    new_collection: Callable[..., Awaitable[str]],
 ) -> None:
     collection = await new_collection()
-    await stub.CreateStoredIngestJob(
-        pb.CreateStoredIngestJobRequest(collection=collection, documents=_documents(2))
+    await queue.CreateStoredIngestJob(
+        queue_pb.CreateStoredIngestJobRequest(collection=collection, documents=_documents(2))
     )
-    held, lost = await _claim(stub, lease=0.3)
+    held, lost = await _claim(queue, lease=0.3)
 
-    renewed = await stub.RenewIngestWork(pb.RenewIngestWorkRequest(claims=[held.claim], lease_seconds=60))
+    renewed = await queue.RenewIngestWork(
+        queue_pb.RenewIngestWorkRequest(claims=[held.claim], lease_seconds=60)
+    )
     await asyncio.sleep(0.5)
 
     assert list(renewed.renewed) == [held.claim]
-    [taken] = await _claim(stub)
+    [taken] = await _claim(queue)
     assert taken.claim.ordinal == lost.claim.ordinal
-    late = await stub.RenewIngestWork(pb.RenewIngestWorkRequest(claims=[lost.claim], lease_seconds=60))
+    late = await queue.RenewIngestWork(queue_pb.RenewIngestWorkRequest(claims=[lost.claim], lease_seconds=60))
     assert list(late.renewed) == []
     await _store(stub, held)
     await _store(stub, taken)
+
+
+def test_the_queue_is_its_own_service_beside_the_search_api_with_health_and_reflection(
+    retriever: ServiceProcess,
+) -> None:
+    services = ("ragline.v1.RetrieverService", "ragline.v1.IngestQueueService")
+    with grpc.insecure_channel(retriever.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in services:
+            reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING, service
+        replies = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
+        listed = {s.name for reply in replies for s in reply.list_services_response.service}
+    assert set(services) <= listed
+    # The search API no longer carries the queue's RPCs.
+    assert "ClaimIngestWork" not in pb.DESCRIPTOR.services_by_name["RetrieverService"].methods_by_name

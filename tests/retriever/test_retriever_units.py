@@ -13,8 +13,9 @@ from ragline_retriever.chunks import NewChunk, StoredChunk, plan_chunks, text_ha
 from ragline_retriever.config import RetrieverConfig
 from ragline_retriever.database import describe_server
 from ragline_retriever.migrate import migrations
+from ragline_retriever.paging import decode_page_token, encode_page_token
 from ragline_retriever.search import Hit, create_index_sql, vector_search_sql
-from ragline_retriever.service import decode_page_token, encode_page_token, validate_collection_name
+from ragline_retriever.validation import validate_collection_name
 
 VECTOR, KEYWORD = common_pb2.SEARCH_MODE_VECTOR, common_pb2.SEARCH_MODE_KEYWORD
 

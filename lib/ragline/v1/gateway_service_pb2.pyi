@@ -1,4 +1,3 @@
-from google.protobuf import struct_pb2 as _struct_pb2
 from ragline.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -76,25 +75,31 @@ class IngestDocumentsResponse(_message.Message):
     generation: int
     def __init__(self, results: _Optional[_Iterable[_Union[IngestResult, _Mapping]]] = ..., generation: _Optional[int] = ...) -> None: ...
 
-class AskRequest(_message.Message):
-    __slots__ = ("collection", "question", "top_k", "mode", "options", "candidates", "cache_policy", "filter")
+class Query(_message.Message):
+    __slots__ = ("collection", "text", "top_k", "candidates", "mode", "filter", "cache_policy")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
-    QUESTION_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
-    MODE_FIELD_NUMBER: _ClassVar[int]
-    OPTIONS_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
-    CACHE_POLICY_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
+    CACHE_POLICY_FIELD_NUMBER: _ClassVar[int]
     collection: str
-    question: str
+    text: str
     top_k: int
-    mode: _common_pb2.SearchMode
-    options: _common_pb2.GenerationOptions
     candidates: int
-    cache_policy: CachePolicy
+    mode: _common_pb2.SearchMode
     filter: _common_pb2.MetadataFilter
-    def __init__(self, collection: _Optional[str] = ..., question: _Optional[str] = ..., top_k: _Optional[int] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ..., options: _Optional[_Union[_common_pb2.GenerationOptions, _Mapping]] = ..., candidates: _Optional[int] = ..., cache_policy: _Optional[_Union[CachePolicy, str]] = ..., filter: _Optional[_Union[_common_pb2.MetadataFilter, _Mapping]] = ...) -> None: ...
+    cache_policy: CachePolicy
+    def __init__(self, collection: _Optional[str] = ..., text: _Optional[str] = ..., top_k: _Optional[int] = ..., candidates: _Optional[int] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ..., filter: _Optional[_Union[_common_pb2.MetadataFilter, _Mapping]] = ..., cache_policy: _Optional[_Union[CachePolicy, str]] = ...) -> None: ...
+
+class AskRequest(_message.Message):
+    __slots__ = ("query", "options")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    query: Query
+    options: _common_pb2.GenerationOptions
+    def __init__(self, query: _Optional[_Union[Query, _Mapping]] = ..., options: _Optional[_Union[_common_pb2.GenerationOptions, _Mapping]] = ...) -> None: ...
 
 class AskResponse(_message.Message):
     __slots__ = ("answer", "citations", "usage", "finish_reason", "model", "stage_timings", "cache_layer", "rerank_status", "generation", "duration_seconds")
@@ -121,24 +126,12 @@ class AskResponse(_message.Message):
     def __init__(self, answer: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[_common_pb2.Citation, _Mapping]]] = ..., usage: _Optional[_Union[_common_pb2.TokenUsage, _Mapping]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., model: _Optional[str] = ..., stage_timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ..., cache_layer: _Optional[_Union[CacheLayer, str]] = ..., rerank_status: _Optional[_Union[RerankStatus, str]] = ..., generation: _Optional[int] = ..., duration_seconds: _Optional[float] = ...) -> None: ...
 
 class AskStreamRequest(_message.Message):
-    __slots__ = ("collection", "question", "top_k", "mode", "options", "candidates", "cache_policy", "filter")
-    COLLECTION_FIELD_NUMBER: _ClassVar[int]
-    QUESTION_FIELD_NUMBER: _ClassVar[int]
-    TOP_K_FIELD_NUMBER: _ClassVar[int]
-    MODE_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("query", "options")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
-    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
-    CACHE_POLICY_FIELD_NUMBER: _ClassVar[int]
-    FILTER_FIELD_NUMBER: _ClassVar[int]
-    collection: str
-    question: str
-    top_k: int
-    mode: _common_pb2.SearchMode
+    query: Query
     options: _common_pb2.GenerationOptions
-    candidates: int
-    cache_policy: CachePolicy
-    filter: _common_pb2.MetadataFilter
-    def __init__(self, collection: _Optional[str] = ..., question: _Optional[str] = ..., top_k: _Optional[int] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ..., options: _Optional[_Union[_common_pb2.GenerationOptions, _Mapping]] = ..., candidates: _Optional[int] = ..., cache_policy: _Optional[_Union[CachePolicy, str]] = ..., filter: _Optional[_Union[_common_pb2.MetadataFilter, _Mapping]] = ...) -> None: ...
+    def __init__(self, query: _Optional[_Union[Query, _Mapping]] = ..., options: _Optional[_Union[_common_pb2.GenerationOptions, _Mapping]] = ...) -> None: ...
 
 class RetrievedPassages(_message.Message):
     __slots__ = ("hits", "rerank_status")
@@ -159,22 +152,10 @@ class AskStreamResponse(_message.Message):
     def __init__(self, passages: _Optional[_Union[RetrievedPassages, _Mapping]] = ..., delta: _Optional[str] = ..., final: _Optional[_Union[AskResponse, _Mapping]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("collection", "query", "top_k", "mode", "candidates", "cache_policy", "filter")
-    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("query",)
     QUERY_FIELD_NUMBER: _ClassVar[int]
-    TOP_K_FIELD_NUMBER: _ClassVar[int]
-    MODE_FIELD_NUMBER: _ClassVar[int]
-    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
-    CACHE_POLICY_FIELD_NUMBER: _ClassVar[int]
-    FILTER_FIELD_NUMBER: _ClassVar[int]
-    collection: str
-    query: str
-    top_k: int
-    mode: _common_pb2.SearchMode
-    candidates: int
-    cache_policy: CachePolicy
-    filter: _common_pb2.MetadataFilter
-    def __init__(self, collection: _Optional[str] = ..., query: _Optional[str] = ..., top_k: _Optional[int] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ..., candidates: _Optional[int] = ..., cache_policy: _Optional[_Union[CachePolicy, str]] = ..., filter: _Optional[_Union[_common_pb2.MetadataFilter, _Mapping]] = ...) -> None: ...
+    query: Query
+    def __init__(self, query: _Optional[_Union[Query, _Mapping]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("hits", "stage_timings", "cache_layer", "rerank_status", "generation", "duration_seconds")

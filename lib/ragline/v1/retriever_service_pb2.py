@@ -22,98 +22,62 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from ragline.v1 import common_pb2 as ragline_dot_v1_dot_common__pb2
+from ragline.v1 import ingest_queue_service_pb2 as ragline_dot_v1_dot_ingest__queue__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"ragline/v1/retriever_service.proto\x12\nragline.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x17ragline/v1/common.proto\"\x81\x01\n\x17\x43reateCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0f\x65mbedding_model\x18\x02 \x01(\t\x12\x11\n\tdimension\x18\x03 \x01(\x05\x12,\n\x08\x64istance\x18\x04 \x01(\x0e\x32\x1a.ragline.v1.DistanceMetric\"F\n\x18\x43reateCollectionResponse\x12*\n\ncollection\x18\x01 \x01(\x0b\x32\x16.ragline.v1.Collection\"N\n\x14GetCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x04view\x18\x02 \x01(\x0e\x32\x1a.ragline.v1.CollectionView\"C\n\x15GetCollectionResponse\x12*\n\ncollection\x18\x01 \x01(\x0b\x32\x16.ragline.v1.Collection\"?\n\x16ListCollectionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"_\n\x17ListCollectionsResponse\x12+\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32\x16.ragline.v1.Collection\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x17\x44\x65leteCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"5\n\x18\x44\x65leteCollectionResponse\x12\x19\n\x11\x64\x65leted_documents\x18\x01 \x01(\x03\"m\n\nChunkInput\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\tembedding\x18\x02 \x03(\x02\x12\x13\n\x0btoken_count\x18\x03 \x01(\x05\x12)\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xd1\x01\n\x15UpsertDocumentRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x06\x63hunks\x18\x04 \x03(\x0b\x32\x16.ragline.v1.ChunkInput\x12\x14\n\x0c\x63ontent_hash\x18\x05 \x01(\t\x12&\n\x05\x63laim\x18\x06 \x01(\x0b\x32\x17.ragline.v1.IngestClaim\"\xb7\x01\n\x16UpsertDocumentResponse\x12&\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x14.ragline.v1.Document\x12\x18\n\x10unchanged_chunks\x18\x02 \x01(\x05\x12\x17\n\x0finserted_chunks\x18\x03 \x01(\x05\x12\x16\n\x0eupdated_chunks\x18\x04 \x01(\x05\x12\x16\n\x0e\x64\x65leted_chunks\x18\x05 \x01(\x05\x12\x12\n\ngeneration\x18\x06 \x01(\x03\"\xf9\x02\n\x13SearchChunksRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x12\n\nquery_text\x18\x02 \x01(\t\x12\x17\n\x0fquery_embedding\x18\x03 \x03(\x02\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12$\n\x04mode\x18\x05 \x01(\x0e\x32\x16.ragline.v1.SearchMode\x12*\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x1a.ragline.v1.MetadataFilter\x12\x11\n\tef_search\x18\x07 \x01(\x05\x12\x14\n\x07\x62m25_k1\x18\x08 \x01(\x02H\x00\x88\x01\x01\x12\x13\n\x06\x62m25_b\x18\t \x01(\x02H\x01\x88\x01\x01\x12\r\n\x05rrf_k\x18\n \x01(\x05\x12\x1a\n\rvector_weight\x18\x0b \x01(\x02H\x02\x88\x01\x01\x12\x1b\n\x0ekeyword_weight\x18\x0c \x01(\x02H\x03\x88\x01\x01\x42\n\n\x08_bm25_k1B\t\n\x07_bm25_bB\x10\n\x0e_vector_weightB\x11\n\x0f_keyword_weight\"O\n\x14SearchChunksResponse\x12#\n\x04hits\x18\x01 \x03(\x0b\x32\x15.ragline.v1.SearchHit\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"C\n\x18GetStoredDocumentRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\"C\n\x19GetStoredDocumentResponse\x12&\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x14.ragline.v1.Document\"W\n\x1aListStoredDocumentsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"_\n\x1bListStoredDocumentsResponse\x12\'\n\tdocuments\x18\x01 \x03(\x0b\x32\x14.ragline.v1.Document\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"F\n\x1b\x44\x65leteStoredDocumentRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\"J\n\x1c\x44\x65leteStoredDocumentResponse\x12\x16\n\x0e\x64\x65leted_chunks\x18\x01 \x01(\x05\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"[\n\x18LookupChunkHashesRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x16\n\x0e\x63ontent_hashes\x18\x02 \x03(\t\x12\x13\n\x0b\x64ocument_id\x18\x03 \x01(\t\"2\n\x19LookupChunkHashesResponse\x12\x15\n\rstored_hashes\x18\x01 \x03(\t\"C\n\x0bIngestClaim\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07ordinal\x18\x02 \x01(\x03\x12\x13\n\x0b\x63laim_token\x18\x03 \x01(\t\"\x7f\n\x1c\x43reateStoredIngestJobRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12.\n\tdocuments\x18\x02 \x03(\x0b\x32\x1b.ragline.v1.DocumentContent\x12\x1b\n\x13\x61\x63\x63\x65pting_documents\x18\x03 \x01(\x08\"C\n\x1d\x43reateStoredIngestJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.ragline.v1.IngestJob\"l\n\x1c\x41ppendStoredIngestJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12.\n\tdocuments\x18\x02 \x03(\x0b\x32\x1b.ragline.v1.DocumentContent\x12\x0c\n\x04last\x18\x03 \x01(\x08\"C\n\x1d\x41ppendStoredIngestJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.ragline.v1.IngestJob\"+\n\x19GetStoredIngestJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"@\n\x1aGetStoredIngestJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.ragline.v1.IngestJob\"X\n\x1bListStoredIngestJobsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\\\n\x1cListStoredIngestJobsResponse\x12#\n\x04jobs\x18\x01 \x03(\x0b\x32\x15.ragline.v1.IngestJob\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\">\n\x1c\x43\x61ncelStoredIngestJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"C\n\x1d\x43\x61ncelStoredIngestJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.ragline.v1.IngestJob\"\\\n\x16\x43laimIngestWorkRequest\x12\x15\n\rmax_documents\x18\x01 \x01(\x05\x12\x15\n\rlease_seconds\x18\x02 \x01(\x01\x12\x14\n\x0cmax_attempts\x18\x03 \x01(\x05\"\x8d\x01\n\x0f\x43laimedDocument\x12&\n\x05\x63laim\x18\x01 \x01(\x0b\x32\x17.ragline.v1.IngestClaim\x12\x12\n\ncollection\x18\x02 \x01(\t\x12-\n\x08\x64ocument\x18\x03 \x01(\x0b\x32\x1b.ragline.v1.DocumentContent\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\"I\n\x17\x43laimIngestWorkResponse\x12.\n\tdocuments\x18\x01 \x03(\x0b\x32\x1b.ragline.v1.ClaimedDocument\"\x7f\n\x15\x46\x61ilIngestWorkRequest\x12&\n\x05\x63laim\x18\x01 \x01(\x0b\x32\x17.ragline.v1.IngestClaim\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12.\n\x0bretry_after\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"*\n\x16\x46\x61ilIngestWorkResponse\x12\x10\n\x08requeued\x18\x01 \x01(\x08\"X\n\x16RenewIngestWorkRequest\x12\'\n\x06\x63laims\x18\x01 \x03(\x0b\x32\x17.ragline.v1.IngestClaim\x12\x15\n\rlease_seconds\x18\x02 \x01(\x01\"C\n\x17RenewIngestWorkResponse\x12(\n\x07renewed\x18\x01 \x03(\x0b\x32\x17.ragline.v1.IngestClaim*f\n\x0e\x43ollectionView\x12\x1f\n\x1b\x43OLLECTION_VIEW_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43OLLECTION_VIEW_BASIC\x10\x01\x12\x18\n\x14\x43OLLECTION_VIEW_FULL\x10\x02\x32\xf0\r\n\x10RetrieverService\x12]\n\x10\x43reateCollection\x12#.ragline.v1.CreateCollectionRequest\x1a$.ragline.v1.CreateCollectionResponse\x12T\n\rGetCollection\x12 .ragline.v1.GetCollectionRequest\x1a!.ragline.v1.GetCollectionResponse\x12Z\n\x0fListCollections\x12\".ragline.v1.ListCollectionsRequest\x1a#.ragline.v1.ListCollectionsResponse\x12]\n\x10\x44\x65leteCollection\x12#.ragline.v1.DeleteCollectionRequest\x1a$.ragline.v1.DeleteCollectionResponse\x12W\n\x0eUpsertDocument\x12!.ragline.v1.UpsertDocumentRequest\x1a\".ragline.v1.UpsertDocumentResponse\x12Q\n\x0cSearchChunks\x12\x1f.ragline.v1.SearchChunksRequest\x1a .ragline.v1.SearchChunksResponse\x12`\n\x11GetStoredDocument\x12$.ragline.v1.GetStoredDocumentRequest\x1a%.ragline.v1.GetStoredDocumentResponse\x12\x66\n\x13ListStoredDocuments\x12&.ragline.v1.ListStoredDocumentsRequest\x1a\'.ragline.v1.ListStoredDocumentsResponse\x12i\n\x14\x44\x65leteStoredDocument\x12\'.ragline.v1.DeleteStoredDocumentRequest\x1a(.ragline.v1.DeleteStoredDocumentResponse\x12`\n\x11LookupChunkHashes\x12$.ragline.v1.LookupChunkHashesRequest\x1a%.ragline.v1.LookupChunkHashesResponse\x12l\n\x15\x43reateStoredIngestJob\x12(.ragline.v1.CreateStoredIngestJobRequest\x1a).ragline.v1.CreateStoredIngestJobResponse\x12l\n\x15\x41ppendStoredIngestJob\x12(.ragline.v1.AppendStoredIngestJobRequest\x1a).ragline.v1.AppendStoredIngestJobResponse\x12\x63\n\x12GetStoredIngestJob\x12%.ragline.v1.GetStoredIngestJobRequest\x1a&.ragline.v1.GetStoredIngestJobResponse\x12i\n\x14ListStoredIngestJobs\x12\'.ragline.v1.ListStoredIngestJobsRequest\x1a(.ragline.v1.ListStoredIngestJobsResponse\x12l\n\x15\x43\x61ncelStoredIngestJob\x12(.ragline.v1.CancelStoredIngestJobRequest\x1a).ragline.v1.CancelStoredIngestJobResponse\x12Z\n\x0f\x43laimIngestWork\x12\".ragline.v1.ClaimIngestWorkRequest\x1a#.ragline.v1.ClaimIngestWorkResponse\x12W\n\x0e\x46\x61ilIngestWork\x12!.ragline.v1.FailIngestWorkRequest\x1a\".ragline.v1.FailIngestWorkResponse\x12Z\n\x0fRenewIngestWork\x12\".ragline.v1.RenewIngestWorkRequest\x1a#.ragline.v1.RenewIngestWorkResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"ragline/v1/retriever_service.proto\x12\nragline.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x17ragline/v1/common.proto\x1a%ragline/v1/ingest_queue_service.proto\"\x81\x01\n\x17\x43reateCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0f\x65mbedding_model\x18\x02 \x01(\t\x12\x11\n\tdimension\x18\x03 \x01(\x05\x12,\n\x08\x64istance\x18\x04 \x01(\x0e\x32\x1a.ragline.v1.DistanceMetric\"F\n\x18\x43reateCollectionResponse\x12*\n\ncollection\x18\x01 \x01(\x0b\x32\x16.ragline.v1.Collection\"N\n\x14GetCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x04view\x18\x02 \x01(\x0e\x32\x1a.ragline.v1.CollectionView\"C\n\x15GetCollectionResponse\x12*\n\ncollection\x18\x01 \x01(\x0b\x32\x16.ragline.v1.Collection\"?\n\x16ListCollectionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"_\n\x17ListCollectionsResponse\x12+\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32\x16.ragline.v1.Collection\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x17\x44\x65leteCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"5\n\x18\x44\x65leteCollectionResponse\x12\x19\n\x11\x64\x65leted_documents\x18\x01 \x01(\x03\"m\n\nChunkInput\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\tembedding\x18\x02 \x03(\x02\x12\x13\n\x0btoken_count\x18\x03 \x01(\x05\x12)\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xd1\x01\n\x15UpsertDocumentRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x06\x63hunks\x18\x04 \x03(\x0b\x32\x16.ragline.v1.ChunkInput\x12\x14\n\x0c\x63ontent_hash\x18\x05 \x01(\t\x12&\n\x05\x63laim\x18\x06 \x01(\x0b\x32\x17.ragline.v1.IngestClaim\"\xb7\x01\n\x16UpsertDocumentResponse\x12&\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x14.ragline.v1.Document\x12\x18\n\x10unchanged_chunks\x18\x02 \x01(\x05\x12\x17\n\x0finserted_chunks\x18\x03 \x01(\x05\x12\x16\n\x0eupdated_chunks\x18\x04 \x01(\x05\x12\x16\n\x0e\x64\x65leted_chunks\x18\x05 \x01(\x05\x12\x12\n\ngeneration\x18\x06 \x01(\x03\"\xf9\x02\n\x13SearchChunksRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x12\n\nquery_text\x18\x02 \x01(\t\x12\x17\n\x0fquery_embedding\x18\x03 \x03(\x02\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12$\n\x04mode\x18\x05 \x01(\x0e\x32\x16.ragline.v1.SearchMode\x12*\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x1a.ragline.v1.MetadataFilter\x12\x11\n\tef_search\x18\x07 \x01(\x05\x12\x14\n\x07\x62m25_k1\x18\x08 \x01(\x02H\x00\x88\x01\x01\x12\x13\n\x06\x62m25_b\x18\t \x01(\x02H\x01\x88\x01\x01\x12\r\n\x05rrf_k\x18\n \x01(\x05\x12\x1a\n\rvector_weight\x18\x0b \x01(\x02H\x02\x88\x01\x01\x12\x1b\n\x0ekeyword_weight\x18\x0c \x01(\x02H\x03\x88\x01\x01\x42\n\n\x08_bm25_k1B\t\n\x07_bm25_bB\x10\n\x0e_vector_weightB\x11\n\x0f_keyword_weight\"O\n\x14SearchChunksResponse\x12#\n\x04hits\x18\x01 \x03(\x0b\x32\x15.ragline.v1.SearchHit\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"C\n\x18GetStoredDocumentRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\"C\n\x19GetStoredDocumentResponse\x12&\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x14.ragline.v1.Document\"W\n\x1aListStoredDocumentsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"_\n\x1bListStoredDocumentsResponse\x12\'\n\tdocuments\x18\x01 \x03(\x0b\x32\x14.ragline.v1.Document\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"F\n\x1b\x44\x65leteStoredDocumentRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\"J\n\x1c\x44\x65leteStoredDocumentResponse\x12\x16\n\x0e\x64\x65leted_chunks\x18\x01 \x01(\x05\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"[\n\x18LookupChunkHashesRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x16\n\x0e\x63ontent_hashes\x18\x02 \x03(\t\x12\x13\n\x0b\x64ocument_id\x18\x03 \x01(\t\"2\n\x19LookupChunkHashesResponse\x12\x15\n\rstored_hashes\x18\x01 \x03(\t*f\n\x0e\x43ollectionView\x12\x1f\n\x1b\x43OLLECTION_VIEW_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43OLLECTION_VIEW_BASIC\x10\x01\x12\x18\n\x14\x43OLLECTION_VIEW_FULL\x10\x02\x32\xc5\x07\n\x10RetrieverService\x12]\n\x10\x43reateCollection\x12#.ragline.v1.CreateCollectionRequest\x1a$.ragline.v1.CreateCollectionResponse\x12T\n\rGetCollection\x12 .ragline.v1.GetCollectionRequest\x1a!.ragline.v1.GetCollectionResponse\x12Z\n\x0fListCollections\x12\".ragline.v1.ListCollectionsRequest\x1a#.ragline.v1.ListCollectionsResponse\x12]\n\x10\x44\x65leteCollection\x12#.ragline.v1.DeleteCollectionRequest\x1a$.ragline.v1.DeleteCollectionResponse\x12W\n\x0eUpsertDocument\x12!.ragline.v1.UpsertDocumentRequest\x1a\".ragline.v1.UpsertDocumentResponse\x12Q\n\x0cSearchChunks\x12\x1f.ragline.v1.SearchChunksRequest\x1a .ragline.v1.SearchChunksResponse\x12`\n\x11GetStoredDocument\x12$.ragline.v1.GetStoredDocumentRequest\x1a%.ragline.v1.GetStoredDocumentResponse\x12\x66\n\x13ListStoredDocuments\x12&.ragline.v1.ListStoredDocumentsRequest\x1a\'.ragline.v1.ListStoredDocumentsResponse\x12i\n\x14\x44\x65leteStoredDocument\x12\'.ragline.v1.DeleteStoredDocumentRequest\x1a(.ragline.v1.DeleteStoredDocumentResponse\x12`\n\x11LookupChunkHashes\x12$.ragline.v1.LookupChunkHashesRequest\x1a%.ragline.v1.LookupChunkHashesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ragline.v1.retriever_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_COLLECTIONVIEW']._serialized_start=3854
-  _globals['_COLLECTIONVIEW']._serialized_end=3956
-  _globals['_CREATECOLLECTIONREQUEST']._serialized_start=138
-  _globals['_CREATECOLLECTIONREQUEST']._serialized_end=267
-  _globals['_CREATECOLLECTIONRESPONSE']._serialized_start=269
-  _globals['_CREATECOLLECTIONRESPONSE']._serialized_end=339
-  _globals['_GETCOLLECTIONREQUEST']._serialized_start=341
-  _globals['_GETCOLLECTIONREQUEST']._serialized_end=419
-  _globals['_GETCOLLECTIONRESPONSE']._serialized_start=421
-  _globals['_GETCOLLECTIONRESPONSE']._serialized_end=488
-  _globals['_LISTCOLLECTIONSREQUEST']._serialized_start=490
-  _globals['_LISTCOLLECTIONSREQUEST']._serialized_end=553
-  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_start=555
-  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_end=650
-  _globals['_DELETECOLLECTIONREQUEST']._serialized_start=652
-  _globals['_DELETECOLLECTIONREQUEST']._serialized_end=691
-  _globals['_DELETECOLLECTIONRESPONSE']._serialized_start=693
-  _globals['_DELETECOLLECTIONRESPONSE']._serialized_end=746
-  _globals['_CHUNKINPUT']._serialized_start=748
-  _globals['_CHUNKINPUT']._serialized_end=857
-  _globals['_UPSERTDOCUMENTREQUEST']._serialized_start=860
-  _globals['_UPSERTDOCUMENTREQUEST']._serialized_end=1069
-  _globals['_UPSERTDOCUMENTRESPONSE']._serialized_start=1072
-  _globals['_UPSERTDOCUMENTRESPONSE']._serialized_end=1255
-  _globals['_SEARCHCHUNKSREQUEST']._serialized_start=1258
-  _globals['_SEARCHCHUNKSREQUEST']._serialized_end=1635
-  _globals['_SEARCHCHUNKSRESPONSE']._serialized_start=1637
-  _globals['_SEARCHCHUNKSRESPONSE']._serialized_end=1716
-  _globals['_GETSTOREDDOCUMENTREQUEST']._serialized_start=1718
-  _globals['_GETSTOREDDOCUMENTREQUEST']._serialized_end=1785
-  _globals['_GETSTOREDDOCUMENTRESPONSE']._serialized_start=1787
-  _globals['_GETSTOREDDOCUMENTRESPONSE']._serialized_end=1854
-  _globals['_LISTSTOREDDOCUMENTSREQUEST']._serialized_start=1856
-  _globals['_LISTSTOREDDOCUMENTSREQUEST']._serialized_end=1943
-  _globals['_LISTSTOREDDOCUMENTSRESPONSE']._serialized_start=1945
-  _globals['_LISTSTOREDDOCUMENTSRESPONSE']._serialized_end=2040
-  _globals['_DELETESTOREDDOCUMENTREQUEST']._serialized_start=2042
-  _globals['_DELETESTOREDDOCUMENTREQUEST']._serialized_end=2112
-  _globals['_DELETESTOREDDOCUMENTRESPONSE']._serialized_start=2114
-  _globals['_DELETESTOREDDOCUMENTRESPONSE']._serialized_end=2188
-  _globals['_LOOKUPCHUNKHASHESREQUEST']._serialized_start=2190
-  _globals['_LOOKUPCHUNKHASHESREQUEST']._serialized_end=2281
-  _globals['_LOOKUPCHUNKHASHESRESPONSE']._serialized_start=2283
-  _globals['_LOOKUPCHUNKHASHESRESPONSE']._serialized_end=2333
-  _globals['_INGESTCLAIM']._serialized_start=2335
-  _globals['_INGESTCLAIM']._serialized_end=2402
-  _globals['_CREATESTOREDINGESTJOBREQUEST']._serialized_start=2404
-  _globals['_CREATESTOREDINGESTJOBREQUEST']._serialized_end=2531
-  _globals['_CREATESTOREDINGESTJOBRESPONSE']._serialized_start=2533
-  _globals['_CREATESTOREDINGESTJOBRESPONSE']._serialized_end=2600
-  _globals['_APPENDSTOREDINGESTJOBREQUEST']._serialized_start=2602
-  _globals['_APPENDSTOREDINGESTJOBREQUEST']._serialized_end=2710
-  _globals['_APPENDSTOREDINGESTJOBRESPONSE']._serialized_start=2712
-  _globals['_APPENDSTOREDINGESTJOBRESPONSE']._serialized_end=2779
-  _globals['_GETSTOREDINGESTJOBREQUEST']._serialized_start=2781
-  _globals['_GETSTOREDINGESTJOBREQUEST']._serialized_end=2824
-  _globals['_GETSTOREDINGESTJOBRESPONSE']._serialized_start=2826
-  _globals['_GETSTOREDINGESTJOBRESPONSE']._serialized_end=2890
-  _globals['_LISTSTOREDINGESTJOBSREQUEST']._serialized_start=2892
-  _globals['_LISTSTOREDINGESTJOBSREQUEST']._serialized_end=2980
-  _globals['_LISTSTOREDINGESTJOBSRESPONSE']._serialized_start=2982
-  _globals['_LISTSTOREDINGESTJOBSRESPONSE']._serialized_end=3074
-  _globals['_CANCELSTOREDINGESTJOBREQUEST']._serialized_start=3076
-  _globals['_CANCELSTOREDINGESTJOBREQUEST']._serialized_end=3138
-  _globals['_CANCELSTOREDINGESTJOBRESPONSE']._serialized_start=3140
-  _globals['_CANCELSTOREDINGESTJOBRESPONSE']._serialized_end=3207
-  _globals['_CLAIMINGESTWORKREQUEST']._serialized_start=3209
-  _globals['_CLAIMINGESTWORKREQUEST']._serialized_end=3301
-  _globals['_CLAIMEDDOCUMENT']._serialized_start=3304
-  _globals['_CLAIMEDDOCUMENT']._serialized_end=3445
-  _globals['_CLAIMINGESTWORKRESPONSE']._serialized_start=3447
-  _globals['_CLAIMINGESTWORKRESPONSE']._serialized_end=3520
-  _globals['_FAILINGESTWORKREQUEST']._serialized_start=3522
-  _globals['_FAILINGESTWORKREQUEST']._serialized_end=3649
-  _globals['_FAILINGESTWORKRESPONSE']._serialized_start=3651
-  _globals['_FAILINGESTWORKRESPONSE']._serialized_end=3693
-  _globals['_RENEWINGESTWORKREQUEST']._serialized_start=3695
-  _globals['_RENEWINGESTWORKREQUEST']._serialized_end=3783
-  _globals['_RENEWINGESTWORKRESPONSE']._serialized_start=3785
-  _globals['_RENEWINGESTWORKRESPONSE']._serialized_end=3852
-  _globals['_RETRIEVERSERVICE']._serialized_start=3959
-  _globals['_RETRIEVERSERVICE']._serialized_end=5735
+  _globals['_COLLECTIONVIEW']._serialized_start=2342
+  _globals['_COLLECTIONVIEW']._serialized_end=2444
+  _globals['_CREATECOLLECTIONREQUEST']._serialized_start=145
+  _globals['_CREATECOLLECTIONREQUEST']._serialized_end=274
+  _globals['_CREATECOLLECTIONRESPONSE']._serialized_start=276
+  _globals['_CREATECOLLECTIONRESPONSE']._serialized_end=346
+  _globals['_GETCOLLECTIONREQUEST']._serialized_start=348
+  _globals['_GETCOLLECTIONREQUEST']._serialized_end=426
+  _globals['_GETCOLLECTIONRESPONSE']._serialized_start=428
+  _globals['_GETCOLLECTIONRESPONSE']._serialized_end=495
+  _globals['_LISTCOLLECTIONSREQUEST']._serialized_start=497
+  _globals['_LISTCOLLECTIONSREQUEST']._serialized_end=560
+  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_start=562
+  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_end=657
+  _globals['_DELETECOLLECTIONREQUEST']._serialized_start=659
+  _globals['_DELETECOLLECTIONREQUEST']._serialized_end=698
+  _globals['_DELETECOLLECTIONRESPONSE']._serialized_start=700
+  _globals['_DELETECOLLECTIONRESPONSE']._serialized_end=753
+  _globals['_CHUNKINPUT']._serialized_start=755
+  _globals['_CHUNKINPUT']._serialized_end=864
+  _globals['_UPSERTDOCUMENTREQUEST']._serialized_start=867
+  _globals['_UPSERTDOCUMENTREQUEST']._serialized_end=1076
+  _globals['_UPSERTDOCUMENTRESPONSE']._serialized_start=1079
+  _globals['_UPSERTDOCUMENTRESPONSE']._serialized_end=1262
+  _globals['_SEARCHCHUNKSREQUEST']._serialized_start=1265
+  _globals['_SEARCHCHUNKSREQUEST']._serialized_end=1642
+  _globals['_SEARCHCHUNKSRESPONSE']._serialized_start=1644
+  _globals['_SEARCHCHUNKSRESPONSE']._serialized_end=1723
+  _globals['_GETSTOREDDOCUMENTREQUEST']._serialized_start=1725
+  _globals['_GETSTOREDDOCUMENTREQUEST']._serialized_end=1792
+  _globals['_GETSTOREDDOCUMENTRESPONSE']._serialized_start=1794
+  _globals['_GETSTOREDDOCUMENTRESPONSE']._serialized_end=1861
+  _globals['_LISTSTOREDDOCUMENTSREQUEST']._serialized_start=1863
+  _globals['_LISTSTOREDDOCUMENTSREQUEST']._serialized_end=1950
+  _globals['_LISTSTOREDDOCUMENTSRESPONSE']._serialized_start=1952
+  _globals['_LISTSTOREDDOCUMENTSRESPONSE']._serialized_end=2047
+  _globals['_DELETESTOREDDOCUMENTREQUEST']._serialized_start=2049
+  _globals['_DELETESTOREDDOCUMENTREQUEST']._serialized_end=2119
+  _globals['_DELETESTOREDDOCUMENTRESPONSE']._serialized_start=2121
+  _globals['_DELETESTOREDDOCUMENTRESPONSE']._serialized_end=2195
+  _globals['_LOOKUPCHUNKHASHESREQUEST']._serialized_start=2197
+  _globals['_LOOKUPCHUNKHASHESREQUEST']._serialized_end=2288
+  _globals['_LOOKUPCHUNKHASHESRESPONSE']._serialized_start=2290
+  _globals['_LOOKUPCHUNKHASHESRESPONSE']._serialized_end=2340
+  _globals['_RETRIEVERSERVICE']._serialized_start=2447
+  _globals['_RETRIEVERSERVICE']._serialized_end=3412
 # @@protoc_insertion_point(module_scope)

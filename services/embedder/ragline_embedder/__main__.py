@@ -2,31 +2,23 @@
 
 from __future__ import annotations
 
-from ragline.config import ServerConfig, load_config
-from ragline.server import Servicer, configure_logging, run, serve
+from ragline.server import Lifecycle, Servicer, run_service
 from ragline_embedder import wire
-from ragline_embedder.backends import backend_loader
 from ragline_embedder.config import DEFAULT_METRICS_PORT, DEFAULT_PORT, EmbedderConfig
+from ragline_embedder.loader import backend_loader
 from ragline_embedder.rerankers import reranker_loader
 from ragline_embedder.service import EmbedderServicer
 
 
-async def _main() -> None:
-    server_config = ServerConfig.from_env("EMBEDDER", port=DEFAULT_PORT, metrics_port=DEFAULT_METRICS_PORT)
-    config = load_config(EmbedderConfig)
-    configure_logging(server_config.log_level)
+def build(config: EmbedderConfig) -> tuple[Lifecycle, list[Servicer]]:
+    """The embedder servicer with the backend and reranker the settings choose (loaded when it starts)."""
     servicer = EmbedderServicer(config, backend_loader(config), reranker_loader(config))
-    await serve(
-        "embedder",
-        server_config,
-        [Servicer(wire.SERVICE.full_name, wire.add_to_server, servicer)],
-        servicer,
-    )
+    return servicer, [Servicer(wire.SERVICE.full_name, wire.add_to_server, servicer)]
 
 
 def main() -> None:
     """Runs the embedder until SIGTERM."""
-    run(_main)
+    run_service("embedder", EmbedderConfig, build, port=DEFAULT_PORT, metrics_port=DEFAULT_METRICS_PORT)
 
 
 if __name__ == "__main__":

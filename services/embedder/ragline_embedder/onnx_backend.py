@@ -32,15 +32,19 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 from numpy.typing import NDArray
 
-from ragline.config import state_dir
-from ragline_embedder.backends import Prefixes, forward_passes, threads_available
-from ragline_embedder.config import BATCH_TOKENS
+from ragline.config import load_config, state_dir
+from ragline_embedder.backends import (
+    Prefixes,
+    forward_passes,
+    local_model,
+    prepare_offline_model_loading,
+    threads_available,
+)
+from ragline_embedder.config import BATCH_TOKENS, EmbedderConfig
 
 if TYPE_CHECKING:
     import onnxruntime
     from tokenizers import Tokenizer
-
-    from ragline_embedder.config import EmbedderConfig
 
 log = logging.getLogger(__name__)
 
@@ -367,10 +371,6 @@ def _pad_id(tokenizer: Tokenizer) -> int:
 
 def main() -> None:
     """`python -m ragline_embedder.onnx_backend`: exports the configured model now (an image build does)."""
-    from ragline.config import load_config
-    from ragline_embedder.backends import local_model, prepare_offline_model_loading
-    from ragline_embedder.config import EmbedderConfig
-
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     prepare_offline_model_loading()
     config = load_config(EmbedderConfig)

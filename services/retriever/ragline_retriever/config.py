@@ -17,109 +17,51 @@ _MEMORY = re.compile(r"^[1-9][0-9]{0,6}(kB|MB|GB)$")
 class RetrieverConfig:
     """Where the retriever's PostgreSQL is and how it talks to it."""
 
-    database_url: str = setting(
-        "DATABASE_URL", "", "PostgreSQL (with pgvector) to use; unset starts an embedded server."
-    )
+    database_url: str = setting("DATABASE_URL", "")
     """A `postgresql://` URL of a server with the pgvector extension available; unset starts the
     embedded PostgreSQL 18 + pgvector with its data under `RAGLINE_STATE_DIR/postgres`."""
-    pool_min: int = setting(
-        "RETRIEVER_POOL_MIN", 1, "Connections the pool keeps open.", minimum=0, maximum=1000
-    )
+    pool_min: int = setting("RETRIEVER_POOL_MIN", 1, minimum=0, maximum=1000)
     """Connections the pool opens at start and keeps open while idle."""
-    pool_max: int = setting(
-        "RETRIEVER_POOL_MAX", 10, "Most connections the pool opens.", minimum=1, maximum=1000
-    )
+    pool_max: int = setting("RETRIEVER_POOL_MAX", 10, minimum=1, maximum=1000)
     """Most connections the pool opens; calls beyond that wait for a free connection."""
-    connect_timeout_seconds: float = setting(
-        "RETRIEVER_DB_CONNECT_TIMEOUT_SECONDS",
-        5.0,
-        "Time to connect to PostgreSQL or to wait for a pooled connection.",
-        minimum=0.1,
-    )
+    connect_timeout_seconds: float = setting("RETRIEVER_DB_CONNECT_TIMEOUT_SECONDS", 5.0, minimum=0.1)
     """Time to open a connection or wait for a free one before the call fails with UNAVAILABLE."""
-    command_timeout_seconds: float = setting(
-        "RETRIEVER_DB_COMMAND_TIMEOUT_SECONDS",
-        30.0,
-        "Time one database statement may take.",
-        minimum=0.1,
-    )
+    command_timeout_seconds: float = setting("RETRIEVER_DB_COMMAND_TIMEOUT_SECONDS", 30.0, minimum=0.1)
     """Time one statement may take before the call fails with UNAVAILABLE instead of hanging."""
-    hnsw_m: int = setting(
-        "RETRIEVER_HNSW_M", 16, "HNSW links per node of new collections' indexes.", minimum=2, maximum=100
-    )
+    hnsw_m: int = setting("RETRIEVER_HNSW_M", 16, minimum=2, maximum=100)
     """pgvector's HNSW `m` for the index made by CreateCollection: more links, better recall, more memory."""
-    hnsw_ef_construction: int = setting(
-        "RETRIEVER_HNSW_EF_CONSTRUCTION",
-        64,
-        "HNSW candidate list size while building new collections' indexes.",
-        minimum=4,
-        maximum=1000,
-    )
+    hnsw_ef_construction: int = setting("RETRIEVER_HNSW_EF_CONSTRUCTION", 64, minimum=4, maximum=1000)
     """pgvector's HNSW `ef_construction` for new collections: larger builds slower and recalls better."""
 
-    hnsw_ef_search: int = setting(
-        "RETRIEVER_HNSW_EF_SEARCH",
-        40,
-        "HNSW candidate list size of searches that do not set ef_search.",
-        minimum=1,
-        maximum=1000,
-    )
+    hnsw_ef_search: int = setting("RETRIEVER_HNSW_EF_SEARCH", 40, minimum=1, maximum=1000)
     """pgvector's `hnsw.ef_search` when a search leaves `ef_search` at 0; never below the hits asked for."""
     plan_cache_mode: str = setting(
         "RETRIEVER_PLAN_CACHE_MODE",
         "force_generic_plan",
-        "PostgreSQL plan_cache_mode of the retriever's connections.",
         choices=("force_generic_plan", "auto", "force_custom_plan"),
     )
     """How PostgreSQL plans the retriever's prepared statements. `force_generic_plan` plans each once
     per connection: PostgreSQL's `auto` kept re-planning the hybrid search statement on every call
     (0.5 ms of a 3 ms search on Cranfield) although its generic plan ran as fast or faster."""
-    maintenance_work_mem: str = setting(
-        "RETRIEVER_MAINTENANCE_WORK_MEM",
-        "1GB",
-        "PostgreSQL maintenance_work_mem for building a collection's HNSW index.",
-    )
+    maintenance_work_mem: str = setting("RETRIEVER_MAINTENANCE_WORK_MEM", "1GB")
     """Memory an HNSW index build may use (e.g. `512MB`, `2GB`); a graph that fits builds several times faster."""
-    bm25_k1: float = setting(
-        "RETRIEVER_BM25_K1",
-        1.5,
-        "BM25 term-frequency saturation k1 of keyword search.",
-        minimum=0.0,
-        maximum=10.0,
-    )
+    bm25_k1: float = setting("RETRIEVER_BM25_K1", 1.5, minimum=0.0, maximum=10.0)
     """BM25's k1 when a search does not set `bm25_k1`: how fast repeated terms stop adding to a score."""
-    bm25_b: float = setting(
-        "RETRIEVER_BM25_B", 0.75, "BM25 length normalisation b of keyword search.", minimum=0.0, maximum=1.0
-    )
+    bm25_b: float = setting("RETRIEVER_BM25_B", 0.75, minimum=0.0, maximum=1.0)
     """BM25's b when a search does not set `bm25_b`: 0 ignores chunk length, 1 normalises fully."""
-    rrf_k: int = setting(
-        "RETRIEVER_RRF_K", 60, "Reciprocal rank fusion constant k of hybrid search.", minimum=1, maximum=1000
-    )
+    rrf_k: int = setting("RETRIEVER_RRF_K", 60, minimum=1, maximum=1000)
     """RRF's k when a search leaves `rrf_k` at 0: larger flattens the advantage of the top ranks."""
-    redis_url: str = setting(
-        "REDIS_URL", "", "Redis the gateways cache in; the retriever publishes collections' state there."
-    )
+    redis_url: str = setting("REDIS_URL", "")
     """The gateways' Redis: GetCollection's basic view publishes the collection's state there, and
     every change withdraws it, so that gateways need not look a collection up on every query
     (`ragline.collection_state`). Unset: nothing is published and gateways always ask. Every
     replica must use the gateways' Redis, or none may."""
-    state_lease_seconds: float = setting(
-        "RETRIEVER_STATE_LEASE_SECONDS",
-        0.5,
-        "How long a published collection state lives; a change Redis cannot be told of waits this long.",
-        minimum=0.05,
-        maximum=60.0,
-    )
+    state_lease_seconds: float = setting("RETRIEVER_STATE_LEASE_SECONDS", 0.5, minimum=0.05, maximum=60.0)
     """How long a collection state published in Redis lives. Gateways look a collection up once a
     lease at most (per collection), a negligible load at 0.5 s; when Redis cannot be told of a
     change, the call that made it waits this long before it answers, until every state published
     before it has expired, so a longer lease slows writes (ingestion) during a Redis outage."""
-    redis_timeout_seconds: float = setting(
-        "RETRIEVER_REDIS_TIMEOUT_SECONDS",
-        0.25,
-        "Socket timeout of the retriever's Redis round trips.",
-        minimum=0.001,
-    )
+    redis_timeout_seconds: float = setting("RETRIEVER_REDIS_TIMEOUT_SECONDS", 0.25, minimum=0.001)
     """Socket timeout of each Redis round trip; a slow or down Redis costs a call this much at most
     (and a change the lease as well), never a failure."""
 

@@ -21,13 +21,13 @@ from google.protobuf import duration_pb2, json_format
 
 from ragline.errors import FailedPrecondition, InvalidArgument, NotFound
 from ragline.v1 import common_pb2
-from ragline.v1 import retriever_service_pb2 as pb
+from ragline.v1 import ingest_queue_service_pb2 as pb
 from ragline_retriever.database import PooledConnection
+from ragline_retriever.validation import MAX_DOCUMENT_ID_LENGTH
 
 MAX_CLAIM = 1000
 MAX_LEASE_SECONDS = 3600.0
 MAX_FAILURES_SHOWN = 100
-MAX_DOCUMENT_ID_LENGTH = 1024
 
 _JOB_COLUMNS = (
     "id, collection, accepting_documents, total_documents, done_documents, skipped_documents,"

@@ -1,0 +1,125 @@
+"""The SQL of collections: creating one with its HNSW index, reading, listing and deleting them, and
+the lookups and generation bumps every write of a collection's documents starts and ends with.
+
+Plain async functions that take a connection, as in `jobs.py`; the servicer opens the connection
+and announces changes (`state_publisher.Change`), which the writes here mark as made.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from ragline.errors import AlreadyExists, NotFound
+from ragline_retriever.config import RetrieverConfig
+from ragline_retriever.database import PooledConnection
+from ragline_retriever.search import create_index_sql, drop_index_sql
+from ragline_retriever.state_publisher import Change
+
+_COLLECTION_SQL = """
+    SELECT c.id, c.name, c.embedding_model, c.dimension, c.generation, c.created_at,
+           s.document_count, s.chunk_count
+    FROM collections AS c,
+         LATERAL (SELECT count(*) AS document_count, coalesce(sum(chunk_count), 0)::bigint AS chunk_count
+                  FROM documents WHERE collection_id = c.id) AS s
+"""
+# COLLECTION_VIEW_BASIC: the same columns without counting the collection's documents.
+_COLLECTION_BASIC_SQL = """
+    SELECT c.id, c.name, c.embedding_model, c.dimension, c.generation, c.created_at,
+           0::bigint AS document_count, 0::bigint AS chunk_count
+    FROM collections AS c
+"""
+
+
+async def create_collection(
+    conn: PooledConnection,
+    config: RetrieverConfig,
+    name: str,
+    embedding_model: str,
+    dimension: int,
+) -> asyncpg.Record:
+    """Inserts the collection and builds its HNSW index; ALREADY_EXISTS if the name is taken.
+
+    If the index cannot be built, the collection is removed again.
+    """
+    try:
+        row = await conn.fetchrow(
+            "INSERT INTO collections (name, embedding_model, dimension) VALUES ($1, $2, $3)"
+            " RETURNING id, name, embedding_model, dimension, generation, created_at,"
+            " 0::bigint AS document_count, 0::bigint AS chunk_count",
+            name,
+            embedding_model,
+            dimension,
+        )
+    except asyncpg.UniqueViolationError:
+        raise AlreadyExists(f"collection {name!r} already exists", field="name") from None
+    assert row is not None  # INSERT ... RETURNING returns the row or raises
+    try:
+        # For the session, as CONCURRENTLY runs outside a transaction; reset below, since
+        # the pool does not reset connections (see Database).
+        await conn.execute(f"SET maintenance_work_mem = '{config.maintenance_work_mem}'")
+        await conn.execute(create_index_sql(row["id"], dimension, config.hnsw_m, config.hnsw_ef_construction))
+    except asyncpg.PostgresError:
+        # A failed concurrent build leaves an invalid index behind; remove it with the row.
+        await conn.execute(drop_index_sql(row["id"]))
+        await conn.execute("DELETE FROM collections WHERE id = $1", row["id"])
+        raise
+    finally:
+        await conn.execute("RESET maintenance_work_mem")
+    return row
+
+
+async def get_collection(conn: PooledConnection, name: str, counted: bool) -> asyncpg.Record:
+    """The collection `name`, with its documents and chunks counted if `counted` (else 0); NOT_FOUND if none."""
+    row = await conn.fetchrow(
+        f"{_COLLECTION_SQL if counted else _COLLECTION_BASIC_SQL} WHERE c.name = $1", name
+    )
+    if row is None:
+        raise NotFound(f"collection {name!r} does not exist", field="name")
+    return row
+
+
+async def list_collections(conn: PooledConnection, after: str, limit: int) -> list[asyncpg.Record]:
+    """Up to `limit` collections, with their counts, by name after the name `after`."""
+    return await conn.fetch(f"{_COLLECTION_SQL} WHERE c.name > $1 ORDER BY c.name LIMIT $2", after, limit)
+
+
+async def delete_collection(conn: PooledConnection, name: str, change: Change) -> int:
+    """Deletes the collection with its documents and chunks, then its index; the number of documents."""
+    async with conn.transaction():
+        collection_id = await conn.fetchval("SELECT id FROM collections WHERE name = $1 FOR UPDATE", name)
+        if collection_id is None:
+            raise NotFound(f"collection {name!r} does not exist", field="name")
+        documents: int = await conn.fetchval(
+            "SELECT count(*) FROM documents WHERE collection_id = $1", collection_id
+        )
+        change.made = True
+        await conn.execute("DELETE FROM collections WHERE id = $1", collection_id)
+    # After the commit and CONCURRENTLY: searches of other collections never wait for it.
+    await conn.execute(drop_index_sql(collection_id))
+    return documents
+
+
+async def collection_id(conn: PooledConnection, name: str) -> int:
+    """The id of the collection `name`; NOT_FOUND on the field `collection` if there is none."""
+    found: int | None = await conn.fetchval("SELECT id FROM collections WHERE name = $1", name)
+    if found is None:
+        raise NotFound(f"collection {name!r} does not exist", field="collection")
+    return found
+
+
+async def collection_for_write(conn: PooledConnection, name: str) -> asyncpg.Record:
+    """The id and dimension of the collection `name`, kept from deletion until the transaction ends."""
+    # KEY SHARE keeps the collection from being deleted under the transaction, yet lets other
+    # writers of the same collection bump its generation concurrently.
+    row = await conn.fetchrow("SELECT id, dimension FROM collections WHERE name = $1 FOR KEY SHARE", name)
+    if row is None:
+        raise NotFound(f"collection {name!r} does not exist", field="collection")
+    return row
+
+
+async def bump_generation(conn: PooledConnection, collection: int) -> int:
+    """Counts a change of the collection with id `collection`; its new generation."""
+    generation: int = await conn.fetchval(
+        "UPDATE collections SET generation = generation + 1 WHERE id = $1 RETURNING generation", collection
+    )
+    return generation

@@ -1,0 +1,280 @@
+"""The SQL of documents: upserting one (only its changed chunks are written), reading, listing and
+deleting them, and looking up which chunk texts a collection already stores.
+
+Plain async functions that take a connection, as in `jobs.py`. Each write is one transaction
+that also bumps the collection's generation, and marks the servicer's `Change` as made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import asyncpg
+from google.protobuf import json_format
+from prometheus_client import Counter
+
+from ragline.errors import InvalidArgument, NotFound
+from ragline.v1 import retriever_service_pb2 as pb
+from ragline_retriever import jobs
+from ragline_retriever.chunks import ChunkPlan, NewChunk, StoredChunk, plan_chunks, text_hash
+from ragline_retriever.collection_store import bump_generation, collection_for_write
+from ragline_retriever.database import PooledConnection
+from ragline_retriever.state_publisher import Change
+from ragline_retriever.validation import new_chunks
+
+UPSERTED_CHUNKS = Counter(
+    "ragline_retriever_upserted_chunks_total",
+    "Chunks of upserted documents, by what the upsert did with them.",
+    ["outcome"],
+)
+
+_COPY_COLUMNS = (
+    "document_id",
+    "collection_id",
+    "ordinal",
+    "text",
+    "token_count",
+    "content_hash",
+    "embedding",
+    "metadata",
+)
+_DOCUMENT_COLUMNS = "id, document_id, metadata, content_hash, chunk_count, created_at, updated_at"
+
+
+@dataclass(frozen=True)
+class Upserted:
+    """What an upsert stored and changed."""
+
+    document: asyncpg.Record
+    """The document's row after the upsert."""
+    plan: ChunkPlan
+    """Which chunks were kept, inserted, updated and deleted."""
+    generation: int
+    """The collection's generation after the upsert."""
+
+
+async def _reuse_embeddings(
+    conn: PooledConnection, collection_id: int, name: str, chunks: list[NewChunk]
+) -> None:
+    """Fills in the embeddings left out of `chunks` from stored chunks with the same text."""
+    missing = {c.content_hash for c in chunks if c.embedding is None}
+    if not missing:
+        return
+    rows = await conn.fetch(
+        "SELECT DISTINCT ON (content_hash) content_hash, embedding FROM chunks"
+        " WHERE collection_id = $1 AND content_hash = ANY($2::text[])",
+        collection_id,
+        list(missing),
+    )
+    stored = {row["content_hash"]: row["embedding"].to_numpy() for row in rows}
+    for i, chunk in enumerate(chunks):
+        if chunk.embedding is None:
+            if chunk.content_hash not in stored:
+                raise InvalidArgument(
+                    f"chunks[{i}].embedding is empty, and collection {name!r} stores no chunk with the same "
+                    "text whose embedding could be reused; send the embedding",
+                    field=f"chunks[{i}].embedding",
+                )
+            chunks[i] = replace(chunk, embedding=stored[chunk.content_hash])
+
+
+async def _lock_document(
+    conn: PooledConnection,
+    collection_id: int,
+    document_id: str,
+    metadata: dict[str, Any],
+    content_hash: str,
+    chunk_count: int,
+) -> tuple[asyncpg.Record, bool]:
+    """The document row, locked for this transaction, inserted if new; and whether it was inserted."""
+    while True:
+        inserted = await conn.fetchrow(
+            "INSERT INTO documents (collection_id, document_id, metadata, content_hash, chunk_count)"
+            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (collection_id, document_id) DO NOTHING"
+            f" RETURNING {_DOCUMENT_COLUMNS}",
+            collection_id,
+            document_id,
+            metadata,
+            content_hash,
+            chunk_count,
+        )
+        if inserted is not None:
+            return inserted, True
+        existing = await conn.fetchrow(
+            f"SELECT {_DOCUMENT_COLUMNS} FROM documents WHERE collection_id = $1 AND document_id = $2 FOR UPDATE",
+            collection_id,
+            document_id,
+        )
+        # None only if a concurrent delete won the race between the two statements: insert again.
+        if existing is not None:
+            return existing, False
+
+
+async def _write_chunks(conn: PooledConnection, collection_id: int, document: int, plan: ChunkPlan) -> None:
+    """Deletes, updates and inserts the chunks of the document with id `document` as `plan` says."""
+    if plan.deleted:
+        await conn.execute(
+            "DELETE FROM chunks WHERE document_id = $1 AND ordinal >= $2", document, plan.delete_from
+        )
+    if plan.update:
+        await conn.executemany(
+            "UPDATE chunks SET text = $3, token_count = $4, content_hash = $5, embedding = $6, metadata = $7"
+            " WHERE document_id = $1 AND ordinal = $2",
+            [
+                (document, c.ordinal, c.text, c.token_count, c.content_hash, c.embedding, c.metadata)
+                for c in plan.update
+            ],
+        )
+    if plan.insert:
+        # Binary COPY: the fastest way in for large documents; the triggers of migration
+        # 0002 fill the full-text columns and postings as for any insert.
+        await conn.copy_records_to_table(
+            "chunks",
+            columns=_COPY_COLUMNS,
+            records=[
+                (
+                    document,
+                    collection_id,
+                    c.ordinal,
+                    c.text,
+                    c.token_count,
+                    c.content_hash,
+                    c.embedding,
+                    c.metadata,
+                )
+                for c in plan.insert
+            ],
+        )
+
+
+async def upsert_document(
+    conn: PooledConnection, request: pb.UpsertDocumentRequest, document_id: str, change: Change
+) -> Upserted:
+    """Stores the document's chunks in one transaction, writing only those that changed, and
+    finishes the request's ingest claim (if any) in the same transaction."""
+    name = request.collection
+    metadata = json_format.MessageToDict(request.metadata)
+    async with conn.transaction():
+        collection = await collection_for_write(conn, name)
+        chunks = new_chunks(request, collection["dimension"])
+        await _reuse_embeddings(conn, collection["id"], name, chunks)
+        # Without a hash from the caller, the chunks' hashes stand in for the document's text.
+        content_hash = request.content_hash or text_hash("".join(c.content_hash for c in chunks))
+        document, created = await _lock_document(
+            conn, collection["id"], document_id, metadata, content_hash, len(chunks)
+        )
+        stored = []
+        if not created:
+            stored = [
+                StoredChunk(r["ordinal"], r["content_hash"], r["token_count"], r["metadata"])
+                for r in await conn.fetch(
+                    "SELECT ordinal, content_hash, token_count, metadata FROM chunks WHERE document_id = $1",
+                    document["id"],
+                )
+            ]
+        plan = plan_chunks(stored, chunks)
+        await _write_chunks(conn, collection["id"], document["id"], plan)
+        document_changed = document["metadata"] != metadata or document["content_hash"] != content_hash
+        if not created and (plan.changed or document_changed):
+            updated = await conn.fetchrow(
+                "UPDATE documents SET metadata = $2, content_hash = $3, chunk_count = $4, updated_at = now()"
+                f" WHERE id = $1 RETURNING {_DOCUMENT_COLUMNS}",
+                document["id"],
+                metadata,
+                content_hash,
+                len(chunks),
+            )
+            assert updated is not None  # the row is locked by this transaction
+            document = updated
+        changed = created or plan.changed or document_changed
+        if changed:
+            change.made = True
+            generation = await bump_generation(conn, collection["id"])
+        else:
+            generation = await conn.fetchval(
+                "SELECT generation FROM collections WHERE id = $1", collection["id"]
+            )
+        if request.HasField("claim"):
+            await jobs.complete_document(
+                conn, request.claim, skipped=not changed, written_chunks=len(plan.insert) + len(plan.update)
+            )
+    for outcome, count in (
+        ("unchanged", plan.unchanged),
+        ("inserted", len(plan.insert)),
+        ("updated", len(plan.update)),
+        ("deleted", plan.deleted),
+    ):
+        UPSERTED_CHUNKS.labels(outcome).inc(count)
+    return Upserted(document, plan, generation)
+
+
+async def get_document(
+    conn: PooledConnection, collection_id: int, name: str, document_id: str
+) -> asyncpg.Record:
+    """The document `document_id` of the collection `name` (id `collection_id`); NOT_FOUND if none."""
+    row = await conn.fetchrow(
+        f"SELECT {_DOCUMENT_COLUMNS} FROM documents WHERE collection_id = $1 AND document_id = $2",
+        collection_id,
+        document_id,
+    )
+    if row is None:
+        raise NotFound(f"document {document_id!r} does not exist in collection {name!r}", field="document_id")
+    return row
+
+
+async def list_documents(
+    conn: PooledConnection, collection_id: int, after: str, limit: int
+) -> list[asyncpg.Record]:
+    """Up to `limit` documents of the collection, by id after the id `after`."""
+    return await conn.fetch(
+        f"SELECT {_DOCUMENT_COLUMNS} FROM documents WHERE collection_id = $1 AND document_id > $2"
+        " ORDER BY document_id LIMIT $3",
+        collection_id,
+        after,
+        limit,
+    )
+
+
+async def delete_document(
+    conn: PooledConnection, name: str, document_id: str, change: Change
+) -> tuple[int, int]:
+    """Deletes the document and its chunks in one transaction; the chunks deleted and the new generation."""
+    async with conn.transaction():
+        collection = await collection_for_write(conn, name)
+        deleted: int | None = await conn.fetchval(
+            "DELETE FROM documents WHERE collection_id = $1 AND document_id = $2 RETURNING chunk_count",
+            collection["id"],
+            document_id,
+        )
+        if deleted is None:
+            raise NotFound(
+                f"document {document_id!r} does not exist in collection {name!r}", field="document_id"
+            )
+        change.made = True
+        return deleted, await bump_generation(conn, collection["id"])
+
+
+async def lookup_chunk_hashes(
+    conn: PooledConnection, collection_id: int, document_id: str, hashes: list[str]
+) -> list[str]:
+    """Those of `hashes` the collection stores, in their order; with no hashes, those of the
+    document `document_id` by ordinal, without repeats."""
+    if document_id:
+        rows = await conn.fetch(
+            "SELECT c.content_hash FROM chunks AS c JOIN documents AS d ON d.id = c.document_id"
+            " WHERE d.collection_id = $1 AND d.document_id = $2 ORDER BY c.ordinal",
+            collection_id,
+            document_id,
+        )
+    else:
+        rows = await conn.fetch(
+            "SELECT DISTINCT content_hash FROM chunks WHERE collection_id = $1 AND content_hash = ANY($2::text[])",
+            collection_id,
+            hashes,
+        )
+    found = list(dict.fromkeys(row["content_hash"] for row in rows))
+    if hashes:
+        stored = set(found)
+        found = [value for value in hashes if value in stored]
+    return found

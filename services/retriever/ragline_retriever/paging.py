@@ -1,0 +1,62 @@
+"""Keyset pagination shared by every listing of both services: page sizes and opaque page tokens.
+
+A token holds the listing's scope and the key of the last row returned, so a token of one
+listing is refused by another, and a page never skips or repeats rows when others change.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from ragline.errors import InvalidArgument
+
+T = TypeVar("T")
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+
+def page_size(value: int) -> int:
+    """The page size a request asks for (0 means DEFAULT_PAGE_SIZE); INVALID_ARGUMENT beyond MAX_PAGE_SIZE."""
+    if value == 0:
+        return DEFAULT_PAGE_SIZE
+    if not 1 <= value <= MAX_PAGE_SIZE:
+        raise InvalidArgument(
+            f"page_size must be from 1 to {MAX_PAGE_SIZE} (0 means {DEFAULT_PAGE_SIZE})", field="page_size"
+        )
+    return value
+
+
+def encode_page_token(scope: str, after: str) -> str:
+    """An opaque token for the page that starts after the key `after` of a listing of `scope`."""
+    return base64.urlsafe_b64encode(json.dumps([scope, after]).encode()).decode()
+
+
+def decode_page_token(token: str, scope: str) -> str:
+    """The key after which the page of `token` starts ("" for no token); INVALID_ARGUMENT if it is not ours."""
+    if not token:
+        return ""
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
+    except (ValueError, binascii.Error):
+        decoded = None
+    if not (
+        isinstance(decoded, list)
+        and len(decoded) == 2
+        and decoded[0] == scope
+        and isinstance(decoded[1], str)
+    ):
+        raise InvalidArgument(
+            "page_token is not a next_page_token of this listing; send it back unchanged or leave it empty",
+            field="page_token",
+        )
+    return decoded[1]
+
+
+def next_page_token(scope: str, rows: Sequence[T], size: int, key: Callable[[T], str]) -> str:
+    """The token of the page after `rows`, fetched with a limit of `size + 1`; "" when they were the last."""
+    return encode_page_token(scope, key(rows[size - 1])) if len(rows) > size else ""

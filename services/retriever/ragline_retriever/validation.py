@@ -1,0 +1,244 @@
+"""Every limit of the retriever's API and the checks of its requests, run before the database is touched.
+
+Each check raises INVALID_ARGUMENT naming the field to fix, so a bad request never reaches a
+transaction; the handlers of both services call these and pass on what they return.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from google.protobuf import json_format
+from numpy.typing import NDArray
+
+from ragline.errors import InvalidArgument
+from ragline.metrics import SEARCH_MODE_LABELS
+from ragline.v1 import common_pb2
+from ragline.v1 import retriever_service_pb2 as pb
+from ragline_retriever.chunks import NewChunk, text_hash
+from ragline_retriever.config import RetrieverConfig
+
+COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+MAX_DIMENSION = 4000
+MAX_DOCUMENT_ID_LENGTH = 1024
+DEFAULT_TOP_K = 10
+MAX_TOP_K = 1000
+# pgvector's bounds of hnsw.ef_search.
+MAX_EF_SEARCH = 1000
+MAX_BM25_K1 = 10.0
+MAX_RRF_K = 1000
+MAX_FUSION_WEIGHT = 100.0
+MAX_LOOKUP_HASHES = 10_000
+# Embeddings are indexed as halfvec (16-bit floats), which cannot hold larger magnitudes.
+HALFVEC_MAX = 65504.0
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """The tuning of one search: the request's values or the configured defaults."""
+
+    ef_search: int
+    """The HNSW candidate list size of the vector query."""
+    rrf_k: int
+    """The reciprocal rank fusion constant of hybrid search."""
+    bm25_k1: float
+    """BM25's term-frequency saturation."""
+    bm25_b: float
+    """BM25's length normalisation."""
+    vector_weight: float
+    """The weight of the vector ranking in hybrid fusion."""
+    keyword_weight: float
+    """The weight of the keyword ranking in hybrid fusion."""
+
+
+@dataclass(frozen=True)
+class ValidSearch:
+    """A SearchChunks request that passed every check, with its defaults filled in."""
+
+    name: str
+    """The collection to search."""
+    mode: common_pb2.SearchMode
+    """The search mode; unset in the request means hybrid."""
+    top_k: int
+    """The most hits to return."""
+    options: SearchOptions
+    """The request's tuning knobs, or the configured defaults."""
+
+
+def validate_collection_name(name: str, field: str) -> str:
+    """`name` if it is a valid collection name, else INVALID_ARGUMENT on `field`."""
+    if not COLLECTION_NAME.match(name):
+        raise InvalidArgument(
+            f"{field} {name!r} is not a valid collection name: use 1 to 63 letters, digits, '.', '_' "
+            "or '-', starting with a letter or digit",
+            field=field,
+        )
+    return name
+
+
+def validate_document_id(document_id: str) -> str:
+    """`document_id` if it is non-empty, at most MAX_DOCUMENT_ID_LENGTH long and free of NUL characters."""
+    if not document_id:
+        raise InvalidArgument("document_id is empty", field="document_id")
+    if len(document_id) > MAX_DOCUMENT_ID_LENGTH or "\x00" in document_id:
+        raise InvalidArgument(
+            f"document_id must be at most {MAX_DOCUMENT_ID_LENGTH} characters without NUL characters",
+            field="document_id",
+        )
+    return document_id
+
+
+def validate_new_collection(request: pb.CreateCollectionRequest) -> str:
+    """The name of the collection a CreateCollection request may create."""
+    name = validate_collection_name(request.name, "name")
+    if not 1 <= request.dimension <= MAX_DIMENSION:
+        raise InvalidArgument(f"dimension must be from 1 to {MAX_DIMENSION}", field="dimension")
+    if request.distance not in (
+        common_pb2.DISTANCE_METRIC_UNSPECIFIED,
+        common_pb2.DISTANCE_METRIC_COSINE,
+    ):
+        raise InvalidArgument(
+            "distance must be DISTANCE_METRIC_COSINE (the only one supported)", field="distance"
+        )
+    return name
+
+
+def validate_embedding(
+    values: Sequence[float], dimension: int, field: str, collection: str
+) -> NDArray[np.float32]:
+    """`values` as an array if the collection of `dimension` can store and compare them."""
+    if len(values) != dimension:
+        raise InvalidArgument(
+            f"{field} has {len(values)} values but collection {collection!r} has dimension {dimension}",
+            field=field,
+        )
+    array = np.asarray(values, dtype=np.float32)
+    if not np.isfinite(array).all() or float(np.abs(array).max()) > HALFVEC_MAX:
+        raise InvalidArgument(f"{field} must hold finite values within ±{HALFVEC_MAX:g}", field=field)
+    if not array.any():
+        raise InvalidArgument(f"{field} is all zeros, which has no cosine distance to anything", field=field)
+    return array
+
+
+def validate_upsert(request: pb.UpsertDocumentRequest) -> tuple[str, str]:
+    """The collection name and document id of an UpsertDocument request whose fields (but the
+    chunks' embeddings, which need the collection's dimension) are valid."""
+    name = validate_collection_name(request.collection, "collection")
+    document_id = validate_document_id(request.document_id)
+    if not request.chunks:
+        raise InvalidArgument("a document needs at least one chunk", field="chunks")
+    if request.content_hash and not SHA256_HEX.match(request.content_hash):
+        raise InvalidArgument("content_hash must be a lowercase SHA-256 hex digest", field="content_hash")
+    return name, document_id
+
+
+def new_chunks(request: pb.UpsertDocumentRequest, dimension: int) -> list[NewChunk]:
+    """The request's chunks, validated; those sent without an embedding have `embedding` None."""
+    chunks = []
+    for i, chunk in enumerate(request.chunks):
+        if not chunk.text or "\x00" in chunk.text:
+            raise InvalidArgument(
+                f"chunks[{i}].text is empty or has NUL characters", field=f"chunks[{i}].text"
+            )
+        if chunk.token_count < 0:
+            raise InvalidArgument(f"chunks[{i}].token_count is negative", field=f"chunks[{i}].token_count")
+        embedding = (
+            validate_embedding(chunk.embedding, dimension, f"chunks[{i}].embedding", request.collection)
+            if chunk.embedding
+            else None
+        )
+        chunks.append(
+            NewChunk(
+                ordinal=i,
+                text=chunk.text,
+                content_hash=text_hash(chunk.text),
+                token_count=chunk.token_count,
+                metadata=json_format.MessageToDict(chunk.metadata),
+                embedding=embedding,
+            )
+        )
+    return chunks
+
+
+def validate_lookup(request: pb.LookupChunkHashesRequest) -> tuple[str, str, list[str]]:
+    """The collection name, document id ("" for none) and distinct hashes of a LookupChunkHashes request."""
+    name = validate_collection_name(request.collection, "collection")
+    document_id = validate_document_id(request.document_id) if request.document_id else ""
+    hashes = list(dict.fromkeys(request.content_hashes))
+    if len(hashes) > MAX_LOOKUP_HASHES:
+        raise InvalidArgument(
+            f"content_hashes has {len(hashes)} hashes; look up at most {MAX_LOOKUP_HASHES} at a time",
+            field="content_hashes",
+        )
+    for i, value in enumerate(request.content_hashes):
+        if not SHA256_HEX.match(value):
+            raise InvalidArgument(
+                f"content_hashes[{i}] is not a lowercase SHA-256 hex digest", field=f"content_hashes[{i}]"
+            )
+    if not hashes and not document_id:
+        raise InvalidArgument(
+            "give content_hashes to look up, or a document_id to list that document's hashes",
+            field="content_hashes",
+        )
+    return name, document_id, hashes
+
+
+def validate_search(request: pb.SearchChunksRequest, config: RetrieverConfig) -> ValidSearch:
+    """A SearchChunks request checked field by field, with the defaults of what it left unset.
+
+    The query embedding's length is checked later, against the collection's dimension, and the
+    filter when it is compiled (`filters.py`).
+    """
+    name = validate_collection_name(request.collection, "collection")
+    mode = request.mode or common_pb2.SEARCH_MODE_HYBRID
+    if mode not in SEARCH_MODE_LABELS:
+        raise InvalidArgument(f"unknown search mode {request.mode}", field="mode")
+    top_k = request.top_k or DEFAULT_TOP_K
+    if not 1 <= top_k <= MAX_TOP_K:
+        raise InvalidArgument(f"top_k must be from 1 to {MAX_TOP_K} (0 means {DEFAULT_TOP_K})", field="top_k")
+    use_vector = mode in (common_pb2.SEARCH_MODE_VECTOR, common_pb2.SEARCH_MODE_HYBRID)
+    use_keyword = mode in (common_pb2.SEARCH_MODE_KEYWORD, common_pb2.SEARCH_MODE_HYBRID)
+    if use_keyword and not request.query_text.strip():
+        raise InvalidArgument(
+            f"query_text is empty; {SEARCH_MODE_LABELS[mode]} search needs it", field="query_text"
+        )
+    if use_vector and not request.query_embedding:
+        raise InvalidArgument(
+            f"query_embedding is empty; {SEARCH_MODE_LABELS[mode]} search needs it", field="query_embedding"
+        )
+    if "\x00" in request.query_text:
+        raise InvalidArgument("query_text has NUL characters", field="query_text")
+    return ValidSearch(name, mode, top_k, _search_options(request, config))
+
+
+def _search_options(request: pb.SearchChunksRequest, config: RetrieverConfig) -> SearchOptions:
+    """The request's tuning knobs, validated, with the configured defaults for those left unset."""
+    if not 0 <= request.ef_search <= MAX_EF_SEARCH:
+        raise InvalidArgument(
+            f"ef_search must be from 1 to {MAX_EF_SEARCH} (0 means {config.hnsw_ef_search})",
+            field="ef_search",
+        )
+    if not 0 <= request.rrf_k <= MAX_RRF_K:
+        raise InvalidArgument(f"rrf_k must be from 1 to {MAX_RRF_K} (0 means {config.rrf_k})", field="rrf_k")
+    bounds = {
+        "bm25_k1": (0.0, MAX_BM25_K1, config.bm25_k1),
+        "bm25_b": (0.0, 1.0, config.bm25_b),
+        "vector_weight": (0.0, MAX_FUSION_WEIGHT, 1.0),
+        "keyword_weight": (0.0, MAX_FUSION_WEIGHT, 1.0),
+    }
+    values = {}
+    for field, (low, high, default) in bounds.items():
+        value = getattr(request, field) if request.HasField(field) else default
+        if not (math.isfinite(value) and low <= value <= high):
+            raise InvalidArgument(f"{field} must be from {low:g} to {high:g}", field=field)
+        values[field] = value
+    return SearchOptions(
+        ef_search=request.ef_search or config.hnsw_ef_search,
+        rrf_k=request.rrf_k or config.rrf_k,
+        **values,
+    )

@@ -1,0 +1,69 @@
+"""The query every Search, Ask and AskStream carries: validated field by field, with the configured defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import grpc
+import pytest
+
+from ragline.errors import InvalidArgument
+from ragline.v1 import common_pb2
+from ragline.v1 import gateway_service_pb2 as gw
+from ragline_gateway.config import GatewayConfig
+from ragline_gateway.query import MAX_ASK_TOP_K, MAX_SEARCH_TOP_K, Query
+
+CONFIG = dataclasses.replace(GatewayConfig(), default_collection="papers", top_k=5, candidates=20)
+
+
+def test_an_empty_query_gets_the_configured_defaults() -> None:
+    query = Query.parse(gw.Query(text="wings"), CONFIG, MAX_SEARCH_TOP_K)
+    assert (query.collection, query.text, query.top_k, query.candidates) == ("papers", "wings", 5, 20)
+    assert query.filter is None
+    assert query.reads_cache and query.writes_cache
+
+
+def test_sent_fields_are_kept() -> None:
+    only_fr = common_pb2.MetadataFilter(
+        condition=common_pb2.FieldCondition(field="lang", operator=common_pb2.FILTER_OPERATOR_EQ)
+    )
+    message = gw.Query(
+        collection="docs",
+        text="wings",
+        top_k=30,
+        mode=common_pb2.SEARCH_MODE_KEYWORD,
+        filter=only_fr,
+        cache_policy=gw.CACHE_POLICY_REFRESH,
+    )
+    query = Query.parse(message, CONFIG, MAX_SEARCH_TOP_K)
+    # Candidates never fall below top_k.
+    assert (query.collection, query.top_k, query.candidates) == ("docs", 30, 30)
+    assert query.filter == only_fr
+    assert not query.needs_embedding
+    assert not query.reads_cache and query.writes_cache
+
+
+@pytest.mark.parametrize(
+    ("message", "max_top_k", "field"),
+    [
+        (gw.Query(text=" \n"), MAX_SEARCH_TOP_K, "query.text"),
+        (gw.Query(text="wings", top_k=MAX_ASK_TOP_K + 1), MAX_ASK_TOP_K, "query.top_k"),
+        (gw.Query(text="wings", top_k=MAX_SEARCH_TOP_K + 1), MAX_SEARCH_TOP_K, "query.top_k"),
+        (gw.Query(text="wings", top_k=10, candidates=9), MAX_SEARCH_TOP_K, "query.candidates"),
+        (gw.Query(text="wings", candidates=1001), MAX_SEARCH_TOP_K, "query.candidates"),
+    ],
+)
+def test_bad_fields_are_invalid_arguments_naming_the_field(
+    message: gw.Query, max_top_k: int, field: str
+) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        Query.parse(message, CONFIG, max_top_k)
+    assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert raised.value.field == field
+
+
+def test_an_ask_may_not_ask_for_as_many_passages_as_a_search() -> None:
+    message = gw.Query(text="wings", top_k=MAX_ASK_TOP_K + 1)
+    assert Query.parse(message, CONFIG, MAX_SEARCH_TOP_K).top_k == MAX_ASK_TOP_K + 1
+    with pytest.raises(InvalidArgument):
+        Query.parse(message, CONFIG, MAX_ASK_TOP_K)
