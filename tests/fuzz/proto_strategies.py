@@ -220,6 +220,14 @@ TemplateValues = Mapping[str, Callable[[FieldDescriptor], Any]]
 the field to the defaults (message fields are then filled field by field)."""
 
 
+def _fits(field: FieldDescriptor, value: Any) -> bool:
+    """Whether a template value has the field's kind: a field renamed into a message (say `query` becoming a
+    `Query`) then gets its message filled field by field instead of failing."""
+    is_message = field.type == FD.TYPE_MESSAGE and not _is_map(field)
+    items = value if field.is_repeated else [value]
+    return all(isinstance(item, Message) == is_message for item in items)
+
+
 def template_request(descriptor: Descriptor, values: TemplateValues, depth: int = 0) -> Message:
     """A plausible valid request: fields named in `values` get their value, message fields are filled the same way."""
     msg = message_class(descriptor)()
@@ -227,7 +235,7 @@ def template_request(descriptor: Descriptor, values: TemplateValues, depth: int 
         return msg
     for field in descriptor.fields:
         value = values[field.name](field) if field.name in values else None
-        if value is not None:
+        if value is not None and _fits(field, value):
             set_field(msg, field, value)
         elif field.type == FD.TYPE_MESSAGE and not _is_map(field) and field.containing_oneof is None:
             if field.message_type.full_name.startswith("google.protobuf."):
