@@ -24,7 +24,7 @@ from benchmarks.report import percentile, write_report
 from ragline.config import load_config
 from ragline.devstack import Stack
 from ragline.v1 import common_pb2, generator_service_pb2, generator_service_pb2_grpc
-from ragline_generator.backends import Finish, LocalBackend
+from ragline_generator.backends import Finish, Generation, LocalBackend
 from ragline_generator.config import GeneratorConfig
 from ragline_generator.prompt import build_prompt, load_template
 
@@ -83,9 +83,10 @@ async def in_process(grammar: bool) -> list[Timing]:
             max_tokens=MAX_TOKENS,
             dont_know=config.dont_know,
         )
-        stream = backend.stream(
-            prompt.messages, max_tokens=MAX_TOKENS, temperature=0, passages=prompt.passages_used, timeout=120
+        generation = Generation(
+            prompt.messages, max_tokens=MAX_TOKENS, temperature=0, passages=prompt.passages_used
         )
+        stream = backend.stream(generation, timeout=120)
         async for event in stream:
             if isinstance(event, Finish):
                 yield event.prompt_tokens or prompt.tokens, event.completion_tokens

@@ -35,6 +35,7 @@ from ragline.devstack import Stack
 from ragline.v1 import common_pb2
 from ragline.v1 import retriever_service_pb2 as pb
 from ragline.v1 import retriever_service_pb2_grpc as pb_grpc
+from ragline_retriever.document_store import _COPY_COLUMNS as CHUNK_COLUMNS
 from ragline_retriever.search import create_index_sql, drop_index_sql, index_name
 
 CHUNKS = int(os.environ.get("BENCH_RETRIEVER_CHUNKS", "100000"))
@@ -97,15 +98,8 @@ async def _load(
             ]
             await conn.copy_records_to_table(
                 "chunks",
-                columns=[
-                    "document_id",
-                    "collection_id",
-                    "ordinal",
-                    "text",
-                    "token_count",
-                    "content_hash",
-                    "embedding",
-                ],
+                # The columns UpsertDocument writes; the chunks' own metadata is empty, as in most documents.
+                columns=CHUNK_COLUMNS,
                 records=(
                     (
                         ids[i // CHUNKS_PER_DOCUMENT],
@@ -115,6 +109,7 @@ async def _load(
                         0,
                         f"{i:064x}",
                         vectors[i],
+                        "{}",
                     )
                     for i in range(CHUNKS)
                 ),

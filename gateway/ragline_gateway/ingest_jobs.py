@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 
 from ragline.channels import downstream_timeout
 from ragline.errors import InvalidArgument
@@ -64,8 +66,12 @@ class IngestJobs:
         self.ingester = ingester
         self.workers = workers
 
-    def _timeout(self, context: grpc.aio.ServicerContext) -> float:
-        return downstream_timeout(context, self.config.retrieve_timeout_seconds)
+    async def _queue(self, rpc: Any, request: Message, context: grpc.aio.ServicerContext) -> Any:
+        """The ingest queue's reply to `request`, within the caller's deadline; failures name the retriever."""
+        return await call(
+            "retriever",
+            rpc(request, timeout=downstream_timeout(context, self.config.retrieve_timeout_seconds)),
+        )
 
     async def create(
         self, request: gateway_service_pb2.CreateIngestJobRequest, context: grpc.aio.ServicerContext
@@ -78,14 +84,12 @@ class IngestJobs:
             batch.add(index, document)
         collection = request.collection or self.config.default_collection
         await self.ingester.ensure_collection(collection, context)
-        reply = await call(
-            "retriever",
-            self.deps.ingest_queue.CreateStoredIngestJob(
-                ingest_queue_service_pb2.CreateStoredIngestJobRequest(
-                    collection=collection, documents=batch.take()
-                ),
-                timeout=self._timeout(context),
+        reply = await self._queue(
+            self.deps.ingest_queue.CreateStoredIngestJob,
+            ingest_queue_service_pb2.CreateStoredIngestJobRequest(
+                collection=collection, documents=batch.take()
             ),
+            context,
         )
         self.workers.wake()
         return gateway_service_pb2.CreateIngestJobResponse(job=reply.job)
@@ -104,14 +108,12 @@ class IngestJobs:
                 if not job_id:
                     collection = message.collection or self.config.default_collection
                     await self.ingester.ensure_collection(collection, context)
-                    reply = await call(
-                        "retriever",
-                        self.deps.ingest_queue.CreateStoredIngestJob(
-                            ingest_queue_service_pb2.CreateStoredIngestJobRequest(
-                                collection=collection, accepting_documents=True
-                            ),
-                            timeout=self._timeout(context),
+                    reply = await self._queue(
+                        self.deps.ingest_queue.CreateStoredIngestJob,
+                        ingest_queue_service_pb2.CreateStoredIngestJobRequest(
+                            collection=collection, accepting_documents=True
                         ),
+                        context,
                     )
                     job_id = reply.job.job_id
                 if not message.HasField("document"):
@@ -142,14 +144,12 @@ class IngestJobs:
         last: bool,
         context: grpc.aio.ServicerContext,
     ) -> common_pb2.IngestJob:
-        reply = await call(
-            "retriever",
-            self.deps.ingest_queue.AppendStoredIngestJob(
-                ingest_queue_service_pb2.AppendStoredIngestJobRequest(
-                    job_id=job_id, documents=documents, last=last
-                ),
-                timeout=self._timeout(context),
+        reply = await self._queue(
+            self.deps.ingest_queue.AppendStoredIngestJob,
+            ingest_queue_service_pb2.AppendStoredIngestJobRequest(
+                job_id=job_id, documents=documents, last=last
             ),
+            context,
         )
         self.workers.wake()
         job: common_pb2.IngestJob = reply.job
@@ -165,12 +165,10 @@ class IngestJobs:
         self, request: gateway_service_pb2.GetIngestJobRequest, context: grpc.aio.ServicerContext
     ) -> gateway_service_pb2.GetIngestJobResponse:
         """The job with its failures."""
-        reply = await call(
-            "retriever",
-            self.deps.ingest_queue.GetStoredIngestJob(
-                ingest_queue_service_pb2.GetStoredIngestJobRequest(job_id=request.job_id),
-                timeout=self._timeout(context),
-            ),
+        reply = await self._queue(
+            self.deps.ingest_queue.GetStoredIngestJob,
+            ingest_queue_service_pb2.GetStoredIngestJobRequest(job_id=request.job_id),
+            context,
         )
         return gateway_service_pb2.GetIngestJobResponse(job=reply.job)
 
@@ -178,14 +176,12 @@ class IngestJobs:
         self, request: gateway_service_pb2.ListIngestJobsRequest, context: grpc.aio.ServicerContext
     ) -> gateway_service_pb2.ListIngestJobsResponse:
         """A page of jobs, newest first."""
-        reply = await call(
-            "retriever",
-            self.deps.ingest_queue.ListStoredIngestJobs(
-                ingest_queue_service_pb2.ListStoredIngestJobsRequest(
-                    collection=request.collection, page_size=request.page_size, page_token=request.page_token
-                ),
-                timeout=self._timeout(context),
+        reply = await self._queue(
+            self.deps.ingest_queue.ListStoredIngestJobs,
+            ingest_queue_service_pb2.ListStoredIngestJobsRequest(
+                collection=request.collection, page_size=request.page_size, page_token=request.page_token
             ),
+            context,
         )
         return gateway_service_pb2.ListIngestJobsResponse(
             jobs=reply.jobs, next_page_token=reply.next_page_token
@@ -195,13 +191,11 @@ class IngestJobs:
         self, request: gateway_service_pb2.CancelIngestJobRequest, context: grpc.aio.ServicerContext
     ) -> gateway_service_pb2.CancelIngestJobResponse:
         """Cancels the job; documents already stored stay."""
-        reply = await call(
-            "retriever",
-            self.deps.ingest_queue.CancelStoredIngestJob(
-                ingest_queue_service_pb2.CancelStoredIngestJobRequest(
-                    job_id=request.job_id, reason="cancelled by request"
-                ),
-                timeout=self._timeout(context),
+        reply = await self._queue(
+            self.deps.ingest_queue.CancelStoredIngestJob,
+            ingest_queue_service_pb2.CancelStoredIngestJobRequest(
+                job_id=request.job_id, reason="cancelled by request"
             ),
+            context,
         )
         return gateway_service_pb2.CancelIngestJobResponse(job=reply.job)

@@ -97,8 +97,8 @@ class RaglineClient:
         request = gateway_service_pb2.IngestDocumentsRequest(
             collection=collection, documents=[d.to_proto() for d in documents]
         )
-        response: gateway_service_pb2.IngestDocumentsResponse = await self._stub.IngestDocuments(
-            request, timeout=timeout or self.timeout
+        response: gateway_service_pb2.IngestDocumentsResponse = await self._call(
+            self._stub.IngestDocuments, request, timeout
         )
         return response
 
@@ -115,9 +115,7 @@ class RaglineClient:
         request = gateway_service_pb2.AskRequest(
             query=_query(question, query), options=_generation(max_tokens, temperature)
         )
-        response: gateway_service_pb2.AskResponse = await self._stub.Ask(
-            request, timeout=timeout or self.timeout
-        )
+        response: gateway_service_pb2.AskResponse = await self._call(self._stub.Ask, request, timeout)
         return response
 
     async def ask_stream(
@@ -141,9 +139,7 @@ class RaglineClient:
     ) -> gateway_service_pb2.SearchResponse:
         """Returns the chunks that best match `query`, without generating an answer."""
         request = gateway_service_pb2.SearchRequest(query=_query(query, options))
-        response: gateway_service_pb2.SearchResponse = await self._stub.Search(
-            request, timeout=timeout or self.timeout
-        )
+        response: gateway_service_pb2.SearchResponse = await self._call(self._stub.Search, request, timeout)
         return response
 
     async def get_document(
@@ -151,9 +147,10 @@ class RaglineClient:
     ) -> common_pb2.Document:
         """Returns one ingested document."""
         request = gateway_service_pb2.GetDocumentRequest(collection=collection, document_id=document_id)
-        response = await self._stub.GetDocument(request, timeout=timeout or self.timeout)
-        document: common_pb2.Document = response.document
-        return document
+        response: gateway_service_pb2.GetDocumentResponse = await self._call(
+            self._stub.GetDocument, request, timeout
+        )
+        return response.document
 
     async def list_documents(
         self, *, collection: str = "", page_size: int = 0, page_token: str = "", timeout: float | None = None
@@ -162,8 +159,8 @@ class RaglineClient:
         request = gateway_service_pb2.ListDocumentsRequest(
             collection=collection, page_size=page_size, page_token=page_token
         )
-        response: gateway_service_pb2.ListDocumentsResponse = await self._stub.ListDocuments(
-            request, timeout=timeout or self.timeout
+        response: gateway_service_pb2.ListDocumentsResponse = await self._call(
+            self._stub.ListDocuments, request, timeout
         )
         return response
 
@@ -172,8 +169,8 @@ class RaglineClient:
     ) -> gateway_service_pb2.DeleteDocumentResponse:
         """Deletes an ingested document and its chunks."""
         request = gateway_service_pb2.DeleteDocumentRequest(collection=collection, document_id=document_id)
-        response: gateway_service_pb2.DeleteDocumentResponse = await self._stub.DeleteDocument(
-            request, timeout=timeout or self.timeout
+        response: gateway_service_pb2.DeleteDocumentResponse = await self._call(
+            self._stub.DeleteDocument, request, timeout
         )
         return response
 
@@ -184,9 +181,7 @@ class RaglineClient:
         request = gateway_service_pb2.CreateIngestJobRequest(
             collection=collection, documents=[d.to_proto() for d in documents]
         )
-        response = await self._stub.CreateIngestJob(request, timeout=timeout or self.timeout)
-        job: common_pb2.IngestJob = response.job
-        return job
+        return await self._job(self._stub.CreateIngestJob, request, timeout)
 
     async def upload_ingest_documents(
         self,
@@ -212,16 +207,12 @@ class RaglineClient:
                         collection=collection, document=document.to_proto()
                     )
 
-        response = await self._stub.UploadIngestDocuments(messages(), timeout=timeout or self.timeout)
-        job: common_pb2.IngestJob = response.job
-        return job
+        return await self._job(self._stub.UploadIngestDocuments, messages(), timeout)
 
     async def get_ingest_job(self, job_id: str, *, timeout: float | None = None) -> common_pb2.IngestJob:
         """Returns where an ingest job stands, with its failures."""
         request = gateway_service_pb2.GetIngestJobRequest(job_id=job_id)
-        response = await self._stub.GetIngestJob(request, timeout=timeout or self.timeout)
-        job: common_pb2.IngestJob = response.job
-        return job
+        return await self._job(self._stub.GetIngestJob, request, timeout)
 
     async def list_ingest_jobs(
         self, *, collection: str = "", page_size: int = 0, page_token: str = "", timeout: float | None = None
@@ -230,15 +221,24 @@ class RaglineClient:
         request = gateway_service_pb2.ListIngestJobsRequest(
             collection=collection, page_size=page_size, page_token=page_token
         )
-        response: gateway_service_pb2.ListIngestJobsResponse = await self._stub.ListIngestJobs(
-            request, timeout=timeout or self.timeout
+        response: gateway_service_pb2.ListIngestJobsResponse = await self._call(
+            self._stub.ListIngestJobs, request, timeout
         )
         return response
 
     async def cancel_ingest_job(self, job_id: str, *, timeout: float | None = None) -> common_pb2.IngestJob:
         """Cancels an ingest job; documents already stored stay."""
         request = gateway_service_pb2.CancelIngestJobRequest(job_id=job_id)
-        response = await self._stub.CancelIngestJob(request, timeout=timeout or self.timeout)
+        return await self._job(self._stub.CancelIngestJob, request, timeout)
+
+    async def _call(self, rpc: Any, request: Any, timeout: float | None) -> Any:
+        """The reply of a stub method to `request` (a message, or messages for a client stream), within
+        `timeout` seconds or the client's default deadline."""
+        return await rpc(request, timeout=timeout or self.timeout)
+
+    async def _job(self, rpc: Any, request: Any, timeout: float | None) -> common_pb2.IngestJob:
+        """The job in the reply of one of the ingest job RPCs, which all answer with one."""
+        response = await self._call(rpc, request, timeout)
         job: common_pb2.IngestJob = response.job
         return job
 

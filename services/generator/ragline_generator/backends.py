@@ -49,6 +49,20 @@ class Finish:
     reason: Literal["stop", "length"]
 
 
+@dataclass(frozen=True)
+class Generation:
+    """What a backend is asked to generate: the prompt and the request's sampling options."""
+
+    messages: Sequence[ChatMessage]
+    """The chat prompt."""
+    max_tokens: int
+    """The most tokens the answer may have."""
+    temperature: float
+    """The sampling temperature; 0 picks the likeliest token every time."""
+    passages: int
+    """How many numbered passages the prompt holds, for backends that constrain citation markers to them."""
+
+
 class ChatBackend(Protocol):
     """A chat model that streams answers."""
 
@@ -64,20 +78,11 @@ class ChatBackend(Protocol):
     def count_tokens(self, text: str) -> int:
         """The number of tokens `text` is to this model."""
 
-    def stream(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        max_tokens: int,
-        temperature: float,
-        passages: int,
-        timeout: float,
-    ) -> AsyncGenerator[str | Finish, None]:
+    def stream(self, generation: Generation, *, timeout: float) -> AsyncGenerator[str | Finish, None]:
         """Yields the answer as text deltas, then one Finish.
 
-        `passages` is how many numbered passages the prompt holds, for backends that constrain
-        citation markers to them. Raises ResourceExhausted when too many requests wait, and
-        DeadlineExceeded when the answer is not complete within `timeout` seconds.
+        Raises ResourceExhausted when too many requests wait, and DeadlineExceeded when the
+        answer is not complete within `timeout` seconds.
         """
 
 
@@ -135,15 +140,7 @@ class LocalBackend:
         # Tokenizing reads only the vocabulary, so it is safe while the worker thread generates.
         return len(self._model().tokenize(text.encode(), add_bos=False, special=False))
 
-    async def stream(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        max_tokens: int,
-        temperature: float,
-        passages: int,
-        timeout: float,
-    ) -> AsyncGenerator[str | Finish, None]:
+    async def stream(self, generation: Generation, *, timeout: float) -> AsyncGenerator[str | Finish, None]:
         llm = self._model()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -156,16 +153,22 @@ class LocalBackend:
                 loop.call_soon_threadsafe(deltas.put_nowait, delta)
 
             grammar = (
-                LlamaGrammar.from_string(citation_grammar(passages, self._dont_know), verbose=False)
-                if self._grammar and passages
+                LlamaGrammar.from_string(
+                    citation_grammar(generation.passages, self._dont_know), verbose=False
+                )
+                if self._grammar and generation.passages
                 else None
             )
             job = loop.run_in_executor(
                 self._executor,
                 _generate,
                 llm,
-                [{"role": m.role, "content": m.content} for m in messages],
-                {"max_tokens": max_tokens, "temperature": temperature, "grammar": grammar},
+                [{"role": m.role, "content": m.content} for m in generation.messages],
+                {
+                    "max_tokens": generation.max_tokens,
+                    "temperature": generation.temperature,
+                    "grammar": grammar,
+                },
                 emit,
                 cancelled,
             )

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator
 from typing import Literal, cast
 
 import httpx2
@@ -35,10 +35,9 @@ from ragline.errors import (
 )
 from ragline.retry import backoff_seconds, retry_after_seconds
 from ragline.tokens import ENCODINGS, get_encoding
-from ragline_generator.backends import Finish, deadline_exceeded
+from ragline_generator.backends import Finish, Generation, deadline_exceeded
 from ragline_generator.config import GeneratorConfig
 from ragline_generator.metrics import UPSTREAM_RETRIES
-from ragline_generator.prompt import ChatMessage
 
 log = logging.getLogger(__name__)
 
@@ -94,17 +93,9 @@ class OpenAIBackend:
         # Passages may contain text that looks like a special token; it is counted as plain text.
         return len(self._encoding.encode(text, disallowed_special=()))
 
-    async def stream(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        max_tokens: int,
-        temperature: float,
-        passages: int,
-        timeout: float,
-    ) -> AsyncGenerator[str | Finish, None]:
+    async def stream(self, generation: Generation, *, timeout: float) -> AsyncGenerator[str | Finish, None]:
         deadline = time.monotonic() + timeout
-        chunks = await self._open(messages, max_tokens, temperature, deadline)
+        chunks = await self._open(generation, deadline)
         prompt_tokens: int | None = None
         completion_tokens: int | None = None
         pieces = 0
@@ -135,12 +126,11 @@ class OpenAIBackend:
         # piece is then one token, as OpenAI, vLLM and llama.cpp stream them.
         yield Finish(prompt_tokens, pieces if completion_tokens is None else completion_tokens, reason)
 
-    async def _open(
-        self, messages: Sequence[ChatMessage], max_tokens: int, temperature: float, deadline: float
-    ) -> openai.AsyncStream[ChatCompletionChunk]:
+    async def _open(self, generation: Generation, deadline: float) -> openai.AsyncStream[ChatCompletionChunk]:
         """Starts the streamed completion, retrying 429, 5xx and connection failures within `deadline`."""
         payload = [
-            cast("ChatCompletionMessageParam", {"role": m.role, "content": m.content}) for m in messages
+            cast("ChatCompletionMessageParam", {"role": m.role, "content": m.content})
+            for m in generation.messages
         ]
         attempt = 0
         while True:
@@ -151,8 +141,8 @@ class OpenAIBackend:
                 return await self._client.chat.completions.create(
                     model=self.model_name,
                     messages=payload,
-                    max_tokens=max_tokens,
-                    temperature=temperature,
+                    max_tokens=generation.max_tokens,
+                    temperature=generation.temperature,
                     stream=True,
                     stream_options={"include_usage": True},
                     timeout=remaining,

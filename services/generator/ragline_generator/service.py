@@ -19,7 +19,7 @@ import grpc
 from ragline.channels import downstream_timeout
 from ragline.errors import InvalidArgument, ServiceError, Unavailable
 from ragline.v1 import common_pb2, generator_service_pb2, generator_service_pb2_grpc
-from ragline_generator.backends import ChatBackend, Finish
+from ragline_generator.backends import ChatBackend, Finish, Generation
 from ragline_generator.citations import CitationRepairer, citations, cited_numbers
 from ragline_generator.config import GeneratorConfig
 from ragline_generator.metrics import (
@@ -136,13 +136,10 @@ class GeneratorServicer(generator_service_pb2_grpc.GeneratorServiceServicer):
         repairer = CitationRepairer([p.text for p in listed], enabled=self._config.citation_repair)
         first_token = 0.0
         finish: Finish | None = None
-        stream = self._backend.stream(
-            prompt.messages,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            passages=prompt.passages_used,
-            timeout=timeout,
+        generation = Generation(
+            prompt.messages, max_tokens=max_tokens, temperature=temperature, passages=prompt.passages_used
         )
+        stream = self._backend.stream(generation, timeout=timeout)
         async with contextlib.aclosing(stream) as events:
             async for event in events:
                 if isinstance(event, Finish):
