@@ -94,31 +94,22 @@ class _Interceptor(grpc.aio.ServerInterceptor):
     def _wrap(handler: grpc.RpcMethodHandler, path: str) -> grpc.RpcMethodHandler:
         service, _, method = path.lstrip("/").rpartition("/")
         deserializer = _tolerant_deserializer(handler.request_deserializer, path)
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary, service, method, streaming_request=False),
-                request_deserializer=deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream, service, method, streaming_request=False),
-                request_deserializer=deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_unary:
-            # Client streaming: the request is an iterator, the reply one message, as in the unary case.
-            return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary(handler.stream_unary, service, method, streaming_request=True),
-                request_deserializer=deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_stream:
-            return grpc.stream_stream_rpc_method_handler(
-                _wrap_stream(handler.stream_stream, service, method, streaming_request=True),
-                request_deserializer=deserializer,
-                response_serializer=handler.response_serializer,
-            )
+        # The four kinds of method: grpc's handler constructor, our wrapper (by whether replies stream),
+        # and whether requests stream (client streaming hands the wrapper an iterator of requests).
+        kinds = (
+            ("unary_unary", grpc.unary_unary_rpc_method_handler, _wrap_unary, False),
+            ("unary_stream", grpc.unary_stream_rpc_method_handler, _wrap_stream, False),
+            ("stream_unary", grpc.stream_unary_rpc_method_handler, _wrap_unary, True),
+            ("stream_stream", grpc.stream_stream_rpc_method_handler, _wrap_stream, True),
+        )
+        for kind, make_handler, wrap, streaming_request in kinds:
+            behavior = getattr(handler, kind)
+            if behavior:
+                return make_handler(
+                    wrap(behavior, service, method, streaming_request=streaming_request),
+                    request_deserializer=deserializer,
+                    response_serializer=handler.response_serializer,
+                )
         return handler
 
 
