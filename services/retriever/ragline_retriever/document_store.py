@@ -155,7 +155,10 @@ async def _upsert(
     """Stores the document's chunks, writing only those that changed, and finishes the request's
     ingest claim (if any), in the caller's transaction."""
     name = request.collection
-    metadata = json_format.MessageToDict(request.metadata)
+    try:
+        metadata = json_format.MessageToDict(request.metadata)
+    except ValueError as exc:  # a NaN or infinity, which JSON cannot hold
+        raise InvalidArgument(f"metadata cannot be stored as JSON: {exc}", field="metadata") from None
     collection = await collection_for_write(conn, name)
     chunks = new_chunks(request, collection["dimension"])
     await _reuse_embeddings(conn, collection["id"], name, chunks)
