@@ -17,7 +17,7 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from ragline.channels import MAX_MESSAGE_BYTES, downstream_timeout
+from ragline.channels import downstream_timeout
 from ragline.errors import FailedPrecondition, InvalidArgument, from_rpc_error
 from ragline.v1 import (
     embedder_service_pb2,
@@ -204,13 +204,6 @@ class Ingester:
         batch = retriever_service_pb2.BatchUpsertDocumentsRequest(
             collection=collection, requests=[self._upsert_request("", p, vectors) for p in prepared]
         )
-        if batch.ByteSize() > MAX_MESSAGE_BYTES:
-            raise InvalidArgument(
-                f"the documents of this request hold {batch.ByteSize() // 2**20} MiB of chunks and "
-                f"embeddings, more than one transaction takes ({MAX_MESSAGE_BYTES // 2**20} MiB); "
-                "send fewer documents per request, or use an ingest job (CreateIngestJob)",
-                field="documents",
-            )
         timeout = downstream_timeout(context, self.config.retrieve_timeout_seconds)
         try:
             stored: retriever_service_pb2.BatchUpsertDocumentsResponse = (

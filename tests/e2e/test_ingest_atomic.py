@@ -104,3 +104,17 @@ async def test_a_json_lines_record_as_deep_as_allowed_is_stored_with_its_metadat
     stored = await client.get_document("nested.jsonl#deep", collection=COLLECTION)
     assert json_format.MessageToDict(stored.metadata)["deep"] == deep
     await client.delete_document("nested.jsonl#deep", collection=COLLECTION)
+
+
+async def test_more_documents_than_one_transaction_takes_are_refused_before_any_work(
+    client: RaglineClient, kept: object
+) -> None:
+    before = await _stored(client)
+    records = "\n".join(json.dumps({"text": f"Lighthouse number {i}."}) for i in range(1001))
+    error = await _refused(
+        client, [DocumentToIngest("many.jsonl", records.encode(), media_type="application/jsonl")]
+    )
+    assert _field(error) == "documents"
+    assert "1001 documents" in (error.details() or "")
+    assert "at most 1000" in (error.details() or "")
+    assert await _stored(client) == before

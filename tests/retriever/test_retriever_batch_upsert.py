@@ -161,9 +161,7 @@ async def test_a_batch_is_validated_naming_the_document_at_fault(
     code: str,
     field: str,
 ) -> None:
-    if request_.collection == "{name}":
-        request_.collection = await new_collection()
+    request_.collection = request_.collection.format(name=await new_collection())
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.BatchUpsertDocuments(request_)
-    assert raised.value.code().name == code
-    assert field_violation(raised.value) == field
+    assert (raised.value.code().name, field_violation(raised.value)) == (code, field)
