@@ -281,13 +281,36 @@ def pdf(content: bytes, charset: str | None) -> list[Section]:
     return sections
 
 
+# The deepest a JSON Lines record may nest objects and arrays. Its fields become metadata, a
+# protobuf Struct, and protobuf decoders give up past 100 nested messages: three per JSON level.
+MAX_JSON_DEPTH = 20
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def _nested_too_deep(line: str) -> bool:
+    """Whether the objects and arrays of a JSON text nest deeper than MAX_JSON_DEPTH, found
+    without parsing it: the json module recurses, so a deep enough text exhausts the stack."""
+    depth = 0
+    for bracket in _NOT_BRACKET.sub("", _JSON_STRING.sub("", line)):
+        depth += 1 if bracket in "[{" else -1
+        if depth > MAX_JSON_DEPTH:
+            return True
+    return False
+
+
 def jsonl(content: bytes, charset: str | None) -> list[Record]:
-    """JSON Lines: one record per non-blank line, each an object with a non-empty `text` string."""
+    """JSON Lines: one record per non-blank line, each an object with a non-empty `text` string,
+    nesting at most MAX_JSON_DEPTH levels."""
     records: list[Record] = []
     lines: dict[str, int] = {}
     for number, line in enumerate(decode_text(content, charset).splitlines(), start=1):
         if not line.strip():
             continue
+        if _nested_too_deep(line):
+            raise UnreadableContent(
+                f"line {number} nests objects or arrays more than {MAX_JSON_DEPTH} levels deep; flatten it"
+            )
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:

@@ -1,16 +1,21 @@
 """Ingestion's steps (chunk, embed what is new, store), and the synchronous IngestDocuments on top of them.
 
 The ingest job workers (`ingest_worker`) run the same steps on documents claimed from the
-durable queue. In IngestDocuments all documents of a request are checked before anything is
-written, so a bad one fails the request with INVALID_ARGUMENT and leaves what is stored untouched.
+durable queue. IngestDocuments is all or nothing: every document of a request is decoded, checked
+and embedded before anything is written, and then all are stored in one retriever transaction
+(BatchUpsertDocuments), so a bad one fails the request with INVALID_ARGUMENT naming it and leaves
+what is stored untouched.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from ragline.channels import downstream_timeout
 from ragline.errors import FailedPrecondition, InvalidArgument, from_rpc_error
@@ -28,6 +33,10 @@ from ragline_gateway.timings import Timings
 
 # The retriever looks up at most this many hashes per call.
 LOOKUP_BATCH = 10_000
+# The retriever stores at most this many documents in one BatchUpsertDocuments transaction.
+MAX_BATCH_DOCUMENTS = 1000
+# A field the retriever names in a batch: `requests[<index>]<rest>`.
+_BATCH_FIELD = re.compile(r"^requests\[(\d+)\](.*)$")
 
 
 @dataclass(frozen=True)
@@ -140,17 +149,16 @@ class Ingester:
         async with timings.stage("embed"):
             return dict(zip(new_texts, await self._embed(new_texts, context), strict=True))
 
-    async def store(
+    def _upsert_request(
         self,
         collection: str,
         prepared: PreparedDocument,
         vectors: dict[str, list[float]],
-        context: grpc.aio.ServicerContext | None,
         claim: ingest_queue_service_pb2.IngestClaim | None = None,
-    ) -> retriever_service_pb2.UpsertDocumentResponse:
-        """Upserts one document's chunks; with a claim, the retriever finishes that job document in the same transaction."""
+    ) -> retriever_service_pb2.UpsertDocumentRequest:
+        """The UpsertDocument request that stores one document's chunks, with the vectors of new text."""
         document = prepared.document
-        upsert = retriever_service_pb2.UpsertDocumentRequest(
+        return retriever_service_pb2.UpsertDocumentRequest(
             collection=collection,
             document_id=document.document_id,
             metadata=document.metadata,
@@ -166,17 +174,63 @@ class Ingester:
             ],
             claim=claim,
         )
+
+    async def store(
+        self,
+        collection: str,
+        prepared: PreparedDocument,
+        vectors: dict[str, list[float]],
+        context: grpc.aio.ServicerContext | None,
+        claim: ingest_queue_service_pb2.IngestClaim | None = None,
+    ) -> retriever_service_pb2.UpsertDocumentResponse:
+        """Upserts one document's chunks; with a claim, the retriever finishes that job document in the same transaction."""
+        upsert = self._upsert_request(collection, prepared, vectors, claim)
         timeout = downstream_timeout(context, self.config.retrieve_timeout_seconds)
         return await call("retriever", self.deps.retriever.UpsertDocument(upsert, timeout=timeout))
+
+    async def store_all(
+        self,
+        collection: str,
+        prepared: Sequence[PreparedDocument],
+        vectors: dict[str, list[float]],
+        context: grpc.aio.ServicerContext,
+        sources: Sequence[int],
+    ) -> retriever_service_pb2.BatchUpsertDocumentsResponse:
+        """Upserts every document in one retriever transaction: all of them, or none.
+
+        `sources[i]` is the index in the caller's request of the document `prepared[i]` was read
+        from, so that a document the retriever refuses is named as the caller sent it.
+        """
+        batch = retriever_service_pb2.BatchUpsertDocumentsRequest(
+            collection=collection, requests=[self._upsert_request("", p, vectors) for p in prepared]
+        )
+        timeout = downstream_timeout(context, self.config.retrieve_timeout_seconds)
+        try:
+            stored: retriever_service_pb2.BatchUpsertDocumentsResponse = (
+                await self.deps.retriever.BatchUpsertDocuments(batch, timeout=timeout)
+            )
+        except grpc.aio.AioRpcError as exc:
+            refused = _refused_document(exc)
+            if refused is None:
+                raise from_rpc_error("retriever", exc) from None
+            index, suffix = refused
+            document_id = prepared[index].document.document_id
+            message = (exc.details() or "").removeprefix(f"requests[{index}] (document {document_id!r}): ")
+            raise InvalidArgument(
+                f"document {document_id!r} cannot be stored: {message}; nothing of this request was stored",
+                field=f"documents[{sources[index]}]{suffix}",
+            ) from None
+        return stored
 
     async def ingest(
         self, request: gateway_service_pb2.IngestDocumentsRequest, context: grpc.aio.ServicerContext
     ) -> gateway_service_pb2.IngestDocumentsResponse:
-        """Ingests every document of the request, or none if any is invalid."""
+        """Ingests every document of the request, or none if any is invalid or cannot be stored."""
         if not request.documents:
             raise InvalidArgument("no documents given; send at least one", field="documents")
         seen: set[str] = set()
         documents: list[DecodedDocument] = []
+        sources: list[int] = []
         for index, sent in enumerate(request.documents):
             for decoded in decode_document(index, sent, self.config.max_document_bytes):
                 if decoded.document_id in seen:
@@ -186,15 +240,22 @@ class Ingester:
                     )
                 seen.add(decoded.document_id)
                 documents.append(decoded)
+                sources.append(index)
+        if len(documents) > MAX_BATCH_DOCUMENTS:
+            raise InvalidArgument(
+                f"the request holds {len(documents)} documents (JSON Lines records count one each); "
+                f"IngestDocuments stores at most {MAX_BATCH_DOCUMENTS} at once: send fewer, or use an "
+                "ingest job (CreateIngestJob)",
+                field="documents",
+            )
         collection = request.collection or self.config.default_collection
         await self.ensure_collection(collection, context)
         prepared = self.prepare(documents)
         # IngestDocuments reports no stage timings: its reply has no place for them.
         vectors = await self.new_vectors(collection, prepared, context, Timings(histogram=None))
-        response = gateway_service_pb2.IngestDocumentsResponse()
-        for document in prepared:
-            reply = await self.store(collection, document, vectors, context)
-            response.results.append(
+        stored = await self.store_all(collection, prepared, vectors, context, sources)
+        return gateway_service_pb2.IngestDocumentsResponse(
+            results=[
                 gateway_service_pb2.IngestResult(
                     document_id=document.document.document_id,
                     chunk_count=len(document.chunks),
@@ -203,6 +264,24 @@ class Ingester:
                     updated_chunks=reply.updated_chunks,
                     deleted_chunks=reply.deleted_chunks,
                 )
-            )
-            response.generation = reply.generation
-        return response
+                for document, reply in zip(prepared, stored.responses, strict=True)
+            ],
+            generation=stored.generation,
+        )
+
+
+def _refused_document(exc: grpc.aio.AioRpcError) -> tuple[int, str] | None:
+    """The batch index of the document an INVALID_ARGUMENT of BatchUpsertDocuments names, and what
+    of it is at fault (".metadata..." or ""); None for any other error."""
+    if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
+        return None
+    status = rpc_status.from_call(exc)
+    for detail in status.details if status is not None else []:
+        bad_request = error_details_pb2.BadRequest()
+        if detail.Unpack(bad_request):
+            for violation in bad_request.field_violations:
+                named = _BATCH_FIELD.match(violation.field)
+                if named:
+                    rest = named.group(2)
+                    return int(named.group(1)), rest if rest.startswith(".metadata") else ""
+    return None

@@ -9,10 +9,10 @@ import pytest
 from google.protobuf import json_format
 
 from ragline.errors import InvalidArgument
-from ragline.v1 import common_pb2
+from ragline.v1 import common_pb2, retriever_service_pb2
 from ragline_gateway.chunking import chunk_sections
 from ragline_gateway.documents import DecodedDocument, decode_document, to_struct
-from ragline_gateway.formats import JsonValue
+from ragline_gateway.formats import MAX_JSON_DEPTH, JsonValue
 
 
 def _decode(
@@ -136,6 +136,8 @@ def test_pdf_pages_land_in_chunk_metadata() -> None:
         (_pdf([["Cut short."]])[:150], "is not a readable PDF"),
         (b"just text", "is not a readable PDF"),
         (_pdf([[], []]), "is a PDF of 2 pages with no extractable text"),
+        # pypdf recurses into nested arrays: the RecursionError is one more way a file is unreadable.
+        (_pdf([["Deep."]]).replace(b"BT /F1", b"[" * 100_000 + b" BT /F1"), "is not a readable PDF"),
     ],
 )
 def test_an_unreadable_pdf_fails_naming_the_document(content: bytes, message: str) -> None:
@@ -171,6 +173,11 @@ def test_jsonl_records_become_documents_with_their_metadata() -> None:
         (b'{"id": 1, "text": "a"}\n{"id": "1", "text": "b"}', "line 2 repeats the id '1' of line 1"),
         (b'{"id": true, "text": "a"}', 'line 1 has an "id" that is not'),
         (b'{"text": "a", "metadata": [1]}', 'line 1 has a "metadata" field that is not an object'),
+        (
+            b'{"text": "a"}\n{"text": "b", "deep": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+            "line 2 nests objects or arrays more than 20 levels deep; flatten it",
+        ),
+        (b'{"text": "a", "deep": ' + b'{"a": ' * 20 + b"1" + b"}" * 20 + b"}", "line 1 nests objects"),
         (b"\n\n", "is empty"),
     ],
 )
@@ -178,6 +185,28 @@ def test_a_bad_jsonl_file_fails_naming_the_document_and_line(content: bytes, mes
     error = _rejected(content, "application/x-ndjson", document_id="data.jsonl")
     assert error.message.startswith("document 'data.jsonl' ")
     assert message in error.message
+
+
+def test_a_jsonl_record_nested_as_deep_as_allowed_survives_the_trip_to_the_retriever() -> None:
+    deep: JsonValue = "bottom"
+    for _ in range(MAX_JSON_DEPTH - 1):  # objects: the deepest a Struct gets per level
+        deep = {"x": deep}
+    # Brackets inside strings are text, not nesting.
+    deepest = {"text": '[[[[ {{{{ \\" [[[[', "deep": deep}
+    [document] = _decode(json.dumps(deepest).encode(), "application/jsonl", "data.jsonl")
+    # Metadata travels as a protobuf Struct inside the retriever's batch, whose decoder has a depth limit.
+    batch = retriever_service_pb2.BatchUpsertDocumentsRequest(
+        requests=[retriever_service_pb2.UpsertDocumentRequest(metadata=document.metadata)]
+    )
+    decoded = retriever_service_pb2.BatchUpsertDocumentsRequest.FromString(batch.SerializeToString())
+    assert json_format.MessageToDict(decoded.requests[0].metadata) == {"deep": deepest["deep"]}
+
+
+def test_deeply_nested_markdown_and_html_are_read_without_recursion() -> None:
+    [quoted] = _decode(b"> " * 100_000 + b"deep quote", "text/markdown")
+    assert quoted.text.endswith("deep quote")
+    [divided] = _decode(b"<div>" * 100_000 + b"deep div", "text/html")
+    assert divided.text == "deep div"
 
 
 def test_an_unsupported_media_type_lists_the_supported_ones() -> None:

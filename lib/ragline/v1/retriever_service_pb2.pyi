@@ -123,6 +123,22 @@ class UpsertDocumentResponse(_message.Message):
     generation: int
     def __init__(self, document: _Optional[_Union[_common_pb2.Document, _Mapping]] = ..., unchanged_chunks: _Optional[int] = ..., inserted_chunks: _Optional[int] = ..., updated_chunks: _Optional[int] = ..., deleted_chunks: _Optional[int] = ..., generation: _Optional[int] = ...) -> None: ...
 
+class BatchUpsertDocumentsRequest(_message.Message):
+    __slots__ = ("collection", "requests")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    requests: _containers.RepeatedCompositeFieldContainer[UpsertDocumentRequest]
+    def __init__(self, collection: _Optional[str] = ..., requests: _Optional[_Iterable[_Union[UpsertDocumentRequest, _Mapping]]] = ...) -> None: ...
+
+class BatchUpsertDocumentsResponse(_message.Message):
+    __slots__ = ("responses", "generation")
+    RESPONSES_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    responses: _containers.RepeatedCompositeFieldContainer[UpsertDocumentResponse]
+    generation: int
+    def __init__(self, responses: _Optional[_Iterable[_Union[UpsertDocumentResponse, _Mapping]]] = ..., generation: _Optional[int] = ...) -> None: ...
+
 class SearchChunksRequest(_message.Message):
     __slots__ = ("collection", "query_text", "query_embedding", "top_k", "mode", "filter", "ef_search", "bm25_k1", "bm25_b", "rrf_k", "vector_weight", "keyword_weight")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]

@@ -60,6 +60,11 @@ class RetrieverServiceStub:
                 request_serializer=ragline_dot_v1_dot_retriever__service__pb2.UpsertDocumentRequest.SerializeToString,
                 response_deserializer=ragline_dot_v1_dot_retriever__service__pb2.UpsertDocumentResponse.FromString,
                 _registered_method=True)
+        self.BatchUpsertDocuments = channel.unary_unary(
+                '/ragline.v1.RetrieverService/BatchUpsertDocuments',
+                request_serializer=ragline_dot_v1_dot_retriever__service__pb2.BatchUpsertDocumentsRequest.SerializeToString,
+                response_deserializer=ragline_dot_v1_dot_retriever__service__pb2.BatchUpsertDocumentsResponse.FromString,
+                _registered_method=True)
         self.SearchChunks = channel.unary_unary(
                 '/ragline.v1.RetrieverService/SearchChunks',
                 request_serializer=ragline_dot_v1_dot_retriever__service__pb2.SearchChunksRequest.SerializeToString,
@@ -121,6 +126,13 @@ class RetrieverServiceServicer:
 
     def UpsertDocument(self, request, context):
         """UpsertDocument stores a document's chunks, replacing what the document had before, in one transaction.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchUpsertDocuments(self, request, context):
+        """BatchUpsertDocuments stores several documents of one collection in one transaction: all of them, or none if any fails.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -188,6 +200,11 @@ def add_RetrieverServiceServicer_to_server(servicer, server):
                     servicer.UpsertDocument,
                     request_deserializer=ragline_dot_v1_dot_retriever__service__pb2.UpsertDocumentRequest.FromString,
                     response_serializer=ragline_dot_v1_dot_retriever__service__pb2.UpsertDocumentResponse.SerializeToString,
+            ),
+            'BatchUpsertDocuments': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchUpsertDocuments,
+                    request_deserializer=ragline_dot_v1_dot_retriever__service__pb2.BatchUpsertDocumentsRequest.FromString,
+                    response_serializer=ragline_dot_v1_dot_retriever__service__pb2.BatchUpsertDocumentsResponse.SerializeToString,
             ),
             'SearchChunks': grpc.unary_unary_rpc_method_handler(
                     servicer.SearchChunks,
@@ -351,6 +368,33 @@ class RetrieverService:
             '/ragline.v1.RetrieverService/UpsertDocument',
             ragline_dot_v1_dot_retriever__service__pb2.UpsertDocumentRequest.SerializeToString,
             ragline_dot_v1_dot_retriever__service__pb2.UpsertDocumentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchUpsertDocuments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragline.v1.RetrieverService/BatchUpsertDocuments',
+            ragline_dot_v1_dot_retriever__service__pb2.BatchUpsertDocumentsRequest.SerializeToString,
+            ragline_dot_v1_dot_retriever__service__pb2.BatchUpsertDocumentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

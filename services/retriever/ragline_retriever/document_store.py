@@ -1,8 +1,9 @@
-"""The SQL of documents: upserting one (only its changed chunks are written), reading, listing and
-deleting them, and looking up which chunk texts a collection already stores.
+"""The SQL of documents: upserting one or a batch (only changed chunks are written), reading, listing
+and deleting them, and looking up which chunk texts a collection already stores.
 
 Plain async functions that take a connection, as in `jobs.py`. Each write is one transaction
-that also bumps the collection's generation, and marks the servicer's `Change` as made.
+(a batch's documents share one) that also bumps the collection's generation, and marks the
+servicer's `Change` as made.
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ import asyncpg
 from google.protobuf import json_format
 from prometheus_client import Counter
 
-from ragline.errors import InvalidArgument, NotFound
+from ragline.errors import InvalidArgument, NotFound, ServiceError
 from ragline.v1 import retriever_service_pb2 as pb
 from ragline_retriever import jobs
 from ragline_retriever.chunks import ChunkPlan, NewChunk, StoredChunk, plan_chunks, text_hash
 from ragline_retriever.collection_store import bump_generation, collection_for_write
 from ragline_retriever.database import PooledConnection
 from ragline_retriever.state_publisher import Change
-from ragline_retriever.validation import new_chunks
+from ragline_retriever.validation import in_batch, new_chunks
 
 UPSERTED_CHUNKS = Counter(
     "ragline_retriever_upserted_chunks_total",
@@ -148,57 +149,62 @@ async def _write_chunks(conn: PooledConnection, collection_id: int, document: in
         )
 
 
-async def upsert_document(
+async def _upsert(
     conn: PooledConnection, request: pb.UpsertDocumentRequest, document_id: str, change: Change
 ) -> Upserted:
-    """Stores the document's chunks in one transaction, writing only those that changed, and
-    finishes the request's ingest claim (if any) in the same transaction."""
+    """Stores the document's chunks, writing only those that changed, and finishes the request's
+    ingest claim (if any), in the caller's transaction."""
     name = request.collection
-    metadata = json_format.MessageToDict(request.metadata)
-    async with conn.transaction():
-        collection = await collection_for_write(conn, name)
-        chunks = new_chunks(request, collection["dimension"])
-        await _reuse_embeddings(conn, collection["id"], name, chunks)
-        # Without a hash from the caller, the chunks' hashes stand in for the document's text.
-        content_hash = request.content_hash or text_hash("".join(c.content_hash for c in chunks))
-        document, created = await _lock_document(
-            conn, collection["id"], document_id, metadata, content_hash, len(chunks)
-        )
-        stored = []
-        if not created:
-            stored = [
-                StoredChunk(r["ordinal"], r["content_hash"], r["token_count"], r["metadata"])
-                for r in await conn.fetch(
-                    "SELECT ordinal, content_hash, token_count, metadata FROM chunks WHERE document_id = $1",
-                    document["id"],
-                )
-            ]
-        plan = plan_chunks(stored, chunks)
-        await _write_chunks(conn, collection["id"], document["id"], plan)
-        document_changed = document["metadata"] != metadata or document["content_hash"] != content_hash
-        if not created and (plan.changed or document_changed):
-            updated = await conn.fetchrow(
-                "UPDATE documents SET metadata = $2, content_hash = $3, chunk_count = $4, updated_at = now()"
-                f" WHERE id = $1 RETURNING {_DOCUMENT_COLUMNS}",
+    try:
+        metadata = json_format.MessageToDict(request.metadata)
+    except ValueError as exc:  # a NaN or infinity, which JSON cannot hold
+        raise InvalidArgument(f"metadata cannot be stored as JSON: {exc}", field="metadata") from None
+    collection = await collection_for_write(conn, name)
+    chunks = new_chunks(request, collection["dimension"])
+    await _reuse_embeddings(conn, collection["id"], name, chunks)
+    # Without a hash from the caller, the chunks' hashes stand in for the document's text.
+    content_hash = request.content_hash or text_hash("".join(c.content_hash for c in chunks))
+    document, created = await _lock_document(
+        conn, collection["id"], document_id, metadata, content_hash, len(chunks)
+    )
+    stored = []
+    if not created:
+        stored = [
+            StoredChunk(r["ordinal"], r["content_hash"], r["token_count"], r["metadata"])
+            for r in await conn.fetch(
+                "SELECT ordinal, content_hash, token_count, metadata FROM chunks WHERE document_id = $1",
                 document["id"],
-                metadata,
-                content_hash,
-                len(chunks),
             )
-            assert updated is not None  # the row is locked by this transaction
-            document = updated
-        changed = created or plan.changed or document_changed
-        if changed:
-            change.made = True
-            generation = await bump_generation(conn, collection["id"])
-        else:
-            generation = await conn.fetchval(
-                "SELECT generation FROM collections WHERE id = $1", collection["id"]
-            )
-        if request.HasField("claim"):
-            await jobs.complete_document(
-                conn, request.claim, skipped=not changed, written_chunks=len(plan.insert) + len(plan.update)
-            )
+        ]
+    plan = plan_chunks(stored, chunks)
+    await _write_chunks(conn, collection["id"], document["id"], plan)
+    document_changed = document["metadata"] != metadata or document["content_hash"] != content_hash
+    if not created and (plan.changed or document_changed):
+        updated = await conn.fetchrow(
+            "UPDATE documents SET metadata = $2, content_hash = $3, chunk_count = $4, updated_at = now()"
+            f" WHERE id = $1 RETURNING {_DOCUMENT_COLUMNS}",
+            document["id"],
+            metadata,
+            content_hash,
+            len(chunks),
+        )
+        assert updated is not None  # the row is locked by this transaction
+        document = updated
+    changed = created or plan.changed or document_changed
+    if changed:
+        change.made = True
+        generation = await bump_generation(conn, collection["id"])
+    else:
+        generation = await conn.fetchval("SELECT generation FROM collections WHERE id = $1", collection["id"])
+    if request.HasField("claim"):
+        await jobs.complete_document(
+            conn, request.claim, skipped=not changed, written_chunks=len(plan.insert) + len(plan.update)
+        )
+    return Upserted(document, plan, generation)
+
+
+def _count_chunks(plan: ChunkPlan) -> None:
+    """Counts what a committed upsert did with its chunks."""
     for outcome, count in (
         ("unchanged", plan.unchanged),
         ("inserted", len(plan.insert)),
@@ -206,7 +212,39 @@ async def upsert_document(
         ("deleted", plan.deleted),
     ):
         UPSERTED_CHUNKS.labels(outcome).inc(count)
-    return Upserted(document, plan, generation)
+
+
+async def upsert_document(
+    conn: PooledConnection, request: pb.UpsertDocumentRequest, document_id: str, change: Change
+) -> Upserted:
+    """Stores the document's chunks in one transaction, writing only those that changed, and
+    finishes the request's ingest claim (if any) in the same transaction."""
+    async with conn.transaction():
+        upserted = await _upsert(conn, request, document_id, change)
+    _count_chunks(upserted.plan)
+    return upserted
+
+
+async def upsert_documents(
+    conn: PooledConnection, request: pb.BatchUpsertDocumentsRequest, document_ids: list[str], change: Change
+) -> list[Upserted]:
+    """Stores every document of the batch in one transaction, or none: the first that fails
+    rolls back those before it, and its error names it (`requests[i]`)."""
+    upserted = []
+    async with conn.transaction():
+        for index, (upsert, document_id) in enumerate(zip(request.requests, document_ids, strict=True)):
+            try:
+                upserted.append(await _upsert(conn, upsert, document_id, change))
+            except ServiceError as exc:
+                raise in_batch(exc, index, document_id) from None
+            except asyncpg.DataError as exc:
+                # A value PostgreSQL cannot store (a NaN in metadata, say): the caller's to fix.
+                raise in_batch(
+                    InvalidArgument(f"holds a value the database refuses ({exc})"), index, document_id
+                ) from None
+    for each in upserted:
+        _count_chunks(each.plan)
+    return upserted
 
 
 async def get_document(

@@ -17,12 +17,14 @@ from ragline.v1 import retriever_service_pb2_grpc as pb_grpc
 from ragline_retriever import collection_store, document_store, jobs
 from ragline_retriever.config import RetrieverConfig
 from ragline_retriever.database import Database
+from ragline_retriever.document_store import Upserted
 from ragline_retriever.ingest_queue_service import refresh_queue_gauges
 from ragline_retriever.messages import collection_pb, document_pb, hit_pb
 from ragline_retriever.paging import decode_page_token, next_page_token, page_size
 from ragline_retriever.searcher import Searcher
 from ragline_retriever.state_publisher import StatePublisher
 from ragline_retriever.validation import (
+    validate_batch_upsert,
     validate_collection_name,
     validate_document_id,
     validate_lookup,
@@ -113,14 +115,18 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
             jobs.validate_claim(request.claim)
         async with self._publisher.changing(name) as change, self._db.connection() as conn:
             upserted = await document_store.upsert_document(conn, request, document_id, change)
-        plan = upserted.plan
-        return pb.UpsertDocumentResponse(
-            document=document_pb(name, upserted.document),
-            unchanged_chunks=plan.unchanged,
-            inserted_chunks=len(plan.insert),
-            updated_chunks=len(plan.update),
-            deleted_chunks=plan.deleted,
-            generation=upserted.generation,
+        return _upsert_response(name, upserted)
+
+    async def BatchUpsertDocuments(
+        self, request: pb.BatchUpsertDocumentsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BatchUpsertDocumentsResponse:
+        name, document_ids = validate_batch_upsert(request)
+        # As for one document: the change is announced after the commit, before the answer.
+        async with self._publisher.changing(name) as change, self._db.connection() as conn:
+            upserted = await document_store.upsert_documents(conn, request, document_ids, change)
+        return pb.BatchUpsertDocumentsResponse(
+            responses=[_upsert_response(name, each) for each in upserted],
+            generation=max(each.generation for each in upserted),
         )
 
     async def SearchChunks(
@@ -172,3 +178,16 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
         async with self._publisher.changing(name) as change, self._db.connection() as conn:
             deleted, generation = await document_store.delete_document(conn, name, document_id, change)
         return pb.DeleteStoredDocumentResponse(deleted_chunks=deleted, generation=generation)
+
+
+def _upsert_response(name: str, upserted: Upserted) -> pb.UpsertDocumentResponse:
+    """What an upsert into the collection `name` stored and changed, as the API's response."""
+    plan = upserted.plan
+    return pb.UpsertDocumentResponse(
+        document=document_pb(name, upserted.document),
+        unchanged_chunks=plan.unchanged,
+        inserted_chunks=len(plan.insert),
+        updated_chunks=len(plan.update),
+        deleted_chunks=plan.deleted,
+        generation=upserted.generation,
+    )

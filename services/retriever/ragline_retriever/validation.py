@@ -15,7 +15,7 @@ import numpy as np
 from google.protobuf import json_format
 from numpy.typing import NDArray
 
-from ragline.errors import InvalidArgument
+from ragline.errors import InvalidArgument, ServiceError
 from ragline.metrics import SEARCH_MODE_LABELS
 from ragline.v1 import common_pb2
 from ragline.v1 import retriever_service_pb2 as pb
@@ -34,6 +34,7 @@ MAX_BM25_K1 = 10.0
 MAX_RRF_K = 1000
 MAX_FUSION_WEIGHT = 100.0
 MAX_LOOKUP_HASHES = 10_000
+MAX_BATCH_DOCUMENTS = 1000
 # Embeddings are indexed as halfvec (16-bit floats), which cannot hold larger magnitudes.
 HALFVEC_MAX = 65504.0
 
@@ -135,6 +136,56 @@ def validate_upsert(request: pb.UpsertDocumentRequest) -> tuple[str, str]:
     if request.content_hash and not SHA256_HEX.match(request.content_hash):
         raise InvalidArgument("content_hash must be a lowercase SHA-256 hex digest", field="content_hash")
     return name, document_id
+
+
+def in_batch(error: ServiceError, index: int, document_id: str) -> ServiceError:
+    """`error`, raised for the document `document_id` of a batch, naming its place `requests[index]`."""
+    field = f"requests[{index}]" + (f".{error.field}" if error.field else "")
+    named = ServiceError(
+        f"requests[{index}] (document {document_id!r}): {error.message}",
+        field=field,
+        reason=error.reason,
+        retry_after=error.retry_after,
+    )
+    named.code = error.code
+    return named
+
+
+def validate_batch_upsert(request: pb.BatchUpsertDocumentsRequest) -> tuple[str, list[str]]:
+    """The collection name and document ids of a BatchUpsertDocuments request whose documents'
+    fields (but their embeddings) are valid; each request's `collection` is set to the batch's."""
+    name = validate_collection_name(request.collection, "collection")
+    if not 1 <= len(request.requests) <= MAX_BATCH_DOCUMENTS:
+        raise InvalidArgument(
+            f"requests has {len(request.requests)} documents; send from 1 to {MAX_BATCH_DOCUMENTS}",
+            field="requests",
+        )
+    document_ids: list[str] = []
+    first: dict[str, int] = {}
+    for i, upsert in enumerate(request.requests):
+        try:
+            if upsert.collection not in ("", name):
+                raise InvalidArgument(
+                    f"collection {upsert.collection!r} differs from the batch's {name!r}; leave it empty",
+                    field="collection",
+                )
+            if upsert.HasField("claim"):
+                raise InvalidArgument(
+                    "a batch does not finish ingest claims; store a claimed document with UpsertDocument",
+                    field="claim",
+                )
+            upsert.collection = name
+            _, document_id = validate_upsert(upsert)
+            if document_id in first:
+                raise InvalidArgument(
+                    f"the document is also requests[{first[document_id]}]; send each document once",
+                    field="document_id",
+                )
+        except InvalidArgument as exc:
+            raise in_batch(exc, i, upsert.document_id) from None
+        first[document_id] = i
+        document_ids.append(document_id)
+    return name, document_ids
 
 
 def new_chunks(request: pb.UpsertDocumentRequest, dimension: int) -> list[NewChunk]:
