@@ -109,13 +109,15 @@ def _key_path(field: str, key: str) -> str:
     return f"{field}.{key}" if _KEY.match(key) and len(key) <= MAX_QUOTED_CHARS else f"{field}[{quote(key)}]"
 
 
+def _check_depth(depth: int, limit: int, field: str, what: str) -> None:
+    if depth > limit:
+        raise InvalidArgument(f"{field} nests {what} deeper than {limit} levels", field=field)
+
+
 def check_value(value: struct_pb2.Value, field: str, depth: int = 1) -> None:
     """Checks that `value` and everything in it has a kind, finite numbers and no NUL, nesting at most
     MAX_METADATA_DEPTH lists and objects."""
-    if depth > MAX_METADATA_DEPTH:
-        raise InvalidArgument(
-            f"{field} nests lists and objects deeper than {MAX_METADATA_DEPTH} levels", field=field
-        )
+    _check_depth(depth, MAX_METADATA_DEPTH, field, "lists and objects")
     kind = value.WhichOneof("kind")
     if kind is None:
         raise InvalidArgument(f"{field} has no kind set; set one of {_KINDS}", field=field)
@@ -160,10 +162,7 @@ def check_filter(node: common_pb2.MetadataFilter, where: str = "filter") -> None
 
 
 def _check_filter_node(node: common_pb2.MetadataFilter, where: str, depth: int, counter: list[int]) -> None:
-    if depth > MAX_FILTER_DEPTH:
-        raise InvalidArgument(
-            f"{where} nests filter groups deeper than {MAX_FILTER_DEPTH} levels", field=where
-        )
+    _check_depth(depth, MAX_FILTER_DEPTH, where, "filter groups")
     kind = node.WhichOneof("kind")
     if kind is None:
         raise InvalidArgument(f"{where} is empty: set condition, all or any", field=where)
