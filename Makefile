@@ -16,12 +16,13 @@ export CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=O
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help setup run test test-unit lint protos lock bench eval clean
+.PHONY: help setup run test test-unit fuzz lint protos lock bench eval clean
 
 help:
 	@echo "make run    start PostgreSQL, Redis and the four services, and wait until all are healthy"
 	@echo "make test   run all tests (unit and integration); SVC=retriever runs tests/retriever only"
 	@echo "make test-unit  the unit tests only: they start no process (about half a minute); SVC= works here too"
+	@echo "make fuzz   fuzz every RPC against the running services, with thousands of examples"
 	@echo "make bench  run every benchmark (benchmarks/bench_*.py): prints tables, writes bench-results/*.json"
 	@echo "make eval   retrieval quality on ../shared/data/cranfield through the real services"
 	@echo "make lint   ruff and mypy"
@@ -44,7 +45,7 @@ protos: $(STAMP)
 run: $(STAMP)
 	$(PY) -m ragline.devstack
 
-# SVC names one folder of tests/: embedder, retriever, generator, gateway, lib or e2e.
+# SVC names one folder of tests/: embedder, retriever, generator, gateway, lib, e2e or fuzz.
 TEST_PATHS := $(if $(SVC),tests/$(SVC))
 
 test: $(STAMP)
@@ -53,6 +54,10 @@ test: $(STAMP)
 # Tests marked integration start processes (services, PostgreSQL, Valkey, tools); the rest start none.
 test-unit: $(STAMP)
 	$(PY) -m pytest -m "not integration" $(TEST_PATHS)
+
+# The fuzz suite also runs in `make test`, with a few examples per RPC (profile ci).
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest tests/fuzz
 
 bench: $(STAMP)
 	@set -e; for b in benchmarks/bench_*.py; do m=$${b%.py}; $(PY) -m $${m//\//.}; done

@@ -40,3 +40,12 @@ def test_dashboard_panels_have_queries_and_unique_ids() -> None:
     for panel in dashboard["panels"]:
         assert panel["targets"], panel["title"]
         assert all("ragline_" in target["expr"] for target in panel["targets"]), panel["title"]
+
+
+def test_generation_speed_is_charted_in_base_units() -> None:
+    """Decoding speed is a time per token (seconds), which quantiles and rates aggregate; no ratio metrics."""
+    dashboard = json.loads((DEPLOY / "grafana" / "ragline-dashboard.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    assert any("ragline_generator_token_interval_seconds_bucket" in expr for expr in exprs)
+    deployed = (DEPLOY / "prometheus" / "alerts.yml").read_text() + "\n".join(exprs)
+    assert "_per_second" not in deployed

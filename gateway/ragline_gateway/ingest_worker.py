@@ -17,9 +17,11 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 
+import grpc
 from prometheus_client import Counter, Histogram
 
 from ragline.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, ServiceError
+from ragline.retry import backoff_seconds
 from ragline.v1 import ingest_queue_service_pb2
 from ragline_gateway.config import GatewayConfig
 from ragline_gateway.dependencies import Dependencies, call
@@ -55,6 +57,10 @@ INGEST_STAGE_SECONDS = Histogram(
 _BUSY_BACKOFF_SECONDS = (0.05, 2.0)
 _MAX_RETRY_SECONDS = 600.0
 _STOP_GRACE_SECONDS = 5.0
+# Errors after which recording a document's failure is worth another try: the retriever was unreachable.
+_TRANSIENT_CODES = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+)
 
 
 class _Retryable(Exception):
@@ -273,15 +279,31 @@ class IngestWorkers:
             delay = min(self.config.ingest_retry_seconds * 2 ** (item.attempt - 1), _MAX_RETRY_SECONDS)
             request.retry_after.SetInParent()  # a zero delay is still a retry
             request.retry_after.FromNanoseconds(int(delay * random.uniform(0.75, 1.25) * 1e9))
-        try:
-            reply = await call(
-                "retriever",
-                self.deps.ingest_queue.FailIngestWork(request, timeout=self.config.retrieve_timeout_seconds),
-            )
-        except ServiceError as exc:
-            # The lease runs out and the document is tried again: nothing is lost.
-            log.warning("cannot record the failure of %s: %s", item.document.document_id, exc)
-            return
+        # Until the retriever has the failure, the document stays leased and its job does not finish;
+        # while it is unreachable, keep trying (no longer than a lease: the claim is stale by then).
+        give_up = time.monotonic() + self.config.ingest_lease_seconds
+        attempt = 0
+        while True:
+            try:
+                reply = await call(
+                    "retriever",
+                    self.deps.ingest_queue.FailIngestWork(
+                        request, timeout=self.config.retrieve_timeout_seconds
+                    ),
+                )
+                break
+            except ServiceError as exc:
+                delay = backoff_seconds(attempt, _BUSY_BACKOFF_SECONDS[1])
+                if (
+                    exc.code not in _TRANSIENT_CODES
+                    or self._stopping.is_set()
+                    or time.monotonic() + delay > give_up
+                ):
+                    # The lease runs out and the document is tried again: nothing is lost.
+                    log.warning("cannot record the failure of %s: %s", item.document.document_id, exc)
+                    return
+                attempt += 1
+                await asyncio.sleep(delay)
         INGEST_DOCUMENTS.labels("retried" if reply.requeued else "failed").inc()
         log.info(
             "ingest document %s (job %s, attempt %d) %s: %s",

@@ -21,6 +21,7 @@ from prometheus_client import Counter, Histogram
 
 from ragline.channels import downstream_timeout
 from ragline.errors import Unavailable, from_rpc_error
+from ragline.metrics import search_mode_label
 from ragline.v1 import (
     common_pb2,
     embedder_service_pb2,
@@ -157,9 +158,8 @@ class QueryPipeline:
             timeout = downstream_timeout(context, self.config.retrieve_timeout_seconds)
             reply = await call("retriever", self.deps.retriever.SearchChunks(request, timeout=timeout))
         hits = list(reply.hits)
-        mode_label = common_pb2.SearchMode.Name(query.mode or common_pb2.SEARCH_MODE_HYBRID)
         if hits:
-            TOP_SCORE.labels(mode_label).observe(hits[0].score)
+            TOP_SCORE.labels(search_mode_label(query.mode)).observe(hits[0].score)
         else:
             EMPTY_RESULTS.inc()
         # The generation the search saw, in its own snapshot: at least the lookup's, as it started after it.

@@ -19,6 +19,11 @@ from ragline.errors import DeadlineExceeded
 KEEPALIVE_TIME_MS = 30_000
 KEEPALIVE_TIMEOUT_MS = 10_000
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# How soon a channel tries again to connect to a dependency that was down. gRPC's defaults (1 s,
+# growing 1.6 times per failure up to 120 s) leave calls failing for seconds, or minutes, after the
+# dependency is healthy again; one connection attempt per half second to a server that is down
+# costs nothing, so the wait stays short.
+RECONNECT_BACKOFF_MS = (100, 500)
 
 SERVER_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
@@ -62,6 +67,9 @@ def open_channel(target: str, service: str, *more_services: str) -> grpc.aio.Cha
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[0]),
+        ("grpc.min_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[0]),
+        ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[1]),
     ]
     return grpc.aio.insecure_channel(target, options=options)
 

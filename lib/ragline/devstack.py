@@ -10,6 +10,7 @@ retriever starts the embedded PostgreSQL itself when `DATABASE_URL` is unset.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -25,7 +26,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from ragline.config import state_dir
-from ragline.embedded_redis import EmbeddedRedis, free_port
+from ragline.embedded_redis import EmbeddedRedis
+from ragline.server import PORTS_FILE_ENV
 
 
 @dataclass(frozen=True)
@@ -66,17 +68,36 @@ class ServiceProcess:
         """host:port of the service's gRPC server."""
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def ports_file(self) -> Path:
+        """Where the service writes the ports it bound (`ragline.server` does, when told this path)."""
+        return self.log_path.with_name(f"{self.spec.name}.ports.json")
+
     def start(self) -> None:
         """Starts the process, appending its output to `log_path`."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.ports_file.unlink(missing_ok=True)
         with self.log_path.open("ab") as log_file:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", self.spec.module],
-                env=self.env,
+                env={**self.env, PORTS_FILE_ENV: str(self.ports_file)},
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
             )
+
+    def wait_ports(self, timeout: float) -> None:
+        """Blocks until the service has reported the ports it bound, and keeps them for restarts."""
+        deadline = time.monotonic() + timeout
+        while not self.ports_file.exists():
+            if (self.process is not None and self.process.poll() is not None) or time.monotonic() > deadline:
+                raise RuntimeError(f"{self.spec.name} did not start listening:\n{self.log_tail()}")
+            time.sleep(0.05)
+        ports = json.loads(self.ports_file.read_text())
+        self.port, self.metrics_port = int(ports["port"]), int(ports["metrics_port"])
+        # A restart (after stop or kill) listens where the other services expect it.
+        self.env[f"{self.spec.prefix}_PORT"] = str(self.port)
+        self.env[f"{self.spec.prefix}_METRICS_PORT"] = str(self.metrics_port)
 
     def wait_healthy(self, timeout: float) -> None:
         """Blocks until the service's health check answers SERVING; raises with its log tail if it never does."""
@@ -156,8 +177,9 @@ class Stack:
             env["REDIS_URL"] = self.redis.start()
         specs = [s for s in SERVICES if s.name in self.names]
         for spec in specs:
-            port = free_port() if self.free_ports else spec.port
-            metrics_port = free_port() if self.free_ports else spec.metrics_port
+            # Port 0: the service binds one the system picks, so stacks started side by side never share one.
+            port = 0 if self.free_ports else spec.port
+            metrics_port = 0 if self.free_ports else spec.metrics_port
             env[f"{spec.prefix}_PORT"] = str(port)
             env[f"{spec.prefix}_METRICS_PORT"] = str(metrics_port)
             env[f"{spec.prefix}_ADDR"] = f"127.0.0.1:{port}"
@@ -165,13 +187,30 @@ class Stack:
                 spec, port, metrics_port, env, self.state / "logs" / f"{spec.name}.log"
             )
         try:
-            for proc in self.processes.values():
-                proc.start()
+            if self.free_ports:
+                self._start_reporting_ports(timeout)
+            else:
+                for proc in self.processes.values():
+                    proc.start()
             for proc in self.processes.values():
                 proc.wait_healthy(timeout)
         except BaseException:
             self.stop()
             raise
+
+    def _start_reporting_ports(self, timeout: float) -> None:
+        """Starts the services on port 0 and learns the ports they got; the gateway last, once the
+        others' addresses are known (the processes share one environment, which this completes)."""
+        procs = list(self.processes.values())
+        for group in (
+            [p for p in procs if p.spec.name != "gateway"],
+            [p for p in procs if p.spec.name == "gateway"],
+        ):
+            for proc in group:
+                proc.start()
+            for proc in group:
+                proc.wait_ports(timeout)
+                proc.env[f"{proc.spec.prefix}_ADDR"] = proc.address
 
     def stop(self) -> None:
         """Stops the services in reverse order, then Redis."""

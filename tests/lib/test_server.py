@@ -7,9 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -17,69 +15,13 @@ from typing import Any
 import grpc
 import pytest
 from google.rpc import error_details_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from grpc_status import rpc_status
+from toy_process import TOY, Toy, search_request
 
 from ragline.channels import MAX_MESSAGE_BYTES
-from ragline.embedded_redis import free_port
 from ragline.server import _Interceptor
-from ragline.v1 import gateway_service_pb2, gateway_service_pb2_grpc
-
-TOY = Path(__file__).with_name("toy_service.py")
-
-
-def _search(text: str) -> gateway_service_pb2.SearchRequest:
-    """A Search for the toy service, whose text says how it fails or how long it sleeps."""
-    return gateway_service_pb2.SearchRequest(query=gateway_service_pb2.Query(text=text))
-
-
-class Toy:
-    def __init__(self, tmp_path: Path) -> None:
-        self.port, self.metrics_port = free_port(), free_port()
-        self.down_file = tmp_path / "down"
-        self.log = tmp_path / "toy.log"
-        env = {
-            **os.environ,
-            "TOY_PORT": str(self.port),
-            "TOY_METRICS_PORT": str(self.metrics_port),
-            "TOY_DOWN_FILE": str(self.down_file),
-            "TOY_SHUTDOWN_GRACE_SECONDS": "5",
-        }
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, str(TOY)], env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-        self.address = f"127.0.0.1:{self.port}"
-
-    def health(self) -> int | None:
-        with grpc.insecure_channel(self.address) as channel:
-            try:
-                return int(
-                    health_pb2_grpc.HealthStub(channel)
-                    .Check(health_pb2.HealthCheckRequest(), timeout=1)
-                    .status
-                )
-            except grpc.RpcError:
-                return None
-
-    def wait_health(self, status: int, timeout: float = 15) -> list[int | None]:
-        seen: list[int | None] = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            seen.append(self.health())
-            if seen[-1] == status:
-                return seen
-            time.sleep(0.1)
-        raise AssertionError(f"health never became {status}; saw {seen[-5:]}; log:\n{self.log.read_text()}")
-
-
-@pytest.fixture
-def toy(tmp_path: Path) -> Iterator[Toy]:
-    toy = Toy(tmp_path)
-    yield toy
-    if toy.process.poll() is None:
-        toy.process.kill()
-        toy.process.wait()
+from ragline.v1 import gateway_service_pb2_grpc
 
 
 @pytest.mark.integration
@@ -99,7 +41,7 @@ def test_errors_become_statuses_with_details_and_metrics_count_them(toy: Toy) ->
     with grpc.insecure_channel(toy.address) as channel:
         stub = gateway_service_pb2_grpc.GatewayServiceStub(channel)
         with pytest.raises(grpc.RpcError) as invalid:
-            stub.Search(_search("invalid"), timeout=5)
+            stub.Search(search_request("invalid"), timeout=5)
         assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         status = rpc_status.from_call(invalid.value)
         assert status is not None
@@ -108,7 +50,7 @@ def test_errors_become_statuses_with_details_and_metrics_count_them(toy: Toy) ->
         assert bad_request.field_violations[0].field == "query"
 
         with pytest.raises(grpc.RpcError) as exhausted:
-            stub.Search(_search("exhausted"), timeout=5)
+            stub.Search(search_request("exhausted"), timeout=5)
         assert exhausted.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         retry = error_details_pb2.RetryInfo()
         status = rpc_status.from_call(exhausted.value)
@@ -116,10 +58,10 @@ def test_errors_become_statuses_with_details_and_metrics_count_them(toy: Toy) ->
         assert retry.retry_delay.ToMilliseconds() == 1500
 
         with pytest.raises(grpc.RpcError) as crashed:
-            stub.Search(_search("crash"), timeout=5)
+            stub.Search(search_request("crash"), timeout=5)
         assert crashed.value.code() == grpc.StatusCode.INTERNAL
         assert "secret" not in (crashed.value.details() or "")
-        stub.Search(_search("0"), timeout=5)
+        stub.Search(search_request("0"), timeout=5)
 
     with urllib.request.urlopen(f"http://127.0.0.1:{toy.metrics_port}/metrics", timeout=5) as response:
         metrics = response.read().decode()
@@ -137,9 +79,9 @@ def test_a_message_over_the_receive_limit_is_refused_before_the_handler(toy: Toy
     with grpc.insecure_channel(toy.address, options=[("grpc.max_send_message_length", -1)]) as channel:
         stub = gateway_service_pb2_grpc.GatewayServiceStub(channel)
         with pytest.raises(grpc.RpcError) as raised:
-            stub.Search(_search("0" + " " * MAX_MESSAGE_BYTES), timeout=30)
+            stub.Search(search_request("0" + " " * MAX_MESSAGE_BYTES), timeout=30)
         assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        stub.Search(_search("0"), timeout=5)
+        stub.Search(search_request("0"), timeout=5)
 
 
 @pytest.mark.integration
@@ -147,7 +89,7 @@ async def test_sigterm_finishes_in_flight_calls_then_exits_cleanly(toy: Toy) -> 
     toy.wait_health(health_pb2.HealthCheckResponse.SERVING)
     async with grpc.aio.insecure_channel(toy.address) as channel:
         stub = gateway_service_pb2_grpc.GatewayServiceStub(channel)
-        in_flight = asyncio.ensure_future(stub.Search(_search("1.5"), timeout=10))
+        in_flight = asyncio.ensure_future(stub.Search(search_request("1.5"), timeout=10))
         await asyncio.sleep(0.5)
         toy.process.send_signal(signal.SIGTERM)
         reply = await in_flight

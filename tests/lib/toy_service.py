@@ -2,12 +2,15 @@
 
 Its `start` takes a second (so health starts NOT_SERVING); its readiness fails while the
 file named by TOY_DOWN_FILE exists; `Search` sleeps for as many seconds as the query says,
-and raises the error the query names, so the tests can drive every path.
+and raises the error the query names, so the tests can drive every path; a query starting with
+"long:" is refused with a message quoting it whole. `UploadIngestDocuments` reads every message
+of the stream and answers with their count as the job id.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,10 +44,22 @@ class ToyGateway(gateway_service_pb2_grpc.GatewayServiceServicer):
             raise InvalidArgument("query is invalid", field="query")
         if text == "exhausted":
             raise ResourceExhausted("queue is full", retry_after=1.5)
+        if text.startswith("long:"):
+            raise InvalidArgument(f"query {text!r} is too long; send a shorter one", field="query")
         if text == "crash":
             raise RuntimeError("secret internal detail")
         await asyncio.sleep(float(text or 0))
         return gateway_service_pb2.SearchResponse(hits=[common_pb2.SearchHit(text="done")])
+
+    async def UploadIngestDocuments(
+        self,
+        request_iterator: AsyncIterator[gateway_service_pb2.UploadIngestDocumentsRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> gateway_service_pb2.UploadIngestDocumentsResponse:
+        count = 0
+        async for _ in request_iterator:
+            count += 1
+        return gateway_service_pb2.UploadIngestDocumentsResponse(job=common_pb2.IngestJob(job_id=str(count)))
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,13 @@ TIME_TO_FIRST_TOKEN = Histogram(
     ["model"],
     buckets=LATENCY_BUCKETS,
 )
-TOKENS_PER_SECOND = Histogram(
-    "ragline_generator_tokens_per_second",
-    "Decoding speed of an answer: completion tokens per second after the first one, by model.",
+# Time per output token, in seconds (the base unit): decoding speed as a latency, whose quantiles
+# and averages aggregate across answers and replicas, where a tokens-per-second ratio does not.
+TOKEN_INTERVAL = Histogram(
+    "ragline_generator_token_interval_seconds",
+    "Mean time between the completion tokens of an answer, after the first one, by model.",
     ["model"],
-    buckets=(1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000),
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 TOKENS = Counter(
     "ragline_generator_tokens_total",

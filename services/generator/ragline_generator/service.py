@@ -29,8 +29,8 @@ from ragline_generator.metrics import (
     INVALID_CITATIONS,
     REQUEST_DURATION,
     TIME_TO_FIRST_TOKEN,
+    TOKEN_INTERVAL,
     TOKENS,
-    TOKENS_PER_SECOND,
 )
 from ragline_generator.prompt import PassageOrder, PromptTemplate, build_prompt
 
@@ -162,7 +162,7 @@ class GeneratorServicer(generator_service_pb2_grpc.GeneratorServiceServicer):
         done = time.perf_counter()
         REQUEST_DURATION.labels(model).observe(done - received)
         if finish.completion_tokens > 1 and done > first_token > 0:
-            TOKENS_PER_SECOND.labels(model).observe((finish.completion_tokens - 1) / (done - first_token))
+            TOKEN_INTERVAL.labels(model).observe((done - first_token) / (finish.completion_tokens - 1))
         prompt_tokens = prompt.tokens if finish.prompt_tokens is None else finish.prompt_tokens
         text = repairer.text
         CITATIONS_REPAIRED.inc(repairer.repaired)

@@ -15,6 +15,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import parse_qs, urlsplit
 
@@ -72,7 +73,31 @@ def _start_embedded() -> PostgresServer:
     logging.getLogger("pgserver").setLevel(logging.WARNING)
     data_dir = state_dir() / "postgres"
     data_dir.parent.mkdir(parents=True, exist_ok=True)
+    _forget_dead_users(data_dir)
     return get_server(data_dir, cleanup_mode="stop")
+
+
+def _forget_dead_users(data_dir: Path) -> None:
+    """Takes processes that died without letting go (SIGKILL) off pgserver's list of the server's users.
+
+    pgserver stops the server when the last process on that list lets go of it. A killed retriever
+    stays on the list, so every later retriever would leave the server running when it stopped;
+    without it, a restarted retriever adopts the running server and stops it when it stops.
+    """
+    import psutil
+    from pgserver.postgres_server import PostgresServer
+    from pgserver.utils import DiskList
+
+    with PostgresServer._lock:
+        users = DiskList(data_dir / ".handle_pids.json")
+        pids = users.get()
+        alive = [pid for pid in pids if psutil.pid_exists(pid)]
+        if alive != pids:
+            log.info(
+                "embedded PostgreSQL: forgetting users that died without stopping it: %s",
+                sorted(set(pids) - set(alive)),
+            )
+            users.put(alive)
 
 
 async def _require_pgvector(conn: asyncpg.Connection, server: str) -> None:

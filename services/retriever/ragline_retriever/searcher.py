@@ -17,7 +17,7 @@ import asyncpg
 from prometheus_client import Histogram
 
 from ragline.errors import NotFound
-from ragline.metrics import LATENCY_BUCKETS
+from ragline.metrics import LATENCY_BUCKETS, search_mode_label
 from ragline.v1 import common_pb2
 from ragline.v1 import retriever_service_pb2 as pb
 from ragline_retriever.config import RetrieverConfig
@@ -35,7 +35,7 @@ from ragline_retriever.search import (
     keyword_search_sql,
     vector_search_sql,
 )
-from ragline_retriever.validation import MODE_NAMES, ValidSearch, validate_embedding
+from ragline_retriever.validation import ValidSearch, validate_embedding
 
 QUERY_SECONDS = Histogram(
     "ragline_retriever_query_seconds",
@@ -105,7 +105,7 @@ class Searcher:
                 rows = await self._run(conn, search, await self._locate(conn, name))
         if not rows:
             raise NotFound(f"collection {name!r} does not exist", field="collection")
-        QUERY_SECONDS.labels(MODE_NAMES[mode]).observe(time.perf_counter() - started)
+        QUERY_SECONDS.labels(search_mode_label(mode)).observe(time.perf_counter() - started)
         hits = [hit for hit in map(hit_from_row, rows) if hit is not None]
         return hits, rows[0]["generation"]
 

@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ragline.errors import InvalidArgument
+from ragline.metrics import SEARCH_MODE_LABELS
 from ragline.v1 import common_pb2
 from ragline.v1 import retriever_service_pb2 as pb
 from ragline.validation import (
@@ -42,12 +43,6 @@ MAX_FUSION_WEIGHT = 100.0
 MAX_LOOKUP_HASHES = 10_000
 # Embeddings are indexed as halfvec (16-bit floats), which cannot hold larger magnitudes.
 HALFVEC_MAX = 65504.0
-
-MODE_NAMES = {
-    common_pb2.SEARCH_MODE_VECTOR: "vector",
-    common_pb2.SEARCH_MODE_KEYWORD: "keyword",
-    common_pb2.SEARCH_MODE_HYBRID: "hybrid",
-}
 
 
 @dataclass(frozen=True)
@@ -186,7 +181,7 @@ def validate_search(request: pb.SearchChunksRequest, config: RetrieverConfig) ->
     """
     name = check_collection_name(request.collection, "collection")
     mode = request.mode or common_pb2.SEARCH_MODE_HYBRID
-    if mode not in MODE_NAMES:
+    if mode not in SEARCH_MODE_LABELS:
         raise InvalidArgument(f"unknown search mode {request.mode}", field="mode")
     top_k = request.top_k or DEFAULT_TOP_K
     if not 1 <= top_k <= MAX_TOP_K:
@@ -194,10 +189,12 @@ def validate_search(request: pb.SearchChunksRequest, config: RetrieverConfig) ->
     use_vector = mode in (common_pb2.SEARCH_MODE_VECTOR, common_pb2.SEARCH_MODE_HYBRID)
     use_keyword = mode in (common_pb2.SEARCH_MODE_KEYWORD, common_pb2.SEARCH_MODE_HYBRID)
     if use_keyword and not request.query_text.strip():
-        raise InvalidArgument(f"query_text is empty; {MODE_NAMES[mode]} search needs it", field="query_text")
+        raise InvalidArgument(
+            f"query_text is empty; {SEARCH_MODE_LABELS[mode]} search needs it", field="query_text"
+        )
     if use_vector and not request.query_embedding:
         raise InvalidArgument(
-            f"query_embedding is empty; {MODE_NAMES[mode]} search needs it", field="query_embedding"
+            f"query_embedding is empty; {SEARCH_MODE_LABELS[mode]} search needs it", field="query_embedding"
         )
     check_text(request.query_text, "query_text", MAX_QUERY_CHARS)
     if request.HasField("filter"):
