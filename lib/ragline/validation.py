@@ -19,11 +19,11 @@ from typing import Any
 from google.protobuf import json_format, struct_pb2
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 
-from ragline.errors import InvalidArgument
+from ragline.errors import InvalidArgument, shorten
 from ragline.v1 import common_pb2
 
-# The most characters of a value an error message quotes.
-MAX_QUOTED_CHARS = 100
+# The most of a value (in UTF-8 bytes, quoted) an error message repeats.
+MAX_QUOTED_BYTES = 100
 # Document ids (a JSON Lines record's id included) and other free-form names.
 MAX_ID_CHARS = 1024
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -51,10 +51,8 @@ _COMPARISONS = (
 
 
 def quote(value: str) -> str:
-    """`value` quoted for an error message, cut to MAX_QUOTED_CHARS with its full length said."""
-    if len(value) <= MAX_QUOTED_CHARS:
-        return repr(value)
-    return f"{value[:MAX_QUOTED_CHARS]!r}… ({len(value)} characters)"
+    """`value` quoted for an error message: its beginning and end when it is over MAX_QUOTED_BYTES."""
+    return shorten(repr(value), MAX_QUOTED_BYTES)
 
 
 def check_text(value: str, field: str, max_chars: int, setting: str = "") -> str:
@@ -106,7 +104,7 @@ def check_enum(value: int, enum: EnumTypeWrapper, field: str) -> int:
 
 
 def _key_path(field: str, key: str) -> str:
-    return f"{field}.{key}" if _KEY.match(key) and len(key) <= MAX_QUOTED_CHARS else f"{field}[{quote(key)}]"
+    return f"{field}.{key}" if _KEY.match(key) and len(key) <= MAX_QUOTED_BYTES else f"{field}[{quote(key)}]"
 
 
 def _check_depth(depth: int, limit: int, field: str, what: str) -> None:
