@@ -31,11 +31,11 @@ def _nested_filter(depth: int) -> bytes:
     inner = b""
     for _ in range(depth):
         inner = _field(0x12, _field(0x0A, inner))  # MetadataFilter.all -> FilterGroup.filters
-    return _field(0x12, b"question") + _field(0x3A, inner)
+    return _field(0x42, _field(0x12, b"question") + _field(0x32, inner))  # SearchRequest.query: text, filter
 
 
 UNDECODABLE = {
-    "invalid UTF-8": _field(0x12, b"\xff\xfe"),  # SearchRequest.query
+    "invalid UTF-8": _field(0x42, _field(0x12, b"\xff\xfe")),  # SearchRequest.query.text
     "corrupt bytes": b"\xff\xff\xff\xff",
     "nested too deep": _nested_filter(150),
 }
@@ -80,7 +80,7 @@ def test_undecodable_requests_are_invalid_argument_logged_once_and_counted(toy: 
             == "2"
         )
         with pytest.raises(grpc.RpcError) as refused:
-            upload(iter([good, UNDECODABLE["invalid UTF-8"]]), timeout=5)
+            upload(iter([good, _field(0x0A, b"\xff\xfe")]), timeout=5)  # .collection
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "UploadIngestDocumentsRequest" in (refused.value.details() or "")
 
