@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ragline.channels import MAX_MESSAGE_BYTES
 from ragline.config import ConfigError, setting
+from ragline.validation import MAX_BATCH_DOCUMENTS, MAX_QUERY_CHARS
 
 DEFAULT_PORT = 50051
 DEFAULT_METRICS_PORT = 9101
@@ -48,6 +50,17 @@ class GatewayConfig:
     """Chunks sent to the embedder per call during ingestion."""
     max_document_bytes: int = setting("GATEWAY_MAX_DOCUMENT_BYTES", 10 * 1024 * 1024, minimum=1)
     """Largest document accepted, in bytes."""
+    max_request_bytes: int = setting(
+        "GATEWAY_MAX_REQUEST_BYTES", 32 * 1024 * 1024, minimum=1, maximum=MAX_MESSAGE_BYTES
+    )
+    """Largest total content of the documents of one IngestDocuments or CreateIngestJob request, in bytes."""
+    max_ingest_documents: int = setting(
+        "GATEWAY_MAX_INGEST_DOCUMENTS", MAX_BATCH_DOCUMENTS, minimum=1, maximum=MAX_BATCH_DOCUMENTS
+    )
+    """Most documents (JSON Lines records counted one by one) one synchronous IngestDocuments request may
+    hold, at most the retriever's one-transaction limit; larger sets go through an ingest job."""
+    max_query_chars: int = setting("GATEWAY_MAX_QUERY_CHARS", 8192, minimum=1, maximum=MAX_QUERY_CHARS)
+    """Longest query text of Search, Ask and AskStream, in characters; the retriever's own limit caps it."""
     embed_timeout_seconds: float = setting("GATEWAY_EMBED_TIMEOUT_SECONDS", 30.0, minimum=0.01)
     """Longest wait for one embedder call (less if the caller's deadline is nearer)."""
     retrieve_timeout_seconds: float = setting("GATEWAY_RETRIEVE_TIMEOUT_SECONDS", 30.0, minimum=0.01)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import codecs
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from google.protobuf import json_format, struct_pb2
 
 from ragline.errors import InvalidArgument
 from ragline.v1 import common_pb2
+from ragline.validation import MAX_ID_CHARS, check_document_id, check_text, metadata_dict, quote
 from ragline_gateway import formats
 from ragline_gateway.formats import JsonValue, Section, UnreadableContent
 
@@ -55,11 +56,12 @@ class DecodedDocument:
 
 def _media_type(raw: str, field: str, name: str) -> tuple[str, str | None]:
     """The media type without parameters, and its `charset` parameter if any."""
+    check_text(raw, f"{field}.media_type", MAX_ID_CHARS)
     media_type, *parameters = (part.strip() for part in raw.split(";"))
     media_type = media_type.lower()
     if media_type not in _SECTION_EXTRACTORS and media_type not in JSONL_MEDIA_TYPES:
         raise InvalidArgument(
-            f"document {name!r} has media type {raw!r}; supported: {', '.join(SUPPORTED_MEDIA_TYPES)}",
+            f"document {quote(name)} has media type {quote(raw)}; supported: {', '.join(SUPPORTED_MEDIA_TYPES)}",
             field=f"{field}.media_type",
         )
     charset = None
@@ -71,25 +73,21 @@ def _media_type(raw: str, field: str, name: str) -> tuple[str, str | None]:
                 codecs.lookup(charset)
             except LookupError:
                 raise InvalidArgument(
-                    f"document {name!r} has media type {raw!r} with an unknown charset {charset!r}",
+                    f"document {quote(name)} has media type {quote(raw)} with an unknown charset {quote(charset)}",
                     field=f"{field}.media_type",
                 ) from None
     return media_type, charset
 
 
 def _check(index: int, document: common_pb2.DocumentContent, max_bytes: int) -> tuple[str, str | None]:
-    """The document's media type and charset, after checking its id, media type and size."""
+    """The document's media type and charset, after checking its id, media type, metadata and size."""
     field = f"documents[{index}]"
-    name = document.document_id
-    if not name.strip():
-        raise InvalidArgument(
-            f"{field}.document_id is empty; give each document an id, e.g. its path",
-            field=f"{field}.document_id",
-        )
+    name = check_document_id(document.document_id, f"{field}.document_id")
     media_type, charset = _media_type(document.media_type, field, name)
+    metadata_dict(document.metadata, f"{field}.metadata")
     if len(document.content) > max_bytes:
         raise InvalidArgument(
-            f"document {name!r} is {len(document.content)} bytes; the limit is {max_bytes} "
+            f"document {quote(name)} is {len(document.content)} bytes; the limit is {max_bytes} "
             "(GATEWAY_MAX_DOCUMENT_BYTES)",
             field=f"{field}.content",
         )
@@ -113,7 +111,7 @@ def job_documents(
     except UnreadableContent:
         return [document]
     metadata = json_format.MessageToDict(document.metadata)
-    return [
+    expanded = [
         common_pb2.DocumentContent(
             document_id=f"{document.document_id}#{r.key}",
             content=r.text.encode(),
@@ -123,6 +121,9 @@ def job_documents(
         )
         for r in records
     ]
+    for d in expanded:
+        _check_record(d.document_id, d.metadata, f"documents[{index}]")
+    return expanded
 
 
 def decode_document(
@@ -151,10 +152,45 @@ def decode_document(
             sections = _SECTION_EXTRACTORS[media_type](content, charset)
             decoded = [DecodedDocument(name, document.metadata, tuple(s for s in sections if s.text.strip()))]
     except UnreadableContent as exc:
-        raise InvalidArgument(f"document {name!r} {exc}", field=f"{field}.content") from None
+        raise InvalidArgument(f"document {quote(name)} {exc}", field=f"{field}.content") from None
     if not any(d.sections for d in decoded):
-        raise InvalidArgument(f"document {name!r} is empty", field=f"{field}.content")
+        raise InvalidArgument(f"document {quote(name)} is empty", field=f"{field}.content")
+    for d in decoded:
+        _check_record(d.document_id, d.metadata, field)
     return decoded
+
+
+def _check_record(document_id: str, metadata: struct_pb2.Struct, field: str) -> None:
+    """Checks the id and metadata of a JSON Lines record, which come from the document's content."""
+    check_document_id(document_id, f"{field}.content")
+    metadata_dict(metadata, f"{field}.content[{quote(document_id)}].metadata")
+
+
+def check_request(
+    documents: Sequence[common_pb2.DocumentContent], max_documents: int | None, max_bytes: int
+) -> None:
+    """INVALID_ARGUMENT if a request holds more than `max_documents` documents (None: no limit) or more than
+    `max_bytes` of content in all."""
+    if max_documents is not None:
+        check_document_count(len(documents), max_documents)
+    total = sum(len(d.content) for d in documents)
+    if total > max_bytes:
+        raise InvalidArgument(
+            f"the documents hold {total} bytes in all; the limit is {max_bytes} (GATEWAY_MAX_REQUEST_BYTES): "
+            "send them in several requests",
+            field="documents",
+        )
+
+
+def check_document_count(count: int, max_documents: int) -> None:
+    """INVALID_ARGUMENT if a synchronous IngestDocuments request holds more than `max_documents` documents."""
+    if count > max_documents:
+        raise InvalidArgument(
+            f"the request holds {count} documents; the limit is {max_documents} "
+            "(GATEWAY_MAX_INGEST_DOCUMENTS): send more through an ingest job (CreateIngestJob, "
+            "UploadIngestDocuments)",
+            field="documents",
+        )
 
 
 def to_struct(metadata: Mapping[str, JsonValue]) -> struct_pb2.Struct:

@@ -25,16 +25,22 @@ from ragline.v1 import (
     ingest_queue_service_pb2,
     retriever_service_pb2,
 )
+from ragline.validation import check_collection_name, quote
 from ragline_gateway.chunking import Chunk, chunk_sections
 from ragline_gateway.config import GatewayConfig
 from ragline_gateway.dependencies import Dependencies, call
-from ragline_gateway.documents import DecodedDocument, content_hash, decode_document, to_struct
+from ragline_gateway.documents import (
+    DecodedDocument,
+    check_document_count,
+    check_request,
+    content_hash,
+    decode_document,
+    to_struct,
+)
 from ragline_gateway.timings import Timings
 
 # The retriever looks up at most this many hashes per call.
 LOOKUP_BATCH = 10_000
-# The retriever stores at most this many documents in one BatchUpsertDocuments transaction.
-MAX_BATCH_DOCUMENTS = 1000
 # A field the retriever names in a batch: `requests[<index>]<rest>`.
 _BATCH_FIELD = re.compile(r"^requests\[(\d+)\](.*)$")
 
@@ -228,6 +234,7 @@ class Ingester:
         """Ingests every document of the request, or none if any is invalid or cannot be stored."""
         if not request.documents:
             raise InvalidArgument("no documents given; send at least one", field="documents")
+        check_request(request.documents, self.config.max_ingest_documents, self.config.max_request_bytes)
         seen: set[str] = set()
         documents: list[DecodedDocument] = []
         sources: list[int] = []
@@ -235,20 +242,14 @@ class Ingester:
             for decoded in decode_document(index, sent, self.config.max_document_bytes):
                 if decoded.document_id in seen:
                     raise InvalidArgument(
-                        f"document {decoded.document_id!r} appears twice in one request",
+                        f"document {quote(decoded.document_id)} appears twice in one request",
                         field=f"documents[{index}]",
                     )
                 seen.add(decoded.document_id)
                 documents.append(decoded)
                 sources.append(index)
-        if len(documents) > MAX_BATCH_DOCUMENTS:
-            raise InvalidArgument(
-                f"the request holds {len(documents)} documents (JSON Lines records count one each); "
-                f"IngestDocuments stores at most {MAX_BATCH_DOCUMENTS} at once: send fewer, or use an "
-                "ingest job (CreateIngestJob)",
-                field="documents",
-            )
-        collection = request.collection or self.config.default_collection
+        check_document_count(len(documents), self.config.max_ingest_documents)
+        collection = check_collection_name(request.collection or self.config.default_collection, "collection")
         await self.ensure_collection(collection, context)
         prepared = self.prepare(documents)
         # IngestDocuments reports no stage timings: its reply has no place for them.

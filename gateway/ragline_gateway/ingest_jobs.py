@@ -17,9 +17,10 @@ from google.protobuf.message import Message
 from ragline.channels import downstream_timeout
 from ragline.errors import InvalidArgument
 from ragline.v1 import common_pb2, gateway_service_pb2, ingest_queue_service_pb2
+from ragline.validation import check_collection_name, parse_uuid, quote
 from ragline_gateway.config import GatewayConfig
 from ragline_gateway.dependencies import Dependencies, call
-from ragline_gateway.documents import job_documents
+from ragline_gateway.documents import check_request, job_documents
 from ragline_gateway.ingest import Ingester
 from ragline_gateway.ingest_worker import IngestWorkers
 
@@ -41,7 +42,8 @@ class _Batch:
         for recorded in job_documents(index, document, self.max_bytes):
             if recorded.document_id in self.seen:
                 raise InvalidArgument(
-                    f"document {recorded.document_id!r} appears twice in one job", field=f"documents[{index}]"
+                    f"document {quote(recorded.document_id)} appears twice in one job",
+                    field=f"documents[{index}]",
                 )
             self.seen.add(recorded.document_id)
             self.documents.append(recorded)
@@ -79,10 +81,11 @@ class IngestJobs:
         """Records every document of the request in one job, or none if the request is wrong."""
         if not request.documents:
             raise InvalidArgument("no documents given; send at least one", field="documents")
+        check_request(request.documents, None, self.config.max_request_bytes)
+        collection = check_collection_name(request.collection or self.config.default_collection, "collection")
         batch = _Batch(self.config.max_document_bytes)
         for index, document in enumerate(request.documents):
             batch.add(index, document)
-        collection = request.collection or self.config.default_collection
         await self.ingester.ensure_collection(collection, context)
         reply = await self._queue(
             self.deps.ingest_queue.CreateStoredIngestJob,
@@ -106,7 +109,9 @@ class IngestJobs:
         try:
             async for message in requests:
                 if not job_id:
-                    collection = message.collection or self.config.default_collection
+                    collection = check_collection_name(
+                        message.collection or self.config.default_collection, "collection"
+                    )
                     await self.ingester.ensure_collection(collection, context)
                     reply = await self._queue(
                         self.deps.ingest_queue.CreateStoredIngestJob,
@@ -165,6 +170,7 @@ class IngestJobs:
         self, request: gateway_service_pb2.GetIngestJobRequest, context: grpc.aio.ServicerContext
     ) -> gateway_service_pb2.GetIngestJobResponse:
         """The job with its failures."""
+        parse_uuid(request.job_id, "job_id")
         reply = await self._queue(
             self.deps.ingest_queue.GetStoredIngestJob,
             ingest_queue_service_pb2.GetStoredIngestJobRequest(job_id=request.job_id),
@@ -176,6 +182,8 @@ class IngestJobs:
         self, request: gateway_service_pb2.ListIngestJobsRequest, context: grpc.aio.ServicerContext
     ) -> gateway_service_pb2.ListIngestJobsResponse:
         """A page of jobs, newest first."""
+        if request.collection:
+            check_collection_name(request.collection, "collection")
         reply = await self._queue(
             self.deps.ingest_queue.ListStoredIngestJobs,
             ingest_queue_service_pb2.ListStoredIngestJobsRequest(
@@ -191,6 +199,7 @@ class IngestJobs:
         self, request: gateway_service_pb2.CancelIngestJobRequest, context: grpc.aio.ServicerContext
     ) -> gateway_service_pb2.CancelIngestJobResponse:
         """Cancels the job; documents already stored stay."""
+        parse_uuid(request.job_id, "job_id")
         reply = await self._queue(
             self.deps.ingest_queue.CancelStoredIngestJob,
             ingest_queue_service_pb2.CancelStoredIngestJobRequest(

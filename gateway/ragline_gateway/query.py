@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from ragline.errors import InvalidArgument
 from ragline.v1 import common_pb2, gateway_service_pb2
+from ragline.validation import check_collection_name, check_enum, check_filter, check_text
 from ragline_gateway.cache import digest
 from ragline_gateway.config import GatewayConfig
 
@@ -60,6 +61,14 @@ class Query:
         """Validates a request's query (INVALID_ARGUMENT naming the field) and fills in the configured defaults."""
         if not message.text.strip():
             raise InvalidArgument("the query's text is empty; send some text", field="query.text")
+        check_text(message.text, "query.text", config.max_query_chars, "GATEWAY_MAX_QUERY_CHARS")
+        collection = check_collection_name(
+            message.collection or config.default_collection, "query.collection"
+        )
+        check_enum(message.mode, common_pb2.SearchMode, "query.mode")
+        check_enum(message.cache_policy, gateway_service_pb2.CachePolicy, "query.cache_policy")
+        if message.HasField("filter"):
+            check_filter(message.filter, "query.filter")
         top_k = message.top_k or config.top_k
         if not 1 <= top_k <= max_top_k:
             raise InvalidArgument(
@@ -72,7 +81,7 @@ class Query:
                 field="query.candidates",
             )
         return cls(
-            message.collection or config.default_collection,
+            collection,
             message.text,
             top_k,
             candidates,

@@ -8,6 +8,7 @@ import grpc
 
 from ragline.channels import downstream_timeout
 from ragline.v1 import gateway_service_pb2, gateway_service_pb2_grpc, retriever_service_pb2
+from ragline.validation import check_collection_name, check_document_id
 from ragline_gateway.cache import QueryCache
 from ragline_gateway.config import GatewayConfig
 from ragline_gateway.dependencies import Dependencies, call
@@ -92,11 +93,16 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         async for event in self.pipeline.ask_events(query, request.options, context):
             yield event
 
+    def _collection(self, name: str) -> str:
+        """The collection a request names, or the configured default; INVALID_ARGUMENT if not a valid name."""
+        return check_collection_name(name or self.config.default_collection, "collection")
+
     async def GetDocument(
         self, request: gateway_service_pb2.GetDocumentRequest, context: grpc.aio.ServicerContext
     ) -> gateway_service_pb2.GetDocumentResponse:
         forwarded = retriever_service_pb2.GetStoredDocumentRequest(
-            collection=request.collection or self.config.default_collection, document_id=request.document_id
+            collection=self._collection(request.collection),
+            document_id=check_document_id(request.document_id, "document_id"),
         )
         timeout = downstream_timeout(context, self.config.retrieve_timeout_seconds)
         reply = await call("retriever", self.deps.retriever.GetStoredDocument(forwarded, timeout=timeout))
@@ -106,7 +112,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_service_pb2.ListDocumentsRequest, context: grpc.aio.ServicerContext
     ) -> gateway_service_pb2.ListDocumentsResponse:
         forwarded = retriever_service_pb2.ListStoredDocumentsRequest(
-            collection=request.collection or self.config.default_collection,
+            collection=self._collection(request.collection),
             page_size=request.page_size,
             page_token=request.page_token,
         )
@@ -120,7 +126,8 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_service_pb2.DeleteDocumentRequest, context: grpc.aio.ServicerContext
     ) -> gateway_service_pb2.DeleteDocumentResponse:
         forwarded = retriever_service_pb2.DeleteStoredDocumentRequest(
-            collection=request.collection or self.config.default_collection, document_id=request.document_id
+            collection=self._collection(request.collection),
+            document_id=check_document_id(request.document_id, "document_id"),
         )
         timeout = downstream_timeout(context, self.config.retrieve_timeout_seconds)
         reply = await call("retriever", self.deps.retriever.DeleteStoredDocument(forwarded, timeout=timeout))

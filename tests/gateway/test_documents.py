@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from google.protobuf import struct_pb2
 
 from ragline.errors import InvalidArgument
 from ragline.v1 import common_pb2
-from ragline_gateway.documents import decode_document
+from ragline_gateway.documents import check_request, decode_document
 
 
 def _doc(content: bytes, document_id: str = "a.txt", media_type: str = "") -> common_pb2.DocumentContent:
@@ -28,6 +29,16 @@ def test_utf8_text_is_decoded() -> None:
         (_doc(b"x" * 2000), "the limit is 1000"),
         (_doc(b"text", document_id=" "), "document_id is empty"),
         (_doc(b"text", media_type="image/png"), "media type 'image/png'"),
+        (_doc(b"text", document_id="a\x00"), "NUL"),
+        (_doc(b"text", document_id="x" * 2000), "the limit is 1024"),
+        (_doc(b"text", media_type="x" * 5000), "the limit is 1024"),
+        (
+            common_pb2.DocumentContent(
+                document_id="a", content=b"text", metadata=struct_pb2.Struct(fields={"k": struct_pb2.Value()})
+            ),
+            "no kind set",
+        ),
+        (_doc(b'{"id": "r", "text": "t", "score": NaN}\n', media_type="application/jsonl"), "finite"),
     ],
 )
 def test_bad_documents_are_rejected_with_a_clear_message(
@@ -38,3 +49,19 @@ def test_bad_documents_are_rejected_with_a_clear_message(
     assert message in raised.value.message
     assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert raised.value.field is not None and raised.value.field.startswith("documents[3]")
+
+
+def test_a_long_document_id_is_quoted_in_part() -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        decode_document(0, _doc(b"text", document_id="x" * 900, media_type="image/png"), 1000)
+    assert "characters left out" in raised.value.message
+    assert len(raised.value.message) < 400
+
+
+def test_a_request_over_its_limits_is_invalid() -> None:
+    documents = [_doc(b"x" * 10, document_id=str(i)) for i in range(5)]
+    check_request(documents, 5, 50)
+    with pytest.raises(InvalidArgument, match="GATEWAY_MAX_INGEST_DOCUMENTS"):
+        check_request(documents, 4, 50)
+    with pytest.raises(InvalidArgument, match="GATEWAY_MAX_REQUEST_BYTES"):
+        check_request(documents, None, 49)

@@ -6,6 +6,7 @@ import dataclasses
 
 import grpc
 import pytest
+from google.protobuf import struct_pb2
 
 from ragline.errors import InvalidArgument
 from ragline.v1 import common_pb2
@@ -25,7 +26,9 @@ def test_an_empty_query_gets_the_configured_defaults() -> None:
 
 def test_sent_fields_are_kept() -> None:
     only_fr = common_pb2.MetadataFilter(
-        condition=common_pb2.FieldCondition(field="lang", operator=common_pb2.FILTER_OPERATOR_EQ)
+        condition=common_pb2.FieldCondition(
+            field="lang", operator=common_pb2.FILTER_OPERATOR_EQ, value=struct_pb2.Value(string_value="fr")
+        )
     )
     message = gw.Query(
         collection="docs",
@@ -51,6 +54,23 @@ def test_sent_fields_are_kept() -> None:
         (gw.Query(text="wings", top_k=MAX_SEARCH_TOP_K + 1), MAX_SEARCH_TOP_K, "query.top_k"),
         (gw.Query(text="wings", top_k=10, candidates=9), MAX_SEARCH_TOP_K, "query.candidates"),
         (gw.Query(text="wings", candidates=1001), MAX_SEARCH_TOP_K, "query.candidates"),
+        (gw.Query(text="w" * (CONFIG.max_query_chars + 1)), MAX_SEARCH_TOP_K, "query.text"),
+        (gw.Query(text="wings\x00"), MAX_SEARCH_TOP_K, "query.text"),
+        (gw.Query(text="wings", collection="no/such"), MAX_SEARCH_TOP_K, "query.collection"),
+        (gw.Query(text="wings", cache_policy=77), MAX_SEARCH_TOP_K, "query.cache_policy"),  # type: ignore[arg-type]
+        (gw.Query(text="wings", mode=9), MAX_SEARCH_TOP_K, "query.mode"),  # type: ignore[arg-type]
+        (
+            gw.Query(
+                text="wings",
+                filter=common_pb2.MetadataFilter(
+                    condition=common_pb2.FieldCondition(
+                        field="year", operator=common_pb2.FILTER_OPERATOR_EQ, value=struct_pb2.Value()
+                    )
+                ),
+            ),
+            MAX_SEARCH_TOP_K,
+            "query.filter.condition.value",
+        ),
     ],
 )
 def test_bad_fields_are_invalid_arguments_naming_the_field(

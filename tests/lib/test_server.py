@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2
 from grpc_status import rpc_status
 from toy_process import TOY, Toy, search_request
 
+from ragline.channels import MAX_MESSAGE_BYTES
 from ragline.server import _Interceptor
 from ragline.v1 import gateway_service_pb2_grpc
 
@@ -70,6 +71,17 @@ def test_errors_become_statuses_with_details_and_metrics_count_them(toy: Toy) ->
             f'grpc_service="ragline.v1.GatewayService"}} 1.0' in metrics
         )
     assert 'ragline_grpc_server_handling_seconds_count{grpc_method="Search"' in metrics
+
+
+@pytest.mark.integration
+def test_a_message_over_the_receive_limit_is_refused_before_the_handler(toy: Toy) -> None:
+    toy.wait_health(health_pb2.HealthCheckResponse.SERVING)
+    with grpc.insecure_channel(toy.address, options=[("grpc.max_send_message_length", -1)]) as channel:
+        stub = gateway_service_pb2_grpc.GatewayServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.Search(search_request("0" + " " * MAX_MESSAGE_BYTES), timeout=30)
+        assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        stub.Search(search_request("0"), timeout=5)
 
 
 @pytest.mark.integration

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 import pytest
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -221,11 +221,12 @@ async def test_cancelling_drops_queued_and_leased_documents(
     [leased] = await _claim(queue, 1)
 
     reply = await queue.CancelStoredIngestJob(
-        queue_pb.CancelStoredIngestJobRequest(job_id=created.job.job_id, reason="oops")
+        # A reason quoting a NUL, which PostgreSQL cannot store, is kept with the NUL spelled out.
+        queue_pb.CancelStoredIngestJobRequest(job_id=created.job.job_id, reason="oops \x00")
     )
 
     assert reply.job.state == common_pb2.INGEST_JOB_STATE_CANCELLED
-    assert (reply.job.cancelled_documents, reply.job.status_message) == (5, "oops")
+    assert (reply.job.cancelled_documents, reply.job.status_message) == (5, "oops \\x00")
     assert await _claim(queue) == []
     await _store(stub, leased)  # its worker finishes: the document is stored, the job unchanged
     assert (await _job(queue, created.job.job_id)).cancelled_documents == 5
@@ -315,3 +316,56 @@ def test_the_queue_is_its_own_service_beside_the_search_api_with_health_and_refl
     assert set(services) <= listed
     # The search API no longer carries the queue's RPCs.
     assert "ClaimIngestWork" not in pb.DESCRIPTOR.services_by_name["RetrieverService"].methods_by_name
+
+
+@pytest.mark.parametrize(
+    ("document", "field"),
+    [
+        (common_pb2.DocumentContent(document_id="\x00", content=b"t"), "documents[1].document_id"),
+        (
+            common_pb2.DocumentContent(
+                document_id="d",
+                content=b"t",
+                metadata=struct_pb2.Struct(
+                    fields={
+                        "k": struct_pb2.Value(list_value=struct_pb2.ListValue(values=[struct_pb2.Value()]))
+                    }
+                ),
+            ),
+            "documents[1].metadata.k[0]",
+        ),
+        (
+            common_pb2.DocumentContent(
+                document_id="d",
+                content=b"t",
+                metadata=struct_pb2.Struct(fields={"score": struct_pb2.Value(number_value=float("nan"))}),
+            ),
+            "documents[1].metadata.score",
+        ),
+    ],
+)
+async def test_job_documents_a_database_cannot_store_are_refused_and_nothing_is_recorded(
+    queue: queue_grpc.IngestQueueServiceStub,
+    new_collection: Callable[..., Awaitable[str]],
+    document: common_pb2.DocumentContent,
+    field: str,
+) -> None:
+    collection = await new_collection()
+    created = await queue.CreateStoredIngestJob(
+        queue_pb.CreateStoredIngestJobRequest(collection=collection, accepting_documents=True)
+    )
+    for call in (
+        queue.CreateStoredIngestJob(
+            queue_pb.CreateStoredIngestJobRequest(collection=collection, documents=[*_documents(1), document])
+        ),
+        queue.AppendStoredIngestJob(
+            queue_pb.AppendStoredIngestJobRequest(
+                job_id=created.job.job_id, documents=[*_documents(1), document]
+            )
+        ),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await call
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert field in (error.value.details() or "")
+    assert (await _job(queue, created.job.job_id)).total_documents == 0

@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import struct_pb2
 from test_retriever_service import axis, chunk, field_violation, struct
 
 from ragline.v1 import common_pb2
@@ -37,6 +38,12 @@ def condition(field: str, operator: int, value: Any = UNSET) -> common_pb2.Metad
     cond = common_pb2.FieldCondition(field=field, operator=operator)  # type: ignore[arg-type]
     if value is not UNSET:
         cond.value.CopyFrom(struct(v=value).fields["v"])
+    return common_pb2.MetadataFilter(condition=cond)
+
+
+def unset_condition(operator: int) -> common_pb2.MetadataFilter:
+    """A one-condition filter whose value is present but has no kind set (what a client's typo sends)."""
+    cond = common_pb2.FieldCondition(field="kind", operator=operator, value=struct_pb2.Value())  # type: ignore[arg-type]
     return common_pb2.MetadataFilter(condition=cond)
 
 
@@ -214,6 +221,13 @@ async def test_filters_select_by_metadata_in_every_mode(
         (condition("kind", common_pb2.FILTER_OPERATOR_IN, []), "filter.condition.value"),
         (condition("year", common_pb2.FILTER_OPERATOR_LT, True), "filter.condition.value"),
         (condition("year", common_pb2.FILTER_OPERATOR_EXISTS, 1), "filter.condition.value"),
+        (unset_condition(common_pb2.FILTER_OPERATOR_EQ), "filter.condition.value"),
+        (unset_condition(common_pb2.FILTER_OPERATOR_NE), "filter.condition.value"),
+        (condition("year", common_pb2.FILTER_OPERATOR_EQ, float("nan")), "filter.condition.value"),
+        (condition("year", common_pb2.FILTER_OPERATOR_IN, [1, float("inf")]), "filter.condition.value[1]"),
+        (condition("kind", common_pb2.FILTER_OPERATOR_EQ, "paper\x00"), "filter.condition.value"),
+        (condition("kind\x00", common_pb2.FILTER_OPERATOR_EQ, "paper"), "filter.condition.field"),
+        (condition("kind", 77, "paper"), "filter.condition.operator"),
         (
             common_pb2.MetadataFilter(any=common_pb2.FilterGroup(filters=[common_pb2.MetadataFilter()])),
             "filter.any.filters[0]",

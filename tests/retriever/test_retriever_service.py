@@ -240,6 +240,17 @@ async def test_upsert_with_a_wrong_dimension_writes_nothing(
     assert kept.generation == good.generation
 
 
+def unset_value(key: str, listed: bool = False) -> struct_pb2.Struct:
+    """Metadata whose value under `key` (or, `listed`, the second of a list there) has no kind set,
+    as a client's mistake sends it."""
+    unset = struct_pb2.Value()
+    if listed:
+        unset = struct_pb2.Value(
+            list_value=struct_pb2.ListValue(values=[struct_pb2.Value(number_value=0), unset])
+        )
+    return struct_pb2.Struct(fields={key: unset})
+
+
 def upsert_request(**fields: Any) -> pb.UpsertDocumentRequest:
     """An upsert of one valid chunk into the test's collection, with `fields` overridden."""
     values: dict[str, Any] = {"collection": "{name}", "document_id": "d", "chunks": [chunk("t", axis(0))]}
@@ -257,6 +268,20 @@ def upsert_request(**fields: Any) -> pb.UpsertDocumentRequest:
         (upsert_request(chunks=[chunk("t", [0.0] * 8)]), "INVALID_ARGUMENT", "chunks[0].embedding"),
         (upsert_request(chunks=[chunk("t", [float("nan")] * 8)]), "INVALID_ARGUMENT", "chunks[0].embedding"),
         (upsert_request(content_hash="xyz"), "INVALID_ARGUMENT", "content_hash"),
+        (upsert_request(document_id="a\x00b"), "INVALID_ARGUMENT", "document_id"),
+        (upsert_request(metadata=unset_value("k")), "INVALID_ARGUMENT", "metadata.k"),
+        (upsert_request(metadata=unset_value("k", listed=True)), "INVALID_ARGUMENT", "metadata.k[1]"),
+        (upsert_request(metadata=struct(note="a\x00")), "INVALID_ARGUMENT", "metadata.note"),
+        (
+            upsert_request(chunks=[chunk("t", axis(0), score=float("nan"))]),
+            "INVALID_ARGUMENT",
+            "chunks[0].metadata.score",
+        ),
+        (
+            upsert_request(chunks=[chunk("t", axis(0), score=float("inf"))]),
+            "INVALID_ARGUMENT",
+            "chunks[0].metadata.score",
+        ),
     ],
 )
 async def test_upsert_validates(
@@ -375,6 +400,9 @@ async def test_hits_carry_merged_metadata(stub: pb_grpc.RetrieverServiceStub, co
         (HYBRID, "", axis(0), "query_text"),
         (HYBRID, "words", [], "query_embedding"),
         (7, "words", axis(0), "mode"),
+        (KEYWORD, "words\x00", [], "query_text"),
+        # ~150k distinct words once made PostgreSQL's tsvector overflow: INTERNAL, not a client error.
+        (KEYWORD, " ".join(f"w{i}" for i in range(150_000)), [], "query_text"),
     ],
 )
 async def test_search_validates(

@@ -9,13 +9,13 @@ from rank_fusion import RRF_K, fuse
 from ragline.config import ConfigError, load_config
 from ragline.errors import InvalidArgument
 from ragline.v1 import common_pb2
+from ragline.validation import check_collection_name
 from ragline_retriever.chunks import NewChunk, StoredChunk, plan_chunks, text_hash
 from ragline_retriever.config import RetrieverConfig
 from ragline_retriever.database import describe_server
 from ragline_retriever.migrate import migrations
 from ragline_retriever.paging import decode_page_token, encode_page_token
 from ragline_retriever.search import Hit, create_index_sql, vector_search_sql
-from ragline_retriever.validation import validate_collection_name
 
 VECTOR, KEYWORD = common_pb2.SEARCH_MODE_VECTOR, common_pb2.SEARCH_MODE_KEYWORD
 
@@ -75,13 +75,13 @@ def test_page_tokens_round_trip_and_reject_foreign_tokens() -> None:
 
 @pytest.mark.parametrize("name", ["a", "Docs_2024", "team.wiki-v2", "x" * 63])
 def test_valid_collection_names(name: str) -> None:
-    assert validate_collection_name(name, "name") == name
+    assert check_collection_name(name, "name") == name
 
 
 @pytest.mark.parametrize("name", ["", "-leading", ".hidden", "has space", "x" * 64, "semi;colon", "ünï"])
 def test_invalid_collection_names(name: str) -> None:
     with pytest.raises(InvalidArgument):
-        validate_collection_name(name, "name")
+        check_collection_name(name, "name")
 
 
 def test_index_and_query_share_expression_and_predicate() -> None:

@@ -155,10 +155,8 @@ async def _upsert(
     """Stores the document's chunks, writing only those that changed, and finishes the request's
     ingest claim (if any), in the caller's transaction."""
     name = request.collection
-    try:
-        metadata = json_format.MessageToDict(request.metadata)
-    except ValueError as exc:  # a NaN or infinity, which JSON cannot hold
-        raise InvalidArgument(f"metadata cannot be stored as JSON: {exc}", field="metadata") from None
+    # validate_upsert refused metadata JSON cannot hold (NaN, infinity, NUL, too deep or large).
+    metadata = json_format.MessageToDict(request.metadata)
     collection = await collection_for_write(conn, name)
     chunks = new_chunks(request, collection["dimension"])
     await _reuse_embeddings(conn, collection["id"], name, chunks)

@@ -12,13 +12,13 @@ from datetime import datetime
 import grpc
 from prometheus_client import Gauge
 
-from ragline.errors import InvalidArgument
+from ragline.errors import InvalidArgument, shorten
 from ragline.v1 import ingest_queue_service_pb2 as pb
 from ragline.v1 import ingest_queue_service_pb2_grpc as pb_grpc
+from ragline.validation import check_collection_name, parse_uuid
 from ragline_retriever import collection_store, jobs
 from ragline_retriever.database import Database
 from ragline_retriever.paging import decode_page_token, next_page_token, page_size
-from ragline_retriever.validation import validate_collection_name
 
 INGEST_QUEUE_DOCUMENTS = Gauge(
     "ragline_ingest_queue_documents",
@@ -49,7 +49,7 @@ class IngestQueueServicer(pb_grpc.IngestQueueServiceServicer):
     async def CreateStoredIngestJob(
         self, request: pb.CreateStoredIngestJobRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateStoredIngestJobResponse:
-        name = validate_collection_name(request.collection, "collection")
+        name = check_collection_name(request.collection, "collection")
         async with self._db.connection() as conn:
             await collection_store.collection_id(conn, name)
             job = await jobs.create_job(conn, name, request.documents, request.accepting_documents)
@@ -58,7 +58,7 @@ class IngestQueueServicer(pb_grpc.IngestQueueServiceServicer):
     async def AppendStoredIngestJob(
         self, request: pb.AppendStoredIngestJobRequest, context: grpc.aio.ServicerContext
     ) -> pb.AppendStoredIngestJobResponse:
-        job_id = jobs.parse_uuid(request.job_id, "job_id")
+        job_id = parse_uuid(request.job_id, "job_id")
         async with self._db.connection() as conn:
             job = await jobs.append_documents(conn, job_id, request.documents, request.last)
         return pb.AppendStoredIngestJobResponse(job=job)
@@ -66,7 +66,7 @@ class IngestQueueServicer(pb_grpc.IngestQueueServiceServicer):
     async def GetStoredIngestJob(
         self, request: pb.GetStoredIngestJobRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetStoredIngestJobResponse:
-        job_id = jobs.parse_uuid(request.job_id, "job_id")
+        job_id = parse_uuid(request.job_id, "job_id")
         async with self._db.connection() as conn:
             return pb.GetStoredIngestJobResponse(job=await jobs.get_job(conn, job_id))
 
@@ -74,7 +74,7 @@ class IngestQueueServicer(pb_grpc.IngestQueueServiceServicer):
         self, request: pb.ListStoredIngestJobsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListStoredIngestJobsResponse:
         if request.collection:
-            validate_collection_name(request.collection, "collection")
+            check_collection_name(request.collection, "collection")
         size = page_size(request.page_size)
         scope = f"ingest-jobs/{request.collection}"
         after_key = decode_page_token(request.page_token, scope)
@@ -82,7 +82,7 @@ class IngestQueueServicer(pb_grpc.IngestQueueServiceServicer):
         if after_key:
             created, _, job_id = after_key.partition(" ")
             try:
-                after = (datetime.fromisoformat(created), jobs.parse_uuid(job_id, "page_token"))
+                after = (datetime.fromisoformat(created), parse_uuid(job_id, "page_token"))
             except ValueError:
                 raise InvalidArgument(
                     "page_token is not a next_page_token of this listing", field="page_token"
@@ -99,9 +99,11 @@ class IngestQueueServicer(pb_grpc.IngestQueueServiceServicer):
     async def CancelStoredIngestJob(
         self, request: pb.CancelStoredIngestJobRequest, context: grpc.aio.ServicerContext
     ) -> pb.CancelStoredIngestJobResponse:
-        job_id = jobs.parse_uuid(request.job_id, "job_id")
+        job_id = parse_uuid(request.job_id, "job_id")
         async with self._db.connection() as conn:
-            return pb.CancelStoredIngestJobResponse(job=await jobs.cancel_job(conn, job_id, request.reason))
+            return pb.CancelStoredIngestJobResponse(
+                job=await jobs.cancel_job(conn, job_id, _reason(request.reason))
+            )
 
     async def ClaimIngestWork(
         self, request: pb.ClaimIngestWorkRequest, context: grpc.aio.ServicerContext
@@ -122,7 +124,7 @@ class IngestQueueServicer(pb_grpc.IngestQueueServiceServicer):
         if retry_after is not None and retry_after < 0:
             raise InvalidArgument("retry_after must not be negative", field="retry_after")
         async with self._db.connection() as conn:
-            requeued = await jobs.fail_document(conn, request.claim, request.reason, retry_after)
+            requeued = await jobs.fail_document(conn, request.claim, _reason(request.reason), retry_after)
         return pb.FailIngestWorkResponse(requeued=requeued)
 
     async def RenewIngestWork(
@@ -131,3 +133,10 @@ class IngestQueueServicer(pb_grpc.IngestQueueServiceServicer):
         async with self._db.connection() as conn:
             renewed = await jobs.renew_leases(conn, request.claims, request.lease_seconds)
         return pb.RenewIngestWorkResponse(renewed=renewed)
+
+
+def _reason(text: str) -> str:
+    """A failure or cancellation reason as stored: NUL (which PostgreSQL cannot store) spelled out and
+    the length bounded. A reason quotes an error, so it is kept rather than refused: refusing would
+    leave a failed document claimed until its lease ran out."""
+    return shorten(text.replace("\x00", "\\x00"))

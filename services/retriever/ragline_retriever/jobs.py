@@ -17,13 +17,13 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import asyncpg
-from google.protobuf import duration_pb2, json_format
+from google.protobuf import duration_pb2
 
 from ragline.errors import FailedPrecondition, InvalidArgument, NotFound
 from ragline.v1 import common_pb2
 from ragline.v1 import ingest_queue_service_pb2 as pb
+from ragline.validation import MAX_ID_CHARS, check_document_id, check_text, metadata_dict, parse_uuid
 from ragline_retriever.database import PooledConnection
-from ragline_retriever.validation import MAX_DOCUMENT_ID_LENGTH
 
 MAX_CLAIM = 1000
 MAX_LEASE_SECONDS = 3600.0
@@ -73,14 +73,6 @@ _ABANDON_SQL = """
         FOR UPDATE SKIP LOCKED)
     RETURNING job_id
 """
-
-
-def parse_uuid(value: str, field: str) -> uuid.UUID:
-    """`value` as a UUID, or INVALID_ARGUMENT naming `field`."""
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise InvalidArgument(f"{field} {value!r} is not a job id (a UUID)", field=field) from None
 
 
 def job_pb(row: asyncpg.Record, failures: Sequence[asyncpg.Record] = ()) -> common_pb2.IngestJob:
@@ -138,18 +130,14 @@ def _document_records(
 ) -> list[tuple[object, ...]]:
     records: list[tuple[object, ...]] = []
     for i, document in enumerate(documents):
-        if not document.document_id or len(document.document_id) > MAX_DOCUMENT_ID_LENGTH:
-            raise InvalidArgument(
-                f"documents[{i}].document_id must have 1 to {MAX_DOCUMENT_ID_LENGTH} characters",
-                field=f"documents[{i}].document_id",
-            )
+        field = f"documents[{i}]"
         records.append(
             (
                 job_id,
                 first_ordinal + i,
-                document.document_id,
-                document.media_type,
-                json_format.MessageToDict(document.metadata),
+                check_document_id(document.document_id, f"{field}.document_id"),
+                check_text(document.media_type, f"{field}.media_type", MAX_ID_CHARS),
+                metadata_dict(document.metadata, f"{field}.metadata"),
                 document.content,
             )
         )

@@ -87,7 +87,7 @@ class Searcher:
         collection's previous search, and looked up again when the statement finds them stale."""
         started = time.perf_counter()
         name, mode = valid.name, valid.mode
-        # Compiled before touching the database, so a malformed filter is always INVALID_ARGUMENT.
+        # Compiled before touching the database; `validate_search` checked the filter whole, so this cannot fail.
         params = Params(_FILTER_PARAMS[mode])
         condition = (
             compile_filter(request.filter, METADATA_SQL, params) if request.HasField("filter") else None

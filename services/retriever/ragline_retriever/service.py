@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import grpc
 
-from ragline.errors import InvalidArgument
 from ragline.v1 import retriever_service_pb2 as pb
 from ragline.v1 import retriever_service_pb2_grpc as pb_grpc
+from ragline.validation import check_collection_name, check_document_id, check_enum
 from ragline_retriever import collection_store, document_store, jobs
 from ragline_retriever.config import RetrieverConfig
 from ragline_retriever.database import Database
@@ -25,8 +25,6 @@ from ragline_retriever.searcher import Searcher
 from ragline_retriever.state_publisher import StatePublisher
 from ragline_retriever.validation import (
     validate_batch_upsert,
-    validate_collection_name,
-    validate_document_id,
     validate_lookup,
     validate_new_collection,
     validate_search,
@@ -75,9 +73,8 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
     async def GetCollection(
         self, request: pb.GetCollectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetCollectionResponse:
-        name = validate_collection_name(request.name, "name")
-        if request.view not in pb.CollectionView.values():
-            raise InvalidArgument(f"unknown collection view {request.view}", field="view")
+        name = check_collection_name(request.name, "name")
+        check_enum(request.view, pb.CollectionView, "view")
         basic = request.view == pb.COLLECTION_VIEW_BASIC
         # The basic view is what a gateway asks for on a query: published for the next ones.
         publication = await self._publisher.begin(name) if basic else None
@@ -102,7 +99,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
     async def DeleteCollection(
         self, request: pb.DeleteCollectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteCollectionResponse:
-        name = validate_collection_name(request.name, "name")
+        name = check_collection_name(request.name, "name")
         async with self._publisher.changing(name) as change, self._db.connection() as conn:
             documents = await collection_store.delete_collection(conn, name, change)
         return pb.DeleteCollectionResponse(deleted_documents=documents)
@@ -148,8 +145,8 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
     async def GetStoredDocument(
         self, request: pb.GetStoredDocumentRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetStoredDocumentResponse:
-        name = validate_collection_name(request.collection, "collection")
-        document_id = validate_document_id(request.document_id)
+        name = check_collection_name(request.collection, "collection")
+        document_id = check_document_id(request.document_id, "document_id")
         async with self._db.connection() as conn:
             collection_id = await collection_store.collection_id(conn, name)
             row = await document_store.get_document(conn, collection_id, name, document_id)
@@ -158,7 +155,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
     async def ListStoredDocuments(
         self, request: pb.ListStoredDocumentsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListStoredDocumentsResponse:
-        name = validate_collection_name(request.collection, "collection")
+        name = check_collection_name(request.collection, "collection")
         size = page_size(request.page_size)
         scope = f"documents/{name}"
         after = decode_page_token(request.page_token, scope)
@@ -173,8 +170,8 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
     async def DeleteStoredDocument(
         self, request: pb.DeleteStoredDocumentRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteStoredDocumentResponse:
-        name = validate_collection_name(request.collection, "collection")
-        document_id = validate_document_id(request.document_id)
+        name = check_collection_name(request.collection, "collection")
+        document_id = check_document_id(request.document_id, "document_id")
         async with self._publisher.changing(name) as change, self._db.connection() as conn:
             deleted, generation = await document_store.delete_document(conn, name, document_id, change)
         return pb.DeleteStoredDocumentResponse(deleted_chunks=deleted, generation=generation)

@@ -1,7 +1,8 @@
 """Every limit of the retriever's API and the checks of its requests, run before the database is touched.
 
 Each check raises INVALID_ARGUMENT naming the field to fix, so a bad request never reaches a
-transaction; the handlers of both services call these and pass on what they return.
+transaction; the handlers of both services call these and pass on what they return. The checks
+the gateway makes too (names, ids, metadata, filters, query text) are `ragline.validation`'s.
 """
 
 from __future__ import annotations
@@ -12,20 +13,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from google.protobuf import json_format
 from numpy.typing import NDArray
 
 from ragline.errors import InvalidArgument, ServiceError
 from ragline.metrics import SEARCH_MODE_LABELS
 from ragline.v1 import common_pb2
 from ragline.v1 import retriever_service_pb2 as pb
+from ragline.validation import (
+    MAX_BATCH_DOCUMENTS,
+    MAX_ID_CHARS,
+    MAX_QUERY_CHARS,
+    check_collection_name,
+    check_document_id,
+    check_filter,
+    check_text,
+    metadata_dict,
+)
 from ragline_retriever.chunks import NewChunk, text_hash
 from ragline_retriever.config import RetrieverConfig
 
-COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 MAX_DIMENSION = 4000
-MAX_DOCUMENT_ID_LENGTH = 1024
 DEFAULT_TOP_K = 10
 MAX_TOP_K = 1000
 # pgvector's bounds of hnsw.ef_search.
@@ -34,7 +42,6 @@ MAX_BM25_K1 = 10.0
 MAX_RRF_K = 1000
 MAX_FUSION_WEIGHT = 100.0
 MAX_LOOKUP_HASHES = 10_000
-MAX_BATCH_DOCUMENTS = 1000
 # Embeddings are indexed as halfvec (16-bit floats), which cannot hold larger magnitudes.
 HALFVEC_MAX = 65504.0
 
@@ -71,32 +78,10 @@ class ValidSearch:
     """The request's tuning knobs, or the configured defaults."""
 
 
-def validate_collection_name(name: str, field: str) -> str:
-    """`name` if it is a valid collection name, else INVALID_ARGUMENT on `field`."""
-    if not COLLECTION_NAME.match(name):
-        raise InvalidArgument(
-            f"{field} {name!r} is not a valid collection name: use 1 to 63 letters, digits, '.', '_' "
-            "or '-', starting with a letter or digit",
-            field=field,
-        )
-    return name
-
-
-def validate_document_id(document_id: str) -> str:
-    """`document_id` if it is non-empty, at most MAX_DOCUMENT_ID_LENGTH long and free of NUL characters."""
-    if not document_id:
-        raise InvalidArgument("document_id is empty", field="document_id")
-    if len(document_id) > MAX_DOCUMENT_ID_LENGTH or "\x00" in document_id:
-        raise InvalidArgument(
-            f"document_id must be at most {MAX_DOCUMENT_ID_LENGTH} characters without NUL characters",
-            field="document_id",
-        )
-    return document_id
-
-
 def validate_new_collection(request: pb.CreateCollectionRequest) -> str:
     """The name of the collection a CreateCollection request may create."""
-    name = validate_collection_name(request.name, "name")
+    name = check_collection_name(request.name, "name")
+    check_text(request.embedding_model, "embedding_model", MAX_ID_CHARS)
     if not 1 <= request.dimension <= MAX_DIMENSION:
         raise InvalidArgument(f"dimension must be from 1 to {MAX_DIMENSION}", field="dimension")
     if request.distance not in (
@@ -129,8 +114,9 @@ def validate_embedding(
 def validate_upsert(request: pb.UpsertDocumentRequest) -> tuple[str, str]:
     """The collection name and document id of an UpsertDocument request whose fields (but the
     chunks' embeddings, which need the collection's dimension) are valid."""
-    name = validate_collection_name(request.collection, "collection")
-    document_id = validate_document_id(request.document_id)
+    name = check_collection_name(request.collection, "collection")
+    document_id = check_document_id(request.document_id, "document_id")
+    metadata_dict(request.metadata, "metadata")
     if not request.chunks:
         raise InvalidArgument("a document needs at least one chunk", field="chunks")
     if request.content_hash and not SHA256_HEX.match(request.content_hash):
@@ -154,7 +140,7 @@ def in_batch(error: ServiceError, index: int, document_id: str) -> ServiceError:
 def validate_batch_upsert(request: pb.BatchUpsertDocumentsRequest) -> tuple[str, list[str]]:
     """The collection name and document ids of a BatchUpsertDocuments request whose documents'
     fields (but their embeddings) are valid; each request's `collection` is set to the batch's."""
-    name = validate_collection_name(request.collection, "collection")
+    name = check_collection_name(request.collection, "collection")
     if not 1 <= len(request.requests) <= MAX_BATCH_DOCUMENTS:
         raise InvalidArgument(
             f"requests has {len(request.requests)} documents; send from 1 to {MAX_BATCH_DOCUMENTS}",
@@ -209,7 +195,7 @@ def new_chunks(request: pb.UpsertDocumentRequest, dimension: int) -> list[NewChu
                 text=chunk.text,
                 content_hash=text_hash(chunk.text),
                 token_count=chunk.token_count,
-                metadata=json_format.MessageToDict(chunk.metadata),
+                metadata=metadata_dict(chunk.metadata, f"chunks[{i}].metadata"),
                 embedding=embedding,
             )
         )
@@ -218,8 +204,8 @@ def new_chunks(request: pb.UpsertDocumentRequest, dimension: int) -> list[NewChu
 
 def validate_lookup(request: pb.LookupChunkHashesRequest) -> tuple[str, str, list[str]]:
     """The collection name, document id ("" for none) and distinct hashes of a LookupChunkHashes request."""
-    name = validate_collection_name(request.collection, "collection")
-    document_id = validate_document_id(request.document_id) if request.document_id else ""
+    name = check_collection_name(request.collection, "collection")
+    document_id = check_document_id(request.document_id, "document_id") if request.document_id else ""
     hashes = list(dict.fromkeys(request.content_hashes))
     if len(hashes) > MAX_LOOKUP_HASHES:
         raise InvalidArgument(
@@ -242,10 +228,9 @@ def validate_lookup(request: pb.LookupChunkHashesRequest) -> tuple[str, str, lis
 def validate_search(request: pb.SearchChunksRequest, config: RetrieverConfig) -> ValidSearch:
     """A SearchChunks request checked field by field, with the defaults of what it left unset.
 
-    The query embedding's length is checked later, against the collection's dimension, and the
-    filter when it is compiled (`filters.py`).
+    The query embedding's length is checked later, against the collection's dimension.
     """
-    name = validate_collection_name(request.collection, "collection")
+    name = check_collection_name(request.collection, "collection")
     mode = request.mode or common_pb2.SEARCH_MODE_HYBRID
     if mode not in SEARCH_MODE_LABELS:
         raise InvalidArgument(f"unknown search mode {request.mode}", field="mode")
@@ -262,8 +247,9 @@ def validate_search(request: pb.SearchChunksRequest, config: RetrieverConfig) ->
         raise InvalidArgument(
             f"query_embedding is empty; {SEARCH_MODE_LABELS[mode]} search needs it", field="query_embedding"
         )
-    if "\x00" in request.query_text:
-        raise InvalidArgument("query_text has NUL characters", field="query_text")
+    check_text(request.query_text, "query_text", MAX_QUERY_CHARS)
+    if request.HasField("filter"):
+        check_filter(request.filter)
     return ValidSearch(name, mode, top_k, _search_options(request, config))
 
 
