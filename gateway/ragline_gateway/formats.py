@@ -25,6 +25,8 @@ from typing import TypeAlias
 from markdown_it import MarkdownIt
 from pypdf import PasswordType, PdfReader
 
+from ragline.validation import MAX_METADATA_DEPTH
+
 # Metadata values: what JSON (and so a protobuf Struct) can hold.
 JsonValue: TypeAlias = str | float | bool | Sequence["JsonValue"] | Mapping[str, "JsonValue"] | None
 
@@ -281,9 +283,10 @@ def pdf(content: bytes, charset: str | None) -> list[Section]:
     return sections
 
 
-# The deepest a JSON Lines record may nest objects and arrays. Its fields become metadata, a
-# protobuf Struct, and protobuf decoders give up past 100 nested messages: three per JSON level.
-MAX_JSON_DEPTH = 20
+# The deepest a JSON Lines record may nest objects and arrays: the record's fields become its
+# metadata, whose limit this is (and which stays far below the 100 nested messages protobuf
+# decoders take, three per JSON level).
+MAX_JSON_DEPTH = MAX_METADATA_DEPTH
 _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 

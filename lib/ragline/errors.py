@@ -90,6 +90,18 @@ class AlreadyExists(ServiceError):
     code = grpc.StatusCode.ALREADY_EXISTS
 
 
+class Unauthenticated(ServiceError):
+    """The call carries no credential, or one that is malformed, unknown, expired or revoked."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(ServiceError):
+    """The caller's credential is valid but its role does not allow the call."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 class FailedPrecondition(ServiceError):
     """The system is not in a state the request needs (for example, a feature is not configured)."""
 

@@ -16,6 +16,7 @@ from grpc_status import rpc_status
 
 from ragline.client import DocumentToIngest, RaglineClient
 from ragline.v1 import gateway_service_pb2
+from ragline_gateway.formats import MAX_JSON_DEPTH
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +65,7 @@ async def test_a_document_refused_midway_takes_back_the_documents_before_it(
     ]
     error = await _refused(client, documents)
     assert _field(error).startswith("documents[1]")
-    assert "'nan.txt'" in (error.details() or "")
+    assert "documents[1].metadata.score is nan" in (error.details() or "")
     assert await _stored(client) == before
     # The same request without the bad document stores both of the others.
     stored = await client.ingest([documents[0], documents[2]], collection=COLLECTION)
@@ -86,7 +87,7 @@ async def test_a_json_lines_record_nested_too_deep_is_refused_naming_its_line(
         client, [DocumentToIngest("records.jsonl", records, media_type="application/jsonl")]
     )
     assert _field(error) == "documents[0].content"
-    assert "line 2 nests objects or arrays more than 20 levels deep" in (error.details() or "")
+    assert f"line 2 nests objects or arrays more than {MAX_JSON_DEPTH} levels deep" in (error.details() or "")
     assert await _stored(client) == before
 
 
@@ -94,7 +95,7 @@ async def test_a_json_lines_record_as_deep_as_allowed_is_stored_with_its_metadat
     client: RaglineClient, kept: object
 ) -> None:
     deep: object = "bottom"
-    for _ in range(19):
+    for _ in range(MAX_JSON_DEPTH - 1):
         deep = {"x": deep}
     record = json.dumps({"id": "deep", "text": "A deeply described lighthouse.", "deep": deep})
     await client.ingest(
@@ -116,5 +117,5 @@ async def test_more_documents_than_one_transaction_takes_are_refused_before_any_
     )
     assert _field(error) == "documents"
     assert "1001 documents" in (error.details() or "")
-    assert "at most 1000" in (error.details() or "")
+    assert "the limit is 1000" in (error.details() or "")
     assert await _stored(client) == before

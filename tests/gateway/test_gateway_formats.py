@@ -175,7 +175,7 @@ def test_jsonl_records_become_documents_with_their_metadata() -> None:
         (b'{"text": "a", "metadata": [1]}', 'line 1 has a "metadata" field that is not an object'),
         (
             b'{"text": "a"}\n{"text": "b", "deep": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
-            "line 2 nests objects or arrays more than 20 levels deep; flatten it",
+            f"line 2 nests objects or arrays more than {MAX_JSON_DEPTH} levels deep; flatten it",
         ),
         (b'{"text": "a", "deep": ' + b'{"a": ' * 20 + b"1" + b"}" * 20 + b"}", "line 1 nests objects"),
         (b"\n\n", "is empty"),
