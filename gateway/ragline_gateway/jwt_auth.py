@@ -39,6 +39,8 @@ MAX_TENANT_CHARS = 128
 _FIX = "get a new token from your identity provider"
 # Least time between two fetches of a JWKS URL caused by unknown key ids.
 REFRESH_COOLDOWN_SECONDS = 30.0
+# While a JWKS URL that never answered is down, calls are refused this long without trying it again.
+FAILED_FETCH_RETRY_SECONDS = 2.0
 
 
 class _Keys:
@@ -61,6 +63,7 @@ class _Keys:
         self.by_kid: dict[str | None, jwt.PyJWK] = {}
         self.loaded_at = 0.0
         self.fetched_at = -REFRESH_COOLDOWN_SECONDS
+        self.failed: tuple[float, str] | None = None
         self.file_mtime = 0.0
         # One fetch at a time: concurrent calls with a new key id wait for the same fetch.
         self.lock = asyncio.Lock()
@@ -123,19 +126,31 @@ class _Keys:
         assert self.client is not None
         if forced and self.by_kid and time.monotonic() - self.fetched_at < REFRESH_COOLDOWN_SECONDS:
             return
+        if (
+            not self.by_kid
+            and self.failed is not None
+            and time.monotonic() - self.failed[0] < FAILED_FETCH_RETRY_SECONDS
+        ):
+            raise self._unavailable(self.failed[1])
         try:
             await asyncio.to_thread(self._fetch_url, forced and bool(self.by_kid))
         except (jwt.PyJWTError, ValueError) as exc:
+            self.failed = (time.monotonic(), str(exc))
             if self.by_kid:
                 log.warning(
                     "JWKS fetch from %s failed (%s); using the keys fetched before", self.client.uri, exc
                 )
                 self.loaded_at = time.monotonic()  # retry after another lifespan, not on every call
                 return
-            raise Unavailable(
-                f"the identity provider's JWKS could not be fetched from GATEWAY_JWT_JWKS_URL "
-                f"({self.client.uri}): {exc}; retry later"
-            ) from None
+            raise self._unavailable(str(exc)) from None
+        self.failed = None
+
+    def _unavailable(self, reason: str) -> Unavailable:
+        assert self.client is not None
+        return Unavailable(
+            f"the identity provider's JWKS could not be fetched from GATEWAY_JWT_JWKS_URL "
+            f"({self.client.uri}): {reason}; retry later"
+        )
 
 
 class JwtVerifier:
