@@ -6,6 +6,7 @@ speaks the protocol); keys are made in the test with `cryptography`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import threading
@@ -65,11 +66,13 @@ class IdentityProvider:
     def __init__(self, signers: list[Signer]) -> None:
         self.keys = [s.jwk for s in signers]
         self.fetches = 0
+        self.delay = 0.0
         provider = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 provider.fetches += 1
+                time.sleep(provider.delay)
                 body = json.dumps({"keys": provider.keys}).encode()
                 self.send_response(200 if self.path == "/jwks.json" else 404)
                 self.send_header("Content-Type", "application/json")
@@ -138,6 +141,7 @@ async def test_expired_wrong_issuer_wrong_audience_and_missing_claims_are_refuse
     assert "expired" in await refused(verifier, signer.token(exp=now - 120))
     # Within the leeway (30 s by default) a token just expired is still accepted.
     await verifier.principal(signer.token(exp=now - 5))
+    assert "not valid yet" in await refused(verifier, signer.token(nbf=now + 600))
     assert "GATEWAY_JWT_ISSUER" in await refused(verifier, signer.token(iss="https://evil.test/"))
     assert "GATEWAY_JWT_AUDIENCE" in await refused(verifier, signer.token(aud="someone-else"))
     assert "'exp' claim" in await refused(verifier, signer.token(exp=None))
@@ -225,6 +229,31 @@ async def test_an_unreachable_provider_is_unavailable_not_unauthenticated(signer
     assert verifier is not None
     with pytest.raises(Unavailable, match="GATEWAY_JWT_JWKS_URL"):
         await verifier.principal(signer.token())
+
+
+async def test_a_slow_provider_neither_blocks_the_event_loop_nor_holds_calls_past_the_timeout(
+    idp: IdentityProvider, signer: Signer
+) -> None:
+    idp.delay = 0.4
+    verifier = url_verifier(idp)
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    assert (await verifier.principal(signer.token())).tenant == "acme"
+    ticker.cancel()
+    assert ticks >= 10  # the loop kept running during the 0.4 s fetch
+    idp.delay = 3.0
+    slow = url_verifier(idp, GATEWAY_JWT_JWKS_TIMEOUT_SECONDS="0.3")
+    started = time.perf_counter()
+    with pytest.raises(Unavailable, match="timed out"):
+        await slow.principal(signer.token())
+    assert time.perf_counter() - started < 2.0
 
 
 async def test_a_jwks_file_is_read_at_start_and_again_when_it_changes(tmp_path: Path, signer: Signer) -> None:
