@@ -120,8 +120,6 @@ class Bucket:
 
     name: str
     """The limit's name in keys, metrics and messages: a rate class, or ingest_bytes."""
-    setting: str
-    """The environment variable that sets it."""
     rate: float
     """Tokens (calls or bytes) added per second."""
     capacity: float
@@ -136,7 +134,7 @@ def _rate_bucket(rate_class: RateClass, per_second: float, burst_seconds: float)
     setting = f"GATEWAY_RATE_LIMIT_{rate_class.name}_PER_SECOND"
     capacity = max(1.0, per_second * burst_seconds)
     description = f"{per_second:g} {rate_class.value} calls per second, bursts of {capacity:g} ({setting})"
-    return Bucket(rate_class.value, setting, per_second, capacity, description)
+    return Bucket(rate_class.value, per_second, capacity, description)
 
 
 class Limits:
@@ -158,7 +156,6 @@ class Limits:
         self._ingest = (
             Bucket(
                 "ingest_bytes",
-                "GATEWAY_RATE_LIMIT_INGEST_BYTES_PER_MINUTE",
                 per_minute / 60,
                 float(per_minute),
                 f"{per_minute} bytes of documents per minute (GATEWAY_RATE_LIMIT_INGEST_BYTES_PER_MINUTE)",
@@ -168,7 +165,8 @@ class Limits:
         )
         self._ask_cap = config.ask_concurrency_per_tenant
         self._lease_seconds = config.ask_lease_seconds
-        self._local_buckets: dict[str, tuple[float, float]] = {}
+        # Per bucket key: tokens, when they were counted, and when the bucket is full again (then it can go).
+        self._local_buckets: dict[str, tuple[float, float, float]] = {}
         self._local_slots: dict[str, int] = {}
         self._redis_retry_at = 0.0
         self._shared = True
@@ -215,20 +213,16 @@ class Limits:
     def _take_locally(self, key: str, bucket: Bucket, cost: float) -> float:
         now = time.monotonic()
         if len(self._local_buckets) > _MAX_LOCAL_BUCKETS:
-            self._forget_full_buckets(now, bucket)
-        tokens, at = self._local_buckets.get(key, (bucket.capacity, now))
+            # A bucket that has refilled is the same as a new one: forget it.
+            self._local_buckets = {k: v for k, v in self._local_buckets.items() if v[2] > now}
+        tokens, at, _ = self._local_buckets.get(key, (bucket.capacity, now, now))
         tokens = min(bucket.capacity, tokens + (now - at) * bucket.rate)
         need = min(cost, bucket.capacity)
-        if tokens < need:
-            self._local_buckets[key] = (tokens, now)
-            return (need - tokens) / bucket.rate
-        self._local_buckets[key] = (tokens - cost, now)
-        return 0.0
-
-    def _forget_full_buckets(self, now: float, bucket: Bucket) -> None:
-        # An idle bucket refills within capacity / rate seconds; a forgotten one starts full, which is the same.
-        horizon = bucket.capacity / bucket.rate
-        self._local_buckets = {k: v for k, v in self._local_buckets.items() if now - v[1] < horizon}
+        wait = (need - tokens) / bucket.rate if tokens < need else 0.0
+        if not wait:
+            tokens -= cost
+        self._local_buckets[key] = (tokens, now, now + (bucket.capacity - tokens) / bucket.rate)
+        return wait
 
     async def _take(self, bucket: Bucket, principal: Principal, cost: float) -> None:
         """Takes `cost` tokens from the principal's `bucket`, or raises ResourceExhausted with the wait."""
