@@ -10,6 +10,9 @@ from ragline.validation import MAX_BATCH_DOCUMENTS, MAX_QUERY_CHARS
 
 DEFAULT_PORT = 50051
 DEFAULT_METRICS_PORT = 9101
+# The JWT signature algorithms that may be configured: asymmetric only, so that a public key from the
+# JWKS can never be used as an HMAC secret, and never `none`.
+JWT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,54 @@ class GatewayConfig:
     """Longest wait for one retriever call (less if the caller's deadline is nearer)."""
     generate_timeout_seconds: float = setting("GATEWAY_GENERATE_TIMEOUT_SECONDS", 120.0, minimum=0.01)
     """Longest wait for the generator (less if the caller's deadline is nearer)."""
+    jwt_jwks_file: str | None = setting("GATEWAY_JWT_JWKS_FILE", None)
+    """Path of a JSON Web Key Set file whose keys sign the JWTs callers may present; re-read when a token names
+    a key id it does not hold. Setting it (or GATEWAY_JWT_JWKS_URL) turns JWT authentication on."""
+    jwt_jwks_url: str | None = setting("GATEWAY_JWT_JWKS_URL", None)
+    """http(s) URL of the identity provider's JSON Web Key Set; fetched off the event loop, kept for
+    GATEWAY_JWT_JWKS_CACHE_SECONDS, and fetched again when a token names an unknown key id."""
+    jwt_issuer: str | None = setting("GATEWAY_JWT_ISSUER", None)
+    """The `iss` every accepted JWT must carry; required when a JWKS is configured."""
+    jwt_audience: str | None = setting("GATEWAY_JWT_AUDIENCE", None)
+    """The `aud` every accepted JWT must include; required when a JWKS is configured."""
+    jwt_algorithms: str = setting("GATEWAY_JWT_ALGORITHMS", "RS256,ES256")
+    """Comma-separated signature algorithms accepted; asymmetric only (RS*, PS*, ES*, EdDSA), never none or HS*."""
+    jwt_leeway_seconds: float = setting("GATEWAY_JWT_LEEWAY_SECONDS", 30.0, minimum=0, maximum=600)
+    """Clock skew tolerated when checking a JWT's `exp`, `nbf` and `iat`."""
+    jwt_tenant_claim: str = setting("GATEWAY_JWT_TENANT_CLAIM", "tenant")
+    """The claim naming the caller's tenant (a dotted path such as `ext.tenant` reaches into an object)."""
+    jwt_role_claim: str = setting("GATEWAY_JWT_ROLE_CLAIM", "role")
+    """The claim giving the caller's role: reader, writer or admin, or a list of which the highest counts."""
+    jwt_jwks_cache_seconds: float = setting("GATEWAY_JWT_JWKS_CACHE_SECONDS", 300.0, minimum=1, maximum=86400)
+    """How long a JWKS fetched from GATEWAY_JWT_JWKS_URL is used before it is fetched again."""
+    jwt_jwks_timeout_seconds: float = setting(
+        "GATEWAY_JWT_JWKS_TIMEOUT_SECONDS", 5.0, minimum=0.1, maximum=60
+    )
+    """Longest wait for the identity provider to answer one JWKS fetch."""
+    rate_limit_query_per_second: float = setting("GATEWAY_RATE_LIMIT_QUERY_PER_SECOND", 0.0, minimum=0)
+    """Search, Ask and AskStream calls per second one credential may make; 0 means no limit."""
+    rate_limit_read_per_second: float = setting("GATEWAY_RATE_LIMIT_READ_PER_SECOND", 0.0, minimum=0)
+    """Document and ingest job reads per second one credential may make; 0 means no limit."""
+    rate_limit_write_per_second: float = setting("GATEWAY_RATE_LIMIT_WRITE_PER_SECOND", 0.0, minimum=0)
+    """Ingest, delete and cancel calls per second one credential may make; 0 means no limit."""
+    rate_limit_admin_per_second: float = setting("GATEWAY_RATE_LIMIT_ADMIN_PER_SECOND", 0.0, minimum=0)
+    """Key and collection management calls per second one credential may make; 0 means no limit."""
+    rate_limit_burst_seconds: float = setting(
+        "GATEWAY_RATE_LIMIT_BURST_SECONDS", 2.0, minimum=0, maximum=3600
+    )
+    """How many seconds' worth of calls a credential that was idle may make at once (at least one call)."""
+    rate_limit_ingest_bytes_per_minute: int = setting(
+        "GATEWAY_RATE_LIMIT_INGEST_BYTES_PER_MINUTE", 0, minimum=0
+    )
+    """Document content bytes one credential may send to IngestDocuments, CreateIngestJob and
+    UploadIngestDocuments per minute (up to a minute's worth at once); 0 means no limit."""
+    ask_concurrency_per_tenant: int = setting(
+        "GATEWAY_ASK_CONCURRENCY_PER_TENANT", 0, minimum=0, maximum=10000
+    )
+    """Ask and AskStream calls one tenant may have in progress at once, across every replica; 0 means no limit."""
+    ask_lease_seconds: float = setting("GATEWAY_ASK_LEASE_SECONDS", 30.0, minimum=1, maximum=3600)
+    """How long an Ask's concurrency slot is held in Redis between renewals; a crashed gateway's slots free
+    themselves after this long."""
     ingest_workers: int = setting("GATEWAY_INGEST_WORKERS", 4, minimum=0, maximum=64)
     """Concurrent ingest job workers in this process. Each works on one claimed batch at a time, so
     while one waits for the embedder the others decode, chunk and store; 0 leaves the queue to other replicas."""
@@ -87,3 +138,36 @@ class GatewayConfig:
                 f"GATEWAY_CHUNK_OVERLAP_TOKENS ({self.chunk_overlap_tokens}) must be smaller than "
                 f"GATEWAY_CHUNK_TOKENS ({self.chunk_tokens})"
             )
+        self._check_jwt()
+
+    def jwt_algorithm_names(self) -> list[str]:
+        """GATEWAY_JWT_ALGORITHMS as a list."""
+        return [name.strip() for name in self.jwt_algorithms.split(",") if name.strip()]
+
+    def _check_jwt(self) -> None:
+        if self.jwt_jwks_file and self.jwt_jwks_url:
+            raise ConfigError("set GATEWAY_JWT_JWKS_FILE or GATEWAY_JWT_JWKS_URL, not both")
+        if self.jwt_jwks_url and not self.jwt_jwks_url.startswith(("https://", "http://")):
+            raise ConfigError(
+                f"GATEWAY_JWT_JWKS_URL={self.jwt_jwks_url!r}: must be an https:// (or http://) URL"
+            )
+        wrong = [name for name in self.jwt_algorithm_names() if name not in JWT_ALGORITHMS]
+        if wrong or not self.jwt_algorithm_names():
+            raise ConfigError(
+                f"GATEWAY_JWT_ALGORITHMS={self.jwt_algorithms!r}: must be a comma-separated list of "
+                f"{', '.join(JWT_ALGORITHMS)} (asymmetric algorithms only)"
+            )
+        configured = bool(self.jwt_jwks_file or self.jwt_jwks_url)
+        for name, value in (
+            ("GATEWAY_JWT_ISSUER", self.jwt_issuer),
+            ("GATEWAY_JWT_AUDIENCE", self.jwt_audience),
+        ):
+            if configured and not value:
+                raise ConfigError(
+                    f"{name} is required when a JWKS is configured (GATEWAY_JWT_JWKS_FILE or _URL)"
+                )
+            if value and not configured:
+                raise ConfigError(
+                    f"{name} is set but no JWKS is: set GATEWAY_JWT_JWKS_FILE or GATEWAY_JWT_JWKS_URL to turn "
+                    "JWT authentication on"
+                )
