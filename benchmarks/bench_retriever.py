@@ -214,8 +214,8 @@ async def _bench(stack: Stack, state: Path) -> tuple[list[dict[str, Any]], dict[
     queries = query_vectors[:QUERIES]
     async with grpc.aio.insecure_channel(stack["retriever"].address) as channel:
         stub = pb_grpc.RetrieverServiceStub(channel)
-        await stub.CreateCollection(
-            pb.CreateCollectionRequest(
+        await stub.CreateStoredCollection(
+            pb.CreateStoredCollectionRequest(
                 name=COLLECTION, embedding_model="all-MiniLM-L6-v2", dimension=DIMENSION
             )
         )

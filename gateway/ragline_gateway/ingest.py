@@ -97,19 +97,19 @@ class Ingester:
             self.deps.embedder.GetModelInfo(embedder_service_pb2.GetModelInfoRequest(), timeout=timeout),
         )
         try:
-            reply = await self.deps.retriever.GetCollection(
-                retriever_service_pb2.GetCollectionRequest(name=name),
+            reply = await self.deps.retriever.GetStoredCollection(
+                retriever_service_pb2.GetStoredCollectionRequest(name=name),
                 timeout=downstream_timeout(context, self.config.retrieve_timeout_seconds),
             )
             collection = reply.collection
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.NOT_FOUND:
                 raise from_rpc_error("retriever", exc) from None
-            request = retriever_service_pb2.CreateCollectionRequest(
+            request = retriever_service_pb2.CreateStoredCollectionRequest(
                 name=name, embedding_model=info.model, dimension=info.dimension
             )
             try:
-                created = await self.deps.retriever.CreateCollection(
+                created = await self.deps.retriever.CreateStoredCollection(
                     request, timeout=downstream_timeout(context, self.config.retrieve_timeout_seconds)
                 )
                 collection = created.collection

@@ -237,11 +237,11 @@ class Prefetcher:
 
     async def _lookup(self, query: Query, context: grpc.aio.ServicerContext) -> common_pb2.Collection:
         # Without counts: a query needs only the collection's model, dimension and generation.
-        request = retriever_service_pb2.GetCollectionRequest(
+        request = retriever_service_pb2.GetStoredCollectionRequest(
             name=query.collection, view=retriever_service_pb2.COLLECTION_VIEW_BASIC
         )
         timeout = downstream_timeout(context, self.config.retrieve_timeout_seconds)
-        reply = await call("retriever", self.deps.retriever.GetCollection(request, timeout=timeout))
+        reply = await call("retriever", self.deps.retriever.GetStoredCollection(request, timeout=timeout))
         collection: common_pb2.Collection = reply.collection
         return collection
 

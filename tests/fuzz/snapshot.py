@@ -31,8 +31,8 @@ def snapshot(retriever: grpc.Channel, embedder: grpc.Channel, collection: str, f
     """The collection's stored state; `full` adds chunk hashes and search results (slower)."""
     stub = RetrieverServiceStub(retriever)
     try:
-        reply = stub.GetCollection(
-            retriever_service_pb2.GetCollectionRequest(name=collection), timeout=TIMEOUT
+        reply = stub.GetStoredCollection(
+            retriever_service_pb2.GetStoredCollectionRequest(name=collection), timeout=TIMEOUT
         )
     except grpc.RpcError as error:
         if error.code() != grpc.StatusCode.NOT_FOUND:

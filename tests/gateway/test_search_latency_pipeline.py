@@ -114,7 +114,7 @@ class FakeRetriever:
         self.searches: list[retriever_service_pb2.SearchChunksRequest] = []
         self.missing = False
 
-    def GetCollection(self, request: Any, timeout: float) -> Awaitable[Any]:
+    def GetStoredCollection(self, request: Any, timeout: float) -> Awaitable[Any]:
         async def run() -> Any:
             self.events.append("lookup-start")
             await self.lookup_gate.pass_through()
@@ -123,7 +123,7 @@ class FakeRetriever:
                 raise NotFound(f"collection {request.name!r} does not exist", field="name")
             collection = common_pb2.Collection()
             collection.CopyFrom(self.collection)
-            return retriever_service_pb2.GetCollectionResponse(collection=collection)
+            return retriever_service_pb2.GetStoredCollectionResponse(collection=collection)
 
         return run()
 

@@ -76,8 +76,8 @@ def new_collection(
 
     async def create(dimension: int = 8, prefix: str = "test") -> str:
         name = f"{prefix}-{next(_names)}"
-        await stub.CreateCollection(
-            pb.CreateCollectionRequest(name=name, embedding_model="handmade", dimension=dimension)
+        await stub.CreateStoredCollection(
+            pb.CreateStoredCollectionRequest(name=name, embedding_model="handmade", dimension=dimension)
         )
         return name
 

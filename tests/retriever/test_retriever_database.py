@@ -33,8 +33,8 @@ LOCAL_POSTGRES_WITHOUT_PGVECTOR = "postgresql://postgres@127.0.0.1:5432/test"
 async def test_vector_search_uses_the_collections_hnsw_index(
     stub: pb_grpc.RetrieverServiceStub, database_url: str
 ) -> None:
-    await stub.CreateCollection(pb.CreateCollectionRequest(name="explained", dimension=8))
-    await stub.CreateCollection(pb.CreateCollectionRequest(name="explained-other", dimension=8))
+    await stub.CreateStoredCollection(pb.CreateStoredCollectionRequest(name="explained", dimension=8))
+    await stub.CreateStoredCollection(pb.CreateStoredCollectionRequest(name="explained-other", dimension=8))
     rng = random.Random(7)
     for name in ("explained", "explained-other"):
         await stub.UpsertDocument(
@@ -67,7 +67,7 @@ async def test_vector_search_uses_the_collections_hnsw_index(
         )
         assert "chunk_terms_pkey" in keyword_plan, keyword_plan
         # Deleting the collection drops its index with it.
-        await stub.DeleteCollection(pb.DeleteCollectionRequest(name="explained"))
+        await stub.DeleteStoredCollection(pb.DeleteStoredCollectionRequest(name="explained"))
         assert await conn.fetchval("SELECT to_regclass($1)", index_name(collection_id)) is None
     finally:
         await conn.close()
@@ -163,12 +163,14 @@ def test_database_outage_gives_unavailable_then_recovers(tmp_path: Path) -> None
         address = stack["retriever"].address
         with grpc.insecure_channel(address) as channel:
             stub = pb_grpc.RetrieverServiceStub(channel)
-            stub.CreateCollection(pb.CreateCollectionRequest(name="durable", dimension=4), timeout=10)
+            stub.CreateStoredCollection(
+                pb.CreateStoredCollectionRequest(name="durable", dimension=4), timeout=10
+            )
 
             _pg_ctl(data_dir, "-m", "fast", "stop")
             started = time.monotonic()
             with pytest.raises(grpc.RpcError) as raised:
-                stub.GetCollection(pb.GetCollectionRequest(name="durable"), timeout=20)
+                stub.GetStoredCollection(pb.GetStoredCollectionRequest(name="durable"), timeout=20)
             elapsed = time.monotonic() - started
             assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
             assert "database unavailable" in (raised.value.details() or "")
@@ -178,7 +180,7 @@ def test_database_outage_gives_unavailable_then_recovers(tmp_path: Path) -> None
             _pg_ctl(data_dir, "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(data_dir / "log"), "start")
             restarted = True
             _wait_for_health(address, health_pb2.HealthCheckResponse.SERVING, timeout=10)
-            got = stub.GetCollection(pb.GetCollectionRequest(name="durable"), timeout=10)
+            got = stub.GetStoredCollection(pb.GetStoredCollectionRequest(name="durable"), timeout=10)
             assert got.collection.dimension == 4
     finally:
         stack.stop()

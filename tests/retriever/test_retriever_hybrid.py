@@ -58,7 +58,7 @@ async def library(stub: pb_grpc.RetrieverServiceStub) -> str:
     """60 documents of 1-3 chunks of random words, random vectors, and a `group` 0-2 in their metadata."""
     rng = random.Random(6)
     name = "hybrid-sql"
-    await stub.CreateCollection(pb.CreateCollectionRequest(name=name, dimension=DIMENSION))
+    await stub.CreateStoredCollection(pb.CreateStoredCollectionRequest(name=name, dimension=DIMENSION))
     for i in range(60):
         chunks = [
             chunk(
@@ -158,8 +158,8 @@ async def test_search_follows_a_collection_deleted_and_created_again(
     assert (list(reply.hits), reply.generation) == ([], 0)
     for dimension in (DIMENSION, DIMENSION * 2):
         # The name now belongs to another collection, which the remembered id no longer names.
-        await stub.DeleteCollection(pb.DeleteCollectionRequest(name=name))
-        await stub.CreateCollection(pb.CreateCollectionRequest(name=name, dimension=dimension))
+        await stub.DeleteStoredCollection(pb.DeleteStoredCollectionRequest(name=name))
+        await stub.CreateStoredCollection(pb.CreateStoredCollectionRequest(name=name, dimension=dimension))
         await stub.UpsertDocument(
             pb.UpsertDocumentRequest(
                 collection=name, document_id="only", chunks=[chunk("supersonic flow", [1.0] * dimension)]
@@ -180,7 +180,7 @@ async def test_search_follows_a_collection_deleted_and_created_again(
             await stub.SearchChunks(wrong_dimension)
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "query_embedding" in (raised.value.details() or "")
-    await stub.DeleteCollection(pb.DeleteCollectionRequest(name=name))
+    await stub.DeleteStoredCollection(pb.DeleteStoredCollectionRequest(name=name))
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.SearchChunks(request)
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND

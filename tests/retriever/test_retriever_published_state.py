@@ -43,7 +43,7 @@ async def _published(client: aioredis.Redis, name: str) -> int | None:
 
 
 async def _published_soon(client: aioredis.Redis, name: str) -> common_pb2.Collection:
-    """The state published for `name`, once it is: GetCollection publishes it after its reply."""
+    """The state published for `name`, once it is: GetStoredCollection publishes it after its reply."""
     deadline = time.monotonic() + 5
     while (value := await client.get(state_key(name))) is None:
         assert time.monotonic() < deadline, f"{name}'s state was never published"
@@ -59,9 +59,9 @@ async def test_the_basic_view_publishes_and_every_change_withdraws(
     name = await new_collection(8)
     assert await _published(redis_client, name) is None
     # The full view (with counts) is not what a query asks for, and publishes nothing.
-    await stub.GetCollection(pb.GetCollectionRequest(name=name))
+    await stub.GetStoredCollection(pb.GetStoredCollectionRequest(name=name))
     assert await _published(redis_client, name) is None
-    reply = await stub.GetCollection(pb.GetCollectionRequest(name=name, view=BASIC))
+    reply = await stub.GetStoredCollection(pb.GetStoredCollectionRequest(name=name, view=BASIC))
     assert await _published_soon(redis_client, name) == reply.collection
     changes: list[Callable[[], Awaitable[object]]] = [
         lambda: stub.UpsertDocument(
@@ -74,8 +74,8 @@ async def test_the_basic_view_publishes_and_every_change_withdraws(
             )
         ),
         lambda: stub.DeleteStoredDocument(pb.DeleteStoredDocumentRequest(collection=name, document_id="a")),
-        lambda: stub.DeleteCollection(pb.DeleteCollectionRequest(name=name)),
-        lambda: stub.CreateCollection(pb.CreateCollectionRequest(name=name, dimension=8)),
+        lambda: stub.DeleteStoredCollection(pb.DeleteStoredCollectionRequest(name=name)),
+        lambda: stub.CreateStoredCollection(pb.CreateStoredCollectionRequest(name=name, dimension=8)),
     ]
     for generation, change in enumerate(changes, start=1):
         # A state to withdraw, also where the collection is gone (one a failed withdrawal left).
@@ -83,10 +83,10 @@ async def test_the_basic_view_publishes_and_every_change_withdraws(
         await change()
         assert await _published(redis_client, name) is None, f"change {generation} left the state published"
         if generation < 4:
-            published = await stub.GetCollection(pb.GetCollectionRequest(name=name, view=BASIC))
+            published = await stub.GetStoredCollection(pb.GetStoredCollectionRequest(name=name, view=BASIC))
             assert published.collection.generation == generation
             assert (await _published_soon(redis_client, name)).generation == generation
-    await stub.DeleteCollection(pb.DeleteCollectionRequest(name=name))
+    await stub.DeleteStoredCollection(pb.DeleteStoredCollectionRequest(name=name))
 
 
 async def test_an_unchanged_document_leaves_the_state_published(
@@ -97,7 +97,7 @@ async def test_an_unchanged_document_leaves_the_state_published(
     name = await new_collection(8)
     request = pb.UpsertDocumentRequest(collection=name, document_id="a", chunks=[chunk("one", [1.0] * 8)])
     await stub.UpsertDocument(request)
-    await stub.GetCollection(pb.GetCollectionRequest(name=name, view=BASIC))
+    await stub.GetStoredCollection(pb.GetStoredCollectionRequest(name=name, view=BASIC))
     assert (await _published_soon(redis_client, name)).generation == 1
     await stub.UpsertDocument(request)
     assert await _published(redis_client, name) == 1
@@ -130,7 +130,7 @@ async def test_a_change_redis_cannot_be_told_of_waits_out_the_lease(
     async with grpc.aio.insecure_channel(cut_off_retriever.address) as channel:
         cut_off = pb_grpc.RetrieverServiceStub(channel)
         # Reads work without Redis, and publish nothing.
-        reply = await cut_off.GetCollection(pb.GetCollectionRequest(name=name, view=BASIC))
+        reply = await cut_off.GetStoredCollection(pb.GetStoredCollectionRequest(name=name, view=BASIC))
         assert reply.collection.name == name
         started = time.monotonic()
         written = await cut_off.UpsertDocument(

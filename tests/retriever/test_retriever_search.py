@@ -71,7 +71,7 @@ def bm25(
 async def papers(stub: pb_grpc.RetrieverServiceStub) -> str:
     """Three documents with metadata, one chunk each, vectors along axes 0-2."""
     name = "papers"
-    await stub.CreateCollection(pb.CreateCollectionRequest(name=name, dimension=8))
+    await stub.CreateStoredCollection(pb.CreateStoredCollectionRequest(name=name, dimension=8))
     metadata = {
         "a": {"year": 1960, "kind": "paper", "tags": "aero", "author": {"name": "Ames"}},
         "b": {"year": 1955, "kind": "report", "tags": "heat"},

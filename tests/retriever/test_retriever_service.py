@@ -60,8 +60,8 @@ def field_violation(error: grpc.aio.AioRpcError) -> str:
 
 
 async def test_collection_lifecycle(stub: pb_grpc.RetrieverServiceStub) -> None:
-    created = await stub.CreateCollection(
-        pb.CreateCollectionRequest(name="life.cycle", embedding_model="mini", dimension=8)
+    created = await stub.CreateStoredCollection(
+        pb.CreateStoredCollectionRequest(name="life.cycle", embedding_model="mini", dimension=8)
     )
     assert created.collection.name == "life.cycle"
     assert created.collection.dimension == 8
@@ -70,13 +70,13 @@ async def test_collection_lifecycle(stub: pb_grpc.RetrieverServiceStub) -> None:
     assert created.collection.create_time.seconds > 0
 
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await stub.CreateCollection(pb.CreateCollectionRequest(name="life.cycle", dimension=8))
+        await stub.CreateStoredCollection(pb.CreateStoredCollectionRequest(name="life.cycle", dimension=8))
     assert raised.value.code() == grpc.StatusCode.ALREADY_EXISTS
 
     await stub.UpsertDocument(
         pb.UpsertDocumentRequest(collection="life.cycle", document_id="a", chunks=[chunk("one", axis(0))])
     )
-    got = await stub.GetCollection(pb.GetCollectionRequest(name="life.cycle"))
+    got = await stub.GetStoredCollection(pb.GetStoredCollectionRequest(name="life.cycle"))
     assert (got.collection.embedding_model, got.collection.document_count, got.collection.chunk_count) == (
         "mini",
         1,
@@ -84,34 +84,36 @@ async def test_collection_lifecycle(stub: pb_grpc.RetrieverServiceStub) -> None:
     )
     assert got.collection.generation == 1
 
-    deleted = await stub.DeleteCollection(pb.DeleteCollectionRequest(name="life.cycle"))
+    deleted = await stub.DeleteStoredCollection(pb.DeleteStoredCollectionRequest(name="life.cycle"))
     assert deleted.deleted_documents == 1
     for call in (
-        stub.GetCollection(pb.GetCollectionRequest(name="life.cycle")),
-        stub.DeleteCollection(pb.DeleteCollectionRequest(name="life.cycle")),
+        stub.GetStoredCollection(pb.GetStoredCollectionRequest(name="life.cycle")),
+        stub.DeleteStoredCollection(pb.DeleteStoredCollectionRequest(name="life.cycle")),
     ):
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await call
         assert raised.value.code() == grpc.StatusCode.NOT_FOUND
     # The name is free again, and the new collection starts empty.
-    again = await stub.CreateCollection(pb.CreateCollectionRequest(name="life.cycle", dimension=3))
+    again = await stub.CreateStoredCollection(
+        pb.CreateStoredCollectionRequest(name="life.cycle", dimension=3)
+    )
     assert (again.collection.dimension, again.collection.document_count) == (3, 0)
 
 
 @pytest.mark.parametrize(
     ("request_", "field"),
     [
-        (pb.CreateCollectionRequest(name="bad name", dimension=8), "name"),
-        (pb.CreateCollectionRequest(name="x" * 64, dimension=8), "name"),
-        (pb.CreateCollectionRequest(name="zero", dimension=0), "dimension"),
-        (pb.CreateCollectionRequest(name="huge", dimension=4001), "dimension"),
+        (pb.CreateStoredCollectionRequest(name="bad name", dimension=8), "name"),
+        (pb.CreateStoredCollectionRequest(name="x" * 64, dimension=8), "name"),
+        (pb.CreateStoredCollectionRequest(name="zero", dimension=0), "dimension"),
+        (pb.CreateStoredCollectionRequest(name="huge", dimension=4001), "dimension"),
     ],
 )
 async def test_create_collection_validates(
-    stub: pb_grpc.RetrieverServiceStub, request_: pb.CreateCollectionRequest, field: str
+    stub: pb_grpc.RetrieverServiceStub, request_: pb.CreateStoredCollectionRequest, field: str
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await stub.CreateCollection(request_)
+        await stub.CreateStoredCollection(request_)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field_violation(raised.value) == field
 
@@ -124,7 +126,9 @@ async def test_list_collections_pages_through_all(
     token = ""
     pages = 0
     while True:
-        page = await stub.ListCollections(pb.ListCollectionsRequest(page_size=2, page_token=token))
+        page = await stub.ListStoredCollections(
+            pb.ListStoredCollectionsRequest(page_size=2, page_token=token)
+        )
         assert len(page.collections) <= 2
         names.extend(c.name for c in page.collections)
         pages += 1
@@ -137,11 +141,11 @@ async def test_list_collections_pages_through_all(
 
     for bad in ("garbage!", "AAAA"):
         with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await stub.ListCollections(pb.ListCollectionsRequest(page_token=bad))
+            await stub.ListStoredCollections(pb.ListStoredCollectionsRequest(page_token=bad))
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert field_violation(raised.value) == "page_token"
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await stub.ListCollections(pb.ListCollectionsRequest(page_size=1001))
+        await stub.ListStoredCollections(pb.ListStoredCollectionsRequest(page_size=1001))
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -193,20 +197,24 @@ async def test_upsert_keeps_unchanged_chunks_and_counts_changes(
     stored = await stub.GetStoredDocument(pb.GetStoredDocumentRequest(collection=name, document_id="doc"))
     assert dict(stored.document.metadata) == {"source": "b.txt"}
     assert stored.document.chunk_count == 1
-    collection = await stub.GetCollection(pb.GetCollectionRequest(name=name))
+    collection = await stub.GetStoredCollection(pb.GetStoredCollectionRequest(name=name))
     assert (collection.collection.chunk_count, collection.collection.generation) == (1, retagged.generation)
     assert collection.collection.document_count == 1
     # The basic view, the query pipeline's lookup, is the same collection without its counts.
-    basic = await stub.GetCollection(pb.GetCollectionRequest(name=name, view=pb.COLLECTION_VIEW_BASIC))
-    expected = pb.GetCollectionResponse()
+    basic = await stub.GetStoredCollection(
+        pb.GetStoredCollectionRequest(name=name, view=pb.COLLECTION_VIEW_BASIC)
+    )
+    expected = pb.GetStoredCollectionResponse()
     expected.CopyFrom(collection)
     expected.collection.ClearField("document_count")
     expected.collection.ClearField("chunk_count")
     assert basic == expected
-    full = await stub.GetCollection(pb.GetCollectionRequest(name=name, view=pb.COLLECTION_VIEW_FULL))
+    full = await stub.GetStoredCollection(
+        pb.GetStoredCollectionRequest(name=name, view=pb.COLLECTION_VIEW_FULL)
+    )
     assert full == collection
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await stub.GetCollection(pb.GetCollectionRequest(name=name, view=7))  # type: ignore[arg-type]
+        await stub.GetStoredCollection(pb.GetStoredCollectionRequest(name=name, view=7))  # type: ignore[arg-type]
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field_violation(raised.value) == "view"
 
@@ -303,8 +311,8 @@ async def test_upsert_validates(
 async def corpus(stub: pb_grpc.RetrieverServiceStub) -> str:
     """A collection of four one-chunk documents on unrelated topics, each along its own axis."""
     name = "search-corpus"
-    await stub.CreateCollection(
-        pb.CreateCollectionRequest(name=name, embedding_model="handmade", dimension=8)
+    await stub.CreateStoredCollection(
+        pb.CreateStoredCollectionRequest(name=name, embedding_model="handmade", dimension=8)
     )
     texts = {
         "volcano": "Volcanoes erupt molten lava and ash when magma rises through the crust.",
@@ -486,7 +494,7 @@ async def test_list_and_delete_documents(
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await call
         assert raised.value.code() == grpc.StatusCode.NOT_FOUND
-    collection = await stub.GetCollection(pb.GetCollectionRequest(name=name))
+    collection = await stub.GetStoredCollection(pb.GetStoredCollectionRequest(name=name))
     assert (collection.collection.document_count, collection.collection.chunk_count) == (6, 12)
     hits = await search(stub, name, KEYWORD, text="doc-03 chunk")
     assert all(h.document_id != "doc-03" for h in hits.hits)
@@ -515,5 +523,5 @@ async def test_concurrent_upserts_of_one_document_write_it_once(
         (0, 4),
         (4, 0),
     ]
-    collection = await stub.GetCollection(pb.GetCollectionRequest(name=name))
+    collection = await stub.GetStoredCollection(pb.GetStoredCollectionRequest(name=name))
     assert (collection.collection.generation, collection.collection.chunk_count) == (1, 4)

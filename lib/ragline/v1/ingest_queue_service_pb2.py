@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from ragline.v1 import common_pb2 as ragline_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%ragline/v1/ingest_queue_service.proto\x12\nragline.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x17ragline/v1/common.proto\"C\n\x0bIngestClaim\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07ordinal\x18\x02 \x01(\x03\x12\x13\n\x0b\x63laim_token\x18\x03 \x01(\t\"\x7f\n\x1c\x43reateStoredIngestJobRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12.\n\tdocuments\x18\x02 \x03(\x0b\x32\x1b.ragline.v1.DocumentContent\x12\x1b\n\x13\x61\x63\x63\x65pting_documents\x18\x03 \x01(\x08\"C\n\x1d\x43reateStoredIngestJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.ragline.v1.IngestJob\"l\n\x1c\x41ppendStoredIngestJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12.\n\tdocuments\x18\x02 \x03(\x0b\x32\x1b.ragline.v1.DocumentContent\x12\x0c\n\x04last\x18\x03 \x01(\x08\"C\n\x1d\x41ppendStoredIngestJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.ragline.v1.IngestJob\"+\n\x19GetStoredIngestJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"@\n\x1aGetStoredIngestJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.ragline.v1.IngestJob\"X\n\x1bListStoredIngestJobsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\\\n\x1cListStoredIngestJobsResponse\x12#\n\x04jobs\x18\x01 \x03(\x0b\x32\x15.ragline.v1.IngestJob\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\">\n\x1c\x43\x61ncelStoredIngestJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"C\n\x1d\x43\x61ncelStoredIngestJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.ragline.v1.IngestJob\"\\\n\x16\x43laimIngestWorkRequest\x12\x15\n\rmax_documents\x18\x01 \x01(\x05\x12\x15\n\rlease_seconds\x18\x02 \x01(\x01\x12\x14\n\x0cmax_attempts\x18\x03 \x01(\x05\"\x8d\x01\n\x0f\x43laimedDocument\x12&\n\x05\x63laim\x18\x01 \x01(\x0b\x32\x17.ragline.v1.IngestClaim\x12\x12\n\ncollection\x18\x02 \x01(\t\x12-\n\x08\x64ocument\x18\x03 \x01(\x0b\x32\x1b.ragline.v1.DocumentContent\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\"I\n\x17\x43laimIngestWorkResponse\x12.\n\tdocuments\x18\x01 \x03(\x0b\x32\x1b.ragline.v1.ClaimedDocument\"\x7f\n\x15\x46\x61ilIngestWorkRequest\x12&\n\x05\x63laim\x18\x01 \x01(\x0b\x32\x17.ragline.v1.IngestClaim\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12.\n\x0bretry_after\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"*\n\x16\x46\x61ilIngestWorkResponse\x12\x10\n\x08requeued\x18\x01 \x01(\x08\"X\n\x16RenewIngestWorkRequest\x12\'\n\x06\x63laims\x18\x01 \x03(\x0b\x32\x17.ragline.v1.IngestClaim\x12\x15\n\rlease_seconds\x18\x02 \x01(\x01\"C\n\x17RenewIngestWorkResponse\x12(\n\x07renewed\x18\x01 \x03(\x0b\x32\x17.ragline.v1.IngestClaim2\xbf\x06\n\x12IngestQueueService\x12l\n\x15\x43reateStoredIngestJob\x12(.ragline.v1.CreateStoredIngestJobRequest\x1a).ragline.v1.CreateStoredIngestJobResponse\x12l\n\x15\x41ppendStoredIngestJob\x12(.ragline.v1.AppendStoredIngestJobRequest\x1a).ragline.v1.AppendStoredIngestJobResponse\x12\x63\n\x12GetStoredIngestJob\x12%.ragline.v1.GetStoredIngestJobRequest\x1a&.ragline.v1.GetStoredIngestJobResponse\x12i\n\x14ListStoredIngestJobs\x12\'.ragline.v1.ListStoredIngestJobsRequest\x1a(.ragline.v1.ListStoredIngestJobsResponse\x12l\n\x15\x43\x61ncelStoredIngestJob\x12(.ragline.v1.CancelStoredIngestJobRequest\x1a).ragline.v1.CancelStoredIngestJobResponse\x12Z\n\x0f\x43laimIngestWork\x12\".ragline.v1.ClaimIngestWorkRequest\x1a#.ragline.v1.ClaimIngestWorkResponse\x12W\n\x0e\x46\x61ilIngestWork\x12!.ragline.v1.FailIngestWorkRequest\x1a\".ragline.v1.FailIngestWorkResponse\x12Z\n\x0fRenewIngestWork\x12\".ragline.v1.RenewIngestWorkRequest\x1a#.ragline.v1.RenewIngestWorkResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%ragline/v1/ingest_queue_service.proto\x12\nragline.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x17ragline/v1/common.proto\"C\n\x0bIngestClaim\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07ordinal\x18\x02 \x01(\x03\x12\x13\n\x0b\x63laim_token\x18\x03 \x01(\t\"\x8f\x01\n\x1c\x43reateStoredIngestJobRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12.\n\tdocuments\x18\x02 \x03(\x0b\x32\x1b.ragline.v1.DocumentContent\x12\x1b\n\x13\x61\x63\x63\x65pting_documents\x18\x03 \x01(\x08\x12\x0e\n\x06tenant\x18\x04 \x01(\t\"C\n\x1d\x43reateStoredIngestJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.ragline.v1.IngestJob\"|\n\x1c\x41ppendStoredIngestJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12.\n\tdocuments\x18\x02 \x03(\x0b\x32\x1b.ragline.v1.DocumentContent\x12\x0c\n\x04last\x18\x03 \x01(\x08\x12\x0e\n\x06tenant\x18\x04 \x01(\t\"C\n\x1d\x41ppendStoredIngestJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.ragline.v1.IngestJob\";\n\x19GetStoredIngestJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\"@\n\x1aGetStoredIngestJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.ragline.v1.IngestJob\"h\n\x1bListStoredIngestJobsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0e\n\x06tenant\x18\x04 \x01(\t\"\\\n\x1cListStoredIngestJobsResponse\x12#\n\x04jobs\x18\x01 \x03(\x0b\x32\x15.ragline.v1.IngestJob\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"N\n\x1c\x43\x61ncelStoredIngestJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\"C\n\x1d\x43\x61ncelStoredIngestJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.ragline.v1.IngestJob\"\\\n\x16\x43laimIngestWorkRequest\x12\x15\n\rmax_documents\x18\x01 \x01(\x05\x12\x15\n\rlease_seconds\x18\x02 \x01(\x01\x12\x14\n\x0cmax_attempts\x18\x03 \x01(\x05\"\x9d\x01\n\x0f\x43laimedDocument\x12&\n\x05\x63laim\x18\x01 \x01(\x0b\x32\x17.ragline.v1.IngestClaim\x12\x12\n\ncollection\x18\x02 \x01(\t\x12-\n\x08\x64ocument\x18\x03 \x01(\x0b\x32\x1b.ragline.v1.DocumentContent\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\x0e\n\x06tenant\x18\x05 \x01(\t\"I\n\x17\x43laimIngestWorkResponse\x12.\n\tdocuments\x18\x01 \x03(\x0b\x32\x1b.ragline.v1.ClaimedDocument\"\x7f\n\x15\x46\x61ilIngestWorkRequest\x12&\n\x05\x63laim\x18\x01 \x01(\x0b\x32\x17.ragline.v1.IngestClaim\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12.\n\x0bretry_after\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"*\n\x16\x46\x61ilIngestWorkResponse\x12\x10\n\x08requeued\x18\x01 \x01(\x08\"X\n\x16RenewIngestWorkRequest\x12\'\n\x06\x63laims\x18\x01 \x03(\x0b\x32\x17.ragline.v1.IngestClaim\x12\x15\n\rlease_seconds\x18\x02 \x01(\x01\"C\n\x17RenewIngestWorkResponse\x12(\n\x07renewed\x18\x01 \x03(\x0b\x32\x17.ragline.v1.IngestClaim2\xbf\x06\n\x12IngestQueueService\x12l\n\x15\x43reateStoredIngestJob\x12(.ragline.v1.CreateStoredIngestJobRequest\x1a).ragline.v1.CreateStoredIngestJobResponse\x12l\n\x15\x41ppendStoredIngestJob\x12(.ragline.v1.AppendStoredIngestJobRequest\x1a).ragline.v1.AppendStoredIngestJobResponse\x12\x63\n\x12GetStoredIngestJob\x12%.ragline.v1.GetStoredIngestJobRequest\x1a&.ragline.v1.GetStoredIngestJobResponse\x12i\n\x14ListStoredIngestJobs\x12\'.ragline.v1.ListStoredIngestJobsRequest\x1a(.ragline.v1.ListStoredIngestJobsResponse\x12l\n\x15\x43\x61ncelStoredIngestJob\x12(.ragline.v1.CancelStoredIngestJobRequest\x1a).ragline.v1.CancelStoredIngestJobResponse\x12Z\n\x0f\x43laimIngestWork\x12\".ragline.v1.ClaimIngestWorkRequest\x1a#.ragline.v1.ClaimIngestWorkResponse\x12W\n\x0e\x46\x61ilIngestWork\x12!.ragline.v1.FailIngestWorkRequest\x1a\".ragline.v1.FailIngestWorkResponse\x12Z\n\x0fRenewIngestWork\x12\".ragline.v1.RenewIngestWorkRequest\x1a#.ragline.v1.RenewIngestWorkResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,40 +35,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_INGESTCLAIM']._serialized_start=110
   _globals['_INGESTCLAIM']._serialized_end=177
-  _globals['_CREATESTOREDINGESTJOBREQUEST']._serialized_start=179
-  _globals['_CREATESTOREDINGESTJOBREQUEST']._serialized_end=306
-  _globals['_CREATESTOREDINGESTJOBRESPONSE']._serialized_start=308
-  _globals['_CREATESTOREDINGESTJOBRESPONSE']._serialized_end=375
-  _globals['_APPENDSTOREDINGESTJOBREQUEST']._serialized_start=377
-  _globals['_APPENDSTOREDINGESTJOBREQUEST']._serialized_end=485
-  _globals['_APPENDSTOREDINGESTJOBRESPONSE']._serialized_start=487
-  _globals['_APPENDSTOREDINGESTJOBRESPONSE']._serialized_end=554
-  _globals['_GETSTOREDINGESTJOBREQUEST']._serialized_start=556
-  _globals['_GETSTOREDINGESTJOBREQUEST']._serialized_end=599
-  _globals['_GETSTOREDINGESTJOBRESPONSE']._serialized_start=601
-  _globals['_GETSTOREDINGESTJOBRESPONSE']._serialized_end=665
-  _globals['_LISTSTOREDINGESTJOBSREQUEST']._serialized_start=667
-  _globals['_LISTSTOREDINGESTJOBSREQUEST']._serialized_end=755
-  _globals['_LISTSTOREDINGESTJOBSRESPONSE']._serialized_start=757
-  _globals['_LISTSTOREDINGESTJOBSRESPONSE']._serialized_end=849
-  _globals['_CANCELSTOREDINGESTJOBREQUEST']._serialized_start=851
-  _globals['_CANCELSTOREDINGESTJOBREQUEST']._serialized_end=913
-  _globals['_CANCELSTOREDINGESTJOBRESPONSE']._serialized_start=915
-  _globals['_CANCELSTOREDINGESTJOBRESPONSE']._serialized_end=982
-  _globals['_CLAIMINGESTWORKREQUEST']._serialized_start=984
-  _globals['_CLAIMINGESTWORKREQUEST']._serialized_end=1076
-  _globals['_CLAIMEDDOCUMENT']._serialized_start=1079
-  _globals['_CLAIMEDDOCUMENT']._serialized_end=1220
-  _globals['_CLAIMINGESTWORKRESPONSE']._serialized_start=1222
-  _globals['_CLAIMINGESTWORKRESPONSE']._serialized_end=1295
-  _globals['_FAILINGESTWORKREQUEST']._serialized_start=1297
-  _globals['_FAILINGESTWORKREQUEST']._serialized_end=1424
-  _globals['_FAILINGESTWORKRESPONSE']._serialized_start=1426
-  _globals['_FAILINGESTWORKRESPONSE']._serialized_end=1468
-  _globals['_RENEWINGESTWORKREQUEST']._serialized_start=1470
-  _globals['_RENEWINGESTWORKREQUEST']._serialized_end=1558
-  _globals['_RENEWINGESTWORKRESPONSE']._serialized_start=1560
-  _globals['_RENEWINGESTWORKRESPONSE']._serialized_end=1627
-  _globals['_INGESTQUEUESERVICE']._serialized_start=1630
-  _globals['_INGESTQUEUESERVICE']._serialized_end=2461
+  _globals['_CREATESTOREDINGESTJOBREQUEST']._serialized_start=180
+  _globals['_CREATESTOREDINGESTJOBREQUEST']._serialized_end=323
+  _globals['_CREATESTOREDINGESTJOBRESPONSE']._serialized_start=325
+  _globals['_CREATESTOREDINGESTJOBRESPONSE']._serialized_end=392
+  _globals['_APPENDSTOREDINGESTJOBREQUEST']._serialized_start=394
+  _globals['_APPENDSTOREDINGESTJOBREQUEST']._serialized_end=518
+  _globals['_APPENDSTOREDINGESTJOBRESPONSE']._serialized_start=520
+  _globals['_APPENDSTOREDINGESTJOBRESPONSE']._serialized_end=587
+  _globals['_GETSTOREDINGESTJOBREQUEST']._serialized_start=589
+  _globals['_GETSTOREDINGESTJOBREQUEST']._serialized_end=648
+  _globals['_GETSTOREDINGESTJOBRESPONSE']._serialized_start=650
+  _globals['_GETSTOREDINGESTJOBRESPONSE']._serialized_end=714
+  _globals['_LISTSTOREDINGESTJOBSREQUEST']._serialized_start=716
+  _globals['_LISTSTOREDINGESTJOBSREQUEST']._serialized_end=820
+  _globals['_LISTSTOREDINGESTJOBSRESPONSE']._serialized_start=822
+  _globals['_LISTSTOREDINGESTJOBSRESPONSE']._serialized_end=914
+  _globals['_CANCELSTOREDINGESTJOBREQUEST']._serialized_start=916
+  _globals['_CANCELSTOREDINGESTJOBREQUEST']._serialized_end=994
+  _globals['_CANCELSTOREDINGESTJOBRESPONSE']._serialized_start=996
+  _globals['_CANCELSTOREDINGESTJOBRESPONSE']._serialized_end=1063
+  _globals['_CLAIMINGESTWORKREQUEST']._serialized_start=1065
+  _globals['_CLAIMINGESTWORKREQUEST']._serialized_end=1157
+  _globals['_CLAIMEDDOCUMENT']._serialized_start=1160
+  _globals['_CLAIMEDDOCUMENT']._serialized_end=1317
+  _globals['_CLAIMINGESTWORKRESPONSE']._serialized_start=1319
+  _globals['_CLAIMINGESTWORKRESPONSE']._serialized_end=1392
+  _globals['_FAILINGESTWORKREQUEST']._serialized_start=1394
+  _globals['_FAILINGESTWORKREQUEST']._serialized_end=1521
+  _globals['_FAILINGESTWORKRESPONSE']._serialized_start=1523
+  _globals['_FAILINGESTWORKRESPONSE']._serialized_end=1565
+  _globals['_RENEWINGESTWORKREQUEST']._serialized_start=1567
+  _globals['_RENEWINGESTWORKREQUEST']._serialized_end=1655
+  _globals['_RENEWINGESTWORKRESPONSE']._serialized_start=1657
+  _globals['_RENEWINGESTWORKRESPONSE']._serialized_end=1724
+  _globals['_INGESTQUEUESERVICE']._serialized_start=1727
+  _globals['_INGESTQUEUESERVICE']._serialized_end=2558
 # @@protoc_insertion_point(module_scope)

@@ -21,14 +21,16 @@ class IngestClaim(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., ordinal: _Optional[int] = ..., claim_token: _Optional[str] = ...) -> None: ...
 
 class CreateStoredIngestJobRequest(_message.Message):
-    __slots__ = ("collection", "documents", "accepting_documents")
+    __slots__ = ("collection", "documents", "accepting_documents", "tenant")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     ACCEPTING_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     collection: str
     documents: _containers.RepeatedCompositeFieldContainer[_common_pb2.DocumentContent]
     accepting_documents: bool
-    def __init__(self, collection: _Optional[str] = ..., documents: _Optional[_Iterable[_Union[_common_pb2.DocumentContent, _Mapping]]] = ..., accepting_documents: _Optional[bool] = ...) -> None: ...
+    tenant: str
+    def __init__(self, collection: _Optional[str] = ..., documents: _Optional[_Iterable[_Union[_common_pb2.DocumentContent, _Mapping]]] = ..., accepting_documents: _Optional[bool] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class CreateStoredIngestJobResponse(_message.Message):
     __slots__ = ("job",)
@@ -37,14 +39,16 @@ class CreateStoredIngestJobResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[_common_pb2.IngestJob, _Mapping]] = ...) -> None: ...
 
 class AppendStoredIngestJobRequest(_message.Message):
-    __slots__ = ("job_id", "documents", "last")
+    __slots__ = ("job_id", "documents", "last", "tenant")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     LAST_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     documents: _containers.RepeatedCompositeFieldContainer[_common_pb2.DocumentContent]
     last: bool
-    def __init__(self, job_id: _Optional[str] = ..., documents: _Optional[_Iterable[_Union[_common_pb2.DocumentContent, _Mapping]]] = ..., last: _Optional[bool] = ...) -> None: ...
+    tenant: str
+    def __init__(self, job_id: _Optional[str] = ..., documents: _Optional[_Iterable[_Union[_common_pb2.DocumentContent, _Mapping]]] = ..., last: _Optional[bool] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class AppendStoredIngestJobResponse(_message.Message):
     __slots__ = ("job",)
@@ -53,10 +57,12 @@ class AppendStoredIngestJobResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[_common_pb2.IngestJob, _Mapping]] = ...) -> None: ...
 
 class GetStoredIngestJobRequest(_message.Message):
-    __slots__ = ("job_id",)
+    __slots__ = ("job_id", "tenant")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
-    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+    tenant: str
+    def __init__(self, job_id: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class GetStoredIngestJobResponse(_message.Message):
     __slots__ = ("job",)
@@ -65,14 +71,16 @@ class GetStoredIngestJobResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[_common_pb2.IngestJob, _Mapping]] = ...) -> None: ...
 
 class ListStoredIngestJobsRequest(_message.Message):
-    __slots__ = ("collection", "page_size", "page_token")
+    __slots__ = ("collection", "page_size", "page_token", "tenant")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     collection: str
     page_size: int
     page_token: str
-    def __init__(self, collection: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    tenant: str
+    def __init__(self, collection: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class ListStoredIngestJobsResponse(_message.Message):
     __slots__ = ("jobs", "next_page_token")
@@ -83,12 +91,14 @@ class ListStoredIngestJobsResponse(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[_common_pb2.IngestJob, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class CancelStoredIngestJobRequest(_message.Message):
-    __slots__ = ("job_id", "reason")
+    __slots__ = ("job_id", "reason", "tenant")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     reason: str
-    def __init__(self, job_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    tenant: str
+    def __init__(self, job_id: _Optional[str] = ..., reason: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class CancelStoredIngestJobResponse(_message.Message):
     __slots__ = ("job",)
@@ -107,16 +117,18 @@ class ClaimIngestWorkRequest(_message.Message):
     def __init__(self, max_documents: _Optional[int] = ..., lease_seconds: _Optional[float] = ..., max_attempts: _Optional[int] = ...) -> None: ...
 
 class ClaimedDocument(_message.Message):
-    __slots__ = ("claim", "collection", "document", "attempt")
+    __slots__ = ("claim", "collection", "document", "attempt", "tenant")
     CLAIM_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     DOCUMENT_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     claim: IngestClaim
     collection: str
     document: _common_pb2.DocumentContent
     attempt: int
-    def __init__(self, claim: _Optional[_Union[IngestClaim, _Mapping]] = ..., collection: _Optional[str] = ..., document: _Optional[_Union[_common_pb2.DocumentContent, _Mapping]] = ..., attempt: _Optional[int] = ...) -> None: ...
+    tenant: str
+    def __init__(self, claim: _Optional[_Union[IngestClaim, _Mapping]] = ..., collection: _Optional[str] = ..., document: _Optional[_Union[_common_pb2.DocumentContent, _Mapping]] = ..., attempt: _Optional[int] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class ClaimIngestWorkResponse(_message.Message):
     __slots__ = ("documents",)

@@ -19,47 +19,53 @@ COLLECTION_VIEW_UNSPECIFIED: CollectionView
 COLLECTION_VIEW_BASIC: CollectionView
 COLLECTION_VIEW_FULL: CollectionView
 
-class CreateCollectionRequest(_message.Message):
-    __slots__ = ("name", "embedding_model", "dimension", "distance")
+class CreateStoredCollectionRequest(_message.Message):
+    __slots__ = ("name", "embedding_model", "dimension", "distance", "tenant")
     NAME_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_MODEL_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     name: str
     embedding_model: str
     dimension: int
     distance: _common_pb2.DistanceMetric
-    def __init__(self, name: _Optional[str] = ..., embedding_model: _Optional[str] = ..., dimension: _Optional[int] = ..., distance: _Optional[_Union[_common_pb2.DistanceMetric, str]] = ...) -> None: ...
+    tenant: str
+    def __init__(self, name: _Optional[str] = ..., embedding_model: _Optional[str] = ..., dimension: _Optional[int] = ..., distance: _Optional[_Union[_common_pb2.DistanceMetric, str]] = ..., tenant: _Optional[str] = ...) -> None: ...
 
-class CreateCollectionResponse(_message.Message):
+class CreateStoredCollectionResponse(_message.Message):
     __slots__ = ("collection",)
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     collection: _common_pb2.Collection
     def __init__(self, collection: _Optional[_Union[_common_pb2.Collection, _Mapping]] = ...) -> None: ...
 
-class GetCollectionRequest(_message.Message):
-    __slots__ = ("name", "view")
+class GetStoredCollectionRequest(_message.Message):
+    __slots__ = ("name", "view", "tenant")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VIEW_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     name: str
     view: CollectionView
-    def __init__(self, name: _Optional[str] = ..., view: _Optional[_Union[CollectionView, str]] = ...) -> None: ...
+    tenant: str
+    def __init__(self, name: _Optional[str] = ..., view: _Optional[_Union[CollectionView, str]] = ..., tenant: _Optional[str] = ...) -> None: ...
 
-class GetCollectionResponse(_message.Message):
+class GetStoredCollectionResponse(_message.Message):
     __slots__ = ("collection",)
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     collection: _common_pb2.Collection
     def __init__(self, collection: _Optional[_Union[_common_pb2.Collection, _Mapping]] = ...) -> None: ...
 
-class ListCollectionsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token")
+class ListStoredCollectionsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "tenant")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    tenant: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
 
-class ListCollectionsResponse(_message.Message):
+class ListStoredCollectionsResponse(_message.Message):
     __slots__ = ("collections", "next_page_token")
     COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
@@ -67,13 +73,15 @@ class ListCollectionsResponse(_message.Message):
     next_page_token: str
     def __init__(self, collections: _Optional[_Iterable[_Union[_common_pb2.Collection, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
-class DeleteCollectionRequest(_message.Message):
-    __slots__ = ("name",)
+class DeleteStoredCollectionRequest(_message.Message):
+    __slots__ = ("name", "tenant")
     NAME_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     name: str
-    def __init__(self, name: _Optional[str] = ...) -> None: ...
+    tenant: str
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
 
-class DeleteCollectionResponse(_message.Message):
+class DeleteStoredCollectionResponse(_message.Message):
     __slots__ = ("deleted_documents",)
     DELETED_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     deleted_documents: int
@@ -92,20 +100,22 @@ class ChunkInput(_message.Message):
     def __init__(self, text: _Optional[str] = ..., embedding: _Optional[_Iterable[float]] = ..., token_count: _Optional[int] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class UpsertDocumentRequest(_message.Message):
-    __slots__ = ("collection", "document_id", "metadata", "chunks", "content_hash", "claim")
+    __slots__ = ("collection", "document_id", "metadata", "chunks", "content_hash", "claim", "tenant")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
     CLAIM_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     collection: str
     document_id: str
     metadata: _struct_pb2.Struct
     chunks: _containers.RepeatedCompositeFieldContainer[ChunkInput]
     content_hash: str
     claim: _ingest_queue_service_pb2.IngestClaim
-    def __init__(self, collection: _Optional[str] = ..., document_id: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., chunks: _Optional[_Iterable[_Union[ChunkInput, _Mapping]]] = ..., content_hash: _Optional[str] = ..., claim: _Optional[_Union[_ingest_queue_service_pb2.IngestClaim, _Mapping]] = ...) -> None: ...
+    tenant: str
+    def __init__(self, collection: _Optional[str] = ..., document_id: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., chunks: _Optional[_Iterable[_Union[ChunkInput, _Mapping]]] = ..., content_hash: _Optional[str] = ..., claim: _Optional[_Union[_ingest_queue_service_pb2.IngestClaim, _Mapping]] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class UpsertDocumentResponse(_message.Message):
     __slots__ = ("document", "unchanged_chunks", "inserted_chunks", "updated_chunks", "deleted_chunks", "generation")
@@ -124,12 +134,14 @@ class UpsertDocumentResponse(_message.Message):
     def __init__(self, document: _Optional[_Union[_common_pb2.Document, _Mapping]] = ..., unchanged_chunks: _Optional[int] = ..., inserted_chunks: _Optional[int] = ..., updated_chunks: _Optional[int] = ..., deleted_chunks: _Optional[int] = ..., generation: _Optional[int] = ...) -> None: ...
 
 class BatchUpsertDocumentsRequest(_message.Message):
-    __slots__ = ("collection", "requests")
+    __slots__ = ("collection", "requests", "tenant")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     collection: str
     requests: _containers.RepeatedCompositeFieldContainer[UpsertDocumentRequest]
-    def __init__(self, collection: _Optional[str] = ..., requests: _Optional[_Iterable[_Union[UpsertDocumentRequest, _Mapping]]] = ...) -> None: ...
+    tenant: str
+    def __init__(self, collection: _Optional[str] = ..., requests: _Optional[_Iterable[_Union[UpsertDocumentRequest, _Mapping]]] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class BatchUpsertDocumentsResponse(_message.Message):
     __slots__ = ("responses", "generation")
@@ -140,7 +152,7 @@ class BatchUpsertDocumentsResponse(_message.Message):
     def __init__(self, responses: _Optional[_Iterable[_Union[UpsertDocumentResponse, _Mapping]]] = ..., generation: _Optional[int] = ...) -> None: ...
 
 class SearchChunksRequest(_message.Message):
-    __slots__ = ("collection", "query_text", "query_embedding", "top_k", "mode", "filter", "ef_search", "bm25_k1", "bm25_b", "rrf_k", "vector_weight", "keyword_weight")
+    __slots__ = ("collection", "query_text", "query_embedding", "top_k", "mode", "filter", "ef_search", "bm25_k1", "bm25_b", "rrf_k", "vector_weight", "keyword_weight", "tenant")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERY_TEXT_FIELD_NUMBER: _ClassVar[int]
     QUERY_EMBEDDING_FIELD_NUMBER: _ClassVar[int]
@@ -153,6 +165,7 @@ class SearchChunksRequest(_message.Message):
     RRF_K_FIELD_NUMBER: _ClassVar[int]
     VECTOR_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     KEYWORD_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     collection: str
     query_text: str
     query_embedding: _containers.RepeatedScalarFieldContainer[float]
@@ -165,7 +178,8 @@ class SearchChunksRequest(_message.Message):
     rrf_k: int
     vector_weight: float
     keyword_weight: float
-    def __init__(self, collection: _Optional[str] = ..., query_text: _Optional[str] = ..., query_embedding: _Optional[_Iterable[float]] = ..., top_k: _Optional[int] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ..., filter: _Optional[_Union[_common_pb2.MetadataFilter, _Mapping]] = ..., ef_search: _Optional[int] = ..., bm25_k1: _Optional[float] = ..., bm25_b: _Optional[float] = ..., rrf_k: _Optional[int] = ..., vector_weight: _Optional[float] = ..., keyword_weight: _Optional[float] = ...) -> None: ...
+    tenant: str
+    def __init__(self, collection: _Optional[str] = ..., query_text: _Optional[str] = ..., query_embedding: _Optional[_Iterable[float]] = ..., top_k: _Optional[int] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ..., filter: _Optional[_Union[_common_pb2.MetadataFilter, _Mapping]] = ..., ef_search: _Optional[int] = ..., bm25_k1: _Optional[float] = ..., bm25_b: _Optional[float] = ..., rrf_k: _Optional[int] = ..., vector_weight: _Optional[float] = ..., keyword_weight: _Optional[float] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class SearchChunksResponse(_message.Message):
     __slots__ = ("hits", "generation")
@@ -176,12 +190,14 @@ class SearchChunksResponse(_message.Message):
     def __init__(self, hits: _Optional[_Iterable[_Union[_common_pb2.SearchHit, _Mapping]]] = ..., generation: _Optional[int] = ...) -> None: ...
 
 class GetStoredDocumentRequest(_message.Message):
-    __slots__ = ("collection", "document_id")
+    __slots__ = ("collection", "document_id", "tenant")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     collection: str
     document_id: str
-    def __init__(self, collection: _Optional[str] = ..., document_id: _Optional[str] = ...) -> None: ...
+    tenant: str
+    def __init__(self, collection: _Optional[str] = ..., document_id: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class GetStoredDocumentResponse(_message.Message):
     __slots__ = ("document",)
@@ -190,14 +206,16 @@ class GetStoredDocumentResponse(_message.Message):
     def __init__(self, document: _Optional[_Union[_common_pb2.Document, _Mapping]] = ...) -> None: ...
 
 class ListStoredDocumentsRequest(_message.Message):
-    __slots__ = ("collection", "page_size", "page_token")
+    __slots__ = ("collection", "page_size", "page_token", "tenant")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     collection: str
     page_size: int
     page_token: str
-    def __init__(self, collection: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    tenant: str
+    def __init__(self, collection: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class ListStoredDocumentsResponse(_message.Message):
     __slots__ = ("documents", "next_page_token")
@@ -208,12 +226,14 @@ class ListStoredDocumentsResponse(_message.Message):
     def __init__(self, documents: _Optional[_Iterable[_Union[_common_pb2.Document, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class DeleteStoredDocumentRequest(_message.Message):
-    __slots__ = ("collection", "document_id")
+    __slots__ = ("collection", "document_id", "tenant")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     collection: str
     document_id: str
-    def __init__(self, collection: _Optional[str] = ..., document_id: _Optional[str] = ...) -> None: ...
+    tenant: str
+    def __init__(self, collection: _Optional[str] = ..., document_id: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class DeleteStoredDocumentResponse(_message.Message):
     __slots__ = ("deleted_chunks", "generation")
@@ -224,14 +244,16 @@ class DeleteStoredDocumentResponse(_message.Message):
     def __init__(self, deleted_chunks: _Optional[int] = ..., generation: _Optional[int] = ...) -> None: ...
 
 class LookupChunkHashesRequest(_message.Message):
-    __slots__ = ("collection", "content_hashes", "document_id")
+    __slots__ = ("collection", "content_hashes", "document_id", "tenant")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     CONTENT_HASHES_FIELD_NUMBER: _ClassVar[int]
     DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     collection: str
     content_hashes: _containers.RepeatedScalarFieldContainer[str]
     document_id: str
-    def __init__(self, collection: _Optional[str] = ..., content_hashes: _Optional[_Iterable[str]] = ..., document_id: _Optional[str] = ...) -> None: ...
+    tenant: str
+    def __init__(self, collection: _Optional[str] = ..., content_hashes: _Optional[_Iterable[str]] = ..., document_id: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class LookupChunkHashesResponse(_message.Message):
     __slots__ = ("stored_hashes",)

@@ -35,25 +35,25 @@ class RetrieverServiceStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.CreateCollection = channel.unary_unary(
-                '/ragline.v1.RetrieverService/CreateCollection',
-                request_serializer=ragline_dot_v1_dot_retriever__service__pb2.CreateCollectionRequest.SerializeToString,
-                response_deserializer=ragline_dot_v1_dot_retriever__service__pb2.CreateCollectionResponse.FromString,
+        self.CreateStoredCollection = channel.unary_unary(
+                '/ragline.v1.RetrieverService/CreateStoredCollection',
+                request_serializer=ragline_dot_v1_dot_retriever__service__pb2.CreateStoredCollectionRequest.SerializeToString,
+                response_deserializer=ragline_dot_v1_dot_retriever__service__pb2.CreateStoredCollectionResponse.FromString,
                 _registered_method=True)
-        self.GetCollection = channel.unary_unary(
-                '/ragline.v1.RetrieverService/GetCollection',
-                request_serializer=ragline_dot_v1_dot_retriever__service__pb2.GetCollectionRequest.SerializeToString,
-                response_deserializer=ragline_dot_v1_dot_retriever__service__pb2.GetCollectionResponse.FromString,
+        self.GetStoredCollection = channel.unary_unary(
+                '/ragline.v1.RetrieverService/GetStoredCollection',
+                request_serializer=ragline_dot_v1_dot_retriever__service__pb2.GetStoredCollectionRequest.SerializeToString,
+                response_deserializer=ragline_dot_v1_dot_retriever__service__pb2.GetStoredCollectionResponse.FromString,
                 _registered_method=True)
-        self.ListCollections = channel.unary_unary(
-                '/ragline.v1.RetrieverService/ListCollections',
-                request_serializer=ragline_dot_v1_dot_retriever__service__pb2.ListCollectionsRequest.SerializeToString,
-                response_deserializer=ragline_dot_v1_dot_retriever__service__pb2.ListCollectionsResponse.FromString,
+        self.ListStoredCollections = channel.unary_unary(
+                '/ragline.v1.RetrieverService/ListStoredCollections',
+                request_serializer=ragline_dot_v1_dot_retriever__service__pb2.ListStoredCollectionsRequest.SerializeToString,
+                response_deserializer=ragline_dot_v1_dot_retriever__service__pb2.ListStoredCollectionsResponse.FromString,
                 _registered_method=True)
-        self.DeleteCollection = channel.unary_unary(
-                '/ragline.v1.RetrieverService/DeleteCollection',
-                request_serializer=ragline_dot_v1_dot_retriever__service__pb2.DeleteCollectionRequest.SerializeToString,
-                response_deserializer=ragline_dot_v1_dot_retriever__service__pb2.DeleteCollectionResponse.FromString,
+        self.DeleteStoredCollection = channel.unary_unary(
+                '/ragline.v1.RetrieverService/DeleteStoredCollection',
+                request_serializer=ragline_dot_v1_dot_retriever__service__pb2.DeleteStoredCollectionRequest.SerializeToString,
+                response_deserializer=ragline_dot_v1_dot_retriever__service__pb2.DeleteStoredCollectionResponse.FromString,
                 _registered_method=True)
         self.UpsertDocument = channel.unary_unary(
                 '/ragline.v1.RetrieverService/UpsertDocument',
@@ -96,29 +96,29 @@ class RetrieverServiceServicer:
     """RetrieverService stores chunked, embedded documents in PostgreSQL with pgvector and searches them.
     """
 
-    def CreateCollection(self, request, context):
-        """CreateCollection creates a collection; ALREADY_EXISTS if the name is taken.
+    def CreateStoredCollection(self, request, context):
+        """CreateStoredCollection creates a collection; ALREADY_EXISTS if the name is taken.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def GetCollection(self, request, context):
-        """GetCollection returns one collection; NOT_FOUND if it does not exist.
+    def GetStoredCollection(self, request, context):
+        """GetStoredCollection returns one collection; NOT_FOUND if it does not exist.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ListCollections(self, request, context):
-        """ListCollections returns collections by name, a page at a time.
+    def ListStoredCollections(self, request, context):
+        """ListStoredCollections returns collections by name, a page at a time.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def DeleteCollection(self, request, context):
-        """DeleteCollection deletes a collection with all its documents and chunks.
+    def DeleteStoredCollection(self, request, context):
+        """DeleteStoredCollection deletes a collection with all its documents and chunks.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -176,25 +176,25 @@ class RetrieverServiceServicer:
 
 def add_RetrieverServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'CreateCollection': grpc.unary_unary_rpc_method_handler(
-                    servicer.CreateCollection,
-                    request_deserializer=ragline_dot_v1_dot_retriever__service__pb2.CreateCollectionRequest.FromString,
-                    response_serializer=ragline_dot_v1_dot_retriever__service__pb2.CreateCollectionResponse.SerializeToString,
+            'CreateStoredCollection': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateStoredCollection,
+                    request_deserializer=ragline_dot_v1_dot_retriever__service__pb2.CreateStoredCollectionRequest.FromString,
+                    response_serializer=ragline_dot_v1_dot_retriever__service__pb2.CreateStoredCollectionResponse.SerializeToString,
             ),
-            'GetCollection': grpc.unary_unary_rpc_method_handler(
-                    servicer.GetCollection,
-                    request_deserializer=ragline_dot_v1_dot_retriever__service__pb2.GetCollectionRequest.FromString,
-                    response_serializer=ragline_dot_v1_dot_retriever__service__pb2.GetCollectionResponse.SerializeToString,
+            'GetStoredCollection': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStoredCollection,
+                    request_deserializer=ragline_dot_v1_dot_retriever__service__pb2.GetStoredCollectionRequest.FromString,
+                    response_serializer=ragline_dot_v1_dot_retriever__service__pb2.GetStoredCollectionResponse.SerializeToString,
             ),
-            'ListCollections': grpc.unary_unary_rpc_method_handler(
-                    servicer.ListCollections,
-                    request_deserializer=ragline_dot_v1_dot_retriever__service__pb2.ListCollectionsRequest.FromString,
-                    response_serializer=ragline_dot_v1_dot_retriever__service__pb2.ListCollectionsResponse.SerializeToString,
+            'ListStoredCollections': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStoredCollections,
+                    request_deserializer=ragline_dot_v1_dot_retriever__service__pb2.ListStoredCollectionsRequest.FromString,
+                    response_serializer=ragline_dot_v1_dot_retriever__service__pb2.ListStoredCollectionsResponse.SerializeToString,
             ),
-            'DeleteCollection': grpc.unary_unary_rpc_method_handler(
-                    servicer.DeleteCollection,
-                    request_deserializer=ragline_dot_v1_dot_retriever__service__pb2.DeleteCollectionRequest.FromString,
-                    response_serializer=ragline_dot_v1_dot_retriever__service__pb2.DeleteCollectionResponse.SerializeToString,
+            'DeleteStoredCollection': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteStoredCollection,
+                    request_deserializer=ragline_dot_v1_dot_retriever__service__pb2.DeleteStoredCollectionRequest.FromString,
+                    response_serializer=ragline_dot_v1_dot_retriever__service__pb2.DeleteStoredCollectionResponse.SerializeToString,
             ),
             'UpsertDocument': grpc.unary_unary_rpc_method_handler(
                     servicer.UpsertDocument,
@@ -244,7 +244,7 @@ class RetrieverService:
     """
 
     @staticmethod
-    def CreateCollection(request,
+    def CreateStoredCollection(request,
             target,
             options=(),
             channel_credentials=None,
@@ -257,9 +257,9 @@ class RetrieverService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ragline.v1.RetrieverService/CreateCollection',
-            ragline_dot_v1_dot_retriever__service__pb2.CreateCollectionRequest.SerializeToString,
-            ragline_dot_v1_dot_retriever__service__pb2.CreateCollectionResponse.FromString,
+            '/ragline.v1.RetrieverService/CreateStoredCollection',
+            ragline_dot_v1_dot_retriever__service__pb2.CreateStoredCollectionRequest.SerializeToString,
+            ragline_dot_v1_dot_retriever__service__pb2.CreateStoredCollectionResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -271,7 +271,7 @@ class RetrieverService:
             _registered_method=True)
 
     @staticmethod
-    def GetCollection(request,
+    def GetStoredCollection(request,
             target,
             options=(),
             channel_credentials=None,
@@ -284,9 +284,9 @@ class RetrieverService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ragline.v1.RetrieverService/GetCollection',
-            ragline_dot_v1_dot_retriever__service__pb2.GetCollectionRequest.SerializeToString,
-            ragline_dot_v1_dot_retriever__service__pb2.GetCollectionResponse.FromString,
+            '/ragline.v1.RetrieverService/GetStoredCollection',
+            ragline_dot_v1_dot_retriever__service__pb2.GetStoredCollectionRequest.SerializeToString,
+            ragline_dot_v1_dot_retriever__service__pb2.GetStoredCollectionResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -298,7 +298,7 @@ class RetrieverService:
             _registered_method=True)
 
     @staticmethod
-    def ListCollections(request,
+    def ListStoredCollections(request,
             target,
             options=(),
             channel_credentials=None,
@@ -311,9 +311,9 @@ class RetrieverService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ragline.v1.RetrieverService/ListCollections',
-            ragline_dot_v1_dot_retriever__service__pb2.ListCollectionsRequest.SerializeToString,
-            ragline_dot_v1_dot_retriever__service__pb2.ListCollectionsResponse.FromString,
+            '/ragline.v1.RetrieverService/ListStoredCollections',
+            ragline_dot_v1_dot_retriever__service__pb2.ListStoredCollectionsRequest.SerializeToString,
+            ragline_dot_v1_dot_retriever__service__pb2.ListStoredCollectionsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -325,7 +325,7 @@ class RetrieverService:
             _registered_method=True)
 
     @staticmethod
-    def DeleteCollection(request,
+    def DeleteStoredCollection(request,
             target,
             options=(),
             channel_credentials=None,
@@ -338,9 +338,9 @@ class RetrieverService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/ragline.v1.RetrieverService/DeleteCollection',
-            ragline_dot_v1_dot_retriever__service__pb2.DeleteCollectionRequest.SerializeToString,
-            ragline_dot_v1_dot_retriever__service__pb2.DeleteCollectionResponse.FromString,
+            '/ragline.v1.RetrieverService/DeleteStoredCollection',
+            ragline_dot_v1_dot_retriever__service__pb2.DeleteStoredCollectionRequest.SerializeToString,
+            ragline_dot_v1_dot_retriever__service__pb2.DeleteStoredCollectionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -29,7 +29,7 @@ class RetrieverConfig:
     command_timeout_seconds: float = setting("RETRIEVER_DB_COMMAND_TIMEOUT_SECONDS", 30.0, minimum=0.1)
     """Time one statement may take before the call fails with UNAVAILABLE instead of hanging."""
     hnsw_m: int = setting("RETRIEVER_HNSW_M", 16, minimum=2, maximum=100)
-    """pgvector's HNSW `m` for the index made by CreateCollection: more links, better recall, more memory."""
+    """pgvector's HNSW `m` for the index made by CreateStoredCollection: more links, better recall, more memory."""
     hnsw_ef_construction: int = setting("RETRIEVER_HNSW_EF_CONSTRUCTION", 64, minimum=4, maximum=1000)
     """pgvector's HNSW `ef_construction` for new collections: larger builds slower and recalls better."""
 
@@ -52,7 +52,7 @@ class RetrieverConfig:
     rrf_k: int = setting("RETRIEVER_RRF_K", 60, minimum=1, maximum=1000)
     """RRF's k when a search leaves `rrf_k` at 0: larger flattens the advantage of the top ranks."""
     redis_url: str = setting("REDIS_URL", "")
-    """The gateways' Redis: GetCollection's basic view publishes the collection's state there, and
+    """The gateways' Redis: GetStoredCollection's basic view publishes the collection's state there, and
     every change withdraws it, so that gateways need not look a collection up on every query
     (`ragline.collection_state`). Unset: nothing is published and gateways always ask. Every
     replica must use the gateways' Redis, or none may."""
@@ -72,7 +72,7 @@ class RetrieverConfig:
                 f"RETRIEVER_POOL_MAX={self.pool_max}"
             )
         if self.hnsw_ef_construction < 2 * self.hnsw_m:
-            # pgvector refuses to build such an index, so CreateCollection would fail at run time.
+            # pgvector refuses to build such an index, so CreateStoredCollection would fail at run time.
             raise ConfigError(
                 f"invalid configuration:\n  RETRIEVER_HNSW_EF_CONSTRUCTION={self.hnsw_ef_construction} "
                 f"must be at least twice RETRIEVER_HNSW_M={self.hnsw_m}"

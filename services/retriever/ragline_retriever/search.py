@@ -1,6 +1,6 @@
 """Each collection's HNSW index, the vector and BM25 queries, and hybrid rank fusion.
 
-`chunks.embedding` has no fixed dimension, so there is no single index for it: CreateCollection
+`chunks.embedding` has no fixed dimension, so there is no single index for it: CreateStoredCollection
 builds a partial expression index per collection, over `embedding::halfvec(<dimension>)` where
 `collection_id = <id>`. The planner uses such an index only for a query with the same expression
 and a predicate it can prove at plan time, which is why the index DDL and the vector query are

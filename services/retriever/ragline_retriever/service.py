@@ -59,20 +59,20 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
         await self._db.stop()
         await self._publisher.close()
 
-    async def CreateCollection(
-        self, request: pb.CreateCollectionRequest, context: grpc.aio.ServicerContext
-    ) -> pb.CreateCollectionResponse:
+    async def CreateStoredCollection(
+        self, request: pb.CreateStoredCollectionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateStoredCollectionResponse:
         name = validate_new_collection(request)
         async with self._publisher.changing(name) as change, self._db.connection() as conn:
             change.made = True
             row = await collection_store.create_collection(
                 conn, self._config, name, request.embedding_model, request.dimension
             )
-        return pb.CreateCollectionResponse(collection=collection_pb(row))
+        return pb.CreateStoredCollectionResponse(collection=collection_pb(row))
 
-    async def GetCollection(
-        self, request: pb.GetCollectionRequest, context: grpc.aio.ServicerContext
-    ) -> pb.GetCollectionResponse:
+    async def GetStoredCollection(
+        self, request: pb.GetStoredCollectionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetStoredCollectionResponse:
         name = check_collection_name(request.name, "name")
         check_enum(request.view, pb.CollectionView, "view")
         basic = request.view == pb.COLLECTION_VIEW_BASIC
@@ -82,27 +82,27 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
             collection = collection_pb(await collection_store.get_collection(conn, name, counted=not basic))
         if publication is not None:
             self._publisher.publish_later(publication, collection)
-        return pb.GetCollectionResponse(collection=collection)
+        return pb.GetStoredCollectionResponse(collection=collection)
 
-    async def ListCollections(
-        self, request: pb.ListCollectionsRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ListCollectionsResponse:
+    async def ListStoredCollections(
+        self, request: pb.ListStoredCollectionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListStoredCollectionsResponse:
         size = page_size(request.page_size)
         after = decode_page_token(request.page_token, "collections")
         async with self._db.connection() as conn:
             rows = await collection_store.list_collections(conn, after, size + 1)
-        return pb.ListCollectionsResponse(
+        return pb.ListStoredCollectionsResponse(
             collections=[collection_pb(row) for row in rows[:size]],
             next_page_token=next_page_token("collections", rows, size, lambda row: row["name"]),
         )
 
-    async def DeleteCollection(
-        self, request: pb.DeleteCollectionRequest, context: grpc.aio.ServicerContext
-    ) -> pb.DeleteCollectionResponse:
+    async def DeleteStoredCollection(
+        self, request: pb.DeleteStoredCollectionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteStoredCollectionResponse:
         name = check_collection_name(request.name, "name")
         async with self._publisher.changing(name) as change, self._db.connection() as conn:
             documents = await collection_store.delete_collection(conn, name, change)
-        return pb.DeleteCollectionResponse(deleted_documents=documents)
+        return pb.DeleteStoredCollectionResponse(deleted_documents=documents)
 
     async def UpsertDocument(
         self, request: pb.UpsertDocumentRequest, context: grpc.aio.ServicerContext

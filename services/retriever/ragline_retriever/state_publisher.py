@@ -30,7 +30,7 @@ STATE_ANNOUNCEMENTS = Counter(
 )
 STATE_PUBLICATIONS = Counter(
     "ragline_retriever_state_publications_total",
-    "Collection states published in Redis by GetCollection, by outcome (published, changed meanwhile, error).",
+    "Collection states published in Redis by GetStoredCollection, by outcome (published, changed meanwhile, error).",
     ["outcome"],
 )
 # After a failed publication, lookups publish nothing for this long (nothing is lost: gateways ask).

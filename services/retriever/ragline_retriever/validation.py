@@ -78,8 +78,8 @@ class ValidSearch:
     """The request's tuning knobs, or the configured defaults."""
 
 
-def validate_new_collection(request: pb.CreateCollectionRequest) -> str:
-    """The name of the collection a CreateCollection request may create."""
+def validate_new_collection(request: pb.CreateStoredCollectionRequest) -> str:
+    """The name of the collection a CreateStoredCollection request may create."""
     name = check_collection_name(request.name, "name")
     check_text(request.embedding_model, "embedding_model", MAX_ID_CHARS)
     if not 1 <= request.dimension <= MAX_DIMENSION:
