@@ -4,6 +4,8 @@ Every retrieval and answer key contains the collection's `generation`, which the
 increases with every change to the collection's content; an ingest or delete therefore
 makes every older entry unreachable at once, and no answer built from old content is ever
 served. Entries also expire after a per-layer TTL, so unreachable ones do not pile up.
+Every key and semantic list is a tenant's (`ragline_gateway.query` builds them with the
+caller's tenant), so no entry is ever served to another tenant.
 
 The semantic layer keeps, per collection generation and answer settings, a capped list of
 recent question embeddings (float16) with the key of their answer; a new question whose
@@ -77,10 +79,12 @@ class QueryCache:
         return value
 
     async def get_with_state(
-        self, layer: str, key: str, collection: str
+        self, layer: str, key: str, tenant: str, collection: str
     ) -> tuple[bytes | None, bytes | None]:
-        """`get`, and in the same round trip the state the retriever published of `collection`
-        (`ragline.collection_state`), or None for either on a miss or a Redis failure."""
+        """`get`, and in the same round trip the state the retriever published of `tenant`'s
+        `collection` (`ragline.collection_state`), or None for either on a miss or a Redis failure.
+
+        The retriever publishes states by collection name until it keys them by tenant too."""
         value, state = await self._read(layer, key, state_key(collection))
         return value, state
 

@@ -5,6 +5,9 @@ durable queue. IngestDocuments is all or nothing: every document of a request is
 and embedded before anything is written, and then all are stored in one retriever transaction
 (BatchUpsertDocuments), so a bad one fails the request with INVALID_ARGUMENT naming it and leaves
 what is stored untouched.
+
+Every step takes the tenant whose collection it writes explicitly: the caller's, from its
+credential, for IngestDocuments and job requests; the job's, as the claim carries it, for workers.
 """
 
 from __future__ import annotations
@@ -77,20 +80,20 @@ class Ingester:
         return vectors
 
     async def _stored_hashes(
-        self, collection: str, hashes: Sequence[str], context: grpc.aio.ServicerContext | None
+        self, tenant: str, collection: str, hashes: Sequence[str], context: grpc.aio.ServicerContext | None
     ) -> set[str]:
         stored: set[str] = set()
         for start in range(0, len(hashes), LOOKUP_BATCH):
             request = retriever_service_pb2.LookupChunkHashesRequest(
-                collection=collection, content_hashes=hashes[start : start + LOOKUP_BATCH]
+                tenant=tenant, collection=collection, content_hashes=hashes[start : start + LOOKUP_BATCH]
             )
             timeout = downstream_timeout(context, self.config.retrieve_timeout_seconds)
             reply = await call("retriever", self.deps.retriever.LookupChunkHashes(request, timeout=timeout))
             stored.update(reply.stored_hashes)
         return stored
 
-    async def ensure_collection(self, name: str, context: grpc.aio.ServicerContext) -> None:
-        """Creates the collection for the embedder's model on first ingest; checks the model matches after."""
+    async def ensure_collection(self, tenant: str, name: str, context: grpc.aio.ServicerContext) -> None:
+        """Creates the tenant's collection for the embedder's model on first ingest; checks the model matches after."""
         timeout = downstream_timeout(context, self.config.embed_timeout_seconds)
         info = await call(
             "embedder",
@@ -98,7 +101,7 @@ class Ingester:
         )
         try:
             reply = await self.deps.retriever.GetStoredCollection(
-                retriever_service_pb2.GetStoredCollectionRequest(name=name),
+                retriever_service_pb2.GetStoredCollectionRequest(tenant=tenant, name=name),
                 timeout=downstream_timeout(context, self.config.retrieve_timeout_seconds),
             )
             collection = reply.collection
@@ -106,7 +109,7 @@ class Ingester:
             if exc.code() != grpc.StatusCode.NOT_FOUND:
                 raise from_rpc_error("retriever", exc) from None
             request = retriever_service_pb2.CreateStoredCollectionRequest(
-                name=name, embedding_model=info.model, dimension=info.dimension
+                tenant=tenant, name=name, embedding_model=info.model, dimension=info.dimension
             )
             try:
                 created = await self.deps.retriever.CreateStoredCollection(
@@ -117,7 +120,7 @@ class Ingester:
                 # Another ingest created it between our get and create: that one is as good.
                 if create_exc.code() != grpc.StatusCode.ALREADY_EXISTS:
                     raise from_rpc_error("retriever", create_exc) from None
-                return await self.ensure_collection(name, context)
+                return await self.ensure_collection(tenant, name, context)
         if (collection.embedding_model, collection.dimension) != (info.model, info.dimension):
             raise FailedPrecondition(
                 f"collection {name!r} holds vectors of {collection.embedding_model} ({collection.dimension} dims) "
@@ -136,6 +139,7 @@ class Ingester:
 
     async def new_vectors(
         self,
+        tenant: str,
         collection: str,
         prepared: Sequence[PreparedDocument],
         context: grpc.aio.ServicerContext | None,
@@ -148,7 +152,7 @@ class Ingester:
         """
         async with timings.stage("lookup"):
             hashes = sorted({content_hash(c.text) for p in prepared for c in p.chunks})
-            stored = await self._stored_hashes(collection, hashes, context)
+            stored = await self._stored_hashes(tenant, collection, hashes, context)
             new_texts = sorted(
                 {c.text for p in prepared for c in p.chunks if content_hash(c.text) not in stored}
             )
@@ -157,6 +161,7 @@ class Ingester:
 
     def _upsert_request(
         self,
+        tenant: str,
         collection: str,
         prepared: PreparedDocument,
         vectors: dict[str, list[float]],
@@ -165,6 +170,7 @@ class Ingester:
         """The UpsertDocument request that stores one document's chunks, with the vectors of new text."""
         document = prepared.document
         return retriever_service_pb2.UpsertDocumentRequest(
+            tenant=tenant,
             collection=collection,
             document_id=document.document_id,
             metadata=document.metadata,
@@ -183,6 +189,7 @@ class Ingester:
 
     async def store(
         self,
+        tenant: str,
         collection: str,
         prepared: PreparedDocument,
         vectors: dict[str, list[float]],
@@ -190,12 +197,13 @@ class Ingester:
         claim: ingest_queue_service_pb2.IngestClaim | None = None,
     ) -> retriever_service_pb2.UpsertDocumentResponse:
         """Upserts one document's chunks; with a claim, the retriever finishes that job document in the same transaction."""
-        upsert = self._upsert_request(collection, prepared, vectors, claim)
+        upsert = self._upsert_request(tenant, collection, prepared, vectors, claim)
         timeout = downstream_timeout(context, self.config.retrieve_timeout_seconds)
         return await call("retriever", self.deps.retriever.UpsertDocument(upsert, timeout=timeout))
 
     async def store_all(
         self,
+        tenant: str,
         collection: str,
         prepared: Sequence[PreparedDocument],
         vectors: dict[str, list[float]],
@@ -207,8 +215,11 @@ class Ingester:
         `sources[i]` is the index in the caller's request of the document `prepared[i]` was read
         from, so that a document the retriever refuses is named as the caller sent it.
         """
+        # The documents inherit the batch's tenant and collection.
         batch = retriever_service_pb2.BatchUpsertDocumentsRequest(
-            collection=collection, requests=[self._upsert_request("", p, vectors) for p in prepared]
+            tenant=tenant,
+            collection=collection,
+            requests=[self._upsert_request("", "", p, vectors) for p in prepared],
         )
         timeout = downstream_timeout(context, self.config.retrieve_timeout_seconds)
         try:
@@ -229,9 +240,13 @@ class Ingester:
         return stored
 
     async def ingest(
-        self, request: gateway_service_pb2.IngestDocumentsRequest, context: grpc.aio.ServicerContext
+        self,
+        tenant: str,
+        request: gateway_service_pb2.IngestDocumentsRequest,
+        context: grpc.aio.ServicerContext,
     ) -> gateway_service_pb2.IngestDocumentsResponse:
-        """Ingests every document of the request, or none if any is invalid or cannot be stored."""
+        """Ingests every document of the request into the tenant's collection, or none if any is
+        invalid or cannot be stored."""
         if not request.documents:
             raise InvalidArgument("no documents given; send at least one", field="documents")
         check_request(request.documents, self.config.max_ingest_documents, self.config.max_request_bytes)
@@ -250,11 +265,11 @@ class Ingester:
                 sources.append(index)
         check_document_count(len(documents), self.config.max_ingest_documents)
         collection = check_collection_name(request.collection or self.config.default_collection, "collection")
-        await self.ensure_collection(collection, context)
+        await self.ensure_collection(tenant, collection, context)
         prepared = self.prepare(documents)
         # IngestDocuments reports no stage timings: its reply has no place for them.
-        vectors = await self.new_vectors(collection, prepared, context, Timings(histogram=None))
-        stored = await self.store_all(collection, prepared, vectors, context, sources)
+        vectors = await self.new_vectors(tenant, collection, prepared, context, Timings(histogram=None))
+        stored = await self.store_all(tenant, collection, prepared, vectors, context, sources)
         return gateway_service_pb2.IngestDocumentsResponse(
             results=[
                 gateway_service_pb2.IngestResult(

@@ -3,6 +3,8 @@
 A request is checked here (ids, media types, sizes, repeats) and its documents recorded in
 one retriever transaction per batch, so the caller gets the job back as soon as nothing can
 be lost any more; the work itself happens in `ingest_worker`, in whichever replica claims it.
+Every call names the caller's tenant (from its credential) to the ingest queue, which finds only
+that tenant's jobs: another tenant's job id or page token is NOT_FOUND.
 """
 
 from __future__ import annotations
@@ -76,9 +78,12 @@ class IngestJobs:
         )
 
     async def create(
-        self, request: gateway_service_pb2.CreateIngestJobRequest, context: grpc.aio.ServicerContext
+        self,
+        tenant: str,
+        request: gateway_service_pb2.CreateIngestJobRequest,
+        context: grpc.aio.ServicerContext,
     ) -> gateway_service_pb2.CreateIngestJobResponse:
-        """Records every document of the request in one job, or none if the request is wrong."""
+        """Records every document of the request in one job of the tenant, or none if the request is wrong."""
         if not request.documents:
             raise InvalidArgument("no documents given; send at least one", field="documents")
         check_request(request.documents, None, self.config.max_request_bytes)
@@ -86,11 +91,11 @@ class IngestJobs:
         batch = _Batch(self.config.max_document_bytes)
         for index, document in enumerate(request.documents):
             batch.add(index, document)
-        await self.ingester.ensure_collection(collection, context)
+        await self.ingester.ensure_collection(tenant, collection, context)
         reply = await self._queue(
             self.deps.ingest_queue.CreateStoredIngestJob,
             ingest_queue_service_pb2.CreateStoredIngestJobRequest(
-                collection=collection, documents=batch.take()
+                tenant=tenant, collection=collection, documents=batch.take()
             ),
             context,
         )
@@ -99,10 +104,12 @@ class IngestJobs:
 
     async def upload(
         self,
+        tenant: str,
         requests: AsyncIterator[gateway_service_pb2.UploadIngestDocumentsRequest],
         context: grpc.aio.ServicerContext,
     ) -> gateway_service_pb2.UploadIngestDocumentsResponse:
-        """Records streamed documents in batches as they arrive; workers start on the first batch at once."""
+        """Records streamed documents in a job of the tenant, in batches as they arrive; workers start
+        on the first batch at once."""
         batch = _Batch(self.config.max_document_bytes)
         job_id = ""
         index = 0
@@ -112,11 +119,11 @@ class IngestJobs:
                     collection = check_collection_name(
                         message.collection or self.config.default_collection, "collection"
                     )
-                    await self.ingester.ensure_collection(collection, context)
+                    await self.ingester.ensure_collection(tenant, collection, context)
                     reply = await self._queue(
                         self.deps.ingest_queue.CreateStoredIngestJob,
                         ingest_queue_service_pb2.CreateStoredIngestJobRequest(
-                            collection=collection, accepting_documents=True
+                            tenant=tenant, collection=collection, accepting_documents=True
                         ),
                         context,
                     )
@@ -126,24 +133,25 @@ class IngestJobs:
                 batch.add(index, message.document)
                 index += 1
                 if batch.full():
-                    await self._append(job_id, batch.take(), False, context)
+                    await self._append(tenant, job_id, batch.take(), False, context)
             if not job_id:
                 raise InvalidArgument(
                     "the upload stream held no documents; send at least one", field="document"
                 )
-            job = await self._append(job_id, batch.take(), True, context)
+            job = await self._append(tenant, job_id, batch.take(), True, context)
         except BaseException as exc:
             if job_id:
                 # What was recorded is not what the client meant to send: drop it, and say why.
                 reason = getattr(exc, "message", None) or type(exc).__name__
                 await asyncio.shield(
-                    self._abandon(job_id, f"the upload stopped before it finished: {reason}")
+                    self._abandon(tenant, job_id, f"the upload stopped before it finished: {reason}")
                 )
             raise
         return gateway_service_pb2.UploadIngestDocumentsResponse(job=job)
 
     async def _append(
         self,
+        tenant: str,
         job_id: str,
         documents: Sequence[common_pb2.DocumentContent],
         last: bool,
@@ -152,7 +160,7 @@ class IngestJobs:
         reply = await self._queue(
             self.deps.ingest_queue.AppendStoredIngestJob,
             ingest_queue_service_pb2.AppendStoredIngestJobRequest(
-                job_id=job_id, documents=documents, last=last
+                tenant=tenant, job_id=job_id, documents=documents, last=last
             ),
             context,
         )
@@ -160,34 +168,45 @@ class IngestJobs:
         job: common_pb2.IngestJob = reply.job
         return job
 
-    async def _abandon(self, job_id: str, reason: str) -> None:
+    async def _abandon(self, tenant: str, job_id: str, reason: str) -> None:
         await self.deps.ingest_queue.CancelStoredIngestJob(
-            ingest_queue_service_pb2.CancelStoredIngestJobRequest(job_id=job_id, reason=reason),
+            ingest_queue_service_pb2.CancelStoredIngestJobRequest(
+                tenant=tenant, job_id=job_id, reason=reason
+            ),
             timeout=self.config.retrieve_timeout_seconds,
         )
 
     async def get(
-        self, request: gateway_service_pb2.GetIngestJobRequest, context: grpc.aio.ServicerContext
+        self,
+        tenant: str,
+        request: gateway_service_pb2.GetIngestJobRequest,
+        context: grpc.aio.ServicerContext,
     ) -> gateway_service_pb2.GetIngestJobResponse:
-        """The job with its failures."""
+        """The tenant's job with its failures."""
         parse_uuid(request.job_id, "job_id")
         reply = await self._queue(
             self.deps.ingest_queue.GetStoredIngestJob,
-            ingest_queue_service_pb2.GetStoredIngestJobRequest(job_id=request.job_id),
+            ingest_queue_service_pb2.GetStoredIngestJobRequest(tenant=tenant, job_id=request.job_id),
             context,
         )
         return gateway_service_pb2.GetIngestJobResponse(job=reply.job)
 
     async def list(
-        self, request: gateway_service_pb2.ListIngestJobsRequest, context: grpc.aio.ServicerContext
+        self,
+        tenant: str,
+        request: gateway_service_pb2.ListIngestJobsRequest,
+        context: grpc.aio.ServicerContext,
     ) -> gateway_service_pb2.ListIngestJobsResponse:
-        """A page of jobs, newest first."""
+        """A page of the tenant's jobs, newest first."""
         if request.collection:
             check_collection_name(request.collection, "collection")
         reply = await self._queue(
             self.deps.ingest_queue.ListStoredIngestJobs,
             ingest_queue_service_pb2.ListStoredIngestJobsRequest(
-                collection=request.collection, page_size=request.page_size, page_token=request.page_token
+                tenant=tenant,
+                collection=request.collection,
+                page_size=request.page_size,
+                page_token=request.page_token,
             ),
             context,
         )
@@ -196,14 +215,17 @@ class IngestJobs:
         )
 
     async def cancel(
-        self, request: gateway_service_pb2.CancelIngestJobRequest, context: grpc.aio.ServicerContext
+        self,
+        tenant: str,
+        request: gateway_service_pb2.CancelIngestJobRequest,
+        context: grpc.aio.ServicerContext,
     ) -> gateway_service_pb2.CancelIngestJobResponse:
-        """Cancels the job; documents already stored stay."""
+        """Cancels the tenant's job; documents already stored stay."""
         parse_uuid(request.job_id, "job_id")
         reply = await self._queue(
             self.deps.ingest_queue.CancelStoredIngestJob,
             ingest_queue_service_pb2.CancelStoredIngestJobRequest(
-                job_id=request.job_id, reason="cancelled by request"
+                tenant=tenant, job_id=request.job_id, reason="cancelled by request"
             ),
             context,
         )

@@ -5,6 +5,8 @@ workers side by side: a claim leases documents with SKIP LOCKED, and a worker th
 leaves leases that run out and are taken over. Each worker handles one claimed batch at a
 time; several workers keep the embedder's micro-batches full while others decode or store.
 Decoding and chunking are CPU-bound and run in threads, so the event loop keeps serving.
+A worker serves no caller: each claimed document is stored for the tenant its job belongs to,
+as the claim carries it, and a claim mixing tenants is handled tenant by tenant.
 """
 
 from __future__ import annotations
@@ -167,13 +169,16 @@ class IngestWorkers:
                 log.warning("cannot renew ingest leases: %s", exc)
 
     async def _process_claimed(self, documents: Sequence[ingest_queue_service_pb2.ClaimedDocument]) -> None:
-        # Documents of other jobs may share the claim; each collection's are embedded together.
-        by_collection: dict[str, list[ingest_queue_service_pb2.ClaimedDocument]] = defaultdict(list)
+        # Documents of other jobs, even other tenants', may share the claim; each collection's are
+        # embedded together, a collection being a tenant's.
+        by_collection: dict[tuple[str, str], list[ingest_queue_service_pb2.ClaimedDocument]] = defaultdict(
+            list
+        )
         for claimed in documents:
-            by_collection[claimed.collection].append(claimed)
-        for collection, claimed_documents in by_collection.items():
+            by_collection[claimed.tenant, claimed.collection].append(claimed)
+        for (tenant, collection), claimed_documents in by_collection.items():
             try:
-                await self._process(collection, claimed_documents)
+                await self._process(tenant, collection, claimed_documents)
             except Exception as exc:
                 # A bug must not kill the worker, nor hold the documents until their leases run out.
                 log.exception("ingest worker failed on a batch of %s", collection)
@@ -181,7 +186,7 @@ class IngestWorkers:
                     await self._fail(item, f"internal error in the gateway: {exc!r}", "internal", retry=True)
 
     async def _process(
-        self, collection: str, claimed: Sequence[ingest_queue_service_pb2.ClaimedDocument]
+        self, tenant: str, collection: str, claimed: Sequence[ingest_queue_service_pb2.ClaimedDocument]
     ) -> None:
         started = time.perf_counter()
         decoded: list[tuple[ingest_queue_service_pb2.ClaimedDocument, list[DecodedDocument]]] = []
@@ -203,7 +208,7 @@ class IngestWorkers:
         )
         INGEST_STAGE_SECONDS.labels("chunk").observe(time.perf_counter() - started)
         try:
-            vectors = await self._new_vectors(collection, prepared)
+            vectors = await self._new_vectors(tenant, collection, prepared)
         except _Retryable as exc:
             for item, _ in decoded:
                 await self._fail(item, str(exc), exc.kind, retry=True)
@@ -219,18 +224,18 @@ class IngestWorkers:
         for item, documents in decoded:
             mine = prepared[position : position + len(documents)]
             position += len(documents)
-            await self._store(collection, item, mine, vectors)
+            await self._store(tenant, collection, item, mine, vectors)
         INGEST_STAGE_SECONDS.labels("store").observe(time.perf_counter() - started)
 
     async def _new_vectors(
-        self, collection: str, prepared: Sequence[PreparedDocument]
+        self, tenant: str, collection: str, prepared: Sequence[PreparedDocument]
     ) -> dict[str, list[float]]:
         """The embeddings of new text; waits out the embedder's RESOURCE_EXHAUSTED without spending an attempt."""
         delay = _BUSY_BACKOFF_SECONDS[0]
         while True:
             timings = Timings(histogram=None)
             try:
-                vectors = await self.ingester.new_vectors(collection, prepared, None, timings)
+                vectors = await self.ingester.new_vectors(tenant, collection, prepared, None, timings)
             except ResourceExhausted as exc:
                 # The embedder's queue is full: it admits no more now, so wait instead of piling on.
                 await asyncio.sleep(exc.retry_after or delay * random.uniform(0.5, 1.5))
@@ -246,6 +251,7 @@ class IngestWorkers:
 
     async def _store(
         self,
+        tenant: str,
         collection: str,
         item: ingest_queue_service_pb2.ClaimedDocument,
         prepared: Sequence[PreparedDocument],
@@ -257,7 +263,7 @@ class IngestWorkers:
             for i, document in enumerate(prepared):
                 last = i == len(prepared) - 1
                 reply = await self.ingester.store(
-                    collection, document, vectors, None, item.claim if last else None
+                    tenant, collection, document, vectors, None, item.claim if last else None
                 )
         except (InvalidArgument, FailedPrecondition, NotFound) as exc:
             await self._fail(item, f"{exc.code.name}: {exc.message}", "rejected", retry=False)

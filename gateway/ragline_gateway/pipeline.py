@@ -148,6 +148,7 @@ class QueryPipeline:
         query = run.query
         async with run.timings.stage("retrieve"):
             request = retriever_service_pb2.SearchChunksRequest(
+                tenant=query.tenant,
                 collection=query.collection,
                 query_text=query.text,
                 query_embedding=embedded.values,

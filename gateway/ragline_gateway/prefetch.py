@@ -77,6 +77,11 @@ class _Known:
     published: bool
 
 
+def _name(query: Query) -> tuple[str, str]:
+    """The query's collection as the gateway tells collections apart: its tenant's, by name."""
+    return query.tenant, query.collection
+
+
 def _spawn(awaitable: Awaitable[T]) -> asyncio.Task[T]:
     task = asyncio.ensure_future(awaitable)
     # A speculative task's failure matters only to a request that uses its result, and that one awaits it.
@@ -145,7 +150,8 @@ class Prefetcher:
         self.config = config
         self.deps = deps
         self.cache = cache
-        self._known: dict[str, _Known] = {}
+        # By tenant and collection name: two tenants' collections of one name are two collections.
+        self._known: dict[tuple[str, str], _Known] = {}
 
     async def open(
         self,
@@ -160,7 +166,7 @@ class Prefetcher:
 
         The caller closes the run once it no longer needs the prefetched work.
         """
-        known = self._known.get(query.collection)
+        known = self._known.get(_name(query))
         prefetched = self._start(query, options, context)
         try:
             async with timings.stage("collection"):
@@ -176,10 +182,10 @@ class Prefetcher:
             raise
         # Whether the state was found is the early read's to note (`_cache_get_early`), before or
         # after this; a request that reads no cache (CACHE_POLICY_BYPASS) leaves it as it was.
-        current = self._known.get(query.collection)
+        current = self._known.get(_name(query))
         if len(self._known) >= MAX_KNOWN_COLLECTIONS:
             self._known.clear()
-        self._known[query.collection] = _Known(
+        self._known[_name(query)] = _Known(
             collection.embedding_model,
             collection.dimension,
             incarnation(collection),
@@ -201,7 +207,7 @@ class Prefetcher:
     async def embedding(self, run: QueryRun, context: grpc.aio.ServicerContext) -> Embedded:
         """The query's embedding: the prefetched one if it holds for the collection, else from the cache or the embedder."""
         query, collection, timings, prefetched = run.query, run.collection, run.timings, run.prefetched
-        key = embedding_key(collection.embedding_model, collection.dimension, query.text)
+        key = embedding_key(query.tenant, collection.embedding_model, collection.dimension, query.text)
         embedded = None
         if prefetched is not None and prefetched.cached is not None:
             # It decides whether an early embedding runs; it started with the lookup, so it is done or nearly.
@@ -238,7 +244,7 @@ class Prefetcher:
     async def _lookup(self, query: Query, context: grpc.aio.ServicerContext) -> common_pb2.Collection:
         # Without counts: a query needs only the collection's model, dimension and generation.
         request = retriever_service_pb2.GetStoredCollectionRequest(
-            name=query.collection, view=retriever_service_pb2.COLLECTION_VIEW_BASIC
+            name=query.collection, view=retriever_service_pb2.COLLECTION_VIEW_BASIC, tenant=query.tenant
         )
         timeout = downstream_timeout(context, self.config.retrieve_timeout_seconds)
         reply = await call("retriever", self.deps.retriever.GetStoredCollection(request, timeout=timeout))
@@ -261,7 +267,7 @@ class Prefetcher:
             # No cache read, hence no key to guess: the embedding is the embedder's.
             prefetched.embedding = _spawn(self._embed_fresh(query, prefetched, context))
             return prefetched
-        known = self._known.get(query.collection)
+        known = self._known.get(_name(query))
         if known is None:
             return None
         if options is None:
@@ -288,13 +294,13 @@ class Prefetcher:
         miss it starts the embedding, so a warm request costs the gateway this one read."""
         async with prefetched.cached_timings.stage("cache"):
             value, prefetched.published = await self.cache.get_with_state(
-                layer, prefetched.cached_key, query.collection
+                layer, prefetched.cached_key, query.tenant, query.collection
             )
         # The collection's next request waits for the state only if this one found it.
         found = prefetched.published is not None
-        current = self._known.get(query.collection)
+        current = self._known.get(_name(query))
         if current is not None and current.published != found:
-            self._known[query.collection] = replace(current, published=found)
+            self._known[_name(query)] = replace(current, published=found)
         if value is None and embeds and not prefetched.abandoned:
             prefetched.embedding = _spawn(self._embed_early(query, known, prefetched, context))
         return value
@@ -303,7 +309,7 @@ class Prefetcher:
         self, query: Query, known: _Known, prefetched: _Prefetched, context: grpc.aio.ServicerContext
     ) -> Embedded | None:
         """The embedding under the model of the collection's last lookup."""
-        key = embedding_key(known.embedding_model, known.dimension, query.text)
+        key = embedding_key(query.tenant, known.embedding_model, known.dimension, query.text)
         async with prefetched.embedding_timings.stage("embed"):
             if (cached := await self.cache.get("embedding", key)) is not None:
                 return Embedded(embedder_service_pb2.Embedding.FromString(cached).values[:], key)

@@ -5,6 +5,11 @@ passages they may ask for, which the caller passes. Every retrieval and answer c
 the collection's `generation`, so a cached result is never older than the collection's content,
 and its creation time (its incarnation), as a collection deleted and created again under the same
 name counts its generations from 0 again.
+
+Every key, the embedding's included, also holds the caller's tenant: two tenants may both have a
+collection named `default`, and nothing one tenant's requests cached may ever serve another's.
+The tenant comes from the caller's credential, which the handler passes in; no request field
+can set it.
 """
 
 from __future__ import annotations
@@ -32,15 +37,21 @@ def incarnation(collection: common_pb2.Collection) -> str:
     return collection.create_time.ToJsonString()
 
 
-def embedding_key(embedding_model: str, dimension: int, text: str) -> str:
-    """The embedding cache key of a query text under one model."""
-    return digest(embedding_model, dimension, text)
+def embedding_key(tenant: str, embedding_model: str, dimension: int, text: str) -> str:
+    """The embedding cache key of a tenant's query text under one model.
+
+    The vector would be the same for every tenant, but a shared entry would let one tenant learn,
+    from a hit's speed, what another has asked.
+    """
+    return digest(tenant, embedding_model, dimension, text)
 
 
 @dataclass(frozen=True)
 class Query:
     """What a Search, Ask or AskStream request asks for, validated and with defaults applied."""
 
+    tenant: str
+    """The caller's tenant, from its credential: whose collection is searched and whose caches are used."""
     collection: str
     """The collection to search, the configured default when the request names none."""
     text: str
@@ -57,8 +68,11 @@ class Query:
     """The chunks' metadata filter, None when every chunk counts."""
 
     @classmethod
-    def parse(cls, message: gateway_service_pb2.Query, config: GatewayConfig, max_top_k: int) -> Query:
-        """Validates a request's query (INVALID_ARGUMENT naming the field) and fills in the configured defaults."""
+    def parse(
+        cls, message: gateway_service_pb2.Query, config: GatewayConfig, max_top_k: int, tenant: str
+    ) -> Query:
+        """Validates a request's query (INVALID_ARGUMENT naming the field) and fills in the configured
+        defaults; `tenant` is the caller's, from its credential."""
         if not message.text.strip():
             raise InvalidArgument("the query's text is empty; send some text", field="query.text")
         check_text(message.text, "query.text", config.max_query_chars, "GATEWAY_MAX_QUERY_CHARS")
@@ -81,6 +95,7 @@ class Query:
                 field="query.candidates",
             )
         return cls(
+            tenant,
             collection,
             message.text,
             top_k,
@@ -99,11 +114,12 @@ class Query:
 
     def retrieval_key(self, incarnation: str, generation: int) -> str:
         """The retrieval cache key: the collection's content version and every parameter of the search."""
-        return digest(self.collection, incarnation, generation, self.text, *self._shape())
+        return digest(self.tenant, self.collection, incarnation, generation, self.text, *self._shape())
 
     def answer_key(self, incarnation: str, generation: int, options: common_pb2.GenerationOptions) -> str:
         """The answer cache key: the retrieval key's parts and the generation settings."""
         return digest(
+            self.tenant,
             self.collection,
             incarnation,
             generation,
@@ -114,7 +130,7 @@ class Query:
 
     def semantic_scope(self, incarnation: str, generation: int, options: common_pb2.GenerationOptions) -> str:
         """The semantic cache's list: everything the answer key holds except the question's wording."""
-        scope = digest(incarnation, *self._shape(), *_generation_settings(options))
+        scope = digest(self.tenant, incarnation, *self._shape(), *_generation_settings(options))
         return f"{self.collection}:{generation}:{scope}"
 
     @property

@@ -1,4 +1,10 @@
-"""The gateway's public API, ragline.v1.GatewayService: thin handlers over the ingester and the query pipeline."""
+"""The gateway's public API, ragline.v1.GatewayService: thin handlers over the ingester and the query pipeline.
+
+Each handler reads the caller's tenant once, from the credential the authentication interceptor
+bound (`principal.current()`), and passes it explicitly down to every retriever and ingest queue
+request and every cache key: no request field names a tenant, so a caller reaches only its own
+tenant's collections, documents, jobs and cached results.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import grpc
 from ragline.channels import downstream_timeout
 from ragline.v1 import gateway_service_pb2, gateway_service_pb2_grpc, retriever_service_pb2
 from ragline.validation import check_collection_name, check_document_id
+from ragline_gateway import principal
 from ragline_gateway.cache import QueryCache
 from ragline_gateway.config import GatewayConfig
 from ragline_gateway.dependencies import Dependencies, call
@@ -60,13 +67,14 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
     async def IngestDocuments(
         self, request: gateway_service_pb2.IngestDocumentsRequest, context: grpc.aio.ServicerContext
     ) -> gateway_service_pb2.IngestDocumentsResponse:
-        return await self.ingester.ingest(request, context)
+        return await self.ingester.ingest(principal.current().tenant, request, context)
 
     async def Search(
         self, request: gateway_service_pb2.SearchRequest, context: grpc.aio.ServicerContext
     ) -> gateway_service_pb2.SearchResponse:
+        tenant = principal.current().tenant
         timings = Timings()
-        query = Query.parse(request.query, self.config, MAX_SEARCH_TOP_K)
+        query = Query.parse(request.query, self.config, MAX_SEARCH_TOP_K, tenant)
         retrieval = await self.pipeline.search(query, timings, context)
         return gateway_service_pb2.SearchResponse(
             hits=retrieval.hits,
@@ -80,7 +88,8 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
     async def Ask(
         self, request: gateway_service_pb2.AskRequest, context: grpc.aio.ServicerContext
     ) -> gateway_service_pb2.AskResponse:
-        query = Query.parse(request.query, self.config, MAX_ASK_TOP_K)
+        tenant = principal.current().tenant
+        query = Query.parse(request.query, self.config, MAX_ASK_TOP_K, tenant)
         async for event in self.pipeline.ask_events(query, request.options, context):
             if event.HasField("final"):
                 return event.final
@@ -89,7 +98,8 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
     async def AskStream(
         self, request: gateway_service_pb2.AskStreamRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[gateway_service_pb2.AskStreamResponse]:
-        query = Query.parse(request.query, self.config, MAX_ASK_TOP_K)
+        tenant = principal.current().tenant
+        query = Query.parse(request.query, self.config, MAX_ASK_TOP_K, tenant)
         async for event in self.pipeline.ask_events(query, request.options, context):
             yield event
 
@@ -100,7 +110,9 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
     async def GetDocument(
         self, request: gateway_service_pb2.GetDocumentRequest, context: grpc.aio.ServicerContext
     ) -> gateway_service_pb2.GetDocumentResponse:
+        tenant = principal.current().tenant
         forwarded = retriever_service_pb2.GetStoredDocumentRequest(
+            tenant=tenant,
             collection=self._collection(request.collection),
             document_id=check_document_id(request.document_id, "document_id"),
         )
@@ -111,7 +123,9 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
     async def ListDocuments(
         self, request: gateway_service_pb2.ListDocumentsRequest, context: grpc.aio.ServicerContext
     ) -> gateway_service_pb2.ListDocumentsResponse:
+        tenant = principal.current().tenant
         forwarded = retriever_service_pb2.ListStoredDocumentsRequest(
+            tenant=tenant,
             collection=self._collection(request.collection),
             page_size=request.page_size,
             page_token=request.page_token,
@@ -125,7 +139,9 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
     async def DeleteDocument(
         self, request: gateway_service_pb2.DeleteDocumentRequest, context: grpc.aio.ServicerContext
     ) -> gateway_service_pb2.DeleteDocumentResponse:
+        tenant = principal.current().tenant
         forwarded = retriever_service_pb2.DeleteStoredDocumentRequest(
+            tenant=tenant,
             collection=self._collection(request.collection),
             document_id=check_document_id(request.document_id, "document_id"),
         )
@@ -136,26 +152,26 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
     async def CreateIngestJob(
         self, request: gateway_service_pb2.CreateIngestJobRequest, context: grpc.aio.ServicerContext
     ) -> gateway_service_pb2.CreateIngestJobResponse:
-        return await self.jobs.create(request, context)
+        return await self.jobs.create(principal.current().tenant, request, context)
 
     async def UploadIngestDocuments(
         self,
         request_iterator: AsyncIterator[gateway_service_pb2.UploadIngestDocumentsRequest],
         context: grpc.aio.ServicerContext,
     ) -> gateway_service_pb2.UploadIngestDocumentsResponse:
-        return await self.jobs.upload(request_iterator, context)
+        return await self.jobs.upload(principal.current().tenant, request_iterator, context)
 
     async def GetIngestJob(
         self, request: gateway_service_pb2.GetIngestJobRequest, context: grpc.aio.ServicerContext
     ) -> gateway_service_pb2.GetIngestJobResponse:
-        return await self.jobs.get(request, context)
+        return await self.jobs.get(principal.current().tenant, request, context)
 
     async def ListIngestJobs(
         self, request: gateway_service_pb2.ListIngestJobsRequest, context: grpc.aio.ServicerContext
     ) -> gateway_service_pb2.ListIngestJobsResponse:
-        return await self.jobs.list(request, context)
+        return await self.jobs.list(principal.current().tenant, request, context)
 
     async def CancelIngestJob(
         self, request: gateway_service_pb2.CancelIngestJobRequest, context: grpc.aio.ServicerContext
     ) -> gateway_service_pb2.CancelIngestJobResponse:
-        return await self.jobs.cancel(request, context)
+        return await self.jobs.cancel(principal.current().tenant, request, context)

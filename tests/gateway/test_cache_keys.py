@@ -1,4 +1,5 @@
-"""Cache keys hold everything that changes a result, so no request is ever served another's answer."""
+"""Cache keys hold everything that changes a result, the caller's tenant included, so no request is
+ever served another's answer, and no tenant another tenant's."""
 
 from __future__ import annotations
 
@@ -8,10 +9,17 @@ from google.protobuf import struct_pb2
 
 from ragline.v1 import common_pb2
 from ragline.v1 import gateway_service_pb2 as gw
-from ragline_gateway.query import Query
+from ragline_gateway.query import Query, embedding_key
 
 BASE = Query(
-    "docs", "Where is the tower?", 5, 20, common_pb2.SEARCH_MODE_HYBRID, gw.CACHE_POLICY_UNSPECIFIED, None
+    "acme",
+    "docs",
+    "Where is the tower?",
+    5,
+    20,
+    common_pb2.SEARCH_MODE_HYBRID,
+    gw.CACHE_POLICY_UNSPECIFIED,
+    None,
 )
 OPTIONS = common_pb2.GenerationOptions(max_tokens=64, temperature=0.0)
 FILTER = common_pb2.MetadataFilter(
@@ -20,6 +28,7 @@ FILTER = common_pb2.MetadataFilter(
     )
 )
 VARIANTS = {
+    "tenant": dataclasses.replace(BASE, tenant="globex"),
     "collection": dataclasses.replace(BASE, collection="other"),
     "text": dataclasses.replace(BASE, text="Where is the bridge?"),
     "top_k": dataclasses.replace(BASE, top_k=6),
@@ -55,7 +64,7 @@ def test_generation_settings_change_the_answer_key_and_the_semantic_scope() -> N
 
 def test_the_semantic_scope_ignores_the_wording_only() -> None:
     assert VARIANTS["text"].semantic_scope(CREATED, 7, OPTIONS) == BASE.semantic_scope(CREATED, 7, OPTIONS)
-    for name in ("collection", "top_k", "candidates", "mode", "filter"):
+    for name in ("tenant", "collection", "top_k", "candidates", "mode", "filter"):
         assert VARIANTS[name].semantic_scope(CREATED, 7, OPTIONS) != BASE.semantic_scope(CREATED, 7, OPTIONS)
 
 
@@ -65,3 +74,20 @@ def test_keys_are_stable_across_equal_filters_built_separately() -> None:
     assert VARIANTS["filter"].retrieval_key(CREATED, 1) == dataclasses.replace(
         BASE, filter=rebuilt
     ).retrieval_key(CREATED, 1)
+
+
+def test_every_key_of_one_request_differs_by_tenant_alone() -> None:
+    # Same collection name, same question, same settings, same generation: only the tenant differs.
+    other = VARIANTS["tenant"]
+    assert BASE.retrieval_key(CREATED, 7) != other.retrieval_key(CREATED, 7)
+    assert BASE.answer_key(CREATED, 7, OPTIONS) != other.answer_key(CREATED, 7, OPTIONS)
+    assert BASE.semantic_scope(CREATED, 7, OPTIONS) != other.semantic_scope(CREATED, 7, OPTIONS)
+    assert embedding_key("acme", "model", 384, BASE.text) != embedding_key("globex", "model", 384, BASE.text)
+
+
+def test_a_tenant_name_cannot_be_shifted_into_the_collection_name() -> None:
+    # The parts are serialised as a list, never concatenated: "a" + "b-docs" is not "a-b" + "docs".
+    left = dataclasses.replace(BASE, tenant="a", collection="b-docs")
+    right = dataclasses.replace(BASE, tenant="a-b", collection="docs")
+    assert left.retrieval_key(CREATED, 1) != right.retrieval_key(CREATED, 1)
+    assert left.semantic_scope(CREATED, 1, OPTIONS) != right.semantic_scope(CREATED, 1, OPTIONS)

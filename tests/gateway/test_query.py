@@ -18,8 +18,10 @@ CONFIG = dataclasses.replace(GatewayConfig(), default_collection="papers", top_k
 
 
 def test_an_empty_query_gets_the_configured_defaults() -> None:
-    query = Query.parse(gw.Query(text="wings"), CONFIG, MAX_SEARCH_TOP_K)
+    query = Query.parse(gw.Query(text="wings"), CONFIG, MAX_SEARCH_TOP_K, "acme")
     assert (query.collection, query.text, query.top_k, query.candidates) == ("papers", "wings", 5, 20)
+    # The tenant is the one the handler passes, from the caller's credential.
+    assert query.tenant == "acme"
     assert query.filter is None
     assert query.reads_cache and query.writes_cache
 
@@ -38,7 +40,7 @@ def test_sent_fields_are_kept() -> None:
         filter=only_fr,
         cache_policy=gw.CACHE_POLICY_REFRESH,
     )
-    query = Query.parse(message, CONFIG, MAX_SEARCH_TOP_K)
+    query = Query.parse(message, CONFIG, MAX_SEARCH_TOP_K, "acme")
     # Candidates never fall below top_k.
     assert (query.collection, query.top_k, query.candidates) == ("docs", 30, 30)
     assert query.filter == only_fr
@@ -77,13 +79,13 @@ def test_bad_fields_are_invalid_arguments_naming_the_field(
     message: gw.Query, max_top_k: int, field: str
 ) -> None:
     with pytest.raises(InvalidArgument) as raised:
-        Query.parse(message, CONFIG, max_top_k)
+        Query.parse(message, CONFIG, max_top_k, "acme")
     assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert raised.value.field == field
 
 
 def test_an_ask_may_not_ask_for_as_many_passages_as_a_search() -> None:
     message = gw.Query(text="wings", top_k=MAX_ASK_TOP_K + 1)
-    assert Query.parse(message, CONFIG, MAX_SEARCH_TOP_K).top_k == MAX_ASK_TOP_K + 1
+    assert Query.parse(message, CONFIG, MAX_SEARCH_TOP_K, "acme").top_k == MAX_ASK_TOP_K + 1
     with pytest.raises(InvalidArgument):
-        Query.parse(message, CONFIG, MAX_ASK_TOP_K)
+        Query.parse(message, CONFIG, MAX_ASK_TOP_K, "acme")

@@ -25,6 +25,7 @@ from ragline_gateway.query import MAX_ASK_TOP_K, MAX_SEARCH_TOP_K, Query
 from ragline_gateway.timings import Timings
 
 COLLECTION = "docs"
+TENANT = "acme"
 
 
 class FakeRedis:
@@ -111,12 +112,15 @@ class FakeRetriever:
         self.events: list[str] = []
         self.search_generation: int | None = None  # what SearchChunks reports; None: the collection's
         self.documents = "doc"  # the name of the collection's documents, hit at each generation
+        self.tenant_documents: dict[str, str] = {}  # another name for a tenant's documents
         self.searches: list[retriever_service_pb2.SearchChunksRequest] = []
+        self.lookups: list[retriever_service_pb2.GetStoredCollectionRequest] = []
         self.missing = False
 
     def GetStoredCollection(self, request: Any, timeout: float) -> Awaitable[Any]:
         async def run() -> Any:
             self.events.append("lookup-start")
+            self.lookups.append(request)
             await self.lookup_gate.pass_through()
             self.events.append("lookup-end")
             if self.missing:
@@ -135,9 +139,10 @@ class FakeRetriever:
             self.searches.append(request)
             await self.search_gate.pass_through()
             generation = self.search_generation or self.collection.generation
+            documents = self.tenant_documents.get(request.tenant, self.documents)
             hit = common_pb2.SearchHit(
                 chunk_id=str(generation),
-                document_id=f"{self.documents}-at-generation-{generation}",
+                document_id=f"{documents}-at-generation-{generation}",
                 text="passage",
                 score=0.5,
             )
@@ -210,10 +215,11 @@ class Setup:
         text: str = "where is it?",
         policy: gw.CachePolicy = gw.CACHE_POLICY_UNSPECIFIED,
         mode: common_pb2.SearchMode = common_pb2.SEARCH_MODE_UNSPECIFIED,
+        tenant: str = TENANT,
     ) -> tuple[gw.SearchResponse, list[str]]:
-        """What the gateway's Search handler does, and the stages it reported."""
+        """What the gateway's Search handler does for a caller of `tenant`, and the stages it reported."""
         message = gw.Query(text=text, collection=COLLECTION, cache_policy=policy, mode=mode)
-        query = Query.parse(message, self.pipeline.config, MAX_SEARCH_TOP_K)
+        query = Query.parse(message, self.pipeline.config, MAX_SEARCH_TOP_K, tenant)
         timings = Timings()
         context: Any = FakeContext()
         retrieval = await self.pipeline.search(query, timings, context)
@@ -225,8 +231,9 @@ class Setup:
         )
         return response, [t.stage for t in timings.stages]
 
-    async def ask(self, text: str = "where is it?") -> gw.AskResponse:
-        query = Query.parse(gw.Query(text=text, collection=COLLECTION), self.pipeline.config, MAX_ASK_TOP_K)
+    async def ask(self, text: str = "where is it?", tenant: str = TENANT) -> gw.AskResponse:
+        message = gw.Query(text=text, collection=COLLECTION)
+        query = Query.parse(message, self.pipeline.config, MAX_ASK_TOP_K, tenant)
         context: Any = FakeContext()
         options = common_pb2.GenerationOptions(max_tokens=16)
         async for event in self.pipeline.ask_events(query, options, context):
@@ -534,3 +541,38 @@ async def test_query_embeddings_bypass_the_embedders_own_cache(setup: Setup) -> 
     assert [(r.input_type, r.bypass_cache) for r in setup.embedder.requests] == [
         (embedder_service_pb2.INPUT_TYPE_QUERY, True)
     ] * 3
+
+
+OTHER_TENANT = "globex"
+
+
+async def test_a_semantic_hit_never_serves_another_tenant_an_answer_from_the_first_ones_documents(
+    setup: Setup,
+) -> None:
+    setup.pipeline.cache.semantic_distance = 0.08
+    setup.retriever.tenant_documents = {TENANT: "acme-doc", OTHER_TENANT: "globex-doc"}
+    # Both tenants have a collection of the same name; the fake embedder gives every question the
+    # same vector, so every later question is a perfect paraphrase of the first.
+    first = await setup.ask("Where is the Eiffel Tower?")
+    assert first.answer == "from acme-doc-at-generation-1"
+    paraphrase = await setup.ask("Which city is the Eiffel Tower in?")
+    assert paraphrase.cache_layer == gw.CACHE_LAYER_SEMANTIC  # the layer works, for its own tenant
+    for question in ("Which city is the Eiffel Tower in?", "Where is the Eiffel Tower?"):
+        other = await setup.ask(question, tenant=OTHER_TENANT)
+        assert other.answer == "from globex-doc-at-generation-1"
+        assert setup.retriever.searches[-1].tenant == OTHER_TENANT
+    assert other.cache_layer == gw.CACHE_LAYER_SEMANTIC  # its own first answer, not the other's
+    assert setup.generator.calls == 2
+
+
+async def test_search_results_and_query_embeddings_are_cached_per_tenant(setup: Setup) -> None:
+    setup.retriever.tenant_documents = {TENANT: "acme-doc", OTHER_TENANT: "globex-doc"}
+    await setup.search("wings")
+    assert (await setup.search("wings"))[0].cache_layer == gw.CACHE_LAYER_RETRIEVAL
+    calls = setup.embedder.calls
+    other, _ = await setup.search("wings", tenant=OTHER_TENANT)
+    assert other.cache_layer == gw.CACHE_LAYER_NONE  # neither the results nor the vector were shared
+    assert other.hits[0].document_id == "globex-doc-at-generation-1"
+    assert setup.embedder.calls == calls + 1
+    assert [r.tenant for r in setup.retriever.searches] == [TENANT, OTHER_TENANT]
+    assert {r.tenant for r in setup.retriever.lookups} == {TENANT, OTHER_TENANT}
