@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ragline.config import state_dir
+from ragline.v1 import admin_service_pb2
 
 TOKEN_PREFIX = "rgl_"
 # The environment variable a client reads its key from, before the state folder's file.
@@ -102,3 +103,13 @@ def client_token() -> str | None:
         return token_file().read_text().strip() or None
     except FileNotFoundError:
         return None
+
+
+def role_name(role: int) -> str:
+    """The lowercase name of a `ragline.v1.Role` value (reader, writer, admin), as stored and shown."""
+    return admin_service_pb2.Role.Name(role).removeprefix("ROLE_").lower()
+
+
+def role_value(name: str) -> int:
+    """The `ragline.v1.Role` value of a lowercase role name; ValueError for another name."""
+    return int(admin_service_pb2.Role.Value("ROLE_" + name.upper()))
