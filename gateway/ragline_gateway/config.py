@@ -70,6 +70,9 @@ class GatewayConfig:
     """Longest wait for one retriever call (less if the caller's deadline is nearer)."""
     generate_timeout_seconds: float = setting("GATEWAY_GENERATE_TIMEOUT_SECONDS", 120.0, minimum=0.01)
     """Longest wait for the generator (less if the caller's deadline is nearer)."""
+    auth: str = setting("GATEWAY_AUTH", "off", choices=("on", "off"))
+    """on: every public call needs an API key or a JWT (health and reflection stay open); off: every call is
+    made by an admin of the `default` tenant, for a trusted network only."""
     jwt_jwks_file: str | None = setting("GATEWAY_JWT_JWKS_FILE", None)
     """Path of a JSON Web Key Set file whose keys sign the JWTs callers may present; re-read when a token names
     a key id it does not hold. Setting it (or GATEWAY_JWT_JWKS_URL) turns JWT authentication on."""

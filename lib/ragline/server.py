@@ -67,6 +67,14 @@ class Lifecycle(Protocol):
         """Closes what `start` opened, after in-flight calls have finished."""
 
 
+# What a service's `build` makes of its settings: its lifecycle, its gRPC services, and optionally the
+# interceptors of its own that `serve` installs.
+Built = (
+    tuple[Lifecycle, Sequence[Servicer]]
+    | tuple[Lifecycle, Sequence[Servicer], Sequence[grpc.aio.ServerInterceptor]]
+)
+
+
 class _Interceptor(grpc.aio.ServerInterceptor):
     """Times every call, counts it by status code and turns exceptions into statuses."""
 
@@ -259,15 +267,19 @@ async def serve(
     config: ServerConfig,
     servicers: Sequence[Servicer],
     lifecycle: Lifecycle,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> None:
     """Runs a service until SIGTERM or SIGINT.
+
+    `interceptors` run inside the one that times, counts and maps errors, in their order (the
+    first is outermost), so a call they refuse is counted with its status like any other.
 
     `lifecycle.start` runs while the server already answers health checks with NOT_SERVING;
     `lifecycle.check_ready` runs every few seconds and flips health between SERVING and
     NOT_SERVING; `lifecycle.stop` runs after in-flight calls have finished.
     """
     metrics_server, _ = start_metrics_server(config.host, config.metrics_port)
-    server = grpc.aio.server(interceptors=[_Interceptor()], options=SERVER_OPTIONS)
+    server = grpc.aio.server(interceptors=[_Interceptor(), *interceptors], options=SERVER_OPTIONS)
     for servicer in servicers:
         servicer.add_to_server(servicer.implementation, server)
     health_servicer = health.aio.HealthServicer()
@@ -337,7 +349,7 @@ async def serve(
 def run_service(
     name: str,
     config_type: type[C],
-    build: Callable[[C], tuple[Lifecycle, Sequence[Servicer]]],
+    build: Callable[[C], Built],
     *,
     port: int,
     metrics_port: int,
@@ -346,8 +358,8 @@ def run_service(
 
     Reads the server settings under the prefix `name.upper()` (`EMBEDDER_PORT`, ...), defaulting
     to the service's own `port` and `metrics_port`, then the service's settings `config_type`,
-    sets up logging, and serves what `build` makes of them: the lifecycle and the gRPC services
-    it implements. An invalid setting, found by either read or by `build`, ends the process
+    sets up logging, and serves what `build` makes of them: the lifecycle, the gRPC services
+    it implements and, if it returns them too, interceptors of its own (`serve`'s `interceptors`). An invalid setting, found by either read or by `build`, ends the process
     with its message and exit code 2.
     """
 
@@ -355,8 +367,9 @@ def run_service(
         server_config = ServerConfig.from_env(name.upper(), port=port, metrics_port=metrics_port)
         config = load_config(config_type)
         configure_logging(server_config.log_level)
-        lifecycle, servicers = build(config)
-        await serve(name, server_config, servicers, lifecycle)
+        built = build(config)
+        interceptors = built[2] if len(built) == 3 else ()
+        await serve(name, server_config, built[1], built[0], interceptors)
 
     try:
         asyncio.run(main())
