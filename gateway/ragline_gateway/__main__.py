@@ -5,7 +5,9 @@ from __future__ import annotations
 import grpc
 
 from ragline.server import Lifecycle, Servicer, run_service
-from ragline.v1 import gateway_service_pb2_grpc
+from ragline.v1 import admin_service_pb2_grpc, gateway_service_pb2_grpc
+from ragline_gateway.admin_service import AdminServicer
+from ragline_gateway.api_key_cache import ApiKeyVerifier
 from ragline_gateway.audit import AuditInterceptor
 from ragline_gateway.auth import Authenticator, AuthInterceptor
 from ragline_gateway.config import DEFAULT_METRICS_PORT, DEFAULT_PORT, GatewayConfig
@@ -16,21 +18,35 @@ from ragline_gateway.service import GatewayServicer
 
 
 def build(config: GatewayConfig) -> tuple[Lifecycle, list[Servicer], list[grpc.aio.ServerInterceptor]]:
-    """The gateway servicer with the clients of its dependencies, and its interceptors.
+    """The gateway and admin servicers with the clients of their dependencies, and the gateway's interceptors.
 
     Authentication is outermost of the three: the audit log and the limits read the caller it
     binds, and the audit log is outside the limits so that the calls they refuse are logged too.
     """
     deps = Dependencies(config)
     gateway = GatewayServicer(config, deps)
-    add = gateway_service_pb2_grpc.add_GatewayServiceServicer_to_server
-    authenticator = Authenticator(None, JwtVerifier.from_config(config)) if config.auth == "on" else None
+    keys = ApiKeyVerifier(deps.api_keys, config.api_key_cache_seconds, config.retrieve_timeout_seconds)
+    authenticator = Authenticator(keys, JwtVerifier.from_config(config)) if config.auth == "on" else None
     interceptors: list[grpc.aio.ServerInterceptor] = [
         AuthInterceptor(authenticator),
         AuditInterceptor(),
         LimitsInterceptor.from_config(config, deps),
     ]
-    return gateway, [Servicer("ragline.v1.GatewayService", add, gateway)], interceptors
+    admin = AdminServicer(config, deps, keys)
+    return (
+        gateway,
+        [
+            Servicer(
+                "ragline.v1.GatewayService",
+                gateway_service_pb2_grpc.add_GatewayServiceServicer_to_server,
+                gateway,
+            ),
+            Servicer(
+                "ragline.v1.AdminService", admin_service_pb2_grpc.add_AdminServiceServicer_to_server, admin
+            ),
+        ],
+        interceptors,
+    )
 
 
 def main() -> None:

@@ -15,12 +15,13 @@ handlers can always ask who is calling.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 import grpc
 
 from ragline.api_keys import TOKEN_PREFIX
 from ragline.errors import PermissionDenied, Unauthenticated
+from ragline_gateway.api_key_cache import ApiKeyVerifier
 from ragline_gateway.jwt_auth import JwtVerifier
 from ragline_gateway.principal import METHODS, MethodPolicy, Principal, Role, bind, unbind
 
@@ -32,18 +33,10 @@ _SEND = (
 )
 
 
-class KeyVerifier(Protocol):
-    """Whatever checks Ragline API keys: `api_key_cache.ApiKeyVerifier`."""
-
-    async def principal(self, token: str) -> Principal:
-        """The caller the key names; Unauthenticated when it is malformed, unknown or revoked."""
-        ...
-
-
 class Authenticator:
     """Turns a call's `authorization` metadata into its caller, or refuses it with what to send."""
 
-    def __init__(self, keys: KeyVerifier | None, jwts: JwtVerifier | None) -> None:
+    def __init__(self, keys: ApiKeyVerifier, jwts: JwtVerifier | None) -> None:
         self._keys = keys
         self._jwts = jwts
 
@@ -65,8 +58,6 @@ class Authenticator:
                 reason="CREDENTIAL_MALFORMED",
             )
         if token.startswith(TOKEN_PREFIX):
-            if self._keys is None:
-                raise Unauthenticated("this gateway does not accept API keys; send a JWT")
             return await self._keys.principal(token)
         if self._jwts is None:
             raise Unauthenticated(

@@ -73,6 +73,9 @@ class GatewayConfig:
     auth: str = setting("GATEWAY_AUTH", "off", choices=("on", "off"))
     """on: every public call needs an API key or a JWT (health and reflection stay open); off: every call is
     made by an admin of the `default` tenant, for a trusted network only."""
+    api_key_cache_seconds: float = setting("GATEWAY_API_KEY_CACHE_SECONDS", 5.0, minimum=0, maximum=3600)
+    """How long a verified API key's record is used without asking the retriever again: a key revoked through
+    another replica is refused here within this time; 0 looks every key up on every call."""
     jwt_jwks_file: str | None = setting("GATEWAY_JWT_JWKS_FILE", None)
     """Path of a JSON Web Key Set file whose keys sign the JWTs callers may present; re-read when a token names
     a key id it does not hold. Setting it (or GATEWAY_JWT_JWKS_URL) turns JWT authentication on."""

@@ -22,6 +22,7 @@ from ragline.config import state_dir
 from ragline.embedded_redis import EmbeddedRedis
 from ragline.errors import from_rpc_error
 from ragline.v1 import (
+    api_key_store_service_pb2_grpc,
     embedder_service_pb2_grpc,
     generator_service_pb2_grpc,
     ingest_queue_service_pb2_grpc,
@@ -41,14 +42,17 @@ _HEALTH_TIMEOUT_SECONDS = 2.0
 
 
 class Dependencies:
-    """Channels and stubs to the embedder, retriever (and its ingest queue) and generator, and the Redis client."""
+    """Channels and stubs to the embedder, retriever (its ingest queue and key store) and generator, and Redis."""
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self._channels = {
             "embedder": open_channel(config.embedder_addr, "ragline.v1.EmbedderService"),
             "retriever": open_channel(
-                config.retriever_addr, "ragline.v1.RetrieverService", "ragline.v1.IngestQueueService"
+                config.retriever_addr,
+                "ragline.v1.RetrieverService",
+                "ragline.v1.IngestQueueService",
+                "ragline.v1.ApiKeyStoreService",
             ),
             "generator": open_channel(config.generator_addr, "ragline.v1.GeneratorService"),
         }
@@ -56,6 +60,8 @@ class Dependencies:
         self.retriever = retriever_service_pb2_grpc.RetrieverServiceStub(self._channels["retriever"])
         # The ingest queue is a service of its own in the retriever's process, on the same channel.
         self.ingest_queue = ingest_queue_service_pb2_grpc.IngestQueueServiceStub(self._channels["retriever"])
+        # So is the API key store.
+        self.api_keys = api_key_store_service_pb2_grpc.ApiKeyStoreServiceStub(self._channels["retriever"])
         self.generator = generator_service_pb2_grpc.GeneratorServiceStub(self._channels["generator"])
         self._embedded_redis: EmbeddedRedis | None = None
         self.redis: aioredis.Redis | None = None

@@ -1,12 +1,13 @@
 """The authentication interceptor in a server with the audit and limits interceptors, as the gateway installs them.
 
-Credentials here are JWTs from a JWKS file (keys made with `cryptography`); API keys through the
-real gateway are tested in tests/e2e/test_auth.py.
+Credentials here are JWTs from a JWKS file (keys made with `cryptography`), and API keys while the
+retriever's key store is down; API keys through the real gateway are tested in tests/e2e/test_auth.py.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,12 @@ from policy_server import StandIn
 from prometheus_client import REGISTRY
 from test_jwt_auth import AUDIENCE, ISSUER, Signer
 
+from ragline.api_keys import new_token
 from ragline.config import load_config
 from ragline.server import _Interceptor
 from ragline.v1 import gateway_service_pb2, gateway_service_pb2_grpc
+from ragline.v1.api_key_store_service_pb2_grpc import ApiKeyStoreServiceStub
+from ragline_gateway.api_key_cache import ApiKeyVerifier
 from ragline_gateway.audit import AuditInterceptor
 from ragline_gateway.auth import Authenticator, AuthInterceptor
 from ragline_gateway.config import GatewayConfig
@@ -46,7 +50,11 @@ async def start(auth: str, jwks: Path | None = None) -> tuple[grpc.aio.Server, s
             "GATEWAY_JWT_AUDIENCE": AUDIENCE,
         }
     config = load_config(GatewayConfig, environ=env)
-    authenticator = Authenticator(None, JwtVerifier.from_config(config)) if config.auth == "on" else None
+    # A key store nobody listens on: the retriever is down.
+    keys = ApiKeyVerifier(
+        ApiKeyStoreServiceStub(grpc.aio.insecure_channel(f"127.0.0.1:{free_port()}")), 5.0, 2.0
+    )
+    authenticator = Authenticator(keys, JwtVerifier.from_config(config)) if config.auth == "on" else None
     server = grpc.aio.server(
         interceptors=[
             _Interceptor(),
@@ -74,6 +82,12 @@ async def stub(signer: Signer, tmp_path: Path) -> AsyncIterator[gateway_service_
     async with grpc.aio.insecure_channel(address) as channel:
         yield gateway_service_pb2_grpc.GatewayServiceStub(channel)
     await server.stop(None)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def bearer(token: str) -> list[tuple[str, str]]:
@@ -106,6 +120,11 @@ async def test_a_call_without_a_credential_is_unauthenticated_says_what_to_send_
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await stub.Search(SEARCH, metadata=metadata)
         assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    # A well-formed key that cannot be checked may be fine: UNAVAILABLE, saying why, never UNAUTHENTICATED.
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.Search(SEARCH, metadata=bearer(str(new_token())))
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "key store" in (raised.value.details() or "")
 
 
 async def test_a_role_below_the_methods_is_denied_naming_both_roles(
