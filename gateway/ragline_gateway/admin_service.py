@@ -1,4 +1,4 @@
-"""The gateway's admin API, ragline.v1.AdminService: the API keys of the caller's tenant.
+"""The gateway's admin API, ragline.v1.AdminService: the API keys and the collections of the caller's tenant.
 
 The tenant is always the caller's (`principal.current()`), never a request field, so an admin
 manages its own tenant's keys only; another tenant's key id is NOT_FOUND, as if it did not
@@ -7,7 +7,8 @@ store only its id and the SHA-256 of its secret: the secret leaves the gateway o
 CreateApiKey response. The audit interceptor logs every call here with the key id it names
 (never the token: it reads only fields such as `key_id`).
 
-The collection methods are the generated base class's (UNIMPLEMENTED) until they are written.
+The collection methods read the caller's tenant once and hand it to `admin_collections`, which
+forwards it to the retriever's *StoredCollection RPCs.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ragline.v1 import admin_service_pb2 as pb
 from ragline.v1 import admin_service_pb2_grpc as pb_grpc
 from ragline.v1 import api_key_store_service_pb2 as store_pb
 from ragline.validation import check_enum, check_text, quote
+from ragline_gateway.admin_collections import AdminCollections
 from ragline_gateway.api_key_cache import ApiKeyVerifier
 from ragline_gateway.config import GatewayConfig
 from ragline_gateway.dependencies import Dependencies, call
@@ -30,13 +32,15 @@ MAX_DISPLAY_NAME_CHARS = 200
 
 
 class AdminServicer(pb_grpc.AdminServiceServicer):
-    """Implements ragline.v1.AdminService's key methods over the retriever's ApiKeyStoreService."""
+    """Implements ragline.v1.AdminService: keys over the retriever's ApiKeyStoreService, collections
+    over its RetrieverService."""
 
     def __init__(self, config: GatewayConfig, deps: Dependencies, keys: ApiKeyVerifier) -> None:
         self.config = config
         self.deps = deps
         # This replica's key cache, told of revocations so that it refuses a revoked key at once.
         self.keys = keys
+        self.collections = AdminCollections(config, deps)
 
     def _timeout(self, context: grpc.aio.ServicerContext) -> float:
         return downstream_timeout(context, self.config.retrieve_timeout_seconds)
@@ -87,3 +91,23 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         )
         self.keys.forget(request.key_id)
         return pb.RevokeApiKeyResponse(api_key=reply.api_key)
+
+    async def CreateCollection(
+        self, request: pb.CreateCollectionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateCollectionResponse:
+        return await self.collections.create(current().tenant, request, context)
+
+    async def GetCollection(
+        self, request: pb.GetCollectionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetCollectionResponse:
+        return await self.collections.get(current().tenant, request, context)
+
+    async def ListCollections(
+        self, request: pb.ListCollectionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListCollectionsResponse:
+        return await self.collections.list(current().tenant, request, context)
+
+    async def DeleteCollection(
+        self, request: pb.DeleteCollectionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteCollectionResponse:
+        return await self.collections.delete(current().tenant, request, context)
