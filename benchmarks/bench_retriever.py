@@ -46,6 +46,8 @@ BUCKETS = 10  # documents carry {"bucket": n % 10}: a filter on one bucket keeps
 QUERIES = 200
 MAINTENANCE_WORK_MEM = "1GB"
 COLLECTION = "bench"
+# The retriever confines every call to a tenant; the gateway passes the caller's.
+TENANT = "bench"
 
 
 def _cranfield() -> Path:
@@ -71,7 +73,9 @@ async def _load(
     conn = await asyncpg.connect(url)
     try:
         await register_vector(conn)
-        collection_id = await conn.fetchval("SELECT id FROM collections WHERE name = $1", COLLECTION)
+        collection_id = await conn.fetchval(
+            "SELECT id FROM collections WHERE tenant = $1 AND name = $2", TENANT, COLLECTION
+        )
         await conn.execute(drop_index_sql(collection_id))
         started = time.perf_counter()
         documents = CHUNKS // CHUNKS_PER_DOCUMENT
@@ -165,6 +169,7 @@ async def _searches(
     async def caller(offset: int) -> None:
         for q in range(offset, len(queries), callers):
             request = pb.SearchChunksRequest(
+                tenant=TENANT,
                 collection=COLLECTION,
                 query_text=texts[q] if texts else "",
                 query_embedding=queries[q].tolist() if mode != common_pb2.SEARCH_MODE_KEYWORD else [],
@@ -216,7 +221,7 @@ async def _bench(stack: Stack, state: Path) -> tuple[list[dict[str, Any]], dict[
         stub = pb_grpc.RetrieverServiceStub(channel)
         await stub.CreateStoredCollection(
             pb.CreateStoredCollectionRequest(
-                name=COLLECTION, embedding_model="all-MiniLM-L6-v2", dimension=DIMENSION
+                tenant=TENANT, name=COLLECTION, embedding_model="all-MiniLM-L6-v2", dimension=DIMENSION
             )
         )
         loaded = await _load(_database_url(state), passages, vectors, origin)

@@ -4,7 +4,9 @@ Every gateway cache key holds its collection's generation, which only the retrie
 knows for sure; asking the retriever on every query is a gRPC hop (about 1 ms) that a warm query
 otherwise does not need. So the retriever publishes what a query needs of a collection (model,
 dimension, creation time, generation) in the Redis the gateways cache in, and the gateway reads
-it in the same round trip as its cache entry. Published state must never be older than a write
+it in the same round trip as its cache entry. Collections are named within a tenant, so every
+key holds the tenant and the collection's name: two tenants' `default` collections never share
+a state. Published state must never be older than a write
 that has returned, since a query after an ingest must not get answers built from the old
 content. The protocol, per collection:
 
@@ -52,13 +54,20 @@ return {redis.call('GET', KEYS[1]), now[1] * 1000 + math.floor(now[2] / 1000)}
 """
 
 
-def state_key(collection: str) -> str:
-    """The key of a collection's published state (the braces keep both keys in one cluster slot)."""
-    return f"{_PREFIX}:{{{collection}}}:state"
+def _tag(tenant: str, collection: str) -> str:
+    # A collection name has no '/', so the last '/' splits the pair: two tenants' collections of
+    # the same name never share a key, whatever characters a tenant name holds.
+    return f"{tenant}/{collection}"
 
 
-def _epoch_key(collection: str) -> str:
-    return f"{_PREFIX}:{{{collection}}}:epoch"
+def state_key(tenant: str, collection: str) -> str:
+    """The key of the published state of `tenant`'s collection `collection` (the braces keep both
+    of its keys in one cluster slot)."""
+    return f"{_PREFIX}:{{{_tag(tenant, collection)}}}:state"
+
+
+def _epoch_key(tenant: str, collection: str) -> str:
+    return f"{_PREFIX}:{{{_tag(tenant, collection)}}}:epoch"
 
 
 def decode_state(value: bytes) -> common_pb2.Collection | None:
@@ -72,9 +81,9 @@ def decode_state(value: bytes) -> common_pb2.Collection | None:
 class Publication:
     """One publication of a collection's state: `begin` before reading it from the database, then `publish`."""
 
-    def __init__(self, client: aioredis.Redis, collection: str, lease_seconds: float) -> None:
+    def __init__(self, client: aioredis.Redis, tenant: str, collection: str, lease_seconds: float) -> None:
         self._client = client
-        self._collection = collection
+        self._keys = (_epoch_key(tenant, collection), state_key(tenant, collection))
         self._lease = lease_seconds
         self._epoch: bytes | None = None
         self._expires_at_ms = 0
@@ -83,9 +92,7 @@ class Publication:
     async def begin(self) -> None:
         """Reads the epoch; the lease counts from the moment Redis served it."""
         began = time.monotonic()
-        self._epoch, redis_now_ms = await self._client.eval(
-            _EPOCH, 1, _epoch_key(self._collection), secrets.token_hex(16)
-        )
+        self._epoch, redis_now_ms = await self._client.eval(_EPOCH, 1, self._keys[0], secrets.token_hex(16))
         self._expires_at_ms = int(redis_now_ms) + int(self._lease * 1000)
         self._expires = began + self._lease
 
@@ -96,8 +103,7 @@ class Publication:
         published = await self._client.eval(
             _PUBLISH,
             2,
-            _epoch_key(self._collection),
-            state_key(self._collection),
+            *self._keys,
             self._epoch,
             collection.SerializeToString(),
             self._expires_at_ms,
@@ -105,9 +111,9 @@ class Publication:
         return published is not None
 
 
-async def announce_change(client: aioredis.Redis, collection: str) -> None:
-    """After a committed change to `collection`: a new epoch and no published state, at once."""
+async def announce_change(client: aioredis.Redis, tenant: str, collection: str) -> None:
+    """After a committed change to `tenant`'s `collection`: a new epoch and no published state, at once."""
     async with client.pipeline(transaction=True) as pipe:
-        pipe.set(_epoch_key(collection), secrets.token_hex(16))
-        pipe.delete(state_key(collection))
+        pipe.set(_epoch_key(tenant, collection), secrets.token_hex(16))
+        pipe.delete(state_key(tenant, collection))
         await pipe.execute()

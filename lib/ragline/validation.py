@@ -27,6 +27,8 @@ MAX_QUOTED_BYTES = 100
 # Document ids (a JSON Lines record's id included) and other free-form names.
 MAX_ID_CHARS = 1024
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+# A tenant is a name from a credential (an API key's tenant, a JWT claim), not a document.
+MAX_TENANT_CHARS = 128
 # PostgreSQL's tsvector holds at most 1 MiB; a query text this long stays far below it.
 MAX_QUERY_CHARS = 65_536
 # Most documents one retriever transaction (BatchUpsertDocuments) stores, and so one synchronous
@@ -79,6 +81,20 @@ def check_collection_name(name: str, field: str) -> str:
             field=field,
         )
     return name
+
+
+def check_tenant(tenant: str, field: str = "tenant") -> str:
+    """`tenant` if it names a tenant: not blank, at most MAX_TENANT_CHARS, no NUL.
+
+    Internal requests carry the tenant of the caller's credential; an empty one is a caller's bug
+    (it must never mean "every tenant"), so it is refused rather than defaulted.
+    """
+    if not tenant.strip():
+        raise InvalidArgument(
+            f"{field} is required: the tenant whose data the call touches, from the caller's credential",
+            field=field,
+        )
+    return check_text(tenant, field, MAX_TENANT_CHARS)
 
 
 def check_document_id(document_id: str, field: str) -> str:

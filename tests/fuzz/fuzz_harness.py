@@ -27,7 +27,7 @@ from proto_strategies import (
     template_request,
 )
 from rpc_catalog import call_raw, is_read_only, problems
-from snapshot import snapshot, wait_until_no_pending_documents
+from snapshot import TENANT, snapshot, wait_until_no_pending_documents
 
 from ragline.devstack import Stack
 
@@ -93,6 +93,7 @@ class Fuzzer:
         metadata.update({"topic": "eiffel", "year": 1889})
         return {
             "collection": const(collection),
+            "tenant": const(TENANT),
             "name": const(collection),
             "document_id": const("doc-eiffel"),
             "chunk_id": const(""),

@@ -26,13 +26,17 @@ SNAPSHOT_QUERIES = ("eiffel tower paris", "yellow bananas potassium", "water boi
 TIMEOUT = 30.0
 """Deadline of every call the snapshot makes."""
 
+TENANT = "default"
+"""The tenant the gateway stores the fuzzed collections under (its `default` tenant); the retriever's
+own RPCs are confined to it."""
+
 
 def snapshot(retriever: grpc.Channel, embedder: grpc.Channel, collection: str, full: bool) -> dict[str, Any]:
     """The collection's stored state; `full` adds chunk hashes and search results (slower)."""
     stub = RetrieverServiceStub(retriever)
     try:
         reply = stub.GetStoredCollection(
-            retriever_service_pb2.GetStoredCollectionRequest(name=collection), timeout=TIMEOUT
+            retriever_service_pb2.GetStoredCollectionRequest(tenant=TENANT, name=collection), timeout=TIMEOUT
         )
     except grpc.RpcError as error:
         if error.code() != grpc.StatusCode.NOT_FOUND:
@@ -45,14 +49,18 @@ def snapshot(retriever: grpc.Channel, embedder: grpc.Channel, collection: str, f
         "chunk_count": info.chunk_count,
         "documents": {},
     }
-    request = retriever_service_pb2.ListStoredDocumentsRequest(collection=collection, page_size=100)
+    request = retriever_service_pb2.ListStoredDocumentsRequest(
+        tenant=TENANT, collection=collection, page_size=100
+    )
     for doc in _all_pages(stub.ListStoredDocuments, request, "documents"):
         state["documents"][doc.document_id] = MessageToDict(doc)
     if full:
         state["chunk_hashes"] = {
             doc_id: list(
                 stub.LookupChunkHashes(
-                    retriever_service_pb2.LookupChunkHashesRequest(collection=collection, document_id=doc_id),
+                    retriever_service_pb2.LookupChunkHashesRequest(
+                        tenant=TENANT, collection=collection, document_id=doc_id
+                    ),
                     timeout=TIMEOUT,
                 ).stored_hashes
             )
@@ -77,6 +85,7 @@ def _searches(stub: RetrieverServiceStub, embedder: grpc.Channel, collection: st
     for query, embedding in zip(SNAPSHOT_QUERIES, embeddings, strict=True):
         reply = stub.SearchChunks(
             retriever_service_pb2.SearchChunksRequest(
+                tenant=TENANT,
                 collection=collection,
                 query_text=query,
                 query_embedding=embedding.values,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from test_retriever_service import TENANT
 
 from ragline.devstack import ServiceProcess, Stack
 from ragline.v1 import ingest_queue_service_pb2_grpc as queue_grpc
@@ -77,7 +78,9 @@ def new_collection(
     async def create(dimension: int = 8, prefix: str = "test") -> str:
         name = f"{prefix}-{next(_names)}"
         await stub.CreateStoredCollection(
-            pb.CreateStoredCollectionRequest(name=name, embedding_model="handmade", dimension=dimension)
+            pb.CreateStoredCollectionRequest(
+                tenant=TENANT, name=name, embedding_model="handmade", dimension=dimension
+            )
         )
         return name
 

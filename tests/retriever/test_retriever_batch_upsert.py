@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 import pytest
-from test_retriever_service import axis, chunk, field_violation, struct
+from test_retriever_service import TENANT, axis, chunk, field_violation, struct
 
 from ragline.v1 import common_pb2, ingest_queue_service_pb2
 from ragline.v1 import retriever_service_pb2 as pb
@@ -19,15 +19,21 @@ NewCollection = Callable[..., Awaitable[str]]
 
 def document(document_id: str, *chunks: pb.ChunkInput, **metadata: object) -> pb.UpsertDocumentRequest:
     """A document of a batch: no collection of its own, the batch's applies."""
-    return pb.UpsertDocumentRequest(document_id=document_id, chunks=chunks, metadata=struct(**metadata))
+    return pb.UpsertDocumentRequest(
+        tenant=TENANT, document_id=document_id, chunks=chunks, metadata=struct(**metadata)
+    )
 
 
 async def stored(stub: pb_grpc.RetrieverServiceStub, name: str) -> tuple[list[str], list[str], int]:
     """The ids of the collection's documents, the texts a vector search along axis 0 finds, and its generation."""
-    listed = await stub.ListStoredDocuments(pb.ListStoredDocumentsRequest(collection=name))
+    listed = await stub.ListStoredDocuments(pb.ListStoredDocumentsRequest(tenant=TENANT, collection=name))
     found = await stub.SearchChunks(
         pb.SearchChunksRequest(
-            collection=name, query_embedding=axis(0), mode=common_pb2.SEARCH_MODE_VECTOR, top_k=20
+            tenant=TENANT,
+            collection=name,
+            query_embedding=axis(0),
+            mode=common_pb2.SEARCH_MODE_VECTOR,
+            top_k=20,
         )
     )
     return [d.document_id for d in listed.documents], [h.text for h in found.hits], found.generation
@@ -38,15 +44,20 @@ async def test_a_batch_stores_every_document_and_says_what_each_changed(
 ) -> None:
     name = await new_collection()
     await stub.UpsertDocument(
-        pb.UpsertDocumentRequest(collection=name, document_id="old", chunks=[chunk("old text", axis(0))])
+        pb.UpsertDocumentRequest(
+            tenant=TENANT, collection=name, document_id="old", chunks=[chunk("old text", axis(0))]
+        )
     )
     reply = await stub.BatchUpsertDocuments(
         pb.BatchUpsertDocumentsRequest(
+            tenant=TENANT,
             collection=name,
             requests=[
                 document("old", chunk("old text", axis(0)), chunk("more", axis(1))),
                 document("new", chunk("new text", axis(2)), lang="en"),
-                pb.UpsertDocumentRequest(collection=name, document_id="same", chunks=[chunk("old text", [])]),
+                pb.UpsertDocumentRequest(
+                    tenant=TENANT, collection=name, document_id="same", chunks=[chunk("old text", [])]
+                ),
             ],
         )
     )
@@ -80,12 +91,15 @@ async def test_a_batch_that_fails_midway_stores_nothing(
 ) -> None:
     name = await new_collection()
     await stub.UpsertDocument(
-        pb.UpsertDocumentRequest(collection=name, document_id="kept", chunks=[chunk("original", axis(0))])
+        pb.UpsertDocumentRequest(
+            tenant=TENANT, collection=name, document_id="kept", chunks=[chunk("original", axis(0))]
+        )
     )
     before = await stored(stub, name)
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.BatchUpsertDocuments(
             pb.BatchUpsertDocumentsRequest(
+                tenant=TENANT,
                 collection=name,
                 requests=[
                     # Written in the transaction before the second fails: an update and a new document.
@@ -102,7 +116,7 @@ async def test_a_batch_that_fails_midway_stores_nothing(
 
 
 def batch(*requests: pb.UpsertDocumentRequest, collection: str = "{name}") -> pb.BatchUpsertDocumentsRequest:
-    return pb.BatchUpsertDocumentsRequest(collection=collection, requests=requests)
+    return pb.BatchUpsertDocumentsRequest(tenant=TENANT, collection=collection, requests=requests)
 
 
 ONE = document("a", chunk("t", axis(0)))
@@ -125,7 +139,9 @@ ONE = document("a", chunk("t", axis(0)))
         (
             batch(
                 ONE,
-                pb.UpsertDocumentRequest(collection="other", document_id="b", chunks=[chunk("t", axis(0))]),
+                pb.UpsertDocumentRequest(
+                    tenant=TENANT, collection="other", document_id="b", chunks=[chunk("t", axis(0))]
+                ),
             ),
             "INVALID_ARGUMENT",
             "requests[1].collection",
@@ -133,6 +149,7 @@ ONE = document("a", chunk("t", axis(0)))
         (
             batch(
                 pb.UpsertDocumentRequest(
+                    tenant=TENANT,
                     document_id="a",
                     chunks=[chunk("t", axis(0))],
                     claim=ingest_queue_service_pb2.IngestClaim(),

@@ -16,6 +16,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pgvector.asyncpg import register_vector
+from test_retriever_service import TENANT
 
 from ragline.devstack import SERVICES, ServiceProcess, Stack
 from ragline.embedded_redis import free_port
@@ -33,12 +34,17 @@ LOCAL_POSTGRES_WITHOUT_PGVECTOR = "postgresql://postgres@127.0.0.1:5432/test"
 async def test_vector_search_uses_the_collections_hnsw_index(
     stub: pb_grpc.RetrieverServiceStub, database_url: str
 ) -> None:
-    await stub.CreateStoredCollection(pb.CreateStoredCollectionRequest(name="explained", dimension=8))
-    await stub.CreateStoredCollection(pb.CreateStoredCollectionRequest(name="explained-other", dimension=8))
+    await stub.CreateStoredCollection(
+        pb.CreateStoredCollectionRequest(tenant=TENANT, name="explained", dimension=8)
+    )
+    await stub.CreateStoredCollection(
+        pb.CreateStoredCollectionRequest(tenant=TENANT, name="explained-other", dimension=8)
+    )
     rng = random.Random(7)
     for name in ("explained", "explained-other"):
         await stub.UpsertDocument(
             pb.UpsertDocumentRequest(
+                tenant=TENANT,
                 collection=name,
                 document_id="many",
                 chunks=[
@@ -51,23 +57,25 @@ async def test_vector_search_uses_the_collections_hnsw_index(
     try:
         await register_vector(conn)
         await conn.execute("ANALYZE chunks")
-        collection_id = await conn.fetchval("SELECT id FROM collections WHERE name = 'explained'")
+        collection_id = await conn.fetchval(
+            "SELECT id FROM collections WHERE tenant = $1 AND name = 'explained'", TENANT
+        )
         plan = "\n".join(
             row[0]
             for row in await conn.fetch(
-                "EXPLAIN " + vector_search_sql(collection_id, 8), [0.5] * 8, "explained", 10
+                "EXPLAIN " + vector_search_sql(collection_id, 8), [0.5] * 8, "explained", 10, TENANT
             )
         )
         assert f"Index Scan using {index_name(collection_id)} on chunks" in plan, plan
         keyword_plan = "\n".join(
             row[0]
             for row in await conn.fetch(
-                "EXPLAIN " + keyword_search_sql(collection_id), "chunk", "explained", 10, 1.5, 0.75
+                "EXPLAIN " + keyword_search_sql(collection_id), "chunk", "explained", 10, 1.5, 0.75, TENANT
             )
         )
         assert "chunk_terms_pkey" in keyword_plan, keyword_plan
         # Deleting the collection drops its index with it.
-        await stub.DeleteStoredCollection(pb.DeleteStoredCollectionRequest(name="explained"))
+        await stub.DeleteStoredCollection(pb.DeleteStoredCollectionRequest(tenant=TENANT, name="explained"))
         assert await conn.fetchval("SELECT to_regclass($1)", index_name(collection_id)) is None
     finally:
         await conn.close()
@@ -91,6 +99,63 @@ async def test_concurrent_migrations_apply_once(database_url: str) -> None:
             await first.close()
             await second.close()
         await admin.execute("DROP DATABASE migrations_race")
+    finally:
+        await admin.close()
+
+
+async def test_migrating_a_database_from_before_tenants_keeps_its_data_in_the_default_tenant(
+    database_url: str,
+) -> None:
+    admin = await asyncpg.connect(database_url)
+    try:
+        await admin.execute("DROP DATABASE IF EXISTS before_tenants")
+        await admin.execute("CREATE DATABASE before_tenants")
+        conn = await asyncpg.connect(database_url.replace("/postgres?", "/before_tenants?"))
+        try:
+            # The schema as migrations 0001-0003 left it, with a collection, a document and a job.
+            await conn.execute(
+                "CREATE TABLE ragline_schema_migrations (version integer PRIMARY KEY,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            for migration in migrations():
+                if migration.version <= 3:
+                    await conn.execute(migration.sql)
+                    await conn.execute("INSERT INTO ragline_schema_migrations VALUES ($1)", migration.version)
+            collection_id = await conn.fetchval(
+                "INSERT INTO collections (name, embedding_model, dimension) VALUES ('docs', 'm', 3) RETURNING id"
+            )
+            await conn.execute(
+                "INSERT INTO documents (collection_id, document_id, content_hash) VALUES ($1, 'a', 'h')",
+                collection_id,
+            )
+            job_id = await conn.fetchval("INSERT INTO ingest_jobs (collection) VALUES ('docs') RETURNING id")
+
+            assert 4 in await migrate(conn)
+            assert (
+                await conn.fetchval("SELECT tenant FROM collections WHERE id = $1", collection_id)
+                == "default"
+            )
+            assert await conn.fetchval("SELECT tenant FROM ingest_jobs WHERE id = $1", job_id) == "default"
+            assert (
+                await conn.fetchval("SELECT count(*) FROM documents WHERE collection_id = $1", collection_id)
+                == 1
+            )
+            # Names are unique per tenant now, and a new row must say whose it is.
+            await conn.execute(
+                "INSERT INTO collections (tenant, name, embedding_model, dimension) VALUES ('acme', 'docs', 'm', 3)"
+            )
+            with pytest.raises(asyncpg.UniqueViolationError):
+                await conn.execute(
+                    "INSERT INTO collections (tenant, name, embedding_model, dimension)"
+                    " VALUES ('default', 'docs', 'm', 3)"
+                )
+            with pytest.raises(asyncpg.NotNullViolationError):
+                await conn.execute(
+                    "INSERT INTO collections (name, embedding_model, dimension) VALUES ('x', 'm', 3)"
+                )
+        finally:
+            await conn.close()
+        await admin.execute("DROP DATABASE before_tenants")
     finally:
         await admin.close()
 
@@ -164,13 +229,15 @@ def test_database_outage_gives_unavailable_then_recovers(tmp_path: Path) -> None
         with grpc.insecure_channel(address) as channel:
             stub = pb_grpc.RetrieverServiceStub(channel)
             stub.CreateStoredCollection(
-                pb.CreateStoredCollectionRequest(name="durable", dimension=4), timeout=10
+                pb.CreateStoredCollectionRequest(tenant=TENANT, name="durable", dimension=4), timeout=10
             )
 
             _pg_ctl(data_dir, "-m", "fast", "stop")
             started = time.monotonic()
             with pytest.raises(grpc.RpcError) as raised:
-                stub.GetStoredCollection(pb.GetStoredCollectionRequest(name="durable"), timeout=20)
+                stub.GetStoredCollection(
+                    pb.GetStoredCollectionRequest(tenant=TENANT, name="durable"), timeout=20
+                )
             elapsed = time.monotonic() - started
             assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
             assert "database unavailable" in (raised.value.details() or "")
@@ -180,7 +247,9 @@ def test_database_outage_gives_unavailable_then_recovers(tmp_path: Path) -> None
             _pg_ctl(data_dir, "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(data_dir / "log"), "start")
             restarted = True
             _wait_for_health(address, health_pb2.HealthCheckResponse.SERVING, timeout=10)
-            got = stub.GetStoredCollection(pb.GetStoredCollectionRequest(name="durable"), timeout=10)
+            got = stub.GetStoredCollection(
+                pb.GetStoredCollectionRequest(tenant=TENANT, name="durable"), timeout=10
+            )
             assert got.collection.dimension == 4
     finally:
         stack.stop()

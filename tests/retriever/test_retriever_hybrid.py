@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from rank_fusion import fuse
 from test_retriever_search import condition
-from test_retriever_service import chunk, struct
+from test_retriever_service import TENANT, chunk, struct
 
 from ragline.v1 import common_pb2
 from ragline.v1 import retriever_service_pb2 as pb
@@ -58,7 +58,9 @@ async def library(stub: pb_grpc.RetrieverServiceStub) -> str:
     """60 documents of 1-3 chunks of random words, random vectors, and a `group` 0-2 in their metadata."""
     rng = random.Random(6)
     name = "hybrid-sql"
-    await stub.CreateStoredCollection(pb.CreateStoredCollectionRequest(name=name, dimension=DIMENSION))
+    await stub.CreateStoredCollection(
+        pb.CreateStoredCollectionRequest(tenant=TENANT, name=name, dimension=DIMENSION)
+    )
     for i in range(60):
         chunks = [
             chunk(
@@ -69,7 +71,11 @@ async def library(stub: pb_grpc.RetrieverServiceStub) -> str:
         ]
         await stub.UpsertDocument(
             pb.UpsertDocumentRequest(
-                collection=name, document_id=f"doc-{i}", metadata=struct(group=i % 3), chunks=chunks
+                tenant=TENANT,
+                collection=name,
+                document_id=f"doc-{i}",
+                metadata=struct(group=i % 3),
+                chunks=chunks,
             )
         )
     return name
@@ -96,7 +102,7 @@ async def _fused_in_python(
         (common_pb2.SEARCH_MODE_VECTOR, "vector_weight"),
         (common_pb2.SEARCH_MODE_KEYWORD, "keyword_weight"),
     ):
-        single = pb.SearchChunksRequest()
+        single = pb.SearchChunksRequest(tenant=TENANT)
         single.CopyFrom(request)
         single.mode = mode
         single.top_k = max(request.top_k, MIN_CANDIDATES)
@@ -130,6 +136,7 @@ async def test_hybrid_search_finds_what_both_searches_find_fused(
     rng = random.Random(str(options))
     for _ in range(8):
         request = pb.SearchChunksRequest(
+            tenant=TENANT,
             collection=library,
             query_text=" ".join(rng.choices(WORDS, k=rng.randint(1, 5))),
             query_embedding=[rng.gauss(0, 1) for _ in range(DIMENSION)],
@@ -152,17 +159,27 @@ async def test_search_follows_a_collection_deleted_and_created_again(
 ) -> None:
     name = await new_collection(DIMENSION, f"again-{mode}")
     request = pb.SearchChunksRequest(
-        collection=name, query_text="flow", query_embedding=[1.0] * DIMENSION, top_k=10, mode=mode
+        tenant=TENANT,
+        collection=name,
+        query_text="flow",
+        query_embedding=[1.0] * DIMENSION,
+        top_k=10,
+        mode=mode,
     )
     reply = await stub.SearchChunks(request)  # an empty collection: no hit, generation 0
     assert (list(reply.hits), reply.generation) == ([], 0)
     for dimension in (DIMENSION, DIMENSION * 2):
         # The name now belongs to another collection, which the remembered id no longer names.
-        await stub.DeleteStoredCollection(pb.DeleteStoredCollectionRequest(name=name))
-        await stub.CreateStoredCollection(pb.CreateStoredCollectionRequest(name=name, dimension=dimension))
+        await stub.DeleteStoredCollection(pb.DeleteStoredCollectionRequest(tenant=TENANT, name=name))
+        await stub.CreateStoredCollection(
+            pb.CreateStoredCollectionRequest(tenant=TENANT, name=name, dimension=dimension)
+        )
         await stub.UpsertDocument(
             pb.UpsertDocumentRequest(
-                collection=name, document_id="only", chunks=[chunk("supersonic flow", [1.0] * dimension)]
+                tenant=TENANT,
+                collection=name,
+                document_id="only",
+                chunks=[chunk("supersonic flow", [1.0] * dimension)],
             )
         )
         request.query_embedding[:] = [1.0] * dimension
@@ -170,7 +187,7 @@ async def test_search_follows_a_collection_deleted_and_created_again(
         assert [h.document_id for h in reply.hits] == ["only"]
         assert reply.generation == 1
     wrong_dimension = pb.SearchChunksRequest(
-        collection=name, query_text="flow", query_embedding=[1.0] * DIMENSION, mode=mode
+        tenant=TENANT, collection=name, query_text="flow", query_embedding=[1.0] * DIMENSION, mode=mode
     )
     if mode == common_pb2.SEARCH_MODE_KEYWORD:
         # A keyword search reads no embedding.
@@ -180,7 +197,7 @@ async def test_search_follows_a_collection_deleted_and_created_again(
             await stub.SearchChunks(wrong_dimension)
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "query_embedding" in (raised.value.details() or "")
-    await stub.DeleteStoredCollection(pb.DeleteStoredCollectionRequest(name=name))
+    await stub.DeleteStoredCollection(pb.DeleteStoredCollectionRequest(tenant=TENANT, name=name))
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.SearchChunks(request)
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND

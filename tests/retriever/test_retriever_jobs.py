@@ -13,6 +13,7 @@ import pytest
 from google.protobuf import duration_pb2, struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from test_retriever_service import TENANT
 
 from ragline.devstack import ServiceProcess
 from ragline.v1 import common_pb2
@@ -50,6 +51,8 @@ async def _store(
     text = claimed.document.content.decode()
     reply: pb.UpsertDocumentResponse = await stub.UpsertDocument(
         pb.UpsertDocumentRequest(
+            # As a worker does: the claimed document's tenant, which is its job's.
+            tenant=claimed.tenant,
             collection=claimed.collection,
             document_id=claimed.document.document_id,
             chunks=[pb.ChunkInput(text=text, token_count=2, embedding=[1.0] * 7 + [float(len(text))])],
@@ -60,7 +63,7 @@ async def _store(
 
 
 async def _job(queue: queue_grpc.IngestQueueServiceStub, job_id: str) -> common_pb2.IngestJob:
-    reply = await queue.GetStoredIngestJob(queue_pb.GetStoredIngestJobRequest(job_id=job_id))
+    reply = await queue.GetStoredIngestJob(queue_pb.GetStoredIngestJobRequest(tenant=TENANT, job_id=job_id))
     job: common_pb2.IngestJob = reply.job
     return job
 
@@ -72,7 +75,7 @@ async def test_concurrent_claims_never_share_a_document_and_counters_add_up(
 ) -> None:
     collection = await new_collection()
     created = await queue.CreateStoredIngestJob(
-        queue_pb.CreateStoredIngestJobRequest(collection=collection, documents=_documents(60))
+        queue_pb.CreateStoredIngestJobRequest(tenant=TENANT, collection=collection, documents=_documents(60))
     )
     assert created.job.state == common_pb2.INGEST_JOB_STATE_PENDING and created.job.total_documents == 60
 
@@ -112,7 +115,7 @@ async def test_a_lapsed_lease_is_taken_over_and_the_old_claim_counts_nothing(
 ) -> None:
     collection = await new_collection()
     created = await queue.CreateStoredIngestJob(
-        queue_pb.CreateStoredIngestJobRequest(collection=collection, documents=_documents(1))
+        queue_pb.CreateStoredIngestJobRequest(tenant=TENANT, collection=collection, documents=_documents(1))
     )
     [first] = await _claim(queue, lease=0.2)
     assert await _claim(queue) == []  # leased: nobody else gets it
@@ -135,7 +138,7 @@ async def test_a_document_whose_worker_keeps_dying_is_failed(
 ) -> None:
     collection = await new_collection()
     created = await queue.CreateStoredIngestJob(
-        queue_pb.CreateStoredIngestJobRequest(collection=collection, documents=_documents(1))
+        queue_pb.CreateStoredIngestJobRequest(tenant=TENANT, collection=collection, documents=_documents(1))
     )
     for _ in range(2):
         assert len(await _claim(queue, lease=0.1, max_attempts=2)) == 1
@@ -153,7 +156,7 @@ async def test_a_retried_document_comes_back_after_its_delay(
 ) -> None:
     collection = await new_collection()
     created = await queue.CreateStoredIngestJob(
-        queue_pb.CreateStoredIngestJobRequest(collection=collection, documents=_documents(1))
+        queue_pb.CreateStoredIngestJobRequest(tenant=TENANT, collection=collection, documents=_documents(1))
     )
     [claimed] = await _claim(queue)
     reply = await queue.FailIngestWork(
@@ -184,18 +187,20 @@ async def test_an_upload_job_finishes_only_once_closed(
 ) -> None:
     collection = await new_collection()
     created = await queue.CreateStoredIngestJob(
-        queue_pb.CreateStoredIngestJobRequest(collection=collection, accepting_documents=True)
+        queue_pb.CreateStoredIngestJobRequest(tenant=TENANT, collection=collection, accepting_documents=True)
     )
     job_id = created.job.job_id
     await queue.AppendStoredIngestJob(
-        queue_pb.AppendStoredIngestJobRequest(job_id=job_id, documents=_documents(2, "a"))
+        queue_pb.AppendStoredIngestJobRequest(tenant=TENANT, job_id=job_id, documents=_documents(2, "a"))
     )
     for claimed in await _claim(queue):
         await _store(stub, claimed)
     assert (await _job(queue, job_id)).state == common_pb2.INGEST_JOB_STATE_RUNNING  # more may come
 
     closed = await queue.AppendStoredIngestJob(
-        queue_pb.AppendStoredIngestJobRequest(job_id=job_id, documents=_documents(1, "b"), last=True)
+        queue_pb.AppendStoredIngestJobRequest(
+            tenant=TENANT, job_id=job_id, documents=_documents(1, "b"), last=True
+        )
     )
     assert closed.job.total_documents == 3 and not closed.job.accepting_documents
     for claimed in await _claim(queue):
@@ -204,7 +209,7 @@ async def test_an_upload_job_finishes_only_once_closed(
     assert (await _job(queue, job_id)).state == common_pb2.INGEST_JOB_STATE_SUCCEEDED
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await queue.AppendStoredIngestJob(
-            queue_pb.AppendStoredIngestJobRequest(job_id=job_id, documents=_documents(1, "c"))
+            queue_pb.AppendStoredIngestJobRequest(tenant=TENANT, job_id=job_id, documents=_documents(1, "c"))
         )
     assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
@@ -216,13 +221,13 @@ async def test_cancelling_drops_queued_and_leased_documents(
 ) -> None:
     collection = await new_collection()
     created = await queue.CreateStoredIngestJob(
-        queue_pb.CreateStoredIngestJobRequest(collection=collection, documents=_documents(5))
+        queue_pb.CreateStoredIngestJobRequest(tenant=TENANT, collection=collection, documents=_documents(5))
     )
     [leased] = await _claim(queue, 1)
 
     reply = await queue.CancelStoredIngestJob(
         # A reason quoting a NUL, which PostgreSQL cannot store, is kept with the NUL spelled out.
-        queue_pb.CancelStoredIngestJobRequest(job_id=created.job.job_id, reason="oops \x00")
+        queue_pb.CancelStoredIngestJobRequest(tenant=TENANT, job_id=created.job.job_id, reason="oops \x00")
     )
 
     assert reply.job.state == common_pb2.INGEST_JOB_STATE_CANCELLED
@@ -235,14 +240,18 @@ async def test_cancelling_drops_queued_and_leased_documents(
 @pytest.mark.parametrize(
     ("request_", "code", "words"),
     [
-        (queue_pb.GetStoredIngestJobRequest(job_id="12"), grpc.StatusCode.INVALID_ARGUMENT, "not a job id"),
         (
-            queue_pb.GetStoredIngestJobRequest(job_id="00000000-0000-0000-0000-000000000000"),
+            queue_pb.GetStoredIngestJobRequest(tenant=TENANT, job_id="12"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "not a job id",
+        ),
+        (
+            queue_pb.GetStoredIngestJobRequest(tenant=TENANT, job_id="00000000-0000-0000-0000-000000000000"),
             grpc.StatusCode.NOT_FOUND,
             "does not exist",
         ),
         (
-            queue_pb.CreateStoredIngestJobRequest(collection="no-such-collection"),
+            queue_pb.CreateStoredIngestJobRequest(tenant=TENANT, collection="no-such-collection"),
             grpc.StatusCode.NOT_FOUND,
             "collection",
         ),
@@ -282,7 +291,7 @@ async def test_a_renewed_lease_is_not_taken_over_and_a_lost_one_is_not_renewed(
 ) -> None:
     collection = await new_collection()
     await queue.CreateStoredIngestJob(
-        queue_pb.CreateStoredIngestJobRequest(collection=collection, documents=_documents(2))
+        queue_pb.CreateStoredIngestJobRequest(tenant=TENANT, collection=collection, documents=_documents(2))
     )
     held, lost = await _claim(queue, lease=0.3)
 
@@ -352,15 +361,17 @@ async def test_job_documents_a_database_cannot_store_are_refused_and_nothing_is_
 ) -> None:
     collection = await new_collection()
     created = await queue.CreateStoredIngestJob(
-        queue_pb.CreateStoredIngestJobRequest(collection=collection, accepting_documents=True)
+        queue_pb.CreateStoredIngestJobRequest(tenant=TENANT, collection=collection, accepting_documents=True)
     )
     for call in (
         queue.CreateStoredIngestJob(
-            queue_pb.CreateStoredIngestJobRequest(collection=collection, documents=[*_documents(1), document])
+            queue_pb.CreateStoredIngestJobRequest(
+                tenant=TENANT, collection=collection, documents=[*_documents(1), document]
+            )
         ),
         queue.AppendStoredIngestJob(
             queue_pb.AppendStoredIngestJobRequest(
-                job_id=created.job.job_id, documents=[*_documents(1), document]
+                tenant=TENANT, job_id=created.job.job_id, documents=[*_documents(1), document]
             )
         ),
     ):

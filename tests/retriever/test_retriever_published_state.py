@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 import redis.asyncio as aioredis
-from test_retriever_service import chunk
+from test_retriever_service import TENANT, chunk
 
 from ragline.collection_state import decode_state, state_key
 from ragline.devstack import ServiceProcess, Stack
@@ -38,14 +38,14 @@ async def redis_client(retriever: ServiceProcess) -> AsyncIterator[aioredis.Redi
 
 async def _published(client: aioredis.Redis, name: str) -> int | None:
     """The generation published for `name`, or None."""
-    value = await client.get(state_key(name))
+    value = await client.get(state_key(TENANT, name))
     return None if value is None else decode_state(value).generation
 
 
 async def _published_soon(client: aioredis.Redis, name: str) -> common_pb2.Collection:
     """The state published for `name`, once it is: GetStoredCollection publishes it after its reply."""
     deadline = time.monotonic() + 5
-    while (value := await client.get(state_key(name))) is None:
+    while (value := await client.get(state_key(TENANT, name))) is None:
         assert time.monotonic() < deadline, f"{name}'s state was never published"
         await asyncio.sleep(0.01)
     return decode_state(value)
@@ -59,34 +59,47 @@ async def test_the_basic_view_publishes_and_every_change_withdraws(
     name = await new_collection(8)
     assert await _published(redis_client, name) is None
     # The full view (with counts) is not what a query asks for, and publishes nothing.
-    await stub.GetStoredCollection(pb.GetStoredCollectionRequest(name=name))
+    await stub.GetStoredCollection(pb.GetStoredCollectionRequest(tenant=TENANT, name=name))
     assert await _published(redis_client, name) is None
-    reply = await stub.GetStoredCollection(pb.GetStoredCollectionRequest(name=name, view=BASIC))
+    reply = await stub.GetStoredCollection(
+        pb.GetStoredCollectionRequest(tenant=TENANT, name=name, view=BASIC)
+    )
     assert await _published_soon(redis_client, name) == reply.collection
     changes: list[Callable[[], Awaitable[object]]] = [
         lambda: stub.UpsertDocument(
-            pb.UpsertDocumentRequest(collection=name, document_id="a", chunks=[chunk("one", [1.0] * 8)])
+            pb.UpsertDocumentRequest(
+                tenant=TENANT, collection=name, document_id="a", chunks=[chunk("one", [1.0] * 8)]
+            )
         ),
         lambda: stub.BatchUpsertDocuments(
             pb.BatchUpsertDocumentsRequest(
+                tenant=TENANT,
                 collection=name,
-                requests=[pb.UpsertDocumentRequest(document_id="b", chunks=[chunk("two", [1.0] * 8)])],
+                requests=[
+                    pb.UpsertDocumentRequest(tenant=TENANT, document_id="b", chunks=[chunk("two", [1.0] * 8)])
+                ],
             )
         ),
-        lambda: stub.DeleteStoredDocument(pb.DeleteStoredDocumentRequest(collection=name, document_id="a")),
-        lambda: stub.DeleteStoredCollection(pb.DeleteStoredCollectionRequest(name=name)),
-        lambda: stub.CreateStoredCollection(pb.CreateStoredCollectionRequest(name=name, dimension=8)),
+        lambda: stub.DeleteStoredDocument(
+            pb.DeleteStoredDocumentRequest(tenant=TENANT, collection=name, document_id="a")
+        ),
+        lambda: stub.DeleteStoredCollection(pb.DeleteStoredCollectionRequest(tenant=TENANT, name=name)),
+        lambda: stub.CreateStoredCollection(
+            pb.CreateStoredCollectionRequest(tenant=TENANT, name=name, dimension=8)
+        ),
     ]
     for generation, change in enumerate(changes, start=1):
         # A state to withdraw, also where the collection is gone (one a failed withdrawal left).
-        await redis_client.set(state_key(name), reply.collection.SerializeToString())
+        await redis_client.set(state_key(TENANT, name), reply.collection.SerializeToString())
         await change()
         assert await _published(redis_client, name) is None, f"change {generation} left the state published"
         if generation < 4:
-            published = await stub.GetStoredCollection(pb.GetStoredCollectionRequest(name=name, view=BASIC))
+            published = await stub.GetStoredCollection(
+                pb.GetStoredCollectionRequest(tenant=TENANT, name=name, view=BASIC)
+            )
             assert published.collection.generation == generation
             assert (await _published_soon(redis_client, name)).generation == generation
-    await stub.DeleteStoredCollection(pb.DeleteStoredCollectionRequest(name=name))
+    await stub.DeleteStoredCollection(pb.DeleteStoredCollectionRequest(tenant=TENANT, name=name))
 
 
 async def test_an_unchanged_document_leaves_the_state_published(
@@ -95,9 +108,11 @@ async def test_an_unchanged_document_leaves_the_state_published(
     redis_client: aioredis.Redis,
 ) -> None:
     name = await new_collection(8)
-    request = pb.UpsertDocumentRequest(collection=name, document_id="a", chunks=[chunk("one", [1.0] * 8)])
+    request = pb.UpsertDocumentRequest(
+        tenant=TENANT, collection=name, document_id="a", chunks=[chunk("one", [1.0] * 8)]
+    )
     await stub.UpsertDocument(request)
-    await stub.GetStoredCollection(pb.GetStoredCollectionRequest(name=name, view=BASIC))
+    await stub.GetStoredCollection(pb.GetStoredCollectionRequest(tenant=TENANT, name=name, view=BASIC))
     assert (await _published_soon(redis_client, name)).generation == 1
     await stub.UpsertDocument(request)
     assert await _published(redis_client, name) == 1
@@ -130,11 +145,15 @@ async def test_a_change_redis_cannot_be_told_of_waits_out_the_lease(
     async with grpc.aio.insecure_channel(cut_off_retriever.address) as channel:
         cut_off = pb_grpc.RetrieverServiceStub(channel)
         # Reads work without Redis, and publish nothing.
-        reply = await cut_off.GetStoredCollection(pb.GetStoredCollectionRequest(name=name, view=BASIC))
+        reply = await cut_off.GetStoredCollection(
+            pb.GetStoredCollectionRequest(tenant=TENANT, name=name, view=BASIC)
+        )
         assert reply.collection.name == name
         started = time.monotonic()
         written = await cut_off.UpsertDocument(
-            pb.UpsertDocumentRequest(collection=name, document_id="a", chunks=[chunk("one", [1.0] * 8)])
+            pb.UpsertDocumentRequest(
+                tenant=TENANT, collection=name, document_id="a", chunks=[chunk("one", [1.0] * 8)]
+            )
         )
         # Every state a gateway may hold from before the commit has expired when the call returns.
         assert time.monotonic() - started >= LEASE_SECONDS

@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import struct_pb2
-from test_retriever_service import axis, chunk, field_violation, struct
+from test_retriever_service import TENANT, axis, chunk, field_violation, struct
 
 from ragline.v1 import common_pb2
 from ragline.v1 import retriever_service_pb2 as pb
@@ -71,7 +71,7 @@ def bm25(
 async def papers(stub: pb_grpc.RetrieverServiceStub) -> str:
     """Three documents with metadata, one chunk each, vectors along axes 0-2."""
     name = "papers"
-    await stub.CreateStoredCollection(pb.CreateStoredCollectionRequest(name=name, dimension=8))
+    await stub.CreateStoredCollection(pb.CreateStoredCollectionRequest(tenant=TENANT, name=name, dimension=8))
     metadata = {
         "a": {"year": 1960, "kind": "paper", "tags": "aero", "author": {"name": "Ames"}},
         "b": {"year": 1955, "kind": "report", "tags": "heat"},
@@ -80,6 +80,7 @@ async def papers(stub: pb_grpc.RetrieverServiceStub) -> str:
     for i, (doc, text) in enumerate(DOCS.items()):
         await stub.UpsertDocument(
             pb.UpsertDocumentRequest(
+                tenant=TENANT,
                 collection=name,
                 document_id=doc,
                 metadata=struct(**metadata[doc]),
@@ -109,7 +110,12 @@ async def test_keyword_search_is_okapi_bm25(stub: pb_grpc.RetrieverServiceStub, 
     }
     for k1, b in ((1.5, 0.75), (0.9, 0.0), (3.0, 1.0)):
         request = pb.SearchChunksRequest(
-            collection=papers, query_text="supersonic wings with heat", mode=KEYWORD, bm25_k1=k1, bm25_b=b
+            tenant=TENANT,
+            collection=papers,
+            query_text="supersonic wings with heat",
+            mode=KEYWORD,
+            bm25_k1=k1,
+            bm25_b=b,
         )
         reply = await stub.SearchChunks(request)
         expected = bm25(["superson", "wing", "heat"], docs, k1, b)
@@ -124,29 +130,37 @@ async def test_bm25_statistics_follow_writes(
     for doc in ("x", "y"):
         await stub.UpsertDocument(
             pb.UpsertDocumentRequest(
-                collection=name, document_id=doc, chunks=[chunk(f"common {doc}word", axis(0))]
+                tenant=TENANT, collection=name, document_id=doc, chunks=[chunk(f"common {doc}word", axis(0))]
             )
         )
 
     async def score() -> float:
         reply = await stub.SearchChunks(
-            pb.SearchChunksRequest(collection=name, query_text="xword", mode=KEYWORD)
+            pb.SearchChunksRequest(tenant=TENANT, collection=name, query_text="xword", mode=KEYWORD)
         )
         return float(reply.hits[0].score)
 
     before = await score()
     # A third document makes "xword" rarer (higher IDF); deleting it restores the statistics.
     await stub.UpsertDocument(
-        pb.UpsertDocumentRequest(collection=name, document_id="z", chunks=[chunk("common zword", axis(1))])
+        pb.UpsertDocumentRequest(
+            tenant=TENANT, collection=name, document_id="z", chunks=[chunk("common zword", axis(1))]
+        )
     )
     assert await score() > before
-    await stub.DeleteStoredDocument(pb.DeleteStoredDocumentRequest(collection=name, document_id="z"))
+    await stub.DeleteStoredDocument(
+        pb.DeleteStoredDocumentRequest(tenant=TENANT, collection=name, document_id="z")
+    )
     assert await score() == pytest.approx(before)
     # Rewriting a chunk's text replaces its postings.
     await stub.UpsertDocument(
-        pb.UpsertDocumentRequest(collection=name, document_id="x", chunks=[chunk("common other", axis(0))])
+        pb.UpsertDocumentRequest(
+            tenant=TENANT, collection=name, document_id="x", chunks=[chunk("common other", axis(0))]
+        )
     )
-    reply = await stub.SearchChunks(pb.SearchChunksRequest(collection=name, query_text="xword", mode=KEYWORD))
+    reply = await stub.SearchChunks(
+        pb.SearchChunksRequest(tenant=TENANT, collection=name, query_text="xword", mode=KEYWORD)
+    )
     assert list(reply.hits) == []
 
 
@@ -197,6 +211,7 @@ async def test_filters_select_by_metadata_in_every_mode(
     for mode in (VECTOR, KEYWORD, HYBRID):
         reply = await stub.SearchChunks(
             pb.SearchChunksRequest(
+                tenant=TENANT,
                 collection=papers,
                 query_text="supersonic heat layer wing",
                 query_embedding=[1.0] * 8,
@@ -239,7 +254,9 @@ async def test_malformed_filters_are_invalid(
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.SearchChunks(
-            pb.SearchChunksRequest(collection=papers, query_text="wing", mode=KEYWORD, filter=metadata_filter)
+            pb.SearchChunksRequest(
+                tenant=TENANT, collection=papers, query_text="wing", mode=KEYWORD, filter=metadata_filter
+            )
         )
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field_violation(raised.value) == field
@@ -249,6 +266,7 @@ async def test_filter_values_are_never_sql(stub: pb_grpc.RetrieverServiceStub, p
     hostile = "paper'); DROP TABLE chunks; --"
     reply = await stub.SearchChunks(
         pb.SearchChunksRequest(
+            tenant=TENANT,
             collection=papers,
             query_text="wing",
             mode=KEYWORD,
@@ -266,6 +284,7 @@ async def test_filtered_vector_search_returns_full_k(
     rng = random.Random(3)
     await stub.UpsertDocument(
         pb.UpsertDocumentRequest(
+            tenant=TENANT,
             collection=name,
             document_id="many",
             chunks=[
@@ -276,6 +295,7 @@ async def test_filtered_vector_search_returns_full_k(
     )
     reply = await stub.SearchChunks(
         pb.SearchChunksRequest(
+            tenant=TENANT,
             collection=name,
             query_embedding=[rng.gauss(0, 1) for _ in range(16)],
             mode=VECTOR,
@@ -296,10 +316,14 @@ async def test_fusion_weights_and_k(stub: pb_grpc.RetrieverServiceStub, papers: 
         "query_embedding": axis(0),
         "mode": HYBRID,
     }
-    reply = await stub.SearchChunks(pb.SearchChunksRequest(**base, rrf_k=1, keyword_weight=0.0))
+    reply = await stub.SearchChunks(
+        pb.SearchChunksRequest(tenant=TENANT, **base, rrf_k=1, keyword_weight=0.0)
+    )
     assert reply.hits[0].document_id == "a"  # the vector's first, the keyword list weighing nothing
     assert reply.hits[0].score == pytest.approx(1 / 2)
-    reply = await stub.SearchChunks(pb.SearchChunksRequest(**base, rrf_k=10, vector_weight=0.0))
+    reply = await stub.SearchChunks(
+        pb.SearchChunksRequest(tenant=TENANT, **base, rrf_k=10, vector_weight=0.0)
+    )
     assert reply.hits[0].document_id in {"b", "c"}
     assert set(reply.hits[0].matched_modes) == {VECTOR, KEYWORD}
 
@@ -322,7 +346,9 @@ async def test_search_options_are_bounded(
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.SearchChunks(
-            pb.SearchChunksRequest(collection=papers, query_text="wing", query_embedding=axis(0), **options)
+            pb.SearchChunksRequest(
+                tenant=TENANT, collection=papers, query_text="wing", query_embedding=axis(0), **options
+            )
         )
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field_violation(raised.value) == field
@@ -335,23 +361,31 @@ async def test_chunk_hash_lookup_and_embedding_reuse(
     texts = ["first chunk", "second chunk"]
     await stub.UpsertDocument(
         pb.UpsertDocumentRequest(
-            collection=name, document_id="d", chunks=[chunk(t, axis(i)) for i, t in enumerate(texts)]
+            tenant=TENANT,
+            collection=name,
+            document_id="d",
+            chunks=[chunk(t, axis(i)) for i, t in enumerate(texts)],
         )
     )
     known, unknown = text_hash(texts[1]), text_hash("never stored")
     reply = await stub.LookupChunkHashes(
-        pb.LookupChunkHashesRequest(collection=name, content_hashes=[unknown, known, known])
+        pb.LookupChunkHashesRequest(tenant=TENANT, collection=name, content_hashes=[unknown, known, known])
     )
     assert list(reply.stored_hashes) == [known]
-    reply = await stub.LookupChunkHashes(pb.LookupChunkHashesRequest(collection=name, document_id="d"))
+    reply = await stub.LookupChunkHashes(
+        pb.LookupChunkHashesRequest(tenant=TENANT, collection=name, document_id="d")
+    )
     assert list(reply.stored_hashes) == [text_hash(t) for t in texts]
     reply = await stub.LookupChunkHashes(
-        pb.LookupChunkHashesRequest(collection=name, document_id="other", content_hashes=[known])
+        pb.LookupChunkHashesRequest(
+            tenant=TENANT, collection=name, document_id="other", content_hashes=[known]
+        )
     )
     assert list(reply.stored_hashes) == []
     # A second document repeating known text sends no embedding for it: the stored one is reused.
     upsert = await stub.UpsertDocument(
         pb.UpsertDocumentRequest(
+            tenant=TENANT,
             collection=name,
             document_id="e",
             chunks=[pb.ChunkInput(text=texts[1]), chunk("new text", axis(5))],
@@ -359,7 +393,7 @@ async def test_chunk_hash_lookup_and_embedding_reuse(
     )
     assert upsert.inserted_chunks == 2
     reply = await stub.SearchChunks(
-        pb.SearchChunksRequest(collection=name, query_embedding=axis(1), mode=VECTOR, top_k=2)
+        pb.SearchChunksRequest(tenant=TENANT, collection=name, query_embedding=axis(1), mode=VECTOR, top_k=2)
     )
     assert {h.document_id for h in reply.hits} == {"d", "e"}
     assert all(h.score == pytest.approx(1.0) for h in reply.hits)
@@ -367,13 +401,18 @@ async def test_chunk_hash_lookup_and_embedding_reuse(
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.UpsertDocument(
             pb.UpsertDocumentRequest(
-                collection=name, document_id="f", chunks=[chunk("ok", axis(0)), pb.ChunkInput(text="unseen")]
+                tenant=TENANT,
+                collection=name,
+                document_id="f",
+                chunks=[chunk("ok", axis(0)), pb.ChunkInput(text="unseen")],
             )
         )
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field_violation(raised.value) == "chunks[1].embedding"
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await stub.GetStoredDocument(pb.GetStoredDocumentRequest(collection=name, document_id="f"))
+        await stub.GetStoredDocument(
+            pb.GetStoredDocumentRequest(tenant=TENANT, collection=name, document_id="f")
+        )
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
 
 
@@ -393,6 +432,8 @@ async def test_chunk_hash_lookup_validates(
     field: str,
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await stub.LookupChunkHashes(pb.LookupChunkHashesRequest(**{"collection": papers, **request_fields}))
+        await stub.LookupChunkHashes(
+            pb.LookupChunkHashesRequest(tenant=TENANT, **{"collection": papers, **request_fields})
+        )
     assert raised.value.code() == code
     assert field_violation(raised.value) == field

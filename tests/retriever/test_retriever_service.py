@@ -19,6 +19,9 @@ from ragline.v1 import retriever_service_pb2_grpc as pb_grpc
 
 pytestmark = pytest.mark.integration
 
+# The tenant the tests' calls are confined to; tests of confinement bring others.
+TENANT = "tests"
+
 NewCollection = Callable[..., Awaitable[str]]
 
 VECTOR = common_pb2.SEARCH_MODE_VECTOR
@@ -61,7 +64,9 @@ def field_violation(error: grpc.aio.AioRpcError) -> str:
 
 async def test_collection_lifecycle(stub: pb_grpc.RetrieverServiceStub) -> None:
     created = await stub.CreateStoredCollection(
-        pb.CreateStoredCollectionRequest(name="life.cycle", embedding_model="mini", dimension=8)
+        pb.CreateStoredCollectionRequest(
+            tenant=TENANT, name="life.cycle", embedding_model="mini", dimension=8
+        )
     )
     assert created.collection.name == "life.cycle"
     assert created.collection.dimension == 8
@@ -70,13 +75,17 @@ async def test_collection_lifecycle(stub: pb_grpc.RetrieverServiceStub) -> None:
     assert created.collection.create_time.seconds > 0
 
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await stub.CreateStoredCollection(pb.CreateStoredCollectionRequest(name="life.cycle", dimension=8))
+        await stub.CreateStoredCollection(
+            pb.CreateStoredCollectionRequest(tenant=TENANT, name="life.cycle", dimension=8)
+        )
     assert raised.value.code() == grpc.StatusCode.ALREADY_EXISTS
 
     await stub.UpsertDocument(
-        pb.UpsertDocumentRequest(collection="life.cycle", document_id="a", chunks=[chunk("one", axis(0))])
+        pb.UpsertDocumentRequest(
+            tenant=TENANT, collection="life.cycle", document_id="a", chunks=[chunk("one", axis(0))]
+        )
     )
-    got = await stub.GetStoredCollection(pb.GetStoredCollectionRequest(name="life.cycle"))
+    got = await stub.GetStoredCollection(pb.GetStoredCollectionRequest(tenant=TENANT, name="life.cycle"))
     assert (got.collection.embedding_model, got.collection.document_count, got.collection.chunk_count) == (
         "mini",
         1,
@@ -84,18 +93,20 @@ async def test_collection_lifecycle(stub: pb_grpc.RetrieverServiceStub) -> None:
     )
     assert got.collection.generation == 1
 
-    deleted = await stub.DeleteStoredCollection(pb.DeleteStoredCollectionRequest(name="life.cycle"))
+    deleted = await stub.DeleteStoredCollection(
+        pb.DeleteStoredCollectionRequest(tenant=TENANT, name="life.cycle")
+    )
     assert deleted.deleted_documents == 1
     for call in (
-        stub.GetStoredCollection(pb.GetStoredCollectionRequest(name="life.cycle")),
-        stub.DeleteStoredCollection(pb.DeleteStoredCollectionRequest(name="life.cycle")),
+        stub.GetStoredCollection(pb.GetStoredCollectionRequest(tenant=TENANT, name="life.cycle")),
+        stub.DeleteStoredCollection(pb.DeleteStoredCollectionRequest(tenant=TENANT, name="life.cycle")),
     ):
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await call
         assert raised.value.code() == grpc.StatusCode.NOT_FOUND
     # The name is free again, and the new collection starts empty.
     again = await stub.CreateStoredCollection(
-        pb.CreateStoredCollectionRequest(name="life.cycle", dimension=3)
+        pb.CreateStoredCollectionRequest(tenant=TENANT, name="life.cycle", dimension=3)
     )
     assert (again.collection.dimension, again.collection.document_count) == (3, 0)
 
@@ -103,10 +114,10 @@ async def test_collection_lifecycle(stub: pb_grpc.RetrieverServiceStub) -> None:
 @pytest.mark.parametrize(
     ("request_", "field"),
     [
-        (pb.CreateStoredCollectionRequest(name="bad name", dimension=8), "name"),
-        (pb.CreateStoredCollectionRequest(name="x" * 64, dimension=8), "name"),
-        (pb.CreateStoredCollectionRequest(name="zero", dimension=0), "dimension"),
-        (pb.CreateStoredCollectionRequest(name="huge", dimension=4001), "dimension"),
+        (pb.CreateStoredCollectionRequest(tenant=TENANT, name="bad name", dimension=8), "name"),
+        (pb.CreateStoredCollectionRequest(tenant=TENANT, name="x" * 64, dimension=8), "name"),
+        (pb.CreateStoredCollectionRequest(tenant=TENANT, name="zero", dimension=0), "dimension"),
+        (pb.CreateStoredCollectionRequest(tenant=TENANT, name="huge", dimension=4001), "dimension"),
     ],
 )
 async def test_create_collection_validates(
@@ -127,7 +138,7 @@ async def test_list_collections_pages_through_all(
     pages = 0
     while True:
         page = await stub.ListStoredCollections(
-            pb.ListStoredCollectionsRequest(page_size=2, page_token=token)
+            pb.ListStoredCollectionsRequest(tenant=TENANT, page_size=2, page_token=token)
         )
         assert len(page.collections) <= 2
         names.extend(c.name for c in page.collections)
@@ -141,11 +152,11 @@ async def test_list_collections_pages_through_all(
 
     for bad in ("garbage!", "AAAA"):
         with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await stub.ListStoredCollections(pb.ListStoredCollectionsRequest(page_token=bad))
+            await stub.ListStoredCollections(pb.ListStoredCollectionsRequest(tenant=TENANT, page_token=bad))
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert field_violation(raised.value) == "page_token"
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await stub.ListStoredCollections(pb.ListStoredCollectionsRequest(page_size=1001))
+        await stub.ListStoredCollections(pb.ListStoredCollectionsRequest(tenant=TENANT, page_size=1001))
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -158,7 +169,11 @@ async def test_upsert_keeps_unchanged_chunks_and_counts_changes(
     def upsert(chunk_list: list[pb.ChunkInput], **metadata: object) -> Awaitable[pb.UpsertDocumentResponse]:
         return stub.UpsertDocument(  # type: ignore[no-any-return]
             pb.UpsertDocumentRequest(
-                collection=name, document_id="doc", chunks=chunk_list, metadata=struct(**metadata)
+                tenant=TENANT,
+                collection=name,
+                document_id="doc",
+                chunks=chunk_list,
+                metadata=struct(**metadata),
             )
         )
 
@@ -194,15 +209,17 @@ async def test_upsert_keeps_unchanged_chunks_and_counts_changes(
     retagged = await upsert([chunks[0]], source="b.txt")
     assert retagged.unchanged_chunks == 1
     assert retagged.generation == first.generation + 3
-    stored = await stub.GetStoredDocument(pb.GetStoredDocumentRequest(collection=name, document_id="doc"))
+    stored = await stub.GetStoredDocument(
+        pb.GetStoredDocumentRequest(tenant=TENANT, collection=name, document_id="doc")
+    )
     assert dict(stored.document.metadata) == {"source": "b.txt"}
     assert stored.document.chunk_count == 1
-    collection = await stub.GetStoredCollection(pb.GetStoredCollectionRequest(name=name))
+    collection = await stub.GetStoredCollection(pb.GetStoredCollectionRequest(tenant=TENANT, name=name))
     assert (collection.collection.chunk_count, collection.collection.generation) == (1, retagged.generation)
     assert collection.collection.document_count == 1
     # The basic view, the query pipeline's lookup, is the same collection without its counts.
     basic = await stub.GetStoredCollection(
-        pb.GetStoredCollectionRequest(name=name, view=pb.COLLECTION_VIEW_BASIC)
+        pb.GetStoredCollectionRequest(tenant=TENANT, name=name, view=pb.COLLECTION_VIEW_BASIC)
     )
     expected = pb.GetStoredCollectionResponse()
     expected.CopyFrom(collection)
@@ -210,11 +227,11 @@ async def test_upsert_keeps_unchanged_chunks_and_counts_changes(
     expected.collection.ClearField("chunk_count")
     assert basic == expected
     full = await stub.GetStoredCollection(
-        pb.GetStoredCollectionRequest(name=name, view=pb.COLLECTION_VIEW_FULL)
+        pb.GetStoredCollectionRequest(tenant=TENANT, name=name, view=pb.COLLECTION_VIEW_FULL)
     )
     assert full == collection
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await stub.GetStoredCollection(pb.GetStoredCollectionRequest(name=name, view=7))  # type: ignore[arg-type]
+        await stub.GetStoredCollection(pb.GetStoredCollectionRequest(tenant=TENANT, name=name, view=7))  # type: ignore[arg-type]
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field_violation(raised.value) == "view"
 
@@ -224,12 +241,15 @@ async def test_upsert_with_a_wrong_dimension_writes_nothing(
 ) -> None:
     name = await new_collection()
     good = await stub.UpsertDocument(
-        pb.UpsertDocumentRequest(collection=name, document_id="kept", chunks=[chunk("original", axis(0))])
+        pb.UpsertDocumentRequest(
+            tenant=TENANT, collection=name, document_id="kept", chunks=[chunk("original", axis(0))]
+        )
     )
     for document_id in ("kept", "new"):
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await stub.UpsertDocument(
                 pb.UpsertDocumentRequest(
+                    tenant=TENANT,
                     collection=name,
                     document_id=document_id,
                     chunks=[chunk("fine", axis(0)), chunk("short", [1.0] * 7)],
@@ -239,10 +259,12 @@ async def test_upsert_with_a_wrong_dimension_writes_nothing(
         assert field_violation(raised.value) == "chunks[1].embedding"
         assert "dimension 8" in (raised.value.details() or "")
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await stub.GetStoredDocument(pb.GetStoredDocumentRequest(collection=name, document_id="new"))
+        await stub.GetStoredDocument(
+            pb.GetStoredDocumentRequest(tenant=TENANT, collection=name, document_id="new")
+        )
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
     kept = await stub.SearchChunks(
-        pb.SearchChunksRequest(collection=name, query_embedding=axis(0), mode=VECTOR)
+        pb.SearchChunksRequest(tenant=TENANT, collection=name, query_embedding=axis(0), mode=VECTOR)
     )
     assert [h.text for h in kept.hits] == ["original"]
     assert kept.generation == good.generation
@@ -262,7 +284,7 @@ def unset_value(key: str, listed: bool = False) -> struct_pb2.Struct:
 def upsert_request(**fields: Any) -> pb.UpsertDocumentRequest:
     """An upsert of one valid chunk into the test's collection, with `fields` overridden."""
     values: dict[str, Any] = {"collection": "{name}", "document_id": "d", "chunks": [chunk("t", axis(0))]}
-    return pb.UpsertDocumentRequest(**{**values, **fields})
+    return pb.UpsertDocumentRequest(tenant=TENANT, **{**values, **fields})
 
 
 @pytest.mark.parametrize(
@@ -312,7 +334,7 @@ async def corpus(stub: pb_grpc.RetrieverServiceStub) -> str:
     """A collection of four one-chunk documents on unrelated topics, each along its own axis."""
     name = "search-corpus"
     await stub.CreateStoredCollection(
-        pb.CreateStoredCollectionRequest(name=name, embedding_model="handmade", dimension=8)
+        pb.CreateStoredCollectionRequest(tenant=TENANT, name=name, embedding_model="handmade", dimension=8)
     )
     texts = {
         "volcano": "Volcanoes erupt molten lava and ash when magma rises through the crust.",
@@ -323,6 +345,7 @@ async def corpus(stub: pb_grpc.RetrieverServiceStub) -> str:
     for i, (document_id, text) in enumerate(texts.items()):
         await stub.UpsertDocument(
             pb.UpsertDocumentRequest(
+                tenant=TENANT,
                 collection=name,
                 document_id=document_id,
                 metadata=struct(topic=document_id, lang="en"),
@@ -341,6 +364,7 @@ async def search(
 ) -> pb.SearchChunksResponse:
     return await stub.SearchChunks(  # type: ignore[no-any-return]
         pb.SearchChunksRequest(
+            tenant=TENANT,
             collection=collection,
             query_text=text,
             query_embedding=embedding,
@@ -436,7 +460,10 @@ async def test_collections_of_different_dimensions_coexist(
         for i in range(dimension):
             await stub.UpsertDocument(
                 pb.UpsertDocumentRequest(
-                    collection=name, document_id=f"d{i}", chunks=[chunk(f"text {i}", axis(i, dimension))]
+                    tenant=TENANT,
+                    collection=name,
+                    document_id=f"d{i}",
+                    chunks=[chunk(f"text {i}", axis(i, dimension))],
                 )
             )
     for name, dimension in ((small, 3), (large, 5)):
@@ -453,6 +480,7 @@ async def test_list_and_delete_documents(
     for i, document_id in enumerate(reversed(ids)):
         reply = await stub.UpsertDocument(
             pb.UpsertDocumentRequest(
+                tenant=TENANT,
                 collection=name,
                 document_id=document_id,
                 chunks=[chunk(f"chunk {j} of {document_id}", axis((i + j) % 8)) for j in range(2)],
@@ -464,7 +492,7 @@ async def test_list_and_delete_documents(
     token = ""
     while True:
         page = await stub.ListStoredDocuments(
-            pb.ListStoredDocumentsRequest(collection=name, page_size=3, page_token=token)
+            pb.ListStoredDocumentsRequest(tenant=TENANT, collection=name, page_size=3, page_token=token)
         )
         listed.extend(d.document_id for d in page.documents)
         assert all(d.chunk_count == 2 and d.collection == name for d in page.documents)
@@ -474,27 +502,33 @@ async def test_list_and_delete_documents(
     assert listed == ids
 
     # A token of one collection's listing is not accepted for another's.
-    first = await stub.ListStoredDocuments(pb.ListStoredDocumentsRequest(collection=name, page_size=1))
+    first = await stub.ListStoredDocuments(
+        pb.ListStoredDocumentsRequest(tenant=TENANT, collection=name, page_size=1)
+    )
     other = await new_collection()
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.ListStoredDocuments(
-            pb.ListStoredDocumentsRequest(collection=other, page_token=first.next_page_token)
+            pb.ListStoredDocumentsRequest(tenant=TENANT, collection=other, page_token=first.next_page_token)
         )
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
     deleted = await stub.DeleteStoredDocument(
-        pb.DeleteStoredDocumentRequest(collection=name, document_id="doc-03")
+        pb.DeleteStoredDocumentRequest(tenant=TENANT, collection=name, document_id="doc-03")
     )
     assert (deleted.deleted_chunks, deleted.generation) == (2, generation + 1)
     for call in (
-        stub.GetStoredDocument(pb.GetStoredDocumentRequest(collection=name, document_id="doc-03")),
-        stub.DeleteStoredDocument(pb.DeleteStoredDocumentRequest(collection=name, document_id="doc-03")),
-        stub.ListStoredDocuments(pb.ListStoredDocumentsRequest(collection="missing")),
+        stub.GetStoredDocument(
+            pb.GetStoredDocumentRequest(tenant=TENANT, collection=name, document_id="doc-03")
+        ),
+        stub.DeleteStoredDocument(
+            pb.DeleteStoredDocumentRequest(tenant=TENANT, collection=name, document_id="doc-03")
+        ),
+        stub.ListStoredDocuments(pb.ListStoredDocumentsRequest(tenant=TENANT, collection="missing")),
     ):
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await call
         assert raised.value.code() == grpc.StatusCode.NOT_FOUND
-    collection = await stub.GetStoredCollection(pb.GetStoredCollectionRequest(name=name))
+    collection = await stub.GetStoredCollection(pb.GetStoredCollectionRequest(tenant=TENANT, name=name))
     assert (collection.collection.document_count, collection.collection.chunk_count) == (6, 12)
     hits = await search(stub, name, KEYWORD, text="doc-03 chunk")
     assert all(h.document_id != "doc-03" for h in hits.hits)
@@ -514,7 +548,10 @@ async def test_concurrent_upserts_of_one_document_write_it_once(
 ) -> None:
     name = await new_collection()
     request = pb.UpsertDocumentRequest(
-        collection=name, document_id="raced", chunks=[chunk(f"part {i}", axis(i)) for i in range(4)]
+        tenant=TENANT,
+        collection=name,
+        document_id="raced",
+        chunks=[chunk(f"part {i}", axis(i)) for i in range(4)],
     )
     replies = await asyncio.gather(*(stub.UpsertDocument(request) for _ in range(4)))
     assert sorted((r.inserted_chunks, r.unchanged_chunks) for r in replies) == [
@@ -523,5 +560,5 @@ async def test_concurrent_upserts_of_one_document_write_it_once(
         (0, 4),
         (4, 0),
     ]
-    collection = await stub.GetStoredCollection(pb.GetStoredCollectionRequest(name=name))
+    collection = await stub.GetStoredCollection(pb.GetStoredCollectionRequest(tenant=TENANT, name=name))
     assert (collection.collection.generation, collection.collection.chunk_count) == (1, 4)

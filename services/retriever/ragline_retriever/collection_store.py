@@ -2,7 +2,9 @@
 the lookups and generation bumps every write of a collection's documents starts and ends with.
 
 Plain async functions that take a connection, as in `jobs.py`; the servicer opens the connection
-and announces changes (`state_publisher.Change`), which the writes here mark as made.
+and announces changes (`state_publisher.Change`), which the writes here mark as made. Collections
+are named within a tenant: every statement here that names a collection names its tenant too, and
+another tenant's collection is NOT_FOUND with the same message as one that does not exist.
 """
 
 from __future__ import annotations
@@ -30,22 +32,30 @@ _COLLECTION_BASIC_SQL = """
 """
 
 
+def _not_found(name: str, field: str) -> NotFound:
+    # The same words whether the collection is missing or another tenant's: existence must not leak.
+    return NotFound(f"collection {name!r} does not exist", field=field)
+
+
 async def create_collection(
     conn: PooledConnection,
     config: RetrieverConfig,
+    tenant: str,
     name: str,
     embedding_model: str,
     dimension: int,
 ) -> asyncpg.Record:
-    """Inserts the collection and builds its HNSW index; ALREADY_EXISTS if the name is taken.
+    """Inserts `tenant`'s collection and builds its HNSW index; ALREADY_EXISTS if the tenant has
+    one of that name.
 
     If the index cannot be built, the collection is removed again.
     """
     try:
         row = await conn.fetchrow(
-            "INSERT INTO collections (name, embedding_model, dimension) VALUES ($1, $2, $3)"
+            "INSERT INTO collections (tenant, name, embedding_model, dimension) VALUES ($1, $2, $3, $4)"
             " RETURNING id, name, embedding_model, dimension, generation, created_at,"
             " 0::bigint AS document_count, 0::bigint AS chunk_count",
+            tenant,
             name,
             embedding_model,
             dimension,
@@ -68,27 +78,39 @@ async def create_collection(
     return row
 
 
-async def get_collection(conn: PooledConnection, name: str, counted: bool) -> asyncpg.Record:
-    """The collection `name`, with its documents and chunks counted if `counted` (else 0); NOT_FOUND if none."""
+async def get_collection(conn: PooledConnection, tenant: str, name: str, counted: bool) -> asyncpg.Record:
+    """`tenant`'s collection `name`, with its documents and chunks counted if `counted` (else 0);
+    NOT_FOUND if none."""
     row = await conn.fetchrow(
-        f"{_COLLECTION_SQL if counted else _COLLECTION_BASIC_SQL} WHERE c.name = $1", name
+        f"{_COLLECTION_SQL if counted else _COLLECTION_BASIC_SQL} WHERE c.tenant = $1 AND c.name = $2",
+        tenant,
+        name,
     )
     if row is None:
-        raise NotFound(f"collection {name!r} does not exist", field="name")
+        raise _not_found(name, "name")
     return row
 
 
-async def list_collections(conn: PooledConnection, after: str, limit: int) -> list[asyncpg.Record]:
-    """Up to `limit` collections, with their counts, by name after the name `after`."""
-    return await conn.fetch(f"{_COLLECTION_SQL} WHERE c.name > $1 ORDER BY c.name LIMIT $2", after, limit)
+async def list_collections(
+    conn: PooledConnection, tenant: str, after: str, limit: int
+) -> list[asyncpg.Record]:
+    """Up to `limit` of `tenant`'s collections, with their counts, by name after the name `after`."""
+    return await conn.fetch(
+        f"{_COLLECTION_SQL} WHERE c.tenant = $1 AND c.name > $2 ORDER BY c.name LIMIT $3",
+        tenant,
+        after,
+        limit,
+    )
 
 
-async def delete_collection(conn: PooledConnection, name: str, change: Change) -> int:
-    """Deletes the collection with its documents and chunks, then its index; the number of documents."""
+async def delete_collection(conn: PooledConnection, tenant: str, name: str, change: Change) -> int:
+    """Deletes `tenant`'s collection with its documents and chunks, then its index; the number of documents."""
     async with conn.transaction():
-        collection_id = await conn.fetchval("SELECT id FROM collections WHERE name = $1 FOR UPDATE", name)
+        collection_id = await conn.fetchval(
+            "SELECT id FROM collections WHERE tenant = $1 AND name = $2 FOR UPDATE", tenant, name
+        )
         if collection_id is None:
-            raise NotFound(f"collection {name!r} does not exist", field="name")
+            raise _not_found(name, "name")
         documents: int = await conn.fetchval(
             "SELECT count(*) FROM documents WHERE collection_id = $1", collection_id
         )
@@ -99,21 +121,25 @@ async def delete_collection(conn: PooledConnection, name: str, change: Change) -
     return documents
 
 
-async def collection_id(conn: PooledConnection, name: str) -> int:
-    """The id of the collection `name`; NOT_FOUND on the field `collection` if there is none."""
-    found: int | None = await conn.fetchval("SELECT id FROM collections WHERE name = $1", name)
+async def collection_id(conn: PooledConnection, tenant: str, name: str) -> int:
+    """The id of `tenant`'s collection `name`; NOT_FOUND on the field `collection` if there is none."""
+    found: int | None = await conn.fetchval(
+        "SELECT id FROM collections WHERE tenant = $1 AND name = $2", tenant, name
+    )
     if found is None:
-        raise NotFound(f"collection {name!r} does not exist", field="collection")
+        raise _not_found(name, "collection")
     return found
 
 
-async def collection_for_write(conn: PooledConnection, name: str) -> asyncpg.Record:
-    """The id and dimension of the collection `name`, kept from deletion until the transaction ends."""
+async def collection_for_write(conn: PooledConnection, tenant: str, name: str) -> asyncpg.Record:
+    """The id and dimension of `tenant`'s collection `name`, kept from deletion until the transaction ends."""
     # KEY SHARE keeps the collection from being deleted under the transaction, yet lets other
     # writers of the same collection bump its generation concurrently.
-    row = await conn.fetchrow("SELECT id, dimension FROM collections WHERE name = $1 FOR KEY SHARE", name)
+    row = await conn.fetchrow(
+        "SELECT id, dimension FROM collections WHERE tenant = $1 AND name = $2 FOR KEY SHARE", tenant, name
+    )
     if row is None:
-        raise NotFound(f"collection {name!r} does not exist", field="collection")
+        raise _not_found(name, "collection")
     return row
 
 

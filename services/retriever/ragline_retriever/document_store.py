@@ -3,7 +3,8 @@ and deleting them, and looking up which chunk texts a collection already stores.
 
 Plain async functions that take a connection, as in `jobs.py`. Each write is one transaction
 (a batch's documents share one) that also bumps the collection's generation, and marks the
-servicer's `Change` as made.
+servicer's `Change` as made. Each starts from the tenant's collection (`collection_store`, by
+tenant and name); the statements after that work on the ids it returned.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ class Upserted:
     """Which chunks were kept, inserted, updated and deleted."""
     generation: int
     """The collection's generation after the upsert."""
+    changed: bool
+    """Whether the upsert changed anything (chunks, the document's metadata or content hash)."""
 
 
 async def _reuse_embeddings(
@@ -152,12 +155,12 @@ async def _write_chunks(conn: PooledConnection, collection_id: int, document: in
 async def _upsert(
     conn: PooledConnection, request: pb.UpsertDocumentRequest, document_id: str, change: Change
 ) -> Upserted:
-    """Stores the document's chunks, writing only those that changed, and finishes the request's
-    ingest claim (if any), in the caller's transaction."""
+    """Stores the document's chunks in the request's tenant's collection, writing only those that
+    changed, in the caller's transaction."""
     name = request.collection
     # validate_upsert refused metadata JSON cannot hold (NaN, infinity, NUL, too deep or large).
     metadata = json_format.MessageToDict(request.metadata)
-    collection = await collection_for_write(conn, name)
+    collection = await collection_for_write(conn, request.tenant, name)
     chunks = new_chunks(request, collection["dimension"])
     await _reuse_embeddings(conn, collection["id"], name, chunks)
     # Without a hash from the caller, the chunks' hashes stand in for the document's text.
@@ -194,11 +197,7 @@ async def _upsert(
         generation = await bump_generation(conn, collection["id"])
     else:
         generation = await conn.fetchval("SELECT generation FROM collections WHERE id = $1", collection["id"])
-    if request.HasField("claim"):
-        await jobs.complete_document(
-            conn, request.claim, skipped=not changed, written_chunks=len(plan.insert) + len(plan.update)
-        )
-    return Upserted(document, plan, generation)
+    return Upserted(document, plan, generation, changed)
 
 
 def _count_chunks(plan: ChunkPlan) -> None:
@@ -216,9 +215,23 @@ async def upsert_document(
     conn: PooledConnection, request: pb.UpsertDocumentRequest, document_id: str, change: Change
 ) -> Upserted:
     """Stores the document's chunks in one transaction, writing only those that changed, and
-    finishes the request's ingest claim (if any) in the same transaction."""
+    finishes the request's ingest claim (if any) in the same transaction.
+
+    A claimed document goes to its job's collection, in its job's tenant: a claim of another
+    tenant's job is NOT_FOUND, as an unknown job is.
+    """
     async with conn.transaction():
+        if request.HasField("claim"):
+            await jobs.check_claim_target(conn, request.claim, request.tenant, request.collection)
         upserted = await _upsert(conn, request, document_id, change)
+        if request.HasField("claim"):
+            plan = upserted.plan
+            await jobs.complete_document(
+                conn,
+                request.claim,
+                skipped=not upserted.changed,
+                written_chunks=len(plan.insert) + len(plan.update),
+            )
     _count_chunks(upserted.plan)
     return upserted
 
@@ -273,11 +286,12 @@ async def list_documents(
 
 
 async def delete_document(
-    conn: PooledConnection, name: str, document_id: str, change: Change
+    conn: PooledConnection, tenant: str, name: str, document_id: str, change: Change
 ) -> tuple[int, int]:
-    """Deletes the document and its chunks in one transaction; the chunks deleted and the new generation."""
+    """Deletes the document of `tenant`'s collection `name` and its chunks in one transaction; the
+    chunks deleted and the new generation."""
     async with conn.transaction():
-        collection = await collection_for_write(conn, name)
+        collection = await collection_for_write(conn, tenant, name)
         deleted: int | None = await conn.fetchval(
             "DELETE FROM documents WHERE collection_id = $1 AND document_id = $2 RETURNING chunk_count",
             collection["id"],

@@ -15,10 +15,10 @@ from prometheus_client import Gauge
 from ragline.errors import InvalidArgument, shorten
 from ragline.v1 import ingest_queue_service_pb2 as pb
 from ragline.v1 import ingest_queue_service_pb2_grpc as pb_grpc
-from ragline.validation import check_collection_name, parse_uuid
+from ragline.validation import check_collection_name, check_tenant, parse_uuid
 from ragline_retriever import collection_store, jobs
 from ragline_retriever.database import Database
-from ragline_retriever.paging import decode_page_token, next_page_token, page_size
+from ragline_retriever.paging import decode_page_token, listing_scope, next_page_token, page_size
 
 INGEST_QUEUE_DOCUMENTS = Gauge(
     "ragline_ingest_queue_documents",
@@ -49,34 +49,38 @@ class IngestQueueServicer(pb_grpc.IngestQueueServiceServicer):
     async def CreateStoredIngestJob(
         self, request: pb.CreateStoredIngestJobRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateStoredIngestJobResponse:
+        tenant = check_tenant(request.tenant)
         name = check_collection_name(request.collection, "collection")
         async with self._db.connection() as conn:
-            await collection_store.collection_id(conn, name)
-            job = await jobs.create_job(conn, name, request.documents, request.accepting_documents)
+            await collection_store.collection_id(conn, tenant, name)
+            job = await jobs.create_job(conn, tenant, name, request.documents, request.accepting_documents)
         return pb.CreateStoredIngestJobResponse(job=job)
 
     async def AppendStoredIngestJob(
         self, request: pb.AppendStoredIngestJobRequest, context: grpc.aio.ServicerContext
     ) -> pb.AppendStoredIngestJobResponse:
+        tenant = check_tenant(request.tenant)
         job_id = parse_uuid(request.job_id, "job_id")
         async with self._db.connection() as conn:
-            job = await jobs.append_documents(conn, job_id, request.documents, request.last)
+            job = await jobs.append_documents(conn, tenant, job_id, request.documents, request.last)
         return pb.AppendStoredIngestJobResponse(job=job)
 
     async def GetStoredIngestJob(
         self, request: pb.GetStoredIngestJobRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetStoredIngestJobResponse:
+        tenant = check_tenant(request.tenant)
         job_id = parse_uuid(request.job_id, "job_id")
         async with self._db.connection() as conn:
-            return pb.GetStoredIngestJobResponse(job=await jobs.get_job(conn, job_id))
+            return pb.GetStoredIngestJobResponse(job=await jobs.get_job(conn, tenant, job_id))
 
     async def ListStoredIngestJobs(
         self, request: pb.ListStoredIngestJobsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListStoredIngestJobsResponse:
+        tenant = check_tenant(request.tenant)
         if request.collection:
             check_collection_name(request.collection, "collection")
         size = page_size(request.page_size)
-        scope = f"ingest-jobs/{request.collection}"
+        scope = listing_scope(f"ingest-jobs/{request.collection}", tenant)
         after_key = decode_page_token(request.page_token, scope)
         after = None
         if after_key:
@@ -88,7 +92,7 @@ class IngestQueueServicer(pb_grpc.IngestQueueServiceServicer):
                     "page_token is not a next_page_token of this listing", field="page_token"
                 ) from None
         async with self._db.connection() as conn:
-            rows = await jobs.list_jobs(conn, request.collection, after, size + 1)
+            rows = await jobs.list_jobs(conn, tenant, request.collection, after, size + 1)
         return pb.ListStoredIngestJobsResponse(
             jobs=[jobs.job_pb(row) for row in rows[:size]],
             next_page_token=next_page_token(
@@ -99,15 +103,17 @@ class IngestQueueServicer(pb_grpc.IngestQueueServiceServicer):
     async def CancelStoredIngestJob(
         self, request: pb.CancelStoredIngestJobRequest, context: grpc.aio.ServicerContext
     ) -> pb.CancelStoredIngestJobResponse:
+        tenant = check_tenant(request.tenant)
         job_id = parse_uuid(request.job_id, "job_id")
         async with self._db.connection() as conn:
             return pb.CancelStoredIngestJobResponse(
-                job=await jobs.cancel_job(conn, job_id, _reason(request.reason))
+                job=await jobs.cancel_job(conn, tenant, job_id, _reason(request.reason))
             )
 
     async def ClaimIngestWork(
         self, request: pb.ClaimIngestWorkRequest, context: grpc.aio.ServicerContext
     ) -> pb.ClaimIngestWorkResponse:
+        # Of every tenant: workers serve them all, and each document carries its job's tenant.
         async with self._db.connection() as conn:
             claimed = await jobs.claim_documents(
                 conn, request.max_documents, request.lease_seconds, request.max_attempts

@@ -7,7 +7,9 @@ A worker killed mid-document leaves a lease that runs out, and the next claim ha
 document to another worker; the upsert is idempotent, so a document is stored exactly once.
 Each job row carries its counters, updated in the same transactions, so reading a job never
 scans its documents. Every transaction locks job documents before their job row, so none
-can deadlock another.
+can deadlock another. A job belongs to a tenant: every statement that finds a job by its id
+names the tenant too, so another tenant's job is NOT_FOUND like one that does not exist; only
+the workers' calls (claim, renew, fail) serve every tenant, through claim tokens.
 """
 
 from __future__ import annotations
@@ -56,10 +58,10 @@ _CLAIM_SQL = """
     UPDATE ingest_job_documents AS d
     SET state = 'running', attempts = d.attempts + 1, claim_token = gen_random_uuid(),
         lease_expires_at = clock_timestamp() + make_interval(secs => $2)
-    FROM picked
+    FROM picked JOIN ingest_jobs AS j ON j.id = picked.job_id
     WHERE d.job_id = picked.job_id AND d.ordinal = picked.ordinal
     RETURNING d.job_id, d.ordinal, d.document_id, d.media_type, d.metadata, d.content, d.attempts,
-              d.claim_token, (SELECT collection FROM ingest_jobs AS j WHERE j.id = d.job_id) AS collection
+              d.claim_token, j.collection, j.tenant
 """
 # A document whose worker vanished `max_attempts` times is likely what kills workers: stop handing it out.
 _ABANDON_SQL = """
@@ -162,37 +164,55 @@ async def _add_documents(
     )
 
 
-async def _job_row(conn: PooledConnection, job_id: uuid.UUID, lock: bool = False) -> asyncpg.Record:
+def _job_not_found(job_id: uuid.UUID, field: str = "job_id") -> NotFound:
+    # The same words whether the job is missing or another tenant's: existence must not leak.
+    return NotFound(f"ingest job {job_id} does not exist", field=field)
+
+
+async def _job_row(
+    conn: PooledConnection, tenant: str, job_id: uuid.UUID, lock: bool = False
+) -> asyncpg.Record:
     row = await conn.fetchrow(
-        f"SELECT {_JOB_COLUMNS} FROM ingest_jobs WHERE id = $1{' FOR UPDATE' if lock else ''}", job_id
+        f"SELECT {_JOB_COLUMNS} FROM ingest_jobs WHERE id = $1 AND tenant = $2{' FOR UPDATE' if lock else ''}",
+        job_id,
+        tenant,
     )
     if row is None:
-        raise NotFound(f"ingest job {job_id} does not exist", field="job_id")
+        raise _job_not_found(job_id)
     return row
 
 
 async def create_job(
-    conn: PooledConnection, collection: str, documents: Sequence[common_pb2.DocumentContent], accepting: bool
+    conn: PooledConnection,
+    tenant: str,
+    collection: str,
+    documents: Sequence[common_pb2.DocumentContent],
+    accepting: bool,
 ) -> common_pb2.IngestJob:
-    """Records a job and its first documents in one transaction."""
+    """Records `tenant`'s job and its first documents in one transaction."""
     if not documents and not accepting:
         raise InvalidArgument("a job needs at least one document", field="documents")
     async with conn.transaction():
         job_id: uuid.UUID = await conn.fetchval(
-            "INSERT INTO ingest_jobs (collection, accepting_documents) VALUES ($1, $2) RETURNING id",
+            "INSERT INTO ingest_jobs (tenant, collection, accepting_documents) VALUES ($1, $2, $3) RETURNING id",
+            tenant,
             collection,
             accepting,
         )
         await _add_documents(conn, job_id, 0, documents)
-        return job_pb(await _job_row(conn, job_id))
+        return job_pb(await _job_row(conn, tenant, job_id))
 
 
 async def append_documents(
-    conn: PooledConnection, job_id: uuid.UUID, documents: Sequence[common_pb2.DocumentContent], last: bool
+    conn: PooledConnection,
+    tenant: str,
+    job_id: uuid.UUID,
+    documents: Sequence[common_pb2.DocumentContent],
+    last: bool,
 ) -> common_pb2.IngestJob:
-    """Adds documents to a job that still accepts them; `last` closes it to more."""
+    """Adds documents to `tenant`'s job if it still accepts them; `last` closes it to more."""
     async with conn.transaction():
-        row = await _job_row(conn, job_id, lock=True)
+        row = await _job_row(conn, tenant, job_id, lock=True)
         if not row["accepting_documents"]:
             raise FailedPrecondition(
                 f"ingest job {job_id} no longer accepts documents"
@@ -204,12 +224,12 @@ async def append_documents(
         if last:
             await conn.execute("UPDATE ingest_jobs SET accepting_documents = false WHERE id = $1", job_id)
             await conn.execute(_SETTLE_SQL, [job_id])
-        return job_pb(await _job_row(conn, job_id))
+        return job_pb(await _job_row(conn, tenant, job_id))
 
 
-async def get_job(conn: PooledConnection, job_id: uuid.UUID) -> common_pb2.IngestJob:
-    """The job with its first failures."""
-    row = await _job_row(conn, job_id)
+async def get_job(conn: PooledConnection, tenant: str, job_id: uuid.UUID) -> common_pb2.IngestJob:
+    """`tenant`'s job with its first failures."""
+    row = await _job_row(conn, tenant, job_id)
     failures = await conn.fetch(
         "SELECT document_id, last_error, attempts FROM ingest_job_documents"
         " WHERE job_id = $1 AND state = 'failed' ORDER BY ordinal LIMIT $2",
@@ -220,11 +240,16 @@ async def get_job(conn: PooledConnection, job_id: uuid.UUID) -> common_pb2.Inges
 
 
 async def list_jobs(
-    conn: PooledConnection, collection: str, after: tuple[datetime, uuid.UUID] | None, limit: int
+    conn: PooledConnection,
+    tenant: str,
+    collection: str,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
 ) -> list[asyncpg.Record]:
-    """Up to `limit` job rows, newest first, after the key `after` of the previous page."""
-    conditions: list[str] = ["TRUE"]
-    args: list[object] = []
+    """Up to `limit` of `tenant`'s job rows (of `collection`, if not empty), newest first, after the
+    key `after` of the previous page."""
+    conditions: list[str] = ["tenant = $1"]
+    args: list[object] = [tenant]
     if collection:
         args.append(collection)
         conditions.append(f"collection = ${len(args)}")
@@ -239,11 +264,13 @@ async def list_jobs(
     )
 
 
-async def cancel_job(conn: PooledConnection, job_id: uuid.UUID, reason: str) -> common_pb2.IngestJob:
-    """Drops the job's unfinished documents; a finished job is returned unchanged."""
+async def cancel_job(
+    conn: PooledConnection, tenant: str, job_id: uuid.UUID, reason: str
+) -> common_pb2.IngestJob:
+    """Drops the unfinished documents of `tenant`'s job; a finished job is returned unchanged."""
     async with conn.transaction():
         # Documents before the job row, the order claims and upserts lock them in, so they cannot deadlock.
-        row = await _job_row(conn, job_id)
+        row = await _job_row(conn, tenant, job_id)
         if row["finished_at"] is None:
             # Running documents are dropped too: their workers' upserts then no longer count for the job.
             dropped = await conn.fetchval(
@@ -261,7 +288,7 @@ async def cancel_job(conn: PooledConnection, job_id: uuid.UUID, reason: str) -> 
                 dropped,
                 reason or "cancelled by request",
             )
-        return await get_job(conn, job_id)
+        return await get_job(conn, tenant, job_id)
 
 
 def _check_lease(lease_seconds: float) -> None:
@@ -314,6 +341,7 @@ async def claim_documents(
                 collection=row["collection"],
                 document=document,
                 attempt=row["attempts"],
+                tenant=row["tenant"],
             )
         )
     return claimed
@@ -330,6 +358,25 @@ def _claim_key(claim: pb.IngestClaim) -> tuple[uuid.UUID, int, uuid.UUID]:
 def validate_claim(claim: pb.IngestClaim) -> None:
     """INVALID_ARGUMENT unless the claim's ids are UUIDs; checked before any write."""
     _claim_key(claim)
+
+
+async def check_claim_target(
+    conn: PooledConnection, claim: pb.IngestClaim, tenant: str, collection: str
+) -> None:
+    """NOT_FOUND unless the claim's job is `tenant`'s, INVALID_ARGUMENT unless it stores into
+    `collection`: a claimed document goes where its job says, never to another tenant's data."""
+    job_id = _claim_key(claim)[0]
+    target: str | None = await conn.fetchval(
+        "SELECT collection FROM ingest_jobs WHERE id = $1 AND tenant = $2", job_id, tenant
+    )
+    if target is None:
+        raise _job_not_found(job_id, "claim.job_id")
+    if target != collection:
+        raise InvalidArgument(
+            f"the claimed document belongs in collection {target!r}, its job's, not {collection!r}; "
+            "upsert it into the collection ClaimIngestWork named",
+            field="collection",
+        )
 
 
 async def complete_document(

@@ -1,7 +1,7 @@
 """Keyset pagination shared by every listing of both services: page sizes and opaque page tokens.
 
-A token holds the listing's scope and the key of the last row returned, so a token of one
-listing is refused by another, and a page never skips or repeats rows when others change.
+A token holds the listing's scope (with the caller's tenant) and the key of the last row
+returned, so a token of one listing, or of another tenant's, is refused by another, and a page never skips or repeats rows when others change.
 """
 
 from __future__ import annotations
@@ -29,6 +29,13 @@ def page_size(value: int) -> int:
             f"page_size must be from 1 to {MAX_PAGE_SIZE} (0 means {DEFAULT_PAGE_SIZE})", field="page_size"
         )
     return value
+
+
+def listing_scope(listing: str, tenant: str) -> str:
+    """The scope of a tenant's listing: its token is refused in any other tenant's listing (whose
+    rows the listing's statement would never return anyway, whatever key a token holds)."""
+    # Last, after the listing's own parts (which hold no '|'), so any tenant name keeps scopes apart.
+    return f"{listing}|{tenant}"
 
 
 def encode_page_token(scope: str, after: str) -> str:

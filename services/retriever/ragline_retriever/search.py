@@ -49,18 +49,18 @@ def drop_index_sql(collection_id: int) -> str:
     return f"DROP INDEX CONCURRENTLY IF EXISTS {index_name(collection_id)}"
 
 
-def _in_collection(collection_id: int, hits: str, order: str) -> str:
+def _in_collection(collection_id: int, hits: str, order: str, tenant: str) -> str:
     """A search statement that also reads the collection's generation, in the same snapshot.
 
     `hits` is a query of the collection's hits, with the columns of a `Hit` and a `modes` array;
-    `order` sorts them, best first. $2 is the collection's name: the statement returns no row if
-    `collection_id` is no longer the collection of that name (deleted, or deleted and created
-    again), else one row per hit with the generation (a single row whose `id` is NULL when
-    nothing matched).
+    `order` sorts them, best first. $2 is the collection's name and `tenant` the placeholder of
+    its tenant: the statement returns no row if `collection_id` is no longer the tenant's
+    collection of that name (deleted, or deleted and created again), else one row per hit with
+    the generation (a single row whose `id` is NULL when nothing matched).
     """
     return f"""
     WITH collection AS (
-        SELECT generation FROM collections WHERE id = {int(collection_id)} AND name = $2
+        SELECT generation FROM collections WHERE id = {int(collection_id)} AND tenant = {tenant} AND name = $2
     ),
     hits AS MATERIALIZED ({hits})
     SELECT collection.generation, hits.id, hits.document_id, hits.ordinal, hits.text, hits.metadata,
@@ -71,12 +71,13 @@ def _in_collection(collection_id: int, hits: str, order: str) -> str:
 
 
 # The first parameter number of a compiled filter's values in `vector_search_sql` (`Params(...)`).
-VECTOR_FILTER_PARAMS = 4
+VECTOR_FILTER_PARAMS = 5
 
 
 def vector_search_sql(collection_id: int, dimension: int, condition: str = "TRUE") -> str:
     """Nearest chunks to `$1` (the query embedding) by cosine distance, at most `$3` of them, in
-    one statement with the collection's generation (`_in_collection`, $2 the collection's name).
+    one statement with the collection's generation (`_in_collection`, $2 the collection's name,
+    $4 its tenant).
 
     `condition` is a compiled metadata filter over METADATA_SQL, numbering its values from
     VECTOR_FILTER_PARAMS. The index scan yields at most `hnsw.ef_search` rows, unless
@@ -96,7 +97,7 @@ def vector_search_sql(collection_id: int, dimension: int, condition: str = "TRUE
             LIMIT $3
         ) AS h
     """
-    return _in_collection(collection_id, hits, "hits.distance, hits.id")
+    return _in_collection(collection_id, hits, "hits.distance, hits.id", "$4")
 
 
 # The SQL expression a metadata filter is compiled over in both queries.
@@ -163,12 +164,12 @@ _BM25_SQL = (
 
 
 # The first parameter number of a compiled filter's values in `keyword_search_sql` (`Params(...)`).
-KEYWORD_FILTER_PARAMS = 6
+KEYWORD_FILTER_PARAMS = 7
 
 
 def keyword_search_sql(collection_id: int, condition: str | None = None) -> str:
     """The BM25 query, in one statement with the collection's generation (`_in_collection`, $2 the
-    collection's name), filtered by the compiled metadata filter `condition` if there is one (its
+    collection's name, $6 its tenant), filtered by the compiled metadata filter `condition` if there is one (its
     values numbered from KEYWORD_FILTER_PARAMS)."""
     sql = _BM25_SQL.replace("{collection}", str(int(collection_id)))
     mode = int(common_pb2.SEARCH_MODE_KEYWORD)
@@ -178,11 +179,11 @@ def keyword_search_sql(collection_id: int, condition: str | None = None) -> str:
         )
     else:
         hits = sql.format(limit_unfiltered="", condition=condition, keyword_mode=mode)
-    return _in_collection(collection_id, hits, "hits.score DESC, hits.id")
+    return _in_collection(collection_id, hits, "hits.score DESC, hits.id", "$6")
 
 
 # The first parameter number of a compiled filter's values in `hybrid_search_sql` (`Params(...)`).
-HYBRID_FILTER_PARAMS = 11
+HYBRID_FILTER_PARAMS = 12
 # Ranks of keyword-only chunks come after every vector rank when fused scores tie, so the vector list wins ties.
 _KEYWORD_SEEN = 1_000_000
 
@@ -197,7 +198,7 @@ def hybrid_search_sql(collection_id: int, dimension: int, condition: str | None 
     2.2–2.8 ms at p50 with a generic plan (RETRIEVER_PLAN_CACHE_MODE), 3.0–3.5 ms re-planned per call.
 
     $1 query text, $2 collection name, $3 candidates per list, $4 k1, $5 b, $6 query embedding,
-    $7 RRF k, $8 top_k, $9 vector weight, $10 keyword weight; a compiled filter (`condition`,
+    $7 RRF k, $8 top_k, $9 vector weight, $10 keyword weight, $11 the collection's tenant; a compiled filter (`condition`,
     over METADATA_SQL) numbers its values from HYBRID_FILTER_PARAMS. `hnsw.ef_search` (and, with
     a filter, `hnsw.iterative_scan`) must be set as for `vector_search_sql`. Its rows are those of
     `_in_collection`; `modes` lists the SearchMode values of the lists that found the chunk.
@@ -245,7 +246,7 @@ def hybrid_search_sql(collection_id: int, dimension: int, condition: str | None 
            fused.score, fused.modes, fused.seen
     FROM fused JOIN chunks AS c ON c.id = fused.id JOIN documents AS d ON d.id = c.document_id
     """
-    return _in_collection(collection_id, hits, "hits.score DESC, hits.seen")
+    return _in_collection(collection_id, hits, "hits.score DESC, hits.seen", "$11")
 
 
 @dataclass

@@ -79,30 +79,31 @@ class Searcher:
     def __init__(self, config: RetrieverConfig, database: Database) -> None:
         self._config = config
         self._db = database
-        self._located: dict[str, _Located] = {}
+        # By tenant and name: two tenants' collections of the same name are different collections.
+        self._located: dict[tuple[str, str], _Located] = {}
 
     async def search(self, request: pb.SearchChunksRequest, valid: ValidSearch) -> tuple[list[Hit], int]:
         """The hits of a search and the generation of the snapshot it read, in one statement
         (`search.py`), which needs the collection's id and dimension: remembered from the
         collection's previous search, and looked up again when the statement finds them stale."""
         started = time.perf_counter()
-        name, mode = valid.name, valid.mode
+        tenant, name, mode = valid.tenant, valid.name, valid.mode
         # Compiled before touching the database; `validate_search` checked the filter whole, so this cannot fail.
         params = Params(_FILTER_PARAMS[mode])
         condition = (
             compile_filter(request.filter, METADATA_SQL, params) if request.HasField("filter") else None
         )
         async with self._db.connection() as conn:
-            located = self._located.get(name)
+            located = self._located.get((tenant, name))
             # A remembered dimension the embedding does not match may belong to a deleted collection.
             embeds = mode != common_pb2.SEARCH_MODE_KEYWORD
             if located is None or (embeds and located.dimension != len(request.query_embedding)):
-                located = await self._locate(conn, name)
+                located = await self._locate(conn, tenant, name)
             search = _Search(request, valid, condition, params)
             rows = await self._run(conn, search, located)
             if not rows:
                 # The id no longer names the collection `name` (deleted, perhaps created again).
-                rows = await self._run(conn, search, await self._locate(conn, name))
+                rows = await self._run(conn, search, await self._locate(conn, tenant, name))
         if not rows:
             raise NotFound(f"collection {name!r} does not exist", field="collection")
         QUERY_SECONDS.labels(search_mode_label(mode)).observe(time.perf_counter() - started)
@@ -122,6 +123,7 @@ class Searcher:
                 valid.top_k,
                 options.bm25_k1,
                 options.bm25_b,
+                valid.tenant,
             )
         else:
             query = validate_embedding(
@@ -129,7 +131,7 @@ class Searcher:
             )
             if valid.mode == common_pb2.SEARCH_MODE_VECTOR:
                 sql = vector_search_sql(located.id, located.dimension, search.condition or "TRUE")
-                args = (query, valid.name, valid.top_k)
+                args = (query, valid.name, valid.top_k, valid.tenant)
                 ef_search = max(valid.top_k, options.ef_search)
             else:
                 # Fusion needs deeper lists than top_k to rank well.
@@ -146,6 +148,7 @@ class Searcher:
                     valid.top_k,
                     options.vector_weight,
                     options.keyword_weight,
+                    valid.tenant,
                 )
                 ef_search = max(candidates, options.ef_search)
         args = (*args, *search.params.values)
@@ -157,15 +160,18 @@ class Searcher:
             await self._set_scan(conn, ef_search, filtered)
             return await conn.fetch(sql, *args)
 
-    async def _locate(self, conn: PooledConnection, name: str) -> _Located:
-        """The id and dimension of the collection `name` (NOT_FOUND if none), remembered for later searches."""
-        row = await conn.fetchrow("SELECT id, dimension FROM collections WHERE name = $1", name)
+    async def _locate(self, conn: PooledConnection, tenant: str, name: str) -> _Located:
+        """The id and dimension of `tenant`'s collection `name` (NOT_FOUND if none), remembered for
+        later searches."""
+        row = await conn.fetchrow(
+            "SELECT id, dimension FROM collections WHERE tenant = $1 AND name = $2", tenant, name
+        )
         if row is None:
-            self._located.pop(name, None)
+            self._located.pop((tenant, name), None)
             raise NotFound(f"collection {name!r} does not exist", field="collection")
         if len(self._located) >= MAX_LOCATED_COLLECTIONS:
             self._located.clear()
-        located = self._located[name] = _Located(row["id"], row["dimension"])
+        located = self._located[tenant, name] = _Located(row["id"], row["dimension"])
         return located
 
     def _session_scan(self, ef_search: int, filtered: bool) -> bool:

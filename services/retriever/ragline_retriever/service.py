@@ -1,7 +1,7 @@
 """The `ragline.v1.RetrieverService` servicer: collections, documents and search, as thin handlers.
 
-Each handler validates its request (`validation.py`), runs it against PostgreSQL through the
-module that owns its SQL (`collection_store.py`, `document_store.py`, `searcher.py`), and maps the
+Each handler validates its request (`validation.py`), the tenant it is confined to first, runs it
+against PostgreSQL through the module that owns its SQL (`collection_store.py`, `document_store.py`, `searcher.py`), and maps the
 result to its response. Every write is one transaction, so a call either happens completely or
 not at all, and a change to a collection is announced to the gateways (`state_publisher.py`).
 The servicer also runs the process's lifecycle for both of its services.
@@ -13,14 +13,14 @@ import grpc
 
 from ragline.v1 import retriever_service_pb2 as pb
 from ragline.v1 import retriever_service_pb2_grpc as pb_grpc
-from ragline.validation import check_collection_name, check_document_id, check_enum
+from ragline.validation import check_collection_name, check_document_id, check_enum, check_tenant
 from ragline_retriever import collection_store, document_store, jobs
 from ragline_retriever.config import RetrieverConfig
 from ragline_retriever.database import Database
 from ragline_retriever.document_store import Upserted
 from ragline_retriever.ingest_queue_service import refresh_queue_gauges
 from ragline_retriever.messages import collection_pb, document_pb, hit_pb
-from ragline_retriever.paging import decode_page_token, next_page_token, page_size
+from ragline_retriever.paging import decode_page_token, listing_scope, next_page_token, page_size
 from ragline_retriever.searcher import Searcher
 from ragline_retriever.state_publisher import StatePublisher
 from ragline_retriever.validation import (
@@ -62,24 +62,26 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
     async def CreateStoredCollection(
         self, request: pb.CreateStoredCollectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateStoredCollectionResponse:
-        name = validate_new_collection(request)
-        async with self._publisher.changing(name) as change, self._db.connection() as conn:
+        tenant, name = validate_new_collection(request)
+        async with self._publisher.changing(tenant, name) as change, self._db.connection() as conn:
             change.made = True
             row = await collection_store.create_collection(
-                conn, self._config, name, request.embedding_model, request.dimension
+                conn, self._config, tenant, name, request.embedding_model, request.dimension
             )
         return pb.CreateStoredCollectionResponse(collection=collection_pb(row))
 
     async def GetStoredCollection(
         self, request: pb.GetStoredCollectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetStoredCollectionResponse:
+        tenant = check_tenant(request.tenant)
         name = check_collection_name(request.name, "name")
         check_enum(request.view, pb.CollectionView, "view")
         basic = request.view == pb.COLLECTION_VIEW_BASIC
         # The basic view is what a gateway asks for on a query: published for the next ones.
-        publication = await self._publisher.begin(name) if basic else None
+        publication = await self._publisher.begin(tenant, name) if basic else None
         async with self._db.connection() as conn:
-            collection = collection_pb(await collection_store.get_collection(conn, name, counted=not basic))
+            row = await collection_store.get_collection(conn, tenant, name, counted=not basic)
+            collection = collection_pb(row)
         if publication is not None:
             self._publisher.publish_later(publication, collection)
         return pb.GetStoredCollectionResponse(collection=collection)
@@ -87,39 +89,42 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
     async def ListStoredCollections(
         self, request: pb.ListStoredCollectionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListStoredCollectionsResponse:
+        tenant = check_tenant(request.tenant)
         size = page_size(request.page_size)
-        after = decode_page_token(request.page_token, "collections")
+        scope = listing_scope("collections", tenant)
+        after = decode_page_token(request.page_token, scope)
         async with self._db.connection() as conn:
-            rows = await collection_store.list_collections(conn, after, size + 1)
+            rows = await collection_store.list_collections(conn, tenant, after, size + 1)
         return pb.ListStoredCollectionsResponse(
             collections=[collection_pb(row) for row in rows[:size]],
-            next_page_token=next_page_token("collections", rows, size, lambda row: row["name"]),
+            next_page_token=next_page_token(scope, rows, size, lambda row: row["name"]),
         )
 
     async def DeleteStoredCollection(
         self, request: pb.DeleteStoredCollectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteStoredCollectionResponse:
+        tenant = check_tenant(request.tenant)
         name = check_collection_name(request.name, "name")
-        async with self._publisher.changing(name) as change, self._db.connection() as conn:
-            documents = await collection_store.delete_collection(conn, name, change)
+        async with self._publisher.changing(tenant, name) as change, self._db.connection() as conn:
+            documents = await collection_store.delete_collection(conn, tenant, name, change)
         return pb.DeleteStoredCollectionResponse(deleted_documents=documents)
 
     async def UpsertDocument(
         self, request: pb.UpsertDocumentRequest, context: grpc.aio.ServicerContext
     ) -> pb.UpsertDocumentResponse:
-        name, document_id = validate_upsert(request)
+        tenant, name, document_id = validate_upsert(request)
         if request.HasField("claim"):
             jobs.validate_claim(request.claim)
-        async with self._publisher.changing(name) as change, self._db.connection() as conn:
+        async with self._publisher.changing(tenant, name) as change, self._db.connection() as conn:
             upserted = await document_store.upsert_document(conn, request, document_id, change)
         return _upsert_response(name, upserted)
 
     async def BatchUpsertDocuments(
         self, request: pb.BatchUpsertDocumentsRequest, context: grpc.aio.ServicerContext
     ) -> pb.BatchUpsertDocumentsResponse:
-        name, document_ids = validate_batch_upsert(request)
+        tenant, name, document_ids = validate_batch_upsert(request)
         # As for one document: the change is announced after the commit, before the answer.
-        async with self._publisher.changing(name) as change, self._db.connection() as conn:
+        async with self._publisher.changing(tenant, name) as change, self._db.connection() as conn:
             upserted = await document_store.upsert_documents(conn, request, document_ids, change)
         return pb.BatchUpsertDocumentsResponse(
             responses=[_upsert_response(name, each) for each in upserted],
@@ -136,31 +141,33 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
     async def LookupChunkHashes(
         self, request: pb.LookupChunkHashesRequest, context: grpc.aio.ServicerContext
     ) -> pb.LookupChunkHashesResponse:
-        name, document_id, hashes = validate_lookup(request)
+        tenant, name, document_id, hashes = validate_lookup(request)
         async with self._db.connection() as conn:
-            collection_id = await collection_store.collection_id(conn, name)
+            collection_id = await collection_store.collection_id(conn, tenant, name)
             found = await document_store.lookup_chunk_hashes(conn, collection_id, document_id, hashes)
         return pb.LookupChunkHashesResponse(stored_hashes=found)
 
     async def GetStoredDocument(
         self, request: pb.GetStoredDocumentRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetStoredDocumentResponse:
+        tenant = check_tenant(request.tenant)
         name = check_collection_name(request.collection, "collection")
         document_id = check_document_id(request.document_id, "document_id")
         async with self._db.connection() as conn:
-            collection_id = await collection_store.collection_id(conn, name)
+            collection_id = await collection_store.collection_id(conn, tenant, name)
             row = await document_store.get_document(conn, collection_id, name, document_id)
         return pb.GetStoredDocumentResponse(document=document_pb(name, row))
 
     async def ListStoredDocuments(
         self, request: pb.ListStoredDocumentsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListStoredDocumentsResponse:
+        tenant = check_tenant(request.tenant)
         name = check_collection_name(request.collection, "collection")
         size = page_size(request.page_size)
-        scope = f"documents/{name}"
+        scope = listing_scope(f"documents/{name}", tenant)
         after = decode_page_token(request.page_token, scope)
         async with self._db.connection() as conn:
-            collection_id = await collection_store.collection_id(conn, name)
+            collection_id = await collection_store.collection_id(conn, tenant, name)
             rows = await document_store.list_documents(conn, collection_id, after, size + 1)
         return pb.ListStoredDocumentsResponse(
             documents=[document_pb(name, row) for row in rows[:size]],
@@ -170,10 +177,13 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
     async def DeleteStoredDocument(
         self, request: pb.DeleteStoredDocumentRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteStoredDocumentResponse:
+        tenant = check_tenant(request.tenant)
         name = check_collection_name(request.collection, "collection")
         document_id = check_document_id(request.document_id, "document_id")
-        async with self._publisher.changing(name) as change, self._db.connection() as conn:
-            deleted, generation = await document_store.delete_document(conn, name, document_id, change)
+        async with self._publisher.changing(tenant, name) as change, self._db.connection() as conn:
+            deleted, generation = await document_store.delete_document(
+                conn, tenant, name, document_id, change
+            )
         return pb.DeleteStoredDocumentResponse(deleted_chunks=deleted, generation=generation)
 
 

@@ -69,22 +69,22 @@ class StatePublisher:
             await self._client.aclose()
 
     @contextlib.asynccontextmanager
-    async def changing(self, name: str) -> AsyncIterator[Change]:
-        """Announces, when the body is left, a change to the collection `name` that the body may
-        have committed (`made`), even if it failed or was cancelled after the commit."""
+    async def changing(self, tenant: str, name: str) -> AsyncIterator[Change]:
+        """Announces, when the body is left, a change to `tenant`'s collection `name` that the body
+        may have committed (`made`), even if it failed or was cancelled after the commit."""
         change = Change()
         try:
             yield change
         finally:
             if change.made and self._client is not None:
                 # Shielded: a caller that gives up must not leave a committed change unannounced.
-                await asyncio.shield(self._announce(self._client, name))
+                await asyncio.shield(self._announce(self._client, tenant, name))
 
-    async def _announce(self, client: aioredis.Redis, name: str) -> None:
-        """Withdraws `name`'s published state; if Redis cannot be told, waits until it has expired."""
+    async def _announce(self, client: aioredis.Redis, tenant: str, name: str) -> None:
+        """Withdraws the collection's published state; if Redis cannot be told, waits until it has expired."""
         committed = time.monotonic()
         try:
-            await announce_change(client, name)
+            await announce_change(client, tenant, name)
         except (RedisError, OSError) as exc:
             STATE_ANNOUNCEMENTS.labels("failed").inc()
             if not self._announcing_fails:
@@ -102,12 +102,12 @@ class StatePublisher:
                 log.info("Redis answers again: changes are announced without waiting")
             self._announcing_fails = False
 
-    async def begin(self, name: str) -> Publication | None:
-        """A publication of `name`'s state, begun before the state is read; None without Redis,
+    async def begin(self, tenant: str, name: str) -> Publication | None:
+        """A publication of the state of `tenant`'s collection `name`, begun before the state is read; None without Redis,
         or for a while after it failed, so that a Redis that times out does not slow every lookup."""
         if self._client is None or time.monotonic() < self._paused_until:
             return None
-        publication = Publication(self._client, name, self._lease)
+        publication = Publication(self._client, tenant, name, self._lease)
         try:
             await publication.begin()
         except (RedisError, OSError):

@@ -26,6 +26,7 @@ from ragline.validation import (
     check_collection_name,
     check_document_id,
     check_filter,
+    check_tenant,
     check_text,
     metadata_dict,
 )
@@ -68,6 +69,8 @@ class SearchOptions:
 class ValidSearch:
     """A SearchChunks request that passed every check, with its defaults filled in."""
 
+    tenant: str
+    """The tenant whose collection to search."""
     name: str
     """The collection to search."""
     mode: common_pb2.SearchMode
@@ -78,8 +81,9 @@ class ValidSearch:
     """The request's tuning knobs, or the configured defaults."""
 
 
-def validate_new_collection(request: pb.CreateStoredCollectionRequest) -> str:
-    """The name of the collection a CreateStoredCollection request may create."""
+def validate_new_collection(request: pb.CreateStoredCollectionRequest) -> tuple[str, str]:
+    """The tenant and name of the collection a CreateStoredCollection request may create."""
+    tenant = check_tenant(request.tenant)
     name = check_collection_name(request.name, "name")
     check_text(request.embedding_model, "embedding_model", MAX_ID_CHARS)
     if not 1 <= request.dimension <= MAX_DIMENSION:
@@ -91,7 +95,7 @@ def validate_new_collection(request: pb.CreateStoredCollectionRequest) -> str:
         raise InvalidArgument(
             "distance must be DISTANCE_METRIC_COSINE (the only one supported)", field="distance"
         )
-    return name
+    return tenant, name
 
 
 def validate_embedding(
@@ -111,9 +115,10 @@ def validate_embedding(
     return array
 
 
-def validate_upsert(request: pb.UpsertDocumentRequest) -> tuple[str, str]:
-    """The collection name and document id of an UpsertDocument request whose fields (but the
-    chunks' embeddings, which need the collection's dimension) are valid."""
+def validate_upsert(request: pb.UpsertDocumentRequest) -> tuple[str, str, str]:
+    """The tenant, collection name and document id of an UpsertDocument request whose fields (but
+    the chunks' embeddings, which need the collection's dimension) are valid."""
+    tenant = check_tenant(request.tenant)
     name = check_collection_name(request.collection, "collection")
     document_id = check_document_id(request.document_id, "document_id")
     metadata_dict(request.metadata, "metadata")
@@ -121,7 +126,7 @@ def validate_upsert(request: pb.UpsertDocumentRequest) -> tuple[str, str]:
         raise InvalidArgument("a document needs at least one chunk", field="chunks")
     if request.content_hash and not SHA256_HEX.match(request.content_hash):
         raise InvalidArgument("content_hash must be a lowercase SHA-256 hex digest", field="content_hash")
-    return name, document_id
+    return tenant, name, document_id
 
 
 def in_batch(error: ServiceError, index: int, document_id: str) -> ServiceError:
@@ -137,9 +142,11 @@ def in_batch(error: ServiceError, index: int, document_id: str) -> ServiceError:
     return named
 
 
-def validate_batch_upsert(request: pb.BatchUpsertDocumentsRequest) -> tuple[str, list[str]]:
-    """The collection name and document ids of a BatchUpsertDocuments request whose documents'
-    fields (but their embeddings) are valid; each request's `collection` is set to the batch's."""
+def validate_batch_upsert(request: pb.BatchUpsertDocumentsRequest) -> tuple[str, str, list[str]]:
+    """The tenant, collection name and document ids of a BatchUpsertDocuments request whose
+    documents' fields (but their embeddings) are valid; each request's `collection` and `tenant`
+    are set to the batch's."""
+    tenant = check_tenant(request.tenant)
     name = check_collection_name(request.collection, "collection")
     if not 1 <= len(request.requests) <= MAX_BATCH_DOCUMENTS:
         raise InvalidArgument(
@@ -155,13 +162,17 @@ def validate_batch_upsert(request: pb.BatchUpsertDocumentsRequest) -> tuple[str,
                     f"collection {upsert.collection!r} differs from the batch's {name!r}; leave it empty",
                     field="collection",
                 )
+            if upsert.tenant not in ("", tenant):
+                # Not quoted back: a mismatch is a caller's bug, and the message goes to that caller.
+                raise InvalidArgument("tenant differs from the batch's; leave it empty", field="tenant")
             if upsert.HasField("claim"):
                 raise InvalidArgument(
                     "a batch does not finish ingest claims; store a claimed document with UpsertDocument",
                     field="claim",
                 )
             upsert.collection = name
-            _, document_id = validate_upsert(upsert)
+            upsert.tenant = tenant
+            _, _, document_id = validate_upsert(upsert)
             if document_id in first:
                 raise InvalidArgument(
                     f"the document is also requests[{first[document_id]}]; send each document once",
@@ -171,7 +182,7 @@ def validate_batch_upsert(request: pb.BatchUpsertDocumentsRequest) -> tuple[str,
             raise in_batch(exc, i, upsert.document_id) from None
         first[document_id] = i
         document_ids.append(document_id)
-    return name, document_ids
+    return tenant, name, document_ids
 
 
 def new_chunks(request: pb.UpsertDocumentRequest, dimension: int) -> list[NewChunk]:
@@ -202,8 +213,10 @@ def new_chunks(request: pb.UpsertDocumentRequest, dimension: int) -> list[NewChu
     return chunks
 
 
-def validate_lookup(request: pb.LookupChunkHashesRequest) -> tuple[str, str, list[str]]:
-    """The collection name, document id ("" for none) and distinct hashes of a LookupChunkHashes request."""
+def validate_lookup(request: pb.LookupChunkHashesRequest) -> tuple[str, str, str, list[str]]:
+    """The tenant, collection name, document id ("" for none) and distinct hashes of a
+    LookupChunkHashes request."""
+    tenant = check_tenant(request.tenant)
     name = check_collection_name(request.collection, "collection")
     document_id = check_document_id(request.document_id, "document_id") if request.document_id else ""
     hashes = list(dict.fromkeys(request.content_hashes))
@@ -222,7 +235,7 @@ def validate_lookup(request: pb.LookupChunkHashesRequest) -> tuple[str, str, lis
             "give content_hashes to look up, or a document_id to list that document's hashes",
             field="content_hashes",
         )
-    return name, document_id, hashes
+    return tenant, name, document_id, hashes
 
 
 def validate_search(request: pb.SearchChunksRequest, config: RetrieverConfig) -> ValidSearch:
@@ -230,6 +243,7 @@ def validate_search(request: pb.SearchChunksRequest, config: RetrieverConfig) ->
 
     The query embedding's length is checked later, against the collection's dimension.
     """
+    tenant = check_tenant(request.tenant)
     name = check_collection_name(request.collection, "collection")
     mode = request.mode or common_pb2.SEARCH_MODE_HYBRID
     if mode not in SEARCH_MODE_LABELS:
@@ -250,7 +264,7 @@ def validate_search(request: pb.SearchChunksRequest, config: RetrieverConfig) ->
     check_text(request.query_text, "query_text", MAX_QUERY_CHARS)
     if request.HasField("filter"):
         check_filter(request.filter)
-    return ValidSearch(name, mode, top_k, _search_options(request, config))
+    return ValidSearch(tenant, name, mode, top_k, _search_options(request, config))
 
 
 def _search_options(request: pb.SearchChunksRequest, config: RetrieverConfig) -> SearchOptions:
