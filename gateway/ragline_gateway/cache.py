@@ -82,10 +82,8 @@ class QueryCache:
         self, layer: str, key: str, tenant: str, collection: str
     ) -> tuple[bytes | None, bytes | None]:
         """`get`, and in the same round trip the state the retriever published of `tenant`'s
-        `collection` (`ragline.collection_state`), or None for either on a miss or a Redis failure.
-
-        The retriever publishes states by collection name until it keys them by tenant too."""
-        value, state = await self._read(layer, key, state_key(collection))
+        `collection` (`ragline.collection_state`), or None for either on a miss or a Redis failure."""
+        value, state = await self._read(layer, key, state_key(tenant, collection))
         return value, state
 
     async def _read(self, layer: str, key: str, *others: str) -> list[bytes | None]:

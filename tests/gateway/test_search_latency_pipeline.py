@@ -470,7 +470,7 @@ async def test_a_cancelled_stage_is_not_recorded_and_merged_stages_keep_their_or
 
 def publish(setup: Setup) -> None:
     """Publishes the fake retriever's collection as it is now, as a retriever does in Redis."""
-    setup.redis.data[state_key(COLLECTION)] = setup.retriever.collection.SerializeToString()
+    setup.redis.data[state_key(TENANT, COLLECTION)] = setup.retriever.collection.SerializeToString()
 
 
 async def test_a_published_collection_spares_the_lookup(setup: Setup) -> None:
@@ -504,7 +504,7 @@ async def test_a_withdrawn_state_sends_the_request_to_the_retriever(setup: Setup
     await setup.search()
     # A change: the retriever withdrew the state, and its database has generation 2.
     setup.retriever.collection.generation = 2
-    del setup.redis.data[state_key(COLLECTION)]
+    del setup.redis.data[state_key(TENANT, COLLECTION)]
     lookups = setup.retriever.events.count("lookup-start")
     reply, _ = await setup.search()
     assert setup.retriever.events.count("lookup-start") == lookups + 1
@@ -576,3 +576,19 @@ async def test_search_results_and_query_embeddings_are_cached_per_tenant(setup: 
     assert setup.embedder.calls == calls + 1
     assert [r.tenant for r in setup.retriever.searches] == [TENANT, OTHER_TENANT]
     assert {r.tenant for r in setup.retriever.lookups} == {TENANT, OTHER_TENANT}
+
+
+async def test_a_tenant_never_reads_another_tenants_published_collection_state(setup: Setup) -> None:
+    publish(setup)  # the state of acme's "docs"
+    await setup.search()
+    await setup.search()
+    lookups = len(setup.retriever.lookups)
+    assert (await setup.search())[0].cache_layer == gw.CACHE_LAYER_RETRIEVAL
+    assert len(setup.retriever.lookups) == lookups  # acme's own state spared it the lookup
+    reads = len(setup.redis.gets)
+    for _ in range(3):
+        await setup.search(tenant=OTHER_TENANT)
+    # globex's "docs" is another collection: looked up at the retriever every time, by its tenant.
+    assert [r.tenant for r in setup.retriever.lookups[lookups:]] == [OTHER_TENANT] * 3
+    assert state_key(TENANT, COLLECTION) not in setup.redis.gets[reads:]
+    assert state_key(OTHER_TENANT, COLLECTION) in setup.redis.gets[reads:]
