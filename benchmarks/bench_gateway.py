@@ -149,7 +149,7 @@ async def _bench(stack: Stack) -> list[dict[str, Any]]:
     rows = []
     queries = list(cranfield.queries().values())
     cache = redis.Redis.from_url(stack["gateway"].env["REDIS_URL"])
-    async with RaglineClient(stack["gateway"].address, timeout=600) as client:
+    async with RaglineClient(stack["gateway"].address, timeout=600, api_key=stack.api_key) as client:
         await _ensure_ingested(client)
         searches = queries[:SEARCH_QUERIES]
         # Warms up connections and models, and the gateway's knowledge of the collection.
