@@ -177,6 +177,7 @@ class Stack:
         self.processes: dict[str, ServiceProcess] = {}
         self.api_key = ""
         """The local admin key of the `default` tenant, once `start` has made sure of it ("" without a gateway)."""
+        self.replicas: list[ServiceProcess] = []
 
     def start(self, timeout: float = 180.0) -> None:
         """Starts everything and waits until every service is SERVING."""
@@ -223,9 +224,24 @@ class Stack:
                 proc.wait_ports(timeout)
                 proc.env[f"{proc.spec.prefix}_ADDR"] = proc.address
 
+    def start_gateway_replica(
+        self, name: str, env: Mapping[str, str], timeout: float = 180.0
+    ) -> ServiceProcess:
+        """Starts another gateway on free ports, sharing this stack's services and Redis, with `env` over the
+        first gateway's settings (another GATEWAY_AUTH, limits, ...); `stop` stops it first, if it still runs.
+        Its log is `logs/<name>/gateway.log` in the state folder."""
+        gateway = self.processes["gateway"]
+        replica_env = {**gateway.env, "GATEWAY_PORT": "0", "GATEWAY_METRICS_PORT": "0", **env}
+        replica = ServiceProcess(gateway.spec, 0, 0, replica_env, self.state / "logs" / name / "gateway.log")
+        self.replicas.append(replica)
+        replica.start()
+        replica.wait_ports(timeout)
+        replica.wait_healthy(timeout)
+        return replica
+
     def stop(self) -> None:
-        """Stops the services in reverse order, then Redis."""
-        for proc in reversed(list(self.processes.values())):
+        """Stops the gateway replicas, the services in reverse order, then Redis."""
+        for proc in [*self.replicas, *reversed(list(self.processes.values()))]:
             proc.stop()
         if self.redis is not None:
             self.redis.stop()
