@@ -84,7 +84,7 @@ async def _ingest(stack: Stack, name: str, documents: list[tuple[str, str]]) -> 
         for document_id, text in documents:
             yield DocumentToIngest(document_id, text.encode(), "text/plain")
 
-    async with RaglineClient(stack["gateway"].address, timeout=3600) as client:
+    async with RaglineClient(stack["gateway"].address, timeout=3600, api_key=stack.api_key) as client:
         before = _embedder_totals(stack)
         started = time.perf_counter()
         job = await client.upload_ingest_documents(stream(), collection=name)

@@ -66,7 +66,7 @@ def run_from_hits(query_id: str, document_ids: Iterable[str]) -> list[ir_measure
 async def _evaluate(stack: Stack) -> dict[str, Any]:
     qrels = load_qrels(cranfield.shared_dir() / "data" / "cranfield" / "qrels" / "test.tsv")
     queries = cranfield.queries()
-    async with RaglineClient(stack["gateway"].address, timeout=600) as client:
+    async with RaglineClient(stack["gateway"].address, timeout=600, api_key=stack.api_key) as client:
         started = time.perf_counter()
         documents = cranfield.documents()
         for start in range(0, len(documents), INGEST_BATCH):

@@ -70,7 +70,7 @@ class GatewayConfig:
     """Longest wait for one retriever call (less if the caller's deadline is nearer)."""
     generate_timeout_seconds: float = setting("GATEWAY_GENERATE_TIMEOUT_SECONDS", 120.0, minimum=0.01)
     """Longest wait for the generator (less if the caller's deadline is nearer)."""
-    auth: str = setting("GATEWAY_AUTH", "off", choices=("on", "off"))
+    auth: str = setting("GATEWAY_AUTH", "on", choices=("on", "off"))
     """on: every public call needs an API key or a JWT (health and reflection stay open); off: every call is
     made by an admin of the `default` tenant, for a trusted network only."""
     api_key_cache_seconds: float = setting("GATEWAY_API_KEY_CACHE_SECONDS", 5.0, minimum=0, maximum=3600)

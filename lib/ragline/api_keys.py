@@ -18,8 +18,10 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
+
 from ragline.config import state_dir
-from ragline.v1 import admin_service_pb2
+from ragline.v1 import admin_service_pb2, api_key_store_service_pb2, api_key_store_service_pb2_grpc
 
 TOKEN_PREFIX = "rgl_"
 # The environment variable a client reads its key from, before the state folder's file.
@@ -113,3 +115,42 @@ def role_name(role: int) -> str:
 def role_value(name: str) -> int:
     """The `ragline.v1.Role` value of a lowercase role name; ValueError for another name."""
     return int(admin_service_pb2.Role.Value("ROLE_" + name.upper()))
+
+
+def store_new_key(
+    retriever_address: str, tenant: str, role: int, display_name: str = "", *, timeout: float = 30.0
+) -> tuple[admin_service_pb2.ApiKey, str]:
+    """Makes a key and stores it straight in the retriever's key store; returns it and its token.
+
+    The operator's path, on the internal network: a new tenant's first admin key (`ragline keys
+    create --tenant`) and the local admin key of `make run`. Once a tenant has an admin key, its
+    keys are made through the gateway's AdminService.
+    """
+    token = new_token()
+    key = admin_service_pb2.ApiKey(key_id=token.key_id, tenant=tenant, role=role, display_name=display_name)  # type: ignore[arg-type]
+    request = api_key_store_service_pb2.CreateStoredApiKeyRequest(
+        api_key=key, secret_sha256=secret_sha256(token.secret)
+    )
+    with grpc.insecure_channel(retriever_address) as channel:
+        reply = api_key_store_service_pb2_grpc.ApiKeyStoreServiceStub(channel).CreateStoredApiKey(
+            request, timeout=timeout
+        )
+    return reply.api_key, str(token)
+
+
+def key_is_usable(retriever_address: str, token: str, *, timeout: float = 30.0) -> bool:
+    """Whether the retriever's key store holds `token`'s key, with its secret, unrevoked."""
+    parsed = parse_token(token)
+    if parsed is None:
+        return False
+    request = api_key_store_service_pb2.LookupStoredApiKeyRequest(key_id=parsed.key_id)
+    with grpc.insecure_channel(retriever_address) as channel:
+        try:
+            found = api_key_store_service_pb2_grpc.ApiKeyStoreServiceStub(channel).LookupStoredApiKey(
+                request, timeout=timeout
+            )
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return False
+            raise
+    return found.secret_sha256 == secret_sha256(parsed.secret) and not found.api_key.HasField("revoke_time")

@@ -1,7 +1,10 @@
-"""`ragline`, the command line for people: ingest files, follow ingest jobs, and ask questions.
+"""`ragline`, the command line for people: ingest files, follow ingest jobs, ask questions, manage API keys.
 
 It talks to the gateway through `ragline.client.RaglineClient`, the same client library
-internal services use, so the command exercises the public API exactly as they do.
+internal services use, so the command exercises the public API exactly as they do, with the
+same credential (`RAGLINE_API_KEY`, else the key `make run` keeps in the state folder). The one
+exception is the operator's `ragline keys create --tenant T --retriever HOST:PORT`, which writes a
+new tenant's first key straight into the retriever's internal key store.
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ import itertools
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 
+from ragline import api_keys
 from ragline.client import FINISHED_JOB_STATES, DocumentToIngest, RaglineClient
-from ragline.v1 import common_pb2
+from ragline.v1 import admin_service_pb2, common_pb2
 
 # The media type each file suffix is sent as; a folder is walked for these suffixes only.
 INGEST_SUFFIXES = {
@@ -171,6 +176,80 @@ async def _ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_new_key(key: admin_service_pb2.ApiKey, token: str) -> None:
+    # The token alone on stdout, so that `TOKEN=$(ragline keys create ...)` keeps it and nothing else.
+    print(
+        f"API key {key.key_id} created in tenant {key.tenant!r} with role {api_keys.role_name(key.role)}; "
+        "its token follows and is shown only this once:",
+        file=sys.stderr,
+    )
+    print(token)
+
+
+async def _keys(args: argparse.Namespace) -> int:
+    if args.keys_command == "create" and args.tenant:
+        # The operator's path: no gateway and no admin key yet, straight into the internal key store.
+        key, token = await asyncio.to_thread(
+            api_keys.store_new_key,
+            args.retriever,
+            args.tenant,
+            api_keys.role_value(args.role),
+            args.name,
+            timeout=args.timeout,
+        )
+        _print_new_key(key, token)
+        return 0
+    async with RaglineClient(args.gateway, timeout=args.timeout) as client:
+        if args.keys_command == "create":
+            created = await client.create_api_key(
+                api_keys.role_value(args.role),  # type: ignore[arg-type]
+                display_name=args.name,
+            )
+            _print_new_key(created.api_key, created.token)
+        elif args.keys_command == "revoke":
+            key = await client.revoke_api_key(args.key_id)
+            print(f"API key {key.key_id} revoked at {key.revoke_time.ToDatetime():%Y-%m-%d %H:%M:%S} UTC")
+        else:
+            token = ""
+            while True:
+                page = await client.list_api_keys(page_token=token)
+                for key in page.api_keys:
+                    created_at = key.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
+                    state = "revoked" if key.HasField("revoke_time") else "active"
+                    print(
+                        f"{key.key_id}  {api_keys.role_name(key.role):<6}  {created_at}  {state:<7}  {key.display_name}"
+                    )
+                token = page.next_page_token
+                if not token:
+                    break
+    return 0
+
+
+def _add_keys_commands(commands: Any) -> None:
+    keys = commands.add_parser(
+        "keys", help="create, list and revoke the API keys of your tenant (admin keys only)"
+    )
+    actions = keys.add_subparsers(dest="keys_command", required=True)
+    create = actions.add_parser(
+        "create",
+        help="create an API key and print its token (shown only once)",
+        description="Creates an API key in your tenant through the gateway. Operators on the internal network "
+        "make a new tenant's first admin key with --tenant T --retriever HOST:PORT, which writes straight "
+        "to the retriever's key store.",
+    )
+    create.add_argument("--role", required=True, choices=("reader", "writer", "admin"))
+    create.add_argument(
+        "--name", default="", help="a name for people, e.g. the service that will use the key"
+    )
+    create.add_argument(
+        "--tenant", default="", help="operator only: the tenant of the key (needs --retriever)"
+    )
+    create.add_argument("--retriever", default="", metavar="HOST:PORT", help="operator only: the retriever")
+    actions.add_parser("list", help="list your tenant's API keys, revoked ones included")
+    revoke = actions.add_parser("revoke", help="revoke an API key; every gateway refuses it within seconds")
+    revoke.add_argument("key_id")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Parses the command line and runs the command."""
     parser = argparse.ArgumentParser(
@@ -200,15 +279,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     ask = commands.add_parser("ask", help="ask a question and print the answer with its sources")
     ask.add_argument("question")
     ask.add_argument("--top-k", type=int, default=0, help="passages to answer from")
+    _add_keys_commands(commands)
     args = parser.parse_args(argv)
+    if args.command == "keys" and args.keys_command == "create" and bool(args.tenant) != bool(args.retriever):
+        parser.error(
+            "--tenant and --retriever go together: an operator writes a tenant's key to the key store"
+        )
     # Every path is checked before anything is sent, so a typo never leaves a half-uploaded job.
     missing = [raw for raw in getattr(args, "paths", []) if not Path(raw).exists()]
     if missing:
         raise SystemExit(f"error: {missing[0]}: no such file or folder")
-    run = {"ingest": _ingest, "jobs": _jobs, "ask": _ask}[args.command]
+    run = {"ingest": _ingest, "jobs": _jobs, "ask": _ask, "keys": _keys}[args.command]
     try:
         code = asyncio.run(run(args))
-    except grpc.aio.AioRpcError as exc:
+    except grpc.RpcError as exc:
         print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
         code = 1
     raise SystemExit(code)

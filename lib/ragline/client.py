@@ -2,8 +2,9 @@
 
 It wraps the generated `GatewayServiceStub` with one method per RPC, keyword arguments
 with defaults, a default deadline on every call, and the shared channel settings
-(keepalive, retries of UNAVAILABLE). Errors arrive as `grpc.aio.AioRpcError`, whose
-`code()` and `details()` say what went wrong.
+(keepalive, retries of UNAVAILABLE), and the caller's API key on every call. Errors arrive as
+`grpc.aio.AioRpcError`, whose `code()` and `details()` say what went wrong. The admin methods
+(API keys) call the gateway's AdminService on the same channel.
 """
 
 from __future__ import annotations
@@ -17,8 +18,15 @@ from typing import Any, TypedDict, Unpack
 
 from google.protobuf import struct_pb2
 
+from ragline.api_keys import client_token
 from ragline.channels import open_channel
-from ragline.v1 import common_pb2, gateway_service_pb2, gateway_service_pb2_grpc
+from ragline.v1 import (
+    admin_service_pb2,
+    admin_service_pb2_grpc,
+    common_pb2,
+    gateway_service_pb2,
+    gateway_service_pb2_grpc,
+)
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 
@@ -64,15 +72,22 @@ class DocumentToIngest:
 class RaglineClient:
     """An async client of the gateway: `async with RaglineClient() as client: await client.ask("...")`."""
 
-    def __init__(self, address: str | None = None, *, timeout: float = 120.0) -> None:
+    def __init__(
+        self, address: str | None = None, *, timeout: float = 120.0, api_key: str | None = None
+    ) -> None:
         """Connects to `address` (host:port), default `RAGLINE_GATEWAY_ADDR` or 127.0.0.1:50051.
 
-        `timeout` is the deadline, in seconds, of each call that does not set its own.
+        `timeout` is the deadline, in seconds, of each call that does not set its own. `api_key` is
+        the credential sent with every call (an API key or a JWT); by default `RAGLINE_API_KEY`, else
+        the key `make run` keeps in the state folder (`RAGLINE_STATE_DIR/api_key`), else none.
         """
         self.address = address or os.environ.get("RAGLINE_GATEWAY_ADDR") or DEFAULT_ADDRESS
         self.timeout = timeout
-        self._channel = open_channel(self.address, "ragline.v1.GatewayService")
+        credential = api_key or client_token()
+        self._metadata = (("authorization", f"Bearer {credential}"),) if credential else ()
+        self._channel = open_channel(self.address, "ragline.v1.GatewayService", "ragline.v1.AdminService")
         self._stub = gateway_service_pb2_grpc.GatewayServiceStub(self._channel)
+        self._admin = admin_service_pb2_grpc.AdminServiceStub(self._channel)
 
     async def __aenter__(self) -> RaglineClient:
         return self
@@ -131,7 +146,9 @@ class RaglineClient:
         request = gateway_service_pb2.AskStreamRequest(
             query=_query(question, query), options=_generation(max_tokens, temperature)
         )
-        async for event in self._stub.AskStream(request, timeout=timeout or self.timeout):
+        async for event in self._stub.AskStream(
+            request, timeout=timeout or self.timeout, metadata=self._metadata
+        ):
             yield event
 
     async def search(
@@ -231,10 +248,38 @@ class RaglineClient:
         request = gateway_service_pb2.CancelIngestJobRequest(job_id=job_id)
         return await self._job(self._stub.CancelIngestJob, request, timeout)
 
+    async def create_api_key(
+        self, role: admin_service_pb2.Role, *, display_name: str = "", timeout: float | None = None
+    ) -> admin_service_pb2.CreateApiKeyResponse:
+        """Creates an API key in the caller's tenant (an admin call); the response's `token` is shown only here."""
+        request = admin_service_pb2.CreateApiKeyRequest(role=role, display_name=display_name)
+        response: admin_service_pb2.CreateApiKeyResponse = await self._call(
+            self._admin.CreateApiKey, request, timeout
+        )
+        return response
+
+    async def list_api_keys(
+        self, *, page_size: int = 0, page_token: str = "", timeout: float | None = None
+    ) -> admin_service_pb2.ListApiKeysResponse:
+        """Returns one page of the caller's tenant's API keys, oldest first, revoked ones included."""
+        request = admin_service_pb2.ListApiKeysRequest(page_size=page_size, page_token=page_token)
+        response: admin_service_pb2.ListApiKeysResponse = await self._call(
+            self._admin.ListApiKeys, request, timeout
+        )
+        return response
+
+    async def revoke_api_key(self, key_id: str, *, timeout: float | None = None) -> admin_service_pb2.ApiKey:
+        """Revokes one of the caller's tenant's API keys; every gateway refuses it within seconds."""
+        request = admin_service_pb2.RevokeApiKeyRequest(key_id=key_id)
+        response: admin_service_pb2.RevokeApiKeyResponse = await self._call(
+            self._admin.RevokeApiKey, request, timeout
+        )
+        return response.api_key
+
     async def _call(self, rpc: Any, request: Any, timeout: float | None) -> Any:
         """The reply of a stub method to `request` (a message, or messages for a client stream), within
         `timeout` seconds or the client's default deadline."""
-        return await rpc(request, timeout=timeout or self.timeout)
+        return await rpc(request, timeout=timeout or self.timeout, metadata=self._metadata)
 
     async def _job(self, rpc: Any, request: Any, timeout: float | None) -> common_pb2.IngestJob:
         """The job in the reply of one of the ingest job RPCs, which all answer with one."""

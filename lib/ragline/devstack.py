@@ -5,6 +5,11 @@ them with the right addresses, waits until each reports SERVING on the standard 
 service, and stops them with SIGTERM (then SIGKILL) in reverse order. When `REDIS_URL` is
 unset it starts the embedded Valkey server first and hands its URL to the services; the
 retriever starts the embedded PostgreSQL itself when `DATABASE_URL` is unset.
+
+With the gateway and the retriever up, it makes sure the state folder holds a usable admin key
+of the `default` tenant (file `api_key`, mode 0600), creating it through the retriever's key
+store on the first start, so the `ragline` command and the Python client, which read that file,
+work with authentication on and nothing to configure.
 """
 
 from __future__ import annotations
@@ -25,9 +30,11 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from ragline import api_keys
 from ragline.config import state_dir
 from ragline.embedded_redis import EmbeddedRedis
 from ragline.server import PORTS_FILE_ENV
+from ragline.v1 import admin_service_pb2
 
 
 @dataclass(frozen=True)
@@ -168,6 +175,9 @@ class Stack:
         self.free_ports = free_ports
         self.redis: EmbeddedRedis | None = None
         self.processes: dict[str, ServiceProcess] = {}
+        self.api_key = ""
+        """The local admin key of the `default` tenant, once `start` has made sure of it ("" without a gateway)."""
+        self.replicas: list[ServiceProcess] = []
 
     def start(self, timeout: float = 180.0) -> None:
         """Starts everything and waits until every service is SERVING."""
@@ -194,6 +204,8 @@ class Stack:
                     proc.start()
             for proc in self.processes.values():
                 proc.wait_healthy(timeout)
+            if "gateway" in self.processes and "retriever" in self.processes:
+                self.api_key = local_admin_key(self.processes["retriever"].address, self.state)
         except BaseException:
             self.stop()
             raise
@@ -212,15 +224,52 @@ class Stack:
                 proc.wait_ports(timeout)
                 proc.env[f"{proc.spec.prefix}_ADDR"] = proc.address
 
+    def start_gateway_replica(
+        self, name: str, env: Mapping[str, str], timeout: float = 180.0
+    ) -> ServiceProcess:
+        """Starts another gateway on free ports, sharing this stack's services and Redis, with `env` over the
+        first gateway's settings (another GATEWAY_AUTH, limits, ...); `stop` stops it first, if it still runs.
+        Its log is `logs/<name>/gateway.log` in the state folder."""
+        gateway = self.processes["gateway"]
+        replica_env = {**gateway.env, "GATEWAY_PORT": "0", "GATEWAY_METRICS_PORT": "0", **env}
+        replica = ServiceProcess(gateway.spec, 0, 0, replica_env, self.state / "logs" / name / "gateway.log")
+        self.replicas.append(replica)
+        replica.start()
+        replica.wait_ports(timeout)
+        replica.wait_healthy(timeout)
+        return replica
+
     def stop(self) -> None:
-        """Stops the services in reverse order, then Redis."""
-        for proc in reversed(list(self.processes.values())):
+        """Stops the gateway replicas, the services in reverse order, then Redis."""
+        for proc in [*self.replicas, *reversed(list(self.processes.values()))]:
             proc.stop()
         if self.redis is not None:
             self.redis.stop()
 
     def __getitem__(self, name: str) -> ServiceProcess:
         return self.processes[name]
+
+
+def local_admin_key(retriever_address: str, state: Path) -> str:
+    """The token of the state folder's admin key of tenant `default`, made and saved first if it is missing.
+
+    A saved key the key store no longer holds (its database was reset) or that was revoked is
+    replaced. The file is written under another name and renamed, so it is never seen half written,
+    and created with mode 0600, so it is never readable by others, even briefly.
+    """
+    path = api_keys.token_file(state)
+    if path.exists():
+        token = path.read_text().strip()
+        if api_keys.key_is_usable(retriever_address, token):
+            return token
+    _, token = api_keys.store_new_key(
+        retriever_address, "default", admin_service_pb2.ROLE_ADMIN, "local admin key of make run"
+    )
+    partial = path.with_name(path.name + ".partial")
+    partial.unlink(missing_ok=True)
+    api_keys.write_token_file(partial, token)
+    partial.replace(path)
+    return token
 
 
 def main() -> None:
@@ -249,6 +298,7 @@ def main() -> None:
         print(f"{proc.spec.name:<10} {proc.address:<18} {metrics:<30} {proc.log_path}")
     if stack.redis is not None:
         print(f"{'redis':<10} {stack.redis.url}")
+    print(f"admin key of tenant default: {api_keys.token_file(stack.state)} (the ragline command reads it)")
     print(
         "Ragline is up. Try: ragline ingest docs/ && ragline ask 'your question'. Ctrl-C stops.", flush=True
     )

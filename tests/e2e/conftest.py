@@ -45,7 +45,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, reranker: RerankServer) -> I
 
 @pytest.fixture(scope="session")
 async def client(stack: Stack) -> AsyncIterator[RaglineClient]:
-    async with RaglineClient(stack["gateway"].address, timeout=120) as client:
+    async with RaglineClient(stack["gateway"].address, timeout=120, api_key=stack.api_key) as client:
         yield client
 
 

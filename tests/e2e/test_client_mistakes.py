@@ -26,6 +26,12 @@ async def stub(stack: Stack) -> AsyncIterator[gw_grpc.GatewayServiceStub]:
         yield gw_grpc.GatewayServiceStub(channel)
 
 
+@pytest.fixture(scope="module")
+def auth(stack: Stack) -> list[tuple[str, str]]:
+    """The metadata carrying the stack's admin key."""
+    return [("authorization", f"Bearer {stack.api_key}")]
+
+
 def unset_filter(operator: int) -> common_pb2.MetadataFilter:
     """A filter whose value arrived with no kind set, as a camelCase typo of a JSON client sends it."""
     cond = common_pb2.FieldCondition(field="year", operator=operator, value=struct_pb2.Value())  # type: ignore[arg-type]
@@ -69,22 +75,24 @@ CASES = [
 
 @pytest.mark.parametrize(("method", "request_", "field"), CASES)
 async def test_a_client_mistake_is_invalid_argument_naming_the_field(
-    stub: gw_grpc.GatewayServiceStub, method: str, request_: object, field: str
+    stub: gw_grpc.GatewayServiceStub, auth: list[tuple[str, str]], method: str, request_: object, field: str
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await getattr(stub, method)(request_, timeout=60)
+        await getattr(stub, method)(request_, timeout=60, metadata=auth)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raised.value.details()
     details = raised.value.details() or ""
     assert field in details
     assert len(details) < 500
 
 
-async def test_an_upload_with_a_nul_document_id_is_invalid_argument(stub: gw_grpc.GatewayServiceStub) -> None:
+async def test_an_upload_with_a_nul_document_id_is_invalid_argument(
+    stub: gw_grpc.GatewayServiceStub, auth: list[tuple[str, str]]
+) -> None:
     messages = [
         gw.UploadIngestDocumentsRequest(document=document()),
         gw.UploadIngestDocumentsRequest(document=document(document_id="b\x00")),
     ]
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await stub.UploadIngestDocuments(iter(messages), timeout=60)
+        await stub.UploadIngestDocuments(iter(messages), timeout=60, metadata=auth)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "document_id" in (raised.value.details() or "")

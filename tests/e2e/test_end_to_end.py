@@ -28,7 +28,13 @@ pytestmark = pytest.mark.integration
 
 
 def _ragline(stack: Stack, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "RAGLINE_GATEWAY_ADDR": stack["gateway"].address}
+    # The command finds the stack's admin key in its state folder, as after `make run`.
+    env = {
+        **os.environ,
+        "RAGLINE_GATEWAY_ADDR": stack["gateway"].address,
+        "RAGLINE_STATE_DIR": str(stack.state),
+    }
+    env.pop("RAGLINE_API_KEY", None)
     return subprocess.run(
         [sys.executable, "-m", "ragline.cli", *args],
         cwd=cwd,
@@ -62,7 +68,7 @@ async def test_ingest_no_wait_returns_a_job_that_ragline_jobs_shows(
     listed = _ragline(stack, corpus.parent, "jobs")
     assert listed.returncode == 0, listed.stderr
     assert f"job {job_id} " in listed.stdout
-    async with RaglineClient(stack["gateway"].address) as client:
+    async with RaglineClient(stack["gateway"].address, api_key=stack.api_key) as client:
         await client.wait_for_ingest_job(job_id, timeout=120)
     shown = _ragline(stack, corpus.parent, "jobs", job_id)
     assert f"job {job_id} succeeded: 0 stored, 3 unchanged, 0 failed" in shown.stdout

@@ -12,6 +12,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -96,6 +97,33 @@ def fuzz_stack() -> Iterator[Stack]:
         stack.stop()
 
 
+class Authorization(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds the stack's admin key to every call, so the fuzzed requests reach the gateway's handlers."""
+
+    def __init__(self, token: str) -> None:
+        self.entry = ("authorization", f"Bearer {token}")
+
+    def _authorized(self, details: Any) -> Any:
+        return details._replace(metadata=[*(details.metadata or ()), self.entry])
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._authorized(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._authorized(details), request)
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._authorized(details), requests)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._authorized(details), requests)
+
+
 @pytest.fixture(scope="session")
 def fuzzer(fuzz_stack: Stack) -> Iterator[Fuzzer]:
     """The stack with both collections seeded, channels to every service, and valid values for templates."""
@@ -103,6 +131,8 @@ def fuzzer(fuzz_stack: Stack) -> Iterator[Fuzzer]:
         name: grpc.insecure_channel(proc.address, options=CHANNEL_OPTIONS)
         for name, proc in fuzz_stack.processes.items()
     }
+    # The gateway's calls carry the admin key; health and reflection need none, so it is harmless on them.
+    channels["gateway"] = grpc.intercept_channel(channels["gateway"], Authorization(fuzz_stack.api_key))
     gateway = GatewayServiceStub(channels["gateway"])
     for collection in (SEEDED, SCRATCH):
         gateway.IngestDocuments(
