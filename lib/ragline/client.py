@@ -4,7 +4,7 @@ It wraps the generated `GatewayServiceStub` with one method per RPC, keyword arg
 with defaults, a default deadline on every call, and the shared channel settings
 (keepalive, retries of UNAVAILABLE), and the caller's API key on every call. Errors arrive as
 `grpc.aio.AioRpcError`, whose `code()` and `details()` say what went wrong. The admin methods
-(API keys) call the gateway's AdminService on the same channel.
+(API keys and collections of the caller's tenant) call the gateway's AdminService on the same channel.
 """
 
 from __future__ import annotations
@@ -275,6 +275,43 @@ class RaglineClient:
             self._admin.RevokeApiKey, request, timeout
         )
         return response.api_key
+
+    async def create_collection(
+        self, name: str, *, embedding_model: str = "", timeout: float | None = None
+    ) -> common_pb2.Collection:
+        """Creates an empty collection in the caller's tenant (an admin call); an empty `embedding_model`
+        means the embedder's model, the only one the gateway embeds with."""
+        request = admin_service_pb2.CreateCollectionRequest(name=name, embedding_model=embedding_model)
+        response: admin_service_pb2.CreateCollectionResponse = await self._call(
+            self._admin.CreateCollection, request, timeout
+        )
+        return response.collection
+
+    async def get_collection(self, name: str, *, timeout: float | None = None) -> common_pb2.Collection:
+        """Returns one of the caller's tenant's collections with its document and chunk counts."""
+        request = admin_service_pb2.GetCollectionRequest(name=name)
+        response: admin_service_pb2.GetCollectionResponse = await self._call(
+            self._admin.GetCollection, request, timeout
+        )
+        return response.collection
+
+    async def list_collections(
+        self, *, page_size: int = 0, page_token: str = "", timeout: float | None = None
+    ) -> admin_service_pb2.ListCollectionsResponse:
+        """Returns one page of the caller's tenant's collections, by name; pass `next_page_token` back for the next."""
+        request = admin_service_pb2.ListCollectionsRequest(page_size=page_size, page_token=page_token)
+        response: admin_service_pb2.ListCollectionsResponse = await self._call(
+            self._admin.ListCollections, request, timeout
+        )
+        return response
+
+    async def delete_collection(self, name: str, *, timeout: float | None = None) -> int:
+        """Deletes one of the caller's tenant's collections with all its documents; returns how many there were."""
+        request = admin_service_pb2.DeleteCollectionRequest(name=name)
+        response: admin_service_pb2.DeleteCollectionResponse = await self._call(
+            self._admin.DeleteCollection, request, timeout
+        )
+        return response.deleted_documents
 
     async def _call(self, rpc: Any, request: Any, timeout: float | None) -> Any:
         """The reply of a stub method to `request` (a message, or messages for a client stream), within
