@@ -4,7 +4,8 @@ A request is checked here (ids, media types, sizes, repeats) and its documents r
 one retriever transaction per batch, so the caller gets the job back as soon as nothing can
 be lost any more; the work itself happens in `ingest_worker`, in whichever replica claims it.
 Every call names the caller's tenant (from its credential) to the ingest queue, which finds only
-that tenant's jobs: another tenant's job id or page token is NOT_FOUND.
+that tenant's jobs: another tenant's job id is NOT_FOUND, and its page token is refused like one
+never issued.
 """
 
 from __future__ import annotations
