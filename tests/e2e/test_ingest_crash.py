@@ -88,7 +88,10 @@ async def test_a_job_survives_kill_9_of_its_workers_and_stores_every_document_on
                 hashlib.sha256(c.text.encode()).hexdigest()
                 for c in chunk_sections([Section(text)], config.chunk_tokens, config.chunk_overlap_tokens)
             ]
+            # The client's key is the stack's admin key of tenant default, whose collection this is.
             stored = await retriever.LookupChunkHashes(
-                retriever_service_pb2.LookupChunkHashesRequest(collection=COLLECTION, document_id=name)
+                retriever_service_pb2.LookupChunkHashesRequest(
+                    tenant="default", collection=COLLECTION, document_id=name
+                )
             )
             assert list(stored.stored_hashes) == expected, name
