@@ -232,7 +232,7 @@ async def upsert_document(
     """
     try:
         async with conn.transaction():
-            upserted = await _upsert_claimed(conn, request, document_id, change, quota)
+            upserted = await _upsert_checked(conn, request, document_id, change, quota)
     except QuotaExceeded as exc:
         if request.HasField("claim"):
             await jobs.fail_document(conn, request.claim, exc.message, retry_after=None)
@@ -241,7 +241,7 @@ async def upsert_document(
     return upserted
 
 
-async def _upsert_claimed(
+async def _upsert_checked(
     conn: PooledConnection,
     request: pb.UpsertDocumentRequest,
     document_id: str,

@@ -1,10 +1,10 @@
 """The `ragline.v1.RetrieverService` servicer: collections, documents and search, as thin handlers.
 
 Each handler validates its request (`validation.py`), the tenant it is confined to first, runs it
-against PostgreSQL through the module that owns its SQL (`collection_store.py`, `document_store.py`, `searcher.py`), and maps the
-result to its response. Every write is one transaction, so a call either happens completely or
-not at all, and a change to a collection is announced to the gateways (`state_publisher.py`).
-The servicer also runs the process's lifecycle for both of its services.
+against PostgreSQL through the module that owns its SQL (`collection_store.py`, `document_store.py`,
+`searcher.py`), and maps the result to its response. Every write is one transaction, so a call
+either happens completely or not at all, and a change to a collection is announced to the gateways
+(`state_publisher.py`). The servicer also runs the process's lifecycle for both of its services.
 """
 
 from __future__ import annotations
