@@ -66,6 +66,38 @@ def queue(channel: grpc.aio.Channel) -> queue_grpc.IngestQueueServiceStub:
     return queue_grpc.IngestQueueServiceStub(channel)
 
 
+@pytest.fixture(scope="module")
+def quota_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The state directory of the quota retriever (its PostgreSQL data lives in `postgres/`)."""
+    return tmp_path_factory.mktemp("quota-retriever")
+
+
+@pytest.fixture(scope="module")
+def quota_retriever(quota_state: Path) -> Iterator[str]:
+    """The address of a retriever whose tenants may each store 4 documents and 10 chunks."""
+    stack = Stack(
+        state=quota_state,
+        services=("retriever",),
+        free_ports=True,
+        env={
+            "DATABASE_URL": "",
+            "RETRIEVER_TENANT_MAX_DOCUMENTS": "4",
+            "RETRIEVER_TENANT_MAX_CHUNKS": "10",
+        },
+    )
+    stack.start()
+    try:
+        yield stack["retriever"].address
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="module")
+def quota_database_url(quota_retriever: str, quota_state: Path) -> str:
+    """A URL to connect to the quota retriever's database directly."""
+    return embedded_database_url(quota_state)
+
+
 _names = itertools.count()
 
 

@@ -36,16 +36,17 @@ async def redis_client(retriever: ServiceProcess) -> AsyncIterator[aioredis.Redi
     await client.aclose()
 
 
-async def _published(client: aioredis.Redis, name: str) -> int | None:
-    """The generation published for `name`, or None."""
-    value = await client.get(state_key(TENANT, name))
+async def _published(client: aioredis.Redis, name: str, tenant: str = TENANT) -> int | None:
+    """The generation published for `tenant`'s collection `name`, or None."""
+    value = await client.get(state_key(tenant, name))
     return None if value is None else decode_state(value).generation
 
 
-async def _published_soon(client: aioredis.Redis, name: str) -> common_pb2.Collection:
-    """The state published for `name`, once it is: GetStoredCollection publishes it after its reply."""
+async def _published_soon(client: aioredis.Redis, name: str, tenant: str = TENANT) -> common_pb2.Collection:
+    """The state published for `tenant`'s collection `name`, once it is: GetStoredCollection
+    publishes it after its reply."""
     deadline = time.monotonic() + 5
-    while (value := await client.get(state_key(TENANT, name))) is None:
+    while (value := await client.get(state_key(tenant, name))) is None:
         assert time.monotonic() < deadline, f"{name}'s state was never published"
         await asyncio.sleep(0.01)
     return decode_state(value)
@@ -100,6 +101,34 @@ async def test_the_basic_view_publishes_and_every_change_withdraws(
             assert published.collection.generation == generation
             assert (await _published_soon(redis_client, name)).generation == generation
     await stub.DeleteStoredCollection(pb.DeleteStoredCollectionRequest(tenant=TENANT, name=name))
+
+
+async def test_two_tenants_collections_of_one_name_are_published_and_withdrawn_apart(
+    stub: pb_grpc.RetrieverServiceStub, redis_client: aioredis.Redis
+) -> None:
+    name = "published-twice"
+    states = {}
+    for tenant, dimension in (("acme-state", 4), ("globex-state", 8)):
+        await stub.CreateStoredCollection(
+            pb.CreateStoredCollectionRequest(
+                tenant=tenant, name=name, embedding_model=tenant, dimension=dimension
+            )
+        )
+        await stub.GetStoredCollection(pb.GetStoredCollectionRequest(tenant=tenant, name=name, view=BASIC))
+        states[tenant] = await _published_soon(redis_client, name, tenant)
+        assert (states[tenant].embedding_model, states[tenant].dimension) == (tenant, dimension)
+    # Both published again without a lease, so that only a withdrawal can remove them.
+    for tenant, state in states.items():
+        await redis_client.set(state_key(tenant, name), state.SerializeToString())
+    await stub.UpsertDocument(
+        pb.UpsertDocumentRequest(
+            tenant="acme-state", collection=name, document_id="a", chunks=[chunk("one", [1.0] * 4)]
+        )
+    )
+    # Only the changed tenant's state is withdrawn; the other's, of the same name, stays.
+    assert await _published(redis_client, name, "acme-state") is None
+    assert await _published(redis_client, name, "globex-state") == 0
+    await redis_client.delete(state_key("globex-state", name))
 
 
 async def test_an_unchanged_document_leaves_the_state_published(

@@ -51,6 +51,12 @@ class RetrieverConfig:
     """BM25's b when a search does not set `bm25_b`: 0 ignores chunk length, 1 normalises fully."""
     rrf_k: int = setting("RETRIEVER_RRF_K", 60, minimum=1, maximum=1000)
     """RRF's k when a search leaves `rrf_k` at 0: larger flattens the advantage of the top ranks."""
+    tenant_max_documents: int = setting("RETRIEVER_TENANT_MAX_DOCUMENTS", 0, minimum=0)
+    """Most documents one tenant may store across its collections; 0 means no limit. An upsert that
+    would take a tenant past it is refused (RESOURCE_EXHAUSTED) and stores nothing."""
+    tenant_max_chunks: int = setting("RETRIEVER_TENANT_MAX_CHUNKS", 0, minimum=0)
+    """Most chunks one tenant may store across its collections; 0 means no limit. An upsert that
+    would take a tenant past it is refused (RESOURCE_EXHAUSTED) and stores nothing."""
     redis_url: str = setting("REDIS_URL", "")
     """The gateways' Redis: GetStoredCollection's basic view publishes the collection's state there, and
     every change withdraws it, so that gateways need not look a collection up on every query

@@ -22,6 +22,7 @@ from ragline_retriever import jobs
 from ragline_retriever.chunks import ChunkPlan, NewChunk, StoredChunk, plan_chunks, text_hash
 from ragline_retriever.collection_store import bump_generation, collection_for_write
 from ragline_retriever.database import PooledConnection
+from ragline_retriever.quotas import Growth, QuotaExceeded, TenantQuota, check_quota
 from ragline_retriever.state_publisher import Change
 from ragline_retriever.validation import in_batch, new_chunks
 
@@ -56,6 +57,8 @@ class Upserted:
     """The collection's generation after the upsert."""
     changed: bool
     """Whether the upsert changed anything (chunks, the document's metadata or content hash)."""
+    growth: Growth
+    """What the upsert added to its tenant's storage."""
 
 
 async def _reuse_embeddings(
@@ -178,6 +181,7 @@ async def _upsert(
             )
         ]
     plan = plan_chunks(stored, chunks)
+    growth = Growth(1, len(chunks)) if created else Growth(0, len(chunks) - document["chunk_count"])
     await _write_chunks(conn, collection["id"], document["id"], plan)
     document_changed = document["metadata"] != metadata or document["content_hash"] != content_hash
     if not created and (plan.changed or document_changed):
@@ -197,7 +201,7 @@ async def _upsert(
         generation = await bump_generation(conn, collection["id"])
     else:
         generation = await conn.fetchval("SELECT generation FROM collections WHERE id = $1", collection["id"])
-    return Upserted(document, plan, generation, changed)
+    return Upserted(document, plan, generation, changed, growth)
 
 
 def _count_chunks(plan: ChunkPlan) -> None:
@@ -212,35 +216,65 @@ def _count_chunks(plan: ChunkPlan) -> None:
 
 
 async def upsert_document(
-    conn: PooledConnection, request: pb.UpsertDocumentRequest, document_id: str, change: Change
+    conn: PooledConnection,
+    request: pb.UpsertDocumentRequest,
+    document_id: str,
+    change: Change,
+    quota: TenantQuota,
 ) -> Upserted:
-    """Stores the document's chunks in one transaction, writing only those that changed, and
-    finishes the request's ingest claim (if any) in the same transaction.
+    """Stores the document's chunks in one transaction, writing only those that changed, if the
+    tenant's quota allows, and finishes the request's ingest claim (if any) in the same transaction.
 
     A claimed document goes to its job's collection, in its job's tenant: a claim of another
-    tenant's job is NOT_FOUND, as an unknown job is.
+    tenant's job is NOT_FOUND, as an unknown job is. A claimed document over the quota is failed
+    for good with the quota's reason: retrying it would fail the same way until someone deletes
+    documents.
     """
-    async with conn.transaction():
+    try:
+        async with conn.transaction():
+            upserted = await _upsert_checked(conn, request, document_id, change, quota)
+    except QuotaExceeded as exc:
         if request.HasField("claim"):
-            await jobs.check_claim_target(conn, request.claim, request.tenant, request.collection)
-        upserted = await _upsert(conn, request, document_id, change)
-        if request.HasField("claim"):
-            plan = upserted.plan
-            await jobs.complete_document(
-                conn,
-                request.claim,
-                skipped=not upserted.changed,
-                written_chunks=len(plan.insert) + len(plan.update),
-            )
+            await jobs.fail_document(conn, request.claim, exc.message, retry_after=None)
+        raise
     _count_chunks(upserted.plan)
     return upserted
 
 
+async def _upsert_checked(
+    conn: PooledConnection,
+    request: pb.UpsertDocumentRequest,
+    document_id: str,
+    change: Change,
+    quota: TenantQuota,
+) -> Upserted:
+    """The upsert of `upsert_document`, in the caller's transaction: the claim's target checked
+    before the first write, the quota after the last, and the claim finished last."""
+    if request.HasField("claim"):
+        await jobs.check_claim_target(conn, request.claim, request.tenant, request.collection)
+    upserted = await _upsert(conn, request, document_id, change)
+    await check_quota(conn, request.tenant, quota, upserted.growth)
+    if request.HasField("claim"):
+        plan = upserted.plan
+        await jobs.complete_document(
+            conn,
+            request.claim,
+            skipped=not upserted.changed,
+            written_chunks=len(plan.insert) + len(plan.update),
+        )
+    return upserted
+
+
 async def upsert_documents(
-    conn: PooledConnection, request: pb.BatchUpsertDocumentsRequest, document_ids: list[str], change: Change
+    conn: PooledConnection,
+    request: pb.BatchUpsertDocumentsRequest,
+    document_ids: list[str],
+    change: Change,
+    quota: TenantQuota,
 ) -> list[Upserted]:
     """Stores every document of the batch in one transaction, or none: the first that fails
-    rolls back those before it, and its error names it (`requests[i]`)."""
+    rolls back those before it, and its error names it (`requests[i]`); a batch that would take
+    the tenant past its quota stores nothing either."""
     upserted = []
     async with conn.transaction():
         for index, (upsert, document_id) in enumerate(zip(request.requests, document_ids, strict=True)):
@@ -253,6 +287,9 @@ async def upsert_documents(
                 raise in_batch(
                     InvalidArgument(f"holds a value the database refuses ({exc})"), index, document_id
                 ) from None
+        # The batch as a whole: its documents' growth together.
+        growth = Growth(sum(u.growth.documents for u in upserted), sum(u.growth.chunks for u in upserted))
+        await check_quota(conn, request.tenant, quota, growth)
     for each in upserted:
         _count_chunks(each.plan)
     return upserted

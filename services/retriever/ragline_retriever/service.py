@@ -1,10 +1,10 @@
 """The `ragline.v1.RetrieverService` servicer: collections, documents and search, as thin handlers.
 
 Each handler validates its request (`validation.py`), the tenant it is confined to first, runs it
-against PostgreSQL through the module that owns its SQL (`collection_store.py`, `document_store.py`, `searcher.py`), and maps the
-result to its response. Every write is one transaction, so a call either happens completely or
-not at all, and a change to a collection is announced to the gateways (`state_publisher.py`).
-The servicer also runs the process's lifecycle for both of its services.
+against PostgreSQL through the module that owns its SQL (`collection_store.py`, `document_store.py`,
+`searcher.py`), and maps the result to its response. Every write is one transaction, so a call
+either happens completely or not at all, and a change to a collection is announced to the gateways
+(`state_publisher.py`). The servicer also runs the process's lifecycle for both of its services.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from ragline_retriever.document_store import Upserted
 from ragline_retriever.ingest_queue_service import refresh_queue_gauges
 from ragline_retriever.messages import collection_pb, document_pb, hit_pb
 from ragline_retriever.paging import decode_page_token, listing_scope, next_page_token, page_size
+from ragline_retriever.quotas import TenantQuota
 from ragline_retriever.searcher import Searcher
 from ragline_retriever.state_publisher import StatePublisher
 from ragline_retriever.validation import (
@@ -39,6 +40,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
         self._config = config
         self._db = database
         self._searcher = Searcher(config, database)
+        self._quota = TenantQuota(config.tenant_max_documents, config.tenant_max_chunks)
         self._publisher = StatePublisher(
             config.redis_url,
             lease_seconds=config.state_lease_seconds,
@@ -116,7 +118,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
         if request.HasField("claim"):
             jobs.validate_claim(request.claim)
         async with self._publisher.changing(tenant, name) as change, self._db.connection() as conn:
-            upserted = await document_store.upsert_document(conn, request, document_id, change)
+            upserted = await document_store.upsert_document(conn, request, document_id, change, self._quota)
         return _upsert_response(name, upserted)
 
     async def BatchUpsertDocuments(
@@ -125,7 +127,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
         tenant, name, document_ids = validate_batch_upsert(request)
         # As for one document: the change is announced after the commit, before the answer.
         async with self._publisher.changing(tenant, name) as change, self._db.connection() as conn:
-            upserted = await document_store.upsert_documents(conn, request, document_ids, change)
+            upserted = await document_store.upsert_documents(conn, request, document_ids, change, self._quota)
         return pb.BatchUpsertDocumentsResponse(
             responses=[_upsert_response(name, each) for each in upserted],
             generation=max(each.generation for each in upserted),
