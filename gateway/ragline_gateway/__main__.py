@@ -9,7 +9,7 @@ from ragline.v1 import admin_service_pb2_grpc, gateway_service_pb2_grpc
 from ragline_gateway.admin_service import AdminServicer
 from ragline_gateway.api_key_cache import ApiKeyVerifier
 from ragline_gateway.audit import AuditInterceptor
-from ragline_gateway.auth import Authenticator, AuthInterceptor
+from ragline_gateway.auth import Authenticator, AuthInterceptor, RoleInterceptor
 from ragline_gateway.config import DEFAULT_METRICS_PORT, DEFAULT_PORT, GatewayConfig
 from ragline_gateway.dependencies import Dependencies
 from ragline_gateway.jwt_auth import JwtVerifier
@@ -20,8 +20,8 @@ from ragline_gateway.service import GatewayServicer
 def build(config: GatewayConfig) -> tuple[Lifecycle, list[Servicer], list[grpc.aio.ServerInterceptor]]:
     """The gateway and admin servicers with the clients of their dependencies, and the gateway's interceptors.
 
-    Authentication is outermost of the three: the audit log and the limits read the caller it
-    binds, and the audit log is outside the limits so that the calls they refuse are logged too.
+    Authentication is outermost: the others read the caller it binds. The audit log is outside the
+    role check and the limits, so that the calls they refuse are logged too.
     """
     deps = Dependencies(config)
     gateway = GatewayServicer(config, deps)
@@ -30,6 +30,7 @@ def build(config: GatewayConfig) -> tuple[Lifecycle, list[Servicer], list[grpc.a
     interceptors: list[grpc.aio.ServerInterceptor] = [
         AuthInterceptor(authenticator),
         AuditInterceptor(),
+        RoleInterceptor(),
         LimitsInterceptor.from_config(config, deps),
     ]
     admin = AdminServicer(config, deps, keys)

@@ -103,9 +103,16 @@ class ApiKeyVerifier:
         if task is None:
             task = asyncio.ensure_future(self._lookup(key_id))
             self._pending[key_id] = task
-            task.add_done_callback(lambda _: self._pending.pop(key_id, None))
+            task.add_done_callback(lambda done: self._settled(key_id, done))
         # Shielded: one waiting call cancelled (its client went away) must not cancel the others' lookup.
         return await asyncio.shield(task)
+
+    def _settled(self, key_id: str, task: asyncio.Task[store_pb.LookupStoredApiKeyResponse | None]) -> None:
+        self._pending.pop(key_id, None)
+        # Its failure was raised to every caller still waiting; reading it here keeps asyncio from
+        # logging it as never retrieved when they had all gone.
+        if not task.cancelled():
+            task.exception()
 
     async def _lookup(self, key_id: str) -> store_pb.LookupStoredApiKeyResponse | None:
         request = store_pb.LookupStoredApiKeyRequest(key_id=key_id)

@@ -3,10 +3,14 @@
 The interceptor reads `authorization: Bearer <token>` on every call of a method in
 `principal.METHODS` (health and reflection stay open, as probes and grpcurl expect). A token
 that starts with `rgl_` is a Ragline API key, checked by the key verifier; any other is a
-JWT, checked by `jwt_auth` when a JWKS is configured. The caller's role must reach the
-method's (PERMISSION_DENIED names both), and the Principal is bound for the call, inside the
-wrapped handler, so that the audit and limits interceptors installed after this one and the
-handler itself read it with `principal.current()`.
+JWT, checked by `jwt_auth` when a JWKS is configured. The Principal is bound for the call,
+inside the wrapped handler, so that the interceptors installed after this one and the handler
+itself read it with `principal.current()`.
+
+`RoleInterceptor` then refuses a caller whose role is below the method's (PERMISSION_DENIED names
+both). It is a separate interceptor, installed after the audit interceptor, so that a write or
+admin call refused for its role is in the audit log like any other refused call; the gateway
+installs AuthInterceptor, AuditInterceptor, RoleInterceptor, LimitsInterceptor in that order.
 
 With GATEWAY_AUTH=off every call is made by one administrator of the `default` tenant, so the
 handlers can always ask who is calling.
@@ -15,6 +19,7 @@ handlers can always ask who is calling.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
@@ -23,7 +28,8 @@ from ragline.api_keys import TOKEN_PREFIX
 from ragline.errors import PermissionDenied, Unauthenticated
 from ragline_gateway.api_key_cache import ApiKeyVerifier
 from ragline_gateway.jwt_auth import JwtVerifier
-from ragline_gateway.principal import METHODS, MethodPolicy, Principal, Role, bind, unbind
+from ragline_gateway.policy_interceptor import Call, PolicyInterceptor
+from ragline_gateway.principal import METHODS, Principal, Role, bind, unbind
 
 # The caller of every call while authentication is off.
 ANONYMOUS = Principal("default", Role.ADMIN, "anonymous")
@@ -69,10 +75,10 @@ class Authenticator:
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Binds the caller of every call of a method in METHODS, refusing calls without a fitting credential.
+    """Binds the caller of every call of a method in METHODS, refusing calls without an acceptable credential.
 
     `authenticator` None binds ANONYMOUS on every call (GATEWAY_AUTH=off). Install it before the
-    audit and limits interceptors, which read the caller it binds.
+    audit, role and limits interceptors, which read the caller it binds.
     """
 
     def __init__(self, authenticator: Authenticator | None) -> None:
@@ -90,28 +96,18 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if wrapped is not None:
             return wrapped
         handler = await continuation(handler_call_details)
-        policy = METHODS.get(path)
-        if handler is None or policy is None:
+        if handler is None or path not in METHODS:
             return handler
-        wrapped = self._wrap(handler, path, policy)
+        wrapped = self._wrap(handler)
         self._wrapped[path] = wrapped
         return wrapped
 
-    async def _caller(self, path: str, policy: MethodPolicy, context: grpc.aio.ServicerContext) -> Principal:
+    async def _caller(self, context: grpc.aio.ServicerContext) -> Principal:
         if self._authenticator is None:
             return ANONYMOUS
-        principal = await self._authenticator.principal(context.invocation_metadata())
-        if principal.role < policy.role:
-            method = path.rpartition("/")[2]
-            raise PermissionDenied(
-                f"{method} needs the {policy.role.name.lower()} role; this credential has the "
-                f"{principal.role.name.lower()} role; ask an admin of tenant {principal.tenant!r} for a "
-                f"{policy.role.name.lower()} key",
-                reason="ROLE_TOO_LOW",
-            )
-        return principal
+        return await self._authenticator.principal(context.invocation_metadata())
 
-    def _wrap(self, handler: grpc.RpcMethodHandler, path: str, policy: MethodPolicy) -> grpc.RpcMethodHandler:
+    def _wrap(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         kinds = (
             ("unary_unary", grpc.unary_unary_rpc_method_handler, self._unary),
             ("unary_stream", grpc.unary_stream_rpc_method_handler, self._stream),
@@ -122,15 +118,15 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             behavior = getattr(handler, kind)
             if behavior:
                 return make_handler(
-                    wrap(behavior, path, policy),
+                    wrap(behavior),
                     request_deserializer=handler.request_deserializer,
                     response_serializer=handler.response_serializer,
                 )
         return handler
 
-    def _unary(self, behavior: Any, path: str, policy: MethodPolicy) -> Any:
+    def _unary(self, behavior: Any) -> Any:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            token = bind(await self._caller(path, policy, context))
+            token = bind(await self._caller(context))
             try:
                 return await behavior(request, context)
             finally:
@@ -138,9 +134,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
         return wrapper
 
-    def _stream(self, behavior: Any, path: str, policy: MethodPolicy) -> Any:
+    def _stream(self, behavior: Any) -> Any:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            token = bind(await self._caller(path, policy, context))
+            token = bind(await self._caller(context))
             try:
                 async for response in behavior(request, context):
                     yield response
@@ -148,3 +144,23 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 unbind(token)
 
         return wrapper
+
+
+class RoleInterceptor(PolicyInterceptor):
+    """Refuses a call whose caller's role is below its method's, with PERMISSION_DENIED naming both roles.
+
+    Install it after the audit interceptor (a refused write or admin call is logged) and before the
+    limits (a refused call spends no budget).
+    """
+
+    @asynccontextmanager
+    async def around(self, call: Call) -> AsyncIterator[None]:
+        needed, held = call.policy.role, call.principal.role
+        if held < needed:
+            method = call.path.rpartition("/")[2]
+            raise PermissionDenied(
+                f"{method} needs the {needed.name.lower()} role; this credential has the {held.name.lower()} "
+                f"role; ask an admin of tenant {call.principal.tenant!r} for a {needed.name.lower()} key",
+                reason="ROLE_TOO_LOW",
+            )
+        yield

@@ -182,6 +182,9 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
     """Ends the call with the status that `exc` stands for."""
     if isinstance(exc, ServiceError):
         await context.abort_with_status(rpc_status.to_status(exc.to_status()))
+    if isinstance(exc, NotImplementedError) and context.code() == grpc.StatusCode.UNIMPLEMENTED:
+        # A generated servicer base's method this server does not override: it set UNIMPLEMENTED and raised.
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this method is not implemented by this server")
     if isinstance(exc, grpc.aio.AioRpcError):
         # A downstream call failed: pass its code on, so UNAVAILABLE stays retryable upstream.
         await context.abort(exc.code(), shorten(exc.details() or exc.code().name))

@@ -270,6 +270,10 @@ async def test_one_audit_line_per_mutating_call_names_tenant_and_key_and_never_a
         await client.ingest([DocumentToIngest("a.txt", b"Audited text.")], collection="audited")
         await client.delete_document("a.txt", collection="audited")
         created = await client.create_api_key(admin_service_pb2.ROLE_READER, display_name="made")
+        async with RaglineClient(replica.address, api_key=created.token) as reader:
+            await refused(
+                reader.delete_document("a.txt", collection="audited"), grpc.StatusCode.PERMISSION_DENIED
+            )
         await client.revoke_api_key(created.api_key.key_id)
         await client.search("audited", collection="audited")  # a read: not audited
     await asyncio.sleep(0.2)  # the log is written by the replica's process
@@ -282,6 +286,11 @@ async def test_one_audit_line_per_mutating_call_names_tenant_and_key_and_never_a
     ]
     assert {line["tenant"] for line in lines} == {"audited"}
     assert lines[2]["target"]["key_id"] == lines[3]["target"]["key_id"] == created.api_key.key_id
+    # A write refused for its role is logged too, with who tried it.
+    (denied,) = [
+        line for line in audit_lines(replica.log_path) if line["credential_id"] == created.api_key.key_id
+    ]
+    assert (denied["tenant"], denied["role"], denied["outcome"]) == ("audited", "reader", "PERMISSION_DENIED")
     log = replica.log_path.read_text()
     secret = parse_token(created.token)
     own = parse_token(token)

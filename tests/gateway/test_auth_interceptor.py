@@ -25,7 +25,7 @@ from ragline.v1 import gateway_service_pb2, gateway_service_pb2_grpc
 from ragline.v1.api_key_store_service_pb2_grpc import ApiKeyStoreServiceStub
 from ragline_gateway.api_key_cache import ApiKeyVerifier
 from ragline_gateway.audit import AuditInterceptor
-from ragline_gateway.auth import Authenticator, AuthInterceptor
+from ragline_gateway.auth import Authenticator, AuthInterceptor, RoleInterceptor
 from ragline_gateway.config import GatewayConfig
 from ragline_gateway.jwt_auth import JwtVerifier
 from ragline_gateway.rate_limits import LimitsInterceptor
@@ -60,6 +60,7 @@ async def start(auth: str, jwks: Path | None = None) -> tuple[grpc.aio.Server, s
             _Interceptor(),
             AuthInterceptor(authenticator),
             AuditInterceptor(),
+            RoleInterceptor(),
             LimitsInterceptor.from_config(config, NoRedis()),
         ]
     )
@@ -136,8 +137,13 @@ async def test_a_role_below_the_methods_is_denied_naming_both_roles(
     assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "needs the writer role" in (raised.value.details() or "")
     assert "has the reader role" in (raised.value.details() or "")
-    # Refused before the audit interceptor: a call that named no acceptable caller has no one to log.
-    assert audit_lines(caplog) == []
+    # A refused write is in the audit log like any other call, with who tried it.
+    (line,) = audit_lines(caplog)
+    assert (line["credential_id"], line["role"], line["outcome"]) == (
+        "service-a",
+        "reader",
+        "PERMISSION_DENIED",
+    )
     reply = await stub.Search(SEARCH, metadata=bearer(signer.token(role="reader")))
     assert reply.hits[0].text == "hit"
 
