@@ -21,6 +21,7 @@ from ragline.channels import open_channel
 from ragline.config import state_dir
 from ragline.embedded_redis import EmbeddedRedis
 from ragline.errors import from_rpc_error
+from ragline.tls import client_certificates
 from ragline.v1 import (
     api_key_store_service_pb2_grpc,
     embedder_service_pb2_grpc,
@@ -39,6 +40,9 @@ DEPENDENCY_UP = Gauge(
     ["dependency"],
 )
 _HEALTH_TIMEOUT_SECONDS = 2.0
+# How long calls under way keep their old channel after a certificate rotation: the longest a call
+# (a streamed answer) takes.
+_ROTATION_GRACE_SECONDS = 120.0
 
 
 class Dependencies:
@@ -46,15 +50,31 @@ class Dependencies:
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
+        self._certificates = client_certificates()
+        self._retiring: set[asyncio.Task[None]] = set()
+        """Old channels closing after a certificate rotation, once their calls have finished."""
+        self._open_channels()
+        self._embedded_redis: EmbeddedRedis | None = None
+        self.redis: aioredis.Redis | None = None
+        self.redis_up = False
+
+    def _open_channels(self) -> None:
+        """Opens the channels (over mTLS with the certificate files as they are now) and their stubs."""
+        config, certificates = self.config, self._certificates
         self._channels = {
-            "embedder": open_channel(config.embedder_addr, "ragline.v1.EmbedderService"),
+            "embedder": open_channel(
+                config.embedder_addr, "ragline.v1.EmbedderService", certificates=certificates
+            ),
             "retriever": open_channel(
                 config.retriever_addr,
                 "ragline.v1.RetrieverService",
                 "ragline.v1.IngestQueueService",
                 "ragline.v1.ApiKeyStoreService",
+                certificates=certificates,
             ),
-            "generator": open_channel(config.generator_addr, "ragline.v1.GeneratorService"),
+            "generator": open_channel(
+                config.generator_addr, "ragline.v1.GeneratorService", certificates=certificates
+            ),
         }
         self.embedder = embedder_service_pb2_grpc.EmbedderServiceStub(self._channels["embedder"])
         self.retriever = retriever_service_pb2_grpc.RetrieverServiceStub(self._channels["retriever"])
@@ -63,9 +83,28 @@ class Dependencies:
         # So is the API key store.
         self.api_keys = api_key_store_service_pb2_grpc.ApiKeyStoreServiceStub(self._channels["retriever"])
         self.generator = generator_service_pb2_grpc.GeneratorServiceStub(self._channels["generator"])
-        self._embedded_redis: EmbeddedRedis | None = None
-        self.redis: aioredis.Redis | None = None
-        self.redis_up = False
+
+    async def _reopen_if_rotated(self) -> None:
+        """Opens new channels when the client certificate files changed; calls under way finish on the old ones.
+
+        A connection presents the certificate it was opened with, so only a new channel presents a
+        renewed one; handlers read the stubs per call and move to the new channels at once.
+        """
+        if not self._certificates.rotated():
+            return
+        old = list(self._channels.values())
+        try:
+            self._open_channels()
+        except (OSError, ValueError) as exc:
+            # Mid-rotation (the key written, not yet the certificate): the next check tries again.
+            log.warning("new client certificate not usable yet, keeping the current channels: %s", exc)
+            return
+        log.info("client certificate files changed: opened new channels to the services")
+        for channel in old:
+            # In the background: the readiness loop that runs this must not wait for a long call.
+            task = asyncio.create_task(channel.close(grace=_ROTATION_GRACE_SECONDS))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
 
     async def start(self) -> None:
         """Connects to Redis, starting the embedded server first when REDIS_URL is unset."""
@@ -95,7 +134,11 @@ class Dependencies:
             return False
 
     async def check(self) -> None:
-        """Updates the dependency gauges; raises while the embedder or retriever is down."""
+        """Updates the dependency gauges; raises while the embedder or retriever is down.
+
+        Runs every few seconds, so it is also where a rotated client certificate is picked up.
+        """
+        await self._reopen_if_rotated()
         names = list(self._channels)
         results = await asyncio.gather(*(self._serving(n) for n in names), self._redis_up())
         for name, up in zip([*names, "redis"], results, strict=True):
@@ -109,6 +152,8 @@ class Dependencies:
         """Closes the channels and Redis, and stops the embedded Redis if this process started it."""
         for channel in self._channels.values():
             await channel.close()
+        for task in list(self._retiring):
+            task.cancel()
         if self.redis is not None:
             await self.redis.aclose()
         if self._embedded_redis is not None:

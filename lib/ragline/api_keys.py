@@ -20,7 +20,9 @@ from pathlib import Path
 
 import grpc
 
+from ragline.channels import blocking_channel
 from ragline.config import state_dir
+from ragline.tls import ClientCertificates
 from ragline.v1 import admin_service_pb2, api_key_store_service_pb2, api_key_store_service_pb2_grpc
 
 TOKEN_PREFIX = "rgl_"
@@ -118,7 +120,13 @@ def role_value(name: str) -> int:
 
 
 def store_new_key(
-    retriever_address: str, tenant: str, role: int, display_name: str = "", *, timeout: float = 30.0
+    retriever_address: str,
+    tenant: str,
+    role: int,
+    display_name: str = "",
+    *,
+    timeout: float = 30.0,
+    certificates: ClientCertificates | None = None,
 ) -> tuple[admin_service_pb2.ApiKey, str]:
     """Makes a key and stores it straight in the retriever's key store; returns it and its token.
 
@@ -131,20 +139,26 @@ def store_new_key(
     request = api_key_store_service_pb2.CreateStoredApiKeyRequest(
         api_key=key, secret_sha256=secret_sha256(token.secret)
     )
-    with grpc.insecure_channel(retriever_address) as channel:
+    with blocking_channel(retriever_address, certificates) as channel:
         reply = api_key_store_service_pb2_grpc.ApiKeyStoreServiceStub(channel).CreateStoredApiKey(
             request, timeout=timeout
         )
     return reply.api_key, str(token)
 
 
-def key_is_usable(retriever_address: str, token: str, *, timeout: float = 30.0) -> bool:
+def key_is_usable(
+    retriever_address: str,
+    token: str,
+    *,
+    timeout: float = 30.0,
+    certificates: ClientCertificates | None = None,
+) -> bool:
     """Whether the retriever's key store holds `token`'s key, with its secret, unrevoked."""
     parsed = parse_token(token)
     if parsed is None:
         return False
     request = api_key_store_service_pb2.LookupStoredApiKeyRequest(key_id=parsed.key_id)
-    with grpc.insecure_channel(retriever_address) as channel:
+    with blocking_channel(retriever_address, certificates) as channel:
         try:
             found = api_key_store_service_pb2_grpc.ApiKeyStoreServiceStub(channel).LookupStoredApiKey(
                 request, timeout=timeout

@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 
 from ragline.errors import DeadlineExceeded
+from ragline.tls import ClientCertificates, client_certificates
 
 KEEPALIVE_TIME_MS = 30_000
 KEEPALIVE_TIMEOUT_MS = 10_000
@@ -56,9 +57,15 @@ def _service_config(services: Sequence[str]) -> str:
     )
 
 
-def open_channel(target: str, service: str, *more_services: str) -> grpc.aio.Channel:
-    """An insecure channel to `target` (host:port) for calls to the proto service `service` (and
-    `more_services`, served by the same process)."""
+def open_channel(
+    target: str, service: str, *more_services: str, certificates: ClientCertificates | None = None
+) -> grpc.aio.Channel:
+    """A channel to `target` (host:port) for calls to the proto service `service` (and
+    `more_services`, served by the same process).
+
+    Over TLS with `certificates` (by default the environment's RAGLINE_TLS_* settings), plaintext
+    when they name no CA.
+    """
     options: list[tuple[str, Any]] = [
         ("grpc.service_config", _service_config([service, *more_services])),
         ("grpc.enable_retries", 1),
@@ -71,7 +78,19 @@ def open_channel(target: str, service: str, *more_services: str) -> grpc.aio.Cha
         ("grpc.min_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[0]),
         ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[1]),
     ]
-    return grpc.aio.insecure_channel(target, options=options)
+    credentials = (certificates or client_certificates()).credentials()
+    if credentials is None:
+        return grpc.aio.insecure_channel(target, options=options)
+    return grpc.aio.secure_channel(target, credentials, options=options)
+
+
+def blocking_channel(target: str, certificates: ClientCertificates | None = None) -> grpc.Channel:
+    """A blocking channel to `target` for one-off calls (health checks, the operator's key commands),
+    over TLS with `certificates` (by default the environment's RAGLINE_TLS_* settings) when they name a CA."""
+    credentials = (certificates or client_certificates()).credentials()
+    if credentials is None:
+        return grpc.insecure_channel(target)
+    return grpc.secure_channel(target, credentials)
 
 
 def downstream_timeout(context: grpc.aio.ServicerContext | None, ceiling: float) -> float:

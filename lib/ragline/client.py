@@ -20,6 +20,7 @@ from google.protobuf import struct_pb2
 
 from ragline.api_keys import client_token
 from ragline.channels import open_channel
+from ragline.tls import ClientCertificates
 from ragline.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
@@ -73,19 +74,28 @@ class RaglineClient:
     """An async client of the gateway: `async with RaglineClient() as client: await client.ask("...")`."""
 
     def __init__(
-        self, address: str | None = None, *, timeout: float = 120.0, api_key: str | None = None
+        self,
+        address: str | None = None,
+        *,
+        timeout: float = 120.0,
+        api_key: str | None = None,
+        certificates: ClientCertificates | None = None,
     ) -> None:
         """Connects to `address` (host:port), default `RAGLINE_GATEWAY_ADDR` or 127.0.0.1:50051.
 
         `timeout` is the deadline, in seconds, of each call that does not set its own. `api_key` is
         the credential sent with every call (an API key or a JWT); by default `RAGLINE_API_KEY`, else
         the key `make run` keeps in the state folder (`RAGLINE_STATE_DIR/api_key`), else none.
+        `certificates` are the TLS settings to dial with; by default RAGLINE_TLS_CA_FILE (TLS, verifying
+        the gateway's certificate) and RAGLINE_TLS_CERT_FILE / RAGLINE_TLS_KEY_FILE, else plaintext.
         """
         self.address = address or os.environ.get("RAGLINE_GATEWAY_ADDR") or DEFAULT_ADDRESS
         self.timeout = timeout
         credential = api_key or client_token()
         self._metadata = (("authorization", f"Bearer {credential}"),) if credential else ()
-        self._channel = open_channel(self.address, "ragline.v1.GatewayService", "ragline.v1.AdminService")
+        self._channel = open_channel(
+            self.address, "ragline.v1.GatewayService", "ragline.v1.AdminService", certificates=certificates
+        )
         self._stub = gateway_service_pb2_grpc.GatewayServiceStub(self._channel)
         self._admin = admin_service_pb2_grpc.AdminServiceStub(self._channel)
 

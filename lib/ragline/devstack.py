@@ -10,6 +10,10 @@ With the gateway and the retriever up, it makes sure the state folder holds a us
 of the `default` tenant (file `api_key`, mode 0600), creating it through the retriever's key
 store on the first start, so the `ragline` command and the Python client, which read that file,
 work with authentication on and nothing to configure.
+
+`--tls` (`Stack(tls=True)`) makes a throwaway CA and certificates in the state folder's `tls`
+folder and runs the stack as in production: mutual TLS between the gateway and the internal
+services, TLS on the gateway; it prints the RAGLINE_TLS_* settings a client needs.
 """
 
 from __future__ import annotations
@@ -30,10 +34,12 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from ragline import api_keys
+from ragline import api_keys, dev_certificates
+from ragline.channels import blocking_channel
 from ragline.config import state_dir
 from ragline.embedded_redis import EmbeddedRedis
 from ragline.server import PORTS_FILE_ENV
+from ragline.tls import ClientCertificates, client_certificates
 from ragline.v1 import admin_service_pb2
 
 
@@ -109,7 +115,7 @@ class ServiceProcess:
     def wait_healthy(self, timeout: float) -> None:
         """Blocks until the service's health check answers SERVING; raises with its log tail if it never does."""
         deadline = time.monotonic() + timeout
-        with grpc.insecure_channel(self.address) as channel:
+        with blocking_channel(self.address, client_certificates(self.env)) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:
                 if self.process is not None and self.process.poll() is not None:
@@ -168,9 +174,15 @@ class Stack:
         env: Mapping[str, str] | None = None,
         services: tuple[str, ...] = ALL_SERVICES,
         free_ports: bool = False,
+        tls: bool = False,
     ) -> None:
         self.state = (state or state_dir()).resolve()
         self.base_env = {**os.environ, **(env or {}), "RAGLINE_STATE_DIR": str(self.state)}
+        self.certificate_files: dev_certificates.CertificateFiles | None = None
+        """With `tls`, the certificates the stack was started with (made anew by `start`)."""
+        if tls:
+            self.certificate_files = dev_certificates.write_certificates(self.state / "tls")
+            self.base_env.update(dev_certificates.environment(self.certificate_files))
         self.names = services
         self.free_ports = free_ports
         self.redis: EmbeddedRedis | None = None
@@ -205,7 +217,9 @@ class Stack:
             for proc in self.processes.values():
                 proc.wait_healthy(timeout)
             if "gateway" in self.processes and "retriever" in self.processes:
-                self.api_key = local_admin_key(self.processes["retriever"].address, self.state)
+                self.api_key = local_admin_key(
+                    self.processes["retriever"].address, self.state, self.client_certificates()
+                )
         except BaseException:
             self.stop()
             raise
@@ -239,6 +253,10 @@ class Stack:
         replica.wait_healthy(timeout)
         return replica
 
+    def client_certificates(self) -> ClientCertificates:
+        """The TLS settings a client of this stack dials with (plaintext without `tls`)."""
+        return client_certificates(self.base_env)
+
     def stop(self) -> None:
         """Stops the gateway replicas, the services in reverse order, then Redis."""
         for proc in [*self.replicas, *reversed(list(self.processes.values()))]:
@@ -250,7 +268,7 @@ class Stack:
         return self.processes[name]
 
 
-def local_admin_key(retriever_address: str, state: Path) -> str:
+def local_admin_key(retriever_address: str, state: Path, certificates: ClientCertificates) -> str:
     """The token of the state folder's admin key of tenant `default`, made and saved first if it is missing.
 
     A saved key the key store no longer holds (its database was reset) or that was revoked is
@@ -260,10 +278,14 @@ def local_admin_key(retriever_address: str, state: Path) -> str:
     path = api_keys.token_file(state)
     if path.exists():
         token = path.read_text().strip()
-        if api_keys.key_is_usable(retriever_address, token):
+        if api_keys.key_is_usable(retriever_address, token, certificates=certificates):
             return token
     _, token = api_keys.store_new_key(
-        retriever_address, "default", admin_service_pb2.ROLE_ADMIN, "local admin key of make run"
+        retriever_address,
+        "default",
+        admin_service_pb2.ROLE_ADMIN,
+        "local admin key of make run",
+        certificates=certificates,
     )
     partial = path.with_name(path.name + ".partial")
     partial.unlink(missing_ok=True)
@@ -275,8 +297,13 @@ def local_admin_key(retriever_address: str, state: Path) -> str:
 def main() -> None:
     """`make run`: starts the stack, prints where each service listens, runs until Ctrl-C or SIGTERM."""
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.parse_args()
-    stack = Stack()
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="make a throwaway CA and run mutual TLS between the services and TLS on the gateway",
+    )
+    args = parser.parse_args()
+    stack = Stack(tls=args.tls)
     print(f"starting Ragline (state in {stack.state}) ...", flush=True)
     stop_requested = False
 
@@ -299,6 +326,13 @@ def main() -> None:
     if stack.redis is not None:
         print(f"{'redis':<10} {stack.redis.url}")
     print(f"admin key of tenant default: {api_keys.token_file(stack.state)} (the ragline command reads it)")
+    if stack.certificate_files is not None:
+        files = stack.certificate_files
+        print(
+            "TLS is on; a client needs: "
+            f"RAGLINE_TLS_CA_FILE={files.ca} RAGLINE_TLS_CERT_FILE={files.client_cert} "
+            f"RAGLINE_TLS_KEY_FILE={files.client_key}"
+        )
     print(
         "Ragline is up. Try: ragline ingest docs/ && ragline ask 'your question'. Ctrl-C stops.", flush=True
     )

@@ -32,6 +32,7 @@ from ragline.channels import SERVER_OPTIONS
 from ragline.config import ConfigError, ServerConfig, load_config
 from ragline.errors import InvalidArgument, ServiceError, shorten
 from ragline.metrics import RPC_DURATION, RPC_HANDLED, start_metrics_server
+from ragline.tls import ServerCertificates, ServerTlsConfig
 
 log = logging.getLogger(__name__)
 
@@ -271,8 +272,12 @@ async def serve(
     servicers: Sequence[Servicer],
     lifecycle: Lifecycle,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    tls: ServerTlsConfig | None = None,
 ) -> None:
     """Runs a service until SIGTERM or SIGINT.
+
+    With `tls` enabled the port speaks TLS only (mutual TLS when it names a client CA), and the
+    certificate files are read again whenever they change.
 
     `interceptors` run inside the one that times, counts and maps errors, in their order (the
     first is outermost), so a call they refuse is counted with its status like any other.
@@ -294,9 +299,21 @@ async def serve(
     )
     for service_name in ["", *service_names]:
         await health_servicer.set(service_name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    address = f"{config.host}:{config.port}"
+    if tls is not None and tls.enabled:
+        port = server.add_secure_port(address, ServerCertificates(tls).credentials())
+    else:
+        port = server.add_insecure_port(address)
     await server.start()
-    log.info("%s listening on %s:%d (metrics on :%d)", name, config.host, port, metrics_server.server_port)
+    transport = "plaintext" if tls is None or not tls.enabled else "mTLS" if tls.client_ca_file else "TLS"
+    log.info(
+        "%s listening on %s:%d over %s (metrics on :%d)",
+        name,
+        config.host,
+        port,
+        transport,
+        metrics_server.server_port,
+    )
     _report_ports(port, metrics_server.server_port)
 
     stopping = asyncio.Event()
@@ -359,7 +376,7 @@ def run_service(
 ) -> None:
     """Runs one service's process until SIGTERM: what its `python -m` entry point calls.
 
-    Reads the server settings under the prefix `name.upper()` (`EMBEDDER_PORT`, ...), defaulting
+    Reads the server settings under the prefix `name.upper()` (`EMBEDDER_PORT`, `EMBEDDER_TLS_CERT_FILE`, ...), defaulting
     to the service's own `port` and `metrics_port`, then the service's settings `config_type`,
     sets up logging, and serves what `build` makes of them: the lifecycle, the gRPC services
     it implements and, if it returns them too, interceptors of its own (`serve`'s `interceptors`). An invalid setting, found by either read or by `build`, ends the process
@@ -368,11 +385,12 @@ def run_service(
 
     async def main() -> None:
         server_config = ServerConfig.from_env(name.upper(), port=port, metrics_port=metrics_port)
+        tls = ServerTlsConfig.from_env(name.upper())
         config = load_config(config_type)
         configure_logging(server_config.log_level)
         built = build(config)
         interceptors = built[2] if len(built) == 3 else ()
-        await serve(name, server_config, built[1], built[0], interceptors)
+        await serve(name, server_config, built[1], built[0], interceptors, tls)
 
     try:
         asyncio.run(main())

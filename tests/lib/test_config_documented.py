@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from ragline.config import ServerConfig, env_name, load_config
+from ragline.tls import ClientTlsConfig, ServerTlsConfig
 from ragline_embedder import config as embedder_config
 from ragline_gateway import config as gateway_config
 from ragline_generator import config as generator_config
@@ -82,7 +83,9 @@ def undocumented_fields(cls: type[Any]) -> list[str]:
     return missing
 
 
-@pytest.mark.parametrize("cls", [ServerConfig] + [config for config, _ in SERVICES])
+@pytest.mark.parametrize(
+    "cls", [ServerConfig, ServerTlsConfig, ClientTlsConfig] + [config for config, _ in SERVICES]
+)
 def test_every_setting_has_a_docstring(cls: type[Any]) -> None:
     assert undocumented_fields(cls) == []
 
@@ -111,3 +114,16 @@ def test_the_readme_tables_give_the_server_settings_the_service_defaults(
         if not says(table.get(env_name(field, prefix)), getattr(server, field.name))
     }
     assert wrong == {}, "README row's default, and the real one"
+
+
+@pytest.mark.parametrize(("prefix", "module", "readme"), SERVER_SETTINGS)
+def test_the_readme_tables_give_the_tls_settings(prefix: str, module: Any, readme: str) -> None:
+    table = readme_defaults(readme)
+    names = [env_name(field, prefix) for field in dataclasses.fields(ServerTlsConfig)]
+    assert {name: table.get(name) for name in names} == dict.fromkeys(names, "unset")
+
+
+def test_the_gateway_readme_gives_the_client_tls_settings() -> None:
+    table = readme_defaults("gateway/README.md")
+    names = [env_name(field) for field in dataclasses.fields(ClientTlsConfig)]
+    assert {name: table.get(name) for name in names} == dict.fromkeys(names, "unset")

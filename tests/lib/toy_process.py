@@ -24,7 +24,7 @@ def search_request(text: str) -> gateway_service_pb2.SearchRequest:
 
 
 class Toy:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, env: dict[str, str] | None = None) -> None:
         self.port, self.metrics_port = free_port(), free_port()
         self.down_file = tmp_path / "down"
         self.log = tmp_path / "toy.log"
@@ -34,6 +34,7 @@ class Toy:
             "TOY_METRICS_PORT": str(self.metrics_port),
             "TOY_DOWN_FILE": str(self.down_file),
             "TOY_SHUTDOWN_GRACE_SECONDS": "5",
+            **(env or {}),
         }
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
