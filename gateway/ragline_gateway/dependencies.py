@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import Gauge
 
-from ragline.channels import open_channel
+from ragline.channels import ReopeningChannel
 from ragline.config import state_dir
 from ragline.embedded_redis import EmbeddedRedis
 from ragline.errors import from_rpc_error
@@ -53,27 +53,21 @@ class Dependencies:
         self._certificates = client_certificates()
         self._retiring: set[asyncio.Task[None]] = set()
         """Old channels closing after a certificate rotation, once their calls have finished."""
-        self._open_channels()
-        self._embedded_redis: EmbeddedRedis | None = None
-        self.redis: aioredis.Redis | None = None
-        self.redis_up = False
-
-    def _open_channels(self) -> None:
-        """Opens the channels (over mTLS with the certificate files as they are now) and their stubs."""
-        config, certificates = self.config, self._certificates
         self._channels = {
-            "embedder": open_channel(
-                config.embedder_addr, "ragline.v1.EmbedderService", certificates=certificates
+            "embedder": ReopeningChannel(
+                config.embedder_addr, ["ragline.v1.EmbedderService"], self._certificates
             ),
-            "retriever": open_channel(
+            "retriever": ReopeningChannel(
                 config.retriever_addr,
-                "ragline.v1.RetrieverService",
-                "ragline.v1.IngestQueueService",
-                "ragline.v1.ApiKeyStoreService",
-                certificates=certificates,
+                [
+                    "ragline.v1.RetrieverService",
+                    "ragline.v1.IngestQueueService",
+                    "ragline.v1.ApiKeyStoreService",
+                ],
+                self._certificates,
             ),
-            "generator": open_channel(
-                config.generator_addr, "ragline.v1.GeneratorService", certificates=certificates
+            "generator": ReopeningChannel(
+                config.generator_addr, ["ragline.v1.GeneratorService"], self._certificates
             ),
         }
         self.embedder = embedder_service_pb2_grpc.EmbedderServiceStub(self._channels["embedder"])
@@ -83,18 +77,20 @@ class Dependencies:
         # So is the API key store.
         self.api_keys = api_key_store_service_pb2_grpc.ApiKeyStoreServiceStub(self._channels["retriever"])
         self.generator = generator_service_pb2_grpc.GeneratorServiceStub(self._channels["generator"])
+        self._embedded_redis: EmbeddedRedis | None = None
+        self.redis: aioredis.Redis | None = None
+        self.redis_up = False
 
     async def _reopen_if_rotated(self) -> None:
         """Opens new channels when the client certificate files changed; calls under way finish on the old ones.
 
         A connection presents the certificate it was opened with, so only a new channel presents a
-        renewed one; handlers read the stubs per call and move to the new channels at once.
+        renewed one; every stub moves to the new channels at its next call.
         """
         if not self._certificates.rotated():
             return
-        old = list(self._channels.values())
         try:
-            self._open_channels()
+            old = [channel.reopen() for channel in self._channels.values()]
         except (OSError, ValueError) as exc:
             # Mid-rotation (the key written, not yet the certificate): the next check tries again.
             log.warning("new client certificate not usable yet, keeping the current channels: %s", exc)

@@ -84,6 +84,66 @@ def open_channel(
     return grpc.aio.secure_channel(target, credentials, options=options)
 
 
+class ReopeningChannel:
+    """A channel whose connection can be replaced under the stubs made on it: `reopen` after a rotated
+    client certificate, and every stub's next call goes over a new connection presenting it.
+
+    gRPC presents a channel's client certificate for the channel's whole life, and a generated stub
+    binds its methods to the channel it is made with; this stands in for the channel, so that stubs
+    held anywhere (the key cache, the ingest worker) follow the reopened one.
+    """
+
+    def __init__(self, target: str, services: Sequence[str], certificates: ClientCertificates) -> None:
+        self._target, self._services, self._certificates = target, services, certificates
+        self.channel = open_channel(target, *services, certificates=certificates)
+        """The current channel (for health checks and closing)."""
+        self.generation = 0
+        """How many times the channel was reopened."""
+
+    def reopen(self) -> grpc.aio.Channel:
+        """Opens a new channel with the certificate files as they are now; returns the old one, to close
+        once its calls have finished. OSError or ValueError when the files are not a usable pair yet."""
+        old = self.channel
+        self.channel = open_channel(self._target, *self._services, certificates=self._certificates)
+        self.generation += 1
+        return old
+
+    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> _Multicallable:
+        """What a generated stub asks for; the same for the other three kinds."""
+        return _Multicallable(self, "unary_unary", method, args, kwargs)
+
+    def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> _Multicallable:
+        return _Multicallable(self, "unary_stream", method, args, kwargs)
+
+    def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> _Multicallable:
+        return _Multicallable(self, "stream_unary", method, args, kwargs)
+
+    def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> _Multicallable:
+        return _Multicallable(self, "stream_stream", method, args, kwargs)
+
+    async def close(self, grace: float | None = None) -> None:
+        """Closes the current channel."""
+        await self.channel.close(grace)
+
+
+class _Multicallable:
+    """A stub's method on a `ReopeningChannel`: made again on the current channel after a reopen."""
+
+    def __init__(
+        self, owner: ReopeningChannel, kind: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        self._owner, self._kind, self._method, self._args, self._kwargs = owner, kind, method, args, kwargs
+        self._generation = -1
+        self._callable: Any = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._generation != self._owner.generation:
+            make = getattr(self._owner.channel, self._kind)
+            self._callable = make(self._method, *self._args, **self._kwargs)
+            self._generation = self._owner.generation
+        return self._callable(*args, **kwargs)
+
+
 def blocking_channel(target: str, certificates: ClientCertificates | None = None) -> grpc.Channel:
     """A blocking channel to `target` for one-off calls (health checks, the operator's key commands),
     over TLS with `certificates` (by default the environment's RAGLINE_TLS_* settings) when they name a CA."""
