@@ -22,7 +22,14 @@ from collections.abc import Sequence
 import grpc
 from prometheus_client import Counter, Histogram
 
-from ragline.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, ServiceError
+from ragline.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    ServiceError,
+    logged_error_id,
+)
 from ragline.retry import backoff_seconds
 from ragline.v1 import ingest_queue_service_pb2
 from ragline_gateway.config import GatewayConfig
@@ -181,9 +188,11 @@ class IngestWorkers:
                 await self._process(tenant, collection, claimed_documents)
             except Exception as exc:
                 # A bug must not kill the worker, nor hold the documents until their leases run out.
-                log.exception("ingest worker failed on a batch of %s", collection)
+                error_id = logged_error_id(log, "ingest worker failed on a batch", exc)
                 for item in claimed_documents:
-                    await self._fail(item, f"internal error in the gateway: {exc!r}", "internal", retry=True)
+                    # The job's caller reads this reason: the id, never the exception's text.
+                    reason = f"internal error in the gateway (error id {error_id})"
+                    await self._fail(item, reason, "internal", retry=True)
 
     async def _process(
         self, tenant: str, collection: str, claimed: Sequence[ingest_queue_service_pb2.ClaimedDocument]

@@ -7,6 +7,9 @@ details (`BadRequest`, `RetryInfo`, `ErrorInfo`) that any gRPC client can read.
 
 from __future__ import annotations
 
+import logging
+import uuid
+
 import grpc
 from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -124,6 +127,31 @@ class DeadlineExceeded(ServiceError):
     """The caller's deadline ran out before the work was done."""
 
     code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def logged_error_id(logger: logging.Logger, what: str, exc: BaseException, *, traceback: bool = True) -> str:
+    """Logs `exc` in full (traceback, SQL, paths) under a new error id, and returns the id.
+
+    A caller is told the id and never the exception's text, which can carry SQL, file paths or
+    another tenant's names; an operator finds the full story by searching the log for the id.
+    `traceback` False logs `what` alone, for failures expected in numbers (a dependency down).
+    """
+    error_id = uuid.uuid4().hex[:16]
+    logger.error("%s (error id %s)", what, error_id, exc_info=exc if traceback else None)
+    return error_id
+
+
+class Internal(ServiceError):
+    """An unexpected failure: the caller gets a generic message and an error id, the log the details."""
+
+    code = grpc.StatusCode.INTERNAL
+
+    def __init__(self, error_id: str) -> None:
+        super().__init__(
+            f"internal error (error id {error_id}); the server log has the details under this id",
+            reason="INTERNAL",
+        )
+        self.error_id = error_id
 
 
 def from_rpc_error(dependency: str, exc: grpc.aio.AioRpcError) -> ServiceError:

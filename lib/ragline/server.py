@@ -30,7 +30,7 @@ from grpc_status import rpc_status
 
 from ragline.channels import SERVER_OPTIONS
 from ragline.config import ConfigError, ServerConfig, load_config
-from ragline.errors import InvalidArgument, ServiceError, shorten
+from ragline.errors import Internal, InvalidArgument, ServiceError, logged_error_id, shorten
 from ragline.metrics import RPC_DURATION, RPC_HANDLED, start_metrics_server
 from ragline.tls import ServerCertificates, ServerTlsConfig
 
@@ -189,8 +189,8 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
     if isinstance(exc, grpc.aio.AioRpcError):
         # A downstream call failed: pass its code on, so UNAVAILABLE stays retryable upstream.
         await context.abort(exc.code(), shorten(exc.details() or exc.code().name))
-    log.exception("unhandled error in %s", type(exc).__name__, exc_info=exc)
-    await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
+    error_id = logged_error_id(log, f"unhandled {type(exc).__name__}", exc)
+    await context.abort_with_status(rpc_status.to_status(Internal(error_id).to_status()))
 
 
 def _record(service: str, method: str, context: grpc.aio.ServicerContext, started: float) -> None:

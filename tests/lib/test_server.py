@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -60,7 +61,17 @@ def test_errors_become_statuses_with_details_and_metrics_count_them(toy: Toy) ->
         with pytest.raises(grpc.RpcError) as crashed:
             stub.Search(search_request("crash"), timeout=5)
         assert crashed.value.code() == grpc.StatusCode.INTERNAL
-        assert "secret" not in (crashed.value.details() or "")
+        details = crashed.value.details() or ""
+        for leak in ("secret", "SELECT", "acme", "/srv/", "Traceback", "store.py"):
+            assert leak not in details
+        # The caller gets an error id; the log has it with the whole exception, for the operator.
+        error_id = re.fullmatch(r"internal error \(error id ([0-9a-f]{16})\); .*", details)
+        assert error_id is not None, details
+        logged = toy.log.read_text()
+        line = next(line for line in logged.splitlines() if error_id[1] in line)
+        assert "unhandled RuntimeError" in line
+        assert "Traceback" in logged.split(line, 1)[1]
+        assert "SELECT * FROM api_keys WHERE tenant = 'acme'" in logged.split(line, 1)[1]
         stub.Search(search_request("0"), timeout=5)
 
     with urllib.request.urlopen(f"http://127.0.0.1:{toy.metrics_port}/metrics", timeout=5) as response:

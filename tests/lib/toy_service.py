@@ -47,7 +47,11 @@ class ToyGateway(gateway_service_pb2_grpc.GatewayServiceServicer):
         if text.startswith("long:"):
             raise InvalidArgument(f"query {text!r} is too long; send a shorter one", field="query")
         if text == "crash":
-            raise RuntimeError("secret internal detail")
+            # What an unexpected failure's text can hold: SQL, a file path, another tenant's name.
+            raise RuntimeError(
+                "secret internal detail: SELECT * FROM api_keys WHERE tenant = 'acme' "
+                "(/srv/ragline/retriever/store.py line 12)"
+            )
         await asyncio.sleep(float(text or 0))
         return gateway_service_pb2.SearchResponse(hits=[common_pb2.SearchHit(text="done")])
 

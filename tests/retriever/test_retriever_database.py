@@ -6,6 +6,7 @@ import asyncio
 import importlib.util
 import os
 import random
+import re
 import socket
 import subprocess
 import time
@@ -240,7 +241,12 @@ def test_database_outage_gives_unavailable_then_recovers(tmp_path: Path) -> None
                 )
             elapsed = time.monotonic() - started
             assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
-            assert "database unavailable" in (raised.value.details() or "")
+            details = raised.value.details() or ""
+            assert "database unavailable" in details
+            # The driver's text (the server's socket path) goes to the log, under the id the caller gets.
+            assert socket_dir not in details and str(tmp_path) not in details
+            error_id = re.search(r"error id ([0-9a-f]{16})", details)
+            assert error_id is not None and error_id[1] in stack["retriever"].log_tail(100_000)
             assert elapsed < 5, f"took {elapsed:.1f}s to fail"
             _wait_for_health(address, health_pb2.HealthCheckResponse.NOT_SERVING, timeout=10)
 

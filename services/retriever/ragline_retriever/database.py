@@ -23,7 +23,7 @@ import asyncpg
 from pgvector.asyncpg import register_vector
 
 from ragline.config import state_dir
-from ragline.errors import Unavailable
+from ragline.errors import Unavailable, logged_error_id
 from ragline_retriever.config import RetrieverConfig
 from ragline_retriever.migrate import migrate
 
@@ -202,7 +202,13 @@ class Database:
             async with self._pool.acquire(timeout=timeout or self._config.connect_timeout_seconds) as conn:
                 yield conn
         except UNAVAILABLE_ERRORS as exc:
-            raise Unavailable(f"database unavailable: {describe_error(exc)}", retry_after=1) from exc
+            # The driver's text can name the server's socket path or address: it goes to the log only.
+            error_id = logged_error_id(
+                log, f"database unavailable: {describe_error(exc)}", exc, traceback=False
+            )
+            raise Unavailable(
+                f"database unavailable (error id {error_id}); retry shortly", retry_after=1
+            ) from exc
 
     async def check_ready(self) -> None:
         """Raises unless `SELECT 1` answers within a short timeout."""
