@@ -7,14 +7,14 @@ import pytest
 from rank_fusion import RRF_K, fuse
 
 from ragline.config import ConfigError, load_config
-from ragline.errors import InvalidArgument
+from ragline.errors import InvalidArgument, NotFound
 from ragline.v1 import common_pb2
 from ragline.validation import check_collection_name
 from ragline_retriever.chunks import NewChunk, StoredChunk, plan_chunks, text_hash
 from ragline_retriever.config import RetrieverConfig
 from ragline_retriever.database import describe_server
 from ragline_retriever.migrate import migrations
-from ragline_retriever.paging import decode_page_token, encode_page_token
+from ragline_retriever.paging import decode_page_token, encode_page_token, listing_scope
 from ragline_retriever.search import Hit, create_index_sql, vector_search_sql
 
 VECTOR, KEYWORD = common_pb2.SEARCH_MODE_VECTOR, common_pb2.SEARCH_MODE_KEYWORD
@@ -71,6 +71,15 @@ def test_page_tokens_round_trip_and_reject_foreign_tokens() -> None:
         with pytest.raises(InvalidArgument) as raised:
             decode_page_token(bad, "collections")
         assert raised.value.field == "page_token"
+
+
+def test_a_page_token_of_another_tenants_listing_is_not_found() -> None:
+    theirs = encode_page_token(listing_scope("ingest-jobs/", "tenant-b"), "2026-01-01 x")
+    with pytest.raises(NotFound):
+        decode_page_token(theirs, listing_scope("ingest-jobs/", "tenant-a"))
+    # Another listing of the other tenant is a token of another listing, like one of the caller's own.
+    with pytest.raises(InvalidArgument):
+        decode_page_token(theirs, listing_scope("documents/default", "tenant-a"))
 
 
 @pytest.mark.parametrize("name", ["a", "Docs_2024", "team.wiki-v2", "x" * 63])

@@ -1,7 +1,11 @@
 """Keyset pagination shared by every listing of both services: page sizes and opaque page tokens.
 
 A token holds the listing's scope (with the caller's tenant) and the key of the last row
-returned, so a token of one listing, or of another tenant's, is refused by another, and a page never skips or repeats rows when others change.
+returned, so a token of one listing is refused by another (INVALID_ARGUMENT, as a forged one), and a
+page never skips or repeats rows when others change. A token of the same listing of another tenant
+is NOT_FOUND, as another tenant's collection or job is. That says nothing about the other tenant:
+tokens are not signed, so anyone can write one naming any tenant, real or not, and the answer is
+decided from the token alone, before any row is read.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from ragline.errors import InvalidArgument
+from ragline.errors import InvalidArgument, NotFound
 
 T = TypeVar("T")
 
@@ -44,7 +48,8 @@ def encode_page_token(scope: str, after: str) -> str:
 
 
 def decode_page_token(token: str, scope: str) -> str:
-    """The key after which the page of `token` starts ("" for no token); INVALID_ARGUMENT if it is not ours."""
+    """The key after which the page of `token` starts ("" for no token); INVALID_ARGUMENT if it is not ours,
+    NOT_FOUND if it continues the same listing of another tenant."""
     if not token:
         return ""
     try:
@@ -57,11 +62,29 @@ def decode_page_token(token: str, scope: str) -> str:
         and decoded[0] == scope
         and isinstance(decoded[1], str)
     ):
+        if _of_another_tenant(decoded, scope):
+            raise NotFound(
+                "page_token continues a listing that was not found; leave it empty to list from the start"
+            )
         raise InvalidArgument(
             "page_token is not a next_page_token of this listing; send it back unchanged or leave it empty",
             field="page_token",
         )
     return decoded[1]
+
+
+def _of_another_tenant(decoded: object, scope: str) -> bool:
+    """Whether a decoded token is of the listing of `scope` (a `listing_scope`) for another tenant."""
+    listing, separator, _ = scope.partition("|")
+    return (
+        bool(separator)
+        and isinstance(decoded, list)
+        and len(decoded) == 2
+        and isinstance(decoded[0], str)
+        and isinstance(decoded[1], str)
+        and decoded[0].partition("|")[0] == listing
+        and decoded[0] != scope
+    )
 
 
 def next_page_token(scope: str, rows: Sequence[T], size: int, key: Callable[[T], str]) -> str:
