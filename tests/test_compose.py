@@ -7,13 +7,16 @@ defined: the service's config module.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 from typing import Any
 
 import yaml
+from cryptography import x509
 
 from ragline.devstack import SERVICES
+from ragline.tls import ClientTlsConfig, ServerTlsConfig, load_pair
 from ragline_embedder import config as embedder_config
 from ragline_gateway import config as gateway_config
 from ragline_generator import config as generator_config
@@ -109,3 +112,44 @@ def test_addresses_point_at_services_and_ports_that_exist() -> None:
     )
     assert services["postgres"]["image"].startswith("pgvector/pgvector:")
     assert services["redis"]["image"].startswith("redis:")
+
+
+def _make_certs() -> Any:
+    spec = importlib.util.spec_from_file_location("make_certs", ROOT / "tools" / "make_certs.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_internal_services_require_mutual_tls_with_the_certificates_make_certs_writes(tmp_path: Path) -> None:
+    _make_certs().main([str(tmp_path)])
+    services = COMPOSE["services"]
+    mount = "./deploy/tls:/etc/ragline/tls:ro"
+
+    def local(environment: dict[str, str]) -> dict[str, str]:
+        """The container's settings with its mounted certificate paths made paths of `tmp_path`."""
+        return {k: v.replace("/etc/ragline/tls", str(tmp_path)) for k, v in environment.items()}
+
+    for spec in SERVICES:
+        service = services[spec.name]
+        assert mount in service["volumes"], spec.name
+        environment = local(service["environment"])
+        server = ServerTlsConfig.from_env(spec.prefix, environment)  # the files exist and the pair matches
+        assert server.enabled, spec.name
+        # Internal services ask for a client certificate of the CA; the gateway's callers use API keys.
+        assert (server.client_ca_file is not None) == (spec.name != "gateway"), spec.name
+        client = ClientTlsConfig.from_env(environment)  # health checks and the gateway's channels
+        assert client.enabled and client.cert_file is not None, spec.name
+        if server.client_ca_file is not None:
+            assert server.client_ca_file == client.ca_file
+    # The server certificate is valid for every name the services are dialed by.
+    leaf = load_pair(tmp_path / "server.pem", tmp_path / "server-key.pem")[2]
+    names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    dialed = {
+        address.split(":")[0]
+        for key, address in services["gateway"]["environment"].items()
+        if key.endswith("_ADDR")
+    }
+    assert dialed <= set(names.get_values_for_type(x509.DNSName))
+    assert (ROOT / ".gitignore").read_text().count("deploy/tls/") == 1

@@ -20,7 +20,60 @@ def test_alert_rules_pass_promtool(promtool: str) -> None:
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 8 rules found" in result.stdout
+    assert "SUCCESS: 9 rules found" in result.stdout
+
+
+@pytest.mark.integration
+def test_the_certificate_expiry_alert_fires_two_weeks_ahead(promtool: str, tmp_path: Path) -> None:
+    # At time 0, one certificate expires in 13 days and another in 30: only the first is alerted on.
+    day = 86400
+    tests = {
+        "rule_files": [str(DEPLOY / "prometheus" / "alerts.yml")],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {
+                        "series": 'ragline_tls_certificate_expiry_timestamp_seconds{job="ragline-retriever",instance="r:9103",role="server"}',
+                        "values": f"{13 * day}x120",
+                    },
+                    {
+                        "series": 'ragline_tls_certificate_expiry_timestamp_seconds{job="ragline-gateway",instance="g:9101",role="client"}',
+                        "values": f"{30 * day}x120",
+                    },
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "61m",
+                        "alertname": "RaglineTlsCertificateExpiresSoon",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "ticket",
+                                    "job": "ragline-retriever",
+                                    "instance": "r:9103",
+                                    "role": "server",
+                                },
+                                "exp_annotations": {
+                                    "summary": "A TLS certificate of ragline-retriever expires in less than 14 days",
+                                    "description": (
+                                        "The server certificate r:9103 presents expires in 12d 22h 59m 0s. "
+                                        "Replace its files (tools/make_certs.py, or your CA); services read them "
+                                        "again without a restart, and the gateway reopens its channels."
+                                    ),
+                                },
+                            }
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    test_file = tmp_path / "expiry_test.yml"
+    test_file.write_text(json.dumps(tests))
+    result = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.integration
