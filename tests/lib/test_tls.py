@@ -23,7 +23,8 @@ from toy_process import Toy, search_request
 
 from ragline.channels import blocking_channel
 from ragline.config import ConfigError
-from ragline.dev_certificates import CertificateFiles, issue_pair, write_certificates
+from ragline.dev_certificates import INTERNAL_SERVICES, CertificateFiles, issue_pair, write_certificates
+from ragline.devstack import Stack
 from ragline.tls import ClientCertificates, ClientTlsConfig, ServerTlsConfig, load_pair
 from ragline.v1 import gateway_service_pb2_grpc
 
@@ -191,3 +192,19 @@ def test_settings_are_checked_at_start(tmp_path: Path, files: CertificateFiles) 
         ClientTlsConfig.from_env(
             {"RAGLINE_TLS_CERT_FILE": str(files.client_cert), "RAGLINE_TLS_KEY_FILE": str(files.client_key)}
         )
+
+
+def test_devstack_tls_runs_mutual_tls_inside_and_tls_on_the_gateway(tmp_path: Path) -> None:
+    stack = Stack(state=tmp_path, tls=True)
+    for prefix in INTERNAL_SERVICES:
+        server = ServerTlsConfig.from_env(prefix, stack.base_env)
+        assert server.enabled and server.client_ca_file is not None, prefix
+    gateway = ServerTlsConfig.from_env("GATEWAY", stack.base_env)
+    assert gateway.enabled and gateway.client_ca_file is None
+    assert stack.client_certificates().credentials() is not None
+    # Without the option nothing is configured: `make run` stays plaintext.
+    plain = Stack(state=tmp_path / "plain", env={k: "" for k in stack.base_env if "_TLS_" in k})
+    assert not any(
+        ServerTlsConfig.from_env(p, plain.base_env).enabled for p in (*INTERNAL_SERVICES, "GATEWAY")
+    )
+    assert plain.client_certificates().credentials() is None
