@@ -7,13 +7,13 @@ defined: the service's config module.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 from cryptography import x509
+from tool_scripts import load_tool
 
 from ragline.devstack import SERVICES
 from ragline.tls import ClientTlsConfig, ServerTlsConfig, load_pair
@@ -114,16 +114,8 @@ def test_addresses_point_at_services_and_ports_that_exist() -> None:
     assert services["redis"]["image"].startswith("redis:")
 
 
-def _make_certs() -> Any:
-    spec = importlib.util.spec_from_file_location("make_certs", ROOT / "tools" / "make_certs.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_internal_services_require_mutual_tls_with_the_certificates_make_certs_writes(tmp_path: Path) -> None:
-    _make_certs().main([str(tmp_path)])
+    load_tool("make_certs").main([str(tmp_path)])
     services = COMPOSE["services"]
     mount = "./deploy/tls:/etc/ragline/tls:ro"
 

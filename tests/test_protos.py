@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
+
+from tool_scripts import load_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _load_generator():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("gen_protos", ROOT / "tools" / "gen_protos.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_committed_stubs_match_protos(tmp_path: Path) -> None:
-    generated = _load_generator().generate(tmp_path)
+    generated = load_tool("gen_protos").generate(tmp_path)
     assert generated, "no stubs were generated"
     committed_dir = ROOT / "lib" / "ragline" / "v1"
     for path in generated:

@@ -36,10 +36,13 @@ class CertificateFiles:
     """Its private key (mode 0600)."""
 
 
-def _write_key(path: Path, pem: bytes) -> None:
+def _replace(path: Path, pem: bytes, *, private: bool = False) -> None:
+    """Replaces `path` whole with `pem` (a reader sees the old file or the new one); `private`: mode 0600
+    from the start, for a key."""
     partial = path.with_name(path.name + ".partial")
     partial.unlink(missing_ok=True)
-    partial.touch(mode=0o600)
+    if private:
+        partial.touch(mode=0o600)
     partial.write_bytes(pem)
     partial.replace(path)
 
@@ -57,10 +60,8 @@ def issue_pair(
     a new key with the old certificate, which `ragline.tls` recognises and waits out.
     """
     issued = ca.issue_cert(*hosts, not_after=not_after)
-    _write_key(key_file, issued.private_key_pem.bytes())
-    partial = cert_file.with_name(cert_file.name + ".partial")
-    partial.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
-    partial.replace(cert_file)
+    _replace(key_file, issued.private_key_pem.bytes(), private=True)
+    _replace(cert_file, b"".join(blob.bytes() for blob in issued.cert_chain_pems))
 
 
 def write_certificates(

@@ -55,16 +55,13 @@ class ServerTlsConfig:
         """Reads and checks the settings under `prefix` (of `environ`, default the process's); ConfigError
         names what is missing."""
         config = load_config(cls, prefix=prefix, environ=environ)
-        if (config.cert_file is None) != (config.key_file is None):
-            raise ConfigError(f"{prefix}_TLS_CERT_FILE and {prefix}_TLS_KEY_FILE must be set together")
+        _require_cert_with_key(config, prefix)
         if config.client_ca_file is not None and config.cert_file is None:
             raise ConfigError(
                 f"{prefix}_TLS_CLIENT_CA_FILE needs {prefix}_TLS_CERT_FILE and {prefix}_TLS_KEY_FILE: "
                 "client certificates are only asked for over TLS"
             )
-        _require_readable(config, prefix)
-        if config.cert_file is not None and config.key_file is not None:
-            _require_pair(config.cert_file, config.key_file, prefix)
+        _require_usable_files(config, prefix)
         return config
 
     @property
@@ -88,15 +85,12 @@ class ClientTlsConfig:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ClientTlsConfig:
         """Reads and checks the settings (of `environ`, default the process's); ConfigError names what is missing."""
         config = load_config(cls, environ=environ)
-        if (config.cert_file is None) != (config.key_file is None):
-            raise ConfigError("RAGLINE_TLS_CERT_FILE and RAGLINE_TLS_KEY_FILE must be set together")
+        _require_cert_with_key(config, "RAGLINE")
         if config.cert_file is not None and config.ca_file is None:
             raise ConfigError(
                 "RAGLINE_TLS_CERT_FILE needs RAGLINE_TLS_CA_FILE: a client certificate is sent over TLS"
             )
-        _require_readable(config, "RAGLINE")
-        if config.cert_file is not None and config.key_file is not None:
-            _require_pair(config.cert_file, config.key_file, "RAGLINE")
+        _require_usable_files(config, "RAGLINE")
         return config
 
     @property
@@ -105,7 +99,15 @@ class ClientTlsConfig:
         return self.ca_file is not None
 
 
-def _require_readable(config: ServerTlsConfig | ClientTlsConfig, prefix: str) -> None:
+def _require_cert_with_key(config: ServerTlsConfig | ClientTlsConfig, prefix: str) -> None:
+    """A certificate is of no use without its key, nor a key without its certificate."""
+    if (config.cert_file is None) != (config.key_file is None):
+        raise ConfigError(f"{prefix}_TLS_CERT_FILE and {prefix}_TLS_KEY_FILE must be set together")
+
+
+def _require_usable_files(config: ServerTlsConfig | ClientTlsConfig, prefix: str) -> None:
+    """Every file named can be read, and the certificate and key are one pair: found at start, not at
+    the first handshake."""
     missing = [
         f"{prefix}_TLS_{field.name.removesuffix('_file').upper()}_FILE={getattr(config, field.name)}"
         for field in dataclasses.fields(config)
@@ -113,11 +115,10 @@ def _require_readable(config: ServerTlsConfig | ClientTlsConfig, prefix: str) ->
     ]
     if missing:
         raise ConfigError("cannot read " + ", ".join(missing))
-
-
-def _require_pair(cert_file: Path, key_file: Path, prefix: str) -> None:
+    if config.cert_file is None or config.key_file is None:
+        return
     try:
-        load_pair(cert_file, key_file)
+        load_pair(config.cert_file, config.key_file)
     except ValueError as exc:
         raise ConfigError(
             f"{prefix}_TLS_CERT_FILE / {prefix}_TLS_KEY_FILE: not a usable pair: {exc}"

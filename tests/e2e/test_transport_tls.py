@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import os
-import socket
-import ssl
 import subprocess
 import sys
 import time
@@ -22,8 +20,8 @@ from pathlib import Path
 import grpc
 import pytest
 import trustme
-from cryptography import x509
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tls_peer import served_certificate
 
 from ragline.channels import blocking_channel
 from ragline.client import RaglineClient
@@ -66,21 +64,6 @@ def health(address: str, certificates: ClientCertificates | None) -> grpc.Status
             )
         except grpc.RpcError as exc:
             return exc.code()
-
-
-def served_serial(address: str, files: CertificateFiles) -> int:
-    """The serial number of the certificate a new TLS connection to `address` is shown."""
-    context = ssl.create_default_context(cafile=str(files.ca))
-    context.load_cert_chain(str(files.client_cert), str(files.client_key))
-    context.set_alpn_protocols(["h2"])
-    host, port = address.rsplit(":", 1)
-    with (
-        socket.create_connection((host, int(port)), timeout=5) as raw,
-        context.wrap_socket(raw, server_hostname=host) as connection,
-    ):
-        der = connection.getpeercert(binary_form=True)
-    assert der is not None
-    return int(x509.load_der_x509_certificate(der).serial_number)
 
 
 async def test_search_ask_and_an_ingest_job_work_through_the_gateway_under_mtls(
@@ -140,9 +123,9 @@ async def test_certificates_swapped_on_disk_are_used_without_a_restart(tls: TlsS
     stack, files = tls.stack, tls.files
     retriever = stack["retriever"].address
     pids = {name: stack[name].process.pid for name in stack.processes}  # type: ignore[union-attr]
-    before = served_serial(retriever, files)
+    before = served_certificate(retriever, files).serial_number
     issue_pair(tls.ca, files.server_cert, files.server_key, ("localhost", "127.0.0.1"))
-    after = served_serial(retriever, files)
+    after = served_certificate(retriever, files).serial_number
     assert after != before
 
     # The gateway's client certificate: new channels within a readiness check (2 s), presenting it.

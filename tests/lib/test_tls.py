@@ -7,8 +7,6 @@ Certificates come from trustme, made afresh by each test; nothing is checked in.
 from __future__ import annotations
 
 import datetime
-import socket
-import ssl
 import threading
 import time
 from pathlib import Path
@@ -16,16 +14,16 @@ from pathlib import Path
 import grpc
 import pytest
 import trustme
-from cryptography import x509
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
+from tls_peer import served_certificate
 from toy_process import Toy, search_request
 
 from ragline.channels import blocking_channel
 from ragline.config import ConfigError
 from ragline.dev_certificates import INTERNAL_SERVICES, CertificateFiles, issue_pair, write_certificates
 from ragline.devstack import Stack
-from ragline.tls import ClientCertificates, ClientTlsConfig, ServerTlsConfig, load_pair
+from ragline.tls import ClientCertificates, ClientTlsConfig, ServerCertificates, ServerTlsConfig, load_pair
 from ragline.v1 import gateway_service_pb2_grpc
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -50,21 +48,6 @@ def health(address: str, client: ClientCertificates) -> int | None:
         except grpc.RpcError:
             return None
     return int(reply.status)
-
-
-def served_certificate(address: str, files: CertificateFiles) -> x509.Certificate:
-    """The certificate a new TLS connection to `address` is shown, presenting the client pair of `files`."""
-    context = ssl.create_default_context(cafile=str(files.ca))
-    context.load_cert_chain(str(files.client_cert), str(files.client_key))
-    context.set_alpn_protocols(["h2"])
-    host, port = address.rsplit(":", 1)
-    with (
-        socket.create_connection((host, int(port)), timeout=5) as raw,
-        context.wrap_socket(raw, server_hostname=host) as tls,
-    ):
-        der = tls.getpeercert(binary_form=True)
-    assert der is not None
-    return x509.load_der_x509_certificate(der)
 
 
 @pytest.fixture
@@ -159,6 +142,13 @@ def test_a_half_rotated_pair_keeps_the_previous_one(tmp_path: Path) -> None:
     other = write_certificates(tmp_path / "other")
     with pytest.raises(ValueError, match="is not the one of the certificate"):
         load_pair(files.server_cert, other.server_key)
+    server = ServerCertificates(ServerTlsConfig(cert_file=files.server_cert, key_file=files.server_key))
+    # The new key written, not yet its certificate: gRPC is told to keep the configuration it has.
+    files.server_key.write_bytes(other.server_key.read_bytes())
+    assert server._fetch() is None
+    files.server_cert.write_bytes(other.server_cert.read_bytes())
+    assert server._fetch() is not None
+    assert server._fetch() is None
 
 
 def test_client_certificates_notice_rotation(tmp_path: Path) -> None:

@@ -59,32 +59,27 @@ def decode_page_token(token: str, scope: str) -> str:
     if not (
         isinstance(decoded, list)
         and len(decoded) == 2
-        and decoded[0] == scope
-        and isinstance(decoded[1], str)
-    ):
-        if _of_another_tenant(decoded, scope):
-            raise NotFound(
-                "page_token continues a listing that was not found; leave it empty to list from the start"
-            )
-        raise InvalidArgument(
-            "page_token is not a next_page_token of this listing; send it back unchanged or leave it empty",
-            field="page_token",
-        )
-    return decoded[1]
-
-
-def _of_another_tenant(decoded: object, scope: str) -> bool:
-    """Whether a decoded token is of the listing of `scope` (a `listing_scope`) for another tenant."""
-    listing, separator, _ = scope.partition("|")
-    return (
-        bool(separator)
-        and isinstance(decoded, list)
-        and len(decoded) == 2
         and isinstance(decoded[0], str)
         and isinstance(decoded[1], str)
-        and decoded[0].partition("|")[0] == listing
-        and decoded[0] != scope
+    ):
+        decoded = None
+    if decoded is not None and decoded[0] == scope:
+        return str(decoded[1])
+    if decoded is not None and _same_listing(decoded[0], scope):
+        # The same listing of another tenant (the scopes differ only after the '|').
+        raise NotFound(
+            "page_token continues a listing that was not found; leave it empty to list from the start"
+        )
+    raise InvalidArgument(
+        "page_token is not a next_page_token of this listing; send it back unchanged or leave it empty",
+        field="page_token",
     )
+
+
+def _same_listing(token_scope: str, scope: str) -> bool:
+    """Whether the scopes (`listing_scope`s) name the same listing, whatever their tenants."""
+    listing, separator, _ = scope.partition("|")
+    return bool(separator) and token_scope.partition("|")[0] == listing
 
 
 def next_page_token(scope: str, rows: Sequence[T], size: int, key: Callable[[T], str]) -> str:
