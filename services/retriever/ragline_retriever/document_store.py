@@ -122,14 +122,26 @@ async def _write_chunks(conn: PooledConnection, collection_id: int, document: in
     """Deletes, updates and inserts the chunks of the document with id `document` as `plan` says."""
     if plan.deleted:
         await conn.execute(
-            "DELETE FROM chunks WHERE document_id = $1 AND ordinal >= $2", document, plan.delete_from
+            "DELETE FROM chunks WHERE collection_id = $1 AND document_id = $2 AND ordinal >= $3",
+            collection_id,
+            document,
+            plan.delete_from,
         )
     if plan.update:
         await conn.executemany(
-            "UPDATE chunks SET text = $3, token_count = $4, content_hash = $5, embedding = $6, metadata = $7"
-            " WHERE document_id = $1 AND ordinal = $2",
+            "UPDATE chunks SET text = $4, token_count = $5, content_hash = $6, embedding = $7, metadata = $8"
+            " WHERE collection_id = $1 AND document_id = $2 AND ordinal = $3",
             [
-                (document, c.ordinal, c.text, c.token_count, c.content_hash, c.embedding, c.metadata)
+                (
+                    collection_id,
+                    document,
+                    c.ordinal,
+                    c.text,
+                    c.token_count,
+                    c.content_hash,
+                    c.embedding,
+                    c.metadata,
+                )
                 for c in plan.update
             ],
         )
@@ -176,7 +188,9 @@ async def _upsert(
         stored = [
             StoredChunk(r["ordinal"], r["content_hash"], r["token_count"], r["metadata"])
             for r in await conn.fetch(
-                "SELECT ordinal, content_hash, token_count, metadata FROM chunks WHERE document_id = $1",
+                "SELECT ordinal, content_hash, token_count, metadata FROM chunks"
+                " WHERE collection_id = $1 AND document_id = $2",
+                collection["id"],
                 document["id"],
             )
         ]
@@ -186,8 +200,9 @@ async def _upsert(
     document_changed = document["metadata"] != metadata or document["content_hash"] != content_hash
     if not created and (plan.changed or document_changed):
         updated = await conn.fetchrow(
-            "UPDATE documents SET metadata = $2, content_hash = $3, chunk_count = $4, updated_at = now()"
-            f" WHERE id = $1 RETURNING {_DOCUMENT_COLUMNS}",
+            "UPDATE documents SET metadata = $3, content_hash = $4, chunk_count = $5, updated_at = now()"
+            f" WHERE collection_id = $1 AND id = $2 RETURNING {_DOCUMENT_COLUMNS}",
+            collection["id"],
             document["id"],
             metadata,
             content_hash,
@@ -349,7 +364,8 @@ async def lookup_chunk_hashes(
     document `document_id` by ordinal, without repeats."""
     if document_id:
         rows = await conn.fetch(
-            "SELECT c.content_hash FROM chunks AS c JOIN documents AS d ON d.id = c.document_id"
+            "SELECT c.content_hash FROM chunks AS c"
+            " JOIN documents AS d ON d.collection_id = c.collection_id AND d.id = c.document_id"
             " WHERE d.collection_id = $1 AND d.document_id = $2 ORDER BY c.ordinal",
             collection_id,
             document_id,

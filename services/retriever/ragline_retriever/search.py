@@ -91,7 +91,7 @@ def vector_search_sql(collection_id: int, dimension: int, condition: str = "TRUE
             SELECT c.id, d.document_id, c.ordinal, c.text, d.metadata || c.metadata AS metadata,
                    {distance} AS distance
             FROM chunks AS c
-            JOIN documents AS d ON d.id = c.document_id
+            JOIN documents AS d ON d.collection_id = c.collection_id AND d.id = c.document_id
             WHERE c.collection_id = {int(collection_id)} AND {condition}
             ORDER BY distance
             LIMIT $3
@@ -154,8 +154,8 @@ _BM25_SQL = (
     SELECT c.id, d.document_id, c.ordinal, c.text, d.metadata || c.metadata AS metadata, scored.score,
            ARRAY[{keyword_mode}] AS modes
     FROM scored
-    JOIN chunks AS c ON c.id = scored.chunk_id
-    JOIN documents AS d ON d.id = c.document_id
+    JOIN chunks AS c ON c.collection_id = {collection} AND c.id = scored.chunk_id
+    JOIN documents AS d ON d.collection_id = c.collection_id AND d.id = c.document_id
     WHERE {condition}
     ORDER BY scored.score DESC, c.id
     LIMIT $3
@@ -211,12 +211,12 @@ def hybrid_search_sql(collection_id: int, dimension: int, condition: str | None 
         keyword = f"SELECT chunk_id, score FROM ({scores}) AS s ORDER BY score DESC, chunk_id LIMIT $3"
     else:
         vector_from = (
-            f"chunks AS c JOIN documents AS d ON d.id = c.document_id "
+            f"chunks AS c JOIN documents AS d ON d.collection_id = c.collection_id AND d.id = c.document_id "
             f"WHERE c.collection_id = {collection} AND {condition}"
         )
         keyword = (
             f"SELECT s.chunk_id, s.score FROM ({scores}) AS s "
-            "JOIN chunks AS c ON c.id = s.chunk_id JOIN documents AS d ON d.id = c.document_id "
+            f"JOIN chunks AS c ON c.collection_id = {collection} AND c.id = s.chunk_id JOIN documents AS d ON d.collection_id = c.collection_id AND d.id = c.document_id "
             f"WHERE {condition} ORDER BY s.score DESC, s.chunk_id LIMIT $3"
         )
     vector_mode, keyword_mode = int(common_pb2.SEARCH_MODE_VECTOR), int(common_pb2.SEARCH_MODE_KEYWORD)
@@ -244,7 +244,7 @@ def hybrid_search_sql(collection_id: int, dimension: int, condition: str | None 
     )
     SELECT c.id, d.document_id, c.ordinal, c.text, d.metadata || c.metadata AS metadata,
            fused.score, fused.modes, fused.seen
-    FROM fused JOIN chunks AS c ON c.id = fused.id JOIN documents AS d ON d.id = c.document_id
+    FROM fused JOIN chunks AS c ON c.collection_id = {collection} AND c.id = fused.id JOIN documents AS d ON d.collection_id = c.collection_id AND d.id = c.document_id
     """
     return _in_collection(collection_id, hits, "hits.score DESC, hits.seen", "$11")
 
