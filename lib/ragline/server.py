@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 
 # How often the readiness probe runs; a dependency that goes down is noticed this quickly.
 READINESS_INTERVAL_SECONDS = 2.0
+# The health service name that is SERVING for as long as the server answers, whatever its readiness:
+# Kubernetes' liveness probe asks for it, so a dependency that is down makes pods unready (the
+# overall status, "") but never gets them restarted.
+LIVENESS_SERVICE = "liveness"
 
 # A handler cancelled this close to its deadline was cancelled by the deadline, not by the client:
 # the server's timer and this process's clock can differ by a few milliseconds.
@@ -305,6 +309,7 @@ async def serve(
     else:
         port = server.add_insecure_port(address)
     await server.start()
+    await health_servicer.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     transport = "plaintext" if tls is None or not tls.enabled else "mTLS" if tls.client_ca_file else "TLS"
     log.info(
         "%s listening on %s:%d over %s (metrics on :%d)",

@@ -21,7 +21,7 @@ from grpc_status import rpc_status
 from toy_process import TOY, Toy, search_request
 
 from ragline.channels import MAX_MESSAGE_BYTES
-from ragline.server import _Interceptor
+from ragline.server import LIVENESS_SERVICE, _Interceptor
 from ragline.v1 import gateway_service_pb2_grpc
 
 
@@ -32,6 +32,8 @@ def test_health_is_not_serving_until_started_and_follows_readiness(toy: Toy) -> 
     toy.down_file.touch()
     toy.wait_health(health_pb2.HealthCheckResponse.NOT_SERVING)
     assert "toy dependency is down" in toy.log.read_text()
+    # Not ready, but alive: Kubernetes' liveness probe (deploy/kubernetes) must not restart it.
+    assert toy.health(LIVENESS_SERVICE) == health_pb2.HealthCheckResponse.SERVING
     toy.down_file.unlink()
     toy.wait_health(health_pb2.HealthCheckResponse.SERVING)
 

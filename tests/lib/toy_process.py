@@ -42,12 +42,13 @@ class Toy:
             )
         self.address = f"127.0.0.1:{self.port}"
 
-    def health(self) -> int | None:
+    def health(self, service: str = "") -> int | None:
+        """The status the toy reports for `service` (its overall one by default); None if it does not answer."""
         with grpc.insecure_channel(self.address) as channel:
             try:
                 return int(
                     health_pb2_grpc.HealthStub(channel)
-                    .Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    .Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
                     .status
                 )
             except grpc.RpcError:

@@ -49,6 +49,18 @@ def drop_index_sql(collection_id: int) -> str:
     return f"DROP INDEX CONCURRENTLY IF EXISTS {index_name(collection_id)}"
 
 
+# The document of chunk `c`, as `d`, for the part of a statement that runs before its LIMIT. The key
+# `collection_id` is in it (so a cluster distributed by collection routes the statement to one shard),
+# but not as a join condition: there the planner would derive `d.collection_id = <id>` as a filter
+# of its own, multiply the two selectivities, expect a few matching chunks only, and sort the whole
+# collection instead of reading the HNSW index in order. OFFSET 0 keeps this subquery a per-chunk
+# primary-key lookup that matches exactly one row, as the plain join on `d.id` was.
+_DOCUMENT_OF_CHUNK = """LATERAL (
+    SELECT d.document_id, d.metadata FROM documents AS d
+    WHERE d.collection_id = c.collection_id AND d.id = c.document_id OFFSET 0
+) AS d"""
+
+
 def _in_collection(collection_id: int, hits: str, order: str, tenant: str) -> str:
     """A search statement that also reads the collection's generation, in the same snapshot.
 
@@ -90,8 +102,7 @@ def vector_search_sql(collection_id: int, dimension: int, condition: str = "TRUE
         FROM (
             SELECT c.id, d.document_id, c.ordinal, c.text, d.metadata || c.metadata AS metadata,
                    {distance} AS distance
-            FROM chunks AS c
-            JOIN documents AS d ON d.collection_id = c.collection_id AND d.id = c.document_id
+            FROM chunks AS c CROSS JOIN {_DOCUMENT_OF_CHUNK}
             WHERE c.collection_id = {int(collection_id)} AND {condition}
             ORDER BY distance
             LIMIT $3
@@ -210,13 +221,11 @@ def hybrid_search_sql(collection_id: int, dimension: int, condition: str | None 
         vector_from = f"chunks AS c WHERE c.collection_id = {collection}"
         keyword = f"SELECT chunk_id, score FROM ({scores}) AS s ORDER BY score DESC, chunk_id LIMIT $3"
     else:
-        vector_from = (
-            f"chunks AS c JOIN documents AS d ON d.collection_id = c.collection_id AND d.id = c.document_id "
-            f"WHERE c.collection_id = {collection} AND {condition}"
-        )
+        vector_from = f"chunks AS c CROSS JOIN {_DOCUMENT_OF_CHUNK} WHERE c.collection_id = {collection} AND {condition}"
         keyword = (
             f"SELECT s.chunk_id, s.score FROM ({scores}) AS s "
-            f"JOIN chunks AS c ON c.collection_id = {collection} AND c.id = s.chunk_id JOIN documents AS d ON d.collection_id = c.collection_id AND d.id = c.document_id "
+            f"JOIN chunks AS c ON c.collection_id = {collection} AND c.id = s.chunk_id "
+            "JOIN documents AS d ON d.collection_id = c.collection_id AND d.id = c.document_id "
             f"WHERE {condition} ORDER BY s.score DESC, s.chunk_id LIMIT $3"
         )
     vector_mode, keyword_mode = int(common_pb2.SEARCH_MODE_VECTOR), int(common_pb2.SEARCH_MODE_KEYWORD)
