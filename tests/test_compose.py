@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 from cryptography import x509
+from service_settings import PENDING, refused, settings
 from tool_scripts import load_tool
 
 from ragline.devstack import SERVICES
@@ -71,8 +72,7 @@ def test_ports_are_the_defaults_of_the_service_configs() -> None:
         environment = services[spec.name]["environment"]
         assert environment[f"{spec.prefix}_PORT"] == str(port)
         assert environment[f"{spec.prefix}_METRICS_PORT"] == str(metrics_port)
-        assert f"{metrics_port}:{metrics_port}" in services[spec.name]["ports"]
-    assert f"{gateway_config.DEFAULT_PORT}:{gateway_config.DEFAULT_PORT}" in services["gateway"]["ports"]
+    assert f"{gateway_config.DEFAULT_PORT}:{gateway_config.DEFAULT_PORT}" in services["gateway-lb"]["ports"]
     defaults = gateway_config.GatewayConfig()
     assert defaults.embedder_addr == f"127.0.0.1:{embedder_config.DEFAULT_PORT}"
     assert defaults.retriever_addr == f"127.0.0.1:{retriever_config.DEFAULT_PORT}"
@@ -103,7 +103,7 @@ def test_addresses_point_at_services_and_ports_that_exist() -> None:
     ports = {spec.name: spec.port for spec in SERVICES}
     gateway_env = services["gateway"]["environment"]
     for name in ("embedder", "retriever", "generator"):
-        assert gateway_env[f"{name.upper()}_ADDR"] == f"{name}:{ports[name]}"
+        assert gateway_env[f"{name.upper()}_ADDR"] == f"dns:///{name}:{ports[name]}"
     assert gateway_env["REDIS_URL"].startswith("redis://redis:6379")
     database_url = services["retriever"]["environment"]["DATABASE_URL"]
     postgres_env = services["postgres"]["environment"]
@@ -139,9 +139,51 @@ def test_internal_services_require_mutual_tls_with_the_certificates_make_certs_w
     leaf = load_pair(tmp_path / "server.pem", tmp_path / "server-key.pem")[2]
     names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     dialed = {
-        address.split(":")[0]
+        address.removeprefix("dns:///").split(":")[0]
         for key, address in services["gateway"]["environment"].items()
         if key.endswith("_ADDR")
     }
-    assert dialed <= set(names.get_values_for_type(x509.DNSName))
+    # Clients on the host reach the gateways through gateway-lb's TCP passthrough, at localhost.
+    assert dialed | {"localhost"} <= set(names.get_values_for_type(x509.DNSName))
     assert (ROOT / ".gitignore").read_text().count("deploy/tls/") == 1
+
+
+def test_every_service_scales_behind_dns_and_one_load_balancer() -> None:
+    # `docker compose up --scale embedder=3 --scale gateway=2`: a fixed host port or container name
+    # would make a second replica fail to start; gateway-lb publishes the API's one port.
+    services = COMPOSE["services"]
+    for spec in SERVICES:
+        assert "ports" not in services[spec.name] and "container_name" not in services[spec.name], spec.name
+    lb = services["gateway-lb"]
+    assert lb["image"].startswith("envoyproxy/envoy:")
+    assert lb["depends_on"] == {"gateway": {"condition": "service_healthy"}}
+    assert "./deploy/envoy/envoy.yaml:/etc/envoy/envoy.yaml:ro" in lb["volumes"]
+    envoy = yaml.safe_load((ROOT / "deploy" / "envoy" / "envoy.yaml").read_text())["static_resources"]
+    [listener] = envoy["listeners"]
+    assert listener["address"]["socket_address"]["port_value"] == gateway_config.DEFAULT_PORT
+    [proxy] = listener["filter_chains"][0]["filters"]
+    [cluster] = envoy["clusters"]
+    assert proxy["typed_config"]["cluster"] == cluster["name"]
+    # STRICT_DNS: every address the name resolves to (every replica) is an endpoint.
+    assert cluster["type"] == "STRICT_DNS" and cluster["lb_policy"] == "ROUND_ROBIN"
+    [endpoint] = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    assert endpoint["endpoint"]["address"]["socket_address"] == {
+        "address": "gateway",
+        "port_value": gateway_config.DEFAULT_PORT,
+    }
+    assert cluster["health_checks"], "a replica that stops accepting connections must leave the rotation"
+    # Prometheus scrapes every replica: each service's name resolved to all its addresses.
+    prometheus = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    scraped = {job["job_name"]: job["dns_sd_configs"] for job in prometheus["scrape_configs"]}
+    for spec in SERVICES:
+        assert scraped[f"ragline-{spec.name}"] == [
+            {"names": [spec.name], "type": "A", "port": spec.metrics_port}
+        ]
+
+
+def test_every_setting_passed_is_read_by_the_service_and_accepted() -> None:
+    services = COMPOSE["services"]
+    for spec in SERVICES:
+        environment = services[spec.name]["environment"]
+        assert set(environment) - settings(spec.name) - PENDING == set(), f"{spec.name} reads no such setting"
+        assert refused(spec.name, {k: v for k, v in environment.items() if k not in PENDING}) is None
