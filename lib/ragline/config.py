@@ -130,6 +130,10 @@ class ServerConfig:
     """Time in-flight calls get to finish after SIGTERM before they are cancelled."""
     log_level: str = setting("LOG_LEVEL", "INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     """Logging level of the process."""
+    log_format: str = setting("LOG_FORMAT", "text", choices=("text", "json"))
+    """`text` for people, `json` for log stores: one object per line with trace ids, and one line per RPC."""
+    trace_capture_text: bool = setting("RAGLINE_TRACE_CAPTURE_TEXT", False)
+    """Put question and document text in span attributes; off, spans carry sizes and ids only."""
 
     @classmethod
     def from_env(cls, prefix: str, *, port: int, metrics_port: int) -> ServerConfig:
