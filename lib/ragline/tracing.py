@@ -20,12 +20,12 @@ import contextlib
 import logging
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import Link, Span, Status, StatusCode
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from ragline.config import ConfigError
@@ -132,15 +132,30 @@ _NO_SPAN: contextlib.AbstractContextManager[Span] = contextlib.nullcontext(trace
 
 
 def span(
-    name: str, attributes: Mapping[str, Any] | None = None, links: list[Link] | None = None
+    name: str,
+    attributes: Mapping[str, Any] | None = None,
+    *,
+    links: Sequence[Link] = (),
+    parent: Span | None = None,
+    kind: SpanKind = SpanKind.INTERNAL,
 ) -> contextlib.AbstractContextManager[Span]:
-    """A child span of the current one, current for the body; a shared no-op when tracing is off.
-
-    An exception leaving the body marks the span as an error and is recorded on it.
-    """
+    """A span current for the body, child of `parent` or else of the current span; a shared no-op
+    when tracing is off. An exception leaving the body marks it as an error and is recorded on it."""
     if not _state.enabled:
         return _NO_SPAN
-    return TRACER.start_as_current_span(name, attributes=attributes, links=links)
+    context = trace.set_span_in_context(parent) if parent is not None else None
+    return TRACER.start_as_current_span(name, context, kind, attributes, links)
+
+
+def record_hits(target: Span, mode: str, top_k: int, scores: Sequence[float]) -> None:
+    """Sets a search's attributes on `target`: mode, top_k, hits returned and the best score."""
+    if not target.is_recording():
+        return
+    target.set_attribute("ragline.search.mode", mode)
+    target.set_attribute("ragline.search.top_k", top_k)
+    target.set_attribute("ragline.search.hits", len(scores))
+    if scores:
+        target.set_attribute("ragline.search.best_score", max(scores))
 
 
 def current_span() -> Span:
