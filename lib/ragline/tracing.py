@@ -20,12 +20,22 @@ import contextlib
 import logging
 import os
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry import context as context_api
 from opentelemetry import trace
-from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from ragline.config import ConfigError
@@ -199,13 +209,34 @@ def traceparent() -> str:
     return carrier.get("traceparent", "")
 
 
-def link_to(traceparent_header: str) -> Link | None:
-    """A link to the span a stored traceparent names; None when it is empty or malformed."""
-    if not traceparent_header:
-        return None
-    context = trace.get_current_span(_PROPAGATOR.extract({"traceparent": traceparent_header}))
-    span_context = context.get_span_context()
-    return Link(span_context) if span_context.is_valid else None
+def links_to(traceparents: Iterable[str]) -> list[Link]:
+    """Links to the spans that stored traceparents name, once each; empty or malformed ones are skipped."""
+    links: dict[str, Link] = {}
+    for header in traceparents:
+        if not header or header in links:
+            continue
+        span_context = trace.get_current_span(_PROPAGATOR.extract({"traceparent": header})).get_span_context()
+        if span_context.is_valid:
+            links[header] = Link(span_context)
+    return list(links.values())
+
+
+@contextlib.contextmanager
+def untraced() -> Iterator[None]:
+    """Runs the body under a span context that is not sampled, so its calls (and what the services they
+    reach do for them, with the default parent-based sampler) make no spans: for background polling."""
+    if not _state.enabled:
+        yield
+        return
+    ids = uuid.uuid4().int
+    unsampled = NonRecordingSpan(
+        SpanContext(ids >> 64, ids & (2**64 - 1), is_remote=False, trace_flags=TraceFlags(TraceFlags.DEFAULT))
+    )
+    token = context_api.attach(trace.set_span_in_context(unsampled))
+    try:
+        yield
+    finally:
+        context_api.detach(token)
 
 
 def set_text(target: Span, key: str, text: str) -> None:
