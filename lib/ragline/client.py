@@ -37,7 +37,8 @@ DEFAULT_ADDRESS = "127.0.0.1:50051"
 
 def request_id_of(error: grpc.RpcError) -> str:
     """The request id a failed call was answered with (its trace id), or "" when it carries none."""
-    trailing = error.trailing_metadata() if isinstance(error, grpc.Call) else None
+    # AioRpcError and the blocking API's errors both have trailing_metadata, but share no class that says so.
+    trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
     for key, value in trailing or ():
         if key == REQUEST_ID_KEY:
             return str(value)
