@@ -65,7 +65,7 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
     def Export(
         self, request: trace_service_pb2.ExportTraceServiceRequest, context: grpc.ServicerContext
     ) -> trace_service_pb2.ExportTraceServiceResponse:
-        received = []
+        received: list[ReceivedSpan] = []
         for resource_spans in request.resource_spans:
             service = next(
                 (
@@ -94,7 +94,7 @@ class OtlpReceiver:
         self.bytes_received = 0
         """Bytes of the export requests received so far."""
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(self), self._server)
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(self), self._server)  # type: ignore[no-untyped-call]
         self.port = self._server.add_insecure_port(f"127.0.0.1:{port}")
 
     @property
