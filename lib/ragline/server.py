@@ -13,6 +13,7 @@ trailing metadata and in its `ErrorInfo`'s metadata, so a user's report leads to
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import os
@@ -127,6 +128,10 @@ class _Interceptor(grpc.aio.ServerInterceptor):
         )
         for kind, make_handler, wrap, streaming_request in kinds:
             behavior = getattr(handler, kind)
+            if behavior and wrap is _wrap_stream and not inspect.isasyncgenfunction(behavior):
+                # A handler that streams its replies with `context.write` (the health service's Watch) is a
+                # coroutine: wrapped like a unary one, since iterating it would raise TypeError.
+                wrap = _wrap_unary
             if behavior:
                 return make_handler(
                     wrap(behavior, service, method, streaming_request=streaming_request),
@@ -330,7 +335,12 @@ async def serve(
     NOT_SERVING; `lifecycle.stop` runs after in-flight calls have finished.
     """
     metrics_server, _ = start_metrics_server(config.host, config.metrics_port)
-    server = grpc.aio.server(interceptors=[_Interceptor(), *interceptors], options=SERVER_OPTIONS)
+    options = [
+        *SERVER_OPTIONS,
+        ("grpc.max_connection_age_ms", int(config.max_connection_age_seconds * 1000)),
+        ("grpc.max_connection_age_grace_ms", int(config.max_connection_age_grace_seconds * 1000)),
+    ]
+    server = grpc.aio.server(interceptors=[_Interceptor(), *interceptors], options=options)
     for servicer in servicers:
         servicer.add_to_server(servicer.implementation, server)
     health_servicer = health.aio.HealthServicer()
