@@ -20,6 +20,7 @@ export TRANSFORMERS_OFFLINE := 1
 
 help:
 	@echo "make run    start PostgreSQL, Redis and the four services, and wait until all are healthy"
+	@echo "            EMBEDDERS=2 RETRIEVERS=2 GENERATORS=2 GATEWAYS=2 run replicas of a service"
 	@echo "make test   run all tests (unit and integration); SVC=retriever runs tests/retriever only"
 	@echo "make test-unit  the unit tests only: they start no process (about half a minute); SVC= works here too"
 	@echo "make fuzz   fuzz every RPC against the running services, with thousands of examples"
@@ -32,18 +33,22 @@ setup: $(STAMP)
 
 # Every requirement is pinned in requirements.lock (a complete `pip freeze`), installed without
 # resolution so that every machine gets the same versions; torch comes from the CPU wheel.
+# The embedded PostgreSQL's pgvector is then rebuilt portably (the wheel's needs AVX-512).
 $(STAMP): requirements.lock $(addsuffix /pyproject.toml,$(PACKAGES))
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip setuptools wheel
 	$(PIP) install --quiet --no-deps -r requirements.lock
 	$(PIP) install --quiet --no-deps --no-build-isolation $(addprefix -e ,$(PACKAGES))
+	$(PY) tools/build_pgvector.py
 	touch $@
 
 protos: $(STAMP)
 	$(PY) tools/gen_protos.py
 
+# EMBEDDERS=2 (RETRIEVERS, GENERATORS, GATEWAYS) runs that many replicas of a service.
 run: $(STAMP)
-	$(PY) -m ragline.devstack
+	$(PY) -m ragline.devstack --embedders $(or $(EMBEDDERS),1) --retrievers $(or $(RETRIEVERS),1) \
+		--generators $(or $(GENERATORS),1) --gateways $(or $(GATEWAYS),1)
 
 # SVC names one folder of tests/: embedder, retriever, generator, gateway, lib, e2e or fuzz.
 TEST_PATHS := $(if $(SVC),tests/$(SVC))

@@ -27,6 +27,8 @@ CONFIGS: dict[str, type[Any]] = {
 }
 # Read outside any settings class: ragline.config.state_dir().
 PROCESS_VARIABLES = {"RAGLINE_STATE_DIR"}
+# The OpenTelemetry SDK's standard variables, which ragline.tracing reads as the SDK documents them.
+STANDARD_PREFIX = "OTEL_"
 # Settings of #16 that other branches add (t-replicas: servers' maximum connection age; t-read-replicas:
 # the retriever's read replicas). The deployments set them already; remove each once its branch is merged.
 PENDING = {
@@ -52,6 +54,11 @@ def settings(name: str) -> set[str]:
     for cls, prefix in _classes(SPECS[name]):
         names |= {env_name(field, prefix) for field in dataclasses.fields(cls)}
     return names
+
+
+def unknown(name: str, variables: set[str]) -> set[str]:
+    """Those of `variables` the service `name` does not read (settings of other branches aside)."""
+    return {v for v in variables - settings(name) - PENDING if not v.startswith(STANDARD_PREFIX)}
 
 
 def refused(name: str, environ: dict[str, str]) -> str | None:

@@ -11,6 +11,10 @@ of the `default` tenant (file `api_key`, mode 0600), creating it through the ret
 store on the first start, so the `ragline` command and the Python client, which read that file,
 work with authentication on and nothing to configure.
 
+`Stack(replicas={"embedder": 2})` (`--embedders 2`, `make run EMBEDDERS=2`) starts that many processes
+of a service, each on its own port, and hands the gateway an `ipv4:` target listing them all, over
+which it balances round robin (ragline.channels); gateway replicas share Redis and the ingest queue.
+
 `--tls` (`Stack(tls=True)`) makes a throwaway CA and certificates in the state folder's `tls`
 folder and runs the stack as in production: mutual TLS between the gateway and the internal
 services, TLS on the gateway; it prints the RAGLINE_TLS_* settings a client needs.
@@ -26,7 +30,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,7 +88,7 @@ class ServiceProcess:
     @property
     def ports_file(self) -> Path:
         """Where the service writes the ports it bound (`ragline.server` does, when told this path)."""
-        return self.log_path.with_name(f"{self.spec.name}.ports.json")
+        return self.log_path.with_suffix(".ports.json")
 
     def start(self) -> None:
         """Starts the process, appending its output to `log_path`."""
@@ -164,6 +168,12 @@ class ServiceProcess:
         return self.process.returncode
 
 
+def target(processes: Sequence[ServiceProcess]) -> str:
+    """The gRPC target that reaches every one of `processes`: host:port for one, an `ipv4:` list for more."""
+    addresses = [proc.address for proc in processes]
+    return addresses[0] if len(addresses) == 1 else "ipv4:" + ",".join(addresses)
+
+
 class Stack:
     """The four services (or a subset) plus embedded Redis, started in dependency order."""
 
@@ -175,6 +185,7 @@ class Stack:
         services: tuple[str, ...] = ALL_SERVICES,
         free_ports: bool = False,
         tls: bool = False,
+        replicas: Mapping[str, int] | None = None,
     ) -> None:
         self.state = (state or state_dir()).resolve()
         self.base_env = {**os.environ, **(env or {}), "RAGLINE_STATE_DIR": str(self.state)}
@@ -186,10 +197,17 @@ class Stack:
         self.names = services
         self.free_ports = free_ports
         self.redis: EmbeddedRedis | None = None
+        unknown = sorted(set(replicas or {}) - {spec.name for spec in SERVICES})
+        if unknown or any(count < 1 for count in (replicas or {}).values()):
+            raise ValueError(f"replicas must map service names to counts of at least 1, not {replicas}")
+        self.replica_counts = dict(replicas or {})
+        self.instances: dict[str, list[ServiceProcess]] = {}
+        """Every process of each service (its replicas), in the order started."""
         self.processes: dict[str, ServiceProcess] = {}
+        """Each service's first process: the one `stack[name]` is."""
         self.api_key = ""
         """The local admin key of the `default` tenant, once `start` has made sure of it ("" without a gateway)."""
-        self.replicas: list[ServiceProcess] = []
+        self._extra_gateways: list[ServiceProcess] = []
 
     def start(self, timeout: float = 180.0) -> None:
         """Starts everything and waits until every service is SERVING."""
@@ -197,24 +215,13 @@ class Stack:
         if not env.get("REDIS_URL"):
             self.redis = EmbeddedRedis(self.state / "valkey")
             env["REDIS_URL"] = self.redis.start()
-        specs = [s for s in SERVICES if s.name in self.names]
-        for spec in specs:
-            # Port 0: the service binds one the system picks, so stacks started side by side never share one.
-            port = 0 if self.free_ports else spec.port
-            metrics_port = 0 if self.free_ports else spec.metrics_port
-            env[f"{spec.prefix}_PORT"] = str(port)
-            env[f"{spec.prefix}_METRICS_PORT"] = str(metrics_port)
-            env[f"{spec.prefix}_ADDR"] = f"127.0.0.1:{port}"
-            self.processes[spec.name] = ServiceProcess(
-                spec, port, metrics_port, env, self.state / "logs" / f"{spec.name}.log"
-            )
+        for spec in (s for s in SERVICES if s.name in self.names):
+            count = self.replica_counts.get(spec.name, 1)
+            self.instances[spec.name] = [self._process(spec, env, i) for i in range(count)]
+            self.processes[spec.name] = self.instances[spec.name][0]
         try:
-            if self.free_ports:
-                self._start_reporting_ports(timeout)
-            else:
-                for proc in self.processes.values():
-                    proc.start()
-            for proc in self.processes.values():
+            self._start_reporting_ports(timeout)
+            for proc in self.all_processes():
                 proc.wait_healthy(timeout)
             if "gateway" in self.processes and "retriever" in self.processes:
                 self.api_key = local_admin_key(
@@ -224,19 +231,40 @@ class Stack:
             self.stop()
             raise
 
+    def _process(self, spec: ServiceSpec, env: Mapping[str, str], index: int) -> ServiceProcess:
+        """Replica `index` of `spec`, with its own environment (its ports, kept for restarts) and log."""
+        # Port 0: the service binds one the system picks, so stacks started side by side never share one;
+        # replicas after the first always do, since the default ports of the services are next to each other.
+        fixed = not self.free_ports and index == 0
+        port, metrics_port = (spec.port, spec.metrics_port) if fixed else (0, 0)
+        own_env = {**env, f"{spec.prefix}_PORT": str(port), f"{spec.prefix}_METRICS_PORT": str(metrics_port)}
+        log_name = spec.name if index == 0 else f"{spec.name}-{index + 1}"
+        return ServiceProcess(spec, port, metrics_port, own_env, self.state / "logs" / f"{log_name}.log")
+
     def _start_reporting_ports(self, timeout: float) -> None:
-        """Starts the services on port 0 and learns the ports they got; the gateway last, once the
-        others' addresses are known (the processes share one environment, which this completes)."""
-        procs = list(self.processes.values())
-        for group in (
-            [p for p in procs if p.spec.name != "gateway"],
-            [p for p in procs if p.spec.name == "gateway"],
-        ):
-            for proc in group:
-                proc.start()
-            for proc in group:
-                proc.wait_ports(timeout)
-                proc.env[f"{proc.spec.prefix}_ADDR"] = proc.address
+        """Starts the services and learns the ports they bound; the gateways last, given a target per
+        dependency that lists all its replicas."""
+        procs = self.all_processes()
+        services = [p for p in procs if p.spec.name != "gateway"]
+        gateways = [p for p in procs if p.spec.name == "gateway"]
+        for proc in services:
+            proc.start()
+        for proc in services:
+            proc.wait_ports(timeout)
+        dependencies = [spec for spec in SERVICES if spec.name in self.instances and spec.name != "gateway"]
+        for proc in gateways:
+            proc.env.update({f"{spec.prefix}_ADDR": self.target(spec.name) for spec in dependencies})
+            proc.start()
+        for proc in gateways:
+            proc.wait_ports(timeout)
+
+    def target(self, name: str) -> str:
+        """The gRPC target of every replica of service `name` (once started)."""
+        return target(self.instances[name])
+
+    def all_processes(self) -> list[ServiceProcess]:
+        """Every replica of every service, in dependency order (the gateways last)."""
+        return [proc for procs in self.instances.values() for proc in procs]
 
     def start_gateway_replica(
         self, name: str, env: Mapping[str, str], timeout: float = 180.0
@@ -247,7 +275,7 @@ class Stack:
         gateway = self.processes["gateway"]
         replica_env = {**gateway.env, "GATEWAY_PORT": "0", "GATEWAY_METRICS_PORT": "0", **env}
         replica = ServiceProcess(gateway.spec, 0, 0, replica_env, self.state / "logs" / name / "gateway.log")
-        self.replicas.append(replica)
+        self._extra_gateways.append(replica)
         replica.start()
         replica.wait_ports(timeout)
         replica.wait_healthy(timeout)
@@ -259,7 +287,7 @@ class Stack:
 
     def stop(self) -> None:
         """Stops the gateway replicas, the services in reverse order, then Redis."""
-        for proc in [*self.replicas, *reversed(list(self.processes.values()))]:
+        for proc in [*self._extra_gateways, *reversed(self.all_processes())]:
             proc.stop()
         if self.redis is not None:
             self.redis.stop()
@@ -302,8 +330,20 @@ def main() -> None:
         action="store_true",
         help="make a throwaway CA and run mutual TLS between the services and TLS on the gateway",
     )
+    for spec in SERVICES:
+        parser.add_argument(
+            f"--{spec.name}s",
+            type=int,
+            default=1,
+            metavar="N",
+            help=f"how many {spec.name} processes to run (default 1)",
+        )
     args = parser.parse_args()
-    stack = Stack(tls=args.tls)
+    replicas = {spec.name: getattr(args, f"{spec.name}s") for spec in SERVICES}
+    try:
+        stack = Stack(tls=args.tls, replicas=replicas)
+    except ValueError as exc:
+        parser.error(str(exc))
     print(f"starting Ragline (state in {stack.state}) ...", flush=True)
     stop_requested = False
 
@@ -320,11 +360,13 @@ def main() -> None:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     print(f"{'service':<10} {'gRPC':<18} {'metrics':<30} log")
-    for proc in stack.processes.values():
+    for proc in stack.all_processes():
         metrics = f"http://127.0.0.1:{proc.metrics_port}/metrics"
         print(f"{proc.spec.name:<10} {proc.address:<18} {metrics:<30} {proc.log_path}")
     if stack.redis is not None:
         print(f"{'redis':<10} {stack.redis.url}")
+    if len(stack.instances["gateway"]) > 1:
+        print(f"gateway replicas: clients reach them all with RAGLINE_GATEWAY_ADDR={stack.target('gateway')}")
     print(f"admin key of tenant default: {api_keys.token_file(stack.state)} (the ragline command reads it)")
     if stack.certificate_files is not None:
         files = stack.certificate_files
@@ -338,7 +380,7 @@ def main() -> None:
     )
     try:
         while not stop_requested:
-            for proc in stack.processes.values():
+            for proc in stack.all_processes():
                 if proc.process is not None and proc.process.poll() is not None:
                     print(f"error: {proc.spec.name} exited:\n{proc.log_tail()}", file=sys.stderr)
                     stop_requested = True
