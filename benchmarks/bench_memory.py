@@ -69,8 +69,8 @@ class PeakRss:
         self._thread.join()
 
 
-async def _load(client: RaglineClient) -> dict[str, float]:
-    """Ingest, concurrent Searches, then Asks; the seconds each phase took."""
+async def _load(client: RaglineClient) -> tuple[dict[str, float], int]:
+    """Ingest, concurrent Searches, then Asks; the seconds each phase took, and the Asks that failed."""
     seconds = {}
     started = time.perf_counter()
     documents = cranfield.documents()[:DOCUMENTS]
@@ -94,8 +94,8 @@ async def _load(client: RaglineClient) -> dict[str, float]:
     )
     seconds["ask"] = time.perf_counter() - started
     # An Ask that timed out on a loaded machine still loaded the model and decoded: its memory counts.
-    seconds["asks failed"] = sum(isinstance(ask, Exception) for ask in asks)
-    return seconds
+    failed = sum(isinstance(ask, Exception) for ask in asks)
+    return seconds, failed
 
 
 def _deployment_memory(name: str) -> tuple[str, str]:
@@ -117,7 +117,7 @@ def main() -> None:
                 assert process is not None
                 pids[spec.name] = process.pid
             with PeakRss(pids) as rss:
-                seconds = asyncio.run(_run(stack))
+                seconds, failed_asks = asyncio.run(_run(stack))
         finally:
             stack.stop()
     rows: list[dict[str, Any]] = []
@@ -136,13 +136,14 @@ def main() -> None:
         "load": f"{DOCUMENTS} Cranfield abstracts ingested, {SEARCHES} Searches from {CLIENTS} clients, "
         f"{ASKS} Asks at once (32 tokens)",
         **{f"{phase} seconds": round(value, 1) for phase, value in seconds.items()},
+        "asks failed": failed_asks,
         "sampling": f"RSS of each service process every {SAMPLE_SECONDS * 1000:.0f} ms",
         "load average": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
     write_report("bench_memory", rows, notes)
 
 
-async def _run(stack: Stack) -> dict[str, float]:
+async def _run(stack: Stack) -> tuple[dict[str, float], int]:
     async with RaglineClient(stack["gateway"].address, timeout=600, api_key=stack.api_key) as client:
         return await _load(client)
 
