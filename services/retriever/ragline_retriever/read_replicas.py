@@ -57,8 +57,10 @@ IN_ROTATION = Gauge(
 # Failures of a search on a replica that the primary may not have: the replica is down or going
 # away, or recovery cancelled the statement (a conflict with replay, SQLSTATE 40001).
 REPLICA_ERRORS: tuple[type[Exception], ...] = (*UNAVAILABLE_ERRORS, asyncpg.TransactionRollbackError)
-# What a check may meet: the above, or any other error of the server (a replica still starting up).
-_CHECK_ERRORS: tuple[type[Exception], ...] = (*REPLICA_ERRORS, asyncpg.PostgresError)
+# What a check may meet: the above, any other error of the server (a replica still starting up),
+# and the ValueError of a new connection's set-up while the replica has not replayed the creation
+# of the `vector` type yet (a replica made before the primary's first migration).
+_CHECK_ERRORS: tuple[type[Exception], ...] = (*REPLICA_ERRORS, asyncpg.PostgresError, ValueError)
 
 _CHECK_SQL = "SELECT pg_is_in_recovery() AS standby, pg_last_wal_replay_lsn() AS replayed"
 
