@@ -20,6 +20,7 @@ export TRANSFORMERS_OFFLINE := 1
 
 help:
 	@echo "make run    start PostgreSQL, Redis and the four services, and wait until all are healthy"
+	@echo "            PG_STANDBY=1 adds a streaming standby of PostgreSQL that the retriever searches on"
 	@echo "make test   run all tests (unit and integration); SVC=retriever runs tests/retriever only"
 	@echo "make test-unit  the unit tests only: they start no process (about half a minute); SVC= works here too"
 	@echo "make fuzz   fuzz every RPC against the running services, with thousands of examples"
@@ -42,8 +43,9 @@ $(STAMP): requirements.lock $(addsuffix /pyproject.toml,$(PACKAGES))
 protos: $(STAMP)
 	$(PY) tools/gen_protos.py
 
+# PG_STANDBY=1: the retriever also searches on a streaming standby of the embedded PostgreSQL.
 run: $(STAMP)
-	$(PY) -m ragline.devstack
+	$(PY) -m ragline.devstack $(if $(filter 1,$(PG_STANDBY)),--pg-standby)
 
 # SVC names one folder of tests/: embedder, retriever, generator, gateway, lib, e2e or fuzz.
 TEST_PATHS := $(if $(SVC),tests/$(SVC))

@@ -11,6 +11,11 @@ of the `default` tenant (file `api_key`, mode 0600), creating it through the ret
 store on the first start, so the `ragline` command and the Python client, which read that file,
 work with authentication on and nothing to configure.
 
+`--pg-standby` (`Stack(pg_standby=True)`, `make run PG_STANDBY=1`) starts the embedded PostgreSQL
+before the retriever, makes a streaming standby of it (`ragline.embedded_standby`, data in the
+state folder's `postgres-standby`, made afresh at every start) and gives the retriever the
+standby as its read replica (`RETRIEVER_READ_DATABASE_URLS`).
+
 `--tls` (`Stack(tls=True)`) makes a throwaway CA and certificates in the state folder's `tls`
 folder and runs the stack as in production: mutual TLS between the gateway and the internal
 services, TLS on the gateway; it prints the RAGLINE_TLS_* settings a client needs.
@@ -29,6 +34,7 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -38,9 +44,13 @@ from ragline import api_keys, dev_certificates
 from ragline.channels import blocking_channel
 from ragline.config import state_dir
 from ragline.embedded_redis import EmbeddedRedis
+from ragline.embedded_standby import EmbeddedStandby, start_primary
 from ragline.server import PORTS_FILE_ENV
 from ragline.tls import ClientCertificates, client_certificates
 from ragline.v1 import admin_service_pb2
+
+if TYPE_CHECKING:
+    from pgserver.postgres_server import PostgresServer
 
 
 @dataclass(frozen=True)
@@ -175,6 +185,7 @@ class Stack:
         services: tuple[str, ...] = ALL_SERVICES,
         free_ports: bool = False,
         tls: bool = False,
+        pg_standby: bool = False,
     ) -> None:
         self.state = (state or state_dir()).resolve()
         self.base_env = {**os.environ, **(env or {}), "RAGLINE_STATE_DIR": str(self.state)}
@@ -190,6 +201,10 @@ class Stack:
         self.api_key = ""
         """The local admin key of the `default` tenant, once `start` has made sure of it ("" without a gateway)."""
         self.replicas: list[ServiceProcess] = []
+        self.pg_standby = pg_standby
+        self.standby: EmbeddedStandby | None = None
+        """With `pg_standby`, the retriever's read replica once `start` has made it."""
+        self._primary: PostgresServer | None = None
 
     def start(self, timeout: float = 180.0) -> None:
         """Starts everything and waits until every service is SERVING."""
@@ -197,6 +212,12 @@ class Stack:
         if not env.get("REDIS_URL"):
             self.redis = EmbeddedRedis(self.state / "valkey")
             env["REDIS_URL"] = self.redis.start()
+        if self.pg_standby:
+            try:
+                env["RETRIEVER_READ_DATABASE_URLS"] = self._start_standby(env)
+            except BaseException:
+                self.stop()
+                raise
         specs = [s for s in SERVICES if s.name in self.names]
         for spec in specs:
             # Port 0: the service binds one the system picks, so stacks started side by side never share one.
@@ -223,6 +244,17 @@ class Stack:
         except BaseException:
             self.stop()
             raise
+
+    def _start_standby(self, env: Mapping[str, str]) -> str:
+        """Starts the embedded primary (the retriever adopts it) and a fresh standby of it; the standby's URL."""
+        if env.get("DATABASE_URL"):
+            raise RuntimeError(
+                "a PostgreSQL standby is made of the embedded PostgreSQL only: unset DATABASE_URL"
+            )
+        self._primary = start_primary(self.state / "postgres")
+        self.standby = EmbeddedStandby(self.state / "postgres", self.state / "postgres-standby")
+        self.standby.start(fresh=True)
+        return self.standby.url
 
     def _start_reporting_ports(self, timeout: float) -> None:
         """Starts the services on port 0 and learns the ports they got; the gateway last, once the
@@ -258,9 +290,14 @@ class Stack:
         return client_certificates(self.base_env)
 
     def stop(self) -> None:
-        """Stops the gateway replicas, the services in reverse order, then Redis."""
+        """Stops the gateway replicas, the services in reverse order, the standby, then Redis."""
         for proc in [*self.replicas, *reversed(list(self.processes.values()))]:
             proc.stop()
+        if self.standby is not None:
+            self.standby.stop()
+        if self._primary is not None:
+            self._primary.cleanup()  # stops it, the retriever having let go
+            self._primary = None
         if self.redis is not None:
             self.redis.stop()
 
@@ -302,8 +339,13 @@ def main() -> None:
         action="store_true",
         help="make a throwaway CA and run mutual TLS between the services and TLS on the gateway",
     )
+    parser.add_argument(
+        "--pg-standby",
+        action="store_true",
+        help="make a streaming standby of the embedded PostgreSQL and let the retriever search on it",
+    )
     args = parser.parse_args()
-    stack = Stack(tls=args.tls)
+    stack = Stack(tls=args.tls, pg_standby=args.pg_standby)
     print(f"starting Ragline (state in {stack.state}) ...", flush=True)
     stop_requested = False
 
@@ -325,6 +367,8 @@ def main() -> None:
         print(f"{proc.spec.name:<10} {proc.address:<18} {metrics:<30} {proc.log_path}")
     if stack.redis is not None:
         print(f"{'redis':<10} {stack.redis.url}")
+    if stack.standby is not None:
+        print(f"{'standby':<10} {stack.standby.url} (the retriever's read replica)")
     print(f"admin key of tenant default: {api_keys.token_file(stack.state)} (the ragline command reads it)")
     if stack.certificate_files is not None:
         files = stack.certificate_files

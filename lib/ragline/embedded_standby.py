@@ -82,10 +82,11 @@ class EmbeddedStandby:
         """The standby's URL (its socket is in its data directory)."""
         return socket_url(self.data_dir)
 
-    def start(self, timeout: float = 60.0) -> None:
-        """Makes the standby from a base backup of the running primary if it has no data yet, and starts it."""
+    def start(self, timeout: float = 60.0, *, fresh: bool = False) -> None:
+        """Makes the standby from a base backup of the running primary if it has no data yet (or
+        `fresh`: a standby left from an earlier run may need WAL the primary no longer keeps), and starts it."""
         user = _run_as()
-        if not (self.data_dir / "PG_VERSION").exists():
+        if fresh or not (self.data_dir / "PG_VERSION").exists():
             self._base_backup(user, timeout)
         subprocess.run(
             [
