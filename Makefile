@@ -33,11 +33,13 @@ setup: $(STAMP)
 
 # Every requirement is pinned in requirements.lock (a complete `pip freeze`), installed without
 # resolution so that every machine gets the same versions; torch comes from the CPU wheel.
+# The embedded PostgreSQL's pgvector is then rebuilt portably (the wheel's needs AVX-512).
 $(STAMP): requirements.lock $(addsuffix /pyproject.toml,$(PACKAGES))
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip setuptools wheel
 	$(PIP) install --quiet --no-deps -r requirements.lock
 	$(PIP) install --quiet --no-deps --no-build-isolation $(addprefix -e ,$(PACKAGES))
+	$(PY) tools/build_pgvector.py
 	touch $@
 
 protos: $(STAMP)

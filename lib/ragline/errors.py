@@ -15,6 +15,7 @@ from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 _DOMAIN = "ragline.dev"
+_log = logging.getLogger(__name__)
 
 # The longest status message sent, in UTF-8 bytes. gRPC sends the message in the trailers twice
 # (percent-encoded, and base64-encoded inside the rich status, with a field violation repeating it),
@@ -155,12 +156,28 @@ class Internal(ServiceError):
 
 
 def from_rpc_error(dependency: str, exc: grpc.aio.AioRpcError) -> ServiceError:
-    """The error to answer with when a call to `dependency` failed: same code, message naming the dependency."""
+    """The error to answer with when a call to `dependency` failed: same code, message naming the dependency.
+
+    A status a Ragline service wrote (it carries rich details) was meant for callers and is passed
+    on. Any other status was made by the gRPC library itself, for a connection that failed or a
+    reply that never came, and its text names internal addresses and socket errors: the caller
+    gets an error id instead, and the log the text.
+    """
     code = exc.code()
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         message = f"deadline exceeded while waiting for the {dependency}"
-    else:
+    elif _written_by_a_service(exc):
         message = f"{dependency}: {exc.details() or code.name.lower()}"
+    else:
+        error_id = logged_error_id(
+            _log, f"call to the {dependency} failed: {code.name} {exc.details()}", exc, traceback=False
+        )
+        message = f"the {dependency} could not be reached or did not answer (error id {error_id}); try again"
     error = ServiceError(message, reason=f"{dependency.upper()}_{code.name}")
     error.code = code
     return error
+
+
+def _written_by_a_service(exc: grpc.aio.AioRpcError) -> bool:
+    """Whether the status came from a server's handler (rich details attached), not from the gRPC library."""
+    return any(key == "grpc-status-details-bin" for key, _ in exc.trailing_metadata() or ())
