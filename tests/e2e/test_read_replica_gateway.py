@@ -29,7 +29,15 @@ def replica_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "RETRIEVER_READ_MAX_LAG_SECONDS": "600",
         "RETRIEVER_READ_CHECK_INTERVAL_SECONDS": "0.1",
     }
-    stack = Stack(state=tmp_path_factory.mktemp("replica-stack"), free_ports=True, env=env, pg_standby=True)
+    # No generator: Search does not use it.
+    services = ("embedder", "retriever", "gateway")
+    stack = Stack(
+        state=tmp_path_factory.mktemp("replica-stack"),
+        services=services,
+        free_ports=True,
+        env=env,
+        pg_standby=True,
+    )
     stack.start()
     yield stack
     stack.stop()
