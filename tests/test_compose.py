@@ -7,6 +7,7 @@ defined: the service's config module.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -145,3 +146,49 @@ def test_internal_services_require_mutual_tls_with_the_certificates_make_certs_w
     }
     assert dialed <= set(names.get_values_for_type(x509.DNSName))
     assert (ROOT / ".gitignore").read_text().count("deploy/tls/") == 1
+
+
+OTEL_COLLECTOR: dict[str, Any] = yaml.safe_load(
+    (ROOT / "deploy" / "otel-collector" / "config.yaml").read_text()
+)
+DATASOURCES: dict[str, Any] = yaml.safe_load((ROOT / "deploy" / "grafana" / "datasources.yml").read_text())
+
+
+def test_services_send_every_trace_to_the_collector_and_log_json() -> None:
+    for spec in SERVICES:
+        environment = COMPOSE["services"][spec.name]["environment"]
+        assert environment["LOG_FORMAT"] == "json"
+        assert environment["OTEL_TRACES_SAMPLER"] == "parentbased_always_on"
+        host, port = environment["OTEL_EXPORTER_OTLP_ENDPOINT"].removeprefix("http://").split(":")
+        assert host in COMPOSE["services"]
+        assert OTEL_COLLECTOR["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"] == f"0.0.0.0:{port}"
+
+
+def test_the_collector_keeps_errors_and_slow_traces_and_samples_the_rest() -> None:
+    pipeline = OTEL_COLLECTOR["service"]["pipelines"]["traces"]
+    assert "tail_sampling" in pipeline["processors"]
+    policies = {p["type"]: p for p in OTEL_COLLECTOR["processors"]["tail_sampling"]["policies"]}
+    assert policies["status_code"]["status_code"]["status_codes"] == ["ERROR"]
+    assert policies["latency"]["latency"]["threshold_ms"] > 0
+    assert 0 < policies["probabilistic"]["probabilistic"]["sampling_percentage"] < 100
+    for exporter in pipeline["exporters"]:
+        host = OTEL_COLLECTOR["exporters"][exporter]["endpoint"].split(":")[0]
+        assert host in COMPOSE["services"], f"the collector exports to {host}, which compose does not run"
+    assert COMPOSE["services"]["otel-collector"]["volumes"] == [
+        "./deploy/otel-collector/config.yaml:/etc/otelcol/config.yaml:ro"
+    ]
+
+
+def test_grafana_links_exemplars_to_traces_and_traces_to_logs() -> None:
+    by_uid = {d["uid"]: d for d in DATASOURCES["datasources"]}
+    prometheus = next(d for d in by_uid.values() if d["type"] == "prometheus")
+    (destination,) = prometheus["jsonData"]["exemplarTraceIdDestinations"]
+    # The exemplar label ragline.tracing.exemplar writes, opened in the trace backend compose runs.
+    assert destination["name"] == "trace_id"
+    jaeger = by_uid[destination["datasourceUid"]]
+    assert jaeger["type"] == "jaeger" and jaeger["url"].split("//")[1].split(":")[0] in COMPOSE["services"]
+    logs = by_uid[jaeger["jsonData"]["tracesToLogsV2"]["datasourceUid"]]
+    assert logs["type"] == "loki" and "trace_id" in jaeger["jsonData"]["tracesToLogsV2"]["query"]
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "ragline-dashboard.json").read_text())
+    latency = [t for p in dashboard["panels"] for t in p["targets"] if "_bucket" in t["expr"]]
+    assert latency and all(t.get("exemplar") for t in latency)

@@ -20,11 +20,11 @@ class GatewayConfig:
     """Where the gateway's dependencies are and how it chunks, searches and answers."""
 
     embedder_addr: str = setting("EMBEDDER_ADDR", "127.0.0.1:50052")
-    """host:port of the embedder service."""
+    """gRPC target of the embedder replicas: host:port, an `ipv4:` list or `dns:///` name (see ragline.channels)."""
     retriever_addr: str = setting("RETRIEVER_ADDR", "127.0.0.1:50053")
-    """host:port of the retriever service."""
+    """gRPC target of the retriever replicas: host:port, an `ipv4:` list or `dns:///` name (see ragline.channels)."""
     generator_addr: str = setting("GENERATOR_ADDR", "127.0.0.1:50054")
-    """host:port of the generator service."""
+    """gRPC target of the generator replicas: host:port, an `ipv4:` list or `dns:///` name (see ragline.channels)."""
     redis_url: str | None = setting("REDIS_URL", None)
     """Redis URL, e.g. redis://cache:6379/0; unset starts an embedded Valkey server."""
     default_collection: str = setting("GATEWAY_DEFAULT_COLLECTION", "default")

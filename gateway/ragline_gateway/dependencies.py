@@ -46,7 +46,11 @@ _ROTATION_GRACE_SECONDS = 120.0
 
 
 class Dependencies:
-    """Channels and stubs to the embedder, retriever (its ingest queue and key store) and generator, and Redis."""
+    """Channels and stubs to the embedder, retriever (its ingest queue and key store) and generator, and Redis.
+
+    Each channel's target may name many replicas (see ragline.channels): calls go round robin to the
+    ones whose health is SERVING.
+    """
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
@@ -55,7 +59,7 @@ class Dependencies:
         """Old channels closing after a certificate rotation, once their calls have finished."""
         self._channels = {
             "embedder": ReopeningChannel(
-                config.embedder_addr, ["ragline.v1.EmbedderService"], self._certificates
+                config.embedder_addr, ["ragline.v1.EmbedderService"], self._certificates, health_checked=True
             ),
             "retriever": ReopeningChannel(
                 config.retriever_addr,
@@ -65,9 +69,13 @@ class Dependencies:
                     "ragline.v1.ApiKeyStoreService",
                 ],
                 self._certificates,
+                health_checked=True,
             ),
             "generator": ReopeningChannel(
-                config.generator_addr, ["ragline.v1.GeneratorService"], self._certificates
+                config.generator_addr,
+                ["ragline.v1.GeneratorService"],
+                self._certificates,
+                health_checked=True,
             ),
         }
         self.embedder = embedder_service_pb2_grpc.EmbedderServiceStub(self._channels["embedder"])

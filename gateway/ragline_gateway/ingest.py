@@ -20,6 +20,7 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from ragline import tracing
 from ragline.channels import downstream_timeout
 from ragline.errors import FailedPrecondition, InvalidArgument, from_rpc_error
 from ragline.v1 import (
@@ -130,12 +131,16 @@ class Ingester:
 
     def prepare(self, documents: Sequence[DecodedDocument]) -> list[PreparedDocument]:
         """Chunks the documents (CPU-bound: workers run it in a thread)."""
-        return [
-            PreparedDocument(
-                d, chunk_sections(d.sections, self.config.chunk_tokens, self.config.chunk_overlap_tokens)
-            )
-            for d in documents
-        ]
+        with tracing.span("gateway.chunk", {"ragline.ingest.documents": len(documents)}) as span:
+            prepared = [
+                PreparedDocument(
+                    d, chunk_sections(d.sections, self.config.chunk_tokens, self.config.chunk_overlap_tokens)
+                )
+                for d in documents
+            ]
+            if span.is_recording():
+                span.set_attribute("ragline.ingest.chunks", sum(len(p.chunks) for p in prepared))
+            return prepared
 
     async def new_vectors(
         self,

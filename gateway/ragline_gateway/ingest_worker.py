@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import grpc
 from prometheus_client import Counter, Histogram
 
+from ragline import tracing
 from ragline.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -126,17 +127,19 @@ class IngestWorkers:
         while not self._stopping.is_set():
             started = time.perf_counter()
             try:
-                reply = await call(
-                    "retriever",
-                    self.deps.ingest_queue.ClaimIngestWork(
-                        ingest_queue_service_pb2.ClaimIngestWorkRequest(
-                            max_documents=self.config.ingest_claim_documents,
-                            lease_seconds=self.config.ingest_lease_seconds,
-                            max_attempts=self.config.ingest_max_attempts,
+                # Polls, mostly finding nothing, would make a trace each: the batches they find are traced.
+                with tracing.untraced():
+                    reply = await call(
+                        "retriever",
+                        self.deps.ingest_queue.ClaimIngestWork(
+                            ingest_queue_service_pb2.ClaimIngestWorkRequest(
+                                max_documents=self.config.ingest_claim_documents,
+                                lease_seconds=self.config.ingest_lease_seconds,
+                                max_attempts=self.config.ingest_max_attempts,
+                            ),
+                            timeout=self.config.retrieve_timeout_seconds,
                         ),
-                        timeout=self.config.retrieve_timeout_seconds,
-                    ),
-                )
+                    )
             except ServiceError as exc:
                 # Once per outage, not once per worker and poll: the retriever may just be starting.
                 if not self._claims_failing:
@@ -151,11 +154,15 @@ class IngestWorkers:
                 await self._idle(self.config.ingest_poll_seconds)
                 continue
             INGEST_STAGE_SECONDS.labels("claim").observe(time.perf_counter() - started)
-            heartbeat = asyncio.create_task(self._renew([d.claim for d in reply.documents]))
-            try:
-                await self._process_claimed(reply.documents)
-            finally:
-                heartbeat.cancel()
+            # A trace of its own, linked to the traces of the requests that recorded the documents' jobs.
+            attributes = {"ragline.ingest.documents": len(reply.documents)}
+            links = tracing.links_to(d.trace_parent for d in reply.documents) if tracing.enabled() else []
+            with tracing.span("gateway.ingest.batch", attributes, links=links):
+                heartbeat = asyncio.create_task(self._renew([d.claim for d in reply.documents]))
+                try:
+                    await self._process_claimed(reply.documents)
+                finally:
+                    heartbeat.cancel()
 
     async def _renew(self, claims: Sequence[ingest_queue_service_pb2.IngestClaim]) -> None:
         """Renews the leases every third of their length while the batch is processed, so a long one is not taken over."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import grpc
 from prometheus_client import Counter, Histogram
 
+from ragline import tracing
 from ragline.channels import downstream_timeout
 from ragline.errors import Unavailable, from_rpc_error
 from ragline.metrics import search_mode_label
@@ -161,9 +162,11 @@ class QueryPipeline:
             )
             timeout = downstream_timeout(context, self.config.retrieve_timeout_seconds)
             reply = await call("retriever", self.deps.retriever.SearchChunks(request, timeout=timeout))
+            mode = search_mode_label(query.mode)
+            tracing.record_hits(tracing.current_span(), mode, query.candidates, [h.score for h in reply.hits])
         hits = list(reply.hits)
         if hits:
-            TOP_SCORE.labels(search_mode_label(query.mode)).observe(hits[0].score)
+            TOP_SCORE.labels(mode).observe(hits[0].score)
         else:
             EMPTY_RESULTS.inc()
         # The generation the search saw, in its own snapshot: at least the lookup's, as it started after it.

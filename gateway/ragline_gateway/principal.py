@@ -12,6 +12,8 @@ import enum
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 
+from ragline import call_log
+
 
 class Role(enum.IntEnum):
     """What a principal may do; each role includes everything the roles below it may."""
@@ -88,7 +90,10 @@ _current: ContextVar[Principal] = ContextVar("ragline_principal")
 
 
 def bind(principal: Principal) -> Token[Principal]:
-    """Makes `principal` the caller of the current call; `unbind` with the token when it ends."""
+    """Makes `principal` the caller of the current call; `unbind` with the token when it ends.
+
+    Its tenant goes on the call's log line and span."""
+    call_log.note_tenant(principal.tenant)
     return _current.set(principal)
 
 

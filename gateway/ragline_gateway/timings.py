@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 
 from prometheus_client import Histogram
 
+from ragline import tracing
 from ragline.metrics import LATENCY_BUCKETS
 from ragline.v1 import common_pb2
 
@@ -52,22 +53,25 @@ class Timings:
 
     @asynccontextmanager
     async def stage(self, name: str) -> AsyncIterator[None]:
-        """Times the body as stage `name`, whether it succeeds or fails; not if it is cancelled."""
+        """Times the body as stage `name`, whether it succeeds or fails; not if it is cancelled.
+
+        The body is the span `gateway.<name>`, and the observation's exemplar is its trace."""
         started = time.perf_counter()
-        try:
-            yield
-        except asyncio.CancelledError:
-            raise
-        except BaseException:
-            self._record(name, started)
-            raise
-        else:
-            self._record(name, started)
+        with tracing.span(f"gateway.{name}"):
+            try:
+                yield
+            except asyncio.CancelledError:
+                raise
+            except BaseException:
+                self._record(name, started)
+                raise
+            else:
+                self._record(name, started)
 
     def _record(self, name: str, started: float) -> None:
         elapsed = time.perf_counter() - started
         if self._histogram is not None:
-            self._histogram.labels(name).observe(elapsed)
+            self._histogram.labels(name).observe(elapsed, tracing.exemplar())
         self._add(started, common_pb2.StageTiming(stage=name, duration_seconds=elapsed))
 
     def merge(self, other: Timings) -> None:

@@ -2,8 +2,14 @@
 
 Clients and servers must agree on keepalive: a client that pings more often than the
 server permits gets its connection closed with ENHANCE_YOUR_CALM. Both sides take their
-settings from here. Client channels retry only UNAVAILABLE (the call never reached a
-healthy server), through gRPC's service config, so retries are safe for every method.
+settings from here.
+
+A target may name many replicas (`ipv4:127.0.0.1:1,127.0.0.1:2`, `dns:///embedder-headless:50052`):
+channels spread calls over them round robin and, with client-side health checking, skip a
+replica whose `grpc.health.v1` status is not SERVING, or that died, until it is back. Servers
+close connections after a maximum age, so that clients resolve the target again and find
+replicas started since. Channels retry UNAVAILABLE (a replica died or refused the call) on
+another replica, except for the methods in NOT_RETRIED, which a second attempt could apply twice.
 """
 
 from __future__ import annotations
@@ -38,37 +44,79 @@ SERVER_OPTIONS: list[tuple[str, Any]] = [
 ]
 
 
-def _service_config(services: Sequence[str]) -> str:
-    return json.dumps(
-        {
-            "methodConfig": [
-                {
-                    "name": [{"service": service} for service in services],
-                    "retryPolicy": {
-                        "maxAttempts": 3,
-                        "initialBackoff": "0.05s",
-                        "maxBackoff": "0.5s",
-                        "backoffMultiplier": 2,
-                        "retryableStatusCodes": ["UNAVAILABLE"],
-                    },
-                }
-            ]
-        }
-    )
+# Methods that a retry could apply twice: the first attempt may have reached a replica that did the
+# work and died before answering, so only the caller, who knows what it asked for, may try again.
+NOT_RETRIED: dict[str, str] = {
+    "ragline.v1.ApiKeyStoreService/CreateStoredApiKey": "a second attempt would create a second key",
+    "ragline.v1.IngestQueueService/CreateStoredIngestJob": "a second attempt would create a second job",
+    "ragline.v1.IngestQueueService/AppendStoredIngestJob": "a second attempt would queue the documents twice",
+    "ragline.v1.IngestQueueService/ClaimIngestWork": (
+        "a second attempt would lease another batch while the first stays leased to nobody until it expires"
+    ),
+    "ragline.v1.RetrieverService/CreateStoredCollection": (
+        "a second attempt would answer ALREADY_EXISTS for the collection the first created"
+    ),
+    "ragline.v1.AdminService/CreateApiKey": "a second attempt would create a second key",
+    "ragline.v1.AdminService/CreateCollection": (
+        "a second attempt would answer ALREADY_EXISTS for the collection the first created"
+    ),
+    "ragline.v1.GatewayService/CreateIngestJob": "a second attempt would create a second job",
+    "ragline.v1.GatewayService/UploadIngestDocuments": "a second attempt would create a second job",
+}
+# The most a call's messages may hold in memory so that it can be sent again: gRPC's default (256 KiB) is
+# less than a batch of embeddings, and a call that outgrows it is not retried at all.
+RETRY_BUFFER_BYTES = 8 * 1024 * 1024
+
+
+def service_config(services: Sequence[str], *, health_checked: bool) -> str:
+    """The gRPC service config of a channel to the proto services `services`: round robin over the
+    target's addresses, retries of UNAVAILABLE except for NOT_RETRIED, and with `health_checked`,
+    client-side health checking (a replica gets calls only while its overall health is SERVING)."""
+    retried = {
+        "name": [{"service": service} for service in services],
+        "retryPolicy": {
+            "maxAttempts": 3,
+            "initialBackoff": "0.05s",
+            "maxBackoff": "0.5s",
+            "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE"],
+        },
+    }
+    once = [
+        {"service": path.partition("/")[0], "method": path.partition("/")[2]}
+        for path in NOT_RETRIED
+        if path.partition("/")[0] in services
+    ]
+    config: dict[str, Any] = {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "methodConfig": [retried, *([{"name": once}] if once else [])],
+    }
+    if health_checked:
+        # "": the server's overall status, which ragline.server keeps equal to every service's it serves.
+        config["healthCheckConfig"] = {"serviceName": ""}
+    return json.dumps(config)
 
 
 def open_channel(
-    target: str, service: str, *more_services: str, certificates: ClientCertificates | None = None
+    target: str,
+    service: str,
+    *more_services: str,
+    certificates: ClientCertificates | None = None,
+    health_checked: bool = False,
 ) -> grpc.aio.Channel:
-    """A channel to `target` (host:port) for calls to the proto service `service` (and
-    `more_services`, served by the same process).
+    """A channel to `target` for calls to the proto service `service` (and `more_services`, served by the
+    same process).
 
+    `target` is host:port or any gRPC target naming many replicas (`ipv4:` list, `dns:///`), spread
+    round robin. With `health_checked`, a replica that is not SERVING gets no calls (for channels
+    between services; a client calling the gateway wants its answer even while it is degraded).
     Over TLS with `certificates` (by default the environment's RAGLINE_TLS_* settings), plaintext
     when they name no CA.
     """
     options: list[tuple[str, Any]] = [
-        ("grpc.service_config", _service_config([service, *more_services])),
+        ("grpc.service_config", service_config([service, *more_services], health_checked=health_checked)),
         ("grpc.enable_retries", 1),
+        ("grpc.per_rpc_retry_buffer_size", RETRY_BUFFER_BYTES),
         ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
         ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
         ("grpc.keepalive_permit_without_calls", 1),
@@ -93,9 +141,17 @@ class ReopeningChannel:
     held anywhere (the key cache, the ingest worker) follow the reopened one.
     """
 
-    def __init__(self, target: str, services: Sequence[str], certificates: ClientCertificates) -> None:
+    def __init__(
+        self,
+        target: str,
+        services: Sequence[str],
+        certificates: ClientCertificates,
+        *,
+        health_checked: bool = False,
+    ) -> None:
         self._target, self._services, self._certificates = target, services, certificates
-        self.channel = open_channel(target, *services, certificates=certificates)
+        self._health_checked = health_checked
+        self.channel = self._open()
         """The current channel (for health checks and closing)."""
         self.generation = 0
         """How many times the channel was reopened."""
@@ -104,9 +160,17 @@ class ReopeningChannel:
         """Opens a new channel with the certificate files as they are now; returns the old one, to close
         once its calls have finished. OSError or ValueError when the files are not a usable pair yet."""
         old = self.channel
-        self.channel = open_channel(self._target, *self._services, certificates=self._certificates)
+        self.channel = self._open()
         self.generation += 1
         return old
+
+    def _open(self) -> grpc.aio.Channel:
+        return open_channel(
+            self._target,
+            *self._services,
+            certificates=self._certificates,
+            health_checked=self._health_checked,
+        )
 
     def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> _Multicallable:
         """What a generated stub asks for; the same for the other three kinds."""

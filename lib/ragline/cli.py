@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 
 from ragline import api_keys
-from ragline.client import FINISHED_JOB_STATES, DocumentToIngest, RaglineClient
+from ragline.client import FINISHED_JOB_STATES, DocumentToIngest, RaglineClient, request_id_of
 from ragline.v1 import admin_service_pb2, common_pb2
 
 # The media type each file suffix is sent as; a folder is walked for these suffixes only.
@@ -294,6 +294,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = asyncio.run(run(args))
     except grpc.RpcError as exc:
         print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        request_id = request_id_of(exc)
+        if request_id:
+            print(f"request id: {request_id} (quote it when reporting this error)", file=sys.stderr)
         code = 1
     raise SystemExit(code)
 

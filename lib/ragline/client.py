@@ -3,7 +3,8 @@
 It wraps the generated `GatewayServiceStub` with one method per RPC, keyword arguments
 with defaults, a default deadline on every call, and the shared channel settings
 (keepalive, retries of UNAVAILABLE), and the caller's API key on every call. Errors arrive as
-`grpc.aio.AioRpcError`, whose `code()` and `details()` say what went wrong. The admin methods
+`grpc.aio.AioRpcError`, whose `code()` and `details()` say what went wrong and whose request id
+(`request_id_of`) names the call's trace. The admin methods
 (API keys and collections of the caller's tenant) call the gateway's AdminService on the same channel.
 """
 
@@ -16,10 +17,12 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypedDict, Unpack
 
+import grpc
 from google.protobuf import struct_pb2
 
 from ragline.api_keys import client_token
 from ragline.channels import open_channel
+from ragline.errors import REQUEST_ID_KEY
 from ragline.tls import ClientCertificates
 from ragline.v1 import (
     admin_service_pb2,
@@ -30,6 +33,16 @@ from ragline.v1 import (
 )
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
+
+
+def request_id_of(error: grpc.RpcError) -> str:
+    """The request id a failed call was answered with (its trace id), or "" when it carries none."""
+    # AioRpcError and the blocking API's errors both have trailing_metadata, but share no class that says so.
+    trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+    for key, value in trailing or ():
+        if key == REQUEST_ID_KEY:
+            return str(value)
+    return ""
 
 
 class QueryOptions(TypedDict, total=False):

@@ -128,8 +128,20 @@ class ServerConfig:
     """Port of the Prometheus `/metrics` HTTP endpoint; 0 picks a free one."""
     shutdown_grace_seconds: float = setting("{prefix}_SHUTDOWN_GRACE_SECONDS", 10.0, minimum=0)
     """Time in-flight calls get to finish after SIGTERM before they are cancelled."""
+    max_connection_age_seconds: float = setting("{prefix}_MAX_CONNECTION_AGE_SECONDS", 60.0, minimum=1)
+    """Age after which the server asks a client to reconnect, so that clients resolve their target again
+    and spread calls over replicas started since."""
+    max_connection_age_grace_seconds: float = setting(
+        "{prefix}_MAX_CONNECTION_AGE_GRACE_SECONDS", 150.0, minimum=0
+    )
+    """Time calls under way on a connection past its maximum age get to finish before it is closed: longer
+    than the longest call (a streamed answer)."""
     log_level: str = setting("LOG_LEVEL", "INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     """Logging level of the process."""
+    log_format: str = setting("LOG_FORMAT", "text", choices=("text", "json"))
+    """`text` for people, `json` for log stores: one object per line with trace ids, and one line per RPC."""
+    trace_capture_text: bool = setting("RAGLINE_TRACE_CAPTURE_TEXT", False)
+    """Put question and document text in span attributes; off, spans carry sizes and ids only."""
 
     @classmethod
     def from_env(cls, prefix: str, *, port: int, metrics_port: int) -> ServerConfig:

@@ -11,10 +11,14 @@ of the `default` tenant (file `api_key`, mode 0600), creating it through the ret
 store on the first start, so the `ragline` command and the Python client, which read that file,
 work with authentication on and nothing to configure.
 
+`Stack(replicas={"embedder": 2})` (`--embedders 2`, `make run EMBEDDERS=2`) starts that many processes
+of a service, each on its own port, and hands the gateway an `ipv4:` target listing them all, over
+which it balances round robin (ragline.channels); gateway replicas share Redis and the ingest queue.
+
 `--pg-standby` (`Stack(pg_standby=True)`, `make run PG_STANDBY=1`) starts the embedded PostgreSQL
-before the retriever, makes a streaming standby of it (`ragline.embedded_standby`, data in the
-state folder's `postgres-standby`, made afresh at every start) and gives the retriever the
-standby as its read replica (`RETRIEVER_READ_DATABASE_URLS`).
+before the retrievers, makes a streaming standby of it (`ragline.embedded_standby`, data in the
+state folder's `postgres-standby`, made afresh at every start) and gives the retrievers the
+standby as their read replica (`RETRIEVER_READ_DATABASE_URLS`).
 
 `--tls` (`Stack(tls=True)`) makes a throwaway CA and certificates in the state folder's `tls`
 folder and runs the stack as in production: mutual TLS between the gateway and the internal
@@ -31,7 +35,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -94,7 +98,7 @@ class ServiceProcess:
     @property
     def ports_file(self) -> Path:
         """Where the service writes the ports it bound (`ragline.server` does, when told this path)."""
-        return self.log_path.with_name(f"{self.spec.name}.ports.json")
+        return self.log_path.with_suffix(".ports.json")
 
     def start(self) -> None:
         """Starts the process, appending its output to `log_path`."""
@@ -174,6 +178,12 @@ class ServiceProcess:
         return self.process.returncode
 
 
+def target(processes: Sequence[ServiceProcess]) -> str:
+    """The gRPC target that reaches every one of `processes`: host:port for one, an `ipv4:` list for more."""
+    addresses = [proc.address for proc in processes]
+    return addresses[0] if len(addresses) == 1 else "ipv4:" + ",".join(addresses)
+
+
 class Stack:
     """The four services (or a subset) plus embedded Redis, started in dependency order."""
 
@@ -185,6 +195,7 @@ class Stack:
         services: tuple[str, ...] = ALL_SERVICES,
         free_ports: bool = False,
         tls: bool = False,
+        replicas: Mapping[str, int] | None = None,
         pg_standby: bool = False,
     ) -> None:
         self.state = (state or state_dir()).resolve()
@@ -197,13 +208,20 @@ class Stack:
         self.names = services
         self.free_ports = free_ports
         self.redis: EmbeddedRedis | None = None
+        unknown = sorted(set(replicas or {}) - {spec.name for spec in SERVICES})
+        if unknown or any(count < 1 for count in (replicas or {}).values()):
+            raise ValueError(f"replicas must map service names to counts of at least 1, not {replicas}")
+        self.replica_counts = dict(replicas or {})
+        self.instances: dict[str, list[ServiceProcess]] = {}
+        """Every process of each service (its replicas), in the order started."""
         self.processes: dict[str, ServiceProcess] = {}
+        """Each service's first process: the one `stack[name]` is."""
         self.api_key = ""
         """The local admin key of the `default` tenant, once `start` has made sure of it ("" without a gateway)."""
-        self.replicas: list[ServiceProcess] = []
+        self._extra_gateways: list[ServiceProcess] = []
         self.pg_standby = pg_standby
         self.standby: EmbeddedStandby | None = None
-        """With `pg_standby`, the retriever's read replica once `start` has made it."""
+        """With `pg_standby`, the retrievers' read replica once `start` has made it."""
         self._primary: PostgresServer | None = None
 
     def start(self, timeout: float = 180.0) -> None:
@@ -218,24 +236,13 @@ class Stack:
             except BaseException:
                 self.stop()
                 raise
-        specs = [s for s in SERVICES if s.name in self.names]
-        for spec in specs:
-            # Port 0: the service binds one the system picks, so stacks started side by side never share one.
-            port = 0 if self.free_ports else spec.port
-            metrics_port = 0 if self.free_ports else spec.metrics_port
-            env[f"{spec.prefix}_PORT"] = str(port)
-            env[f"{spec.prefix}_METRICS_PORT"] = str(metrics_port)
-            env[f"{spec.prefix}_ADDR"] = f"127.0.0.1:{port}"
-            self.processes[spec.name] = ServiceProcess(
-                spec, port, metrics_port, env, self.state / "logs" / f"{spec.name}.log"
-            )
+        for spec in (s for s in SERVICES if s.name in self.names):
+            count = self.replica_counts.get(spec.name, 1)
+            self.instances[spec.name] = [self._process(spec, env, i) for i in range(count)]
+            self.processes[spec.name] = self.instances[spec.name][0]
         try:
-            if self.free_ports:
-                self._start_reporting_ports(timeout)
-            else:
-                for proc in self.processes.values():
-                    proc.start()
-            for proc in self.processes.values():
+            self._start_reporting_ports(timeout)
+            for proc in self.all_processes():
                 proc.wait_healthy(timeout)
             if "gateway" in self.processes and "retriever" in self.processes:
                 self.api_key = local_admin_key(
@@ -246,7 +253,7 @@ class Stack:
             raise
 
     def _start_standby(self, env: Mapping[str, str]) -> str:
-        """Starts the embedded primary (the retriever adopts it) and a fresh standby of it; the standby's URL."""
+        """Starts the embedded primary (the retrievers adopt it) and a fresh standby of it; the standby's URL."""
         if env.get("DATABASE_URL"):
             raise RuntimeError(
                 "a PostgreSQL standby is made of the embedded PostgreSQL only: unset DATABASE_URL"
@@ -256,19 +263,40 @@ class Stack:
         self.standby.start(fresh=True)
         return self.standby.url
 
+    def _process(self, spec: ServiceSpec, env: Mapping[str, str], index: int) -> ServiceProcess:
+        """Replica `index` of `spec`, with its own environment (its ports, kept for restarts) and log."""
+        # Port 0: the service binds one the system picks, so stacks started side by side never share one;
+        # replicas after the first always do, since the default ports of the services are next to each other.
+        fixed = not self.free_ports and index == 0
+        port, metrics_port = (spec.port, spec.metrics_port) if fixed else (0, 0)
+        own_env = {**env, f"{spec.prefix}_PORT": str(port), f"{spec.prefix}_METRICS_PORT": str(metrics_port)}
+        log_name = spec.name if index == 0 else f"{spec.name}-{index + 1}"
+        return ServiceProcess(spec, port, metrics_port, own_env, self.state / "logs" / f"{log_name}.log")
+
     def _start_reporting_ports(self, timeout: float) -> None:
-        """Starts the services on port 0 and learns the ports they got; the gateway last, once the
-        others' addresses are known (the processes share one environment, which this completes)."""
-        procs = list(self.processes.values())
-        for group in (
-            [p for p in procs if p.spec.name != "gateway"],
-            [p for p in procs if p.spec.name == "gateway"],
-        ):
-            for proc in group:
-                proc.start()
-            for proc in group:
-                proc.wait_ports(timeout)
-                proc.env[f"{proc.spec.prefix}_ADDR"] = proc.address
+        """Starts the services and learns the ports they bound; the gateways last, given a target per
+        dependency that lists all its replicas."""
+        procs = self.all_processes()
+        services = [p for p in procs if p.spec.name != "gateway"]
+        gateways = [p for p in procs if p.spec.name == "gateway"]
+        for proc in services:
+            proc.start()
+        for proc in services:
+            proc.wait_ports(timeout)
+        dependencies = [spec for spec in SERVICES if spec.name in self.instances and spec.name != "gateway"]
+        for proc in gateways:
+            proc.env.update({f"{spec.prefix}_ADDR": self.target(spec.name) for spec in dependencies})
+            proc.start()
+        for proc in gateways:
+            proc.wait_ports(timeout)
+
+    def target(self, name: str) -> str:
+        """The gRPC target of every replica of service `name` (once started)."""
+        return target(self.instances[name])
+
+    def all_processes(self) -> list[ServiceProcess]:
+        """Every replica of every service, in dependency order (the gateways last)."""
+        return [proc for procs in self.instances.values() for proc in procs]
 
     def start_gateway_replica(
         self, name: str, env: Mapping[str, str], timeout: float = 180.0
@@ -279,7 +307,7 @@ class Stack:
         gateway = self.processes["gateway"]
         replica_env = {**gateway.env, "GATEWAY_PORT": "0", "GATEWAY_METRICS_PORT": "0", **env}
         replica = ServiceProcess(gateway.spec, 0, 0, replica_env, self.state / "logs" / name / "gateway.log")
-        self.replicas.append(replica)
+        self._extra_gateways.append(replica)
         replica.start()
         replica.wait_ports(timeout)
         replica.wait_healthy(timeout)
@@ -291,12 +319,12 @@ class Stack:
 
     def stop(self) -> None:
         """Stops the gateway replicas, the services in reverse order, the standby, then Redis."""
-        for proc in [*self.replicas, *reversed(list(self.processes.values()))]:
+        for proc in [*self._extra_gateways, *reversed(self.all_processes())]:
             proc.stop()
         if self.standby is not None:
             self.standby.stop()
         if self._primary is not None:
-            self._primary.cleanup()  # stops it, the retriever having let go
+            self._primary.cleanup()  # stops it, the retrievers having let go
             self._primary = None
         if self.redis is not None:
             self.redis.stop()
@@ -342,10 +370,22 @@ def main() -> None:
     parser.add_argument(
         "--pg-standby",
         action="store_true",
-        help="make a streaming standby of the embedded PostgreSQL and let the retriever search on it",
+        help="make a streaming standby of the embedded PostgreSQL and let the retrievers search on it",
     )
+    for spec in SERVICES:
+        parser.add_argument(
+            f"--{spec.name}s",
+            type=int,
+            default=1,
+            metavar="N",
+            help=f"how many {spec.name} processes to run (default 1)",
+        )
     args = parser.parse_args()
-    stack = Stack(tls=args.tls, pg_standby=args.pg_standby)
+    replicas = {spec.name: getattr(args, f"{spec.name}s") for spec in SERVICES}
+    try:
+        stack = Stack(tls=args.tls, replicas=replicas, pg_standby=args.pg_standby)
+    except ValueError as exc:
+        parser.error(str(exc))
     print(f"starting Ragline (state in {stack.state}) ...", flush=True)
     stop_requested = False
 
@@ -362,13 +402,15 @@ def main() -> None:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     print(f"{'service':<10} {'gRPC':<18} {'metrics':<30} log")
-    for proc in stack.processes.values():
+    for proc in stack.all_processes():
         metrics = f"http://127.0.0.1:{proc.metrics_port}/metrics"
         print(f"{proc.spec.name:<10} {proc.address:<18} {metrics:<30} {proc.log_path}")
     if stack.redis is not None:
         print(f"{'redis':<10} {stack.redis.url}")
     if stack.standby is not None:
-        print(f"{'standby':<10} {stack.standby.url} (the retriever's read replica)")
+        print(f"{'standby':<10} {stack.standby.url} (the retrievers' read replica)")
+    if len(stack.instances["gateway"]) > 1:
+        print(f"gateway replicas: clients reach them all with RAGLINE_GATEWAY_ADDR={stack.target('gateway')}")
     print(f"admin key of tenant default: {api_keys.token_file(stack.state)} (the ragline command reads it)")
     if stack.certificate_files is not None:
         files = stack.certificate_files
@@ -382,7 +424,7 @@ def main() -> None:
     )
     try:
         while not stop_requested:
-            for proc in stack.processes.values():
+            for proc in stack.all_processes():
                 if proc.process is not None and proc.process.poll() is not None:
                     print(f"error: {proc.spec.name} exited:\n{proc.log_tail()}", file=sys.stderr)
                     stop_requested = True

@@ -14,7 +14,11 @@ import grpc
 from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-_DOMAIN = "ragline.dev"
+# The `domain` of every ErrorInfo Ragline sends.
+DOMAIN = "ragline.dev"
+# The trailing metadata key of the request id every error carries (also ErrorInfo.metadata["request_id"]):
+# the trace id, or a random id of the same shape when tracing is off.
+REQUEST_ID_KEY = "ragline-request-id"
 _log = logging.getLogger(__name__)
 
 # The longest status message sent, in UTF-8 bytes. gRPC sends the message in the trailers twice
@@ -68,7 +72,7 @@ class ServiceError(Exception):
             )
             status.details.add().Pack(error_details_pb2.BadRequest(field_violations=[violation]))
         if self.reason is not None:
-            status.details.add().Pack(error_details_pb2.ErrorInfo(reason=self.reason, domain=_DOMAIN))
+            status.details.add().Pack(error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN))
         if self.retry_after is not None:
             delay = duration_pb2.Duration()
             delay.FromNanoseconds(int(self.retry_after * 1e9))

@@ -5,18 +5,22 @@ One function gives each service the same operational behaviour: standard health
 server reflection, a Prometheus endpoint, per-RPC metrics and error mapping through an
 interceptor, and a graceful shutdown on SIGTERM (health goes NOT_SERVING, new calls are
 refused, in-flight calls get a grace period, then the service closes its resources).
-`run_service` is a service's whole entry point around it: settings, logging, then `serve`.
+`run_service` is a service's whole entry point around it: settings, logging, tracing, then `serve`.
+Every error a call returns carries its request id (the trace id) in the `ragline-request-id`
+trailing metadata and in its `ErrorInfo`'s metadata, so a user's report leads to the trace.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import os
 import signal
 import sys
 import time
+from collections import namedtuple
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +28,24 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
+from ragline import call_log, tracing
+from ragline.call_log import CallRecord, configure_logging
 from ragline.channels import SERVER_OPTIONS
 from ragline.config import ConfigError, ServerConfig, load_config
-from ragline.errors import Internal, InvalidArgument, ServiceError, logged_error_id, shorten
+from ragline.errors import (
+    DOMAIN,
+    REQUEST_ID_KEY,
+    Internal,
+    InvalidArgument,
+    ServiceError,
+    logged_error_id,
+    shorten,
+)
 from ragline.metrics import RPC_DURATION, RPC_HANDLED, start_metrics_server
 from ragline.tls import ServerCertificates, ServerTlsConfig
 
@@ -113,6 +128,10 @@ class _Interceptor(grpc.aio.ServerInterceptor):
         )
         for kind, make_handler, wrap, streaming_request in kinds:
             behavior = getattr(handler, kind)
+            if behavior and wrap is _wrap_stream and not inspect.isasyncgenfunction(behavior):
+                # A handler that streams its replies with `context.write` (the health service's Watch) is a
+                # coroutine: wrapped like a unary one, since iterating it would raise TypeError.
+                wrap = _wrap_unary
             if behavior:
                 return make_handler(
                     wrap(behavior, service, method, streaming_request=streaming_request),
@@ -179,40 +198,75 @@ def _finished_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
     return grpc.StatusCode.CANCELLED
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
-    """Ends the call with the status that `exc` stands for."""
+class _Status(namedtuple("_Status", ("code", "details", "trailing_metadata")), grpc.Status):
+    """A status to abort with: grpc's own is not public."""
+
+
+def _as_service_error(context: grpc.aio.ServicerContext, exc: BaseException) -> ServiceError:
+    """The error `exc` stands for: itself, the code a failed downstream call had, or INTERNAL under an error id."""
     if isinstance(exc, ServiceError):
-        await context.abort_with_status(rpc_status.to_status(exc.to_status()))
+        return exc
+    error = ServiceError("")
     if isinstance(exc, NotImplementedError) and context.code() == grpc.StatusCode.UNIMPLEMENTED:
         # A generated servicer base's method this server does not override: it set UNIMPLEMENTED and raised.
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this method is not implemented by this server")
-    if isinstance(exc, grpc.aio.AioRpcError):
+        error.message, error.code = (
+            "this method is not implemented by this server",
+            grpc.StatusCode.UNIMPLEMENTED,
+        )
+    elif isinstance(exc, grpc.aio.AioRpcError):
         # A downstream call failed: pass its code on, so UNAVAILABLE stays retryable upstream.
-        await context.abort(exc.code(), shorten(exc.details() or exc.code().name))
-    error_id = logged_error_id(log, f"unhandled {type(exc).__name__}", exc)
-    await context.abort_with_status(rpc_status.to_status(Internal(error_id).to_status()))
+        error.message, error.code = shorten(exc.details() or exc.code().name), exc.code()
+    else:
+        return Internal(logged_error_id(log, f"unhandled {type(exc).__name__}", exc))
+    return error
 
 
-def _record(service: str, method: str, context: grpc.aio.ServicerContext, started: float) -> None:
+async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, record: CallRecord) -> None:
+    """Ends the call with the status that `exc` stands for, carrying the call's request id."""
+    error = _as_service_error(context, exc)
+    record.request_id = tracing.new_request_id()
+    status = error.to_status()
+    infos = [detail for detail in status.details if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR)]
+    info = error_details_pb2.ErrorInfo(reason=error.reason or error.code.name, domain=DOMAIN)
+    if infos:
+        infos[0].Unpack(info)
+    info.metadata["request_id"] = record.request_id
+    if infos:
+        infos[0].Pack(info)
+    else:
+        status.details.add().Pack(info)
+    tracing.mark_error(error.code.name, status.message)
+    packed = rpc_status.to_status(status)
+    await context.abort_with_status(
+        _Status(packed.code, packed.details, (*packed.trailing_metadata, (REQUEST_ID_KEY, record.request_id)))
+    )
+
+
+def _record(
+    service: str, method: str, context: grpc.aio.ServicerContext, started: float, record: CallRecord
+) -> None:
     code = context.code()
     code_name = code.name if isinstance(code, grpc.StatusCode) else "OK" if code in (None, 0) else str(code)
-    RPC_DURATION.labels(service, method).observe(time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    RPC_DURATION.labels(service, method).observe(elapsed, tracing.exemplar())
     RPC_HANDLED.labels(service, method, code_name).inc()
+    call_log.finish(record, service, method, code_name, elapsed)
 
 
 def _wrap_unary(behavior: Any, service: str, method: str, *, streaming_request: bool) -> Any:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
         started = time.perf_counter()
+        record = call_log.begin(request)
         try:
             return await behavior(_decoded_request(request, streaming_request), context)
         except asyncio.CancelledError:
             context.set_code(_finished_code(context))
             raise
         except Exception as exc:
-            await _abort_or_reraise(context, exc)
+            await _abort_or_reraise(context, exc, record)
             raise
         finally:
-            _record(service, method, context, started)
+            _record(service, method, context, started, record)
 
     return wrapper
 
@@ -220,6 +274,7 @@ def _wrap_unary(behavior: Any, service: str, method: str, *, streaming_request: 
 def _wrap_stream(behavior: Any, service: str, method: str, *, streaming_request: bool) -> Any:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
         started = time.perf_counter()
+        record = call_log.begin(request)
         try:
             async for response in behavior(_decoded_request(request, streaming_request), context):
                 yield response
@@ -227,19 +282,19 @@ def _wrap_stream(behavior: Any, service: str, method: str, *, streaming_request:
             context.set_code(_finished_code(context))
             raise
         except Exception as exc:
-            await _abort_or_reraise(context, exc)
+            await _abort_or_reraise(context, exc, record)
             raise
         finally:
-            _record(service, method, context, started)
+            _record(service, method, context, started, record)
 
     return wrapper
 
 
-async def _abort_or_reraise(context: grpc.aio.ServicerContext, exc: Exception) -> None:
+async def _abort_or_reraise(context: grpc.aio.ServicerContext, exc: Exception, record: CallRecord) -> None:
     # An AbortError means the handler already chose its status; anything else gets one here.
     if isinstance(exc, grpc.aio.AbortError):
         return
-    await _abort(context, exc)
+    await _abort(context, exc, record)
 
 
 # Set by whoever started the process (ragline.devstack) to learn the ports it bound: with port 0 the
@@ -257,13 +312,6 @@ def _report_ports(port: int, metrics_port: int) -> None:
     partial = path.with_name(path.name + ".partial")
     partial.write_text(json.dumps({"port": port, "metrics_port": metrics_port}))
     partial.replace(path)  # a reader sees the whole file or none
-
-
-def configure_logging(level: str) -> None:
-    """Logs one line per record to stderr, which process supervisors collect."""
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
 
 
 async def serve(
@@ -287,7 +335,12 @@ async def serve(
     NOT_SERVING; `lifecycle.stop` runs after in-flight calls have finished.
     """
     metrics_server, _ = start_metrics_server(config.host, config.metrics_port)
-    server = grpc.aio.server(interceptors=[_Interceptor(), *interceptors], options=SERVER_OPTIONS)
+    options = [
+        *SERVER_OPTIONS,
+        ("grpc.max_connection_age_ms", int(config.max_connection_age_seconds * 1000)),
+        ("grpc.max_connection_age_grace_ms", int(config.max_connection_age_grace_seconds * 1000)),
+    ]
+    server = grpc.aio.server(interceptors=[_Interceptor(), *interceptors], options=options)
     for servicer in servicers:
         servicer.add_to_server(servicer.implementation, server)
     health_servicer = health.aio.HealthServicer()
@@ -378,7 +431,7 @@ def run_service(
 
     Reads the server settings under the prefix `name.upper()` (`EMBEDDER_PORT`, `EMBEDDER_TLS_CERT_FILE`, ...), defaulting
     to the service's own `port` and `metrics_port`, then the service's settings `config_type`,
-    sets up logging, and serves what `build` makes of them: the lifecycle, the gRPC services
+    sets up logging and tracing (`ragline.tracing`, from the OTEL_* variables), and serves what `build` makes of them: the lifecycle, the gRPC services
     it implements and, if it returns them too, interceptors of its own (`serve`'s `interceptors`). An invalid setting, found by either read or by `build`, ends the process
     with its message and exit code 2.
     """
@@ -387,10 +440,15 @@ def run_service(
         server_config = ServerConfig.from_env(name.upper(), port=port, metrics_port=metrics_port)
         tls = ServerTlsConfig.from_env(name.upper())
         config = load_config(config_type)
-        configure_logging(server_config.log_level)
-        built = build(config)
-        interceptors = built[2] if len(built) == 3 else ()
-        await serve(name, server_config, built[1], built[0], interceptors, tls)
+        configure_logging(server_config.log_level, server_config.log_format)
+        # Before `build`: the gRPC instrumentation wraps the channels and the server made from here on.
+        traces = tracing.setup(name, capture_text=server_config.trace_capture_text)
+        try:
+            built = build(config)
+            interceptors = built[2] if len(built) == 3 else ()
+            await serve(name, server_config, built[1], built[0], interceptors, tls)
+        finally:
+            traces.shutdown()
 
     try:
         asyncio.run(main())

@@ -8,49 +8,24 @@ conftest), so the dead workers' documents are taken over within seconds.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 
-import grpc
 import pytest
+from ingest_checks import assert_stored_once, note_text
 
 from ragline.client import DocumentToIngest, RaglineClient
 from ragline.devstack import Stack
-from ragline.v1 import common_pb2, retriever_service_pb2, retriever_service_pb2_grpc
-from ragline_gateway.chunking import chunk_sections
-from ragline_gateway.config import GatewayConfig
-from ragline_gateway.formats import Section
+from ragline.v1 import common_pb2
 
 COLLECTION = "crash"
 DOCUMENTS = 160
-TOPICS = ("rivers", "volcanoes", "orchards", "bridges", "comets", "glaciers", "deserts", "harbours")
 
 pytestmark = pytest.mark.integration
-
-
-def _text(i: int) -> str:
-    topic = TOPICS[i % len(TOPICS)]
-    # Every tenth document is long enough for several chunks, so a chunk lost or doubled would show.
-    lines = 60 if i % 10 == 0 else 2
-    return " ".join(
-        f"Note {i}, line {j}, is about {topic}; its detail {i * 7919 + j} matters." for j in range(lines)
-    )
-
-
-async def _all_document_ids(client: RaglineClient) -> list[str]:
-    ids: list[str] = []
-    token = ""
-    while True:
-        page = await client.list_documents(collection=COLLECTION, page_size=100, page_token=token)
-        ids.extend(d.document_id for d in page.documents)
-        token = page.next_page_token
-        if not token:
-            return ids
 
 
 async def test_a_job_survives_kill_9_of_its_workers_and_stores_every_document_once(
     stack: Stack, client: RaglineClient
 ) -> None:
-    texts = {f"crash-{i:03d}.txt": _text(i) for i in range(DOCUMENTS)}
+    texts = {f"crash-{i:03d}.txt": note_text(i) for i in range(DOCUMENTS)}
     job = await client.create_ingest_job(
         [DocumentToIngest(name, text.encode(), "text/plain") for name, text in texts.items()],
         collection=COLLECTION,
@@ -79,19 +54,5 @@ async def test_a_job_survives_kill_9_of_its_workers_and_stores_every_document_on
 
     assert job.state == common_pb2.INGEST_JOB_STATE_SUCCEEDED, job
     assert job.done_documents + job.skipped_documents == DOCUMENTS
-    assert sorted(await _all_document_ids(client)) == sorted(texts)
-    config = GatewayConfig()
-    async with grpc.aio.insecure_channel(stack["retriever"].address) as channel:
-        retriever = retriever_service_pb2_grpc.RetrieverServiceStub(channel)
-        for name, text in texts.items():
-            expected = [
-                hashlib.sha256(c.text.encode()).hexdigest()
-                for c in chunk_sections([Section(text)], config.chunk_tokens, config.chunk_overlap_tokens)
-            ]
-            # The client's key is the stack's admin key of tenant default, whose collection this is.
-            stored = await retriever.LookupChunkHashes(
-                retriever_service_pb2.LookupChunkHashesRequest(
-                    tenant="default", collection=COLLECTION, document_id=name
-                )
-            )
-            assert list(stored.stored_hashes) == expected, name
+    # The client's key is the stack's admin key of tenant default, whose collection this is.
+    await assert_stored_once(client, stack["retriever"].address, COLLECTION, texts)

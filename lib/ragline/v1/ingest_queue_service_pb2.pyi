@@ -117,18 +117,20 @@ class ClaimIngestWorkRequest(_message.Message):
     def __init__(self, max_documents: _Optional[int] = ..., lease_seconds: _Optional[float] = ..., max_attempts: _Optional[int] = ...) -> None: ...
 
 class ClaimedDocument(_message.Message):
-    __slots__ = ("claim", "collection", "document", "attempt", "tenant")
+    __slots__ = ("claim", "collection", "document", "attempt", "tenant", "trace_parent")
     CLAIM_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     DOCUMENT_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
+    TRACE_PARENT_FIELD_NUMBER: _ClassVar[int]
     claim: IngestClaim
     collection: str
     document: _common_pb2.DocumentContent
     attempt: int
     tenant: str
-    def __init__(self, claim: _Optional[_Union[IngestClaim, _Mapping]] = ..., collection: _Optional[str] = ..., document: _Optional[_Union[_common_pb2.DocumentContent, _Mapping]] = ..., attempt: _Optional[int] = ..., tenant: _Optional[str] = ...) -> None: ...
+    trace_parent: str
+    def __init__(self, claim: _Optional[_Union[IngestClaim, _Mapping]] = ..., collection: _Optional[str] = ..., document: _Optional[_Union[_common_pb2.DocumentContent, _Mapping]] = ..., attempt: _Optional[int] = ..., tenant: _Optional[str] = ..., trace_parent: _Optional[str] = ...) -> None: ...
 
 class ClaimIngestWorkResponse(_message.Message):
     __slots__ = ("documents",)

@@ -38,8 +38,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
+from opentelemetry.trace import Link, Span
 from prometheus_client import Counter, Gauge, Histogram
 
+from ragline import tracing
 from ragline.errors import ResourceExhausted, Unavailable
 from ragline.metrics import LATENCY_BUCKETS
 from ragline_embedder.backends import forward_passes
@@ -82,6 +84,8 @@ class _Call:
     future: asyncio.Future[NDArray[np.float32]]
     rows: list[NDArray[np.float32] | None]
     remaining: int
+    span: Span = field(default_factory=tracing.current_span)
+    """The caller's span: the batches that embed its texts are traced under it."""
 
 
 @dataclass(eq=False)
@@ -262,13 +266,19 @@ class MicroBatcher:
         started = time.perf_counter()
         for item in batch:
             QUEUE_WAIT.observe(started - item.queued_at)
+        tokens = sum(item.tokens for item in batch)
         BATCH_SIZE.observe(len(batch))
-        BATCH_TOKENS.observe(sum(item.tokens for item in batch))
+        BATCH_TOKENS.observe(tokens)
         loop = asyncio.get_running_loop()
+        # A pass serves several callers: it is traced under the first one's span and linked from the others'.
+        callers = list({id(item.call): item.call.span for item in batch}.values())
+        attributes = {"ragline.embedder.batch_size": len(batch), "ragline.embedder.batch_tokens": tokens}
+        links = [Link(caller.get_span_context()) for caller in callers[1:]] if tracing.enabled() else []
         try:
-            vectors = await loop.run_in_executor(
-                self._executor, self._timed_encode, encode, [item.text for item in batch]
-            )
+            with tracing.span("embedder.batch", attributes, links=links, parent=callers[0]):
+                vectors = await loop.run_in_executor(
+                    self._executor, self._timed_encode, encode, [item.text for item in batch]
+                )
         except asyncio.CancelledError:
             # stop() while the model runs this pass: its callers are told, like those still queued.
             for item in batch:

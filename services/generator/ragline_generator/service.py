@@ -15,7 +15,9 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import cast
 
 import grpc
+from opentelemetry.trace import SpanKind
 
+from ragline import tracing
 from ragline.channels import downstream_timeout
 from ragline.errors import InvalidArgument, ServiceError, Unavailable
 from ragline.v1 import common_pb2, generator_service_pb2, generator_service_pb2_grpc
@@ -139,18 +141,34 @@ class GeneratorServicer(generator_service_pb2_grpc.GeneratorServiceServicer):
         generation = Generation(
             prompt.messages, max_tokens=max_tokens, temperature=temperature, passages=prompt.passages_used
         )
-        stream = self._backend.stream(generation, timeout=timeout)
-        async with contextlib.aclosing(stream) as events:
-            async for event in events:
-                if isinstance(event, Finish):
-                    finish = event
-                    continue
-                if not parts:
-                    first_token = time.perf_counter()
-                    TIME_TO_FIRST_TOKEN.labels(model).observe(first_token - received)
-                parts.append(event)
-                if released := repairer.feed(event):
-                    yield released
+        attributes = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": self._config.backend,
+            "gen_ai.request.model": model,
+            "gen_ai.request.max_tokens": max_tokens,
+            "gen_ai.request.temperature": temperature,
+        }
+        with tracing.span(f"chat {model}", attributes, kind=SpanKind.CLIENT) as llm:
+            tracing.set_text(llm, "ragline.question", question)
+            stream = self._backend.stream(generation, timeout=timeout)
+            async with contextlib.aclosing(stream) as events:
+                async for event in events:
+                    if isinstance(event, Finish):
+                        finish = event
+                        continue
+                    if not parts:
+                        first_token = time.perf_counter()
+                        TIME_TO_FIRST_TOKEN.labels(model).observe(first_token - received)
+                    parts.append(event)
+                    if released := repairer.feed(event):
+                        yield released
+            if finish is not None and llm.is_recording():
+                llm.set_attribute(
+                    "gen_ai.usage.input_tokens",
+                    prompt.tokens if finish.prompt_tokens is None else finish.prompt_tokens,
+                )
+                llm.set_attribute("gen_ai.usage.output_tokens", finish.completion_tokens)
+                llm.set_attribute("gen_ai.response.finish_reasons", [finish.reason])
         if rest := repairer.flush():
             yield rest
         if finish is None:

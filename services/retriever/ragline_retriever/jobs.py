@@ -21,6 +21,7 @@ from datetime import datetime
 import asyncpg
 from google.protobuf import duration_pb2
 
+from ragline import tracing
 from ragline.errors import FailedPrecondition, InvalidArgument, NotFound
 from ragline.v1 import common_pb2
 from ragline.v1 import ingest_queue_service_pb2 as pb
@@ -61,7 +62,7 @@ _CLAIM_SQL = """
     FROM picked JOIN ingest_jobs AS j ON j.id = picked.job_id
     WHERE d.job_id = picked.job_id AND d.ordinal = picked.ordinal
     RETURNING d.job_id, d.ordinal, d.document_id, d.media_type, d.metadata, d.content, d.attempts,
-              d.claim_token, j.collection, j.tenant
+              d.claim_token, j.collection, j.tenant, j.trace_parent
 """
 # A document whose worker vanished `max_attempts` times is likely what kills workers: stop handing it out.
 _ABANDON_SQL = """
@@ -189,15 +190,18 @@ async def create_job(
     documents: Sequence[common_pb2.DocumentContent],
     accepting: bool,
 ) -> common_pb2.IngestJob:
-    """Records `tenant`'s job and its first documents in one transaction."""
+    """Records `tenant`'s job and its first documents in one transaction, with the current trace's
+    traceparent, so that the workers' spans link to the request that recorded it."""
     if not documents and not accepting:
         raise InvalidArgument("a job needs at least one document", field="documents")
     async with conn.transaction():
         job_id: uuid.UUID = await conn.fetchval(
-            "INSERT INTO ingest_jobs (tenant, collection, accepting_documents) VALUES ($1, $2, $3) RETURNING id",
+            "INSERT INTO ingest_jobs (tenant, collection, accepting_documents, trace_parent)"
+            " VALUES ($1, $2, $3, $4) RETURNING id",
             tenant,
             collection,
             accepting,
+            tracing.traceparent(),
         )
         await _add_documents(conn, job_id, 0, documents)
         return job_pb(await _job_row(conn, tenant, job_id))
@@ -342,6 +346,7 @@ async def claim_documents(
                 document=document,
                 attempt=row["attempts"],
                 tenant=row["tenant"],
+                trace_parent=row["trace_parent"],
             )
         )
     return claimed

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import grpc
 
+from ragline import tracing
+from ragline.metrics import search_mode_label
 from ragline.v1 import retriever_service_pb2 as pb
 from ragline.v1 import retriever_service_pb2_grpc as pb_grpc
 from ragline.validation import check_collection_name, check_document_id, check_enum, check_tenant
@@ -145,7 +147,10 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
         self, request: pb.SearchChunksRequest, context: grpc.aio.ServicerContext
     ) -> pb.SearchChunksResponse:
         valid = validate_search(request, self._config)
-        hits, generation = await self._searcher.search(request, valid)
+        with tracing.span("retriever.search", {"ragline.tenant": valid.tenant}) as span:
+            tracing.set_text(span, "ragline.question", request.query_text)
+            hits, generation = await self._searcher.search(request, valid)
+            tracing.record_hits(span, search_mode_label(valid.mode), valid.top_k, [hit.score for hit in hits])
         return pb.SearchChunksResponse(hits=[hit_pb(hit) for hit in hits], generation=generation)
 
     async def LookupChunkHashes(

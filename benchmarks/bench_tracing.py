@@ -1,0 +1,154 @@
+"""`make bench` (tracing): what OpenTelemetry costs a Search and an Ask, with tracing off and on, side by side.
+
+Three stacks of the four services (each with its embedded PostgreSQL and Valkey, the same
+documents): one untraced (no OTEL_* variable: nothing installed), two exporting every span to a
+real OTLP/gRPC receiver (`benchmarks.otlp_receiver`), head sampling at 100% and at 10%
+(`parentbased_traceidratio`). One client alternates rounds between the stacks, so that drift of
+the machine hits all three alike, and reports p50/p99 of Search and Ask with the cache bypassed
+(every call runs embed, retrieve and, for Ask, generate), and each traced stack's p50 cost over the
+untraced one. Only one stack is busy at a time.
+
+BENCH_TRACING_ROUNDS sets the rounds (default 4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+from benchmarks.otlp_receiver import OtlpReceiver
+from benchmarks.report import RESULTS_DIR, percentile, write_report
+from ragline.client import DocumentToIngest, RaglineClient
+from ragline.devstack import Stack
+from ragline.v1 import gateway_service_pb2
+
+ROUNDS = int(os.environ.get("BENCH_TRACING_ROUNDS", "4"))
+SEARCHES_PER_ROUND = 60
+ASKS_PER_ROUND = 4
+STATE = RESULTS_DIR / "state-tracing"
+BYPASS = gateway_service_pb2.CACHE_POLICY_BYPASS
+QUESTIONS = [
+    "How tall is the Eiffel Tower?",
+    "What colour are ripe bananas?",
+    "At what temperature does water boil?",
+    "Who designed the tower in Paris?",
+]
+DOCUMENTS = [
+    DocumentToIngest(
+        "eiffel",
+        b"The Eiffel Tower is a wrought-iron lattice tower in Paris, named after the engineer Gustave "
+        b"Eiffel, whose company built it for the 1889 World's Fair. It is 330 metres tall.",
+    ),
+    DocumentToIngest(
+        "bananas", b"Ripe bananas are usually yellow, elongated fruits that are rich in potassium."
+    ),
+    DocumentToIngest("water", b"At sea level pure water boils at 100 degrees Celsius and freezes at 0."),
+]
+# Each configuration's OTEL_* settings; the receiver's endpoint is added to the traced ones.
+CONFIGURATIONS: dict[str, dict[str, str]] = {
+    "off": {},
+    "on_100pct": {"OTEL_TRACES_SAMPLER": "parentbased_always_on"},
+    "on_10pct": {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"},
+}
+
+
+async def _timed(calls: int, make: Callable[[int], Awaitable[Any]]) -> list[float]:
+    latencies = []
+    for i in range(calls):
+        started = time.perf_counter()
+        await make(i)
+        latencies.append(time.perf_counter() - started)
+    return latencies
+
+
+async def _bench(stacks: dict[str, Stack]) -> list[dict[str, Any]]:
+    clients = {
+        name: RaglineClient(stack["gateway"].address, timeout=120, api_key=stack.api_key)
+        for name, stack in stacks.items()
+    }
+    samples: dict[tuple[str, str], list[float]] = {(n, c): [] for n in stacks for c in ("search", "ask")}
+    try:
+        for client in clients.values():
+            await client.ingest(DOCUMENTS)
+
+        async def search(client: RaglineClient, i: int) -> None:
+            await client.search(QUESTIONS[i % len(QUESTIONS)], top_k=3, cache_policy=BYPASS)
+
+        async def ask(client: RaglineClient, i: int) -> None:
+            await client.ask(QUESTIONS[i % len(QUESTIONS)], max_tokens=8, top_k=2, cache_policy=BYPASS)
+
+        for client in clients.values():  # warm-up: connections, model caches, prepared statements
+            await _timed(10, partial(search, client))
+            await _timed(1, partial(ask, client))
+        for round_number in range(ROUNDS):
+            order = list(stacks)
+            order = order[round_number % len(order) :] + order[: round_number % len(order)]
+            for name in order:
+                client = clients[name]
+                samples[name, "search"] += await _timed(SEARCHES_PER_ROUND, partial(search, client))
+                samples[name, "ask"] += await _timed(ASKS_PER_ROUND, partial(ask, client))
+    finally:
+        for client in clients.values():
+            await client.close()
+    rows = []
+    for (name, call), values in samples.items():
+        baseline = percentile(samples["off", call], 50)
+        p50 = percentile(values, 50)
+        rows.append(
+            {
+                "tracing": name,
+                "call": call,
+                "calls": len(values),
+                "p50_ms": p50 * 1000,
+                "p99_ms": percentile(values, 99) * 1000,
+                "mean_ms": statistics.fmean(values) * 1000,
+                "p50_cost_pct": (p50 / baseline - 1) * 100,
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    """Starts the three stacks and the receiver, measures, prints the table and writes bench-results/tracing.json."""
+    shutil.rmtree(STATE, ignore_errors=True)
+    receiver = OtlpReceiver(keep=False)
+    receiver.start()
+    stacks: dict[str, Stack] = {}
+    try:
+        for name, otel in CONFIGURATIONS.items():
+            env = {"REDIS_URL": "", "DATABASE_URL": "", **otel}
+            if otel:
+                env["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.endpoint
+            stacks[name] = Stack(state=STATE / name, free_ports=True, env=env)
+            stacks[name].start()
+        rows = asyncio.run(_bench(stacks))
+        # The last batches are sent within the SDK's schedule delay (5 s by default).
+        time.sleep(6)
+    finally:
+        for stack in stacks.values():
+            stack.stop()
+        receiver.stop()
+    cost = {(row["tracing"], row["call"]): round(row["p50_cost_pct"], 2) for row in rows}
+    write_report(
+        "tracing",
+        rows,
+        {
+            "search_p50_cost_pct_at_100pct": cost["on_100pct", "search"],
+            "search_p50_cost_pct_at_10pct": cost["on_10pct", "search"],
+            "ask_p50_cost_pct_at_100pct": cost["on_100pct", "ask"],
+            "ask_p50_cost_pct_at_10pct": cost["on_10pct", "ask"],
+            "spans_received": receiver.span_count,
+            "otlp_bytes_received": receiver.bytes_received,
+            "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

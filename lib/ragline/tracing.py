@@ -1,0 +1,245 @@
+"""OpenTelemetry traces for every Ragline process, configured only by the standard `OTEL_*` variables.
+
+`setup` runs once at a service's start (`ragline.server.run_service`). When an OTLP endpoint is
+set (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) and the SDK is not
+disabled, it installs a tracer provider with a batching OTLP/gRPC exporter, the head sampler
+`OTEL_TRACES_SAMPLER(_ARG)` names, and the maintained instrumentations: gRPC aio servers and
+clients (context travels in the calls' metadata), asyncpg and redis. With nothing set it installs
+nothing: `span` hands out one shared no-op context and the instrumentations are not loaded, so an
+untraced deployment pays nothing.
+
+The rest is what the services need from the current trace: spans of their own stages, the
+request id of an error (the trace id), an exemplar for a latency histogram, and the W3C
+`traceparent` that an ingest job keeps so that its documents' spans link to the request that
+queued them. Question and document text go into attributes only with `RAGLINE_TRACE_CAPTURE_TEXT`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import context as context_api
+from opentelemetry import trace
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from ragline.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+TRACER = trace.get_tracer("ragline")
+_PROPAGATOR = TraceContextTextMapPropagator()
+# gRPC services whose calls make no spans: health checks every few seconds would drown the traces.
+_UNTRACED_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection")
+
+
+@dataclass
+class _State:
+    enabled: bool = False
+    capture_text: bool = False
+
+
+_state = _State()
+
+
+@dataclass(frozen=True)
+class Tracing:
+    """What `setup` installed; `shutdown` sends the spans still buffered."""
+
+    enabled: bool
+    """Whether spans are exported (an OTLP endpoint is set and OTEL_SDK_DISABLED is not true)."""
+    provider: Any = None
+    """The SDK tracer provider, when enabled."""
+
+    def shutdown(self) -> None:
+        """Flushes and stops the exporter; nothing when tracing is off."""
+        if self.provider is not None:
+            self.provider.shutdown()
+
+
+def _env(environ: Mapping[str, str], *names: str) -> str:
+    for name in names:
+        value = environ.get(name, "").strip()
+        if value:
+            return value
+    return ""
+
+
+def setup(service: str, *, capture_text: bool = False, environ: Mapping[str, str] | None = None) -> Tracing:
+    """Installs tracing for the process `service` as the OTEL_* variables say; raises ConfigError on a bad one.
+
+    `service` names the process in traces unless OTEL_SERVICE_NAME (or service.name in
+    OTEL_RESOURCE_ATTRIBUTES) names it otherwise.
+    """
+    env = os.environ if environ is None else environ
+    _state.capture_text = capture_text
+    if _env(env, "OTEL_SDK_DISABLED").lower() == "true" or _env(env, "OTEL_TRACES_EXPORTER") == "none":
+        return Tracing(enabled=False)
+    if not _env(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        return Tracing(enabled=False)
+    protocol = _env(env, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
+    if protocol != "grpc":
+        raise ConfigError(
+            f"invalid configuration:\n  OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: Ragline exports traces "
+            "over OTLP/gRPC only; set it to grpc (or leave it unset) and point the endpoint at port 4317"
+        )
+    # Imported here: an untraced process never loads the SDK, the exporter or the instrumentations.
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+    from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient, GrpcAioInstrumentorServer
+    from opentelemetry.instrumentation.grpc.filters import any_of, negate, service_name
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    try:
+        # Reads OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME; the sampler comes from OTEL_TRACES_SAMPLER(_ARG).
+        resource = Resource.create()
+        if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+            resource = resource.merge(Resource({SERVICE_NAME: f"ragline-{service}"}))
+        provider = TracerProvider(resource=resource)
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    except ValueError as exc:
+        raise ConfigError(f"invalid configuration:\n  OTEL_*: {exc}") from None
+    trace.set_tracer_provider(provider)
+    untraced = negate(any_of(*(service_name(name) for name in _UNTRACED_SERVICES)))
+    GrpcAioInstrumentorServer(filter_=untraced).instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]
+    GrpcAioInstrumentorClient(filter_=untraced).instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]
+    AsyncPGInstrumentor().instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]
+    RedisInstrumentor().instrument(tracer_provider=provider)
+    _state.enabled = True
+    log.info("tracing on: %s exports spans as %s", service, resource.attributes.get(SERVICE_NAME))
+    return Tracing(enabled=True, provider=provider)
+
+
+def enabled() -> bool:
+    """Whether this process exports spans."""
+    return _state.enabled
+
+
+def capture_text() -> bool:
+    """Whether question and document text may go into span attributes (RAGLINE_TRACE_CAPTURE_TEXT)."""
+    return _state.capture_text
+
+
+_NO_SPAN: contextlib.AbstractContextManager[Span] = contextlib.nullcontext(trace.INVALID_SPAN)
+
+
+def span(
+    name: str,
+    attributes: Mapping[str, Any] | None = None,
+    *,
+    links: Sequence[Link] = (),
+    parent: Span | None = None,
+    kind: SpanKind = SpanKind.INTERNAL,
+) -> contextlib.AbstractContextManager[Span]:
+    """A span current for the body, child of `parent` or else of the current span; a shared no-op
+    when tracing is off. An exception leaving the body marks it as an error and is recorded on it."""
+    if not _state.enabled:
+        return _NO_SPAN
+    context = trace.set_span_in_context(parent) if parent is not None else None
+    return TRACER.start_as_current_span(name, context, kind, attributes, links)
+
+
+def record_hits(target: Span, mode: str, top_k: int, scores: Sequence[float]) -> None:
+    """Sets a search's attributes on `target`: mode, top_k, hits returned and the best score."""
+    if not target.is_recording():
+        return
+    target.set_attribute("ragline.search.mode", mode)
+    target.set_attribute("ragline.search.top_k", top_k)
+    target.set_attribute("ragline.search.hits", len(scores))
+    if scores:
+        target.set_attribute("ragline.search.best_score", max(scores))
+
+
+def current_span() -> Span:
+    """The span of the work being done now (a no-op span when there is none)."""
+    return trace.get_current_span()
+
+
+def mark_error(code_name: str, message: str) -> None:
+    """Marks the current span as failed with gRPC status `code_name`, so a tail sampler keeps its trace."""
+    current = trace.get_current_span()
+    if current.is_recording():
+        current.set_status(Status(StatusCode.ERROR, f"{code_name}: {message}"))
+
+
+def trace_ids() -> tuple[str, str]:
+    """The current trace id and span id in hex, or two empty strings outside a trace."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return "", ""
+    return trace.format_trace_id(context.trace_id), trace.format_span_id(context.span_id)
+
+
+def new_request_id() -> str:
+    """The id an error's caller is given: the current trace id, or a random one of the same shape untraced."""
+    trace_id, _ = trace_ids()
+    return trace_id or uuid.uuid4().hex
+
+
+def exemplar() -> dict[str, str] | None:
+    """The exemplar labels of a latency observation: the trace id, when the current span is sampled."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid or not context.trace_flags.sampled:
+        return None
+    return {"trace_id": trace.format_trace_id(context.trace_id)}
+
+
+def traceparent() -> str:
+    """The W3C traceparent header of the current span, to store with work done later; empty untraced."""
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier)
+    return carrier.get("traceparent", "")
+
+
+def links_to(traceparents: Iterable[str]) -> list[Link]:
+    """Links to the spans that stored traceparents name, once each; empty or malformed ones are skipped."""
+    links: dict[str, Link] = {}
+    for header in traceparents:
+        if not header or header in links:
+            continue
+        span_context = trace.get_current_span(_PROPAGATOR.extract({"traceparent": header})).get_span_context()
+        if span_context.is_valid:
+            links[header] = Link(span_context)
+    return list(links.values())
+
+
+@contextlib.contextmanager
+def untraced() -> Iterator[None]:
+    """Runs the body under a span context that is not sampled, so its calls (and what the services they
+    reach do for them, with the default parent-based sampler) make no spans: for background polling."""
+    if not _state.enabled:
+        yield
+        return
+    ids = uuid.uuid4().int
+    unsampled = NonRecordingSpan(
+        SpanContext(ids >> 64, ids & (2**64 - 1), is_remote=False, trace_flags=TraceFlags(TraceFlags.DEFAULT))
+    )
+    token = context_api.attach(trace.set_span_in_context(unsampled))
+    try:
+        yield
+    finally:
+        context_api.detach(token)
+
+
+def set_text(target: Span, key: str, text: str) -> None:
+    """Sets attribute `key` to question or document `text` on `target`, only when text capture is on."""
+    if _state.capture_text and target.is_recording():
+        target.set_attribute(key, text)

@@ -1,0 +1,186 @@
+"""ragline.tracing and ragline.call_log without exporting anything: settings, request ids, JSON log lines.
+
+The exported traces themselves are checked end to end by tests/e2e/test_traces_end_to_end.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+
+from ragline import call_log, tracing
+from ragline.client import request_id_of
+from ragline.config import ConfigError
+from ragline.errors import NotFound, ServiceError
+from ragline.server import _Interceptor
+
+HEX32 = set("0123456789abcdef")
+
+
+def test_nothing_set_installs_nothing_and_spans_are_one_shared_no_op() -> None:
+    traces = tracing.setup("toy", environ={})
+    assert not traces.enabled and traces.provider is None
+    assert tracing.span("a") is tracing.span("b")
+    with tracing.span("stage") as span:
+        assert not span.is_recording()
+        assert tracing.trace_ids() == ("", "")
+        assert tracing.traceparent() == ""
+        assert tracing.exemplar() is None
+    first, second = tracing.new_request_id(), tracing.new_request_id()
+    assert first != second and len(first) == 32 and set(first) <= HEX32
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317", "OTEL_SDK_DISABLED": "true"},
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317", "OTEL_TRACES_EXPORTER": "none"},
+        {"OTEL_TRACES_SAMPLER": "always_on"},
+    ],
+)
+def test_disabled_or_without_an_endpoint_tracing_stays_off(environ: dict[str, str]) -> None:
+    assert not tracing.setup("toy", environ=environ).enabled
+
+
+def test_an_exporter_protocol_other_than_grpc_is_refused_with_what_to_set() -> None:
+    with pytest.raises(ConfigError, match=r"OTEL_EXPORTER_OTLP_PROTOCOL='http/protobuf'.*grpc"):
+        tracing.setup(
+            "toy",
+            environ={
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            },
+        )
+
+
+def test_a_sampled_span_gives_the_request_id_exemplar_and_traceparent_of_its_trace() -> None:
+    provider = TracerProvider()
+    with provider.get_tracer("test").start_as_current_span("call") as span:
+        trace_id = trace.format_trace_id(span.get_span_context().trace_id)
+        assert tracing.new_request_id() == trace_id
+        assert tracing.exemplar() == {"trace_id": trace_id}
+        header = tracing.traceparent()
+    assert header.startswith(f"00-{trace_id}-")
+    (link,) = tracing.links_to([header, header, "", "not-a-traceparent"])
+    assert trace.format_trace_id(link.context.trace_id) == trace_id
+
+
+def test_json_lines_carry_the_trace_and_the_calls_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(call_log.JsonFormatter())
+    call_log.RPC_LOGGER.addHandler(handler)
+    monkeypatch.setattr(call_log, "_json", True)
+    provider = TracerProvider()
+    try:
+        with provider.get_tracer("test").start_as_current_span("call") as span:
+            record = call_log.begin(type("Request", (), {"tenant": "acme"})())
+            record.request_id = "r" * 32
+            call_log.finish(record, "ragline.v1.RetrieverService", "SearchChunks", "NOT_FOUND", 0.0125)
+            call_log.finish(call_log.CallRecord(), "grpc.health.v1.Health", "Check", "OK", 0.001)
+    finally:
+        call_log.RPC_LOGGER.removeHandler(handler)
+    (line,) = stream.getvalue().splitlines()
+    entry = json.loads(line)
+    context = span.get_span_context()
+    assert entry["trace_id"] == trace.format_trace_id(context.trace_id)
+    assert entry["span_id"] == trace.format_span_id(context.span_id)
+    assert (entry["service"], entry["method"], entry["code"]) == (
+        "ragline.v1.RetrieverService",
+        "SearchChunks",
+        "NOT_FOUND",
+    )
+    assert (entry["tenant"], entry["request_id"], entry["duration_seconds"]) == ("acme", "r" * 32, 0.0125)
+    assert entry["level"] == "WARNING"
+
+
+def test_text_format_writes_no_per_call_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    call_log.RPC_LOGGER.addHandler(handler)
+    monkeypatch.setattr(call_log, "_json", False)
+    try:
+        call_log.finish(call_log.CallRecord(), "ragline.v1.GatewayService", "Ask", "OK", 0.5)
+    finally:
+        call_log.RPC_LOGGER.removeHandler(handler)
+    assert stream.getvalue() == ""
+
+
+class _Failing(health.aio.HealthServicer):  # type: ignore[misc]
+    """Answers Check with the error it is given."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    async def Check(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext) -> None:
+        raise self.error
+
+
+async def _failed_call(error: Exception) -> grpc.aio.AioRpcError:
+    server = grpc.aio.server(interceptors=[_Interceptor()])
+    health_pb2_grpc.add_HealthServicer_to_server(_Failing(error), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    finally:
+        await server.stop(None)
+    return failed.value
+
+
+def _error_infos(error: grpc.aio.AioRpcError) -> list[error_details_pb2.ErrorInfo]:
+    status = rpc_status.from_call(error)
+    assert status is not None
+    infos = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            infos.append(error_details_pb2.ErrorInfo())
+            detail.Unpack(infos[-1])
+    return infos
+
+
+@pytest.fixture
+async def untraced() -> AsyncIterator[None]:
+    tracing.setup("toy", environ={})
+    yield
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "reason"),
+    [
+        (
+            NotFound("collection 'x' does not exist", field="collection"),
+            grpc.StatusCode.NOT_FOUND,
+            "NOT_FOUND",
+        ),
+        (
+            ServiceError("the embedder is down", reason="EMBEDDER_UNAVAILABLE"),
+            grpc.StatusCode.INTERNAL,
+            "EMBEDDER_UNAVAILABLE",
+        ),
+        (RuntimeError("a bug"), grpc.StatusCode.INTERNAL, "INTERNAL"),
+    ],
+)
+async def test_every_error_carries_one_request_id_in_its_trailers_and_error_info(
+    untraced: None, error: Exception, code: grpc.StatusCode, reason: str
+) -> None:
+    failed = await _failed_call(error)
+    assert failed.code() == code
+    request_id = request_id_of(failed)
+    assert len(request_id) == 32 and set(request_id) <= HEX32
+    (info,) = _error_infos(failed)
+    assert (info.reason, info.domain) == (reason, "ragline.dev")
+    assert dict(info.metadata) == {"request_id": request_id}
