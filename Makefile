@@ -21,6 +21,7 @@ export TRANSFORMERS_OFFLINE := 1
 help:
 	@echo "make run    start PostgreSQL, Redis and the four services, and wait until all are healthy"
 	@echo "            EMBEDDERS=2 RETRIEVERS=2 GENERATORS=2 GATEWAYS=2 run replicas of a service"
+	@echo "            PG_STANDBY=1 adds a streaming standby of PostgreSQL that the retriever searches on"
 	@echo "make test   run all tests (unit and integration); SVC=retriever runs tests/retriever only"
 	@echo "make test-unit  the unit tests only: they start no process (about half a minute); SVC= works here too"
 	@echo "make fuzz   fuzz every RPC against the running services, with thousands of examples"
@@ -46,9 +47,10 @@ protos: $(STAMP)
 	$(PY) tools/gen_protos.py
 
 # EMBEDDERS=2 (RETRIEVERS, GENERATORS, GATEWAYS) runs that many replicas of a service.
+# PG_STANDBY=1: the retrievers also search on a streaming standby of the embedded PostgreSQL.
 run: $(STAMP)
 	$(PY) -m ragline.devstack --embedders $(or $(EMBEDDERS),1) --retrievers $(or $(RETRIEVERS),1) \
-		--generators $(or $(GENERATORS),1) --gateways $(or $(GATEWAYS),1)
+		--generators $(or $(GENERATORS),1) --gateways $(or $(GATEWAYS),1) $(if $(filter 1,$(PG_STANDBY)),--pg-standby)
 
 # SVC names one folder of tests/: embedder, retriever, generator, gateway, lib, e2e or fuzz.
 TEST_PATHS := $(if $(SVC),tests/$(SVC))

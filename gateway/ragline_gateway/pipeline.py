@@ -156,6 +156,9 @@ class QueryPipeline:
                 top_k=query.candidates,
                 mode=query.mode,
                 filter=query.filter,
+                # Read-your-writes with read replicas: nothing older than the collection we were told about.
+                min_generation=run.collection.generation,
+                collection_create_time=run.collection.create_time,
             )
             timeout = downstream_timeout(context, self.config.retrieve_timeout_seconds)
             reply = await call("retriever", self.deps.retriever.SearchChunks(request, timeout=timeout))

@@ -15,6 +15,11 @@ work with authentication on and nothing to configure.
 of a service, each on its own port, and hands the gateway an `ipv4:` target listing them all, over
 which it balances round robin (ragline.channels); gateway replicas share Redis and the ingest queue.
 
+`--pg-standby` (`Stack(pg_standby=True)`, `make run PG_STANDBY=1`) starts the embedded PostgreSQL
+before the retrievers, makes a streaming standby of it (`ragline.embedded_standby`, data in the
+state folder's `postgres-standby`, made afresh at every start) and gives the retrievers the
+standby as their read replica (`RETRIEVER_READ_DATABASE_URLS`).
+
 `--tls` (`Stack(tls=True)`) makes a throwaway CA and certificates in the state folder's `tls`
 folder and runs the stack as in production: mutual TLS between the gateway and the internal
 services, TLS on the gateway; it prints the RAGLINE_TLS_* settings a client needs.
@@ -33,6 +38,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -42,9 +48,13 @@ from ragline import api_keys, dev_certificates
 from ragline.channels import blocking_channel
 from ragline.config import state_dir
 from ragline.embedded_redis import EmbeddedRedis
+from ragline.embedded_standby import EmbeddedStandby, start_primary
 from ragline.server import PORTS_FILE_ENV
 from ragline.tls import ClientCertificates, client_certificates
 from ragline.v1 import admin_service_pb2
+
+if TYPE_CHECKING:
+    from pgserver.postgres_server import PostgresServer
 
 
 @dataclass(frozen=True)
@@ -186,6 +196,7 @@ class Stack:
         free_ports: bool = False,
         tls: bool = False,
         replicas: Mapping[str, int] | None = None,
+        pg_standby: bool = False,
     ) -> None:
         self.state = (state or state_dir()).resolve()
         self.base_env = {**os.environ, **(env or {}), "RAGLINE_STATE_DIR": str(self.state)}
@@ -208,6 +219,10 @@ class Stack:
         self.api_key = ""
         """The local admin key of the `default` tenant, once `start` has made sure of it ("" without a gateway)."""
         self._extra_gateways: list[ServiceProcess] = []
+        self.pg_standby = pg_standby
+        self.standby: EmbeddedStandby | None = None
+        """With `pg_standby`, the retrievers' read replica once `start` has made it."""
+        self._primary: PostgresServer | None = None
 
     def start(self, timeout: float = 180.0) -> None:
         """Starts everything and waits until every service is SERVING."""
@@ -215,6 +230,12 @@ class Stack:
         if not env.get("REDIS_URL"):
             self.redis = EmbeddedRedis(self.state / "valkey")
             env["REDIS_URL"] = self.redis.start()
+        if self.pg_standby:
+            try:
+                env["RETRIEVER_READ_DATABASE_URLS"] = self._start_standby(env)
+            except BaseException:
+                self.stop()
+                raise
         for spec in (s for s in SERVICES if s.name in self.names):
             count = self.replica_counts.get(spec.name, 1)
             self.instances[spec.name] = [self._process(spec, env, i) for i in range(count)]
@@ -230,6 +251,17 @@ class Stack:
         except BaseException:
             self.stop()
             raise
+
+    def _start_standby(self, env: Mapping[str, str]) -> str:
+        """Starts the embedded primary (the retrievers adopt it) and a fresh standby of it; the standby's URL."""
+        if env.get("DATABASE_URL"):
+            raise RuntimeError(
+                "a PostgreSQL standby is made of the embedded PostgreSQL only: unset DATABASE_URL"
+            )
+        self._primary = start_primary(self.state / "postgres")
+        self.standby = EmbeddedStandby(self.state / "postgres", self.state / "postgres-standby")
+        self.standby.start(fresh=True)
+        return self.standby.url
 
     def _process(self, spec: ServiceSpec, env: Mapping[str, str], index: int) -> ServiceProcess:
         """Replica `index` of `spec`, with its own environment (its ports, kept for restarts) and log."""
@@ -286,9 +318,14 @@ class Stack:
         return client_certificates(self.base_env)
 
     def stop(self) -> None:
-        """Stops the gateway replicas, the services in reverse order, then Redis."""
+        """Stops the gateway replicas, the services in reverse order, the standby, then Redis."""
         for proc in [*self._extra_gateways, *reversed(self.all_processes())]:
             proc.stop()
+        if self.standby is not None:
+            self.standby.stop()
+        if self._primary is not None:
+            self._primary.cleanup()  # stops it, the retrievers having let go
+            self._primary = None
         if self.redis is not None:
             self.redis.stop()
 
@@ -330,6 +367,11 @@ def main() -> None:
         action="store_true",
         help="make a throwaway CA and run mutual TLS between the services and TLS on the gateway",
     )
+    parser.add_argument(
+        "--pg-standby",
+        action="store_true",
+        help="make a streaming standby of the embedded PostgreSQL and let the retrievers search on it",
+    )
     for spec in SERVICES:
         parser.add_argument(
             f"--{spec.name}s",
@@ -341,7 +383,7 @@ def main() -> None:
     args = parser.parse_args()
     replicas = {spec.name: getattr(args, f"{spec.name}s") for spec in SERVICES}
     try:
-        stack = Stack(tls=args.tls, replicas=replicas)
+        stack = Stack(tls=args.tls, replicas=replicas, pg_standby=args.pg_standby)
     except ValueError as exc:
         parser.error(str(exc))
     print(f"starting Ragline (state in {stack.state}) ...", flush=True)
@@ -365,6 +407,8 @@ def main() -> None:
         print(f"{proc.spec.name:<10} {proc.address:<18} {metrics:<30} {proc.log_path}")
     if stack.redis is not None:
         print(f"{'redis':<10} {stack.redis.url}")
+    if stack.standby is not None:
+        print(f"{'standby':<10} {stack.standby.url} (the retrievers' read replica)")
     if len(stack.instances["gateway"]) > 1:
         print(f"gateway replicas: clients reach them all with RAGLINE_GATEWAY_ADDR={stack.target('gateway')}")
     print(f"admin key of tenant default: {api_keys.token_file(stack.state)} (the ragline command reads it)")

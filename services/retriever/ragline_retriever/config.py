@@ -28,6 +28,18 @@ class RetrieverConfig:
     """Time to open a connection or wait for a free one before the call fails with UNAVAILABLE."""
     command_timeout_seconds: float = setting("RETRIEVER_DB_COMMAND_TIMEOUT_SECONDS", 30.0, minimum=0.1)
     """Time one statement may take before the call fails with UNAVAILABLE instead of hanging."""
+    read_database_urls: str = setting("RETRIEVER_READ_DATABASE_URLS", "")
+    """Comma-separated `postgresql://` URLs of streaming replicas of `DATABASE_URL` that searches may
+    read from; writes, jobs and migrations always go to the primary. Empty: every search reads the
+    primary. A search goes to a replica only if the replica has replayed the generation the caller
+    was told about (`min_generation`), so no result is older than that."""
+    read_max_lag_seconds: float = setting("RETRIEVER_READ_MAX_LAG_SECONDS", 5.0, minimum=0.0)
+    """A replica whose replay lags the primary by more than this is out of rotation until it catches up."""
+    read_check_interval_seconds: float = setting(
+        "RETRIEVER_READ_CHECK_INTERVAL_SECONDS", 1.0, minimum=0.05, maximum=60.0
+    )
+    """How often each replica's health and replay lag are measured; a replica that went down or
+    fell behind between two checks still costs no search a failure (it falls back to the primary)."""
     hnsw_m: int = setting("RETRIEVER_HNSW_M", 16, minimum=2, maximum=100)
     """pgvector's HNSW `m` for the index made by CreateStoredCollection: more links, better recall, more memory."""
     hnsw_ef_construction: int = setting("RETRIEVER_HNSW_EF_CONSTRUCTION", 64, minimum=4, maximum=1000)
@@ -71,7 +83,18 @@ class RetrieverConfig:
     """Socket timeout of each Redis round trip; a slow or down Redis costs a call this much at most
     (and a change the lease as well), never a failure."""
 
+    @property
+    def read_urls(self) -> tuple[str, ...]:
+        """The replicas' URLs of `RETRIEVER_READ_DATABASE_URLS`, in order."""
+        return tuple(url.strip() for url in self.read_database_urls.split(",") if url.strip())
+
     def __post_init__(self) -> None:
+        for url in self.read_urls:
+            if not url.startswith(("postgresql://", "postgres://")):
+                raise ConfigError(
+                    f"invalid configuration:\n  RETRIEVER_READ_DATABASE_URLS: {url.split('@')[-1]!r} is not a "
+                    "postgresql:// URL (give a comma-separated list of the replicas' URLs)"
+                )
         if self.pool_min > self.pool_max:
             raise ConfigError(
                 f"invalid configuration:\n  RETRIEVER_POOL_MIN={self.pool_min} is larger than "

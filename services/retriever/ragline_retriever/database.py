@@ -137,6 +137,25 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+async def create_pool(config: RetrieverConfig, url: str, min_size: int) -> asyncpg.Pool:
+    """A pool of connections to `url` set up as every statement of the retriever expects; with
+    `min_size` 0 it connects only when first used, so a server that is down does not fail it."""
+    return await asyncpg.create_pool(
+        url,
+        min_size=min_size,
+        max_size=config.pool_max,
+        timeout=config.connect_timeout_seconds,
+        command_timeout=config.command_timeout_seconds,
+        init=_init_connection,
+        reset=_keep_session,
+        server_settings={
+            # The default ef_search for the session, so most searches need not set it (one round trip).
+            "hnsw.ef_search": str(config.hnsw_ef_search),
+            "plan_cache_mode": config.plan_cache_mode,
+        },
+    )
+
+
 class Database:
     """Opens the pool at `start()`, hands out connections, and closes everything at `stop()`."""
 
@@ -176,20 +195,7 @@ class Database:
             " (embedded)" if self._embedded is not None else "",
             f"applied migrations {applied}" if applied else "schema up to date",
         )
-        self._pool = await asyncpg.create_pool(
-            url,
-            min_size=self._config.pool_min,
-            max_size=self._config.pool_max,
-            timeout=self._config.connect_timeout_seconds,
-            command_timeout=self._config.command_timeout_seconds,
-            init=_init_connection,
-            reset=_keep_session,
-            server_settings={
-                # The default ef_search for the session, so most searches need not set it (one round trip).
-                "hnsw.ef_search": str(self._config.hnsw_ef_search),
-                "plan_cache_mode": self._config.plan_cache_mode,
-            },
-        )
+        self._pool = await create_pool(self._config, url, self._config.pool_min)
 
     @asynccontextmanager
     async def connection(self, timeout: float | None = None) -> AsyncIterator[PooledConnection]:

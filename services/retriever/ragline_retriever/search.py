@@ -68,14 +68,16 @@ def _in_collection(collection_id: int, hits: str, order: str, tenant: str) -> st
     `order` sorts them, best first. $2 is the collection's name and `tenant` the placeholder of
     its tenant: the statement returns no row if `collection_id` is no longer the tenant's
     collection of that name (deleted, or deleted and created again), else one row per hit with
-    the generation (a single row whose `id` is NULL when nothing matched).
+    the generation and the collection's creation time (a single row whose `id` is NULL when
+    nothing matched), which tell a read replica's caller whether the snapshot is recent enough.
     """
     return f"""
     WITH collection AS (
-        SELECT generation FROM collections WHERE id = {int(collection_id)} AND tenant = {tenant} AND name = $2
+        SELECT generation, created_at FROM collections
+        WHERE id = {int(collection_id)} AND tenant = {tenant} AND name = $2
     ),
     hits AS MATERIALIZED ({hits})
-    SELECT collection.generation, hits.id, hits.document_id, hits.ordinal, hits.text, hits.metadata,
+    SELECT collection.generation, collection.created_at, hits.id, hits.document_id, hits.ordinal, hits.text, hits.metadata,
            hits.score, hits.modes
     FROM collection LEFT JOIN hits ON true
     ORDER BY {order}

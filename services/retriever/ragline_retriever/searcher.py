@@ -14,15 +14,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from prometheus_client import Histogram
+from google.protobuf import timestamp_pb2
+from prometheus_client import Counter, Histogram
 
 from ragline.errors import NotFound
 from ragline.metrics import LATENCY_BUCKETS, search_mode_label
 from ragline.v1 import common_pb2
 from ragline.v1 import retriever_service_pb2 as pb
 from ragline_retriever.config import RetrieverConfig
-from ragline_retriever.database import Database, PooledConnection
+from ragline_retriever.database import Database, PooledConnection, describe_error
 from ragline_retriever.filters import Params, compile_filter
+from ragline_retriever.read_replicas import REPLICA_ERRORS, ReadReplicas
 from ragline_retriever.search import (
     HYBRID_FILTER_PARAMS,
     KEYWORD_FILTER_PARAMS,
@@ -37,6 +39,18 @@ from ragline_retriever.search import (
 )
 from ragline_retriever.validation import ValidSearch, validate_embedding
 
+SEARCHES = Counter(
+    "ragline_retriever_searches_total",
+    "Searches answered, by the database that answered them: primary or replica.",
+    ["database"],
+)
+REPLICA_FALLBACKS = Counter(
+    "ragline_retriever_read_replica_fallbacks_total",
+    "Searches a read replica was asked and the primary answered, by reason: behind (not yet at the "
+    "caller's generation), unavailable (the replica failed; it left rotation) or conflict (replay "
+    "cancelled the statement).",
+    ["reason"],
+)
 QUERY_SECONDS = Histogram(
     "ragline_retriever_query_seconds",
     "Time the database took to answer one search, by search mode.",
@@ -73,12 +87,23 @@ class _Search:
     params: Params
 
 
-class Searcher:
-    """Searches the collections of `database`, remembering where each collection is."""
+def _recent_enough(row: asyncpg.Record, request: pb.SearchChunksRequest) -> bool:
+    """Whether a search's snapshot holds the collection `request` was told about, at its
+    `min_generation` or later."""
+    created = timestamp_pb2.Timestamp()
+    created.FromDatetime(row["created_at"])
+    return created == request.collection_create_time and row["generation"] >= request.min_generation
 
-    def __init__(self, config: RetrieverConfig, database: Database) -> None:
+
+class Searcher:
+    """Searches the collections of `database` (or of its read replicas), remembering where each collection is."""
+
+    def __init__(
+        self, config: RetrieverConfig, database: Database, replicas: ReadReplicas | None = None
+    ) -> None:
         self._config = config
         self._db = database
+        self._replicas = replicas
         # By tenant and name: two tenants' collections of the same name are different collections.
         self._located: dict[tuple[str, str], _Located] = {}
 
@@ -87,11 +112,27 @@ class Searcher:
         (`search.py`), which needs the collection's id and dimension: remembered from the
         collection's previous search, and looked up again when the statement finds them stale."""
         started = time.perf_counter()
-        tenant, name, mode = valid.tenant, valid.name, valid.mode
+        mode = valid.mode
         # Compiled before touching the database; `validate_search` checked the filter whole, so this cannot fail.
         params = Params(_FILTER_PARAMS[mode])
         condition = (
             compile_filter(request.filter, METADATA_SQL, params) if request.HasField("filter") else None
+        )
+        search = _Search(request, valid, condition, params)
+        rows = await self._on_replica(self._replicas, search) if self._replicas is not None else None
+        if rows is None:
+            rows = await self._on_primary(search)
+        QUERY_SECONDS.labels(search_mode_label(mode)).observe(time.perf_counter() - started)
+        hits = [hit for hit in map(hit_from_row, rows) if hit is not None]
+        return hits, rows[0]["generation"]
+
+    async def _on_primary(self, search: _Search) -> list[asyncpg.Record]:
+        """The rows of `search` on the primary; NOT_FOUND if the collection does not exist."""
+        request, tenant, name, mode = (
+            search.request,
+            search.valid.tenant,
+            search.valid.name,
+            search.valid.mode,
         )
         async with self._db.connection() as conn:
             located = self._located.get((tenant, name))
@@ -99,16 +140,49 @@ class Searcher:
             embeds = mode != common_pb2.SEARCH_MODE_KEYWORD
             if located is None or (embeds and located.dimension != len(request.query_embedding)):
                 located = await self._locate(conn, tenant, name)
-            search = _Search(request, valid, condition, params)
             rows = await self._run(conn, search, located)
             if not rows:
                 # The id no longer names the collection `name` (deleted, perhaps created again).
                 rows = await self._run(conn, search, await self._locate(conn, tenant, name))
         if not rows:
             raise NotFound(f"collection {name!r} does not exist", field="collection")
-        QUERY_SECONDS.labels(search_mode_label(mode)).observe(time.perf_counter() - started)
-        hits = [hit for hit in map(hit_from_row, rows) if hit is not None]
-        return hits, rows[0]["generation"]
+        SEARCHES.labels("primary").inc()
+        return rows
+
+    async def _on_replica(self, replicas: ReadReplicas, search: _Search) -> list[asyncpg.Record] | None:
+        """The rows of `search` on a replica in rotation, if one has the collection the caller was
+        told about at its generation or later, read in the same snapshot as the hits; None when
+        the primary must answer.
+
+        Only a search that names the collection's creation time may read a replica: a replica
+        behind a deletion would otherwise answer for the collection deleted since. The primary
+        looks collections up, so that a replica behind a creation cannot hide the new one.
+        """
+        request, valid = search.request, search.valid
+        located = self._located.get((valid.tenant, valid.name))
+        if not request.HasField("collection_create_time") or located is None:
+            return None
+        if valid.mode != common_pb2.SEARCH_MODE_KEYWORD and located.dimension != len(request.query_embedding):
+            return None  # perhaps a collection created again since: the primary finds out
+        replica = replicas.pick()
+        if replica is None:
+            return None
+        try:
+            async with replicas.connection(replica) as conn:
+                rows = await self._run(conn, search, located)
+        except asyncpg.TransactionRollbackError:
+            # Replay cancelled the statement (a conflict on the standby): the replica is well.
+            REPLICA_FALLBACKS.labels("conflict").inc()
+            return None
+        except REPLICA_ERRORS as exc:
+            replicas.take_out(replica, describe_error(exc))
+            REPLICA_FALLBACKS.labels("unavailable").inc()
+            return None
+        if not rows or not _recent_enough(rows[0], request):
+            REPLICA_FALLBACKS.labels("behind").inc()
+            return None
+        SEARCHES.labels("replica").inc()
+        return rows
 
     async def _run(self, conn: PooledConnection, search: _Search, located: _Located) -> list[asyncpg.Record]:
         """The rows of `search`'s statement on the collection `located`; none if that id no longer

@@ -24,6 +24,7 @@ from ragline_retriever.ingest_queue_service import refresh_queue_gauges
 from ragline_retriever.messages import collection_pb, document_pb, hit_pb
 from ragline_retriever.paging import decode_page_token, listing_scope, next_page_token, page_size
 from ragline_retriever.quotas import TenantQuota
+from ragline_retriever.read_replicas import ReadReplicas
 from ragline_retriever.searcher import Searcher
 from ragline_retriever.state_publisher import StatePublisher
 from ragline_retriever.validation import (
@@ -41,7 +42,9 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
     def __init__(self, config: RetrieverConfig, database: Database) -> None:
         self._config = config
         self._db = database
-        self._searcher = Searcher(config, database)
+        # Searches may read from streaming replicas; everything else uses the primary.
+        self._replicas = ReadReplicas(config, database) if config.read_urls else None
+        self._searcher = Searcher(config, database, self._replicas)
         self._quota = TenantQuota(config.tenant_max_documents, config.tenant_max_chunks)
         self._publisher = StatePublisher(
             config.redis_url,
@@ -50,8 +53,11 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
         )
 
     async def start(self) -> None:
-        """Connects to (or starts) PostgreSQL and migrates it, while health reports NOT_SERVING."""
+        """Connects to (or starts) PostgreSQL and migrates it, and checks the read replicas, while
+        health reports NOT_SERVING."""
         await self._db.start()
+        if self._replicas is not None:
+            await self._replicas.start()
 
     async def check_ready(self) -> None:
         """Raises while the database does not answer; refreshes the ingest queue gauges when it does."""
@@ -59,7 +65,9 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
         await refresh_queue_gauges(self._db)
 
     async def stop(self) -> None:
-        """Closes the pool and stops the embedded PostgreSQL if this process started it."""
+        """Closes the pools and stops the embedded PostgreSQL if this process started it."""
+        if self._replicas is not None:
+            await self._replicas.stop()
         await self._db.stop()
         await self._publisher.close()
 
