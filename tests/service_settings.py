@@ -29,13 +29,6 @@ CONFIGS: dict[str, type[Any]] = {
 PROCESS_VARIABLES = {"RAGLINE_STATE_DIR"}
 # The OpenTelemetry SDK's standard variables, which ragline.tracing reads as the SDK documents them.
 STANDARD_PREFIX = "OTEL_"
-# Settings of #16 that other branches add (t-replicas: servers' maximum connection age; t-read-replicas:
-# the retriever's read replicas). The deployments set them already; remove each once its branch is merged.
-PENDING = {
-    *(f"{spec.prefix}_MAX_CONNECTION_AGE_SECONDS" for spec in SERVICES),
-    *(f"{spec.prefix}_MAX_CONNECTION_AGE_GRACE_SECONDS" for spec in SERVICES),
-    "RETRIEVER_READ_DATABASE_URLS",
-}
 
 
 def _classes(spec: ServiceSpec) -> list[tuple[type[Any], str]]:
@@ -57,8 +50,8 @@ def settings(name: str) -> set[str]:
 
 
 def unknown(name: str, variables: set[str]) -> set[str]:
-    """Those of `variables` the service `name` does not read (settings of other branches aside)."""
-    return {v for v in variables - settings(name) - PENDING if not v.startswith(STANDARD_PREFIX)}
+    """Those of `variables` the service `name` does not read."""
+    return {v for v in variables - settings(name) if not v.startswith(STANDARD_PREFIX)}
 
 
 def refused(name: str, environ: dict[str, str]) -> str | None:
