@@ -10,7 +10,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from ragline.channels import NOT_RETRIED, open_channel, service_config
+from ragline.channels import KEEPALIVE_TIME_MS, NOT_RETRIED, SERVER_OPTIONS, open_channel, service_config
 from ragline.embedded_redis import free_port
 from ragline.v1 import (
     admin_service_pb2,
@@ -83,3 +83,10 @@ def test_every_method_not_retried_exists() -> None:
     for path in NOT_RETRIED:
         service, _, method = path.partition("/")
         assert method in services[service].methods_by_name, path
+
+
+def test_the_server_permits_client_keepalive_pings_with_room_for_timer_jitter() -> None:
+    # A ping that arrives a little earlier than the server's minimum interval is a strike; three
+    # strikes close the connection with too_many_pings. The clients' pings must clear it by a margin.
+    permitted = dict(SERVER_OPTIONS)["grpc.http2.min_recv_ping_interval_without_data_ms"]
+    assert permitted <= KEEPALIVE_TIME_MS // 2
