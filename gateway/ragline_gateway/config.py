@@ -124,6 +124,9 @@ class GatewayConfig:
     ask_lease_seconds: float = setting("GATEWAY_ASK_LEASE_SECONDS", 30.0, minimum=1, maximum=3600)
     """How long an Ask's concurrency slot is held in Redis between renewals; a crashed gateway's slots free
     themselves after this long."""
+    conversation_history_turns: int = setting("GATEWAY_CONVERSATION_HISTORY_TURNS", 6, minimum=1, maximum=100)
+    """The earlier turns of a conversation an Ask reads: the follow-up's rewrite and the prompt use the
+    latest of them that fit their token budgets."""
     ingest_workers: int = setting("GATEWAY_INGEST_WORKERS", 4, minimum=0, maximum=64)
     """Concurrent ingest job workers in this process. Each works on one claimed batch at a time, so
     while one waits for the embedder the others decode, chunk and store; 0 leaves the queue to other replicas."""

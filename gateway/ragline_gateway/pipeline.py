@@ -13,7 +13,7 @@ import base64
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -25,6 +25,7 @@ from ragline.errors import Unavailable, from_rpc_error
 from ragline.metrics import search_mode_label
 from ragline.v1 import (
     common_pb2,
+    conversation_pb2,
     embedder_service_pb2,
     gateway_service_pb2,
     generator_service_pb2,
@@ -211,10 +212,18 @@ class QueryPipeline:
         return reranked, gateway_service_pb2.RERANK_STATUS_APPLIED
 
     async def ask_events(
-        self, query: Query, options: common_pb2.GenerationOptions, context: grpc.aio.ServicerContext
+        self,
+        query: Query,
+        options: common_pb2.GenerationOptions,
+        context: grpc.aio.ServicerContext,
+        history: Sequence[conversation_pb2.Turn] = (),
+        timings: Timings | None = None,
     ) -> AsyncIterator[gateway_service_pb2.AskStreamResponse]:
-        """The events of an answer: retrieved passages, answer deltas, then the final AskResponse."""
-        timings = Timings()
+        """The events of an answer: retrieved passages, answer deltas, then the final AskResponse.
+
+        `history` is the conversation's earlier turns, for the prompt; `timings` the request's, when
+        stages ran before this one (the conversation's)."""
+        timings = timings or Timings()
         run = await self.prefetcher.open(query, timings, context, options)
         collection = run.collection
         try:
@@ -259,6 +268,7 @@ class QueryPipeline:
                     for h in retrieval.hits
                 ],
                 options=options,
+                history=history,
             )
             timeout = downstream_timeout(context, self.config.generate_timeout_seconds)
             try:
