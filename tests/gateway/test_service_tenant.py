@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 from google.protobuf.message import Message
 
-from ragline.v1 import gateway_service_pb2 as gw
 from ragline.v1 import (
     conversation_pb2,
     conversation_store_service_pb2,
     ingest_queue_service_pb2,
     retriever_service_pb2,
 )
+from ragline.v1 import gateway_service_pb2 as gw
 from ragline_gateway import principal
 from ragline_gateway.config import GatewayConfig
 from ragline_gateway.principal import Principal, Role
