@@ -188,6 +188,10 @@ def main() -> None:
                 "GATEWAY_RERANK": "false",
                 "GATEWAY_EMBED_TIMEOUT_SECONDS": "600",
                 "GATEWAY_RETRIEVE_TIMEOUT_SECONDS": "120",
+                # A loaded machine must not turn the model's rewrites into timeouts: the quality is measured.
+                "GATEWAY_GENERATE_TIMEOUT_SECONDS": "900",
+                "GENERATOR_REQUEST_TIMEOUT_SECONDS": "900",
+                "GENERATOR_REWRITE_TIMEOUT_SECONDS": "300",
             },
         )
         print(f"starting the four services (state in {state}) ...", flush=True)

@@ -7,6 +7,10 @@ once expired.
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -201,3 +205,42 @@ async def test_a_bad_conversation_id_is_invalid_argument_naming_the_field(
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await client.get_conversation(conversation_id)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def ragline(stack: Stack, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """Runs the `ragline` command against the stack, with the admin key of its state folder."""
+    env = {
+        **os.environ,
+        "RAGLINE_GATEWAY_ADDR": stack["gateway"].address,
+        "RAGLINE_STATE_DIR": str(stack.state),
+    }
+    env.pop("RAGLINE_API_KEY", None)
+    return subprocess.run(
+        [sys.executable, "-m", "ragline.cli", "--collection", COLLECTION, *args],
+        input=stdin,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_ragline_chat_holds_a_conversation_that_ragline_conversations_shows_and_deletes(
+    stack: Stack, collection: str
+) -> None:
+    chat = ragline(
+        stack, "chat", "--top-k", "1", stdin=f"Where is the Statue of Liberty?\n{FOLLOW_UP}\nexit\n"
+    )
+    assert chat.returncode == 0, chat.stderr
+    # Both answers cite the statue's document: the follow-up was understood from the first question.
+    assert chat.stdout.count("liberty.txt") == 2, chat.stdout
+    conversation_id = re.search(r"conversation (\S+) \(continue it", chat.stderr)
+    assert conversation_id is not None, chat.stderr
+    listed = ragline(stack, "conversations", "list")
+    assert f"{conversation_id[1]}  2 turns" in listed.stdout, listed.stdout
+    shown = ragline(stack, "conversations", "show", conversation_id[1])
+    assert f"Q: {FOLLOW_UP}" in shown.stdout and "searched as:" in shown.stdout and "Liberty" in shown.stdout
+    deleted = ragline(stack, "conversations", "delete", conversation_id[1])
+    assert deleted.stdout.strip() == f"conversation {conversation_id[1]} deleted with its 2 turns"
+    missing = ragline(stack, "conversations", "show", conversation_id[1])
+    assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
