@@ -253,7 +253,9 @@ class QueryPipeline:
         )
         yield gateway_service_pb2.AskStreamResponse(passages=passages)
         requested = self.answerer.mode(options)
-        relevance = await self.answerer.relevance(requested, embedded.values, retrieval.hits, timings, context)
+        relevance = await self.answerer.relevance(
+            requested, embedded.values, retrieval.hits, timings, context
+        )
         mode = self.answerer.choose(requested, relevance)
         response = self.answerer.not_found(relevance)
         if response is None and mode == common_pb2.ANSWER_MODE_EXTRACTIVE:

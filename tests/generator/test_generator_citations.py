@@ -103,7 +103,11 @@ def test_a_marker_whose_sentence_shares_nothing_with_any_passage_is_dropped() ->
     assert repairer.repaired == 2
     first, second = repairer.sentences
     assert (first.text, list(first.citations), first.supported) == ("Bananas grow quickly", [], False)
-    assert (second.text, list(second.citations), second.supported) == ("Water boils at 100 degrees", [1], True)
+    assert (second.text, list(second.citations), second.supported) == (
+        "Water boils at 100 degrees",
+        [1],
+        True,
+    )
 
 
 def test_a_number_that_no_cited_passage_holds_is_never_supported() -> None:
