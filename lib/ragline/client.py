@@ -146,12 +146,13 @@ class RaglineClient:
         *,
         max_tokens: int = 0,
         temperature: float = 0.0,
+        answer_mode: common_pb2.AnswerMode = common_pb2.ANSWER_MODE_UNSPECIFIED,
         timeout: float | None = None,
         **query: Unpack[QueryOptions],
     ) -> gateway_service_pb2.AskResponse:
         """Answers `question` from the collection's documents, with citations."""
         request = gateway_service_pb2.AskRequest(
-            query=_query(question, query), options=_generation(max_tokens, temperature)
+            query=_query(question, query), options=_generation(max_tokens, temperature, answer_mode)
         )
         response: gateway_service_pb2.AskResponse = await self._call(self._stub.Ask, request, timeout)
         return response
@@ -162,12 +163,13 @@ class RaglineClient:
         *,
         max_tokens: int = 0,
         temperature: float = 0.0,
+        answer_mode: common_pb2.AnswerMode = common_pb2.ANSWER_MODE_UNSPECIFIED,
         timeout: float | None = None,
         **query: Unpack[QueryOptions],
     ) -> AsyncIterator[gateway_service_pb2.AskStreamResponse]:
         """Streams an answer: the retrieved passages, then text deltas, then the final answer with citations."""
         request = gateway_service_pb2.AskStreamRequest(
-            query=_query(question, query), options=_generation(max_tokens, temperature)
+            query=_query(question, query), options=_generation(max_tokens, temperature, answer_mode)
         )
         async for event in self._stub.AskStream(
             request, timeout=timeout or self.timeout, metadata=self._metadata
@@ -378,6 +380,10 @@ def _query(text: str, options: QueryOptions) -> gateway_service_pb2.Query:
     return gateway_service_pb2.Query(text=text, **options)
 
 
-def _generation(max_tokens: int, temperature: float) -> common_pb2.GenerationOptions:
-    """How `ask` and `ask_stream` want the answer generated; zeros leave the generator's defaults."""
-    return common_pb2.GenerationOptions(max_tokens=max_tokens, temperature=temperature)
+def _generation(
+    max_tokens: int, temperature: float, answer_mode: common_pb2.AnswerMode
+) -> common_pb2.GenerationOptions:
+    """How `ask` and `ask_stream` want the answer written; zeros leave the servers' defaults."""
+    return common_pb2.GenerationOptions(
+        max_tokens=max_tokens, temperature=temperature, answer_mode=answer_mode
+    )

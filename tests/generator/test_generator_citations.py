@@ -69,11 +69,11 @@ def test_a_citation_is_moved_to_the_passage_that_holds_the_sentence() -> None:
 def test_text_streams_through_and_only_an_unfinished_marker_waits() -> None:
     repairer = CitationRepairer(PASSAGES)
     assert repairer.feed("Pure water boils at 100 degrees") == "Pure water boils at 100 degrees"
-    assert repairer.feed(" Celsius [") == " Celsius "
+    assert repairer.feed(" Celsius [") == " Celsius"
     assert (
-        repairer.feed("1]. The tower stands in Paris, France [") == "[1]. The tower stands in Paris, France "
+        repairer.feed("1]. The tower stands in Paris, France [") == " [1]. The tower stands in Paris, France"
     )
-    assert repairer.feed("1].") == "[2]."
+    assert repairer.feed("1].") == " [2]."
     assert repairer.flush() == ""
     assert repairer.repaired == 1
     assert (
@@ -83,8 +83,8 @@ def test_text_streams_through_and_only_an_unfinished_marker_waits() -> None:
 
 def test_a_bracket_that_is_not_a_marker_is_released_and_repair_can_be_off() -> None:
     repairer = CitationRepairer(PASSAGES)
-    assert repairer.feed("See [the appendix") == "See "
-    assert repairer.feed(" for the full table") == "[the appendix for the full table"
+    assert repairer.feed("See [the appendix") == "See"
+    assert repairer.feed(" for the full table") == " [the appendix for the full table"
     assert repairer.flush() == ""
     assert CitationRepairer(PASSAGES, enabled=False).feed("Paris, France [1].") == "Paris, France [1]."
 

@@ -132,7 +132,7 @@ class CitationRepairer:
     another passage holds at least REPAIR_MARGIN more of the claim's words than the cited one,
     or the cited one holds none of them, the marker is rewritten to cite the best passage, and a
     marker whose claim no passage shares a word with is dropped. Text streams through as it comes,
-    except a marker still being written, so a streamed answer and the final one agree; `repaired`
+    except a marker still being written and the spaces before it, so a streamed answer and the final one agree; `repaired`
     counts the rewritten or dropped numbers. `sentences` says, per claim, which passages it cites
     and whether they back it: shared words, and every number it states in a cited passage.
     """
@@ -155,7 +155,10 @@ class CitationRepairer:
             ready, self._pending = self._pending[:cut], self._pending[cut:]
         else:
             ready, self._pending = self._pending, ""
-        return self._release(ready)
+        # Trailing spaces wait too: they belong to a marker that may follow and may be dropped.
+        kept = ready.rstrip(" ")
+        self._pending = ready[len(kept) :] + self._pending
+        return self._release(kept)
 
     def flush(self) -> str:
         """Releases whatever text is left once the model has finished, and records its last claim."""
