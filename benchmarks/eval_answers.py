@@ -53,6 +53,7 @@ MODES = {
     "extractive": common_pb2.ANSWER_MODE_EXTRACTIVE,
     "auto": common_pb2.ANSWER_MODE_AUTO,
 }
+_MODE_NAMES = {value: name for name, value in MODES.items()}
 THRESHOLDS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5)
 
 
@@ -78,7 +79,7 @@ async def _ingest(client: RaglineClient, documents: dict[str, str], collection: 
 
 def _refused(response: gw.AskResponse) -> bool:
     return (
-        getattr(response, "not_found", False)
+        response.not_found
         or response.answer.strip() == DONT_KNOW
         or response.finish_reason == common_pb2.FINISH_REASON_NO_CONTEXT
     )
@@ -87,14 +88,14 @@ def _refused(response: gw.AskResponse) -> bool:
 async def _ask(
     client: RaglineClient, question: str, collection: str, mode: str
 ) -> tuple[gw.AskResponse | None, float]:
-    options = common_pb2.GenerationOptions(max_tokens=int(_setting("EVAL_MAX_TOKENS", "64")))
-    if mode != "default":
-        options.answer_mode = MODES[mode]
-    query = gw.Query(text=question, collection=collection, cache_policy=gw.CACHE_POLICY_BYPASS)
     started = time.perf_counter()
     try:
-        response: gw.AskResponse = await client._stub.Ask(
-            gw.AskRequest(query=query, options=options), timeout=600, metadata=client._metadata
+        response = await client.ask(
+            question,
+            collection=collection,
+            max_tokens=int(_setting("EVAL_MAX_TOKENS", "64")),
+            answer_mode=MODES.get(mode, common_pb2.ANSWER_MODE_UNSPECIFIED),
+            cache_policy=gw.CACHE_POLICY_BYPASS,
         )
     except grpc.aio.AioRpcError as exc:
         print(f"  {question!r} failed: {exc.code().name} {exc.details()}", flush=True)
@@ -112,7 +113,7 @@ async def _mode_row(
     em = f1 = contains = supported = refused = 0.0
     cited = cited_gold = failed = 0
     latencies: list[float] = []
-    used: dict[int, int] = {}
+    used: dict[common_pb2.AnswerMode, int] = {}
     for index, question in enumerate(questions):
         response, seconds = await _ask(client, question.text, SQUAD, mode)
         latencies.append(seconds)
@@ -121,8 +122,8 @@ async def _mode_row(
         if response is None:
             failed += 1
             continue
-        relevance["answerable"].append(getattr(response, "relevance", 0.0))
-        used[getattr(response, "answer_mode", 0)] = used.get(getattr(response, "answer_mode", 0), 0) + 1
+        relevance["answerable"].append(response.relevance)
+        used[response.answer_mode] = used.get(response.answer_mode, 0) + 1
         if _refused(response):
             refused += 1
             continue
@@ -139,7 +140,7 @@ async def _mode_row(
         if response is None:
             failed += 1
             continue
-        relevance["unanswerable"].append(getattr(response, "relevance", 0.0))
+        relevance["unanswerable"].append(response.relevance)
         unanswerable_refused += _refused(response)
     n = len(questions)
     return {
@@ -154,11 +155,7 @@ async def _mode_row(
         "failed Asks": failed,
         "Ask p50 ms": 1000 * percentile(latencies, 50),
         "Ask p95 ms": 1000 * percentile(latencies, 95),
-        "modes used": ", ".join(
-            f"{common_pb2.AnswerMode.Name(k) if k else 'n/a'}: {v}" for k, v in sorted(used.items())
-        )
-        if hasattr(common_pb2, "AnswerMode")
-        else "n/a",
+        "modes used": ", ".join(f"{_MODE_NAMES.get(k, 'n/a')}: {v}" for k, v in sorted(used.items())),
     }
 
 
