@@ -91,7 +91,7 @@ async def papers(stub: pb_grpc.RetrieverServiceStub) -> str:
 
 
 async def test_keyword_search_is_okapi_bm25(stub: pb_grpc.RetrieverServiceStub, papers: str) -> None:
-    # The `english` configuration's lexemes of the three texts, as PostgreSQL stems them.
+    # The `ragline_english` configuration's lexemes of the three texts, as PostgreSQL stems them.
     docs = {
         "a": ["superson", "flow", "thin", "wing", "wing", "shock", "weak"],
         "b": ["heat", "transfer", "laminar", "boundari", "layer"],
