@@ -146,7 +146,8 @@ async def _tune(stack_addresses: dict[str, str], api_key: str, chunk_tokens: int
             for collection in collections:
                 row[collection.name] = await _score(search, collection, embedded[collection.name], setting)
             row["mean nDCG@10"] = statistics.fmean(row[c.name] for c in collections)
-            print(f"  {setting.label}: mean nDCG@10 {row['mean nDCG@10']:.4f}", flush=True)
+            figures = ", ".join(f"{c.name} {row[c.name]:.4f}" for c in collections)
+            print(f"  {setting.label}: {figures}, mean nDCG@10 {row['mean nDCG@10']:.4f}", flush=True)
             rows.append(row)
     return rows
 
