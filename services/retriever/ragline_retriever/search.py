@@ -118,7 +118,7 @@ METADATA_SQL = "(d.metadata || c.metadata)"
 
 # Okapi BM25 over the postings in `chunk_terms` (see migration 0002), with Lucene's IDF
 # ln(1 + (N - df + 0.5) / (df + 0.5)), which is never negative. The query's terms are its
-# `english` lexemes (stemmed, stop words gone), each counted once, OR-ed: a chunk scores the sum
+# `ragline_english` lexemes (migration 0010; stemmed, stop words gone), each counted once, OR-ed: a chunk scores the sum
 # over the terms it contains. $1 query text, $3 limit, $4 k1, $5 b; `{collection}` is the id. N, the
 # average length and every df are read in the same snapshot, so they are exact. `{condition}`
 # is a compiled metadata filter over METADATA_SQL; with none, only the top $3 chunks are joined.
@@ -131,7 +131,7 @@ METADATA_SQL = "(d.metadata || c.metadata)"
 # (k1 · b / avgdl) · dl with both constants computed once.
 _BM25_TERMS = r"""
     terms AS (
-        SELECT lexeme FROM unnest(tsvector_to_array(to_tsvector('english', $1))) AS lexeme
+        SELECT lexeme FROM unnest(tsvector_to_array(to_tsvector('ragline_english', $1))) AS lexeme
     ),
     stats AS (
         SELECT count(*)::float8 AS n,
