@@ -57,6 +57,9 @@ class RetrieverConfig:
     (0.5 ms of a 3 ms search on Cranfield) although its generic plan ran as fast or faster."""
     maintenance_work_mem: str = setting("RETRIEVER_MAINTENANCE_WORK_MEM", "1GB")
     """Memory an HNSW index build may use (e.g. `512MB`, `2GB`); a graph that fits builds several times faster."""
+    bm25_fold_seconds: float = setting("RETRIEVER_BM25_FOLD_SECONDS", 5.0, minimum=0.01, maximum=3600.0)
+    """How often the BM25 statistics' delta rows are folded (`bm25_statistics.py`); searches are exact
+    either way, and read fewer rows per term the more often this runs."""
     bm25_k1: float = setting("RETRIEVER_BM25_K1", 1.5, minimum=0.0, maximum=10.0)
     """BM25's k1 when a search does not set `bm25_k1`: how fast repeated terms stop adding to a score."""
     bm25_b: float = setting("RETRIEVER_BM25_B", 0.75, minimum=0.0, maximum=1.0)
