@@ -157,8 +157,18 @@ _BM25_SCORES = """
              stats
         GROUP BY p.chunk_id
 """
-# The top $3 chunks by score, pruned (see above).
-_BM25_TOP = f"SELECT chunk_id, score FROM ragline_bm25_top_k({{collection}}, {QUERY_LEXEMES}, $3::bigint, $4::float8, $5::float8)"
+
+
+def _bm25_top(collection_id: int, max_postings: int | None = None) -> str:
+    """The top $3 chunks by score, pruned (see above): exact, or with the keyword postings read
+    bounded by `max_postings` (`ragline_bm25_top_k` in migration 0008)."""
+    bound = "" if max_postings is None else f", {int(max_postings)}"
+    return (
+        f"SELECT chunk_id, score FROM ragline_bm25_top_k({int(collection_id)}, {QUERY_LEXEMES}, $3::bigint,"
+        f" $4::float8, $5::float8{bound})"
+    )
+
+
 _BM25_SQL = (
     "WITH"
     + _BM25_TERMS
@@ -189,9 +199,7 @@ def keyword_search_sql(collection_id: int, condition: str | None = None) -> str:
     sql = _BM25_SQL.replace("{collection}", collection)
     mode = int(common_pb2.SEARCH_MODE_KEYWORD)
     if condition is None:
-        hits = sql.format(
-            scored=_BM25_TOP.replace("{collection}", collection), condition="TRUE", keyword_mode=mode
-        )
+        hits = sql.format(scored=_bm25_top(collection_id), condition="TRUE", keyword_mode=mode)
     else:
         hits = sql.format(
             scored=_BM25_SCORES.replace("{collection}", collection), condition=condition, keyword_mode=mode
@@ -205,7 +213,9 @@ HYBRID_FILTER_PARAMS = 12
 _KEYWORD_SEEN = 1_000_000
 
 
-def hybrid_search_sql(collection_id: int, dimension: int, condition: str | None = None) -> str:
+def hybrid_search_sql(
+    collection_id: int, dimension: int, condition: str | None = None, keyword_max_postings: int | None = None
+) -> str:
     """Hybrid search in one statement: both candidate lists, their weighted rank fusion, and the rows
     of the fused top only, with the collection's generation in the same snapshot.
 
@@ -219,13 +229,18 @@ def hybrid_search_sql(collection_id: int, dimension: int, condition: str | None 
     over METADATA_SQL) numbers its values from HYBRID_FILTER_PARAMS. `hnsw.ef_search` (and, with
     a filter, `hnsw.iterative_scan`) must be set as for `vector_search_sql`. Its rows are those of
     `_in_collection`; `modes` lists the SearchMode values of the lists that found the chunk.
+
+    Without a filter, the keyword list reads at most about `keyword_max_postings` postings (None:
+    no bound, the exact top list; see `ragline_bm25_top_k`), so that hybrid search does not wait
+    for a keyword list of common terms at a million chunks; the vector list's effort is
+    `hnsw.ef_search`'s.
     """
     collection = str(int(collection_id))
     distance = f"{_embedding_expression(dimension, 'c.')} <=> $6::halfvec({int(dimension)})"
     scores = _BM25_SCORES.replace("{collection}", collection)
     if condition is None:
         vector_from = f"chunks AS c WHERE c.collection_id = {collection}"
-        keyword = _BM25_TOP.replace("{collection}", collection)
+        keyword = _bm25_top(collection_id, keyword_max_postings)
     else:
         vector_from = f"chunks AS c CROSS JOIN {_DOCUMENT_OF_CHUNK} WHERE c.collection_id = {collection} AND {condition}"
         keyword = (

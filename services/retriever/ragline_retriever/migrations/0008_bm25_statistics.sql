@@ -201,8 +201,12 @@ $$;
 --     the others get their non-essential terms' contributions by primary-key lookups.
 -- Every chunk dropped scores below theta, so the result equals a full scan's. Comparisons allow
 -- 1e-9 relative for floating-point sums in a different order.
+-- `p_max_postings` bounds the effort instead (hybrid search's keyword list): while the essential
+-- terms hold more postings than that, the lowest-bound one is treated as non-essential too, so a
+-- chunk holding only such terms may be missed; the scores returned stay exact.
 CREATE FUNCTION ragline_bm25_top_k(
-    p_collection bigint, p_lexemes text[], p_k bigint, p_k1 float8, p_b float8
+    p_collection bigint, p_lexemes text[], p_k bigint, p_k1 float8, p_b float8,
+    p_max_postings float8 DEFAULT 'Infinity'
 ) RETURNS TABLE (chunk_id bigint, score float8)
 LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_column
@@ -219,6 +223,7 @@ DECLARE
     theta float8;
     essential integer;
     rest float8 := 0;
+    essential_postings float8;
 BEGIN
     SELECT p_k1 * (1 - p_b), p_k1 * p_b / greatest(c.avgdl, 1) INTO k1_b, k1_b_avgdl
     FROM ragline_bm25_collection(p_collection) AS c;
@@ -253,8 +258,10 @@ BEGIN
     ) AS best;
     theta := theta * (1 - 1e-9);
     essential := terms;
-    WHILE essential > 1 AND rest + bounds[essential] < theta LOOP
+    SELECT sum(d) INTO essential_postings FROM unnest(dfs) AS d;
+    WHILE essential > 1 AND (rest + bounds[essential] < theta OR essential_postings > p_max_postings) LOOP
         rest := rest + bounds[essential];
+        essential_postings := essential_postings - dfs[essential];
         essential := essential - 1;
     END LOOP;
     RETURN QUERY
