@@ -198,7 +198,9 @@ $$;
 --     postings of the other (essential) terms are read. These are usually the rare terms, the
 --     common terms with long postings the non-essential ones.
 --  3. A chunk whose essential score plus the non-essential bounds is below theta is dropped too;
---     the others get their non-essential terms' contributions by primary-key lookups.
+--     the others get their non-essential terms' contributions from those terms' postings, kept
+--     only for the chunks left before they are summed (per-chunk primary-key lookups instead made
+--     p50 411 ms, worst 2.5 s, against 250 ms / 0.56 s, on 20 Cranfield queries at 100,000 chunks).
 -- Every chunk dropped scores below theta, so the result equals a full scan's. Comparisons allow
 -- 1e-9 relative for floating-point sums in a different order.
 -- `p_max_postings` bounds the effort instead (hybrid search's keyword list): while the essential
@@ -271,13 +273,16 @@ BEGIN
         JOIN chunk_terms AS p ON p.collection_id = p_collection AND p.lexeme = w.lexeme
         GROUP BY p.chunk_id
         HAVING sum(w.weight * p.tf / (p.tf + k1_b + k1_b_avgdl * p.dl)) + rest >= theta
-    )
-    SELECT c.chunk_id, c.score + coalesce((
-        SELECT sum(w.weight * p.tf / (p.tf + k1_b + k1_b_avgdl * p.dl))
+    ),
+    rest_scores AS (
+        SELECT p.chunk_id, sum(w.weight * p.tf / (p.tf + k1_b + k1_b_avgdl * p.dl)) AS score
         FROM unnest(lexemes[essential + 1:], weights[essential + 1:]) AS w(lexeme, weight)
-        JOIN chunk_terms AS p ON p.collection_id = p_collection AND p.lexeme = w.lexeme AND p.chunk_id = c.chunk_id
-    ), 0) AS score
-    FROM partial AS c
+        JOIN chunk_terms AS p ON p.collection_id = p_collection AND p.lexeme = w.lexeme
+        WHERE p.chunk_id IN (SELECT partial.chunk_id FROM partial)
+        GROUP BY p.chunk_id
+    )
+    SELECT c.chunk_id, c.score + coalesce(r.score, 0) AS score
+    FROM partial AS c LEFT JOIN rest_scores AS r ON r.chunk_id = c.chunk_id
     ORDER BY 2 DESC, 1
     LIMIT p_k;
 END $$;
