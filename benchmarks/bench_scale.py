@@ -56,7 +56,6 @@ from ragline_retriever.search import create_index_sql, drop_index_sql, index_nam
 
 BATCH = 20_000
 QUERIES = 200
-FULL_SCAN_QUERIES = 50
 EF_SEARCHES = (40, 64, 100, 200)
 MAINTENANCE_WORK_MEM = "2GB"
 # The embedded PostgreSQL's default (128MB) caches a small part of a million chunks' index.
@@ -238,10 +237,11 @@ async def _measure(
     vectors: NDArray[np.float32],
     texts: list[str],
     chunk_ids: list[int],
+    count: int,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     _, _, query_vectors = base_vectors(_cranfield())
-    queries = query_vectors[:QUERIES]
-    query_texts = _query_texts()[:QUERIES]
+    queries = query_vectors[:count]
+    query_texts = _query_texts()[:count]
     stored = vectors.astype(np.float16).astype(np.float32)
     stored /= np.linalg.norm(stored, axis=1, keepdims=True)
     exact = _exact(stored, queries)
@@ -276,7 +276,7 @@ async def _measure(
                 idle[label] = latencies
                 if mode == KEYWORD:
                     keyword_found = found
-    scan_found, full_seconds, pruned_seconds = await _full_scan(url, query_texts[:FULL_SCAN_QUERIES])
+    scan_found, full_seconds, pruned_seconds = await _full_scan(url, query_texts[: count // 4])
     same = sum(a == b for a, b in zip(scan_found, keyword_found, strict=False))
     notes["keyword top 10 identical to a full BM25 scan (ids and order)"] = (
         f"{same}/{len(scan_found)} queries"
@@ -309,13 +309,13 @@ async def _measure(
 
 
 async def _bench(
-    stack: Stack, state: Path, chunks: int, reuse: bool
+    stack: Stack, state: Path, chunks: int, reuse: bool, count: int
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     passages, base, _ = base_vectors(_cranfield())
     vectors, origin = synthesise(base, chunks)
     texts = chunk_texts(_cranfield(), passages, origin)
     url = _database_url(state)
-    notes: dict[str, Any] = {"chunks": chunks, "dimension": DIMENSION, "queries": QUERIES}
+    notes: dict[str, Any] = {"chunks": chunks, "dimension": DIMENSION, "queries": count}
     async with grpc.aio.insecure_channel(stack["retriever"].address) as channel:
         stub = pb_grpc.RetrieverServiceStub(channel)
         conn = await asyncpg.connect(url)
@@ -362,7 +362,7 @@ async def _bench(
             ]
         finally:
             await conn.close()
-        rows, measured = await _measure(stub, url, vectors, texts, chunk_ids)
+        rows, measured = await _measure(stub, url, vectors, texts, chunk_ids, count)
     notes.update(measured)
     notes.update(await _disk(url))
     process = stack["retriever"].process
@@ -377,6 +377,9 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=1_000_000)
     parser.add_argument("--state", type=Path, help="state folder of the embedded PostgreSQL (kept)")
     parser.add_argument("--reuse", action="store_true", help="measure the chunks loaded by an earlier run")
+    parser.add_argument(
+        "--queries", type=int, default=QUERIES, help="Cranfield queries per measurement (at most 225)"
+    )
     args = parser.parse_args()
     state: Path = args.state or Path(f"/tmp/ragline-bench-scale-{args.chunks}")
     state.mkdir(parents=True, exist_ok=True)
@@ -387,7 +390,7 @@ def main() -> None:
         asyncio.run(_shared_buffers(_database_url(state)))
         stack.stop()
         stack.start()
-        rows, notes = asyncio.run(_bench(stack, state, args.chunks, args.reuse))
+        rows, notes = asyncio.run(_bench(stack, state, args.chunks, args.reuse, args.queries))
     finally:
         stack.stop()
     write_report(f"bench_scale_{args.chunks}", rows, notes)
