@@ -104,48 +104,59 @@ CREATE TRIGGER chunks_bm25_stats_update AFTER UPDATE ON chunks
 
 -- Folds the deltas its snapshot sees into the statistics, in the caller's transaction; deltas
 -- committed meanwhile stay for the next fold. Two folders never run at once (the second returns
--- at once). Statistics of deleted collections (ids are never reused) are dropped. Returns the
--- delta rows folded.
+-- at once). Only the rows of the folded collections and terms are touched: a term whose df
+-- reaches 0 and a collection whose chunk count reaches 0 lose their rows, which is also how a
+-- deleted collection's statistics go (its chunks' deletion appended the deltas that empty them).
+-- Returns the delta rows folded.
 CREATE FUNCTION ragline_bm25_fold() RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
     folded bigint := 0;
     terms bigint := 0;
+    emptied bigint[];
+    empty_collections bigint[];
+    empty_lexemes text[];
 BEGIN
     IF NOT pg_try_advisory_xact_lock(7450625812580609) THEN
         RETURN 0;
     END IF;
     WITH gone AS (DELETE FROM bm25_collection_deltas RETURNING *),
     summed AS (
-        SELECT collection_id, sum(chunks) AS chunks, sum(total_length) AS total_length, count(*) AS rows
+        SELECT collection_id, sum(chunks) AS chunks, sum(total_length) AS total_length, count(*) AS deltas
         FROM gone GROUP BY collection_id
     ),
     stored AS (
         INSERT INTO bm25_collection_stats AS s (collection_id, chunks, total_length)
         SELECT collection_id, chunks, total_length FROM summed
-        WHERE collection_id IN (SELECT id FROM collections)
         ON CONFLICT (collection_id) DO UPDATE
         SET chunks = s.chunks + excluded.chunks, total_length = s.total_length + excluded.total_length
+        RETURNING s.collection_id, s.chunks
     )
-    SELECT coalesce(sum(rows), 0) INTO folded FROM summed;
+    SELECT (SELECT coalesce(sum(deltas), 0) FROM summed),
+           (SELECT array_agg(collection_id) FROM stored WHERE chunks = 0)
+    INTO folded, emptied;
+    DELETE FROM bm25_collection_stats WHERE collection_id = ANY (emptied) AND chunks = 0;
     WITH gone AS (DELETE FROM bm25_term_deltas RETURNING *),
     summed AS (
         SELECT collection_id, lexeme, sum(df) AS df, max(max_tf) AS max_tf, min(min_dl) AS min_dl,
-               count(*) AS rows
+               count(*) AS deltas
         FROM gone GROUP BY collection_id, lexeme
     ),
     stored AS (
         INSERT INTO bm25_term_stats AS s (collection_id, lexeme, df, max_tf, min_dl)
         SELECT collection_id, lexeme, df, coalesce(max_tf, 0), coalesce(min_dl, 0) FROM summed
-        WHERE collection_id IN (SELECT id FROM collections)
         ON CONFLICT (collection_id, lexeme) DO UPDATE
         SET df = s.df + excluded.df,
             max_tf = greatest(s.max_tf, excluded.max_tf),
             min_dl = CASE WHEN excluded.max_tf = 0 THEN s.min_dl ELSE least(s.min_dl, excluded.min_dl) END
+        RETURNING s.collection_id, s.lexeme, s.df
     )
-    SELECT coalesce(sum(rows), 0) INTO terms FROM summed;
-    DELETE FROM bm25_term_stats WHERE df = 0;
-    DELETE FROM bm25_collection_stats WHERE collection_id NOT IN (SELECT id FROM collections);
-    DELETE FROM bm25_term_stats WHERE collection_id NOT IN (SELECT id FROM collections);
+    SELECT (SELECT coalesce(sum(deltas), 0) FROM summed),
+           (SELECT array_agg(collection_id ORDER BY collection_id, lexeme) FROM stored WHERE df = 0),
+           (SELECT array_agg(lexeme ORDER BY collection_id, lexeme) FROM stored WHERE df = 0)
+    INTO terms, empty_collections, empty_lexemes;
+    DELETE FROM bm25_term_stats AS t
+    USING unnest(empty_collections, empty_lexemes) AS z(collection_id, lexeme)
+    WHERE t.collection_id = z.collection_id AND t.lexeme = z.lexeme AND t.df = 0;
     RETURN folded + terms;
 END $$;
 
