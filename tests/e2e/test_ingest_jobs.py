@@ -168,7 +168,7 @@ async def test_a_changed_document_re_embeds_only_its_changed_chunks(
     stack: Stack, client: RaglineClient
 ) -> None:
     paragraphs = [
-        f"Paragraph {i} of the field guide describes the {bird} in detail. " * 12
+        f"Paragraph {i} of the field guide describes the {bird} in detail. " * 30
         for i, bird in enumerate(("heron", "kestrel", "puffin", "wren", "osprey", "curlew"))
     ]
     before = await _quiet_embedded_chunks(stack)

@@ -121,6 +121,8 @@ def tenant_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sta
         "GATEWAY_JWT_ISSUER": ISSUER,
         "GATEWAY_JWT_AUDIENCE": AUDIENCE,
         "GATEWAY_INGEST_POLL_SECONDS": "0.2",
+        # Answers come from the generator (its stage, its spans), not the extractive mode "auto" may pick.
+        "GATEWAY_ANSWER_MODE": "generative",
     }
     stack = Stack(state=tmp_path_factory.mktemp("tenant-state"), free_ports=True, env=env)
     stack.start()

@@ -50,6 +50,8 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TracedStack]:
         # Spans reach the receiver a tenth of a second after they end, not the SDK's default 5 s.
         "OTEL_BSP_SCHEDULE_DELAY": "100",
         "GATEWAY_INGEST_POLL_SECONDS": "0.2",
+        # Answers come from the generator (its stage, its spans), not the extractive mode "auto" may pick.
+        "GATEWAY_ANSWER_MODE": "generative",
     }
     stack = Stack(state=tmp_path_factory.mktemp("ragline-traced"), free_ports=True, env=env)
     stack.start()

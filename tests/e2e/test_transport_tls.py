@@ -45,7 +45,14 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsStack]:
     state = tmp_path_factory.mktemp("ragline-tls-state")
     ca = trustme.CA()
     files = write_certificates(state / "tls", ca=ca)
-    env = {"REDIS_URL": "", "DATABASE_URL": "", "GATEWAY_INGEST_POLL_SECONDS": "0.2", **environment(files)}
+    env = {
+        "REDIS_URL": "",
+        "DATABASE_URL": "",
+        "GATEWAY_INGEST_POLL_SECONDS": "0.2",
+        # Answers come from the generator (its stage, its spans), not the extractive mode "auto" may pick.
+        "GATEWAY_ANSWER_MODE": "generative",
+        **environment(files),
+    }
     stack = Stack(state=state, free_ports=True, env=env)
     stack.start()
     yield TlsStack(stack, ca, files)

@@ -74,7 +74,9 @@ async def test_generate_stream_sends_deltas_then_one_final(
     assert len(deltas) > 1 and all(e.WhichOneof("event") == "delta" for e in events[:-1])
     final = events[-1].final
     assert final.text == "".join(deltas)
-    assert final.usage.completion_tokens == len(deltas)
+    # One delta per token, except that a period is held back until the next token shows whether it
+    # ends a sentence (a citation may go before it) or is a decimal point, and then goes with it.
+    assert len(deltas) <= final.usage.completion_tokens <= 2 * len(deltas)
 
 
 async def test_a_cancelled_stream_closes_the_request_to_the_api(
