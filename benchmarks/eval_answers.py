@@ -117,7 +117,7 @@ async def _mode_row(
     for index, question in enumerate(questions):
         response, seconds = await _ask(client, question.text, SQUAD, mode)
         latencies.append(seconds)
-        if index % 10 == 9:
+        if index % 5 == 4:
             print(f"  {index + 1} questions, median {1000 * percentile(latencies, 50):.0f} ms", flush=True)
         if response is None:
             failed += 1
