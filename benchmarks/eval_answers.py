@@ -229,6 +229,9 @@ def main() -> None:
                 "GATEWAY_RETRIEVE_TIMEOUT_SECONDS": "120",
                 "GATEWAY_GENERATE_TIMEOUT_SECONDS": "600",
                 "GENERATOR_REQUEST_TIMEOUT_SECONDS": "600",
+                # A loaded machine takes minutes per answer: no connection may be closed under one.
+                "GATEWAY_MAX_CONNECTION_AGE_GRACE_SECONDS": "1800",
+                "GENERATOR_MAX_CONNECTION_AGE_GRACE_SECONDS": "1800",
                 **_services_path(),
             },
         )
