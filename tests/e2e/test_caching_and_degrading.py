@@ -165,9 +165,9 @@ async def test_with_the_generator_down_ask_is_unavailable_and_search_works(
     generator.stop()
     try:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
-            # A question the documents answer: one they do not is answered "not found" without the generator.
+            # A question the documents answer: an unanswerable one is "not found" without the generator.
             await client.ask(
-                "When is the kite festival in Weifang held?",
+                "Where is the largest kite festival held?",
                 collection=COLLECTION,
                 cache_policy=gw.CACHE_POLICY_BYPASS,
             )
