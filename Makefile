@@ -16,7 +16,7 @@ export CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=O
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help setup run test test-unit fuzz lint protos lock bench eval clean
+.PHONY: help setup run test test-unit fuzz lint protos lock bench eval eval-models clean
 
 help:
 	@echo "make run    start PostgreSQL, Redis and the four services, and wait until all are healthy"
@@ -71,6 +71,9 @@ bench: $(STAMP)
 
 eval: $(STAMP)
 	$(PY) -m benchmarks.eval_cranfield
+
+eval-models: $(STAMP)
+	$(PY) -m benchmarks.eval_embedding_models
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
