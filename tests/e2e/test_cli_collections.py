@@ -29,7 +29,7 @@ async def test_collections_list_and_show_give_model_dimension_and_counts(
     assert listed.returncode == 0, listed.stderr
     lines = {line.split()[0]: line.split() for line in listed.stdout.splitlines()}
     assert lines["cli-models"][1:] == ["all-MiniLM-L6-v2", "384", "dims", "2", "documents", "2", "chunks"]
-    assert lines["cli-models-empty"][3:] == ["0", "documents", "0", "chunks"]
+    assert lines["cli-models-empty"][4:] == ["0", "documents", "0", "chunks"]
 
     shown = await asyncio.to_thread(_ragline, stack, tmp_path, "collections", "show", "cli-models")
     assert shown.returncode == 0, shown.stderr
