@@ -24,6 +24,7 @@ from ragline.errors import from_rpc_error
 from ragline.tls import client_certificates
 from ragline.v1 import (
     api_key_store_service_pb2_grpc,
+    conversation_store_service_pb2_grpc,
     embedder_service_pb2_grpc,
     generator_service_pb2_grpc,
     ingest_queue_service_pb2_grpc,
@@ -46,7 +47,8 @@ _ROTATION_GRACE_SECONDS = 120.0
 
 
 class Dependencies:
-    """Channels and stubs to the embedder, retriever (its ingest queue and key store) and generator, and Redis.
+    """Channels and stubs to the embedder, retriever (its ingest queue, key store and conversation store) and
+    generator, and Redis.
 
     Each channel's target may name many replicas (see ragline.channels): calls go round robin to the
     ones whose health is SERVING.
@@ -67,6 +69,7 @@ class Dependencies:
                     "ragline.v1.RetrieverService",
                     "ragline.v1.IngestQueueService",
                     "ragline.v1.ApiKeyStoreService",
+                    "ragline.v1.ConversationStoreService",
                 ],
                 self._certificates,
                 health_checked=True,
@@ -84,6 +87,10 @@ class Dependencies:
         self.ingest_queue = ingest_queue_service_pb2_grpc.IngestQueueServiceStub(self._channels["retriever"])
         # So is the API key store.
         self.api_keys = api_key_store_service_pb2_grpc.ApiKeyStoreServiceStub(self._channels["retriever"])
+        # And the conversation store.
+        self.conversations = conversation_store_service_pb2_grpc.ConversationStoreServiceStub(
+            self._channels["retriever"]
+        )
         self.generator = generator_service_pb2_grpc.GeneratorServiceStub(self._channels["generator"])
         self._embedded_redis: EmbeddedRedis | None = None
         self.redis: aioredis.Redis | None = None

@@ -19,9 +19,9 @@ class Role(enum.IntEnum):
     """What a principal may do; each role includes everything the roles below it may."""
 
     READER = 1
-    """Search, Ask, and read documents and ingest jobs."""
+    """Search, Ask, and read documents, ingest jobs and conversations."""
     WRITER = 2
-    """Also ingest, delete documents and cancel ingest jobs."""
+    """Also ingest, delete documents and conversations, and cancel ingest jobs."""
     ADMIN = 3
     """Also manage the API keys and the collections of its tenant."""
 
@@ -72,11 +72,14 @@ METHODS: dict[str, MethodPolicy] = {
     _GATEWAY + "ListDocuments": MethodPolicy(Role.READER, RateClass.READ),
     _GATEWAY + "GetIngestJob": MethodPolicy(Role.READER, RateClass.READ),
     _GATEWAY + "ListIngestJobs": MethodPolicy(Role.READER, RateClass.READ),
+    _GATEWAY + "ListConversations": MethodPolicy(Role.READER, RateClass.READ),
+    _GATEWAY + "GetConversation": MethodPolicy(Role.READER, RateClass.READ),
     _GATEWAY + "IngestDocuments": MethodPolicy(Role.WRITER, RateClass.WRITE),
     _GATEWAY + "CreateIngestJob": MethodPolicy(Role.WRITER, RateClass.WRITE),
     _GATEWAY + "UploadIngestDocuments": MethodPolicy(Role.WRITER, RateClass.WRITE),
     _GATEWAY + "DeleteDocument": MethodPolicy(Role.WRITER, RateClass.WRITE),
     _GATEWAY + "CancelIngestJob": MethodPolicy(Role.WRITER, RateClass.WRITE),
+    _GATEWAY + "DeleteConversation": MethodPolicy(Role.WRITER, RateClass.WRITE),
     _ADMIN + "CreateApiKey": MethodPolicy(Role.ADMIN, RateClass.ADMIN),
     _ADMIN + "ListApiKeys": MethodPolicy(Role.ADMIN, RateClass.ADMIN),
     _ADMIN + "RevokeApiKey": MethodPolicy(Role.ADMIN, RateClass.ADMIN),

@@ -13,11 +13,12 @@ from collections.abc import AsyncIterator
 import grpc
 
 from ragline.channels import downstream_timeout
-from ragline.v1 import gateway_service_pb2, gateway_service_pb2_grpc, retriever_service_pb2
+from ragline.v1 import conversation_pb2, gateway_service_pb2, gateway_service_pb2_grpc, retriever_service_pb2
 from ragline.validation import check_collection_name, check_document_id
 from ragline_gateway import principal
 from ragline_gateway.cache import QueryCache
 from ragline_gateway.config import GatewayConfig
+from ragline_gateway.conversations import Conversations
 from ragline_gateway.dependencies import Dependencies, call
 from ragline_gateway.ingest import Ingester
 from ragline_gateway.ingest_jobs import IngestJobs
@@ -45,6 +46,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         self.workers = IngestWorkers(config, deps, self.ingester)
         self.jobs = IngestJobs(config, deps, self.ingester, self.workers)
         self.pipeline = QueryPipeline(config, deps, self.cache)
+        self.conversations = Conversations(config, deps, self.pipeline)
 
     async def start(self) -> None:
         """Connects to the dependencies, hands the Redis client to the cache, and starts the ingest workers."""
@@ -90,7 +92,8 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
     ) -> gateway_service_pb2.AskResponse:
         tenant = principal.current().tenant
         query = Query.parse(request.query, self.config, MAX_ASK_TOP_K, tenant)
-        async for event in self.pipeline.ask_events(query, request.options, context):
+        events = self.conversations.ask_events(query, request.conversation_id, request.options, context)
+        async for event in events:
             if event.HasField("final"):
                 return event.final
         raise AssertionError("the pipeline always ends with a final answer")
@@ -100,7 +103,9 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
     ) -> AsyncIterator[gateway_service_pb2.AskStreamResponse]:
         tenant = principal.current().tenant
         query = Query.parse(request.query, self.config, MAX_ASK_TOP_K, tenant)
-        async for event in self.pipeline.ask_events(query, request.options, context):
+        async for event in self.conversations.ask_events(
+            query, request.conversation_id, request.options, context
+        ):
             yield event
 
     def _collection(self, name: str) -> str:
@@ -175,3 +180,18 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_service_pb2.CancelIngestJobRequest, context: grpc.aio.ServicerContext
     ) -> gateway_service_pb2.CancelIngestJobResponse:
         return await self.jobs.cancel(principal.current().tenant, request, context)
+
+    async def ListConversations(
+        self, request: conversation_pb2.ListConversationsRequest, context: grpc.aio.ServicerContext
+    ) -> conversation_pb2.ListConversationsResponse:
+        return await self.conversations.list(principal.current().tenant, request, context)
+
+    async def GetConversation(
+        self, request: conversation_pb2.GetConversationRequest, context: grpc.aio.ServicerContext
+    ) -> conversation_pb2.GetConversationResponse:
+        return await self.conversations.get(principal.current().tenant, request, context)
+
+    async def DeleteConversation(
+        self, request: conversation_pb2.DeleteConversationRequest, context: grpc.aio.ServicerContext
+    ) -> conversation_pb2.DeleteConversationResponse:
+        return await self.conversations.delete(principal.current().tenant, request, context)

@@ -62,6 +62,7 @@ NOT_RETRIED: dict[str, str] = {
     "ragline.v1.AdminService/CreateCollection": (
         "a second attempt would answer ALREADY_EXISTS for the collection the first created"
     ),
+    "ragline.v1.ConversationStoreService/AppendStoredTurn": "a second attempt would store the turn twice",
     "ragline.v1.GatewayService/CreateIngestJob": "a second attempt would create a second job",
     "ragline.v1.GatewayService/UploadIngestDocuments": "a second attempt would create a second job",
 }

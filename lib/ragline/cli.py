@@ -1,4 +1,4 @@
-"""`ragline`, the command line for people: ingest files, follow ingest jobs, ask questions, manage API keys.
+"""`ragline`, the command line for people: ingest files, follow ingest jobs, ask questions, chat, manage API keys.
 
 It talks to the gateway through `ragline.client.RaglineClient`, the same client library
 internal services use, so the command exercises the public API exactly as they do, with the
@@ -19,7 +19,7 @@ from typing import Any
 
 import grpc
 
-from ragline import api_keys
+from ragline import api_keys, chat
 from ragline.client import FINISHED_JOB_STATES, DocumentToIngest, RaglineClient, request_id_of
 from ragline.v1 import admin_service_pb2, common_pb2
 
@@ -156,24 +156,10 @@ async def _jobs(args: argparse.Namespace) -> int:
 
 
 async def _ask(args: argparse.Namespace) -> int:
-    reply = None
     async with RaglineClient(args.gateway, timeout=args.timeout) as client:
         # Streamed, so a person sees the answer as it is written.
-        async for event in client.ask_stream(args.question, collection=args.collection, top_k=args.top_k):
-            if event.HasField("delta"):
-                print(event.delta, end="", flush=True)
-            elif event.HasField("final"):
-                reply = event.final
-    print()
-    if reply is None:
-        print("error: the answer stream ended early", file=sys.stderr)
-        return 1
-    if reply.citations:
-        print("\nSources:")
-        for citation in reply.citations:
-            snippet = " ".join(citation.snippet.split())[:100]
-            print(f"  [{citation.number}] {citation.document_id} (chunk {citation.chunk_id}): {snippet}")
-    return 0
+        reply = await chat.stream_answer(client, args.question, args)
+    return 0 if reply is not None else 1
 
 
 def _print_new_key(key: admin_service_pb2.ApiKey, token: str) -> None:
@@ -322,6 +308,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ask.add_argument("question")
     ask.add_argument("--top-k", type=int, default=0, help="passages to answer from")
     _add_keys_commands(commands)
+    chat.add_commands(commands)
     _add_collections_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "keys" and args.keys_command == "create" and bool(args.tenant) != bool(args.retriever):
@@ -332,9 +319,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     missing = [raw for raw in getattr(args, "paths", []) if not Path(raw).exists()]
     if missing:
         raise SystemExit(f"error: {missing[0]}: no such file or folder")
-    run = {"ingest": _ingest, "jobs": _jobs, "ask": _ask, "keys": _keys, "collections": _collections}[
-        args.command
-    ]
+    run = {
+        "ingest": _ingest,
+        "jobs": _jobs,
+        "ask": _ask,
+        "keys": _keys,
+        "chat": chat.chat,
+        "conversations": chat.conversations,
+        "collections": _collections,
+    }[args.command]
     try:
         code = asyncio.run(run(args))
     except grpc.RpcError as exc:

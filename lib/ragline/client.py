@@ -28,6 +28,7 @@ from ragline.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
     common_pb2,
+    conversation_pb2,
     gateway_service_pb2,
     gateway_service_pb2_grpc,
 )
@@ -146,12 +147,17 @@ class RaglineClient:
         *,
         max_tokens: int = 0,
         temperature: float = 0.0,
+        answer_mode: common_pb2.AnswerMode = common_pb2.ANSWER_MODE_UNSPECIFIED,
         timeout: float | None = None,
+        conversation_id: str = "",
         **query: Unpack[QueryOptions],
     ) -> gateway_service_pb2.AskResponse:
-        """Answers `question` from the collection's documents, with citations."""
+        """Answers `question` from the collection's documents, with citations; with a `conversation_id`, as
+        the next turn of that conversation (a follow-up is understood from the earlier turns)."""
         request = gateway_service_pb2.AskRequest(
-            query=_query(question, query), options=_generation(max_tokens, temperature)
+            query=_query(question, query),
+            options=_generation(max_tokens, temperature, answer_mode),
+            conversation_id=conversation_id,
         )
         response: gateway_service_pb2.AskResponse = await self._call(self._stub.Ask, request, timeout)
         return response
@@ -162,12 +168,17 @@ class RaglineClient:
         *,
         max_tokens: int = 0,
         temperature: float = 0.0,
+        answer_mode: common_pb2.AnswerMode = common_pb2.ANSWER_MODE_UNSPECIFIED,
         timeout: float | None = None,
+        conversation_id: str = "",
         **query: Unpack[QueryOptions],
     ) -> AsyncIterator[gateway_service_pb2.AskStreamResponse]:
-        """Streams an answer: the retrieved passages, then text deltas, then the final answer with citations."""
+        """Streams an answer: the retrieved passages, then text deltas, then the final answer with citations;
+        `conversation_id` as for `ask`."""
         request = gateway_service_pb2.AskStreamRequest(
-            query=_query(question, query), options=_generation(max_tokens, temperature)
+            query=_query(question, query),
+            options=_generation(max_tokens, temperature, answer_mode),
+            conversation_id=conversation_id,
         )
         async for event in self._stub.AskStream(
             request, timeout=timeout or self.timeout, metadata=self._metadata
@@ -270,6 +281,34 @@ class RaglineClient:
         """Cancels an ingest job; documents already stored stay."""
         request = gateway_service_pb2.CancelIngestJobRequest(job_id=job_id)
         return await self._job(self._stub.CancelIngestJob, request, timeout)
+
+    async def list_conversations(
+        self, *, page_size: int = 0, page_token: str = "", timeout: float | None = None
+    ) -> conversation_pb2.ListConversationsResponse:
+        """Returns one page of conversations, most recently updated first; pass `next_page_token` back for the next."""
+        request = conversation_pb2.ListConversationsRequest(page_size=page_size, page_token=page_token)
+        response: conversation_pb2.ListConversationsResponse = await self._call(
+            self._stub.ListConversations, request, timeout
+        )
+        return response
+
+    async def get_conversation(
+        self, conversation_id: str, *, timeout: float | None = None
+    ) -> conversation_pb2.GetConversationResponse:
+        """Returns a conversation with its turns, oldest first."""
+        request = conversation_pb2.GetConversationRequest(conversation_id=conversation_id)
+        response: conversation_pb2.GetConversationResponse = await self._call(
+            self._stub.GetConversation, request, timeout
+        )
+        return response
+
+    async def delete_conversation(self, conversation_id: str, *, timeout: float | None = None) -> int:
+        """Deletes a conversation; returns how many turns it had."""
+        request = conversation_pb2.DeleteConversationRequest(conversation_id=conversation_id)
+        response: conversation_pb2.DeleteConversationResponse = await self._call(
+            self._stub.DeleteConversation, request, timeout
+        )
+        return response.deleted_turns
 
     async def create_api_key(
         self, role: admin_service_pb2.Role, *, display_name: str = "", timeout: float | None = None
@@ -378,6 +417,10 @@ def _query(text: str, options: QueryOptions) -> gateway_service_pb2.Query:
     return gateway_service_pb2.Query(text=text, **options)
 
 
-def _generation(max_tokens: int, temperature: float) -> common_pb2.GenerationOptions:
-    """How `ask` and `ask_stream` want the answer generated; zeros leave the generator's defaults."""
-    return common_pb2.GenerationOptions(max_tokens=max_tokens, temperature=temperature)
+def _generation(
+    max_tokens: int, temperature: float, answer_mode: common_pb2.AnswerMode
+) -> common_pb2.GenerationOptions:
+    """How `ask` and `ask_stream` want the answer written; zeros leave the servers' defaults."""
+    return common_pb2.GenerationOptions(
+        max_tokens=max_tokens, temperature=temperature, answer_mode=answer_mode
+    )

@@ -29,6 +29,8 @@ MAX_ID_CHARS = 1024
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 # A tenant is a name from a credential (an API key's tenant, a JWT claim), not a document.
 MAX_TENANT_CHARS = 128
+# A conversation's id: chosen by the caller of Ask, so kept to characters that need no quoting anywhere.
+CONVERSATION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # PostgreSQL's tsvector holds at most 1 MiB; a query text this long stays far below it.
 MAX_QUERY_CHARS = 65_536
 # Most documents one retriever transaction (BatchUpsertDocuments) stores, and so one synchronous
@@ -102,6 +104,17 @@ def check_document_id(document_id: str, field: str) -> str:
     if not document_id.strip():
         raise InvalidArgument(f"{field} is empty; give each document an id, e.g. its path", field=field)
     return check_text(document_id, field, MAX_ID_CHARS)
+
+
+def check_conversation_id(conversation_id: str, field: str) -> str:
+    """`conversation_id` if it is 1 to 128 characters A-Z, a-z, 0-9, '.', '_', ':' and '-'."""
+    if CONVERSATION_ID.fullmatch(conversation_id) is None:
+        raise InvalidArgument(
+            f"{field} {quote(conversation_id)} is not a conversation id: 1 to 128 characters A-Z, a-z, 0-9, "
+            "'.', '_', ':' and '-' (a UUID, say)",
+            field=field,
+        )
+    return conversation_id
 
 
 def parse_uuid(value: str, field: str) -> uuid.UUID:

@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 import ragline.v1
 from ragline.channels import MAX_MESSAGE_BYTES
 
-READ_ONLY_VERBS = ("Get", "List", "Search", "Ask", "Lookup", "Embed", "Rerank", "Generate")
+READ_ONLY_VERBS = ("Get", "List", "Search", "Ask", "Lookup", "Embed", "Rerank", "Generate", "Rewrite")
 """RPCs whose name starts with one of these only read: they may be pointed at the seeded collection.
 Any other RPC counts as a write and is kept away from it."""
 

@@ -15,8 +15,13 @@ from typing import Any
 import pytest
 from google.protobuf.message import Message
 
+from ragline.v1 import (
+    conversation_pb2,
+    conversation_store_service_pb2,
+    ingest_queue_service_pb2,
+    retriever_service_pb2,
+)
 from ragline.v1 import gateway_service_pb2 as gw
-from ragline.v1 import ingest_queue_service_pb2, retriever_service_pb2
 from ragline_gateway import principal
 from ragline_gateway.config import GatewayConfig
 from ragline_gateway.principal import Principal, Role
@@ -26,7 +31,8 @@ JOB_ID = str(uuid.uuid4())
 
 
 class Recorder:
-    """Any RPC of the RetrieverService or IngestQueueService: records the request, answers an empty reply."""
+    """Any RPC of the RetrieverService, IngestQueueService or ConversationStoreService: records the request,
+    answers an empty reply."""
 
     def __init__(self) -> None:
         self.requests: list[Message] = []
@@ -35,7 +41,7 @@ class Recorder:
         async def call(request: Message, timeout: float) -> Message:
             self.requests.append(request)
             name = type(request).__name__.removesuffix("Request") + "Response"
-            for module in (retriever_service_pb2, ingest_queue_service_pb2):
+            for module in (retriever_service_pb2, ingest_queue_service_pb2, conversation_store_service_pb2):
                 if hasattr(module, name):
                     reply: Message = getattr(module, name)()
                     return reply
@@ -56,6 +62,9 @@ CALLS: list[tuple[str, Message]] = [
     ("GetIngestJob", gw.GetIngestJobRequest(job_id=JOB_ID)),
     ("ListIngestJobs", gw.ListIngestJobsRequest(collection="docs")),
     ("CancelIngestJob", gw.CancelIngestJobRequest(job_id=JOB_ID)),
+    ("ListConversations", conversation_pb2.ListConversationsRequest(page_size=5)),
+    ("GetConversation", conversation_pb2.GetConversationRequest(conversation_id="c-1")),
+    ("DeleteConversation", conversation_pb2.DeleteConversationRequest(conversation_id="c-1")),
 ]
 
 
@@ -66,7 +75,9 @@ def recorder() -> Recorder:
 
 @pytest.fixture
 def servicer(recorder: Recorder) -> GatewayServicer:
-    deps: Any = type("Deps", (), {"retriever": recorder, "ingest_queue": recorder})()
+    deps: Any = type(
+        "Deps", (), {"retriever": recorder, "ingest_queue": recorder, "conversations": recorder}
+    )()
     return GatewayServicer(GatewayConfig(), deps)
 
 

@@ -15,6 +15,7 @@ from ragline.embedded_redis import free_port
 from ragline.v1 import (
     admin_service_pb2,
     api_key_store_service_pb2,
+    conversation_store_service_pb2,
     gateway_service_pb2,
     ingest_queue_service_pb2,
     retriever_service_pb2,
@@ -75,6 +76,7 @@ def test_every_method_not_retried_exists() -> None:
     modules = (
         admin_service_pb2,
         api_key_store_service_pb2,
+        conversation_store_service_pb2,
         gateway_service_pb2,
         ingest_queue_service_pb2,
         retriever_service_pb2,

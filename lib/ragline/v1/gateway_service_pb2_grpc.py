@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from ragline.v1 import conversation_pb2 as ragline_dot_v1_dot_conversation__pb2
 from ragline.v1 import gateway_service_pb2 as ragline_dot_v1_dot_gateway__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -95,6 +96,21 @@ class GatewayServiceStub:
                 request_serializer=ragline_dot_v1_dot_gateway__service__pb2.CancelIngestJobRequest.SerializeToString,
                 response_deserializer=ragline_dot_v1_dot_gateway__service__pb2.CancelIngestJobResponse.FromString,
                 _registered_method=True)
+        self.ListConversations = channel.unary_unary(
+                '/ragline.v1.GatewayService/ListConversations',
+                request_serializer=ragline_dot_v1_dot_conversation__pb2.ListConversationsRequest.SerializeToString,
+                response_deserializer=ragline_dot_v1_dot_conversation__pb2.ListConversationsResponse.FromString,
+                _registered_method=True)
+        self.GetConversation = channel.unary_unary(
+                '/ragline.v1.GatewayService/GetConversation',
+                request_serializer=ragline_dot_v1_dot_conversation__pb2.GetConversationRequest.SerializeToString,
+                response_deserializer=ragline_dot_v1_dot_conversation__pb2.GetConversationResponse.FromString,
+                _registered_method=True)
+        self.DeleteConversation = channel.unary_unary(
+                '/ragline.v1.GatewayService/DeleteConversation',
+                request_serializer=ragline_dot_v1_dot_conversation__pb2.DeleteConversationRequest.SerializeToString,
+                response_deserializer=ragline_dot_v1_dot_conversation__pb2.DeleteConversationResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -185,6 +201,27 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListConversations(self, request, context):
+        """ListConversations returns the conversations of Ask and AskStream calls, most recently updated first, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConversation(self, request, context):
+        """GetConversation returns a conversation with its turns.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteConversation(self, request, context):
+        """DeleteConversation deletes a conversation and its turns.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -247,6 +284,21 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.CancelIngestJob,
                     request_deserializer=ragline_dot_v1_dot_gateway__service__pb2.CancelIngestJobRequest.FromString,
                     response_serializer=ragline_dot_v1_dot_gateway__service__pb2.CancelIngestJobResponse.SerializeToString,
+            ),
+            'ListConversations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListConversations,
+                    request_deserializer=ragline_dot_v1_dot_conversation__pb2.ListConversationsRequest.FromString,
+                    response_serializer=ragline_dot_v1_dot_conversation__pb2.ListConversationsResponse.SerializeToString,
+            ),
+            'GetConversation': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConversation,
+                    request_deserializer=ragline_dot_v1_dot_conversation__pb2.GetConversationRequest.FromString,
+                    response_serializer=ragline_dot_v1_dot_conversation__pb2.GetConversationResponse.SerializeToString,
+            ),
+            'DeleteConversation': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteConversation,
+                    request_deserializer=ragline_dot_v1_dot_conversation__pb2.DeleteConversationRequest.FromString,
+                    response_serializer=ragline_dot_v1_dot_conversation__pb2.DeleteConversationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -574,6 +626,87 @@ class GatewayService:
             '/ragline.v1.GatewayService/CancelIngestJob',
             ragline_dot_v1_dot_gateway__service__pb2.CancelIngestJobRequest.SerializeToString,
             ragline_dot_v1_dot_gateway__service__pb2.CancelIngestJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListConversations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragline.v1.GatewayService/ListConversations',
+            ragline_dot_v1_dot_conversation__pb2.ListConversationsRequest.SerializeToString,
+            ragline_dot_v1_dot_conversation__pb2.ListConversationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConversation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragline.v1.GatewayService/GetConversation',
+            ragline_dot_v1_dot_conversation__pb2.GetConversationRequest.SerializeToString,
+            ragline_dot_v1_dot_conversation__pb2.GetConversationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteConversation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragline.v1.GatewayService/DeleteConversation',
+            ragline_dot_v1_dot_conversation__pb2.DeleteConversationRequest.SerializeToString,
+            ragline_dot_v1_dot_conversation__pb2.DeleteConversationResponse.FromString,
             options,
             channel_credentials,
             insecure,

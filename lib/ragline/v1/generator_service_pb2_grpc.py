@@ -45,6 +45,11 @@ class GeneratorServiceStub:
                 request_serializer=ragline_dot_v1_dot_generator__service__pb2.GenerateStreamRequest.SerializeToString,
                 response_deserializer=ragline_dot_v1_dot_generator__service__pb2.GenerateStreamResponse.FromString,
                 _registered_method=True)
+        self.RewriteQuestion = channel.unary_unary(
+                '/ragline.v1.GeneratorService/RewriteQuestion',
+                request_serializer=ragline_dot_v1_dot_generator__service__pb2.RewriteQuestionRequest.SerializeToString,
+                response_deserializer=ragline_dot_v1_dot_generator__service__pb2.RewriteQuestionResponse.FromString,
+                _registered_method=True)
 
 
 class GeneratorServiceServicer:
@@ -65,6 +70,13 @@ class GeneratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RewriteQuestion(self, request, context):
+        """RewriteQuestion makes a conversation's follow-up question standalone, so that it can be searched alone.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GeneratorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +89,11 @@ def add_GeneratorServiceServicer_to_server(servicer, server):
                     servicer.GenerateStream,
                     request_deserializer=ragline_dot_v1_dot_generator__service__pb2.GenerateStreamRequest.FromString,
                     response_serializer=ragline_dot_v1_dot_generator__service__pb2.GenerateStreamResponse.SerializeToString,
+            ),
+            'RewriteQuestion': grpc.unary_unary_rpc_method_handler(
+                    servicer.RewriteQuestion,
+                    request_deserializer=ragline_dot_v1_dot_generator__service__pb2.RewriteQuestionRequest.FromString,
+                    response_serializer=ragline_dot_v1_dot_generator__service__pb2.RewriteQuestionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +151,33 @@ class GeneratorService:
             '/ragline.v1.GeneratorService/GenerateStream',
             ragline_dot_v1_dot_generator__service__pb2.GenerateStreamRequest.SerializeToString,
             ragline_dot_v1_dot_generator__service__pb2.GenerateStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RewriteQuestion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragline.v1.GeneratorService/RewriteQuestion',
+            ragline_dot_v1_dot_generator__service__pb2.RewriteQuestionRequest.SerializeToString,
+            ragline_dot_v1_dot_generator__service__pb2.RewriteQuestionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,6 +50,9 @@ class GeneratorConfig:
     request_timeout_seconds: float = setting("GENERATOR_REQUEST_TIMEOUT_SECONDS", 120.0, minimum=0.1)
     """The longest a generation may take; a caller's nearer gRPC deadline shortens it. Past it the
     answer stops with DEADLINE_EXCEEDED."""
+    rewrite_timeout_seconds: float = setting("GENERATOR_REWRITE_TIMEOUT_SECONDS", 15.0, minimum=0.1)
+    """The longest RewriteQuestion waits for the model's rewrite of a follow-up (queueing included); past
+    it the deterministic fallback is answered instead."""
     openai_base_url: str = setting("GENERATOR_OPENAI_BASE_URL", "")
     """Base URL of the OpenAI-compatible API, e.g. `http://127.0.0.1:8000/v1` for vLLM or llama.cpp's
     server; unset means `https://api.openai.com/v1`."""

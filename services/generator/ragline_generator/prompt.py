@@ -6,6 +6,11 @@ that no longer fits is cut at a sentence boundary (a partial good passage beats 
 one) and the rest are left out. `passages_used` tells the caller how many made it in, which is
 also the range of citation numbers the answer may use.
 
+A conversation's earlier turns (`history`) go between the instruction and the question as user and
+assistant messages, newest kept first, within HISTORY_SHARE of the budget left beside the bare
+question, so they never crowd out the passages; their old citation markers are dropped, since the
+numbers would point at this prompt's passages.
+
 Passages are numbered [1], [2], ... in the order they are listed. `best_first` lists them in
 rank order; `best_last` lists them worst first, so the best passage is the last and highest
 numbered, nearest the question, because small models favour the passage nearest the question
@@ -31,11 +36,14 @@ from ragline.errors import InvalidArgument
 MESSAGE_OVERHEAD_TOKENS = 8
 REPLY_OVERHEAD_TOKENS = 8
 DEFAULT_TEMPLATE = "prompt_template.toml"
+# The share of the budget beside the bare question that a conversation's earlier turns may take.
+HISTORY_SHARE = 0.4
 
 PassageOrder = Literal["best_first", "best_last"]
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _WORD_END = re.compile(r"\s+")
+_CITATION_MARKER = re.compile(r"\s*\[\d+\]")
 # The placeholders each format string may use, and those it must use.
 _FIELDS: dict[str, tuple[set[str], set[str]]] = {
     "system": ({"dont_know"}, set()),
@@ -80,6 +88,16 @@ class Prompt:
     """The prompt's size by the budget's count (message contents plus template overhead)."""
     sources: tuple[int, ...]
     """`sources[n - 1]` is the index, among the given passages, of the passage numbered [n]."""
+    turns_used: int = 0
+    """How many of the latest earlier turns of the conversation the prompt holds."""
+
+
+@dataclass(frozen=True)
+class PriorTurn:
+    """An earlier turn of the conversation: what was asked and answered."""
+
+    question: str
+    answer: str
 
 
 def load_template(path: str = "") -> PromptTemplate:
@@ -153,8 +171,10 @@ def build_prompt(
     context_window: int,
     max_tokens: int,
     dont_know: str,
+    history: Sequence[PriorTurn] = (),
 ) -> Prompt:
-    """The prompt for `question` with as many of `passages` (best first) as fit.
+    """The prompt for `question` with as many of `passages` (best first) as fit, after as many of the
+    latest `history` turns (oldest first) as fit their share.
 
     The budget is `context_window` minus `max_tokens` for the answer and the template overhead.
     Raises InvalidArgument when even the question without passages does not fit.
@@ -184,6 +204,8 @@ def build_prompt(
             field="question",
         )
 
+    turns, turn_tokens = _latest_turns(history, count_tokens, int((budget - bare) * HISTORY_SHARE))
+    fixed, fixed_tokens, budget = [*fixed, *turns], fixed_tokens + turn_tokens, budget - turn_tokens
     used: list[str] = []
     used_size = bare
     for text in passages:
@@ -203,7 +225,28 @@ def build_prompt(
         passages_used=len(used),
         tokens=fixed_tokens + used_size,
         sources=listed(len(used), order),
+        turns_used=len(turns) // 2,
     )
+
+
+def _latest_turns(
+    history: Sequence[PriorTurn], count_tokens: Callable[[str], int], budget: int
+) -> tuple[tuple[ChatMessage, ...], int]:
+    """The latest turns of `history` as user and assistant messages, oldest first, that fit in `budget`
+    tokens, and the tokens they take with their overhead."""
+    kept: list[ChatMessage] = []
+    spent = 0
+    for turn in reversed(history):
+        pair = [
+            ChatMessage("user", turn.question),
+            ChatMessage("assistant", _CITATION_MARKER.sub("", turn.answer)),
+        ]
+        cost = sum(count_tokens(m.content) + MESSAGE_OVERHEAD_TOKENS for m in pair)
+        if spent + cost > budget:
+            break
+        kept[:0] = pair
+        spent += cost
+    return tuple(kept), spent
 
 
 def _truncate(text: str, fits: Callable[[str], bool]) -> str:

@@ -1,5 +1,9 @@
 """The GeneratorService servicer: validates a request, builds the prompt, runs the model, cites.
 
+RewriteQuestion asks the same model for a conversation's follow-up as a standalone question
+(`rewrite.py`), and falls back to the deterministic rewrite when the model's is unusable or the
+model cannot answer in time.
+
 Both RPCs share one pipeline that yields text deltas and then the complete response; the
 unary RPC keeps only the last, the streaming one forwards everything. Closing the pipeline
 early (a cancelled call, an expired deadline) closes the backend's stream, which stops the
@@ -9,9 +13,10 @@ model between tokens and frees it for the next request.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from typing import cast
 
 import grpc
@@ -19,8 +24,8 @@ from opentelemetry.trace import SpanKind
 
 from ragline import tracing
 from ragline.channels import downstream_timeout
-from ragline.errors import InvalidArgument, ServiceError, Unavailable
-from ragline.v1 import common_pb2, generator_service_pb2, generator_service_pb2_grpc
+from ragline.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, ServiceError, Unavailable
+from ragline.v1 import common_pb2, conversation_pb2, generator_service_pb2, generator_service_pb2_grpc
 from ragline_generator.backends import ChatBackend, Finish, Generation
 from ragline_generator.citations import CitationRepairer, citations, cited_numbers
 from ragline_generator.config import GeneratorConfig
@@ -34,10 +39,29 @@ from ragline_generator.metrics import (
     TOKEN_INTERVAL,
     TOKENS,
 )
-from ragline_generator.prompt import PassageOrder, PromptTemplate, build_prompt
+from ragline_generator.prompt import (
+    MESSAGE_OVERHEAD_TOKENS,
+    PassageOrder,
+    PriorTurn,
+    PromptTemplate,
+    build_prompt,
+)
+from ragline_generator.rewrite import (
+    REWRITE_MAX_TOKENS,
+    Exchange,
+    clean,
+    fallback,
+    needs_context,
+    rewrite_messages,
+    unusable,
+)
+
+log = logging.getLogger(__name__)
 
 _FINISH_REASONS = {"stop": common_pb2.FINISH_REASON_STOP, "length": common_pb2.FINISH_REASON_LENGTH}
 MAX_TEMPERATURE = 2.0
+# Most earlier turns a request may carry; the prompt keeps only the latest that fit anyway.
+MAX_HISTORY_TURNS = 100
 
 Request = generator_service_pb2.GenerateRequest | generator_service_pb2.GenerateStreamRequest
 
@@ -121,6 +145,7 @@ class GeneratorServicer(generator_service_pb2_grpc.GeneratorServiceServicer):
             context_window=self._backend.context_window,
             max_tokens=max_tokens,
             dont_know=self._config.dont_know,
+            history=[PriorTurn(turn.question, turn.answer) for turn in _history(request.history)],
         )
         if prompt.passages_used == 0:
             # Without context the model could only guess, so the configured answer is given unasked.
@@ -196,7 +221,61 @@ class GeneratorServicer(generator_service_pb2_grpc.GeneratorServiceServicer):
             finish_reason=_FINISH_REASONS[finish.reason],
             model=model,
             passages_used=prompt.passages_used,
+            sentences=repairer.sentences,
         )
+
+    async def RewriteQuestion(
+        self, request: generator_service_pb2.RewriteQuestionRequest, context: grpc.aio.ServicerContext
+    ) -> generator_service_pb2.RewriteQuestionResponse:
+        with _counting_errors():
+            question = request.question.strip()
+            if not question:
+                raise InvalidArgument("question must not be empty", field="question")
+            history = [
+                Exchange(turn.question, turn.standalone_question, turn.answer)
+                for turn in _history(request.history)
+            ]
+            if not history or not needs_context(question):
+                return generator_service_pb2.RewriteQuestionResponse(
+                    standalone_question=question, method=conversation_pb2.REWRITE_METHOD_NONE
+                )
+            if not self._started:
+                raise Unavailable("the generator is still starting; retry shortly", retry_after=1.0)
+            model = self._backend.model_name
+            reply = await self._ask_for_rewrite(question, history, context)
+            rewrite = clean(reply)
+            reason = unusable(rewrite, question, history) if reply else "the model could not answer in time"
+            if not reason:
+                return generator_service_pb2.RewriteQuestionResponse(
+                    standalone_question=rewrite, method=conversation_pb2.REWRITE_METHOD_MODEL, model=model
+                )
+            log.info("model rewrite %r of %r unusable (%s): falling back", rewrite, question, reason)
+            return generator_service_pb2.RewriteQuestionResponse(
+                standalone_question=fallback(question, history),
+                method=conversation_pb2.REWRITE_METHOD_FALLBACK,
+                model=model,
+            )
+
+    async def _ask_for_rewrite(
+        self, question: str, history: list[Exchange], context: grpc.aio.ServicerContext
+    ) -> str:
+        """The model's reply to the rewrite prompt; "" when the prompt does not fit or the model is busy or slow."""
+        messages = rewrite_messages(question, history, self._backend.count_tokens)
+        size = sum(self._backend.count_tokens(m.content) + MESSAGE_OVERHEAD_TOKENS for m in messages)
+        if size + REWRITE_MAX_TOKENS > self._backend.context_window:
+            return ""
+        generation = Generation(messages, max_tokens=REWRITE_MAX_TOKENS, temperature=0.0, passages=0)
+        timeout = downstream_timeout(context, self._config.rewrite_timeout_seconds)
+        parts: list[str] = []
+        try:
+            async with contextlib.aclosing(self._backend.stream(generation, timeout=timeout)) as events:
+                async for event in events:
+                    if isinstance(event, str):
+                        parts.append(event)
+        except (ResourceExhausted, DeadlineExceeded) as exc:
+            log.info("no model rewrite of %r: %s", question, exc.message)
+            return ""
+        return "".join(parts)
 
     def _max_tokens(self, requested: int) -> int:
         if requested == 0:
@@ -209,6 +288,20 @@ class GeneratorServicer(generator_service_pb2_grpc.GeneratorServiceServicer):
                 field="options.max_tokens",
             )
         return requested
+
+
+def _history(turns: Sequence[conversation_pb2.Turn]) -> Sequence[conversation_pb2.Turn]:
+    """A request's earlier turns; INVALID_ARGUMENT when there are too many or one has no question."""
+    if len(turns) > MAX_HISTORY_TURNS:
+        raise InvalidArgument(
+            f"history holds {len(turns)} turns; send at most the last {MAX_HISTORY_TURNS}", field="history"
+        )
+    for index, turn in enumerate(turns):
+        if not turn.question.strip():
+            raise InvalidArgument(
+                f"history[{index}].question must not be empty", field=f"history[{index}].question"
+            )
+    return turns
 
 
 @contextlib.contextmanager

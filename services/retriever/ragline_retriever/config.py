@@ -69,6 +69,15 @@ class RetrieverConfig:
     tenant_max_chunks: int = setting("RETRIEVER_TENANT_MAX_CHUNKS", 0, minimum=0)
     """Most chunks one tenant may store across its collections; 0 means no limit. An upsert that
     would take a tenant past it is refused (RESOURCE_EXHAUSTED) and stores nothing."""
+    conversation_ttl_seconds: float = setting(
+        "RETRIEVER_CONVERSATION_TTL_SECONDS", 30 * 86400.0, minimum=1.0, maximum=10 * 365 * 86400.0
+    )
+    """How long a conversation is kept after its last turn (30 days); then no call returns it and it is
+    deleted within RETRIEVER_CONVERSATION_PURGE_INTERVAL_SECONDS."""
+    conversation_purge_interval_seconds: float = setting(
+        "RETRIEVER_CONVERSATION_PURGE_INTERVAL_SECONDS", 60.0, minimum=1.0, maximum=86400.0
+    )
+    """How often the retriever deletes expired conversations and their turns."""
     redis_url: str = setting("REDIS_URL", "")
     """The gateways' Redis: GetStoredCollection's basic view publishes the collection's state there, and
     every change withdraws it, so that gateways need not look a collection up on every query

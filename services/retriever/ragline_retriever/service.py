@@ -18,6 +18,7 @@ from ragline.v1 import retriever_service_pb2_grpc as pb_grpc
 from ragline.validation import check_collection_name, check_document_id, check_enum, check_tenant
 from ragline_retriever import collection_store, document_store, jobs
 from ragline_retriever.config import RetrieverConfig
+from ragline_retriever.conversation_store import ConversationPurger
 from ragline_retriever.database import Database
 from ragline_retriever.document_store import Upserted
 from ragline_retriever.ingest_queue_service import refresh_queue_gauges
@@ -45,6 +46,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
         # Searches may read from streaming replicas; everything else uses the primary.
         self._replicas = ReadReplicas(config, database) if config.read_urls else None
         self._searcher = Searcher(config, database, self._replicas)
+        self._purger = ConversationPurger(database, config.conversation_purge_interval_seconds)
         self._quota = TenantQuota(config.tenant_max_documents, config.tenant_max_chunks)
         self._publisher = StatePublisher(
             config.redis_url,
@@ -60,9 +62,11 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
             await self._replicas.start()
 
     async def check_ready(self) -> None:
-        """Raises while the database does not answer; refreshes the ingest queue gauges when it does."""
+        """Raises while the database does not answer; refreshes the ingest queue gauges when it does, and
+        deletes expired conversations when their purge is due."""
         await self._db.check_ready()
         await refresh_queue_gauges(self._db)
+        await self._purger.run_if_due()
 
     async def stop(self) -> None:
         """Closes the pools and stops the embedded PostgreSQL if this process started it."""
