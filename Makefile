@@ -16,7 +16,7 @@ export CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=O
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help setup run test test-unit fuzz lint protos lock bench eval eval-followups eval-answers eval-models clean
+.PHONY: help setup run test test-unit fuzz lint protos lock bench bench-scale eval tune eval-followups eval-answers eval-models clean
 
 help:
 	@echo "make run    start PostgreSQL, Redis and the four services, and wait until all are healthy"
@@ -26,7 +26,9 @@ help:
 	@echo "make test-unit  the unit tests only: they start no process (about half a minute); SVC= works here too"
 	@echo "make fuzz   fuzz every RPC against the running services, with thousands of examples"
 	@echo "make bench  run every benchmark (benchmarks/bench_*.py): prints tables, writes bench-results/*.json"
-	@echo "make eval   retrieval quality on ../shared/data/cranfield through the real services"
+	@echo "make bench-scale  vector, keyword and hybrid search at 1,000,000 chunks (CHUNKS=100000 for less)"
+	@echo "make eval   retrieval quality on every collection of ../shared/data through the real services"
+	@echo "make tune   a grid over BM25, fusion, candidates, chunk size and grouping, by the mean nDCG@10"
 	@echo "make eval-followups  follow-up questions in conversations on ../shared/data/squad-dev"
 	@echo "make eval-answers  answer quality (EM, F1, citations, refusals) on ../shared/data/squad-dev per answer mode"
 	@echo "make lint   ruff and mypy"
@@ -69,10 +71,17 @@ fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest tests/fuzz
 
 bench: $(STAMP)
-	@set -e; for b in benchmarks/bench_*.py; do m=$${b%.py}; $(PY) -m $${m//\//.}; done
+	@set -e; for b in $(filter-out benchmarks/bench_scale.py,$(wildcard benchmarks/bench_*.py)); do m=$${b%.py}; $(PY) -m $${m//\//.}; done
+
+# One collection of 1,000,000 chunks (CHUNKS=100000 for a quicker run), not part of `make bench`.
+bench-scale: $(STAMP)
+	$(PY) -m benchmarks.bench_scale --chunks $(or $(CHUNKS),1000000)
 
 eval: $(STAMP)
-	$(PY) -m benchmarks.eval_cranfield
+	$(PY) -m benchmarks.eval_retrieval
+
+tune: $(STAMP)
+	$(PY) -m benchmarks.tune_retrieval
 
 # Follow-up questions on SQuAD dev: raw vs fallback rewrite vs conversation vs hand-written standalone.
 eval-followups: $(STAMP)

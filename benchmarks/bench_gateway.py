@@ -42,7 +42,7 @@ from typing import Any
 import grpc
 import redis
 
-from benchmarks import cranfield
+from benchmarks import beir
 from benchmarks.report import percentile, write_report
 from ragline.client import DocumentToIngest, RaglineClient
 from ragline.devstack import Stack
@@ -66,7 +66,7 @@ ASK_MAX_TOKENS = 32
 
 
 async def _ensure_ingested(client: RaglineClient) -> None:
-    docs = cranfield.documents()
+    docs = beir.load("cranfield").documents()
     try:
         listed = await client.list_documents(collection=COLLECTION, page_size=1000)
         if len(listed.documents) + (1000 if listed.next_page_token else 0) >= len(docs):
@@ -202,7 +202,7 @@ async def _auth_on_and_off(stack: Stack, texts: list[str]) -> tuple[list[dict[st
 
 async def _bench(stack: Stack) -> tuple[list[dict[str, Any]], float]:
     rows = []
-    queries = list(cranfield.queries().values())
+    queries = list(beir.load("cranfield").queries().values())
     cache = redis.Redis.from_url(stack["gateway"].env["REDIS_URL"])
     async with RaglineClient(stack["gateway"].address, timeout=600, api_key=stack.api_key) as client:
         await _ensure_ingested(client)

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmarks import cranfield
+from benchmarks import beir
 from benchmarks.bench_embedder import raw_model_rate
 from benchmarks.report import write_report
 from ragline.client import DocumentToIngest, RaglineClient
@@ -47,7 +47,7 @@ def _sentences(texts: list[str]) -> list[str]:
 
 def data_sets() -> dict[str, list[tuple[str, str]]]:
     """Each data set as (document id, text) pairs."""
-    documents = [(d.id, d.text) for d in cranfield.documents() if d.text.strip()]
+    documents = [(d.id, d.text) for d in beir.load("cranfield").documents() if d.text.strip()]
     sentences = _sentences([text for _, text in documents])
     rng = random.Random(7)
     synthetic = [

@@ -23,7 +23,7 @@ from typing import Any
 
 import psutil
 
-from benchmarks import cranfield
+from benchmarks import beir
 from benchmarks.report import write_report
 from ragline.client import DocumentToIngest, RaglineClient
 from ragline.devstack import SERVICES, Stack
@@ -73,12 +73,12 @@ async def _load(client: RaglineClient) -> tuple[dict[str, float], int]:
     """Ingest, concurrent Searches, then Asks; the seconds each phase took, and the Asks that failed."""
     seconds = {}
     started = time.perf_counter()
-    documents = cranfield.documents()[:DOCUMENTS]
+    documents = beir.load("cranfield").documents()[:DOCUMENTS]
     for start in range(0, len(documents), 50):
         batch = [DocumentToIngest(d.id, d.text.encode()) for d in documents[start : start + 50]]
         await client.ingest(batch, collection=COLLECTION, timeout=600)
     seconds["ingest"] = time.perf_counter() - started
-    questions = list(cranfield.queries().values())
+    questions = list(beir.load("cranfield").queries().values())
 
     async def searches(worker: int) -> None:
         for i in range(worker, SEARCHES, CLIENTS):

@@ -235,7 +235,9 @@ async def _bench(stack: Stack, state: Path) -> tuple[list[dict[str, Any]], dict[
         for callers in (1, 4):
             found, latencies, seconds = await _searches(stub, queries, callers)
             recall = _recall(found, exact, loaded["chunk_ids"])
-            rows.append(_row(f"vector top {TOP_K}, ef_search 40", callers, found, latencies, seconds, recall))
+            rows.append(
+                _row(f"vector top {TOP_K}, default ef_search", callers, found, latencies, seconds, recall)
+            )
         found, latencies, seconds = await _searches(stub, queries, 1, ef_search=200)
         recall = _recall(found, exact, loaded["chunk_ids"])
         rows.append(_row(f"vector top {TOP_K}, ef_search 200", 1, found, latencies, seconds, recall))

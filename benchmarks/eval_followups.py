@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from benchmarks.cranfield import shared_dir
+from benchmarks.beir import shared_dir
 from benchmarks.report import write_report
 from ragline.client import DocumentToIngest, RaglineClient
 from ragline.devstack import Stack

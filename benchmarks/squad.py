@@ -13,7 +13,7 @@ import string
 from collections import Counter
 from dataclasses import dataclass
 
-from benchmarks.cranfield import shared_dir
+from benchmarks.beir import shared_dir
 
 _MARKER = re.compile(r"\[\s*\d+(?:\s*,\s*\d+)*\s*\]")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")

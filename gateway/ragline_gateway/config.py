@@ -29,7 +29,7 @@ class GatewayConfig:
     """Redis URL, e.g. redis://cache:6379/0; unset starts an embedded Valkey server."""
     default_collection: str = setting("GATEWAY_DEFAULT_COLLECTION", "default")
     """Collection used when a request names none."""
-    chunk_tokens: int = setting("GATEWAY_CHUNK_TOKENS", 200, minimum=16, maximum=8192)
+    chunk_tokens: int = setting("GATEWAY_CHUNK_TOKENS", 512, minimum=16, maximum=8192)
     """Target chunk size in cl100k_base tokens; keep it under the embedder's input limit."""
     chunk_overlap_tokens: int = setting("GATEWAY_CHUNK_OVERLAP_TOKENS", 30, minimum=0)
     """Tokens repeated between neighbouring chunks, so a fact split by a boundary is found whole."""

@@ -36,6 +36,7 @@ from ragline_gateway.answers import Answerer
 from ragline_gateway.cache import QueryCache
 from ragline_gateway.config import GatewayConfig
 from ragline_gateway.dependencies import Dependencies, call
+from ragline_gateway.grouping import group_hits
 from ragline_gateway.prefetch import Embedded, Prefetcher, QueryRun
 from ragline_gateway.query import Query
 from ragline_gateway.timings import Timings
@@ -125,6 +126,7 @@ class QueryPipeline:
                 await self.prefetcher.embedding(run, context) if query.needs_embedding else Embedded([])
             )
         generation, hits = await self._search_chunks(run, embedded, context)
+        hits = group_hits(hits, query.grouping, query.second_chunk_share)
         hits, rerank_status = await self._rerank(query, hits, timings, context)
         if query.writes_cache:
             passages = gateway_service_pb2.RetrievedPassages(hits=hits, rerank_status=rerank_status)

@@ -14,6 +14,7 @@ can set it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ragline.errors import InvalidArgument
@@ -66,6 +67,10 @@ class Query:
     """Whether the cache may serve and store the request."""
     filter: common_pb2.MetadataFilter | None
     """The chunks' metadata filter, None when every chunk counts."""
+    grouping: gateway_service_pb2.ResultGrouping = gateway_service_pb2.RESULT_GROUPING_CHUNK
+    """Whether the hits are chunks or documents (`ragline_gateway.grouping`), never unspecified."""
+    second_chunk_share: float = 0.0
+    """With document grouping, the share of a document's second-best chunk score added to its best's."""
 
     @classmethod
     def parse(
@@ -81,6 +86,17 @@ class Query:
         )
         check_enum(message.mode, common_pb2.SearchMode, "query.mode")
         check_enum(message.cache_policy, gateway_service_pb2.CachePolicy, "query.cache_policy")
+        check_enum(message.grouping, gateway_service_pb2.ResultGrouping, "query.grouping")
+        grouping = message.grouping or gateway_service_pb2.RESULT_GROUPING_CHUNK
+        share = message.second_chunk_share
+        if not (math.isfinite(share) and 0.0 <= share <= 1.0):
+            raise InvalidArgument(
+                f"second_chunk_share is {share}; it must be from 0 to 1", field="query.second_chunk_share"
+            )
+        if share and grouping != gateway_service_pb2.RESULT_GROUPING_DOCUMENT:
+            raise InvalidArgument(
+                "second_chunk_share needs grouping RESULT_GROUPING_DOCUMENT", field="query.second_chunk_share"
+            )
         if message.HasField("filter"):
             check_filter(message.filter, "query.filter")
         top_k = message.top_k or config.top_k
@@ -103,6 +119,8 @@ class Query:
             message.mode,
             message.cache_policy,
             message.filter if message.HasField("filter") else None,
+            grouping,
+            share,
         )
 
     def _shape(self) -> tuple[object, ...]:
@@ -110,7 +128,14 @@ class Query:
         filter_bytes = (
             self.filter.SerializeToString(deterministic=True).hex() if self.filter is not None else ""
         )
-        return (self.top_k, self.candidates, int(self.mode), filter_bytes)
+        return (
+            self.top_k,
+            self.candidates,
+            int(self.mode),
+            filter_bytes,
+            int(self.grouping),
+            round(self.second_chunk_share, 6),
+        )
 
     def retrieval_key(self, incarnation: str, generation: int) -> str:
         """The retrieval cache key: the collection's content version and every parameter of the search."""

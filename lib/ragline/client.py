@@ -61,6 +61,10 @@ class QueryOptions(TypedDict, total=False):
     """Whether the cache may serve and store the request (the default: read and write it)."""
     filter: common_pb2.MetadataFilter | None
     """Only chunks whose metadata matches are used; None means all."""
+    grouping: gateway_service_pb2.ResultGrouping
+    """Hits as chunks (the default) or one per document (RESULT_GROUPING_DOCUMENT)."""
+    second_chunk_share: float
+    """With document grouping, the share of a document's second-best chunk score added to its best's."""
 
 
 @dataclass(frozen=True)

@@ -165,7 +165,12 @@ async def test_with_the_generator_down_ask_is_unavailable_and_search_works(
     generator.stop()
     try:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await client.ask("Is this answered?", collection=COLLECTION, cache_policy=gw.CACHE_POLICY_BYPASS)
+            # A question the documents answer: one they do not is answered "not found" without the generator.
+            await client.ask(
+                "When is the kite festival in Weifang held?",
+                collection=COLLECTION,
+                cache_policy=gw.CACHE_POLICY_BYPASS,
+            )
         assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "generator" in (raised.value.details() or "")
         search = await client.search("kites", collection=COLLECTION, cache_policy=gw.CACHE_POLICY_BYPASS)

@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from ragline.client import DocumentToIngest, RaglineClient
 from ragline.devstack import Stack
-from ragline.v1 import common_pb2
+from ragline.v1 import common_pb2, gateway_service_pb2
 
 pytestmark = pytest.mark.integration
 
@@ -254,3 +254,26 @@ def test_reingesting_embeds_nothing_that_is_already_stored(
     again = _ragline(stack, corpus.parent, "ingest", corpus.name)
     assert again.returncode == 0, again.stderr
     assert embedded_passages() == before
+
+
+async def test_document_grouping_returns_each_document_once(client: RaglineClient) -> None:
+    # A long document split into several chunks, each about wings, and a short one.
+    paragraphs = [
+        f"Section {i}. Swept wings flutter at high speed; wing flutter test {i}." * 12 for i in range(6)
+    ]
+    documents = [
+        DocumentToIngest("long.txt", "\n\n".join(paragraphs).encode()),
+        DocumentToIngest("short.txt", b"Wing flutter in brief."),
+    ]
+    await client.ingest(documents, collection="grouping")
+    chunks = await client.search("wing flutter", collection="grouping", top_k=10)
+    assert [hit.document_id for hit in chunks.hits].count("long.txt") > 1
+    for share in (0.0, 0.3):
+        grouped = await client.search(
+            "wing flutter",
+            collection="grouping",
+            top_k=10,
+            grouping=gateway_service_pb2.RESULT_GROUPING_DOCUMENT,
+            second_chunk_share=share,
+        )
+        assert sorted(hit.document_id for hit in grouped.hits) == ["long.txt", "short.txt"]

@@ -24,6 +24,19 @@ def test_an_empty_query_gets_the_configured_defaults() -> None:
     assert query.tenant == "acme"
     assert query.filter is None
     assert query.reads_cache and query.writes_cache
+    # Chunk hits unless the request asks for documents.
+    assert (query.grouping, query.second_chunk_share) == (gw.RESULT_GROUPING_CHUNK, 0.0)
+
+
+def test_grouping_is_part_of_the_retrieval_key() -> None:
+    def key(message: gw.Query) -> str:
+        return Query.parse(message, CONFIG, MAX_SEARCH_TOP_K, "acme").retrieval_key("t0", 3)
+
+    chunks = key(gw.Query(text="wings"))
+    documents = key(gw.Query(text="wings", grouping=gw.RESULT_GROUPING_DOCUMENT))
+    shared = key(gw.Query(text="wings", grouping=gw.RESULT_GROUPING_DOCUMENT, second_chunk_share=0.25))
+    assert len({chunks, documents, shared}) == 3
+    assert chunks == key(gw.Query(text="wings", grouping=gw.RESULT_GROUPING_CHUNK))
 
 
 def test_sent_fields_are_kept() -> None:
@@ -61,6 +74,19 @@ def test_sent_fields_are_kept() -> None:
         (gw.Query(text="wings", collection="no/such"), MAX_SEARCH_TOP_K, "query.collection"),
         (gw.Query(text="wings", cache_policy=77), MAX_SEARCH_TOP_K, "query.cache_policy"),  # type: ignore[arg-type]
         (gw.Query(text="wings", mode=9), MAX_SEARCH_TOP_K, "query.mode"),  # type: ignore[arg-type]
+        (gw.Query(text="wings", grouping=5), MAX_SEARCH_TOP_K, "query.grouping"),  # type: ignore[arg-type]
+        (
+            gw.Query(text="wings", grouping=gw.RESULT_GROUPING_DOCUMENT, second_chunk_share=1.5),
+            MAX_SEARCH_TOP_K,
+            "query.second_chunk_share",
+        ),
+        (
+            gw.Query(text="wings", grouping=gw.RESULT_GROUPING_DOCUMENT, second_chunk_share=float("nan")),
+            MAX_SEARCH_TOP_K,
+            "query.second_chunk_share",
+        ),
+        # A share ranks documents, so it needs document grouping.
+        (gw.Query(text="wings", second_chunk_share=0.2), MAX_SEARCH_TOP_K, "query.second_chunk_share"),
         (
             gw.Query(
                 text="wings",

@@ -74,7 +74,8 @@ async def test_vector_search_uses_the_collections_hnsw_index(
                 "EXPLAIN " + keyword_search_sql(collection_id), "chunk", "explained", 10, 1.5, 0.75, TENANT
             )
         )
-        assert "chunk_terms_pkey" in keyword_plan, keyword_plan
+        # Unfiltered keyword search is the MaxScore function over the postings (migration 0008), not a scan.
+        assert "Function Scan on ragline_bm25_top_k" in keyword_plan, keyword_plan
         # Deleting the collection drops its index with it.
         await stub.DeleteStoredCollection(pb.DeleteStoredCollectionRequest(tenant=TENANT, name="explained"))
         assert await conn.fetchval("SELECT to_regclass($1)", index_name(collection_id)) is None
@@ -262,3 +263,50 @@ def test_database_outage_gives_unavailable_then_recovers(tmp_path: Path) -> None
         # The retriever stops only the server it started; the one restarted here is the test's to stop.
         if restarted:
             _pg_ctl(data_dir, "-m", "fast", "stop")
+
+
+async def test_migration_0010_tokenises_existing_chunks_again(database_url: str) -> None:
+    # A chunk stored under the `english` configuration gets `ragline_english` terms and length.
+    admin = await asyncpg.connect(database_url)
+    try:
+        await admin.execute("DROP DATABASE IF EXISTS migrations_retokenise")
+        await admin.execute("CREATE DATABASE migrations_retokenise")
+        conn = await asyncpg.connect(database_url.replace("/postgres?", "/migrations_retokenise?"))
+        try:
+            for migration in migrations():
+                if migration.version < 10:
+                    await conn.execute(migration.sql)
+            collection = await conn.fetchval(
+                "INSERT INTO collections (tenant, name, embedding_model, dimension) VALUES ('t', 'c', 'm', 1) RETURNING id"
+            )
+            document = await conn.fetchval(
+                "INSERT INTO documents (collection_id, document_id, content_hash) VALUES ($1, 'd', 'h') RETURNING id",
+                collection,
+            )
+            await conn.execute(
+                "INSERT INTO chunks (document_id, collection_id, ordinal, text, content_hash, embedding)"
+                " VALUES ($1, $2, 0, 'Boundary-layer suction.', 'h', '[1]')",
+                document,
+                collection,
+            )
+
+            async def terms() -> tuple[list[str], int]:
+                lexemes = await conn.fetch("SELECT lexeme, dl FROM chunk_terms ORDER BY lexeme")
+                return [row["lexeme"] for row in lexemes], await conn.fetchval(
+                    "SELECT term_count FROM chunks"
+                )
+
+            assert await terms() == (["boundari", "boundary-lay", "layer", "suction"], 4)
+            await conn.execute("CREATE TABLE ragline_schema_migrations (version integer PRIMARY KEY)")
+            await conn.executemany(
+                "INSERT INTO ragline_schema_migrations VALUES ($1)",
+                [(m.version,) for m in migrations() if m.version < 10],
+            )
+            assert 10 in await migrate(conn)
+            assert await terms() == (["boundari", "layer", "suction"], 3)
+            assert {row["dl"] for row in await conn.fetch("SELECT dl FROM chunk_terms")} == {3}
+        finally:
+            await conn.close()
+        await admin.execute("DROP DATABASE migrations_retokenise")
+    finally:
+        await admin.close()

@@ -91,7 +91,7 @@ async def papers(stub: pb_grpc.RetrieverServiceStub) -> str:
 
 
 async def test_keyword_search_is_okapi_bm25(stub: pb_grpc.RetrieverServiceStub, papers: str) -> None:
-    # The `english` configuration's lexemes of the three texts, as PostgreSQL stems them.
+    # The `ragline_english` configuration's lexemes of the three texts, as PostgreSQL stems them.
     docs = {
         "a": ["superson", "flow", "thin", "wing", "wing", "shock", "weak"],
         "b": ["heat", "transfer", "laminar", "boundari", "layer"],
@@ -162,6 +162,39 @@ async def test_bm25_statistics_follow_writes(
         pb.SearchChunksRequest(tenant=TENANT, collection=name, query_text="xword", mode=KEYWORD)
     )
     assert list(reply.hits) == []
+
+
+async def test_hyphenated_compounds_are_indexed_as_their_parts(
+    stub: pb_grpc.RetrieverServiceStub, new_collection: NewCollection
+) -> None:
+    # `ragline_english` (migration 0010) splits "boundary-layer" into boundari + layer only, as
+    # textbook BM25 does; `english` also kept the compound "boundary-lay" as a third term.
+    name = await new_collection()
+    texts = {
+        "hyphen": "Boundary-layer suction.",
+        "spaced": "Boundary layer suction.",
+        "other": "Wing flutter.",
+    }
+    for i, (doc, text) in enumerate(texts.items()):
+        await stub.UpsertDocument(
+            pb.UpsertDocumentRequest(
+                tenant=TENANT, collection=name, document_id=doc, chunks=[chunk(text, axis(i))]
+            )
+        )
+    for query in ("boundary layer", "boundary-layer"):
+        reply = await stub.SearchChunks(
+            pb.SearchChunksRequest(tenant=TENANT, collection=name, query_text=query, mode=KEYWORD)
+        )
+        # The same terms and the same length: the same score, whichever way either side is written.
+        docs = {h.document_id: h.score for h in reply.hits}
+        assert set(docs) == {"hyphen", "spaced"}
+        assert docs["hyphen"] == pytest.approx(docs["spaced"], rel=1e-6)
+        expected = bm25(
+            ["boundari", "layer"],
+            {d: ["boundari", "layer", "suction"] for d in ("hyphen", "spaced")}
+            | {"other": ["wing", "flutter"]},
+        )
+        assert docs == pytest.approx(expected, rel=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -119,5 +119,8 @@ def test_config_rejects_inconsistent_settings() -> None:
 
 
 def test_migrations_are_numbered_from_one() -> None:
-    assert [m.version for m in migrations()] == list(range(1, len(migrations()) + 1))
+    # Numbers are allocated per branch, so a gap (one not merged yet) is allowed; a duplicate is not.
+    versions = [m.version for m in migrations()]
+    assert versions[0] == 1
+    assert versions == sorted(set(versions))
     assert "CREATE EXTENSION IF NOT EXISTS vector" in migrations()[0].sql

@@ -30,6 +30,12 @@ class RerankStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RERANK_STATUS_APPLIED: _ClassVar[RerankStatus]
     RERANK_STATUS_SKIPPED: _ClassVar[RerankStatus]
     RERANK_STATUS_FAILED: _ClassVar[RerankStatus]
+
+class ResultGrouping(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RESULT_GROUPING_UNSPECIFIED: _ClassVar[ResultGrouping]
+    RESULT_GROUPING_CHUNK: _ClassVar[ResultGrouping]
+    RESULT_GROUPING_DOCUMENT: _ClassVar[ResultGrouping]
 CACHE_POLICY_UNSPECIFIED: CachePolicy
 CACHE_POLICY_BYPASS: CachePolicy
 CACHE_POLICY_REFRESH: CachePolicy
@@ -43,6 +49,9 @@ RERANK_STATUS_UNSPECIFIED: RerankStatus
 RERANK_STATUS_APPLIED: RerankStatus
 RERANK_STATUS_SKIPPED: RerankStatus
 RERANK_STATUS_FAILED: RerankStatus
+RESULT_GROUPING_UNSPECIFIED: ResultGrouping
+RESULT_GROUPING_CHUNK: ResultGrouping
+RESULT_GROUPING_DOCUMENT: ResultGrouping
 
 class IngestDocumentsRequest(_message.Message):
     __slots__ = ("collection", "documents")
@@ -77,7 +86,7 @@ class IngestDocumentsResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[IngestResult, _Mapping]]] = ..., generation: _Optional[int] = ...) -> None: ...
 
 class Query(_message.Message):
-    __slots__ = ("collection", "text", "top_k", "candidates", "mode", "filter", "cache_policy")
+    __slots__ = ("collection", "text", "top_k", "candidates", "mode", "filter", "cache_policy", "grouping", "second_chunk_share")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
@@ -85,6 +94,8 @@ class Query(_message.Message):
     MODE_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     CACHE_POLICY_FIELD_NUMBER: _ClassVar[int]
+    GROUPING_FIELD_NUMBER: _ClassVar[int]
+    SECOND_CHUNK_SHARE_FIELD_NUMBER: _ClassVar[int]
     collection: str
     text: str
     top_k: int
@@ -92,7 +103,9 @@ class Query(_message.Message):
     mode: _common_pb2.SearchMode
     filter: _common_pb2.MetadataFilter
     cache_policy: CachePolicy
-    def __init__(self, collection: _Optional[str] = ..., text: _Optional[str] = ..., top_k: _Optional[int] = ..., candidates: _Optional[int] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ..., filter: _Optional[_Union[_common_pb2.MetadataFilter, _Mapping]] = ..., cache_policy: _Optional[_Union[CachePolicy, str]] = ...) -> None: ...
+    grouping: ResultGrouping
+    second_chunk_share: float
+    def __init__(self, collection: _Optional[str] = ..., text: _Optional[str] = ..., top_k: _Optional[int] = ..., candidates: _Optional[int] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ..., filter: _Optional[_Union[_common_pb2.MetadataFilter, _Mapping]] = ..., cache_policy: _Optional[_Union[CachePolicy, str]] = ..., grouping: _Optional[_Union[ResultGrouping, str]] = ..., second_chunk_share: _Optional[float] = ...) -> None: ...
 
 class AskRequest(_message.Message):
     __slots__ = ("query", "options", "conversation_id")

@@ -116,35 +116,36 @@ def vector_search_sql(collection_id: int, dimension: int, condition: str = "TRUE
 # The SQL expression a metadata filter is compiled over in both queries.
 METADATA_SQL = "(d.metadata || c.metadata)"
 
+# The text search configuration that turns text into lexemes, for chunks (the trigger of migration
+# 0010, which defines it) and queries alike; the one place a query's tokenisation is named.
+TEXT_SEARCH_CONFIG = "ragline_english"
+# The distinct lexemes of the query text $1.
+QUERY_LEXEMES = f"tsvector_to_array(to_tsvector('{TEXT_SEARCH_CONFIG}', $1))"
+
 # Okapi BM25 over the postings in `chunk_terms` (see migration 0002), with Lucene's IDF
 # ln(1 + (N - df + 0.5) / (df + 0.5)), which is never negative. The query's terms are its
-# `english` lexemes (stemmed, stop words gone), each counted once, OR-ed: a chunk scores the sum
-# over the terms it contains. $1 query text, $3 limit, $4 k1, $5 b; `{collection}` is the id. N, the
-# average length and every df are read in the same snapshot, so they are exact. `{condition}`
-# is a compiled metadata filter over METADATA_SQL; with none, only the top $3 chunks are joined.
+# lexemes (QUERY_LEXEMES: stemmed, stop words gone), each counted once, OR-ed: a chunk scores the
+# sum over the terms it contains. $1 query text, $3 limit, $4 k1, $5 b; `{collection}` is the id.
 #
-# Written for speed, as measured with EXPLAIN ANALYZE on Cranfield (1,840 postings for a typical
-# query): all arithmetic is float8 (a bigint df plus 0.5 is `numeric`, and numeric arithmetic on
-# every posting took 5 of the query's 7 ms); each term's IDF, times k1 + 1, is computed once from
-# a count of its postings (an index-only scan) rather than by a window over all postings, which
-# needed a sort; and the length normalisation k1 · (1 − b + b · dl / avgdl) is k1 · (1 − b) +
-# (k1 · b / avgdl) · dl with both constants computed once.
-_BM25_TERMS = r"""
-    terms AS (
-        SELECT lexeme FROM unnest(tsvector_to_array(to_tsvector('english', $1))) AS lexeme
-    ),
+# N, the average length and every df come from the statistics the write path maintains
+# (migration 0008: folded rows plus the deltas not yet folded), read in the query's snapshot, so
+# they are exact without a recount. Without a filter, the top $3 come from `ragline_bm25_top_k`,
+# which prunes with MaxScore and equals a full scan; with one, every posting of every query term
+# is scored (`_BM25_SCORES`) and the filter applied before the LIMIT.
+#
+# Written for speed, as measured with EXPLAIN ANALYZE on Cranfield: all arithmetic is float8
+# (numeric arithmetic on every posting took 5 of a 7 ms query), and the length normalisation
+# k1 · (1 − b + b · dl / avgdl) is k1 · (1 − b) + (k1 · b / avgdl) · dl with both constants
+# computed once.
+_BM25_TERMS = f"""
     stats AS (
-        SELECT count(*)::float8 AS n,
-               $4::float8 * (1 - $5::float8) AS k1_b,
-               $4::float8 * $5::float8 / greatest(avg(term_count)::float8, 1) AS k1_b_avgdl
-        FROM chunks WHERE collection_id = {collection}
+        SELECT $4::float8 * (1 - $5::float8) AS k1_b,
+               $4::float8 * $5::float8 / greatest(c.avgdl, 1) AS k1_b_avgdl
+        FROM ragline_bm25_collection({{collection}}) AS c
     ),
     weights AS MATERIALIZED (
-        SELECT terms.lexeme, ln(1 + (stats.n - df.n + 0.5) / (df.n + 0.5)) * ($4::float8 + 1) AS idf
-        FROM terms, stats,
-             LATERAL (SELECT count(*)::float8 AS n FROM chunk_terms AS p
-                      WHERE p.collection_id = {collection} AND p.lexeme = terms.lexeme) AS df
-        WHERE df.n > 0
+        SELECT t.lexeme, t.weight AS idf
+        FROM ragline_bm25_terms({{collection}}, {QUERY_LEXEMES}, $4::float8, $5::float8) AS t
     )
 """
 # Every chunk holding a query term, with its score.
@@ -156,13 +157,23 @@ _BM25_SCORES = """
              stats
         GROUP BY p.chunk_id
 """
+
+
+def _bm25_top(collection_id: int, max_postings: int | None = None) -> str:
+    """The top $3 chunks by score, pruned (see above): exact, or with the keyword postings read
+    bounded by `max_postings` (`ragline_bm25_top_k` in migration 0008)."""
+    bound = "" if max_postings is None else f", {int(max_postings)}"
+    return (
+        f"SELECT chunk_id, score FROM ragline_bm25_top_k({int(collection_id)}, {QUERY_LEXEMES}, $3::bigint,"
+        f" $4::float8, $5::float8{bound})"
+    )
+
+
 _BM25_SQL = (
     "WITH"
     + _BM25_TERMS
     + """,
-    scored AS ("""
-    + _BM25_SCORES
-    + """        {limit_unfiltered}
+    scored AS ({scored}
     )
     SELECT c.id, d.document_id, c.ordinal, c.text, d.metadata || c.metadata AS metadata, scored.score,
            ARRAY[{keyword_mode}] AS modes
@@ -184,14 +195,15 @@ def keyword_search_sql(collection_id: int, condition: str | None = None) -> str:
     """The BM25 query, in one statement with the collection's generation (`_in_collection`, $2 the
     collection's name, $6 its tenant), filtered by the compiled metadata filter `condition` if there is one (its
     values numbered from KEYWORD_FILTER_PARAMS)."""
-    sql = _BM25_SQL.replace("{collection}", str(int(collection_id)))
+    collection = str(int(collection_id))
+    sql = _BM25_SQL.replace("{collection}", collection)
     mode = int(common_pb2.SEARCH_MODE_KEYWORD)
     if condition is None:
-        hits = sql.format(
-            limit_unfiltered="ORDER BY score DESC, p.chunk_id LIMIT $3", condition="TRUE", keyword_mode=mode
-        )
+        hits = sql.format(scored=_bm25_top(collection_id), condition="TRUE", keyword_mode=mode)
     else:
-        hits = sql.format(limit_unfiltered="", condition=condition, keyword_mode=mode)
+        hits = sql.format(
+            scored=_BM25_SCORES.replace("{collection}", collection), condition=condition, keyword_mode=mode
+        )
     return _in_collection(collection_id, hits, "hits.score DESC, hits.id", "$6")
 
 
@@ -201,7 +213,9 @@ HYBRID_FILTER_PARAMS = 12
 _KEYWORD_SEEN = 1_000_000
 
 
-def hybrid_search_sql(collection_id: int, dimension: int, condition: str | None = None) -> str:
+def hybrid_search_sql(
+    collection_id: int, dimension: int, condition: str | None = None, keyword_max_postings: int | None = None
+) -> str:
     """Hybrid search in one statement: both candidate lists, their weighted rank fusion, and the rows
     of the fused top only, with the collection's generation in the same snapshot.
 
@@ -215,13 +229,18 @@ def hybrid_search_sql(collection_id: int, dimension: int, condition: str | None 
     over METADATA_SQL) numbers its values from HYBRID_FILTER_PARAMS. `hnsw.ef_search` (and, with
     a filter, `hnsw.iterative_scan`) must be set as for `vector_search_sql`. Its rows are those of
     `_in_collection`; `modes` lists the SearchMode values of the lists that found the chunk.
+
+    Without a filter, the keyword list reads at most about `keyword_max_postings` postings (None:
+    no bound, the exact top list; see `ragline_bm25_top_k`), so that hybrid search does not wait
+    for a keyword list of common terms at a million chunks; the vector list's effort is
+    `hnsw.ef_search`'s.
     """
     collection = str(int(collection_id))
     distance = f"{_embedding_expression(dimension, 'c.')} <=> $6::halfvec({int(dimension)})"
     scores = _BM25_SCORES.replace("{collection}", collection)
     if condition is None:
         vector_from = f"chunks AS c WHERE c.collection_id = {collection}"
-        keyword = f"SELECT chunk_id, score FROM ({scores}) AS s ORDER BY score DESC, chunk_id LIMIT $3"
+        keyword = _bm25_top(collection_id, keyword_max_postings)
     else:
         vector_from = f"chunks AS c CROSS JOIN {_DOCUMENT_OF_CHUNK} WHERE c.collection_id = {collection} AND {condition}"
         keyword = (

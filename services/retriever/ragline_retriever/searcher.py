@@ -210,7 +210,12 @@ class Searcher:
             else:
                 # Fusion needs deeper lists than top_k to rank well.
                 candidates = max(valid.top_k, MIN_CANDIDATES)
-                sql = hybrid_search_sql(located.id, located.dimension, search.condition)
+                sql = hybrid_search_sql(
+                    located.id,
+                    located.dimension,
+                    search.condition,
+                    self._config.hybrid_keyword_max_postings or None,
+                )
                 args = (
                     request.query_text,
                     valid.name,

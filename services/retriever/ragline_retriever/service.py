@@ -17,6 +17,7 @@ from ragline.v1 import retriever_service_pb2 as pb
 from ragline.v1 import retriever_service_pb2_grpc as pb_grpc
 from ragline.validation import check_collection_name, check_document_id, check_enum, check_tenant
 from ragline_retriever import collection_store, document_store, jobs
+from ragline_retriever.bm25_statistics import StatisticsFolder
 from ragline_retriever.config import RetrieverConfig
 from ragline_retriever.conversation_store import ConversationPurger
 from ragline_retriever.database import Database
@@ -47,6 +48,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
         self._replicas = ReadReplicas(config, database) if config.read_urls else None
         self._searcher = Searcher(config, database, self._replicas)
         self._purger = ConversationPurger(database, config.conversation_purge_interval_seconds)
+        self._folder = StatisticsFolder(database, config.bm25_fold_seconds)
         self._quota = TenantQuota(config.tenant_max_documents, config.tenant_max_chunks)
         self._publisher = StatePublisher(
             config.redis_url,
@@ -60,6 +62,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
         await self._db.start()
         if self._replicas is not None:
             await self._replicas.start()
+        self._folder.start()
 
     async def check_ready(self) -> None:
         """Raises while the database does not answer; refreshes the ingest queue gauges when it does, and
@@ -70,6 +73,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
 
     async def stop(self) -> None:
         """Closes the pools and stops the embedded PostgreSQL if this process started it."""
+        await self._folder.stop()
         if self._replicas is not None:
             await self._replicas.stop()
         await self._db.stop()

@@ -1,0 +1,214 @@
+"""The BM25 engine of migration 0008: statistics kept by the write path, and pruned exact top-k.
+
+Against the session's real retriever and its PostgreSQL: the maintained statistics (folded rows
+plus unfolded deltas) must equal a recount from `chunks` and `chunk_terms` after every kind of
+write, before and after folding; `ragline_bm25_top_k` must return exactly what scoring every
+posting returns; and concurrent writers must not wait for each other on the statistics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import asyncpg
+import pytest
+from test_retriever_service import TENANT, axis, chunk
+
+from ragline.v1 import retriever_service_pb2 as pb
+from ragline.v1 import retriever_service_pb2_grpc as pb_grpc
+from ragline_retriever.search import QUERY_LEXEMES, keyword_search_sql
+
+pytestmark = pytest.mark.integration
+
+NewCollection = Callable[..., Awaitable[str]]
+# Made-up words drawn with Zipf-like frequencies: a few in most chunks, most in a handful.
+VOCABULARY = [f"w{i}x" for i in range(400)]
+FREQUENCIES = [1 / (rank + 1) for rank in range(len(VOCABULARY))]
+
+
+@pytest.fixture
+async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(database_url)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+async def _collection_id(conn: asyncpg.Connection, name: str) -> int:
+    found: int = await conn.fetchval(
+        "SELECT id FROM collections WHERE tenant = $1 AND name = $2", TENANT, name
+    )
+    return found
+
+
+async def _maintained(
+    conn: asyncpg.Connection, collection_id: int
+) -> tuple[tuple[float, float], dict[str, float]]:
+    """N and the average length, and every term's df, as searches read them."""
+    lexemes = [r["lexeme"] for r in await conn.fetch("SELECT DISTINCT lexeme FROM chunk_terms")]
+    collection = await conn.fetchrow("SELECT n, avgdl FROM ragline_bm25_collection($1)", collection_id)
+    terms = await conn.fetch(
+        "SELECT lexeme, df FROM ragline_bm25_terms($1, $2, 1.5, 0.75)", collection_id, lexemes
+    )
+    return (collection["n"], collection["avgdl"]), {r["lexeme"]: r["df"] for r in terms}
+
+
+async def _recounted(
+    conn: asyncpg.Connection, collection_id: int
+) -> tuple[tuple[float, float], dict[str, float]]:
+    """N, the average length and every term's df, counted from the chunks and their postings."""
+    row = await conn.fetchrow(
+        "SELECT count(*)::float8 AS n, coalesce(avg(term_count), 0)::float8 AS avgdl FROM chunks WHERE collection_id = $1",
+        collection_id,
+    )
+    terms = await conn.fetch(
+        "SELECT lexeme, count(*)::float8 AS df FROM chunk_terms WHERE collection_id = $1 GROUP BY lexeme",
+        collection_id,
+    )
+    return (row["n"], pytest.approx(row["avgdl"])), {r["lexeme"]: r["df"] for r in terms}
+
+
+def _text(rng: random.Random, length: int) -> str:
+    return " ".join(rng.choices(VOCABULARY, FREQUENCIES, k=length))
+
+
+async def test_statistics_equal_a_recount_after_every_kind_of_write(
+    stub: pb_grpc.RetrieverServiceStub, new_collection: NewCollection, conn: asyncpg.Connection
+) -> None:
+    name = await new_collection()
+    collection_id = await _collection_id(conn, name)
+    rng = random.Random(7)
+
+    async def upsert(document: str, chunks: int) -> None:
+        texts = [_text(rng, rng.randint(1, 30)) for _ in range(chunks)]
+        await stub.UpsertDocument(
+            pb.UpsertDocumentRequest(
+                tenant=TENANT,
+                collection=name,
+                document_id=document,
+                chunks=[chunk(t, axis(0)) for t in texts],
+            )
+        )
+
+    async def check() -> None:
+        assert await _maintained(conn, collection_id) == await _recounted(conn, collection_id)
+
+    for document in "abcd":
+        await upsert(document, 5)
+    await check()
+    await conn.execute("SELECT ragline_bm25_fold()")
+    await check()
+    await upsert("a", 3)  # updates three chunks, deletes two
+    await upsert("b", 8)  # updates five, inserts three
+    await stub.DeleteStoredDocument(
+        pb.DeleteStoredDocumentRequest(tenant=TENANT, collection=name, document_id="c")
+    )
+    await check()  # folded rows plus the deltas since
+    await conn.execute("SELECT ragline_bm25_fold()")
+    await check()
+    assert (
+        await conn.fetchval("SELECT count(*) FROM bm25_term_deltas WHERE collection_id = $1", collection_id)
+        == 0
+    )
+    # A deleted collection leaves no statistics behind once folded.
+    await stub.DeleteStoredCollection(pb.DeleteStoredCollectionRequest(tenant=TENANT, name=name))
+    await conn.execute("SELECT ragline_bm25_fold()")
+    for table in ("bm25_collection_stats", "bm25_term_stats", "bm25_collection_deltas", "bm25_term_deltas"):
+        assert (
+            await conn.fetchval(f"SELECT count(*) FROM {table} WHERE collection_id = $1", collection_id) == 0
+        )
+
+
+@pytest.fixture(scope="module")
+async def zipf(stub: pb_grpc.RetrieverServiceStub, database_url: str) -> str:
+    """A collection of 1,500 chunks of Zipf-distributed words, its statistics half folded."""
+    name = "bm25-zipf"
+    await stub.CreateStoredCollection(pb.CreateStoredCollectionRequest(tenant=TENANT, name=name, dimension=8))
+    rng = random.Random(11)
+    for batch in range(15):
+        if batch == 8:
+            folder = await asyncpg.connect(database_url)
+            await folder.execute("SELECT ragline_bm25_fold()")
+            await folder.close()
+        requests = [
+            pb.UpsertDocumentRequest(
+                tenant=TENANT,
+                collection=name,
+                document_id=f"d{batch}-{i}",
+                chunks=[chunk(_text(rng, rng.randint(3, 60)), axis(i % 8)) for _ in range(10)],
+            )
+            for i in range(10)
+        ]
+        await stub.BatchUpsertDocuments(
+            pb.BatchUpsertDocumentsRequest(tenant=TENANT, collection=name, requests=requests)
+        )
+    return name
+
+
+@pytest.mark.parametrize("top_k", [1, 10, 40])
+async def test_pruned_top_k_equals_a_full_scan(zipf: str, conn: asyncpg.Connection, top_k: int) -> None:
+    collection_id = await _collection_id(conn, zipf)
+    pruned = keyword_search_sql(collection_id)
+    full = keyword_search_sql(collection_id, "TRUE")  # a filter that keeps everything scores every posting
+    rng = random.Random(top_k)
+    for _ in range(40):
+        # Common and rare words together, as real queries mix them.
+        words = rng.sample(VOCABULARY[:20], rng.randint(0, 3)) + rng.sample(
+            VOCABULARY[20:], rng.randint(1, 5)
+        )
+        args = (" ".join(words), zipf, top_k, 1.2, 0.75, TENANT)
+        expected = [(r["id"], r["score"]) for r in await conn.fetch(full, *args) if r["id"] is not None]
+        found = [(r["id"], r["score"]) for r in await conn.fetch(pruned, *args) if r["id"] is not None]
+        assert [i for i, _ in found] == [i for i, _ in expected], words
+        assert [s for _, s in found] == pytest.approx([s for _, s in expected], rel=1e-9)
+
+
+async def test_bounded_effort_returns_exact_scores(zipf: str, conn: asyncpg.Connection) -> None:
+    collection_id = await _collection_id(conn, zipf)
+    full = keyword_search_sql(collection_id, "TRUE")
+    query = "w0x w1x w2x w150x w300x"
+    exact = {
+        r["id"]: r["score"] for r in await conn.fetch(full, query, zipf, 1500, 1.5, 0.75, TENANT) if r["id"]
+    }
+    bounded = await conn.fetch(
+        f"SELECT * FROM ragline_bm25_top_k($2, {QUERY_LEXEMES}, 10, 1.5, 0.75, 50)", query, collection_id
+    )
+    assert len(bounded) == 10
+    for row in bounded:
+        assert row["score"] == pytest.approx(exact[row["chunk_id"]], rel=1e-9)
+
+
+async def test_concurrent_writers_do_not_wait_on_the_statistics(
+    stub: pb_grpc.RetrieverServiceStub, new_collection: NewCollection, database_url: str
+) -> None:
+    name = await new_collection()
+    for document in ("one", "two"):
+        await stub.UpsertDocument(
+            pb.UpsertDocumentRequest(
+                tenant=TENANT, collection=name, document_id=document, chunks=[chunk("seed", axis(0))]
+            )
+        )
+    first, second = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
+    try:
+        collection_id = await _collection_id(first, name)
+        insert = (
+            "INSERT INTO chunks (document_id, collection_id, ordinal, text, content_hash, embedding)"
+            " SELECT id, collection_id, 1, $3, md5($3), $4::vector FROM documents"
+            " WHERE collection_id = $1 AND document_id = $2"
+        )
+        vector = str(axis(1))
+        first_tx, second_tx = first.transaction(), second.transaction()
+        await first_tx.start()
+        await second_tx.start()
+        await first.execute(insert, collection_id, "one", "shared words here", vector)
+        # The second writer adds the same terms while the first is still open: no lock to wait on.
+        await asyncio.wait_for(second.execute(insert, collection_id, "two", "shared words there", vector), 5)
+        await first_tx.commit()
+        await second_tx.commit()
+        assert await _maintained(first, collection_id) == await _recounted(first, collection_id)
+    finally:
+        await first.close()
+        await second.close()
