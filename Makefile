@@ -16,7 +16,7 @@ export CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=O
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help setup run test test-unit fuzz lint protos lock bench bench-scale eval tune eval-followups eval-answers clean
+.PHONY: help setup run test test-unit fuzz lint protos lock bench bench-scale eval tune eval-followups eval-answers eval-models clean
 
 help:
 	@echo "make run    start PostgreSQL, Redis and the four services, and wait until all are healthy"
@@ -90,6 +90,10 @@ eval-followups: $(STAMP)
 # EVAL_QUESTIONS, EVAL_MODES, EVAL_SERVICES_FROM...: see benchmarks/eval_answers.py.
 eval-answers: $(STAMP)
 	$(PY) -m benchmarks.eval_answers
+
+# The two local embedding models on every shared collection: EVAL_MODELS_* in benchmarks/eval_embedding_models.py.
+eval-models: $(STAMP)
+	$(PY) -m benchmarks.eval_embedding_models
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -30,6 +30,7 @@ from prometheus_client import Counter
 
 from ragline.channels import downstream_timeout
 from ragline.collection_state import decode_state
+from ragline.errors import FailedPrecondition
 from ragline.v1 import common_pb2, embedder_service_pb2, retriever_service_pb2
 from ragline_gateway.cache import QueryCache
 from ragline_gateway.config import GatewayConfig
@@ -57,6 +58,8 @@ class Embedded:
     """The vector; empty for a keyword search, which needs none."""
     key: str | None = None
     """The embedding cache key it was read under, None when the embedder computed it."""
+    model: str = ""
+    """The model that made it, when the embedder computed it (a cache key already names its model)."""
     saving: asyncio.Task[None] | None = None
     """The write of a fresh embedding to the cache, running beside the search; awaited before replying."""
 
@@ -223,6 +226,15 @@ class Prefetcher:
                 if query.reads_cache and (cached := await self.cache.get("embedding", key)) is not None:
                     return Embedded(embedder_service_pb2.Embedding.FromString(cached).values[:], key)
                 embedded = await self._embedder(query, context)
+        if not embedded.cached and embedded.model != collection.embedding_model:
+            # Two models' vectors may share a dimension (all-MiniLM-L6-v2 and multilingual-e5-small
+            # both have 384), and then a search would run and rank by noise.
+            raise FailedPrecondition(
+                f"collection {query.collection!r} holds vectors of {collection.embedding_model} but the embedder "
+                f"serves {embedded.model}, whose query vectors cannot be compared with them; search it through "
+                f"an embedder of {collection.embedding_model}, or use keyword search",
+                reason="EMBEDDING_MODEL_MISMATCH",
+            )
         if not embedded.cached and query.writes_cache:
             value = embedder_service_pb2.Embedding(values=embedded.values).SerializeToString()
             embedded.saving = _spawn(
@@ -337,4 +349,4 @@ class Prefetcher:
         )
         timeout = downstream_timeout(context, self.config.embed_timeout_seconds)
         reply = await call("embedder", self.deps.embedder.Embed(request, timeout=timeout))
-        return Embedded(list(reply.embeddings[0].values))
+        return Embedded(list(reply.embeddings[0].values), model=reply.model)

@@ -211,6 +211,48 @@ async def _keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _collection_line(collection: common_pb2.Collection) -> str:
+    return (
+        f"{collection.name:<20} {collection.embedding_model:<26} {collection.dimension:>5} dims  "
+        f"{collection.document_count:>8} documents  {collection.chunk_count:>9} chunks"
+    )
+
+
+async def _collections(args: argparse.Namespace) -> int:
+    async with RaglineClient(args.gateway, timeout=args.timeout) as client:
+        if args.collections_command == "show":
+            collection = await client.get_collection(args.name)
+            created = collection.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
+            print(f"collection {collection.name}")
+            print(f"  embedding model: {collection.embedding_model} ({collection.dimension} dimensions)")
+            print(f"  documents: {collection.document_count}, chunks: {collection.chunk_count}")
+            print(f"  generation: {collection.generation}, created {created} UTC")
+            return 0
+        token, listed = "", 0
+        while True:
+            page = await client.list_collections(page_token=token)
+            for collection in page.collections:
+                print(_collection_line(collection))
+            listed += len(page.collections)
+            token = page.next_page_token
+            if not token:
+                break
+    if not listed:
+        print("no collections")
+    return 0
+
+
+def _add_collections_commands(commands: Any) -> None:
+    collections = commands.add_parser(
+        "collections",
+        help="list your tenant's collections, or show one with its model and counts (admin keys)",
+    )
+    actions = collections.add_subparsers(dest="collections_command", required=True)
+    actions.add_parser("list", help="each collection with its embedding model and document and chunk counts")
+    show = actions.add_parser("show", help="one collection: embedding model, dimension, counts, generation")
+    show.add_argument("name")
+
+
 def _add_keys_commands(commands: Any) -> None:
     keys = commands.add_parser(
         "keys", help="create, list and revoke the API keys of your tenant (admin keys only)"
@@ -267,6 +309,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ask.add_argument("--top-k", type=int, default=0, help="passages to answer from")
     _add_keys_commands(commands)
     chat.add_commands(commands)
+    _add_collections_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "keys" and args.keys_command == "create" and bool(args.tenant) != bool(args.retriever):
         parser.error(
@@ -283,6 +326,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "keys": _keys,
         "chat": chat.chat,
         "conversations": chat.conversations,
+        "collections": _collections,
     }[args.command]
     try:
         code = asyncio.run(run(args))

