@@ -16,7 +16,7 @@ export CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=O
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help setup run test test-unit fuzz lint protos lock bench eval eval-followups clean
+.PHONY: help setup run test test-unit fuzz lint protos lock bench eval eval-followups eval-answers clean
 
 help:
 	@echo "make run    start PostgreSQL, Redis and the four services, and wait until all are healthy"
@@ -28,6 +28,7 @@ help:
 	@echo "make bench  run every benchmark (benchmarks/bench_*.py): prints tables, writes bench-results/*.json"
 	@echo "make eval   retrieval quality on ../shared/data/cranfield through the real services"
 	@echo "make eval-followups  follow-up questions in conversations on ../shared/data/squad-dev"
+	@echo "make eval-answers  answer quality (EM, F1, citations, refusals) on ../shared/data/squad-dev per answer mode"
 	@echo "make lint   ruff and mypy"
 	@echo "make protos regenerate the gRPC stubs from protos/"
 
@@ -76,6 +77,10 @@ eval: $(STAMP)
 # Follow-up questions on SQuAD dev: raw vs fallback rewrite vs conversation vs hand-written standalone.
 eval-followups: $(STAMP)
 	$(PY) -m benchmarks.eval_followups
+
+# EVAL_QUESTIONS, EVAL_MODES, EVAL_SERVICES_FROM...: see benchmarks/eval_answers.py.
+eval-answers: $(STAMP)
+	$(PY) -m benchmarks.eval_answers
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -109,6 +109,16 @@ def test_no_python_file_outside_the_tests_and_stubs_is_over_500_lines() -> None:
     assert not too_long, f"files over {MAX_LINES} lines (split them by what they do): {too_long}"
 
 
+def test_test_modules_have_unique_names() -> None:
+    # The test folders are not packages, so pytest imports each test file by its bare name: a second
+    # tests/*/test_x.py stops the whole run at collection (and only there: one folder alone passes).
+    seen: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        seen.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
+    clashes = {name: paths for name, paths in seen.items() if len(paths) > 1}
+    assert not clashes, f"test files sharing a name (rename one): {clashes}"
+
+
 def test_the_project_modules_import_each_other_without_cycles() -> None:
     graph = _import_graph()
     assert {"ragline.config", "ragline_gateway.pipeline", "ragline_retriever.service"} <= graph.keys()

@@ -70,6 +70,17 @@ class GatewayConfig:
     """Longest wait for one retriever call (less if the caller's deadline is nearer)."""
     generate_timeout_seconds: float = setting("GATEWAY_GENERATE_TIMEOUT_SECONDS", 120.0, minimum=0.01)
     """Longest wait for the generator (less if the caller's deadline is nearer)."""
+    answer_mode: str = setting("GATEWAY_ANSWER_MODE", "auto", choices=("generative", "extractive", "auto"))
+    """How Ask answers when a request leaves `options.answer_mode` unspecified (chosen on `make eval-answers`)."""
+    not_found_threshold: float = setting("GATEWAY_NOT_FOUND_THRESHOLD", 0.35, minimum=-1, maximum=1)
+    """Below this best cosine between the question and the passages' sentences, Ask answers "not found"
+    without calling the model (calibrated on `make eval-answers`); -1 never refuses."""
+    auto_extractive_threshold: float = setting(
+        "GATEWAY_AUTO_EXTRACTIVE_THRESHOLD", 0.0, minimum=-1, maximum=1
+    )
+    """In auto mode, a best sentence at least this similar to the question is the answer; below it the model writes one."""
+    not_found_answer: str = setting("GATEWAY_NOT_FOUND_ANSWER", "Not found in the documents.")
+    """The answer when no passage is relevant enough."""
     auth: str = setting("GATEWAY_AUTH", "on", choices=("on", "off"))
     """on: every public call needs an API key or a JWT (health and reflection stay open); off: every call is
     made by an admin of the `default` tenant, for a trusted network only."""

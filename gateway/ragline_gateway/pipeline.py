@@ -31,6 +31,8 @@ from ragline.v1 import (
     generator_service_pb2,
     retriever_service_pb2,
 )
+from ragline.validation import check_enum
+from ragline_gateway.answers import Answerer
 from ragline_gateway.cache import QueryCache
 from ragline_gateway.config import GatewayConfig
 from ragline_gateway.dependencies import Dependencies, call
@@ -86,6 +88,7 @@ class QueryPipeline:
         self.deps = deps
         self.cache = cache
         self.prefetcher = Prefetcher(config, deps, cache)
+        self.answerer = Answerer(config, deps)
         self._no_reranker_until = 0.0
 
     async def search(self, query: Query, timings: Timings, context: grpc.aio.ServicerContext) -> Retrieval:
@@ -223,6 +226,7 @@ class QueryPipeline:
 
         `history` is the conversation's earlier turns, for the prompt; `timings` the request's, when
         stages ran before this one (the conversation's)."""
+        check_enum(options.answer_mode, common_pb2.AnswerMode, "options.answer_mode")
         timings = timings or Timings()
         run = await self.prefetcher.open(query, timings, context, options)
         collection = run.collection
@@ -257,6 +261,58 @@ class QueryPipeline:
             hits=retrieval.hits, rerank_status=retrieval.rerank_status
         )
         yield gateway_service_pb2.AskStreamResponse(passages=passages)
+        requested = self.answerer.mode(options)
+        relevance = await self.answerer.relevance(
+            requested, embedded.values, retrieval.hits, timings, context
+        )
+        mode = self.answerer.choose(requested, relevance)
+        response = self.answerer.not_found(relevance)
+        if response is None and mode == common_pb2.ANSWER_MODE_EXTRACTIVE:
+            response = self.answerer.extractive(relevance, retrieval.hits)
+        if response is not None:
+            yield gateway_service_pb2.AskStreamResponse(delta=response.answer)
+        else:
+            generated: list[gateway_service_pb2.AskResponse] = []
+            async for event in self._generate(
+                query, options, retrieval.hits, history, timings, context, generated
+            ):
+                yield event
+            response = generated[0]
+            response.relevance = relevance.score
+        response.cache_layer = retrieval.cache_layer
+        response.rerank_status = retrieval.rerank_status
+        response.generation = retrieval.generation
+        if query.writes_cache:
+            # Under the generation the passages came from, which is at least the lookup's.
+            answer_key = query.answer_key(run.incarnation, retrieval.generation, options)
+            async with timings.stage("cache_write"):
+                await self.cache.put(
+                    "answer",
+                    answer_key,
+                    _pack(response.SerializeToString(), passages.SerializeToString()),
+                    self.config.cache_answer_ttl_seconds,
+                )
+                await self.cache.remember_question(
+                    query.semantic_scope(run.incarnation, retrieval.generation, options),
+                    embedded.values,
+                    answer_key,
+                )
+        response.stage_timings.extend(timings.stages)
+        response.duration_seconds = timings.elapsed()
+        yield gateway_service_pb2.AskStreamResponse(final=response)
+
+    async def _generate(
+        self,
+        query: Query,
+        options: common_pb2.GenerationOptions,
+        hits: list[common_pb2.SearchHit],
+        history: Sequence[conversation_pb2.Turn],
+        timings: Timings,
+        context: grpc.aio.ServicerContext,
+        generated: list[gateway_service_pb2.AskResponse],
+    ) -> AsyncIterator[gateway_service_pb2.AskStreamResponse]:
+        """Streams the generator's answer deltas (with the conversation's `history` in the prompt), then
+        appends its complete answer to `generated`."""
         final: generator_service_pb2.GenerateResponse | None = None
         async with timings.stage("generate"):
             request = generator_service_pb2.GenerateStreamRequest(
@@ -265,7 +321,7 @@ class QueryPipeline:
                     common_pb2.Passage(
                         document_id=h.document_id, chunk_id=h.chunk_id, text=h.text, score=h.score
                     )
-                    for h in retrieval.hits
+                    for h in hits
                 ],
                 options=options,
                 history=history,
@@ -286,34 +342,17 @@ class QueryPipeline:
             ("completion", final.usage.completion_tokens),
         ):
             LLM_TOKENS.labels(final.model, kind).inc(count)
-        response = gateway_service_pb2.AskResponse(
-            answer=final.text,
-            citations=final.citations,
-            usage=final.usage,
-            finish_reason=final.finish_reason,
-            model=final.model,
-            cache_layer=retrieval.cache_layer,
-            rerank_status=retrieval.rerank_status,
-            generation=retrieval.generation,
+        generated.append(
+            gateway_service_pb2.AskResponse(
+                answer=final.text,
+                citations=final.citations,
+                usage=final.usage,
+                finish_reason=final.finish_reason,
+                model=final.model,
+                answer_mode=common_pb2.ANSWER_MODE_GENERATIVE,
+                sentences=final.sentences,
+            )
         )
-        if query.writes_cache:
-            # Under the generation the passages came from, which is at least the lookup's.
-            answer_key = query.answer_key(run.incarnation, retrieval.generation, options)
-            async with timings.stage("cache_write"):
-                await self.cache.put(
-                    "answer",
-                    answer_key,
-                    _pack(response.SerializeToString(), passages.SerializeToString()),
-                    self.config.cache_answer_ttl_seconds,
-                )
-                await self.cache.remember_question(
-                    query.semantic_scope(run.incarnation, retrieval.generation, options),
-                    embedded.values,
-                    answer_key,
-                )
-        response.stage_timings.extend(timings.stages)
-        response.duration_seconds = timings.elapsed()
-        yield gateway_service_pb2.AskStreamResponse(final=response)
 
     def _from_cache(
         self, value: bytes, layer: gateway_service_pb2.CacheLayer, timings: Timings

@@ -28,8 +28,8 @@ MAX_SEARCH_TOP_K = 1000
 MAX_CANDIDATES = 1000
 
 
-def _generation_settings(options: common_pb2.GenerationOptions) -> tuple[int, float]:
-    return options.max_tokens, round(options.temperature, 3)
+def _generation_settings(options: common_pb2.GenerationOptions) -> tuple[int, float, int]:
+    return options.max_tokens, round(options.temperature, 3), int(options.answer_mode)
 
 
 def incarnation(collection: common_pb2.Collection) -> str:

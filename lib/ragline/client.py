@@ -147,6 +147,7 @@ class RaglineClient:
         *,
         max_tokens: int = 0,
         temperature: float = 0.0,
+        answer_mode: common_pb2.AnswerMode = common_pb2.ANSWER_MODE_UNSPECIFIED,
         timeout: float | None = None,
         conversation_id: str = "",
         **query: Unpack[QueryOptions],
@@ -155,7 +156,7 @@ class RaglineClient:
         the next turn of that conversation (a follow-up is understood from the earlier turns)."""
         request = gateway_service_pb2.AskRequest(
             query=_query(question, query),
-            options=_generation(max_tokens, temperature),
+            options=_generation(max_tokens, temperature, answer_mode),
             conversation_id=conversation_id,
         )
         response: gateway_service_pb2.AskResponse = await self._call(self._stub.Ask, request, timeout)
@@ -167,6 +168,7 @@ class RaglineClient:
         *,
         max_tokens: int = 0,
         temperature: float = 0.0,
+        answer_mode: common_pb2.AnswerMode = common_pb2.ANSWER_MODE_UNSPECIFIED,
         timeout: float | None = None,
         conversation_id: str = "",
         **query: Unpack[QueryOptions],
@@ -175,7 +177,7 @@ class RaglineClient:
         `conversation_id` as for `ask`."""
         request = gateway_service_pb2.AskStreamRequest(
             query=_query(question, query),
-            options=_generation(max_tokens, temperature),
+            options=_generation(max_tokens, temperature, answer_mode),
             conversation_id=conversation_id,
         )
         async for event in self._stub.AskStream(
@@ -415,6 +417,10 @@ def _query(text: str, options: QueryOptions) -> gateway_service_pb2.Query:
     return gateway_service_pb2.Query(text=text, **options)
 
 
-def _generation(max_tokens: int, temperature: float) -> common_pb2.GenerationOptions:
-    """How `ask` and `ask_stream` want the answer generated; zeros leave the generator's defaults."""
-    return common_pb2.GenerationOptions(max_tokens=max_tokens, temperature=temperature)
+def _generation(
+    max_tokens: int, temperature: float, answer_mode: common_pb2.AnswerMode
+) -> common_pb2.GenerationOptions:
+    """How `ask` and `ask_stream` want the answer written; zeros leave the servers' defaults."""
+    return common_pb2.GenerationOptions(
+        max_tokens=max_tokens, temperature=temperature, answer_mode=answer_mode
+    )

@@ -36,6 +36,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, reranker: RerankServer) -> I
         "GATEWAY_INGEST_LEASE_SECONDS": "8",
         "GATEWAY_INGEST_RETRY_SECONDS": "0.2",
         "GATEWAY_INGEST_POLL_SECONDS": "0.2",
+        # The tests of the generation path ask with the default mode; test_answers.py names each mode.
+        "GATEWAY_ANSWER_MODE": "generative",
     }
     stack = Stack(state=state, free_ports=True, env=env)
     stack.start()

@@ -109,7 +109,7 @@ async def test_the_answer_carries_usage_timings_and_only_valid_citations(
     assert reply.model
     assert reply.usage.prompt_tokens > 0 and reply.usage.completion_tokens > 0
     # answer cache, embed, semantic cache, retrieval cache, search, rerank, retrieval cache write,
-    # generate, answer and semantic cache writes
+    # the passages' sentences' relevance, generate, answer and semantic cache writes
     assert [t.stage for t in reply.stage_timings] == [
         "collection",
         "cache",
@@ -119,6 +119,7 @@ async def test_the_answer_carries_usage_timings_and_only_valid_citations(
         "retrieve",
         "rerank",
         "cache_write",
+        "relevance",
         "generate",
         "cache_write",
     ]

@@ -244,7 +244,13 @@ class Setup:
 
 @pytest.fixture
 def setup() -> Setup:
-    config = dataclasses.replace(GatewayConfig(), rerank=False, semantic_cache_distance=0.0)
+    config = dataclasses.replace(
+        GatewayConfig(),
+        rerank=False,
+        semantic_cache_distance=0.0,
+        answer_mode="generative",
+        not_found_threshold=-1.0,
+    )
     redis = FakeRedis()
     cache = QueryCache(
         redis,  # type: ignore[arg-type]

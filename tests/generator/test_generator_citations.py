@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from llama_cpp.llama_grammar import LlamaGrammar
 
+from ragline.snippets import SNIPPET_CHARS, snippet
 from ragline.v1 import common_pb2
 from ragline_generator.citations import (
-    SNIPPET_CHARS,
     CitationRepairer,
     citation_grammar,
     citations,
     cited_numbers,
-    snippet,
 )
 
 
@@ -48,8 +47,8 @@ def test_snippet_keeps_short_text_whole() -> None:
 def test_citation_grammar_is_valid_gbnf_limited_to_the_given_passages() -> None:
     grammar = citation_grammar(3, 'I don\'t "know".')
     assert 'number ::= "1" | "2" | "3"' in grammar
-    assert 'sentence ::= [^[\\n.]+ "."? " [" number "]" "."? " "?' in grammar
-    assert "sentence sentence? sentence?" in grammar
+    assert 'sentence ::= piece+ "."? " [" number "]" "."? " "?' in grammar
+    assert "root ::= " in grammar and grammar.split("\n")[0].endswith("| sentence sentence?")
     assert '"I don\'t \\"know\\"."' in grammar
     LlamaGrammar.from_string(grammar, verbose=False)
 
@@ -70,11 +69,11 @@ def test_a_citation_is_moved_to_the_passage_that_holds_the_sentence() -> None:
 def test_text_streams_through_and_only_an_unfinished_marker_waits() -> None:
     repairer = CitationRepairer(PASSAGES)
     assert repairer.feed("Pure water boils at 100 degrees") == "Pure water boils at 100 degrees"
-    assert repairer.feed(" Celsius [") == " Celsius "
+    assert repairer.feed(" Celsius [") == " Celsius"
     assert (
-        repairer.feed("1]. The tower stands in Paris, France [") == "[1]. The tower stands in Paris, France "
+        repairer.feed("1]. The tower stands in Paris, France [") == " [1]. The tower stands in Paris, France"
     )
-    assert repairer.feed("1].") == "[2]."
+    assert repairer.feed("1].") == " [2]."
     assert repairer.flush() == ""
     assert repairer.repaired == 1
     assert (
@@ -84,8 +83,8 @@ def test_text_streams_through_and_only_an_unfinished_marker_waits() -> None:
 
 def test_a_bracket_that_is_not_a_marker_is_released_and_repair_can_be_off() -> None:
     repairer = CitationRepairer(PASSAGES)
-    assert repairer.feed("See [the appendix") == "See "
-    assert repairer.feed(" for the full table") == "[the appendix for the full table"
+    assert repairer.feed("See [the appendix") == "See"
+    assert repairer.feed(" for the full table") == " [the appendix for the full table"
     assert repairer.flush() == ""
     assert CitationRepairer(PASSAGES, enabled=False).feed("Paris, France [1].") == "Paris, France [1]."
 
@@ -94,3 +93,37 @@ def test_a_weakly_supported_move_is_not_made() -> None:
     repairer = CitationRepairer(PASSAGES)
     # "tower" is in passage 2, but "water" and "boils" are in passage 1, the one cited.
     assert repairer.feed("Water boils near the tower [1].") == "Water boils near the tower [1]."
+
+
+def test_a_marker_whose_sentence_shares_nothing_with_any_passage_is_dropped() -> None:
+    repairer = CitationRepairer(PASSAGES)
+    assert repairer.feed("Bananas grow quickly [2]. Water boils at 100 degrees [2].") == (
+        "Bananas grow quickly. Water boils at 100 degrees [1]."
+    )
+    assert repairer.repaired == 2
+    first, second = repairer.sentences
+    assert (first.text, list(first.citations), first.supported) == ("Bananas grow quickly", [], False)
+    assert (second.text, list(second.citations), second.supported) == (
+        "Water boils at 100 degrees",
+        [1],
+        True,
+    )
+
+
+def test_a_number_that_no_cited_passage_holds_is_never_supported() -> None:
+    repairer = CitationRepairer(PASSAGES)
+    repairer.feed("Pure water boils at 90 degrees Celsius [1]. The tower is in Paris [2].")
+    repairer.flush()
+    wrong, right = repairer.sentences
+    assert not wrong.supported and list(wrong.unsupported_numbers) == ["90"]
+    assert wrong.support > 0.5
+    assert right.supported and not right.unsupported_numbers
+
+
+def test_adjacent_markers_join_one_sentence_and_uncited_text_is_unsupported() -> None:
+    repairer = CitationRepairer(PASSAGES, enabled=False)
+    repairer.feed("Water boils at 100 degrees in Paris [1][2]. Then it rains")
+    repairer.flush()
+    joined, trailing = repairer.sentences
+    assert list(joined.citations) == [1, 2] and joined.supported
+    assert (trailing.text, list(trailing.citations), trailing.supported) == ("Then it rains", [], False)

@@ -31,6 +31,13 @@ class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FINISH_REASON_LENGTH: _ClassVar[FinishReason]
     FINISH_REASON_NO_CONTEXT: _ClassVar[FinishReason]
 
+class AnswerMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ANSWER_MODE_UNSPECIFIED: _ClassVar[AnswerMode]
+    ANSWER_MODE_GENERATIVE: _ClassVar[AnswerMode]
+    ANSWER_MODE_EXTRACTIVE: _ClassVar[AnswerMode]
+    ANSWER_MODE_AUTO: _ClassVar[AnswerMode]
+
 class FilterOperator(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     FILTER_OPERATOR_UNSPECIFIED: _ClassVar[FilterOperator]
@@ -62,6 +69,10 @@ FINISH_REASON_UNSPECIFIED: FinishReason
 FINISH_REASON_STOP: FinishReason
 FINISH_REASON_LENGTH: FinishReason
 FINISH_REASON_NO_CONTEXT: FinishReason
+ANSWER_MODE_UNSPECIFIED: AnswerMode
+ANSWER_MODE_GENERATIVE: AnswerMode
+ANSWER_MODE_EXTRACTIVE: AnswerMode
+ANSWER_MODE_AUTO: AnswerMode
 FILTER_OPERATOR_UNSPECIFIED: FilterOperator
 FILTER_OPERATOR_EQ: FilterOperator
 FILTER_OPERATOR_NE: FilterOperator
@@ -170,12 +181,28 @@ class TokenUsage(_message.Message):
     def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
 
 class GenerationOptions(_message.Message):
-    __slots__ = ("max_tokens", "temperature")
+    __slots__ = ("max_tokens", "temperature", "answer_mode")
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_MODE_FIELD_NUMBER: _ClassVar[int]
     max_tokens: int
     temperature: float
-    def __init__(self, max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ...) -> None: ...
+    answer_mode: AnswerMode
+    def __init__(self, max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., answer_mode: _Optional[_Union[AnswerMode, str]] = ...) -> None: ...
+
+class SentenceSupport(_message.Message):
+    __slots__ = ("text", "citations", "supported", "support", "unsupported_numbers")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    CITATIONS_FIELD_NUMBER: _ClassVar[int]
+    SUPPORTED_FIELD_NUMBER: _ClassVar[int]
+    SUPPORT_FIELD_NUMBER: _ClassVar[int]
+    UNSUPPORTED_NUMBERS_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    citations: _containers.RepeatedScalarFieldContainer[int]
+    supported: bool
+    support: float
+    unsupported_numbers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, text: _Optional[str] = ..., citations: _Optional[_Iterable[int]] = ..., supported: _Optional[bool] = ..., support: _Optional[float] = ..., unsupported_numbers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StageTiming(_message.Message):
     __slots__ = ("stage", "duration_seconds")

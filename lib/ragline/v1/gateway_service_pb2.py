@@ -26,19 +26,19 @@ from ragline.v1 import common_pb2 as ragline_dot_v1_dot_common__pb2
 from ragline.v1 import conversation_pb2 as ragline_dot_v1_dot_conversation__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n ragline/v1/gateway_service.proto\x12\nragline.v1\x1a\x17ragline/v1/common.proto\x1a\x1dragline/v1/conversation.proto\"\\\n\x16IngestDocumentsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12.\n\tdocuments\x18\x02 \x03(\x0b\x32\x1b.ragline.v1.DocumentContent\"\x9b\x01\n\x0cIngestResult\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63hunk_count\x18\x02 \x01(\x05\x12\x18\n\x10unchanged_chunks\x18\x03 \x01(\x05\x12\x17\n\x0finserted_chunks\x18\x04 \x01(\x05\x12\x16\n\x0eupdated_chunks\x18\x05 \x01(\x05\x12\x16\n\x0e\x64\x65leted_chunks\x18\x06 \x01(\x05\"X\n\x17IngestDocumentsResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.ragline.v1.IngestResult\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"\xcd\x01\n\x05Query\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12\x12\n\ncandidates\x18\x04 \x01(\x05\x12$\n\x04mode\x18\x05 \x01(\x0e\x32\x16.ragline.v1.SearchMode\x12*\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x1a.ragline.v1.MetadataFilter\x12-\n\x0c\x63\x61\x63he_policy\x18\x07 \x01(\x0e\x32\x17.ragline.v1.CachePolicy\"\xe6\x01\n\nAskRequest\x12 \n\x05query\x18\t \x01(\x0b\x32\x11.ragline.v1.Query\x12.\n\x07options\x18\x05 \x01(\x0b\x32\x1d.ragline.v1.GenerationOptions\x12\x17\n\x0f\x63onversation_id\x18\x1e \x01(\tJ\x04\x08\x01\x10\x02J\x04\x08\x02\x10\x03J\x04\x08\x03\x10\x04J\x04\x08\x04\x10\x05J\x04\x08\x06\x10\x07J\x04\x08\x07\x10\x08J\x04\x08\x08\x10\tR\ncollectionR\x08questionR\x05top_kR\x04modeR\ncandidatesR\x0c\x63\x61\x63he_policyR\x06\x66ilter\"\xe9\x02\n\x0b\x41skResponse\x12\x0e\n\x06\x61nswer\x18\x01 \x01(\t\x12\'\n\tcitations\x18\x02 \x03(\x0b\x32\x14.ragline.v1.Citation\x12%\n\x05usage\x18\x03 \x01(\x0b\x32\x16.ragline.v1.TokenUsage\x12/\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x18.ragline.v1.FinishReason\x12\r\n\x05model\x18\x05 \x01(\t\x12.\n\rstage_timings\x18\x06 \x03(\x0b\x32\x17.ragline.v1.StageTiming\x12+\n\x0b\x63\x61\x63he_layer\x18\x07 \x01(\x0e\x32\x16.ragline.v1.CacheLayer\x12/\n\rrerank_status\x18\x08 \x01(\x0e\x32\x18.ragline.v1.RerankStatus\x12\x12\n\ngeneration\x18\t \x01(\x03\x12\x18\n\x10\x64uration_seconds\x18\n \x01(\x01\"\xec\x01\n\x10\x41skStreamRequest\x12 \n\x05query\x18\t \x01(\x0b\x32\x11.ragline.v1.Query\x12.\n\x07options\x18\x05 \x01(\x0b\x32\x1d.ragline.v1.GenerationOptions\x12\x17\n\x0f\x63onversation_id\x18\x1e \x01(\tJ\x04\x08\x01\x10\x02J\x04\x08\x02\x10\x03J\x04\x08\x03\x10\x04J\x04\x08\x04\x10\x05J\x04\x08\x06\x10\x07J\x04\x08\x07\x10\x08J\x04\x08\x08\x10\tR\ncollectionR\x08questionR\x05top_kR\x04modeR\ncandidatesR\x0c\x63\x61\x63he_policyR\x06\x66ilter\"i\n\x11RetrievedPassages\x12#\n\x04hits\x18\x01 \x03(\x0b\x32\x15.ragline.v1.SearchHit\x12/\n\rrerank_status\x18\x02 \x01(\x0e\x32\x18.ragline.v1.RerankStatus\"\x8a\x01\n\x11\x41skStreamResponse\x12\x31\n\x08passages\x18\x01 \x01(\x0b\x32\x1d.ragline.v1.RetrievedPassagesH\x00\x12\x0f\n\x05\x64\x65lta\x18\x02 \x01(\tH\x00\x12(\n\x05\x66inal\x18\x03 \x01(\x0b\x32\x17.ragline.v1.AskResponseH\x00\x42\x07\n\x05\x65vent\"r\n\rSearchRequest\x12 \n\x05query\x18\x08 \x01(\x0b\x32\x11.ragline.v1.QueryJ\x04\x08\x01\x10\x08R\ncollectionR\x05top_kR\x04modeR\ncandidatesR\x0c\x63\x61\x63he_policyR\x06\x66ilter\"\xf1\x01\n\x0eSearchResponse\x12#\n\x04hits\x18\x01 \x03(\x0b\x32\x15.ragline.v1.SearchHit\x12.\n\rstage_timings\x18\x02 \x03(\x0b\x32\x17.ragline.v1.StageTiming\x12+\n\x0b\x63\x61\x63he_layer\x18\x03 \x01(\x0e\x32\x16.ragline.v1.CacheLayer\x12/\n\rrerank_status\x18\x04 \x01(\x0e\x32\x18.ragline.v1.RerankStatus\x12\x12\n\ngeneration\x18\x05 \x01(\x03\x12\x18\n\x10\x64uration_seconds\x18\x06 \x01(\x01\"=\n\x12GetDocumentRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\"=\n\x13GetDocumentResponse\x12&\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x14.ragline.v1.Document\"Q\n\x14ListDocumentsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"Y\n\x15ListDocumentsResponse\x12\'\n\tdocuments\x18\x01 \x03(\x0b\x32\x14.ragline.v1.Document\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"@\n\x15\x44\x65leteDocumentRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\"0\n\x16\x44\x65leteDocumentResponse\x12\x16\n\x0e\x64\x65leted_chunks\x18\x01 \x01(\x05\"\\\n\x16\x43reateIngestJobRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12.\n\tdocuments\x18\x02 \x03(\x0b\x32\x1b.ragline.v1.DocumentContent\"=\n\x17\x43reateIngestJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.ragline.v1.IngestJob\"a\n\x1cUploadIngestDocumentsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12-\n\x08\x64ocument\x18\x02 \x01(\x0b\x32\x1b.ragline.v1.DocumentContent\"C\n\x1dUploadIngestDocumentsResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.ragline.v1.IngestJob\"%\n\x13GetIngestJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\":\n\x14GetIngestJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.ragline.v1.IngestJob\"R\n\x15ListIngestJobsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"V\n\x16ListIngestJobsResponse\x12#\n\x04jobs\x18\x01 \x03(\x0b\x32\x15.ragline.v1.IngestJob\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"(\n\x16\x43\x61ncelIngestJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"=\n\x17\x43\x61ncelIngestJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.ragline.v1.IngestJob*^\n\x0b\x43\x61\x63hePolicy\x12\x1c\n\x18\x43\x41\x43HE_POLICY_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43\x41\x43HE_POLICY_BYPASS\x10\x01\x12\x18\n\x14\x43\x41\x43HE_POLICY_REFRESH\x10\x02*\xa7\x01\n\nCacheLayer\x12\x1b\n\x17\x43\x41\x43HE_LAYER_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43\x41\x43HE_LAYER_NONE\x10\x01\x12\x19\n\x15\x43\x41\x43HE_LAYER_EMBEDDING\x10\x02\x12\x19\n\x15\x43\x41\x43HE_LAYER_RETRIEVAL\x10\x03\x12\x16\n\x12\x43\x41\x43HE_LAYER_ANSWER\x10\x04\x12\x18\n\x14\x43\x41\x43HE_LAYER_SEMANTIC\x10\x05*}\n\x0cRerankStatus\x12\x1d\n\x19RERANK_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15RERANK_STATUS_APPLIED\x10\x01\x12\x19\n\x15RERANK_STATUS_SKIPPED\x10\x02\x12\x18\n\x14RERANK_STATUS_FAILED\x10\x03\x32\xa7\n\n\x0eGatewayService\x12Z\n\x0fIngestDocuments\x12\".ragline.v1.IngestDocumentsRequest\x1a#.ragline.v1.IngestDocumentsResponse\x12\x36\n\x03\x41sk\x12\x16.ragline.v1.AskRequest\x1a\x17.ragline.v1.AskResponse\x12J\n\tAskStream\x12\x1c.ragline.v1.AskStreamRequest\x1a\x1d.ragline.v1.AskStreamResponse0\x01\x12?\n\x06Search\x12\x19.ragline.v1.SearchRequest\x1a\x1a.ragline.v1.SearchResponse\x12N\n\x0bGetDocument\x12\x1e.ragline.v1.GetDocumentRequest\x1a\x1f.ragline.v1.GetDocumentResponse\x12T\n\rListDocuments\x12 .ragline.v1.ListDocumentsRequest\x1a!.ragline.v1.ListDocumentsResponse\x12W\n\x0e\x44\x65leteDocument\x12!.ragline.v1.DeleteDocumentRequest\x1a\".ragline.v1.DeleteDocumentResponse\x12Z\n\x0f\x43reateIngestJob\x12\".ragline.v1.CreateIngestJobRequest\x1a#.ragline.v1.CreateIngestJobResponse\x12n\n\x15UploadIngestDocuments\x12(.ragline.v1.UploadIngestDocumentsRequest\x1a).ragline.v1.UploadIngestDocumentsResponse(\x01\x12Q\n\x0cGetIngestJob\x12\x1f.ragline.v1.GetIngestJobRequest\x1a .ragline.v1.GetIngestJobResponse\x12W\n\x0eListIngestJobs\x12!.ragline.v1.ListIngestJobsRequest\x1a\".ragline.v1.ListIngestJobsResponse\x12Z\n\x0f\x43\x61ncelIngestJob\x12\".ragline.v1.CancelIngestJobRequest\x1a#.ragline.v1.CancelIngestJobResponse\x12`\n\x11ListConversations\x12$.ragline.v1.ListConversationsRequest\x1a%.ragline.v1.ListConversationsResponse\x12Z\n\x0fGetConversation\x12\".ragline.v1.GetConversationRequest\x1a#.ragline.v1.GetConversationResponse\x12\x63\n\x12\x44\x65leteConversation\x12%.ragline.v1.DeleteConversationRequest\x1a&.ragline.v1.DeleteConversationResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n ragline/v1/gateway_service.proto\x12\nragline.v1\x1a\x17ragline/v1/common.proto\x1a\x1dragline/v1/conversation.proto\"\\\n\x16IngestDocumentsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12.\n\tdocuments\x18\x02 \x03(\x0b\x32\x1b.ragline.v1.DocumentContent\"\x9b\x01\n\x0cIngestResult\x12\x13\n\x0b\x64ocument_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63hunk_count\x18\x02 \x01(\x05\x12\x18\n\x10unchanged_chunks\x18\x03 \x01(\x05\x12\x17\n\x0finserted_chunks\x18\x04 \x01(\x05\x12\x16\n\x0eupdated_chunks\x18\x05 \x01(\x05\x12\x16\n\x0e\x64\x65leted_chunks\x18\x06 \x01(\x05\"X\n\x17IngestDocumentsResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.ragline.v1.IngestResult\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"\xcd\x01\n\x05Query\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12\x12\n\ncandidates\x18\x04 \x01(\x05\x12$\n\x04mode\x18\x05 \x01(\x0e\x32\x16.ragline.v1.SearchMode\x12*\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x1a.ragline.v1.MetadataFilter\x12-\n\x0c\x63\x61\x63he_policy\x18\x07 \x01(\x0e\x32\x17.ragline.v1.CachePolicy\"\xe6\x01\n\nAskRequest\x12 \n\x05query\x18\t \x01(\x0b\x32\x11.ragline.v1.Query\x12.\n\x07options\x18\x05 \x01(\x0b\x32\x1d.ragline.v1.GenerationOptions\x12\x17\n\x0f\x63onversation_id\x18\x1e \x01(\tJ\x04\x08\x01\x10\x02J\x04\x08\x02\x10\x03J\x04\x08\x03\x10\x04J\x04\x08\x04\x10\x05J\x04\x08\x06\x10\x07J\x04\x08\x07\x10\x08J\x04\x08\x08\x10\tR\ncollectionR\x08questionR\x05top_kR\x04modeR\ncandidatesR\x0c\x63\x61\x63he_policyR\x06\x66ilter\"\xec\x03\n\x0b\x41skResponse\x12\x0e\n\x06\x61nswer\x18\x01 \x01(\t\x12\'\n\tcitations\x18\x02 \x03(\x0b\x32\x14.ragline.v1.Citation\x12%\n\x05usage\x18\x03 \x01(\x0b\x32\x16.ragline.v1.TokenUsage\x12/\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x18.ragline.v1.FinishReason\x12\r\n\x05model\x18\x05 \x01(\t\x12.\n\rstage_timings\x18\x06 \x03(\x0b\x32\x17.ragline.v1.StageTiming\x12+\n\x0b\x63\x61\x63he_layer\x18\x07 \x01(\x0e\x32\x16.ragline.v1.CacheLayer\x12/\n\rrerank_status\x18\x08 \x01(\x0e\x32\x18.ragline.v1.RerankStatus\x12\x12\n\ngeneration\x18\t \x01(\x03\x12\x18\n\x10\x64uration_seconds\x18\n \x01(\x01\x12+\n\x0b\x61nswer_mode\x18\x14 \x01(\x0e\x32\x16.ragline.v1.AnswerMode\x12\x11\n\tnot_found\x18\x15 \x01(\x08\x12.\n\tsentences\x18\x16 \x03(\x0b\x32\x1b.ragline.v1.SentenceSupport\x12\x11\n\trelevance\x18\x17 \x01(\x02\"\xec\x01\n\x10\x41skStreamRequest\x12 \n\x05query\x18\t \x01(\x0b\x32\x11.ragline.v1.Query\x12.\n\x07options\x18\x05 \x01(\x0b\x32\x1d.ragline.v1.GenerationOptions\x12\x17\n\x0f\x63onversation_id\x18\x1e \x01(\tJ\x04\x08\x01\x10\x02J\x04\x08\x02\x10\x03J\x04\x08\x03\x10\x04J\x04\x08\x04\x10\x05J\x04\x08\x06\x10\x07J\x04\x08\x07\x10\x08J\x04\x08\x08\x10\tR\ncollectionR\x08questionR\x05top_kR\x04modeR\ncandidatesR\x0c\x63\x61\x63he_policyR\x06\x66ilter\"i\n\x11RetrievedPassages\x12#\n\x04hits\x18\x01 \x03(\x0b\x32\x15.ragline.v1.SearchHit\x12/\n\rrerank_status\x18\x02 \x01(\x0e\x32\x18.ragline.v1.RerankStatus\"\x8a\x01\n\x11\x41skStreamResponse\x12\x31\n\x08passages\x18\x01 \x01(\x0b\x32\x1d.ragline.v1.RetrievedPassagesH\x00\x12\x0f\n\x05\x64\x65lta\x18\x02 \x01(\tH\x00\x12(\n\x05\x66inal\x18\x03 \x01(\x0b\x32\x17.ragline.v1.AskResponseH\x00\x42\x07\n\x05\x65vent\"r\n\rSearchRequest\x12 \n\x05query\x18\x08 \x01(\x0b\x32\x11.ragline.v1.QueryJ\x04\x08\x01\x10\x08R\ncollectionR\x05top_kR\x04modeR\ncandidatesR\x0c\x63\x61\x63he_policyR\x06\x66ilter\"\xf1\x01\n\x0eSearchResponse\x12#\n\x04hits\x18\x01 \x03(\x0b\x32\x15.ragline.v1.SearchHit\x12.\n\rstage_timings\x18\x02 \x03(\x0b\x32\x17.ragline.v1.StageTiming\x12+\n\x0b\x63\x61\x63he_layer\x18\x03 \x01(\x0e\x32\x16.ragline.v1.CacheLayer\x12/\n\rrerank_status\x18\x04 \x01(\x0e\x32\x18.ragline.v1.RerankStatus\x12\x12\n\ngeneration\x18\x05 \x01(\x03\x12\x18\n\x10\x64uration_seconds\x18\x06 \x01(\x01\"=\n\x12GetDocumentRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\"=\n\x13GetDocumentResponse\x12&\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x14.ragline.v1.Document\"Q\n\x14ListDocumentsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"Y\n\x15ListDocumentsResponse\x12\'\n\tdocuments\x18\x01 \x03(\x0b\x32\x14.ragline.v1.Document\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"@\n\x15\x44\x65leteDocumentRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\"0\n\x16\x44\x65leteDocumentResponse\x12\x16\n\x0e\x64\x65leted_chunks\x18\x01 \x01(\x05\"\\\n\x16\x43reateIngestJobRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12.\n\tdocuments\x18\x02 \x03(\x0b\x32\x1b.ragline.v1.DocumentContent\"=\n\x17\x43reateIngestJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.ragline.v1.IngestJob\"a\n\x1cUploadIngestDocumentsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12-\n\x08\x64ocument\x18\x02 \x01(\x0b\x32\x1b.ragline.v1.DocumentContent\"C\n\x1dUploadIngestDocumentsResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.ragline.v1.IngestJob\"%\n\x13GetIngestJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\":\n\x14GetIngestJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.ragline.v1.IngestJob\"R\n\x15ListIngestJobsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"V\n\x16ListIngestJobsResponse\x12#\n\x04jobs\x18\x01 \x03(\x0b\x32\x15.ragline.v1.IngestJob\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"(\n\x16\x43\x61ncelIngestJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"=\n\x17\x43\x61ncelIngestJobResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.ragline.v1.IngestJob*^\n\x0b\x43\x61\x63hePolicy\x12\x1c\n\x18\x43\x41\x43HE_POLICY_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43\x41\x43HE_POLICY_BYPASS\x10\x01\x12\x18\n\x14\x43\x41\x43HE_POLICY_REFRESH\x10\x02*\xa7\x01\n\nCacheLayer\x12\x1b\n\x17\x43\x41\x43HE_LAYER_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43\x41\x43HE_LAYER_NONE\x10\x01\x12\x19\n\x15\x43\x41\x43HE_LAYER_EMBEDDING\x10\x02\x12\x19\n\x15\x43\x41\x43HE_LAYER_RETRIEVAL\x10\x03\x12\x16\n\x12\x43\x41\x43HE_LAYER_ANSWER\x10\x04\x12\x18\n\x14\x43\x41\x43HE_LAYER_SEMANTIC\x10\x05*}\n\x0cRerankStatus\x12\x1d\n\x19RERANK_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15RERANK_STATUS_APPLIED\x10\x01\x12\x19\n\x15RERANK_STATUS_SKIPPED\x10\x02\x12\x18\n\x14RERANK_STATUS_FAILED\x10\x03\x32\xa7\n\n\x0eGatewayService\x12Z\n\x0fIngestDocuments\x12\".ragline.v1.IngestDocumentsRequest\x1a#.ragline.v1.IngestDocumentsResponse\x12\x36\n\x03\x41sk\x12\x16.ragline.v1.AskRequest\x1a\x17.ragline.v1.AskResponse\x12J\n\tAskStream\x12\x1c.ragline.v1.AskStreamRequest\x1a\x1d.ragline.v1.AskStreamResponse0\x01\x12?\n\x06Search\x12\x19.ragline.v1.SearchRequest\x1a\x1a.ragline.v1.SearchResponse\x12N\n\x0bGetDocument\x12\x1e.ragline.v1.GetDocumentRequest\x1a\x1f.ragline.v1.GetDocumentResponse\x12T\n\rListDocuments\x12 .ragline.v1.ListDocumentsRequest\x1a!.ragline.v1.ListDocumentsResponse\x12W\n\x0e\x44\x65leteDocument\x12!.ragline.v1.DeleteDocumentRequest\x1a\".ragline.v1.DeleteDocumentResponse\x12Z\n\x0f\x43reateIngestJob\x12\".ragline.v1.CreateIngestJobRequest\x1a#.ragline.v1.CreateIngestJobResponse\x12n\n\x15UploadIngestDocuments\x12(.ragline.v1.UploadIngestDocumentsRequest\x1a).ragline.v1.UploadIngestDocumentsResponse(\x01\x12Q\n\x0cGetIngestJob\x12\x1f.ragline.v1.GetIngestJobRequest\x1a .ragline.v1.GetIngestJobResponse\x12W\n\x0eListIngestJobs\x12!.ragline.v1.ListIngestJobsRequest\x1a\".ragline.v1.ListIngestJobsResponse\x12Z\n\x0f\x43\x61ncelIngestJob\x12\".ragline.v1.CancelIngestJobRequest\x1a#.ragline.v1.CancelIngestJobResponse\x12`\n\x11ListConversations\x12$.ragline.v1.ListConversationsRequest\x1a%.ragline.v1.ListConversationsResponse\x12Z\n\x0fGetConversation\x12\".ragline.v1.GetConversationRequest\x1a#.ragline.v1.GetConversationResponse\x12\x63\n\x12\x44\x65leteConversation\x12%.ragline.v1.DeleteConversationRequest\x1a&.ragline.v1.DeleteConversationResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ragline.v1.gateway_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CACHEPOLICY']._serialized_start=3215
-  _globals['_CACHEPOLICY']._serialized_end=3309
-  _globals['_CACHELAYER']._serialized_start=3312
-  _globals['_CACHELAYER']._serialized_end=3479
-  _globals['_RERANKSTATUS']._serialized_start=3481
-  _globals['_RERANKSTATUS']._serialized_end=3606
+  _globals['_CACHEPOLICY']._serialized_start=3346
+  _globals['_CACHEPOLICY']._serialized_end=3440
+  _globals['_CACHELAYER']._serialized_start=3443
+  _globals['_CACHELAYER']._serialized_end=3610
+  _globals['_RERANKSTATUS']._serialized_start=3612
+  _globals['_RERANKSTATUS']._serialized_end=3737
   _globals['_INGESTDOCUMENTSREQUEST']._serialized_start=104
   _globals['_INGESTDOCUMENTSREQUEST']._serialized_end=196
   _globals['_INGESTRESULT']._serialized_start=199
@@ -50,49 +50,49 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ASKREQUEST']._serialized_start=655
   _globals['_ASKREQUEST']._serialized_end=885
   _globals['_ASKRESPONSE']._serialized_start=888
-  _globals['_ASKRESPONSE']._serialized_end=1249
-  _globals['_ASKSTREAMREQUEST']._serialized_start=1252
-  _globals['_ASKSTREAMREQUEST']._serialized_end=1488
-  _globals['_RETRIEVEDPASSAGES']._serialized_start=1490
-  _globals['_RETRIEVEDPASSAGES']._serialized_end=1595
-  _globals['_ASKSTREAMRESPONSE']._serialized_start=1598
-  _globals['_ASKSTREAMRESPONSE']._serialized_end=1736
-  _globals['_SEARCHREQUEST']._serialized_start=1738
-  _globals['_SEARCHREQUEST']._serialized_end=1852
-  _globals['_SEARCHRESPONSE']._serialized_start=1855
-  _globals['_SEARCHRESPONSE']._serialized_end=2096
-  _globals['_GETDOCUMENTREQUEST']._serialized_start=2098
-  _globals['_GETDOCUMENTREQUEST']._serialized_end=2159
-  _globals['_GETDOCUMENTRESPONSE']._serialized_start=2161
-  _globals['_GETDOCUMENTRESPONSE']._serialized_end=2222
-  _globals['_LISTDOCUMENTSREQUEST']._serialized_start=2224
-  _globals['_LISTDOCUMENTSREQUEST']._serialized_end=2305
-  _globals['_LISTDOCUMENTSRESPONSE']._serialized_start=2307
-  _globals['_LISTDOCUMENTSRESPONSE']._serialized_end=2396
-  _globals['_DELETEDOCUMENTREQUEST']._serialized_start=2398
-  _globals['_DELETEDOCUMENTREQUEST']._serialized_end=2462
-  _globals['_DELETEDOCUMENTRESPONSE']._serialized_start=2464
-  _globals['_DELETEDOCUMENTRESPONSE']._serialized_end=2512
-  _globals['_CREATEINGESTJOBREQUEST']._serialized_start=2514
-  _globals['_CREATEINGESTJOBREQUEST']._serialized_end=2606
-  _globals['_CREATEINGESTJOBRESPONSE']._serialized_start=2608
-  _globals['_CREATEINGESTJOBRESPONSE']._serialized_end=2669
-  _globals['_UPLOADINGESTDOCUMENTSREQUEST']._serialized_start=2671
-  _globals['_UPLOADINGESTDOCUMENTSREQUEST']._serialized_end=2768
-  _globals['_UPLOADINGESTDOCUMENTSRESPONSE']._serialized_start=2770
-  _globals['_UPLOADINGESTDOCUMENTSRESPONSE']._serialized_end=2837
-  _globals['_GETINGESTJOBREQUEST']._serialized_start=2839
-  _globals['_GETINGESTJOBREQUEST']._serialized_end=2876
-  _globals['_GETINGESTJOBRESPONSE']._serialized_start=2878
-  _globals['_GETINGESTJOBRESPONSE']._serialized_end=2936
-  _globals['_LISTINGESTJOBSREQUEST']._serialized_start=2938
-  _globals['_LISTINGESTJOBSREQUEST']._serialized_end=3020
-  _globals['_LISTINGESTJOBSRESPONSE']._serialized_start=3022
-  _globals['_LISTINGESTJOBSRESPONSE']._serialized_end=3108
-  _globals['_CANCELINGESTJOBREQUEST']._serialized_start=3110
-  _globals['_CANCELINGESTJOBREQUEST']._serialized_end=3150
-  _globals['_CANCELINGESTJOBRESPONSE']._serialized_start=3152
-  _globals['_CANCELINGESTJOBRESPONSE']._serialized_end=3213
-  _globals['_GATEWAYSERVICE']._serialized_start=3609
-  _globals['_GATEWAYSERVICE']._serialized_end=4928
+  _globals['_ASKRESPONSE']._serialized_end=1380
+  _globals['_ASKSTREAMREQUEST']._serialized_start=1383
+  _globals['_ASKSTREAMREQUEST']._serialized_end=1619
+  _globals['_RETRIEVEDPASSAGES']._serialized_start=1621
+  _globals['_RETRIEVEDPASSAGES']._serialized_end=1726
+  _globals['_ASKSTREAMRESPONSE']._serialized_start=1729
+  _globals['_ASKSTREAMRESPONSE']._serialized_end=1867
+  _globals['_SEARCHREQUEST']._serialized_start=1869
+  _globals['_SEARCHREQUEST']._serialized_end=1983
+  _globals['_SEARCHRESPONSE']._serialized_start=1986
+  _globals['_SEARCHRESPONSE']._serialized_end=2227
+  _globals['_GETDOCUMENTREQUEST']._serialized_start=2229
+  _globals['_GETDOCUMENTREQUEST']._serialized_end=2290
+  _globals['_GETDOCUMENTRESPONSE']._serialized_start=2292
+  _globals['_GETDOCUMENTRESPONSE']._serialized_end=2353
+  _globals['_LISTDOCUMENTSREQUEST']._serialized_start=2355
+  _globals['_LISTDOCUMENTSREQUEST']._serialized_end=2436
+  _globals['_LISTDOCUMENTSRESPONSE']._serialized_start=2438
+  _globals['_LISTDOCUMENTSRESPONSE']._serialized_end=2527
+  _globals['_DELETEDOCUMENTREQUEST']._serialized_start=2529
+  _globals['_DELETEDOCUMENTREQUEST']._serialized_end=2593
+  _globals['_DELETEDOCUMENTRESPONSE']._serialized_start=2595
+  _globals['_DELETEDOCUMENTRESPONSE']._serialized_end=2643
+  _globals['_CREATEINGESTJOBREQUEST']._serialized_start=2645
+  _globals['_CREATEINGESTJOBREQUEST']._serialized_end=2737
+  _globals['_CREATEINGESTJOBRESPONSE']._serialized_start=2739
+  _globals['_CREATEINGESTJOBRESPONSE']._serialized_end=2800
+  _globals['_UPLOADINGESTDOCUMENTSREQUEST']._serialized_start=2802
+  _globals['_UPLOADINGESTDOCUMENTSREQUEST']._serialized_end=2899
+  _globals['_UPLOADINGESTDOCUMENTSRESPONSE']._serialized_start=2901
+  _globals['_UPLOADINGESTDOCUMENTSRESPONSE']._serialized_end=2968
+  _globals['_GETINGESTJOBREQUEST']._serialized_start=2970
+  _globals['_GETINGESTJOBREQUEST']._serialized_end=3007
+  _globals['_GETINGESTJOBRESPONSE']._serialized_start=3009
+  _globals['_GETINGESTJOBRESPONSE']._serialized_end=3067
+  _globals['_LISTINGESTJOBSREQUEST']._serialized_start=3069
+  _globals['_LISTINGESTJOBSREQUEST']._serialized_end=3151
+  _globals['_LISTINGESTJOBSRESPONSE']._serialized_start=3153
+  _globals['_LISTINGESTJOBSRESPONSE']._serialized_end=3239
+  _globals['_CANCELINGESTJOBREQUEST']._serialized_start=3241
+  _globals['_CANCELINGESTJOBREQUEST']._serialized_end=3281
+  _globals['_CANCELINGESTJOBRESPONSE']._serialized_start=3283
+  _globals['_CANCELINGESTJOBRESPONSE']._serialized_end=3344
+  _globals['_GATEWAYSERVICE']._serialized_start=3740
+  _globals['_GATEWAYSERVICE']._serialized_end=5059
 # @@protoc_insertion_point(module_scope)

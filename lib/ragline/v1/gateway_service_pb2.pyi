@@ -105,7 +105,7 @@ class AskRequest(_message.Message):
     def __init__(self, query: _Optional[_Union[Query, _Mapping]] = ..., options: _Optional[_Union[_common_pb2.GenerationOptions, _Mapping]] = ..., conversation_id: _Optional[str] = ...) -> None: ...
 
 class AskResponse(_message.Message):
-    __slots__ = ("answer", "citations", "usage", "finish_reason", "model", "stage_timings", "cache_layer", "rerank_status", "generation", "duration_seconds")
+    __slots__ = ("answer", "citations", "usage", "finish_reason", "model", "stage_timings", "cache_layer", "rerank_status", "generation", "duration_seconds", "answer_mode", "not_found", "sentences", "relevance")
     ANSWER_FIELD_NUMBER: _ClassVar[int]
     CITATIONS_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
@@ -116,6 +116,10 @@ class AskResponse(_message.Message):
     RERANK_STATUS_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_MODE_FIELD_NUMBER: _ClassVar[int]
+    NOT_FOUND_FIELD_NUMBER: _ClassVar[int]
+    SENTENCES_FIELD_NUMBER: _ClassVar[int]
+    RELEVANCE_FIELD_NUMBER: _ClassVar[int]
     answer: str
     citations: _containers.RepeatedCompositeFieldContainer[_common_pb2.Citation]
     usage: _common_pb2.TokenUsage
@@ -126,7 +130,11 @@ class AskResponse(_message.Message):
     rerank_status: RerankStatus
     generation: int
     duration_seconds: float
-    def __init__(self, answer: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[_common_pb2.Citation, _Mapping]]] = ..., usage: _Optional[_Union[_common_pb2.TokenUsage, _Mapping]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., model: _Optional[str] = ..., stage_timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ..., cache_layer: _Optional[_Union[CacheLayer, str]] = ..., rerank_status: _Optional[_Union[RerankStatus, str]] = ..., generation: _Optional[int] = ..., duration_seconds: _Optional[float] = ...) -> None: ...
+    answer_mode: _common_pb2.AnswerMode
+    not_found: bool
+    sentences: _containers.RepeatedCompositeFieldContainer[_common_pb2.SentenceSupport]
+    relevance: float
+    def __init__(self, answer: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[_common_pb2.Citation, _Mapping]]] = ..., usage: _Optional[_Union[_common_pb2.TokenUsage, _Mapping]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., model: _Optional[str] = ..., stage_timings: _Optional[_Iterable[_Union[_common_pb2.StageTiming, _Mapping]]] = ..., cache_layer: _Optional[_Union[CacheLayer, str]] = ..., rerank_status: _Optional[_Union[RerankStatus, str]] = ..., generation: _Optional[int] = ..., duration_seconds: _Optional[float] = ..., answer_mode: _Optional[_Union[_common_pb2.AnswerMode, str]] = ..., not_found: _Optional[bool] = ..., sentences: _Optional[_Iterable[_Union[_common_pb2.SentenceSupport, _Mapping]]] = ..., relevance: _Optional[float] = ...) -> None: ...
 
 class AskStreamRequest(_message.Message):
     __slots__ = ("query", "options", "conversation_id")

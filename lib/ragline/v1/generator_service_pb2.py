@@ -26,7 +26,7 @@ from ragline.v1 import common_pb2 as ragline_dot_v1_dot_common__pb2
 from ragline.v1 import conversation_pb2 as ragline_dot_v1_dot_conversation__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"ragline/v1/generator_service.proto\x12\nragline.v1\x1a\x17ragline/v1/common.proto\x1a\x1dragline/v1/conversation.proto\"\x9d\x01\n\x0fGenerateRequest\x12\x10\n\x08question\x18\x01 \x01(\t\x12%\n\x08passages\x18\x02 \x03(\x0b\x32\x13.ragline.v1.Passage\x12.\n\x07options\x18\x03 \x01(\x0b\x32\x1d.ragline.v1.GenerationOptions\x12!\n\x07history\x18\x1e \x03(\x0b\x32\x10.ragline.v1.Turn\"\xc7\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\'\n\tcitations\x18\x02 \x03(\x0b\x32\x14.ragline.v1.Citation\x12%\n\x05usage\x18\x03 \x01(\x0b\x32\x16.ragline.v1.TokenUsage\x12/\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x18.ragline.v1.FinishReason\x12\r\n\x05model\x18\x05 \x01(\t\x12\x15\n\rpassages_used\x18\x06 \x01(\x05\"\xa3\x01\n\x15GenerateStreamRequest\x12\x10\n\x08question\x18\x01 \x01(\t\x12%\n\x08passages\x18\x02 \x03(\x0b\x32\x13.ragline.v1.Passage\x12.\n\x07options\x18\x03 \x01(\x0b\x32\x1d.ragline.v1.GenerationOptions\x12!\n\x07history\x18\x1e \x03(\x0b\x32\x10.ragline.v1.Turn\"a\n\x16GenerateStreamResponse\x12\x0f\n\x05\x64\x65lta\x18\x01 \x01(\tH\x00\x12-\n\x05\x66inal\x18\x02 \x01(\x0b\x32\x1c.ragline.v1.GenerateResponseH\x00\x42\x07\n\x05\x65vent\"M\n\x16RewriteQuestionRequest\x12\x10\n\x08question\x18\x01 \x01(\t\x12!\n\x07history\x18\x02 \x03(\x0b\x32\x10.ragline.v1.Turn\"p\n\x17RewriteQuestionResponse\x12\x1b\n\x13standalone_question\x18\x01 \x01(\t\x12)\n\x06method\x18\x02 \x01(\x0e\x32\x19.ragline.v1.RewriteMethod\x12\r\n\x05model\x18\x03 \x01(\t2\x90\x02\n\x10GeneratorService\x12\x45\n\x08Generate\x12\x1b.ragline.v1.GenerateRequest\x1a\x1c.ragline.v1.GenerateResponse\x12Y\n\x0eGenerateStream\x12!.ragline.v1.GenerateStreamRequest\x1a\".ragline.v1.GenerateStreamResponse0\x01\x12Z\n\x0fRewriteQuestion\x12\".ragline.v1.RewriteQuestionRequest\x1a#.ragline.v1.RewriteQuestionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"ragline/v1/generator_service.proto\x12\nragline.v1\x1a\x17ragline/v1/common.proto\x1a\x1dragline/v1/conversation.proto\"\x9d\x01\n\x0fGenerateRequest\x12\x10\n\x08question\x18\x01 \x01(\t\x12%\n\x08passages\x18\x02 \x03(\x0b\x32\x13.ragline.v1.Passage\x12.\n\x07options\x18\x03 \x01(\x0b\x32\x1d.ragline.v1.GenerationOptions\x12!\n\x07history\x18\x1e \x03(\x0b\x32\x10.ragline.v1.Turn\"\xf7\x01\n\x10GenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\'\n\tcitations\x18\x02 \x03(\x0b\x32\x14.ragline.v1.Citation\x12%\n\x05usage\x18\x03 \x01(\x0b\x32\x16.ragline.v1.TokenUsage\x12/\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x18.ragline.v1.FinishReason\x12\r\n\x05model\x18\x05 \x01(\t\x12\x15\n\rpassages_used\x18\x06 \x01(\x05\x12.\n\tsentences\x18\x14 \x03(\x0b\x32\x1b.ragline.v1.SentenceSupport\"\xa3\x01\n\x15GenerateStreamRequest\x12\x10\n\x08question\x18\x01 \x01(\t\x12%\n\x08passages\x18\x02 \x03(\x0b\x32\x13.ragline.v1.Passage\x12.\n\x07options\x18\x03 \x01(\x0b\x32\x1d.ragline.v1.GenerationOptions\x12!\n\x07history\x18\x1e \x03(\x0b\x32\x10.ragline.v1.Turn\"a\n\x16GenerateStreamResponse\x12\x0f\n\x05\x64\x65lta\x18\x01 \x01(\tH\x00\x12-\n\x05\x66inal\x18\x02 \x01(\x0b\x32\x1c.ragline.v1.GenerateResponseH\x00\x42\x07\n\x05\x65vent\"M\n\x16RewriteQuestionRequest\x12\x10\n\x08question\x18\x01 \x01(\t\x12!\n\x07history\x18\x02 \x03(\x0b\x32\x10.ragline.v1.Turn\"p\n\x17RewriteQuestionResponse\x12\x1b\n\x13standalone_question\x18\x01 \x01(\t\x12)\n\x06method\x18\x02 \x01(\x0e\x32\x19.ragline.v1.RewriteMethod\x12\r\n\x05model\x18\x03 \x01(\t2\x90\x02\n\x10GeneratorService\x12\x45\n\x08Generate\x12\x1b.ragline.v1.GenerateRequest\x1a\x1c.ragline.v1.GenerateResponse\x12Y\n\x0eGenerateStream\x12!.ragline.v1.GenerateStreamRequest\x1a\".ragline.v1.GenerateStreamResponse0\x01\x12Z\n\x0fRewriteQuestion\x12\".ragline.v1.RewriteQuestionRequest\x1a#.ragline.v1.RewriteQuestionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,15 +36,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GENERATEREQUEST']._serialized_start=107
   _globals['_GENERATEREQUEST']._serialized_end=264
   _globals['_GENERATERESPONSE']._serialized_start=267
-  _globals['_GENERATERESPONSE']._serialized_end=466
-  _globals['_GENERATESTREAMREQUEST']._serialized_start=469
-  _globals['_GENERATESTREAMREQUEST']._serialized_end=632
-  _globals['_GENERATESTREAMRESPONSE']._serialized_start=634
-  _globals['_GENERATESTREAMRESPONSE']._serialized_end=731
-  _globals['_REWRITEQUESTIONREQUEST']._serialized_start=733
-  _globals['_REWRITEQUESTIONREQUEST']._serialized_end=810
-  _globals['_REWRITEQUESTIONRESPONSE']._serialized_start=812
-  _globals['_REWRITEQUESTIONRESPONSE']._serialized_end=924
-  _globals['_GENERATORSERVICE']._serialized_start=927
-  _globals['_GENERATORSERVICE']._serialized_end=1199
+  _globals['_GENERATERESPONSE']._serialized_end=514
+  _globals['_GENERATESTREAMREQUEST']._serialized_start=517
+  _globals['_GENERATESTREAMREQUEST']._serialized_end=680
+  _globals['_GENERATESTREAMRESPONSE']._serialized_start=682
+  _globals['_GENERATESTREAMRESPONSE']._serialized_end=779
+  _globals['_REWRITEQUESTIONREQUEST']._serialized_start=781
+  _globals['_REWRITEQUESTIONREQUEST']._serialized_end=858
+  _globals['_REWRITEQUESTIONRESPONSE']._serialized_start=860
+  _globals['_REWRITEQUESTIONRESPONSE']._serialized_end=972
+  _globals['_GENERATORSERVICE']._serialized_start=975
+  _globals['_GENERATORSERVICE']._serialized_end=1247
 # @@protoc_insertion_point(module_scope)

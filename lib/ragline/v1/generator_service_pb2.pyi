@@ -21,20 +21,22 @@ class GenerateRequest(_message.Message):
     def __init__(self, question: _Optional[str] = ..., passages: _Optional[_Iterable[_Union[_common_pb2.Passage, _Mapping]]] = ..., options: _Optional[_Union[_common_pb2.GenerationOptions, _Mapping]] = ..., history: _Optional[_Iterable[_Union[_conversation_pb2.Turn, _Mapping]]] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
-    __slots__ = ("text", "citations", "usage", "finish_reason", "model", "passages_used")
+    __slots__ = ("text", "citations", "usage", "finish_reason", "model", "passages_used", "sentences")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     CITATIONS_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PASSAGES_USED_FIELD_NUMBER: _ClassVar[int]
+    SENTENCES_FIELD_NUMBER: _ClassVar[int]
     text: str
     citations: _containers.RepeatedCompositeFieldContainer[_common_pb2.Citation]
     usage: _common_pb2.TokenUsage
     finish_reason: _common_pb2.FinishReason
     model: str
     passages_used: int
-    def __init__(self, text: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[_common_pb2.Citation, _Mapping]]] = ..., usage: _Optional[_Union[_common_pb2.TokenUsage, _Mapping]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., model: _Optional[str] = ..., passages_used: _Optional[int] = ...) -> None: ...
+    sentences: _containers.RepeatedCompositeFieldContainer[_common_pb2.SentenceSupport]
+    def __init__(self, text: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[_common_pb2.Citation, _Mapping]]] = ..., usage: _Optional[_Union[_common_pb2.TokenUsage, _Mapping]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., model: _Optional[str] = ..., passages_used: _Optional[int] = ..., sentences: _Optional[_Iterable[_Union[_common_pb2.SentenceSupport, _Mapping]]] = ...) -> None: ...
 
 class GenerateStreamRequest(_message.Message):
     __slots__ = ("question", "passages", "options", "history")

@@ -10,9 +10,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from ragline.snippets import snippet
 from ragline.v1 import common_pb2
-
-SNIPPET_CHARS = 200
 
 _MARKER = re.compile(r"\[\s*(\d+(?:\s*,\s*\d+)*)\s*\]")
 
@@ -32,15 +31,6 @@ def cited_numbers(text: str, passages_used: int) -> tuple[list[int], int]:
     return valid, invalid
 
 
-def snippet(text: str) -> str:
-    """The start of a passage for display: about SNIPPET_CHARS characters, cut at a word boundary."""
-    if len(text) <= SNIPPET_CHARS:
-        return text
-    cut = text[:SNIPPET_CHARS]
-    space = cut.rfind(" ")
-    return (cut[:space] if space > SNIPPET_CHARS // 2 else cut).rstrip() + "…"
-
-
 def citations(numbers: Sequence[int], passages: Sequence[common_pb2.Passage]) -> list[common_pb2.Citation]:
     """The Citation messages for passage `numbers` (1-based) of `passages`."""
     return [
@@ -55,20 +45,30 @@ def citations(numbers: Sequence[int], passages: Sequence[common_pb2.Passage]) ->
     ]
 
 
+# Abbreviations whose period does not end a sentence; the grammar lets each be followed by ". ".
+ABBREVIATIONS = ("e.g", "i.e", "etc", "vs", "cf", "approx", "Mr", "Mrs", "Ms", "Dr", "St", "Jr", "No", "Co")
+MAX_SENTENCES = 2
+
+
 def citation_grammar(passages: int, dont_know: str) -> str:
     """A GBNF grammar for llama.cpp: either exactly `dont_know`, or sentences that each end with a
-    citation marker of a passage in the prompt, `... [n]` with n in 1..passages, at most three
-    sentences. The model still chooses n; the grammar only makes it cite, cite a real passage,
-    and stop: a 135M model left free repeats itself until max_tokens.
+    citation marker of a passage in the prompt, `... [n]` with n in 1..passages, at most
+    MAX_SENTENCES sentences. The model still chooses n; the grammar only makes it cite, cite a real
+    passage, and stop: a 135M model left free repeats itself until max_tokens (and with three
+    sentences allowed, it mostly spent the third repeating the first).
 
-    A sentence may end with a period only right before its marker, so "3.5" or "e.g." cannot be
-    written: the price of forcing a small model to end each sentence with its citation.
+    Inside a sentence a period may be followed by a letter or digit ("4.2", "U.S.") or end one of
+    ABBREVIATIONS ("e.g. "); any other period ends the sentence, right before its marker.
     """
     literal = dont_know.replace("\\", "\\\\").replace('"', '\\"')
     numbers = " | ".join(f'"{n}"' for n in range(1, passages + 1))
+    abbreviations = " | ".join(f'"{a}"' for a in ABBREVIATIONS)
+    optional = " sentence?" * (MAX_SENTENCES - 1)
     return (
-        f'root ::= "{literal}" | sentence sentence? sentence?\n'
-        'sentence ::= [^[\\n.]+ "."? " [" number "]" "."? " "?\n'
+        f'root ::= "{literal}" | sentence{optional}\n'
+        'sentence ::= piece+ "."? " [" number "]" "."? " "?\n'
+        'piece ::= [^[\\n.] | "." [0-9A-Za-z] | abbreviation ". "\n'
+        f"abbreviation ::= {abbreviations}\n"
         f"number ::= {numbers}\n"
     )
 
@@ -112,28 +112,40 @@ REPAIR_MARGIN = 0.25
 MAX_MARKER_CHARS = 16
 
 
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+
+
 def _words(text: str) -> set[str]:
     return {w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS}
 
 
+def numbers_in(text: str) -> set[str]:
+    """The numbers a text states, thousands separators removed ("1,200" and "1200" are one)."""
+    return {n.replace(",", "") for n in _NUMBER.findall(text)}
+
+
 class CitationRepairer:
-    """Checks each [n] against the sentence it ends and re-points it to the passage that holds the sentence.
+    """Checks each [n] against the sentence it ends: re-points or drops it, and records the sentence's support.
 
     Small models cite by position more than by content (services/generator/README.md). Each
     marker's claim, the text since the previous marker, is compared with every passage; when
     another passage holds at least REPAIR_MARGIN more of the claim's words than the cited one,
-    the marker is rewritten to cite that passage. Text streams through as it comes, except a
-    marker still being written, so a streamed answer and the final one agree; `repaired`
-    counts the rewritten numbers.
+    or the cited one holds none of them, the marker is rewritten to cite the best passage, and a
+    marker whose claim no passage shares a word with is dropped. Text streams through as it comes,
+    except a marker still being written and the spaces before it, so a streamed answer and the final one agree; `repaired`
+    counts the rewritten or dropped numbers. `sentences` says, per claim, which passages it cites
+    and whether they back it: shared words, and every number it states in a cited passage.
     """
 
     def __init__(self, passages: Sequence[str], *, enabled: bool = True) -> None:
         self._passages = [_words(p) for p in passages]
+        self._numbers = [numbers_in(p) for p in passages]
         self._enabled = enabled
         self._pending = ""
         self._claim = ""
         self.text = ""
         self.repaired = 0
+        self.sentences: list[common_pb2.SentenceSupport] = []
 
     def feed(self, delta: str) -> str:
         """Takes the model's next text; returns what can be released now (all but an unfinished marker)."""
@@ -143,21 +155,33 @@ class CitationRepairer:
             ready, self._pending = self._pending[:cut], self._pending[cut:]
         else:
             ready, self._pending = self._pending, ""
-        return self._release(ready)
+        # Trailing spaces wait too: they belong to a marker that may follow and may be dropped.
+        kept = ready.rstrip(" ")
+        self._pending = ready[len(kept) :] + self._pending
+        return self._release(kept)
 
     def flush(self) -> str:
-        """Releases whatever text is left once the model has finished."""
+        """Releases whatever text is left once the model has finished, and records its last claim."""
         rest, self._pending = self._pending, ""
-        return self._release(rest)
+        released = self._release(rest)
+        self._record(self._claim, [])
+        self._claim = ""
+        return released
 
     def _release(self, text: str) -> str:
         out: list[str] = []
         start = 0
         for marker in _MARKER.finditer(text):
-            claim = _words(self._claim + text[start : marker.start()])
-            numbers = [self._best(int(part), claim) for part in marker.group(1).split(",")]
-            out.append(text[start : marker.start()])
-            out.append("[" + ", ".join(str(n) for n in dict.fromkeys(numbers)) + "]")
+            claim = self._claim + text[start : marker.start()]
+            words = _words(claim)
+            chosen = [self._best(int(part), words) for part in marker.group(1).split(",")]
+            numbers = [n for n in dict.fromkeys(chosen) if n is not None]
+            before = text[start : marker.start()]
+            # A dropped marker takes the space before it along, as far as this piece of text holds it.
+            out.append(before if numbers else before.rstrip())
+            if numbers:
+                out.append("[" + ", ".join(str(n) for n in numbers) + "]")
+            self._record(claim, numbers)
             self._claim = ""
             start = marker.end()
         out.append(text[start:])
@@ -166,12 +190,40 @@ class CitationRepairer:
         self.text += released
         return released
 
-    def _best(self, number: int, claim: set[str]) -> int:
+    def _record(self, claim: str, numbers: list[int]) -> None:
+        """Adds a claim's support to `sentences`; a marker right after another joins the previous claim."""
+        text = claim.strip(" .\n")
+        if not _WORD.search(text.lower()):
+            if self.sentences and numbers:
+                previous = self.sentences.pop()
+                self._record(previous.text, [*previous.citations, *numbers])
+            return
+        valid = [n for n in numbers if 1 <= n <= len(self._passages)]
+        cited_words = set().union(*(self._passages[n - 1] for n in valid))
+        cited_numbers = set().union(*(self._numbers[n - 1] for n in valid))
+        words = _words(text)
+        support = len(words & cited_words) / len(words) if words else 0.0
+        missing = sorted(numbers_in(text) - cited_numbers)
+        self.sentences.append(
+            common_pb2.SentenceSupport(
+                text=text,
+                citations=list(dict.fromkeys(numbers)),
+                supported=bool(valid) and support > 0 and not missing,
+                support=support,
+                unsupported_numbers=missing,
+            )
+        )
+
+    def _best(self, number: int, claim: set[str]) -> int | None:
+        """The passage a marker should cite: `number`, a better-supported passage, or None to drop it."""
         if not self._enabled or not claim or not 1 <= number <= len(self._passages):
             return number
         support = [len(claim & words) / len(claim) for words in self._passages]
         best = max(range(len(support)), key=support.__getitem__) + 1
-        if support[best - 1] - support[number - 1] >= REPAIR_MARGIN:
+        if support[best - 1] == 0:
+            self.repaired += 1
+            return None
+        if support[best - 1] - support[number - 1] >= REPAIR_MARGIN or support[number - 1] == 0:
             self.repaired += 1
             return best
         return number

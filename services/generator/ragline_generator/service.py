@@ -221,6 +221,7 @@ class GeneratorServicer(generator_service_pb2_grpc.GeneratorServiceServicer):
             finish_reason=_FINISH_REASONS[finish.reason],
             model=model,
             passages_used=prompt.passages_used,
+            sentences=repairer.sentences,
         )
 
     async def RewriteQuestion(
