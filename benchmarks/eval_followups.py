@@ -172,6 +172,7 @@ async def _evaluate(stack: Stack) -> dict[str, Any]:
                     "ranks": {mode: ranks[mode][-1] for mode in ranks},
                 }
             )
+            print(f"  {target}: ranks {searched[-1]['ranks']}", flush=True)
     rows = [{"follow-up searched as": mode, **_scores(mode_ranks)} for mode, mode_ranks in ranks.items()]
     return {"rows": rows, "searched": searched}
 
