@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -147,8 +148,10 @@ async def _ask(client: RaglineClient, question: str, conversation_id: str) -> li
     return hits
 
 
-async def _evaluate(stack: Stack) -> dict[str, Any]:
-    ranks: dict[str, list[int | None]] = {"raw": [], "fallback": [], "conversation": [], "standalone": []}
+async def _evaluate(stack: Stack, with_model: bool) -> dict[str, Any]:
+    ranks: dict[str, list[int | None]] = {"raw": [], "fallback": [], "standalone": []}
+    if with_model:
+        ranks["conversation"] = []
     searched: list[dict[str, Any]] = []
     async with RaglineClient(stack["gateway"].address, timeout=600, api_key=stack.api_key) as client:
         documents = _documents()
@@ -159,28 +162,33 @@ async def _evaluate(stack: Stack) -> dict[str, Any]:
             ranks["raw"].append(await _search(client, follow_up, target))
             ranks["fallback"].append(await _search(client, carried, target))
             ranks["standalone"].append(await _search(client, standalone, target))
-            conversation_id = str(uuid.uuid4())
-            await _ask(client, first, conversation_id)
-            ranks["conversation"].append(_rank(await _ask(client, follow_up, conversation_id), target))
-            turn = (await client.get_conversation(conversation_id)).turns[-1]
-            searched.append(
-                {
-                    "follow-up": follow_up,
-                    "fallback": carried,
-                    "conversation": turn.standalone_question,
-                    "method": conversation_pb2.RewriteMethod.Name(turn.rewrite_method),
-                    "ranks": {mode: ranks[mode][-1] for mode in ranks},
-                }
-            )
+            searched.append({"follow-up": follow_up, "fallback": carried})
+            if with_model:
+                conversation_id = str(uuid.uuid4())
+                await _ask(client, first, conversation_id)
+                ranks["conversation"].append(_rank(await _ask(client, follow_up, conversation_id), target))
+                turn = (await client.get_conversation(conversation_id)).turns[-1]
+                searched[-1]["conversation"] = turn.standalone_question
+                searched[-1]["method"] = conversation_pb2.RewriteMethod.Name(turn.rewrite_method)
+            searched[-1]["ranks"] = {mode: mode_ranks[-1] for mode, mode_ranks in ranks.items()}
+            print(f"  {target}: ranks {searched[-1]['ranks']}", flush=True)
     rows = [{"follow-up searched as": mode, **_scores(mode_ranks)} for mode, mode_ranks in ranks.items()]
     return {"rows": rows, "searched": searched}
 
 
 def main() -> None:
-    """Runs the evaluation and prints and saves the table."""
+    """Runs the evaluation and prints and saves the table; `--without-model` leaves out the conversation
+    mode, and with it the generator (minutes instead of most of an hour on a loaded machine)."""
+    with_model = "--without-model" not in sys.argv[1:]
+    services = (
+        ("embedder", "retriever", "generator", "gateway")
+        if with_model
+        else ("embedder", "retriever", "gateway")
+    )
     with tempfile.TemporaryDirectory(prefix="ragline-followups-") as state:
         stack = Stack(
             state=Path(state),
+            services=services,
             free_ports=True,
             env={
                 "DATABASE_URL": "",
@@ -194,16 +202,16 @@ def main() -> None:
                 "GENERATOR_REWRITE_TIMEOUT_SECONDS": "300",
             },
         )
-        print(f"starting the four services (state in {state}) ...", flush=True)
+        print(f"starting {', '.join(services)} (state in {state}) ...", flush=True)
         stack.start()
         try:
             print("ingesting the SQuAD dev paragraphs, then asking the follow-ups ...", flush=True)
-            result = asyncio.run(_evaluate(stack))
+            result = asyncio.run(_evaluate(stack, with_model))
         finally:
             stack.stop()
     for each in result["searched"]:
-        print(f"  {each['method']:<24} {each['conversation']}")
-    methods = [each["method"] for each in result["searched"]]
+        print(f"  {each.get('method', ''):<24} {each.get('conversation', each['fallback'])}")
+    methods = [each.get("method") for each in result["searched"]]
     write_report(
         "eval_followups",
         result["rows"],

@@ -20,13 +20,21 @@ _QUIT = {"exit", "quit", ":q"}
 
 
 async def stream_answer(
-    client: RaglineClient, question: str, args: argparse.Namespace, conversation_id: str = ""
+    client: RaglineClient,
+    question: str,
+    args: argparse.Namespace,
+    conversation_id: str = "",
+    max_tokens: int = 0,
 ) -> gateway_service_pb2.AskResponse | None:
     """Prints the answer to `question` as it is written, then its sources; returns it (None if the stream
     ended early, which is reported)."""
     reply = None
     events = client.ask_stream(
-        question, collection=args.collection, top_k=args.top_k, conversation_id=conversation_id
+        question,
+        collection=args.collection,
+        top_k=args.top_k,
+        conversation_id=conversation_id,
+        max_tokens=max_tokens,
     )
     async for event in events:
         if event.HasField("delta"):
@@ -62,7 +70,10 @@ async def chat(args: argparse.Namespace) -> int:
                 return 0
             if question.lower() in _QUIT:
                 return 0
-            if question and await stream_answer(client, question, args, conversation_id) is None:
+            if (
+                question
+                and await stream_answer(client, question, args, conversation_id, args.max_tokens) is None
+            ):
                 return 1
             print()
 
@@ -116,6 +127,9 @@ def add_commands(commands: Any) -> None:
         "--conversation", default="", help="continue this conversation (default: a new one)"
     )
     chat_command.add_argument("--top-k", type=int, default=0, help="passages to answer from")
+    chat_command.add_argument(
+        "--max-tokens", type=int, default=0, help="longest answer in tokens (default: the generator's)"
+    )
     listing = commands.add_parser("conversations", help="list conversations, or show or delete one")
     actions = listing.add_subparsers(dest="conversations_command", required=True)
     listed = actions.add_parser("list", help="list conversations, most recently updated first")

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import asyncpg
 import grpc
@@ -22,6 +21,7 @@ import pytest
 from ragline import api_keys
 from ragline.client import DocumentToIngest, RaglineClient
 from ragline.devstack import Stack
+from ragline.embedded_standby import embedded_url
 from ragline.v1 import admin_service_pb2, conversation_pb2, gateway_service_pb2
 
 pytestmark = pytest.mark.integration
@@ -165,18 +165,13 @@ async def test_a_conversation_is_confined_to_its_tenant(
     assert [t.question for t in ours.turns] == ["Where is the Statue of Liberty?"]
 
 
-def database_url(state: Path) -> str:
-    lines = (state / "postgres" / "postmaster.pid").read_text().splitlines()
-    return f"postgresql://postgres@/postgres?host={lines[4].strip()}&port={lines[3].strip()}"
-
-
 async def test_an_expired_conversation_is_not_found_and_its_next_question_starts_afresh(
     client: RaglineClient, stack: Stack, collection: str
 ) -> None:
     conversation_id = f"expiring-{uuid.uuid4()}"
     await ask(client, "Where is the Statue of Liberty?", conversation_id)
     # Its retention period runs out (RETRIEVER_CONVERSATION_TTL_SECONDS is 30 days: moved, not waited for).
-    conn = await asyncpg.connect(database_url(stack.state))
+    conn = await asyncpg.connect(embedded_url(stack.state / "postgres"))
     try:
         await conn.execute(
             "UPDATE conversations SET expires_at = now() - interval '1 second' WHERE conversation_id = $1",

@@ -98,6 +98,37 @@ def quota_database_url(quota_retriever: str, quota_state: Path) -> str:
     return embedded_database_url(quota_state)
 
 
+@pytest.fixture(scope="module")
+def short_ttl_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("conversation-ttl-retriever")
+
+
+@pytest.fixture(scope="module")
+def short_ttl_retriever(short_ttl_state: Path) -> Iterator[str]:
+    """A retriever that keeps conversations 2 s after their last turn and purges every second."""
+    stack = Stack(
+        state=short_ttl_state,
+        services=("retriever",),
+        free_ports=True,
+        env={
+            "DATABASE_URL": "",
+            "RETRIEVER_CONVERSATION_TTL_SECONDS": "2",
+            "RETRIEVER_CONVERSATION_PURGE_INTERVAL_SECONDS": "1",
+        },
+    )
+    stack.start()
+    try:
+        yield stack["retriever"].address
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="module")
+def short_ttl_database_url(short_ttl_retriever: str, short_ttl_state: Path) -> str:
+    """A URL to connect to the short-TTL retriever's database directly."""
+    return embedded_database_url(short_ttl_state)
+
+
 _names = itertools.count()
 
 

@@ -4,15 +4,12 @@ expired conversations invisible at once and purged soon after."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import asyncpg
 import grpc
 import pytest
-from conftest import embedded_database_url
 
-from ragline.devstack import Stack
 from ragline.v1 import conversation_pb2 as conv
 from ragline.v1 import conversation_store_service_pb2 as pb
 from ragline.v1 import conversation_store_service_pb2_grpc as pb_grpc
@@ -20,7 +17,7 @@ from ragline_retriever.paging import encode_page_token, listing_scope
 
 pytestmark = pytest.mark.integration
 
-TTL_SECONDS = 2
+TTL_SECONDS = 2  # RETRIEVER_CONVERSATION_TTL_SECONDS of the short_ttl_retriever fixture
 
 
 @pytest.fixture(scope="session")
@@ -183,31 +180,6 @@ async def test_a_bad_turn_is_invalid_argument_naming_its_field(
     assert field in details
 
 
-@pytest.fixture(scope="module")
-def short_ttl_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("conversation-ttl-retriever")
-
-
-@pytest.fixture(scope="module")
-def short_ttl_retriever(short_ttl_state: Path) -> Iterator[str]:
-    """A retriever that keeps conversations 2 s after their last turn and purges every second."""
-    stack = Stack(
-        state=short_ttl_state,
-        services=("retriever",),
-        free_ports=True,
-        env={
-            "DATABASE_URL": "",
-            "RETRIEVER_CONVERSATION_TTL_SECONDS": str(TTL_SECONDS),
-            "RETRIEVER_CONVERSATION_PURGE_INTERVAL_SECONDS": "1",
-        },
-    )
-    stack.start()
-    try:
-        yield stack["retriever"].address
-    finally:
-        stack.stop()
-
-
 @pytest.fixture
 async def short_ttl_store(short_ttl_retriever: str) -> AsyncIterator[pb_grpc.ConversationStoreServiceStub]:
     async with grpc.aio.insecure_channel(short_ttl_retriever) as channel:
@@ -215,7 +187,7 @@ async def short_ttl_store(short_ttl_retriever: str) -> AsyncIterator[pb_grpc.Con
 
 
 async def test_an_expired_conversation_is_gone_at_once_then_purged_and_its_id_starts_afresh(
-    short_ttl_store: pb_grpc.ConversationStoreServiceStub, short_ttl_state: Path
+    short_ttl_store: pb_grpc.ConversationStoreServiceStub, short_ttl_database_url: str
 ) -> None:
     store = short_ttl_store
     await append(store, "acme", "fading", "first")
@@ -231,7 +203,7 @@ async def test_an_expired_conversation_is_gone_at_once_then_purged_and_its_id_st
     listed = await store.ListStoredConversations(pb.ListStoredConversationsRequest(tenant="acme"))
     assert [c.conversation_id for c in listed.conversations] == ["kept"]
     # The readiness probe purges the rows within its interval (1 s here) plus its own period (2 s).
-    conn = await asyncpg.connect(embedded_database_url(short_ttl_state))
+    conn = await asyncpg.connect(short_ttl_database_url)
     try:
         for _ in range(50):
             rows = await conn.fetchval(
