@@ -10,13 +10,33 @@ import uuid
 from typing import Any
 
 from ragline.client import RaglineClient
-from ragline.v1 import conversation_pb2, gateway_service_pb2
+from ragline.v1 import common_pb2, conversation_pb2, gateway_service_pb2
 
 _REWRITES = {
     conversation_pb2.REWRITE_METHOD_MODEL: "rewritten by the model",
     conversation_pb2.REWRITE_METHOD_FALLBACK: "previous question's key words carried over",
 }
 _QUIT = {"exit", "quit", ":q"}
+
+
+# `--mode` values: how the gateway answers (its GATEWAY_ANSWER_MODE when not given).
+ANSWER_MODES = {
+    "": common_pb2.ANSWER_MODE_UNSPECIFIED,
+    "generative": common_pb2.ANSWER_MODE_GENERATIVE,
+    "extractive": common_pb2.ANSWER_MODE_EXTRACTIVE,
+    "auto": common_pb2.ANSWER_MODE_AUTO,
+}
+
+
+def add_mode_option(command: argparse.ArgumentParser) -> None:
+    """Adds `--mode` (generative, extractive or auto) to an asking command."""
+    command.add_argument(
+        "--mode",
+        choices=[name for name in ANSWER_MODES if name],
+        default="",
+        help="generative: the model writes the answer; extractive: the passages' best-matching sentence, "
+        "no model; auto: the gateway chooses (default: the gateway's GATEWAY_ANSWER_MODE)",
+    )
 
 
 async def stream_answer(
@@ -35,6 +55,7 @@ async def stream_answer(
         top_k=args.top_k,
         conversation_id=conversation_id,
         max_tokens=max_tokens,
+        answer_mode=ANSWER_MODES[args.mode],
     )
     async for event in events:
         if event.HasField("delta"):
@@ -127,6 +148,7 @@ def add_commands(commands: Any) -> None:
         "--conversation", default="", help="continue this conversation (default: a new one)"
     )
     chat_command.add_argument("--top-k", type=int, default=0, help="passages to answer from")
+    add_mode_option(chat_command)
     chat_command.add_argument(
         "--max-tokens", type=int, default=0, help="longest answer in tokens (default: the generator's)"
     )

@@ -307,6 +307,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ask = commands.add_parser("ask", help="ask a question and print the answer with its sources")
     ask.add_argument("question")
     ask.add_argument("--top-k", type=int, default=0, help="passages to answer from")
+    chat.add_mode_option(ask)
     _add_keys_commands(commands)
     chat.add_commands(commands)
     _add_collections_commands(commands)

@@ -94,6 +94,21 @@ def test_ask_answers_from_the_one_document_that_knows(
     assert f"{corpus.name}/eiffel.txt" in sources
 
 
+def test_ask_mode_extractive_prints_the_passages_best_sentence_with_its_citation(
+    stack: Stack, corpus: Path, ingested: subprocess.CompletedProcess[str]
+) -> None:
+    result = _ragline(
+        stack, corpus.parent, "ask", "--mode", "extractive", "In which city is the Eiffel Tower?"
+    )
+    assert result.returncode == 0, result.stderr
+    answer, _, sources = result.stdout.partition("Sources:")
+    # The document's own sentence, cited, word for word (the model would paraphrase).
+    assert "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris" in answer
+    assert "[1]" in answer and f"{corpus.name}/eiffel.txt" in sources
+    refused = _ragline(stack, corpus.parent, "ask", "--mode", "oracle", "Anything?")
+    assert refused.returncode == 2 and "invalid choice: 'oracle'" in refused.stderr
+
+
 async def test_the_answer_carries_usage_timings_and_only_valid_citations(
     client: RaglineClient, corpus: Path, ingested: object
 ) -> None:
