@@ -19,7 +19,8 @@ and once, retrieval hit@5 (gold paragraph among the top 5 Search hits). A thresh
 reported relevance (the best cosine between the question and the sentences of the top passages)
 gives the refusal rates a "not found" threshold would have, for calibrating
 GATEWAY_NOT_FOUND_THRESHOLD. Answers are limited to EVAL_MAX_TOKENS (64: SQuAD answers are
-short spans, and on a loaded 2-core machine a 256-token answer takes minutes). EVAL_SERVICES_FROM
+short spans, and on a loaded 2-core machine a 256-token answer takes minutes); EVAL_TOP_K the passages
+answered from (0: the gateway's default). EVAL_SERVICES_FROM
 names another checkout (e.g. `git archive` of an older commit) whose lib/, gateway/ and services/
 the services run from, for before/after figures side by side; EVAL_NAME suffixes the report's
 name (bench-results/eval_answers*.json).
@@ -94,6 +95,7 @@ async def _ask(
             question,
             collection=collection,
             max_tokens=int(_setting("EVAL_MAX_TOKENS", "64")),
+            top_k=int(_setting("EVAL_TOP_K", "0")),
             answer_mode=MODES.get(mode, common_pb2.ANSWER_MODE_UNSPECIFIED),
             cache_policy=gw.CACHE_POLICY_BYPASS,
         )
