@@ -74,6 +74,7 @@ def test_the_fallback_carries_the_previous_questions_key_words_it_lacks() -> Non
         ("How tall is the tower in the city?", "loses the previous question's names"),
         ("How tall is the Eiffel Tower? " + "It is very tall indeed and " * 5, "too long"),
         ("The Eiffel Tower is 330 metres tall [1].", "an answer, not a question"),
+        ("In 1889, the Eiffel Tower was built in Paris.", "an answer, not a question"),
         ("How tall is the Eiffel Tower compared with Big Ben, Westminster and London Bridge?", "adds words"),
         ("How tall is the Eiffel Tower?", ""),
         ("How tall is the Eiffel Tower in Paris?", ""),

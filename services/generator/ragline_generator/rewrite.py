@@ -273,7 +273,7 @@ def unusable(rewrite: str, question: str, history: Sequence[Exchange]) -> str:
     carried = key_words(previous)
     if len(words(rewrite)) > len(words(question)) + len(carried) + SLACK_WORDS:
         return "too long"
-    if _CITATION_MARKER.search(rewrite):
+    if _CITATION_MARKER.search(rewrite) or (question.rstrip().endswith("?") and not rewrite.endswith("?")):
         return "an answer, not a question"
     rewritten = {_norm(word) for word in words(rewrite)}
     asked = {_norm(word) for word in words(question)}
