@@ -48,7 +48,7 @@ from ragline import api_keys, dev_certificates
 from ragline.channels import blocking_channel
 from ragline.config import state_dir
 from ragline.embedded_redis import EmbeddedRedis
-from ragline.embedded_standby import EmbeddedStandby, start_primary
+from ragline.embedded_standby import EmbeddedStandby, start_primary, stop_postgres
 from ragline.server import PORTS_FILE_ENV
 from ragline.tls import ClientCertificates, client_certificates
 from ragline.v1 import admin_service_pb2
@@ -326,6 +326,10 @@ class Stack:
         if self._primary is not None:
             self._primary.cleanup()  # stops it, the retrievers having let go
             self._primary = None
+        if not self.base_env.get("DATABASE_URL") and "retriever" in self.instances:
+            # The retrievers share the embedded PostgreSQL, and the last to let go stops it; one killed
+            # with SIGKILL (as the replica tests do) never lets go, which would leave it running.
+            stop_postgres(self.state / "postgres")
         if self.redis is not None:
             self.redis.stop()
 

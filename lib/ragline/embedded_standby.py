@@ -144,15 +144,7 @@ class EmbeddedStandby:
 
     def pid(self) -> int | None:
         """The standby's postmaster pid while it runs."""
-        import psutil
-
-        pid_file = self.data_dir / "postmaster.pid"
-        try:
-            pid = int(pid_file.read_text().splitlines()[0])
-            # A killed server that nobody reaped yet is not running.
-            return pid if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE else None
-        except (FileNotFoundError, IndexError, ValueError, psutil.NoSuchProcess):
-            return None
+        return postmaster_pid(self.data_dir)
 
     def kill(self) -> None:
         """SIGKILL to the standby and all its processes at once, as a crash of its machine."""
@@ -173,25 +165,35 @@ class EmbeddedStandby:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stops the standby (fast shutdown); nothing if it is not running."""
-        if self.pid() is None:
-            return
-        subprocess.run(
-            [
-                _binary("pg_ctl"),
-                "stop",
-                "-D",
-                str(self.data_dir),
-                "-m",
-                "fast",
-                "-w",
-                "-t",
-                str(int(timeout)),
-            ],
-            check=False,
-            user=_run_as(),
-            capture_output=True,
-            timeout=timeout + 5,
-        )
+        stop_postgres(self.data_dir, timeout)
         deadline = time.monotonic() + timeout
         while self.pid() is not None and time.monotonic() < deadline:
             time.sleep(0.05)
+
+
+def postmaster_pid(data_dir: Path) -> int | None:
+    """The pid of the PostgreSQL server running on `data_dir`, or None when none runs."""
+    pid_file = data_dir / "postmaster.pid"
+    if not pid_file.exists():
+        return None
+    import psutil
+
+    try:
+        pid = int(pid_file.read_text().splitlines()[0])
+        # A killed server that nobody reaped yet is not running.
+        return pid if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE else None
+    except (FileNotFoundError, IndexError, ValueError, psutil.NoSuchProcess):
+        return None
+
+
+def stop_postgres(data_dir: Path, timeout: float = 30.0) -> None:
+    """Stops the PostgreSQL server running on `data_dir` (fast shutdown); nothing if none runs."""
+    if postmaster_pid(data_dir) is None:
+        return
+    subprocess.run(
+        [_binary("pg_ctl"), "stop", "-D", str(data_dir), "-m", "fast", "-w", "-t", str(int(timeout))],
+        check=False,
+        user=_run_as(),
+        capture_output=True,
+        timeout=timeout + 5,
+    )

@@ -17,6 +17,7 @@ from ingest_checks import assert_stored_once, note_text
 
 from ragline.client import DocumentToIngest, RaglineClient
 from ragline.devstack import ServiceProcess, Stack
+from ragline.embedded_standby import postmaster_pid
 from ragline.v1 import common_pb2
 from ragline.v1 import gateway_service_pb2 as gw
 
@@ -47,6 +48,9 @@ def replicated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     stack.start()
     yield stack
     stack.stop()
+    # The test kills a retriever with SIGKILL, so it never lets go of the shared embedded PostgreSQL:
+    # the stack stops it all the same, and nothing is left running after the tests.
+    assert postmaster_pid(stack.state / "postgres") is None
 
 
 @pytest.fixture(scope="module")
