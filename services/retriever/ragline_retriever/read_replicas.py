@@ -55,8 +55,14 @@ IN_ROTATION = Gauge(
 )
 
 # Failures of a search on a replica that the primary may not have: the replica is down or going
-# away, or recovery cancelled the statement (a conflict with replay, SQLSTATE 40001).
-REPLICA_ERRORS: tuple[type[Exception], ...] = (*UNAVAILABLE_ERRORS, asyncpg.TransactionRollbackError)
+# away, or recovery cancelled the statement (a conflict with replay, SQLSTATE 40001). A replica killed
+# mid-statement can also leave a pooled connection in the middle of its protocol, and its next use
+# fails with InternalClientError ("another operation is in progress"): that too is the replica's.
+REPLICA_ERRORS: tuple[type[Exception], ...] = (
+    *UNAVAILABLE_ERRORS,
+    asyncpg.TransactionRollbackError,
+    asyncpg.InternalClientError,
+)
 # What a check may meet: the above, any other error of the server (a replica still starting up),
 # and the ValueError of a new connection's set-up while the replica has not replayed the creation
 # of the `vector` type yet (a replica made before the primary's first migration).
