@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import ir_measures
 from ir_measures import RR, R, nDCG
@@ -52,7 +53,7 @@ class Collection:
 
     def documents(self) -> list[Document]:
         """The documents with any text, title first, in file order (empty ones are left out)."""
-        rows = _jsonl(self.path / "corpus.jsonl")
+        rows = read_jsonl(self.path / "corpus.jsonl")
         docs = [Document(row["_id"], f"{row.get('title', '')}\n\n{row['text']}".strip()) for row in rows]
         return [doc for doc in docs if doc.text]
 
@@ -60,7 +61,7 @@ class Collection:
         """The queries by id, only those with judgments."""
         judged = {qrel.query_id for qrel in self.qrels()}
         return {
-            row["_id"]: row["text"] for row in _jsonl(self.path / "queries.jsonl") if row["_id"] in judged
+            row["_id"]: row["text"] for row in read_jsonl(self.path / "queries.jsonl") if row["_id"] in judged
         }
 
     def qrels(self) -> list[ir_measures.Qrel]:
@@ -72,7 +73,8 @@ class Collection:
         return parse_references((self.path.parent / "README.md").read_text(), self.name)
 
 
-def _jsonl(path: Path) -> list[dict[str, str]]:
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The objects of a JSON Lines file, one a line (blank lines skipped)."""
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 

@@ -19,14 +19,13 @@ follow-up's paragraph, and the JSON the questions each conversation searched wit
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
 
-from benchmarks.beir import shared_dir
+from benchmarks.beir import read_jsonl, shared_dir
 from benchmarks.report import write_report
 from ragline.client import DocumentToIngest, RaglineClient
 from ragline.devstack import Stack
@@ -104,10 +103,10 @@ FOLLOW_UPS = [
 
 
 def _documents() -> list[DocumentToIngest]:
-    lines = (shared_dir() / "data" / "squad-dev" / "corpus.jsonl").read_text().splitlines()
+    rows = read_jsonl(shared_dir() / "data" / "squad-dev" / "corpus.jsonl")
     return [
         DocumentToIngest(row["_id"], f"{row['title'].replace('_', ' ')}\n{row['text']}".encode())
-        for row in map(json.loads, lines)
+        for row in rows
     ]
 
 

@@ -7,13 +7,12 @@ answer before it is scored (../shared/data/README.md).
 
 from __future__ import annotations
 
-import json
 import re
 import string
 from collections import Counter
 from dataclasses import dataclass
 
-from benchmarks.beir import shared_dir
+from benchmarks.beir import read_jsonl, shared_dir
 
 _MARKER = re.compile(r"\[\s*\d+(?:\s*,\s*\d+)*\s*\]")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -33,15 +32,13 @@ class Question:
 def paragraphs() -> dict[str, str]:
     """Every paragraph of the corpus by its id, in file order."""
     path = shared_dir() / "data" / "squad-dev" / "corpus.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {row["_id"]: row["text"] for row in rows}
+    return {row["_id"]: row["text"] for row in read_jsonl(path)}
 
 
 def questions() -> list[Question]:
     """The questions in file order (any prefix spreads over all the articles)."""
     path = shared_dir() / "data" / "squad-dev" / "questions.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [Question(r["id"], r["question"].strip(), r["answers"], r["doc_id"]) for r in rows]
+    return [Question(r["id"], r["question"].strip(), r["answers"], r["doc_id"]) for r in read_jsonl(path)]
 
 
 def normalize(text: str) -> str:
