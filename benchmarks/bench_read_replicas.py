@@ -69,7 +69,9 @@ async def _load(stub: pb_grpc.RetrieverServiceStub, rng: random.Random) -> commo
         documents = [
             pb.UpsertDocumentRequest(
                 document_id=f"doc-{i}",
-                chunks=[pb.ChunkInput(text=" ".join(rng.choices(WORDS, k=12)), embedding=_vector(rng))],
+                chunks=[
+                    common_pb2.ChunkInput(text=" ".join(rng.choices(WORDS, k=12)), embedding=_vector(rng))
+                ],
             )
             for i in range(start, min(start + 500, CHUNKS))
         ]

@@ -29,6 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pgvector.asyncpg import register_vector
 
+from benchmarks import beir
 from benchmarks.report import percentile, write_report
 from benchmarks.retriever_vectors import base_vectors, synthesise
 from ragline.devstack import Stack
@@ -51,9 +52,7 @@ TENANT = "bench"
 
 
 def _cranfield() -> Path:
-    configured = os.environ.get("RAGLINE_SHARED_DIR")
-    shared = Path(configured) if configured else Path(__file__).resolve().parents[2] / "shared"
-    return shared / "data" / "cranfield"
+    return beir.shared_dir() / "data" / "cranfield"
 
 
 def _query_texts() -> list[str]:

@@ -201,7 +201,9 @@ async def _ingest(
         for _ in range(10):
             first = written % (len(texts) - CHUNKS_PER_DOCUMENT)
             chunks = [
-                pb.ChunkInput(text=texts[first + i], embedding=vectors[first + i].tolist(), token_count=0)
+                common_pb2.ChunkInput(
+                    text=texts[first + i], embedding=vectors[first + i].tolist(), token_count=0
+                )
                 for i in range(CHUNKS_PER_DOCUMENT)
             ]
             document_id = f"ingest-{written:08d}"

@@ -33,7 +33,7 @@ def build(config: GatewayConfig) -> tuple[Lifecycle, list[Servicer], list[grpc.a
         RoleInterceptor(),
         LimitsInterceptor.from_config(config, deps),
     ]
-    admin = AdminServicer(config, deps, keys)
+    admin = AdminServicer(config, deps, keys, gateway.workers)
     return (
         gateway,
         [

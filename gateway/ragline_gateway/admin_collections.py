@@ -1,4 +1,4 @@
-"""The AdminService's collection methods: create, get, list and delete the caller's tenant's collections.
+"""The AdminService's collection methods: create, get, list, delete and migrate the caller's tenant's collections.
 
 The retriever owns collections (its *StoredCollection RPCs); this module checks a request,
 fills in what the gateway knows (the embedder's model and dimension), and forwards it with the
@@ -38,7 +38,7 @@ def page_size(requested: int) -> int:
 
 
 class AdminCollections:
-    """The four collection methods of the AdminService, each for one tenant."""
+    """The collection methods of the AdminService, each for one tenant."""
 
     def __init__(self, config: GatewayConfig, deps: Dependencies) -> None:
         self.config = config
@@ -132,3 +132,27 @@ class AdminCollections:
             context,
         )
         return admin_service_pb2.DeleteCollectionResponse(deleted_documents=reply.deleted_documents)
+
+    async def migrate(
+        self,
+        tenant: str,
+        request: admin_service_pb2.MigrateCollectionRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> admin_service_pb2.MigrateCollectionResponse:
+        """Starts moving the tenant's collection to another model, which one of the gateway's
+        embedders must serve (its vectors' dimension is that embedder's)."""
+        name = check_collection_name(request.name, "name")
+        if not request.embedding_model.strip():
+            raise InvalidArgument(
+                "embedding_model is required: the model to move the collection to", field="embedding_model"
+            )
+        model = check_text(request.embedding_model, "embedding_model", MAX_ID_CHARS)
+        dimension = await self.deps.embedders.dimension(model)
+        reply = await self._retriever(
+            self.deps.retriever.MigrateStoredCollection,
+            retriever_service_pb2.MigrateStoredCollectionRequest(
+                tenant=tenant, name=name, embedding_model=model, dimension=dimension
+            ),
+            context,
+        )
+        return admin_service_pb2.MigrateCollectionResponse(job=reply.job)

@@ -26,6 +26,7 @@ from ragline_gateway.admin_collections import AdminCollections
 from ragline_gateway.api_key_cache import ApiKeyVerifier
 from ragline_gateway.config import GatewayConfig
 from ragline_gateway.dependencies import Dependencies, call
+from ragline_gateway.ingest_worker import IngestWorkers
 from ragline_gateway.principal import current
 
 MAX_DISPLAY_NAME_CHARS = 200
@@ -35,9 +36,13 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
     """Implements ragline.v1.AdminService: keys over the retriever's ApiKeyStoreService, collections
     over its RetrieverService."""
 
-    def __init__(self, config: GatewayConfig, deps: Dependencies, keys: ApiKeyVerifier) -> None:
+    def __init__(
+        self, config: GatewayConfig, deps: Dependencies, keys: ApiKeyVerifier, workers: IngestWorkers
+    ) -> None:
         self.config = config
         self.deps = deps
+        # Woken when a migration queues its documents.
+        self.workers = workers
         # This replica's key cache, told of revocations so that it refuses a revoked key at once.
         self.keys = keys
         self.collections = AdminCollections(config, deps)
@@ -111,3 +116,11 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         self, request: pb.DeleteCollectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteCollectionResponse:
         return await self.collections.delete(current().tenant, request, context)
+
+    async def MigrateCollection(
+        self, request: pb.MigrateCollectionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.MigrateCollectionResponse:
+        reply = await self.collections.migrate(current().tenant, request, context)
+        # The job's documents wait in the queue: workers that sleep between polls start now.
+        self.workers.wake()
+        return reply

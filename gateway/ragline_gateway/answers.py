@@ -84,11 +84,13 @@ class Answerer:
         self,
         mode: common_pb2.AnswerMode,
         question: Sequence[float],
+        model: str,
         hits: Sequence[common_pb2.SearchHit],
         timings: Timings,
         context: grpc.aio.ServicerContext,
     ) -> Relevance:
-        """The passages' sentence most similar to the question (one Embed call for all of them).
+        """The passages' sentence most similar to the question (one Embed call for all of them, to
+        an embedder of `model`, the one that made the question's vector `question`).
 
         Not measured (-1) when nothing uses it: a generative answer with "not found" turned off.
         """
@@ -101,7 +103,9 @@ class Answerer:
                 texts=[s.text for s in found], input_type=embedder_service_pb2.INPUT_TYPE_PASSAGE
             )
             timeout = downstream_timeout(context, self.config.embed_timeout_seconds)
-            reply = await call("embedder", self.deps.embedder.Embed(request, timeout=timeout))
+            embedder = await self.deps.embedders.for_model(model)
+            reply = await call("embedder", embedder.Embed(request, timeout=timeout))
+            self.deps.embedders.check(model, reply)
         scores = [cosine(question, e.values) for e in reply.embeddings]
         best = max(range(len(found)), key=scores.__getitem__)
         return Relevance(scores[best], found[best])

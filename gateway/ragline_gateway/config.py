@@ -21,6 +21,10 @@ class GatewayConfig:
 
     embedder_addr: str = setting("EMBEDDER_ADDR", "127.0.0.1:50052")
     """gRPC target of the embedder replicas: host:port, an `ipv4:` list or `dns:///` name (see ragline.channels)."""
+    more_embedder_addrs: str = setting("MORE_EMBEDDER_ADDRS", "")
+    """gRPC targets of embedders that serve other models than EMBEDDER_ADDR's, separated by spaces
+    (each may be an `ipv4:` list): a collection of one of their models is searched and ingested
+    through it, and collections can be migrated to their models (`ragline collections migrate`)."""
     retriever_addr: str = setting("RETRIEVER_ADDR", "127.0.0.1:50053")
     """gRPC target of the retriever replicas: host:port, an `ipv4:` list or `dns:///` name (see ragline.channels)."""
     generator_addr: str = setting("GENERATOR_ADDR", "127.0.0.1:50054")

@@ -31,6 +31,7 @@ from ragline.v1 import (
     retriever_service_pb2_grpc,
 )
 from ragline_gateway.config import GatewayConfig
+from ragline_gateway.embedders import Embedders
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -81,7 +82,20 @@ class Dependencies:
                 health_checked=True,
             ),
         }
+        # Embedders of other models: optional, like the generator (only their collections need them).
+        for target in config.more_embedder_addrs.split():
+            self._channels[f"embedder {target}"] = ReopeningChannel(
+                target, ["ragline.v1.EmbedderService"], self._certificates, health_checked=True
+            )
         self.embedder = embedder_service_pb2_grpc.EmbedderServiceStub(self._channels["embedder"])
+        self.embedders = Embedders(
+            self.embedder,
+            [
+                embedder_service_pb2_grpc.EmbedderServiceStub(channel)
+                for name, channel in self._channels.items()
+                if name.startswith("embedder ")
+            ],
+        )
         self.retriever = retriever_service_pb2_grpc.RetrieverServiceStub(self._channels["retriever"])
         # The ingest queue is a service of its own in the retriever's process, on the same channel.
         self.ingest_queue = ingest_queue_service_pb2_grpc.IngestQueueServiceStub(self._channels["retriever"])
@@ -152,10 +166,17 @@ class Dependencies:
         await self._reopen_if_rotated()
         names = list(self._channels)
         results = await asyncio.gather(*(self._serving(n) for n in names), self._redis_up())
+        more: list[bool] = []
         for name, up in zip([*names, "redis"], results, strict=True):
-            DEPENDENCY_UP.labels(name).set(1 if up else 0)
+            if name.startswith("embedder "):
+                more.append(up)
+            else:
+                DEPENDENCY_UP.labels(name).set(1 if up else 0)
+        if more:
+            # One label for the embedders of other models, whatever their number: labels stay bounded.
+            DEPENDENCY_UP.labels("more_embedders").set(1 if all(more) else 0)
         self.redis_up = results[-1]
-        down = [n for n, up in zip(names, results, strict=False) if not up and n != "generator"]
+        down = [n for n, up in zip(names, results, strict=False) if not up and n in ("embedder", "retriever")]
         if down:
             raise RuntimeError(f"{' and '.join(down)} not serving")
 

@@ -22,8 +22,9 @@ from grpc_status import rpc_status
 
 from ragline import tracing
 from ragline.channels import downstream_timeout
-from ragline.errors import FailedPrecondition, InvalidArgument, from_rpc_error
+from ragline.errors import InvalidArgument, ServiceError, from_rpc_error
 from ragline.v1 import (
+    common_pb2,
     embedder_service_pb2,
     gateway_service_pb2,
     ingest_queue_service_pb2,
@@ -67,8 +68,10 @@ class Ingester:
         self.deps = deps
 
     async def _embed(
-        self, texts: Sequence[str], context: grpc.aio.ServicerContext | None
+        self, texts: Sequence[str], model: str, context: grpc.aio.ServicerContext | None
     ) -> list[list[float]]:
+        """Passage vectors of `texts` from an embedder of `model`, the collection's."""
+        embedder = await self.deps.embedders.for_model(model)
         vectors: list[list[float]] = []
         size = self.config.embed_batch_size
         for start in range(0, len(texts), size):
@@ -76,7 +79,8 @@ class Ingester:
                 texts=texts[start : start + size], input_type=embedder_service_pb2.INPUT_TYPE_PASSAGE
             )
             timeout = downstream_timeout(context, self.config.embed_timeout_seconds)
-            reply = await call("embedder", self.deps.embedder.Embed(request, timeout=timeout))
+            reply = await call("embedder", embedder.Embed(request, timeout=timeout))
+            self.deps.embedders.check(model, reply)
             vectors.extend(list(e.values) for e in reply.embeddings)
         return vectors
 
@@ -93,41 +97,55 @@ class Ingester:
             stored.update(reply.stored_hashes)
         return stored
 
-    async def ensure_collection(self, tenant: str, name: str, context: grpc.aio.ServicerContext) -> None:
-        """Creates the tenant's collection for the embedder's model on first ingest; checks the model matches after."""
+    async def ensure_collection(
+        self, tenant: str, name: str, context: grpc.aio.ServicerContext
+    ) -> common_pb2.Collection:
+        """The tenant's collection, created for the default embedder's model on first ingest;
+        FAILED_PRECONDITION if no embedder serves the model of the one that exists."""
+        try:
+            found = await self.collection(tenant, name, context)
+        except ServiceError as exc:
+            if exc.code != grpc.StatusCode.NOT_FOUND:
+                raise
+        else:
+            # Fails now rather than document by document: nothing could embed its texts.
+            await self.deps.embedders.for_model(found.embedding_model)
+            return found
         timeout = downstream_timeout(context, self.config.embed_timeout_seconds)
         info = await call(
             "embedder",
             self.deps.embedder.GetModelInfo(embedder_service_pb2.GetModelInfoRequest(), timeout=timeout),
         )
+        request = retriever_service_pb2.CreateStoredCollectionRequest(
+            tenant=tenant, name=name, embedding_model=info.model, dimension=info.dimension
+        )
         try:
-            reply = await self.deps.retriever.GetStoredCollection(
-                retriever_service_pb2.GetStoredCollectionRequest(tenant=tenant, name=name),
-                timeout=downstream_timeout(context, self.config.retrieve_timeout_seconds),
+            created = await self.deps.retriever.CreateStoredCollection(
+                request, timeout=downstream_timeout(context, self.config.retrieve_timeout_seconds)
             )
-            collection = reply.collection
         except grpc.aio.AioRpcError as exc:
-            if exc.code() != grpc.StatusCode.NOT_FOUND:
+            # Another ingest created it between our get and create: that one is as good.
+            if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
                 raise from_rpc_error("retriever", exc) from None
-            request = retriever_service_pb2.CreateStoredCollectionRequest(
-                tenant=tenant, name=name, embedding_model=info.model, dimension=info.dimension
-            )
-            try:
-                created = await self.deps.retriever.CreateStoredCollection(
-                    request, timeout=downstream_timeout(context, self.config.retrieve_timeout_seconds)
-                )
-                collection = created.collection
-            except grpc.aio.AioRpcError as create_exc:
-                # Another ingest created it between our get and create: that one is as good.
-                if create_exc.code() != grpc.StatusCode.ALREADY_EXISTS:
-                    raise from_rpc_error("retriever", create_exc) from None
-                return await self.ensure_collection(tenant, name, context)
-        if (collection.embedding_model, collection.dimension) != (info.model, info.dimension):
-            raise FailedPrecondition(
-                f"collection {name!r} holds vectors of {collection.embedding_model} ({collection.dimension} dims) "
-                f"but the embedder serves {info.model} ({info.dimension} dims); ingest into a new collection"
-            )
-        return None
+            return await self.collection(tenant, name, context)
+        collection: common_pb2.Collection = created.collection
+        return collection
+
+    async def collection(
+        self, tenant: str, name: str, context: grpc.aio.ServicerContext | None
+    ) -> common_pb2.Collection:
+        """The tenant's collection as it is now (its model above all); NOT_FOUND if there is none."""
+        reply = await call(
+            "retriever",
+            self.deps.retriever.GetStoredCollection(
+                retriever_service_pb2.GetStoredCollectionRequest(
+                    tenant=tenant, name=name, view=retriever_service_pb2.COLLECTION_VIEW_BASIC
+                ),
+                timeout=downstream_timeout(context, self.config.retrieve_timeout_seconds),
+            ),
+        )
+        collection: common_pb2.Collection = reply.collection
+        return collection
 
     def prepare(self, documents: Sequence[DecodedDocument]) -> list[PreparedDocument]:
         """Chunks the documents (CPU-bound: workers run it in a thread)."""
@@ -146,6 +164,7 @@ class Ingester:
         self,
         tenant: str,
         collection: str,
+        model: str,
         prepared: Sequence[PreparedDocument],
         context: grpc.aio.ServicerContext | None,
         timings: Timings,
@@ -153,6 +172,7 @@ class Ingester:
         """Embeddings of the chunk texts the collection does not store yet, by text.
 
         Text the collection already stores is not embedded again: the retriever reuses its vector.
+        The rest is embedded with `model`, the collection's.
         `timings` receives the "lookup" and "embed" stages.
         """
         async with timings.stage("lookup"):
@@ -161,8 +181,14 @@ class Ingester:
             new_texts = sorted(
                 {c.text for p in prepared for c in p.chunks if content_hash(c.text) not in stored}
             )
+        return await self.embed(new_texts, model, context, timings)
+
+    async def embed(
+        self, texts: Sequence[str], model: str, context: grpc.aio.ServicerContext | None, timings: Timings
+    ) -> dict[str, list[float]]:
+        """Passage vectors of `texts` by text, from an embedder of `model`; `timings` receives the "embed" stage."""
         async with timings.stage("embed"):
-            return dict(zip(new_texts, await self._embed(new_texts, context), strict=True))
+            return dict(zip(texts, await self._embed(texts, model, context), strict=True))
 
     def _upsert_request(
         self,
@@ -170,6 +196,7 @@ class Ingester:
         collection: str,
         prepared: PreparedDocument,
         vectors: dict[str, list[float]],
+        model: str,
         claim: ingest_queue_service_pb2.IngestClaim | None = None,
     ) -> retriever_service_pb2.UpsertDocumentRequest:
         """The UpsertDocument request that stores one document's chunks, with the vectors of new text."""
@@ -181,7 +208,7 @@ class Ingester:
             metadata=document.metadata,
             content_hash=content_hash(document.text),
             chunks=[
-                retriever_service_pb2.ChunkInput(
+                common_pb2.ChunkInput(
                     text=c.text,
                     token_count=c.token_count,
                     embedding=vectors.get(c.text),
@@ -190,6 +217,7 @@ class Ingester:
                 for c in prepared.chunks
             ],
             claim=claim,
+            embedding_model=model,
         )
 
     async def store(
@@ -198,11 +226,13 @@ class Ingester:
         collection: str,
         prepared: PreparedDocument,
         vectors: dict[str, list[float]],
+        model: str,
         context: grpc.aio.ServicerContext | None,
         claim: ingest_queue_service_pb2.IngestClaim | None = None,
     ) -> retriever_service_pb2.UpsertDocumentResponse:
-        """Upserts one document's chunks; with a claim, the retriever finishes that job document in the same transaction."""
-        upsert = self._upsert_request(tenant, collection, prepared, vectors, claim)
+        """Upserts one document's chunks, embedded with `model`; with a claim, the retriever finishes
+        that job document in the same transaction."""
+        upsert = self._upsert_request(tenant, collection, prepared, vectors, model, claim)
         timeout = downstream_timeout(context, self.config.retrieve_timeout_seconds)
         return await call("retriever", self.deps.retriever.UpsertDocument(upsert, timeout=timeout))
 
@@ -212,6 +242,7 @@ class Ingester:
         collection: str,
         prepared: Sequence[PreparedDocument],
         vectors: dict[str, list[float]],
+        model: str,
         context: grpc.aio.ServicerContext,
         sources: Sequence[int],
     ) -> retriever_service_pb2.BatchUpsertDocumentsResponse:
@@ -224,7 +255,8 @@ class Ingester:
         batch = retriever_service_pb2.BatchUpsertDocumentsRequest(
             tenant=tenant,
             collection=collection,
-            requests=[self._upsert_request("", "", p, vectors) for p in prepared],
+            requests=[self._upsert_request("", "", p, vectors, "") for p in prepared],
+            embedding_model=model,
         )
         timeout = downstream_timeout(context, self.config.retrieve_timeout_seconds)
         try:
@@ -270,11 +302,13 @@ class Ingester:
                 sources.append(index)
         check_document_count(len(documents), self.config.max_ingest_documents)
         collection = check_collection_name(request.collection or self.config.default_collection, "collection")
-        await self.ensure_collection(tenant, collection, context)
+        model = (await self.ensure_collection(tenant, collection, context)).embedding_model
         prepared = self.prepare(documents)
         # IngestDocuments reports no stage timings: its reply has no place for them.
-        vectors = await self.new_vectors(tenant, collection, prepared, context, Timings(histogram=None))
-        stored = await self.store_all(tenant, collection, prepared, vectors, context, sources)
+        vectors = await self.new_vectors(
+            tenant, collection, model, prepared, context, Timings(histogram=None)
+        )
+        stored = await self.store_all(tenant, collection, prepared, vectors, model, context, sources)
         return gateway_service_pb2.IngestDocumentsResponse(
             results=[
                 gateway_service_pb2.IngestResult(

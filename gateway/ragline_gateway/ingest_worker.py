@@ -17,22 +17,20 @@ import logging
 import random
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import grpc
 from prometheus_client import Counter, Histogram
 
 from ragline import tracing
 from ragline.errors import (
-    FailedPrecondition,
     InvalidArgument,
-    NotFound,
-    ResourceExhausted,
     ServiceError,
     logged_error_id,
 )
 from ragline.retry import backoff_seconds
-from ragline.v1 import ingest_queue_service_pb2
+from ragline.v1 import common_pb2, ingest_queue_service_pb2, retriever_service_pb2
 from ragline_gateway.config import GatewayConfig
 from ragline_gateway.dependencies import Dependencies, call
 from ragline_gateway.documents import DecodedDocument, decode_document
@@ -40,6 +38,7 @@ from ragline_gateway.ingest import Ingester, PreparedDocument
 from ragline_gateway.timings import Timings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 INGEST_DOCUMENTS = Counter(
     "ragline_ingest_documents_total",
@@ -70,6 +69,12 @@ _STOP_GRACE_SECONDS = 5.0
 # Errors after which recording a document's failure is worth another try: the retriever was unreachable.
 _TRANSIENT_CODES = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+)
+
+
+# A document refused with these would be refused again: it fails at once, without another attempt.
+_REJECTED_CODES = frozenset(
+    {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND}
 )
 
 
@@ -192,7 +197,12 @@ class IngestWorkers:
             by_collection[claimed.tenant, claimed.collection].append(claimed)
         for (tenant, collection), claimed_documents in by_collection.items():
             try:
-                await self._process(tenant, collection, claimed_documents)
+                migrating = [c for c in claimed_documents if c.HasField("migration")]
+                ingesting = [c for c in claimed_documents if not c.HasField("migration")]
+                if migrating:
+                    await self._migrate(tenant, collection, migrating)
+                if ingesting:
+                    await self._process(tenant, collection, ingesting)
             except Exception as exc:
                 # A bug must not kill the worker, nor hold the documents until their leases run out.
                 error_id = logged_error_id(log, "ingest worker failed on a batch", exc)
@@ -223,8 +233,14 @@ class IngestWorkers:
             self.ingester.prepare, [d for _, documents in decoded for d in documents]
         )
         INGEST_STAGE_SECONDS.labels("chunk").observe(time.perf_counter() - started)
+
+        async def embed(timings: Timings) -> tuple[str, dict[str, list[float]]]:
+            # The collection's model now: a migration may have switched it since the job was recorded.
+            model = (await self.ingester.collection(tenant, collection, None)).embedding_model
+            return model, await self.ingester.new_vectors(tenant, collection, model, prepared, None, timings)
+
         try:
-            vectors = await self._new_vectors(tenant, collection, prepared)
+            model, vectors = await self._backing_off(embed)
         except _Retryable as exc:
             for item, _ in decoded:
                 await self._fail(item, str(exc), exc.kind, retry=True)
@@ -240,54 +256,114 @@ class IngestWorkers:
         for item, documents in decoded:
             mine = prepared[position : position + len(documents)]
             position += len(documents)
-            await self._store(tenant, collection, item, mine, vectors)
+            await self._store(item, self._store_prepared(tenant, collection, item, mine, vectors, model))
         INGEST_STAGE_SECONDS.labels("store").observe(time.perf_counter() - started)
 
-    async def _new_vectors(
-        self, tenant: str, collection: str, prepared: Sequence[PreparedDocument]
-    ) -> dict[str, list[float]]:
-        """The embeddings of new text; waits out the embedder's RESOURCE_EXHAUSTED without spending an attempt."""
+    async def _migrate(
+        self, tenant: str, collection: str, claimed: Sequence[ingest_queue_service_pb2.ClaimedDocument]
+    ) -> None:
+        """Stores claimed documents of migration jobs again with their target model's vectors (the
+        retriever puts them into each migration's target collection)."""
+        for model in sorted({item.migration.target_embedding_model for item in claimed}):
+            items = [item for item in claimed if item.migration.target_embedding_model == model]
+            await self._migrate_to(tenant, collection, model, items)
+
+    async def _migrate_to(
+        self,
+        tenant: str,
+        collection: str,
+        model: str,
+        items: Sequence[ingest_queue_service_pb2.ClaimedDocument],
+    ) -> None:
+        texts = sorted({chunk.text for item in items for chunk in item.chunks})
+        try:
+            vectors = await self._backing_off(
+                lambda timings: self.ingester.embed(texts, model, None, timings)
+            )
+        except _Retryable as exc:
+            for item in items:
+                await self._fail(item, str(exc), exc.kind, retry=True)
+            return
+        except ServiceError as exc:
+            for item in items:
+                await self._fail(item, f"{exc.code.name}: {exc.message}", "rejected", retry=False)
+            return
+        INGEST_CHUNKS.labels("embedded").inc(len(texts))
+        for item in items:
+            request = retriever_service_pb2.UpsertDocumentRequest(
+                tenant=tenant,
+                collection=collection,
+                document_id=item.document.document_id,
+                metadata=item.document.metadata,
+                content_hash=item.content_hash,
+                chunks=[
+                    common_pb2.ChunkInput(
+                        text=c.text, token_count=c.token_count, embedding=vectors[c.text], metadata=c.metadata
+                    )
+                    for c in item.chunks
+                ],
+                claim=item.claim,
+                embedding_model=model,
+            )
+            upsert = self.deps.retriever.UpsertDocument(request, timeout=self.config.retrieve_timeout_seconds)
+            await self._store(item, call("retriever", upsert))
+
+    async def _backing_off(self, embed: Callable[[Timings], Awaitable[T]]) -> T:
+        """The result of `embed` (embedding new text); waits out the embedder's RESOURCE_EXHAUSTED
+        without spending an attempt."""
         delay = _BUSY_BACKOFF_SECONDS[0]
         while True:
             timings = Timings(histogram=None)
             try:
-                vectors = await self.ingester.new_vectors(tenant, collection, prepared, None, timings)
-            except ResourceExhausted as exc:
-                # The embedder's queue is full: it admits no more now, so wait instead of piling on.
-                await asyncio.sleep(exc.retry_after or delay * random.uniform(0.5, 1.5))
-                delay = min(delay * 2, _BUSY_BACKOFF_SECONDS[1])
-                continue
-            except (InvalidArgument, FailedPrecondition, NotFound):
-                raise
+                vectors = await embed(timings)
             except ServiceError as exc:
+                if exc.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    # The embedder's queue is full: it admits no more now, so wait instead of piling on.
+                    await asyncio.sleep(exc.retry_after or delay * random.uniform(0.5, 1.5))
+                    delay = min(delay * 2, _BUSY_BACKOFF_SECONDS[1])
+                    continue
+                if exc.code in _REJECTED_CODES:
+                    raise
                 raise _Retryable(f"{exc.code.name}: {exc.message}", "embedder") from None
             for timing in timings.stages:
                 INGEST_STAGE_SECONDS.labels(timing.stage).observe(timing.duration_seconds)
             return vectors
 
-    async def _store(
+    async def _store_prepared(
         self,
         tenant: str,
         collection: str,
         item: ingest_queue_service_pb2.ClaimedDocument,
         prepared: Sequence[PreparedDocument],
         vectors: dict[str, list[float]],
-    ) -> None:
-        """Upserts the claimed document; the last upsert carries the claim, so finishing is atomic with storing."""
-        try:
-            reply = None
-            for i, document in enumerate(prepared):
-                last = i == len(prepared) - 1
-                reply = await self.ingester.store(
-                    tenant, collection, document, vectors, None, item.claim if last else None
-                )
-        except (InvalidArgument, FailedPrecondition, NotFound) as exc:
-            await self._fail(item, f"{exc.code.name}: {exc.message}", "rejected", retry=False)
-            return
-        except ServiceError as exc:
-            await self._fail(item, f"{exc.code.name}: {exc.message}", "retriever", retry=True)
-            return
+        model: str,
+    ) -> retriever_service_pb2.UpsertDocumentResponse:
+        """Upserts the claimed document's records; the last upsert carries the claim, so finishing is atomic with storing."""
+        reply = None
+        for i, document in enumerate(prepared):
+            last = i == len(prepared) - 1
+            reply = await self.ingester.store(
+                tenant, collection, document, vectors, model, None, item.claim if last else None
+            )
         assert reply is not None  # a decoded document has at least one record
+        return reply
+
+    async def _store(
+        self,
+        item: ingest_queue_service_pb2.ClaimedDocument,
+        upserts: Awaitable[retriever_service_pb2.UpsertDocumentResponse],
+    ) -> None:
+        """Awaits the upserts of a claimed document, and reports the document failed if they fail."""
+        try:
+            reply = await upserts
+        except ServiceError as exc:
+            # The collection moved to another model after its texts were embedded: embed them again.
+            model_changed = exc.reason == "EMBEDDING_MODEL_CHANGED"
+            if exc.code in _REJECTED_CODES and not model_changed:
+                await self._fail(item, f"{exc.code.name}: {exc.message}", "rejected", retry=False)
+            else:
+                await self._fail(item, f"{exc.code.name}: {exc.message}", "retriever", retry=True)
+            return
         changed = reply.inserted_chunks or reply.updated_chunks or reply.deleted_chunks
         INGEST_DOCUMENTS.labels("stored" if changed else "skipped").inc()
 

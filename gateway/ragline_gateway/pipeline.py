@@ -265,7 +265,7 @@ class QueryPipeline:
         yield gateway_service_pb2.AskStreamResponse(passages=passages)
         requested = self.answerer.mode(options)
         relevance = await self.answerer.relevance(
-            requested, embedded.values, retrieval.hits, timings, context
+            requested, embedded.values, run.collection.embedding_model, retrieval.hits, timings, context
         )
         mode = self.answerer.choose(requested, relevance)
         response = self.answerer.not_found(relevance)

@@ -30,7 +30,6 @@ from prometheus_client import Counter
 
 from ragline.channels import downstream_timeout
 from ragline.collection_state import decode_state
-from ragline.errors import FailedPrecondition
 from ragline.v1 import common_pb2, embedder_service_pb2, retriever_service_pb2
 from ragline_gateway.cache import QueryCache
 from ragline_gateway.config import GatewayConfig
@@ -221,20 +220,16 @@ class Prefetcher:
             # A vector read from the cache under another model's key is not this collection's.
             if embedded is not None and embedded.cached and embedded.key != key:
                 embedded = None
+        if embedded is not None and not embedded.cached and embedded.model != collection.embedding_model:
+            # Embedded before the lookup by the model the collection had (or the default one): two
+            # models' vectors may share a dimension (all-MiniLM-L6-v2 and multilingual-e5-small both
+            # have 384), and a search would then rank by noise.
+            embedded = None
         if embedded is None:
             async with timings.stage("embed"):
                 if query.reads_cache and (cached := await self.cache.get("embedding", key)) is not None:
                     return Embedded(embedder_service_pb2.Embedding.FromString(cached).values[:], key)
-                embedded = await self._embedder(query, context)
-        if not embedded.cached and embedded.model != collection.embedding_model:
-            # Two models' vectors may share a dimension (all-MiniLM-L6-v2 and multilingual-e5-small
-            # both have 384), and then a search would run and rank by noise.
-            raise FailedPrecondition(
-                f"collection {query.collection!r} holds vectors of {collection.embedding_model} but the embedder "
-                f"serves {embedded.model}, whose query vectors cannot be compared with them; search it through "
-                f"an embedder of {collection.embedding_model}, or use keyword search",
-                reason="EMBEDDING_MODEL_MISMATCH",
-            )
+                embedded = await self._embedder(query, collection.embedding_model, context)
         if not embedded.cached and query.writes_cache:
             value = embedder_service_pb2.Embedding(values=embedded.values).SerializeToString()
             embedded.saving = _spawn(
@@ -325,28 +320,33 @@ class Prefetcher:
         async with prefetched.embedding_timings.stage("embed"):
             if (cached := await self.cache.get("embedding", key)) is not None:
                 return Embedded(embedder_service_pb2.Embedding.FromString(cached).values[:], key)
-            return await self._embed_rpc(query, prefetched, context)
+            return await self._embed_rpc(query, known.embedding_model, prefetched, context)
 
     async def _embed_fresh(
         self, query: Query, prefetched: _Prefetched, context: grpc.aio.ServicerContext
     ) -> Embedded | None:
         async with prefetched.embedding_timings.stage("embed"):
-            return await self._embed_rpc(query, prefetched, context)
+            # The collection is not known yet: the default model is the likeliest.
+            return await self._embed_rpc(query, "", prefetched, context)
 
     async def _embed_rpc(
-        self, query: Query, prefetched: _Prefetched, context: grpc.aio.ServicerContext
+        self, query: Query, model: str, prefetched: _Prefetched, context: grpc.aio.ServicerContext
     ) -> Embedded | None:
         if prefetched.abandoned:
             return None
-        prefetched.rpc = _spawn(self._embedder(query, context))
+        prefetched.rpc = _spawn(self._embedder(query, model, context))
         return await prefetched.rpc
 
-    async def _embedder(self, query: Query, context: grpc.aio.ServicerContext) -> Embedded:
+    async def _embedder(self, query: Query, model: str, context: grpc.aio.ServicerContext) -> Embedded:
+        """The query's vector from an embedder of `model` (the default embedder when empty)."""
         # The gateway's embedding layer caches query vectors (or the policy says not to): the
         # embedder's own cache would only cost a Redis round trip before and after the model.
         request = embedder_service_pb2.EmbedRequest(
             texts=[query.text], input_type=embedder_service_pb2.INPUT_TYPE_QUERY, bypass_cache=True
         )
+        stub = await self.deps.embedders.for_model(model) if model else self.deps.embedder
         timeout = downstream_timeout(context, self.config.embed_timeout_seconds)
-        reply = await call("embedder", self.deps.embedder.Embed(request, timeout=timeout))
+        reply = await call("embedder", stub.Embed(request, timeout=timeout))
+        if model:
+            self.deps.embedders.check(model, reply)
         return Embedded(list(reply.embeddings[0].values), model=reply.model)

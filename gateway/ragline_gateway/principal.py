@@ -87,6 +87,7 @@ METHODS: dict[str, MethodPolicy] = {
     _ADMIN + "GetCollection": MethodPolicy(Role.ADMIN, RateClass.ADMIN),
     _ADMIN + "ListCollections": MethodPolicy(Role.ADMIN, RateClass.ADMIN),
     _ADMIN + "DeleteCollection": MethodPolicy(Role.ADMIN, RateClass.ADMIN),
+    _ADMIN + "MigrateCollection": MethodPolicy(Role.ADMIN, RateClass.ADMIN),
 }
 
 _current: ContextVar[Principal] = ContextVar("ragline_principal")

@@ -59,6 +59,12 @@ NOT_RETRIED: dict[str, str] = {
         "a second attempt would answer ALREADY_EXISTS for the collection the first created"
     ),
     "ragline.v1.AdminService/CreateApiKey": "a second attempt would create a second key",
+    "ragline.v1.AdminService/MigrateCollection": (
+        "a second attempt would answer ALREADY_EXISTS for the migration the first started"
+    ),
+    "ragline.v1.RetrieverService/MigrateStoredCollection": (
+        "a second attempt would answer ALREADY_EXISTS for the migration the first started"
+    ),
     "ragline.v1.AdminService/CreateCollection": (
         "a second attempt would answer ALREADY_EXISTS for the collection the first created"
     ),

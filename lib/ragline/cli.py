@@ -100,6 +100,8 @@ def _summary(job: common_pb2.IngestJob) -> str:
         line += f", {job.cancelled_documents} cancelled"
     if job.status_message:
         line += f" ({job.status_message})"
+    if job.HasField("migration"):
+        line += f" [migration to {job.migration.target_embedding_model}]"
     return line
 
 
@@ -228,6 +230,15 @@ async def _collections(args: argparse.Namespace) -> int:
             print(f"  documents: {collection.document_count}, chunks: {collection.chunk_count}")
             print(f"  generation: {collection.generation}, created {created} UTC")
             return 0
+        if args.collections_command == "migrate":
+            job = await client.migrate_collection(args.name, args.model)
+            print(
+                f"job {job.job_id}: moving collection {args.name} from {job.migration.source_embedding_model} "
+                f"to {job.migration.target_embedding_model}, {job.total_documents} documents to embed again; "
+                f"it keeps serving meanwhile (follow it with `ragline jobs {job.job_id}`, "
+                "cancel it with `--cancel` there)"
+            )
+            return 0
         token, listed = "", 0
         while True:
             page = await client.list_collections(page_token=token)
@@ -245,12 +256,21 @@ async def _collections(args: argparse.Namespace) -> int:
 def _add_collections_commands(commands: Any) -> None:
     collections = commands.add_parser(
         "collections",
-        help="list your tenant's collections, or show one with its model and counts (admin keys)",
+        help="list your tenant's collections, show one with its model and counts, or migrate one to another "
+        "embedding model (admin keys)",
     )
     actions = collections.add_subparsers(dest="collections_command", required=True)
     actions.add_parser("list", help="each collection with its embedding model and document and chunk counts")
     show = actions.add_parser("show", help="one collection: embedding model, dimension, counts, generation")
     show.add_argument("name")
+    migrate = actions.add_parser(
+        "migrate",
+        help="move a collection to another embedding model while it keeps serving (a job embeds it again)",
+    )
+    migrate.add_argument("name")
+    migrate.add_argument(
+        "--model", required=True, help="the model, which one of the gateway's embedders serves"
+    )
 
 
 def _add_keys_commands(commands: Any) -> None:

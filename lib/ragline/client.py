@@ -371,6 +371,17 @@ class RaglineClient:
         )
         return response
 
+    async def migrate_collection(
+        self, name: str, embedding_model: str, *, timeout: float | None = None
+    ) -> common_pb2.IngestJob:
+        """Starts moving one of the caller's tenant's collections to another embedding model while it
+        keeps serving; returns the migration's ingest job (follow or cancel it as any job)."""
+        request = admin_service_pb2.MigrateCollectionRequest(name=name, embedding_model=embedding_model)
+        response: admin_service_pb2.MigrateCollectionResponse = await self._call(
+            self._admin.MigrateCollection, request, timeout
+        )
+        return response.job
+
     async def delete_collection(self, name: str, *, timeout: float | None = None) -> int:
         """Deletes one of the caller's tenant's collections with all its documents; returns how many there were."""
         request = admin_service_pb2.DeleteCollectionRequest(name=name)

@@ -48,7 +48,7 @@ from ragline import api_keys, dev_certificates
 from ragline.channels import blocking_channel
 from ragline.config import state_dir
 from ragline.embedded_redis import EmbeddedRedis
-from ragline.embedded_standby import EmbeddedStandby, start_primary, stop_postgres
+from ragline.embedded_standby import EmbeddedStandby, postmaster_pid, start_primary, stop_postgres
 from ragline.server import PORTS_FILE_ENV
 from ragline.tls import ClientCertificates, client_certificates
 from ragline.v1 import admin_service_pb2
@@ -223,10 +223,13 @@ class Stack:
         self.standby: EmbeddedStandby | None = None
         """With `pg_standby`, the retrievers' read replica once `start` has made it."""
         self._primary: PostgresServer | None = None
+        self._adopted_postgres = False
+        """Whether the state folder's PostgreSQL ran before `start` (the caller's): `stop` leaves it running."""
 
     def start(self, timeout: float = 180.0) -> None:
         """Starts everything and waits until every service is SERVING."""
         env = dict(self.base_env)
+        self._adopted_postgres = postmaster_pid(self.state / "postgres") is not None
         if not env.get("REDIS_URL"):
             self.redis = EmbeddedRedis(self.state / "valkey")
             env["REDIS_URL"] = self.redis.start()
@@ -326,7 +329,11 @@ class Stack:
         if self._primary is not None:
             self._primary.cleanup()  # stops it, the retrievers having let go
             self._primary = None
-        if not self.base_env.get("DATABASE_URL") and "retriever" in self.instances:
+        if (
+            not self.base_env.get("DATABASE_URL")
+            and "retriever" in self.instances
+            and not self._adopted_postgres
+        ):
             # The retrievers share the embedded PostgreSQL, and the last to let go stops it; one killed
             # with SIGKILL (as the replica tests do) never lets go, which would leave it running.
             stop_postgres(self.state / "postgres")

@@ -13,6 +13,7 @@ import uuid
 import grpc
 from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 # The `domain` of every ErrorInfo Ragline sends.
 DOMAIN = "ragline.dev"
@@ -177,9 +178,24 @@ def from_rpc_error(dependency: str, exc: grpc.aio.AioRpcError) -> ServiceError:
             _log, f"call to the {dependency} failed: {code.name} {exc.details()}", exc, traceback=False
         )
         message = f"the {dependency} could not be reached or did not answer (error id {error_id}); try again"
-    error = ServiceError(message, reason=f"{dependency.upper()}_{code.name}")
+    # A specific reason (EMBEDDING_MODEL_CHANGED, say) is kept: callers act on it. A generic one
+    # (the code's name) becomes the dependency's, so that a caller sees which service refused.
+    reason = _reason_of(exc) if _written_by_a_service(exc) else None
+    if reason is None or reason == code.name:
+        reason = f"{dependency.upper()}_{code.name}"
+    error = ServiceError(message, reason=reason)
     error.code = code
     return error
+
+
+def _reason_of(exc: grpc.aio.AioRpcError) -> str | None:
+    """The reason of the ErrorInfo a Ragline service attached to its status, if any."""
+    status = rpc_status.from_call(exc)
+    for detail in status.details if status is not None else ():
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info) and info.domain == DOMAIN and info.reason:
+            return str(info.reason)
+    return None
 
 
 def _written_by_a_service(exc: grpc.aio.AioRpcError) -> bool:

@@ -123,7 +123,7 @@ def test_without_a_credential_every_public_method_is_unauthenticated_while_healt
     stack: Stack,
 ) -> None:
     methods = [method for service in SERVICES for method in service.methods]
-    assert len(methods) == 22
+    assert len(methods) == 23
     with grpc.insecure_channel(stack["gateway"].address) as channel:
         for metadata in ([], [("authorization", "Bearer")], [("authorization", f"Basic {stack.api_key}")]):
             for method in methods:

@@ -28,7 +28,14 @@ async def test_a_collection_of_another_model_is_failed_precondition_not_searched
     with pytest.raises(FailedPrecondition) as error:
         await setup.search("where is it?", policy, mode)
     assert error.value.reason == "EMBEDDING_MODEL_MISMATCH"
-    assert "holds vectors of model-a but the embedder serves multilingual-e5-small-q4" in str(error.value)
+    # The gateway found model-a's embedder before; it serves another model now, and none serves model-a.
+    assert "now serves multilingual-e5-small-q4" in str(error.value)
+    with pytest.raises(FailedPrecondition) as error:
+        await setup.search("where is it?", policy, mode)
+    assert error.value.reason == "EMBEDDING_MODEL_MISMATCH"
+    assert "no embedder of this gateway serves model-a (they serve: multilingual-e5-small-q4)" in str(
+        error.value
+    )
     assert len(setup.retriever.searches) == searches
     assert len(setup.redis.keys_of("embedding")) == cached  # nor is the other model's vector cached
 

@@ -20,6 +20,7 @@ from ragline.v1 import common_pb2, embedder_service_pb2, generator_service_pb2, 
 from ragline.v1 import gateway_service_pb2 as gw
 from ragline_gateway.cache import QueryCache
 from ragline_gateway.config import GatewayConfig
+from ragline_gateway.embedders import Embedders
 from ragline_gateway.pipeline import QueryPipeline
 from ragline_gateway.query import MAX_ASK_TOP_K, MAX_SEARCH_TOP_K, Query
 from ragline_gateway.timings import Timings
@@ -181,6 +182,9 @@ class FakeEmbedder:
 
         return run()
 
+    async def GetModelInfo(self, request: Any, timeout: float) -> Any:
+        return embedder_service_pb2.GetModelInfoResponse(model=self.model, dimension=3)
+
     def Rerank(self, request: Any, timeout: float) -> Awaitable[Any]:
         raise AssertionError("reranking is off in these tests")
 
@@ -264,7 +268,16 @@ def setup() -> Setup:
     retriever = FakeRetriever()
     embedder = FakeEmbedder(retriever)
     generator = FakeGenerator()
-    deps: Any = type("Deps", (), {"retriever": retriever, "embedder": embedder, "generator": generator})()
+    deps: Any = type(
+        "Deps",
+        (),
+        {
+            "retriever": retriever,
+            "embedder": embedder,
+            "embedders": Embedders(embedder, []),  # type: ignore[arg-type]
+            "generator": generator,
+        },
+    )()
     return Setup(QueryPipeline(config, deps, cache), redis, retriever, embedder, generator)
 
 

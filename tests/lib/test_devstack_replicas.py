@@ -13,6 +13,7 @@ from ragline import devstack
 from ragline.channels import open_channel
 from ragline.devstack import ServiceSpec, Stack
 from ragline.embedded_redis import free_port
+from ragline.embedded_standby import postmaster_pid, start_primary
 from ragline.v1 import gateway_service_pb2, gateway_service_pb2_grpc
 
 # Toy services (tests/lib/toy_service.py) stand in for a dependency and for the gateway that dials it.
@@ -71,3 +72,17 @@ async def test_replicas_get_their_own_ports_and_logs_and_the_gateway_a_target_li
         stack.stop()
     assert all(toy.process is not None and toy.process.poll() is not None for toy in stack.all_processes())
     assert re.search(r"toy listening on", stack.instances["toy"][2].log_path.read_text())
+
+
+@pytest.mark.integration
+def test_a_stack_leaves_running_the_postgresql_its_caller_started(tmp_path: Path) -> None:
+    primary = start_primary(tmp_path / "postgres")
+    try:
+        stack = Stack(state=tmp_path, services=("retriever",), free_ports=True, env={"DATABASE_URL": ""})
+        stack.start()
+        stack.stop()
+
+        assert postmaster_pid(tmp_path / "postgres") is not None  # the caller's server: the caller stops it
+    finally:
+        primary.cleanup()
+    assert postmaster_pid(tmp_path / "postgres") is None

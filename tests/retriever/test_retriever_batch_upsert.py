@@ -17,7 +17,9 @@ pytestmark = pytest.mark.integration
 NewCollection = Callable[..., Awaitable[str]]
 
 
-def document(document_id: str, *chunks: pb.ChunkInput, **metadata: object) -> pb.UpsertDocumentRequest:
+def document(
+    document_id: str, *chunks: common_pb2.ChunkInput, **metadata: object
+) -> pb.UpsertDocumentRequest:
     """A document of a batch: no collection of its own, the batch's applies."""
     return pb.UpsertDocumentRequest(
         tenant=TENANT, document_id=document_id, chunks=chunks, metadata=struct(**metadata)

@@ -22,6 +22,7 @@ from test_retriever_service import TENANT
 from ragline.devstack import SERVICES, ServiceProcess, Stack
 from ragline.embedded_redis import free_port
 from ragline.embedded_standby import postmaster_pid
+from ragline.v1 import common_pb2
 from ragline.v1 import retriever_service_pb2 as pb
 from ragline.v1 import retriever_service_pb2_grpc as pb_grpc
 from ragline_retriever.migrate import migrate, migrations
@@ -50,7 +51,7 @@ async def test_vector_search_uses_the_collections_hnsw_index(
                 collection=name,
                 document_id="many",
                 chunks=[
-                    pb.ChunkInput(text=f"chunk {i}", embedding=[rng.uniform(-1, 1) for _ in range(8)])
+                    common_pb2.ChunkInput(text=f"chunk {i}", embedding=[rng.uniform(-1, 1) for _ in range(8)])
                     for i in range(CHUNKS)
                 ],
             )

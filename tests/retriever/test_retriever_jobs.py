@@ -55,7 +55,9 @@ async def _store(
             tenant=claimed.tenant,
             collection=claimed.collection,
             document_id=claimed.document.document_id,
-            chunks=[pb.ChunkInput(text=text, token_count=2, embedding=[1.0] * 7 + [float(len(text))])],
+            chunks=[
+                common_pb2.ChunkInput(text=text, token_count=2, embedding=[1.0] * 7 + [float(len(text))])
+            ],
             claim=claim or claimed.claim,
         )
     )

@@ -421,7 +421,7 @@ async def test_chunk_hash_lookup_and_embedding_reuse(
             tenant=TENANT,
             collection=name,
             document_id="e",
-            chunks=[pb.ChunkInput(text=texts[1]), chunk("new text", axis(5))],
+            chunks=[common_pb2.ChunkInput(text=texts[1]), chunk("new text", axis(5))],
         )
     )
     assert upsert.inserted_chunks == 2
@@ -437,7 +437,7 @@ async def test_chunk_hash_lookup_and_embedding_reuse(
                 tenant=TENANT,
                 collection=name,
                 document_id="f",
-                chunks=[chunk("ok", axis(0)), pb.ChunkInput(text="unseen")],
+                chunks=[chunk("ok", axis(0)), common_pb2.ChunkInput(text="unseen")],
             )
         )
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT

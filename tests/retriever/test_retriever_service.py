@@ -40,8 +40,8 @@ def struct(**values: Any) -> struct_pb2.Struct:
     return result
 
 
-def chunk(text: str, embedding: Sequence[float], **metadata: object) -> pb.ChunkInput:
-    return pb.ChunkInput(
+def chunk(text: str, embedding: Sequence[float], **metadata: object) -> common_pb2.ChunkInput:
+    return common_pb2.ChunkInput(
         text=text, embedding=embedding, token_count=len(text.split()), metadata=struct(**metadata)
     )
 
@@ -166,7 +166,9 @@ async def test_upsert_keeps_unchanged_chunks_and_counts_changes(
     name = await new_collection()
     chunks = [chunk("alpha text", axis(0)), chunk("beta text", axis(1)), chunk("gamma text", axis(2))]
 
-    def upsert(chunk_list: list[pb.ChunkInput], **metadata: object) -> Awaitable[pb.UpsertDocumentResponse]:
+    def upsert(
+        chunk_list: list[common_pb2.ChunkInput], **metadata: object
+    ) -> Awaitable[pb.UpsertDocumentResponse]:
         return stub.UpsertDocument(  # type: ignore[no-any-return]
             pb.UpsertDocumentRequest(
                 tenant=TENANT,

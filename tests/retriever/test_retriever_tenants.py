@@ -152,7 +152,7 @@ async def test_two_tenants_collections_of_one_name_hold_their_own_documents(
                 tenant=A,
                 collection=SHARED,
                 document_id="reuse",
-                chunks=[pb.ChunkInput(text=_text(B, "doc-1"), token_count=3)],
+                chunks=[common_pb2.ChunkInput(text=_text(B, "doc-1"), token_count=3)],
             )
         )
     )

@@ -135,3 +135,17 @@ class DeleteCollectionResponse(_message.Message):
     DELETED_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     deleted_documents: int
     def __init__(self, deleted_documents: _Optional[int] = ...) -> None: ...
+
+class MigrateCollectionRequest(_message.Message):
+    __slots__ = ("name", "embedding_model")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_MODEL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    embedding_model: str
+    def __init__(self, name: _Optional[str] = ..., embedding_model: _Optional[str] = ...) -> None: ...
+
+class MigrateCollectionResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: _common_pb2.IngestJob
+    def __init__(self, job: _Optional[_Union[_common_pb2.IngestJob, _Mapping]] = ...) -> None: ...

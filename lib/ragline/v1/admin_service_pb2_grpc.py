@@ -71,6 +71,11 @@ class AdminServiceStub:
                 request_serializer=ragline_dot_v1_dot_admin__service__pb2.DeleteCollectionRequest.SerializeToString,
                 response_deserializer=ragline_dot_v1_dot_admin__service__pb2.DeleteCollectionResponse.FromString,
                 _registered_method=True)
+        self.MigrateCollection = channel.unary_unary(
+                '/ragline.v1.AdminService/MigrateCollection',
+                request_serializer=ragline_dot_v1_dot_admin__service__pb2.MigrateCollectionRequest.SerializeToString,
+                response_deserializer=ragline_dot_v1_dot_admin__service__pb2.MigrateCollectionResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -127,6 +132,16 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MigrateCollection(self, request, context):
+        """MigrateCollection moves one of the caller's tenant's collections to another embedding model while
+        it keeps serving: an ingest job embeds its documents again, and searches switch to the new
+        vectors at one moment once it is done. Follow it as any ingest job; cancelling the job leaves the
+        collection as it was.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -164,6 +179,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.DeleteCollection,
                     request_deserializer=ragline_dot_v1_dot_admin__service__pb2.DeleteCollectionRequest.FromString,
                     response_serializer=ragline_dot_v1_dot_admin__service__pb2.DeleteCollectionResponse.SerializeToString,
+            ),
+            'MigrateCollection': grpc.unary_unary_rpc_method_handler(
+                    servicer.MigrateCollection,
+                    request_deserializer=ragline_dot_v1_dot_admin__service__pb2.MigrateCollectionRequest.FromString,
+                    response_serializer=ragline_dot_v1_dot_admin__service__pb2.MigrateCollectionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -357,6 +377,33 @@ class AdminService:
             '/ragline.v1.AdminService/DeleteCollection',
             ragline_dot_v1_dot_admin__service__pb2.DeleteCollectionRequest.SerializeToString,
             ragline_dot_v1_dot_admin__service__pb2.DeleteCollectionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MigrateCollection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragline.v1.AdminService/MigrateCollection',
+            ragline_dot_v1_dot_admin__service__pb2.MigrateCollectionRequest.SerializeToString,
+            ragline_dot_v1_dot_admin__service__pb2.MigrateCollectionResponse.FromString,
             options,
             channel_credentials,
             insecure,

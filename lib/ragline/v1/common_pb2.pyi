@@ -110,6 +110,18 @@ class Collection(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     def __init__(self, name: _Optional[str] = ..., embedding_model: _Optional[str] = ..., dimension: _Optional[int] = ..., distance: _Optional[_Union[DistanceMetric, str]] = ..., generation: _Optional[int] = ..., document_count: _Optional[int] = ..., chunk_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
+class ChunkInput(_message.Message):
+    __slots__ = ("text", "embedding", "token_count", "metadata")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_COUNT_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    embedding: _containers.RepeatedScalarFieldContainer[float]
+    token_count: int
+    metadata: _struct_pb2.Struct
+    def __init__(self, text: _Optional[str] = ..., embedding: _Optional[_Iterable[float]] = ..., token_count: _Optional[int] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
 class Document(_message.Message):
     __slots__ = ("collection", "document_id", "metadata", "content_hash", "chunk_count", "create_time", "update_time")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
@@ -261,7 +273,7 @@ class IngestFailure(_message.Message):
     def __init__(self, document_id: _Optional[str] = ..., reason: _Optional[str] = ..., attempts: _Optional[int] = ...) -> None: ...
 
 class IngestJob(_message.Message):
-    __slots__ = ("job_id", "collection", "state", "accepting_documents", "total_documents", "done_documents", "skipped_documents", "failed_documents", "cancelled_documents", "written_chunks", "documents_per_second", "estimated_time_left", "create_time", "start_time", "end_time", "failures", "status_message")
+    __slots__ = ("job_id", "collection", "state", "accepting_documents", "total_documents", "done_documents", "skipped_documents", "failed_documents", "cancelled_documents", "written_chunks", "documents_per_second", "estimated_time_left", "create_time", "start_time", "end_time", "failures", "status_message", "migration")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -279,6 +291,7 @@ class IngestJob(_message.Message):
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     FAILURES_FIELD_NUMBER: _ClassVar[int]
     STATUS_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    MIGRATION_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     collection: str
     state: IngestJobState
@@ -296,4 +309,15 @@ class IngestJob(_message.Message):
     end_time: _timestamp_pb2.Timestamp
     failures: _containers.RepeatedCompositeFieldContainer[IngestFailure]
     status_message: str
-    def __init__(self, job_id: _Optional[str] = ..., collection: _Optional[str] = ..., state: _Optional[_Union[IngestJobState, str]] = ..., accepting_documents: _Optional[bool] = ..., total_documents: _Optional[int] = ..., done_documents: _Optional[int] = ..., skipped_documents: _Optional[int] = ..., failed_documents: _Optional[int] = ..., cancelled_documents: _Optional[int] = ..., written_chunks: _Optional[int] = ..., documents_per_second: _Optional[float] = ..., estimated_time_left: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., failures: _Optional[_Iterable[_Union[IngestFailure, _Mapping]]] = ..., status_message: _Optional[str] = ...) -> None: ...
+    migration: CollectionMigration
+    def __init__(self, job_id: _Optional[str] = ..., collection: _Optional[str] = ..., state: _Optional[_Union[IngestJobState, str]] = ..., accepting_documents: _Optional[bool] = ..., total_documents: _Optional[int] = ..., done_documents: _Optional[int] = ..., skipped_documents: _Optional[int] = ..., failed_documents: _Optional[int] = ..., cancelled_documents: _Optional[int] = ..., written_chunks: _Optional[int] = ..., documents_per_second: _Optional[float] = ..., estimated_time_left: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., failures: _Optional[_Iterable[_Union[IngestFailure, _Mapping]]] = ..., status_message: _Optional[str] = ..., migration: _Optional[_Union[CollectionMigration, _Mapping]] = ...) -> None: ...
+
+class CollectionMigration(_message.Message):
+    __slots__ = ("source_embedding_model", "target_embedding_model", "target_dimension")
+    SOURCE_EMBEDDING_MODEL_FIELD_NUMBER: _ClassVar[int]
+    TARGET_EMBEDDING_MODEL_FIELD_NUMBER: _ClassVar[int]
+    TARGET_DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    source_embedding_model: str
+    target_embedding_model: str
+    target_dimension: int
+    def __init__(self, source_embedding_model: _Optional[str] = ..., target_embedding_model: _Optional[str] = ..., target_dimension: _Optional[int] = ...) -> None: ...

@@ -117,20 +117,26 @@ class ClaimIngestWorkRequest(_message.Message):
     def __init__(self, max_documents: _Optional[int] = ..., lease_seconds: _Optional[float] = ..., max_attempts: _Optional[int] = ...) -> None: ...
 
 class ClaimedDocument(_message.Message):
-    __slots__ = ("claim", "collection", "document", "attempt", "tenant", "trace_parent")
+    __slots__ = ("claim", "collection", "document", "attempt", "tenant", "trace_parent", "migration", "chunks", "content_hash")
     CLAIM_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     DOCUMENT_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     TRACE_PARENT_FIELD_NUMBER: _ClassVar[int]
+    MIGRATION_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
     claim: IngestClaim
     collection: str
     document: _common_pb2.DocumentContent
     attempt: int
     tenant: str
     trace_parent: str
-    def __init__(self, claim: _Optional[_Union[IngestClaim, _Mapping]] = ..., collection: _Optional[str] = ..., document: _Optional[_Union[_common_pb2.DocumentContent, _Mapping]] = ..., attempt: _Optional[int] = ..., tenant: _Optional[str] = ..., trace_parent: _Optional[str] = ...) -> None: ...
+    migration: _common_pb2.CollectionMigration
+    chunks: _containers.RepeatedCompositeFieldContainer[_common_pb2.ChunkInput]
+    content_hash: str
+    def __init__(self, claim: _Optional[_Union[IngestClaim, _Mapping]] = ..., collection: _Optional[str] = ..., document: _Optional[_Union[_common_pb2.DocumentContent, _Mapping]] = ..., attempt: _Optional[int] = ..., tenant: _Optional[str] = ..., trace_parent: _Optional[str] = ..., migration: _Optional[_Union[_common_pb2.CollectionMigration, _Mapping]] = ..., chunks: _Optional[_Iterable[_Union[_common_pb2.ChunkInput, _Mapping]]] = ..., content_hash: _Optional[str] = ...) -> None: ...
 
 class ClaimIngestWorkResponse(_message.Message):
     __slots__ = ("documents",)

@@ -28,61 +28,63 @@ from ragline.v1 import common_pb2 as ragline_dot_v1_dot_common__pb2
 from ragline.v1 import ingest_queue_service_pb2 as ragline_dot_v1_dot_ingest__queue__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"ragline/v1/retriever_service.proto\x12\nragline.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17ragline/v1/common.proto\x1a%ragline/v1/ingest_queue_service.proto\"\x97\x01\n\x1d\x43reateStoredCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0f\x65mbedding_model\x18\x02 \x01(\t\x12\x11\n\tdimension\x18\x03 \x01(\x05\x12,\n\x08\x64istance\x18\x04 \x01(\x0e\x32\x1a.ragline.v1.DistanceMetric\x12\x0e\n\x06tenant\x18\x05 \x01(\t\"L\n\x1e\x43reateStoredCollectionResponse\x12*\n\ncollection\x18\x01 \x01(\x0b\x32\x16.ragline.v1.Collection\"d\n\x1aGetStoredCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x04view\x18\x02 \x01(\x0e\x32\x1a.ragline.v1.CollectionView\x12\x0e\n\x06tenant\x18\x03 \x01(\t\"I\n\x1bGetStoredCollectionResponse\x12*\n\ncollection\x18\x01 \x01(\x0b\x32\x16.ragline.v1.Collection\"U\n\x1cListStoredCollectionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\"e\n\x1dListStoredCollectionsResponse\x12+\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32\x16.ragline.v1.Collection\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"=\n\x1d\x44\x65leteStoredCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\";\n\x1e\x44\x65leteStoredCollectionResponse\x12\x19\n\x11\x64\x65leted_documents\x18\x01 \x01(\x03\"m\n\nChunkInput\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\tembedding\x18\x02 \x03(\x02\x12\x13\n\x0btoken_count\x18\x03 \x01(\x05\x12)\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xe1\x01\n\x15UpsertDocumentRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x06\x63hunks\x18\x04 \x03(\x0b\x32\x16.ragline.v1.ChunkInput\x12\x14\n\x0c\x63ontent_hash\x18\x05 \x01(\t\x12&\n\x05\x63laim\x18\x06 \x01(\x0b\x32\x17.ragline.v1.IngestClaim\x12\x0e\n\x06tenant\x18\x07 \x01(\t\"\xb7\x01\n\x16UpsertDocumentResponse\x12&\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x14.ragline.v1.Document\x12\x18\n\x10unchanged_chunks\x18\x02 \x01(\x05\x12\x17\n\x0finserted_chunks\x18\x03 \x01(\x05\x12\x16\n\x0eupdated_chunks\x18\x04 \x01(\x05\x12\x16\n\x0e\x64\x65leted_chunks\x18\x05 \x01(\x05\x12\x12\n\ngeneration\x18\x06 \x01(\x03\"v\n\x1b\x42\x61tchUpsertDocumentsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x33\n\x08requests\x18\x02 \x03(\x0b\x32!.ragline.v1.UpsertDocumentRequest\x12\x0e\n\x06tenant\x18\x03 \x01(\t\"i\n\x1c\x42\x61tchUpsertDocumentsResponse\x12\x35\n\tresponses\x18\x01 \x03(\x0b\x32\".ragline.v1.UpsertDocumentResponse\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"\xdd\x03\n\x13SearchChunksRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x12\n\nquery_text\x18\x02 \x01(\t\x12\x17\n\x0fquery_embedding\x18\x03 \x03(\x02\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12$\n\x04mode\x18\x05 \x01(\x0e\x32\x16.ragline.v1.SearchMode\x12*\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x1a.ragline.v1.MetadataFilter\x12\x11\n\tef_search\x18\x07 \x01(\x05\x12\x14\n\x07\x62m25_k1\x18\x08 \x01(\x02H\x00\x88\x01\x01\x12\x13\n\x06\x62m25_b\x18\t \x01(\x02H\x01\x88\x01\x01\x12\r\n\x05rrf_k\x18\n \x01(\x05\x12\x1a\n\rvector_weight\x18\x0b \x01(\x02H\x02\x88\x01\x01\x12\x1b\n\x0ekeyword_weight\x18\x0c \x01(\x02H\x03\x88\x01\x01\x12\x0e\n\x06tenant\x18\r \x01(\t\x12\x16\n\x0emin_generation\x18\x0e \x01(\x03\x12:\n\x16\x63ollection_create_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\n\n\x08_bm25_k1B\t\n\x07_bm25_bB\x10\n\x0e_vector_weightB\x11\n\x0f_keyword_weight\"O\n\x14SearchChunksResponse\x12#\n\x04hits\x18\x01 \x03(\x0b\x32\x15.ragline.v1.SearchHit\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"S\n\x18GetStoredDocumentRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\"C\n\x19GetStoredDocumentResponse\x12&\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x14.ragline.v1.Document\"g\n\x1aListStoredDocumentsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0e\n\x06tenant\x18\x04 \x01(\t\"_\n\x1bListStoredDocumentsResponse\x12\'\n\tdocuments\x18\x01 \x03(\x0b\x32\x14.ragline.v1.Document\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"V\n\x1b\x44\x65leteStoredDocumentRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\"J\n\x1c\x44\x65leteStoredDocumentResponse\x12\x16\n\x0e\x64\x65leted_chunks\x18\x01 \x01(\x05\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"k\n\x18LookupChunkHashesRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x16\n\x0e\x63ontent_hashes\x18\x02 \x03(\t\x12\x13\n\x0b\x64ocument_id\x18\x03 \x01(\t\x12\x0e\n\x06tenant\x18\x04 \x01(\t\"2\n\x19LookupChunkHashesResponse\x12\x15\n\rstored_hashes\x18\x01 \x03(\t*f\n\x0e\x43ollectionView\x12\x1f\n\x1b\x43OLLECTION_VIEW_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43OLLECTION_VIEW_BASIC\x10\x01\x12\x18\n\x14\x43OLLECTION_VIEW_FULL\x10\x02\x32\xf8\x08\n\x10RetrieverService\x12o\n\x16\x43reateStoredCollection\x12).ragline.v1.CreateStoredCollectionRequest\x1a*.ragline.v1.CreateStoredCollectionResponse\x12\x66\n\x13GetStoredCollection\x12&.ragline.v1.GetStoredCollectionRequest\x1a\'.ragline.v1.GetStoredCollectionResponse\x12l\n\x15ListStoredCollections\x12(.ragline.v1.ListStoredCollectionsRequest\x1a).ragline.v1.ListStoredCollectionsResponse\x12o\n\x16\x44\x65leteStoredCollection\x12).ragline.v1.DeleteStoredCollectionRequest\x1a*.ragline.v1.DeleteStoredCollectionResponse\x12W\n\x0eUpsertDocument\x12!.ragline.v1.UpsertDocumentRequest\x1a\".ragline.v1.UpsertDocumentResponse\x12i\n\x14\x42\x61tchUpsertDocuments\x12\'.ragline.v1.BatchUpsertDocumentsRequest\x1a(.ragline.v1.BatchUpsertDocumentsResponse\x12Q\n\x0cSearchChunks\x12\x1f.ragline.v1.SearchChunksRequest\x1a .ragline.v1.SearchChunksResponse\x12`\n\x11GetStoredDocument\x12$.ragline.v1.GetStoredDocumentRequest\x1a%.ragline.v1.GetStoredDocumentResponse\x12\x66\n\x13ListStoredDocuments\x12&.ragline.v1.ListStoredDocumentsRequest\x1a\'.ragline.v1.ListStoredDocumentsResponse\x12i\n\x14\x44\x65leteStoredDocument\x12\'.ragline.v1.DeleteStoredDocumentRequest\x1a(.ragline.v1.DeleteStoredDocumentResponse\x12`\n\x11LookupChunkHashes\x12$.ragline.v1.LookupChunkHashesRequest\x1a%.ragline.v1.LookupChunkHashesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"ragline/v1/retriever_service.proto\x12\nragline.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17ragline/v1/common.proto\x1a%ragline/v1/ingest_queue_service.proto\"j\n\x1eMigrateStoredCollectionRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x17\n\x0f\x65mbedding_model\x18\x03 \x01(\t\x12\x11\n\tdimension\x18\x04 \x01(\x05\"E\n\x1fMigrateStoredCollectionResponse\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.ragline.v1.IngestJob\"\x97\x01\n\x1d\x43reateStoredCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0f\x65mbedding_model\x18\x02 \x01(\t\x12\x11\n\tdimension\x18\x03 \x01(\x05\x12,\n\x08\x64istance\x18\x04 \x01(\x0e\x32\x1a.ragline.v1.DistanceMetric\x12\x0e\n\x06tenant\x18\x05 \x01(\t\"L\n\x1e\x43reateStoredCollectionResponse\x12*\n\ncollection\x18\x01 \x01(\x0b\x32\x16.ragline.v1.Collection\"d\n\x1aGetStoredCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x04view\x18\x02 \x01(\x0e\x32\x1a.ragline.v1.CollectionView\x12\x0e\n\x06tenant\x18\x03 \x01(\t\"I\n\x1bGetStoredCollectionResponse\x12*\n\ncollection\x18\x01 \x01(\x0b\x32\x16.ragline.v1.Collection\"U\n\x1cListStoredCollectionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\"e\n\x1dListStoredCollectionsResponse\x12+\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32\x16.ragline.v1.Collection\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"=\n\x1d\x44\x65leteStoredCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\";\n\x1e\x44\x65leteStoredCollectionResponse\x12\x19\n\x11\x64\x65leted_documents\x18\x01 \x01(\x03\"\xfa\x01\n\x15UpsertDocumentRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x06\x63hunks\x18\x04 \x03(\x0b\x32\x16.ragline.v1.ChunkInput\x12\x14\n\x0c\x63ontent_hash\x18\x05 \x01(\t\x12&\n\x05\x63laim\x18\x06 \x01(\x0b\x32\x17.ragline.v1.IngestClaim\x12\x0e\n\x06tenant\x18\x07 \x01(\t\x12\x17\n\x0f\x65mbedding_model\x18\x08 \x01(\t\"\xb7\x01\n\x16UpsertDocumentResponse\x12&\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x14.ragline.v1.Document\x12\x18\n\x10unchanged_chunks\x18\x02 \x01(\x05\x12\x17\n\x0finserted_chunks\x18\x03 \x01(\x05\x12\x16\n\x0eupdated_chunks\x18\x04 \x01(\x05\x12\x16\n\x0e\x64\x65leted_chunks\x18\x05 \x01(\x05\x12\x12\n\ngeneration\x18\x06 \x01(\x03\"\x8f\x01\n\x1b\x42\x61tchUpsertDocumentsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x33\n\x08requests\x18\x02 \x03(\x0b\x32!.ragline.v1.UpsertDocumentRequest\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x17\n\x0f\x65mbedding_model\x18\x04 \x01(\t\"i\n\x1c\x42\x61tchUpsertDocumentsResponse\x12\x35\n\tresponses\x18\x01 \x03(\x0b\x32\".ragline.v1.UpsertDocumentResponse\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"\xdd\x03\n\x13SearchChunksRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x12\n\nquery_text\x18\x02 \x01(\t\x12\x17\n\x0fquery_embedding\x18\x03 \x03(\x02\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12$\n\x04mode\x18\x05 \x01(\x0e\x32\x16.ragline.v1.SearchMode\x12*\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x1a.ragline.v1.MetadataFilter\x12\x11\n\tef_search\x18\x07 \x01(\x05\x12\x14\n\x07\x62m25_k1\x18\x08 \x01(\x02H\x00\x88\x01\x01\x12\x13\n\x06\x62m25_b\x18\t \x01(\x02H\x01\x88\x01\x01\x12\r\n\x05rrf_k\x18\n \x01(\x05\x12\x1a\n\rvector_weight\x18\x0b \x01(\x02H\x02\x88\x01\x01\x12\x1b\n\x0ekeyword_weight\x18\x0c \x01(\x02H\x03\x88\x01\x01\x12\x0e\n\x06tenant\x18\r \x01(\t\x12\x16\n\x0emin_generation\x18\x0e \x01(\x03\x12:\n\x16\x63ollection_create_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\n\n\x08_bm25_k1B\t\n\x07_bm25_bB\x10\n\x0e_vector_weightB\x11\n\x0f_keyword_weight\"O\n\x14SearchChunksResponse\x12#\n\x04hits\x18\x01 \x03(\x0b\x32\x15.ragline.v1.SearchHit\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"S\n\x18GetStoredDocumentRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\"C\n\x19GetStoredDocumentResponse\x12&\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x14.ragline.v1.Document\"g\n\x1aListStoredDocumentsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0e\n\x06tenant\x18\x04 \x01(\t\"_\n\x1bListStoredDocumentsResponse\x12\'\n\tdocuments\x18\x01 \x03(\x0b\x32\x14.ragline.v1.Document\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"V\n\x1b\x44\x65leteStoredDocumentRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\"J\n\x1c\x44\x65leteStoredDocumentResponse\x12\x16\n\x0e\x64\x65leted_chunks\x18\x01 \x01(\x05\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"k\n\x18LookupChunkHashesRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x16\n\x0e\x63ontent_hashes\x18\x02 \x03(\t\x12\x13\n\x0b\x64ocument_id\x18\x03 \x01(\t\x12\x0e\n\x06tenant\x18\x04 \x01(\t\"2\n\x19LookupChunkHashesResponse\x12\x15\n\rstored_hashes\x18\x01 \x03(\t*f\n\x0e\x43ollectionView\x12\x1f\n\x1b\x43OLLECTION_VIEW_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43OLLECTION_VIEW_BASIC\x10\x01\x12\x18\n\x14\x43OLLECTION_VIEW_FULL\x10\x02\x32\xec\t\n\x10RetrieverService\x12o\n\x16\x43reateStoredCollection\x12).ragline.v1.CreateStoredCollectionRequest\x1a*.ragline.v1.CreateStoredCollectionResponse\x12\x66\n\x13GetStoredCollection\x12&.ragline.v1.GetStoredCollectionRequest\x1a\'.ragline.v1.GetStoredCollectionResponse\x12l\n\x15ListStoredCollections\x12(.ragline.v1.ListStoredCollectionsRequest\x1a).ragline.v1.ListStoredCollectionsResponse\x12o\n\x16\x44\x65leteStoredCollection\x12).ragline.v1.DeleteStoredCollectionRequest\x1a*.ragline.v1.DeleteStoredCollectionResponse\x12W\n\x0eUpsertDocument\x12!.ragline.v1.UpsertDocumentRequest\x1a\".ragline.v1.UpsertDocumentResponse\x12i\n\x14\x42\x61tchUpsertDocuments\x12\'.ragline.v1.BatchUpsertDocumentsRequest\x1a(.ragline.v1.BatchUpsertDocumentsResponse\x12Q\n\x0cSearchChunks\x12\x1f.ragline.v1.SearchChunksRequest\x1a .ragline.v1.SearchChunksResponse\x12`\n\x11GetStoredDocument\x12$.ragline.v1.GetStoredDocumentRequest\x1a%.ragline.v1.GetStoredDocumentResponse\x12\x66\n\x13ListStoredDocuments\x12&.ragline.v1.ListStoredDocumentsRequest\x1a\'.ragline.v1.ListStoredDocumentsResponse\x12i\n\x14\x44\x65leteStoredDocument\x12\'.ragline.v1.DeleteStoredDocumentRequest\x1a(.ragline.v1.DeleteStoredDocumentResponse\x12`\n\x11LookupChunkHashes\x12$.ragline.v1.LookupChunkHashesRequest\x1a%.ragline.v1.LookupChunkHashesResponse\x12r\n\x17MigrateStoredCollection\x12*.ragline.v1.MigrateStoredCollectionRequest\x1a+.ragline.v1.MigrateStoredCollectionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ragline.v1.retriever_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_COLLECTIONVIEW']._serialized_start=2894
-  _globals['_COLLECTIONVIEW']._serialized_end=2996
-  _globals['_CREATESTOREDCOLLECTIONREQUEST']._serialized_start=178
-  _globals['_CREATESTOREDCOLLECTIONREQUEST']._serialized_end=329
-  _globals['_CREATESTOREDCOLLECTIONRESPONSE']._serialized_start=331
-  _globals['_CREATESTOREDCOLLECTIONRESPONSE']._serialized_end=407
-  _globals['_GETSTOREDCOLLECTIONREQUEST']._serialized_start=409
-  _globals['_GETSTOREDCOLLECTIONREQUEST']._serialized_end=509
-  _globals['_GETSTOREDCOLLECTIONRESPONSE']._serialized_start=511
-  _globals['_GETSTOREDCOLLECTIONRESPONSE']._serialized_end=584
-  _globals['_LISTSTOREDCOLLECTIONSREQUEST']._serialized_start=586
-  _globals['_LISTSTOREDCOLLECTIONSREQUEST']._serialized_end=671
-  _globals['_LISTSTOREDCOLLECTIONSRESPONSE']._serialized_start=673
-  _globals['_LISTSTOREDCOLLECTIONSRESPONSE']._serialized_end=774
-  _globals['_DELETESTOREDCOLLECTIONREQUEST']._serialized_start=776
-  _globals['_DELETESTOREDCOLLECTIONREQUEST']._serialized_end=837
-  _globals['_DELETESTOREDCOLLECTIONRESPONSE']._serialized_start=839
-  _globals['_DELETESTOREDCOLLECTIONRESPONSE']._serialized_end=898
-  _globals['_CHUNKINPUT']._serialized_start=900
-  _globals['_CHUNKINPUT']._serialized_end=1009
-  _globals['_UPSERTDOCUMENTREQUEST']._serialized_start=1012
-  _globals['_UPSERTDOCUMENTREQUEST']._serialized_end=1237
-  _globals['_UPSERTDOCUMENTRESPONSE']._serialized_start=1240
-  _globals['_UPSERTDOCUMENTRESPONSE']._serialized_end=1423
-  _globals['_BATCHUPSERTDOCUMENTSREQUEST']._serialized_start=1425
-  _globals['_BATCHUPSERTDOCUMENTSREQUEST']._serialized_end=1543
-  _globals['_BATCHUPSERTDOCUMENTSRESPONSE']._serialized_start=1545
-  _globals['_BATCHUPSERTDOCUMENTSRESPONSE']._serialized_end=1650
-  _globals['_SEARCHCHUNKSREQUEST']._serialized_start=1653
-  _globals['_SEARCHCHUNKSREQUEST']._serialized_end=2130
-  _globals['_SEARCHCHUNKSRESPONSE']._serialized_start=2132
-  _globals['_SEARCHCHUNKSRESPONSE']._serialized_end=2211
-  _globals['_GETSTOREDDOCUMENTREQUEST']._serialized_start=2213
-  _globals['_GETSTOREDDOCUMENTREQUEST']._serialized_end=2296
-  _globals['_GETSTOREDDOCUMENTRESPONSE']._serialized_start=2298
-  _globals['_GETSTOREDDOCUMENTRESPONSE']._serialized_end=2365
-  _globals['_LISTSTOREDDOCUMENTSREQUEST']._serialized_start=2367
-  _globals['_LISTSTOREDDOCUMENTSREQUEST']._serialized_end=2470
-  _globals['_LISTSTOREDDOCUMENTSRESPONSE']._serialized_start=2472
-  _globals['_LISTSTOREDDOCUMENTSRESPONSE']._serialized_end=2567
-  _globals['_DELETESTOREDDOCUMENTREQUEST']._serialized_start=2569
-  _globals['_DELETESTOREDDOCUMENTREQUEST']._serialized_end=2655
-  _globals['_DELETESTOREDDOCUMENTRESPONSE']._serialized_start=2657
-  _globals['_DELETESTOREDDOCUMENTRESPONSE']._serialized_end=2731
-  _globals['_LOOKUPCHUNKHASHESREQUEST']._serialized_start=2733
-  _globals['_LOOKUPCHUNKHASHESREQUEST']._serialized_end=2840
-  _globals['_LOOKUPCHUNKHASHESRESPONSE']._serialized_start=2842
-  _globals['_LOOKUPCHUNKHASHESRESPONSE']._serialized_end=2892
-  _globals['_RETRIEVERSERVICE']._serialized_start=2999
-  _globals['_RETRIEVERSERVICE']._serialized_end=4143
+  _globals['_COLLECTIONVIEW']._serialized_start=3013
+  _globals['_COLLECTIONVIEW']._serialized_end=3115
+  _globals['_MIGRATESTOREDCOLLECTIONREQUEST']._serialized_start=177
+  _globals['_MIGRATESTOREDCOLLECTIONREQUEST']._serialized_end=283
+  _globals['_MIGRATESTOREDCOLLECTIONRESPONSE']._serialized_start=285
+  _globals['_MIGRATESTOREDCOLLECTIONRESPONSE']._serialized_end=354
+  _globals['_CREATESTOREDCOLLECTIONREQUEST']._serialized_start=357
+  _globals['_CREATESTOREDCOLLECTIONREQUEST']._serialized_end=508
+  _globals['_CREATESTOREDCOLLECTIONRESPONSE']._serialized_start=510
+  _globals['_CREATESTOREDCOLLECTIONRESPONSE']._serialized_end=586
+  _globals['_GETSTOREDCOLLECTIONREQUEST']._serialized_start=588
+  _globals['_GETSTOREDCOLLECTIONREQUEST']._serialized_end=688
+  _globals['_GETSTOREDCOLLECTIONRESPONSE']._serialized_start=690
+  _globals['_GETSTOREDCOLLECTIONRESPONSE']._serialized_end=763
+  _globals['_LISTSTOREDCOLLECTIONSREQUEST']._serialized_start=765
+  _globals['_LISTSTOREDCOLLECTIONSREQUEST']._serialized_end=850
+  _globals['_LISTSTOREDCOLLECTIONSRESPONSE']._serialized_start=852
+  _globals['_LISTSTOREDCOLLECTIONSRESPONSE']._serialized_end=953
+  _globals['_DELETESTOREDCOLLECTIONREQUEST']._serialized_start=955
+  _globals['_DELETESTOREDCOLLECTIONREQUEST']._serialized_end=1016
+  _globals['_DELETESTOREDCOLLECTIONRESPONSE']._serialized_start=1018
+  _globals['_DELETESTOREDCOLLECTIONRESPONSE']._serialized_end=1077
+  _globals['_UPSERTDOCUMENTREQUEST']._serialized_start=1080
+  _globals['_UPSERTDOCUMENTREQUEST']._serialized_end=1330
+  _globals['_UPSERTDOCUMENTRESPONSE']._serialized_start=1333
+  _globals['_UPSERTDOCUMENTRESPONSE']._serialized_end=1516
+  _globals['_BATCHUPSERTDOCUMENTSREQUEST']._serialized_start=1519
+  _globals['_BATCHUPSERTDOCUMENTSREQUEST']._serialized_end=1662
+  _globals['_BATCHUPSERTDOCUMENTSRESPONSE']._serialized_start=1664
+  _globals['_BATCHUPSERTDOCUMENTSRESPONSE']._serialized_end=1769
+  _globals['_SEARCHCHUNKSREQUEST']._serialized_start=1772
+  _globals['_SEARCHCHUNKSREQUEST']._serialized_end=2249
+  _globals['_SEARCHCHUNKSRESPONSE']._serialized_start=2251
+  _globals['_SEARCHCHUNKSRESPONSE']._serialized_end=2330
+  _globals['_GETSTOREDDOCUMENTREQUEST']._serialized_start=2332
+  _globals['_GETSTOREDDOCUMENTREQUEST']._serialized_end=2415
+  _globals['_GETSTOREDDOCUMENTRESPONSE']._serialized_start=2417
+  _globals['_GETSTOREDDOCUMENTRESPONSE']._serialized_end=2484
+  _globals['_LISTSTOREDDOCUMENTSREQUEST']._serialized_start=2486
+  _globals['_LISTSTOREDDOCUMENTSREQUEST']._serialized_end=2589
+  _globals['_LISTSTOREDDOCUMENTSRESPONSE']._serialized_start=2591
+  _globals['_LISTSTOREDDOCUMENTSRESPONSE']._serialized_end=2686
+  _globals['_DELETESTOREDDOCUMENTREQUEST']._serialized_start=2688
+  _globals['_DELETESTOREDDOCUMENTREQUEST']._serialized_end=2774
+  _globals['_DELETESTOREDDOCUMENTRESPONSE']._serialized_start=2776
+  _globals['_DELETESTOREDDOCUMENTRESPONSE']._serialized_end=2850
+  _globals['_LOOKUPCHUNKHASHESREQUEST']._serialized_start=2852
+  _globals['_LOOKUPCHUNKHASHESREQUEST']._serialized_end=2959
+  _globals['_LOOKUPCHUNKHASHESRESPONSE']._serialized_start=2961
+  _globals['_LOOKUPCHUNKHASHESRESPONSE']._serialized_end=3011
+  _globals['_RETRIEVERSERVICE']._serialized_start=3118
+  _globals['_RETRIEVERSERVICE']._serialized_end=4378
 # @@protoc_insertion_point(module_scope)

@@ -22,6 +22,24 @@ COLLECTION_VIEW_UNSPECIFIED: CollectionView
 COLLECTION_VIEW_BASIC: CollectionView
 COLLECTION_VIEW_FULL: CollectionView
 
+class MigrateStoredCollectionRequest(_message.Message):
+    __slots__ = ("tenant", "name", "embedding_model", "dimension")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_MODEL_FIELD_NUMBER: _ClassVar[int]
+    DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    name: str
+    embedding_model: str
+    dimension: int
+    def __init__(self, tenant: _Optional[str] = ..., name: _Optional[str] = ..., embedding_model: _Optional[str] = ..., dimension: _Optional[int] = ...) -> None: ...
+
+class MigrateStoredCollectionResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: _common_pb2.IngestJob
+    def __init__(self, job: _Optional[_Union[_common_pb2.IngestJob, _Mapping]] = ...) -> None: ...
+
 class CreateStoredCollectionRequest(_message.Message):
     __slots__ = ("name", "embedding_model", "dimension", "distance", "tenant")
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -90,20 +108,8 @@ class DeleteStoredCollectionResponse(_message.Message):
     deleted_documents: int
     def __init__(self, deleted_documents: _Optional[int] = ...) -> None: ...
 
-class ChunkInput(_message.Message):
-    __slots__ = ("text", "embedding", "token_count", "metadata")
-    TEXT_FIELD_NUMBER: _ClassVar[int]
-    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
-    TOKEN_COUNT_FIELD_NUMBER: _ClassVar[int]
-    METADATA_FIELD_NUMBER: _ClassVar[int]
-    text: str
-    embedding: _containers.RepeatedScalarFieldContainer[float]
-    token_count: int
-    metadata: _struct_pb2.Struct
-    def __init__(self, text: _Optional[str] = ..., embedding: _Optional[_Iterable[float]] = ..., token_count: _Optional[int] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
-
 class UpsertDocumentRequest(_message.Message):
-    __slots__ = ("collection", "document_id", "metadata", "chunks", "content_hash", "claim", "tenant")
+    __slots__ = ("collection", "document_id", "metadata", "chunks", "content_hash", "claim", "tenant", "embedding_model")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
@@ -111,14 +117,16 @@ class UpsertDocumentRequest(_message.Message):
     CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
     CLAIM_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_MODEL_FIELD_NUMBER: _ClassVar[int]
     collection: str
     document_id: str
     metadata: _struct_pb2.Struct
-    chunks: _containers.RepeatedCompositeFieldContainer[ChunkInput]
+    chunks: _containers.RepeatedCompositeFieldContainer[_common_pb2.ChunkInput]
     content_hash: str
     claim: _ingest_queue_service_pb2.IngestClaim
     tenant: str
-    def __init__(self, collection: _Optional[str] = ..., document_id: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., chunks: _Optional[_Iterable[_Union[ChunkInput, _Mapping]]] = ..., content_hash: _Optional[str] = ..., claim: _Optional[_Union[_ingest_queue_service_pb2.IngestClaim, _Mapping]] = ..., tenant: _Optional[str] = ...) -> None: ...
+    embedding_model: str
+    def __init__(self, collection: _Optional[str] = ..., document_id: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., chunks: _Optional[_Iterable[_Union[_common_pb2.ChunkInput, _Mapping]]] = ..., content_hash: _Optional[str] = ..., claim: _Optional[_Union[_ingest_queue_service_pb2.IngestClaim, _Mapping]] = ..., tenant: _Optional[str] = ..., embedding_model: _Optional[str] = ...) -> None: ...
 
 class UpsertDocumentResponse(_message.Message):
     __slots__ = ("document", "unchanged_chunks", "inserted_chunks", "updated_chunks", "deleted_chunks", "generation")
@@ -137,14 +145,16 @@ class UpsertDocumentResponse(_message.Message):
     def __init__(self, document: _Optional[_Union[_common_pb2.Document, _Mapping]] = ..., unchanged_chunks: _Optional[int] = ..., inserted_chunks: _Optional[int] = ..., updated_chunks: _Optional[int] = ..., deleted_chunks: _Optional[int] = ..., generation: _Optional[int] = ...) -> None: ...
 
 class BatchUpsertDocumentsRequest(_message.Message):
-    __slots__ = ("collection", "requests", "tenant")
+    __slots__ = ("collection", "requests", "tenant", "embedding_model")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_MODEL_FIELD_NUMBER: _ClassVar[int]
     collection: str
     requests: _containers.RepeatedCompositeFieldContainer[UpsertDocumentRequest]
     tenant: str
-    def __init__(self, collection: _Optional[str] = ..., requests: _Optional[_Iterable[_Union[UpsertDocumentRequest, _Mapping]]] = ..., tenant: _Optional[str] = ...) -> None: ...
+    embedding_model: str
+    def __init__(self, collection: _Optional[str] = ..., requests: _Optional[_Iterable[_Union[UpsertDocumentRequest, _Mapping]]] = ..., tenant: _Optional[str] = ..., embedding_model: _Optional[str] = ...) -> None: ...
 
 class BatchUpsertDocumentsResponse(_message.Message):
     __slots__ = ("responses", "generation")

@@ -90,6 +90,11 @@ class RetrieverServiceStub:
                 request_serializer=ragline_dot_v1_dot_retriever__service__pb2.LookupChunkHashesRequest.SerializeToString,
                 response_deserializer=ragline_dot_v1_dot_retriever__service__pb2.LookupChunkHashesResponse.FromString,
                 _registered_method=True)
+        self.MigrateStoredCollection = channel.unary_unary(
+                '/ragline.v1.RetrieverService/MigrateStoredCollection',
+                request_serializer=ragline_dot_v1_dot_retriever__service__pb2.MigrateStoredCollectionRequest.SerializeToString,
+                response_deserializer=ragline_dot_v1_dot_retriever__service__pb2.MigrateStoredCollectionResponse.FromString,
+                _registered_method=True)
 
 
 class RetrieverServiceServicer:
@@ -173,6 +178,16 @@ class RetrieverServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MigrateStoredCollection(self, request, context):
+        """MigrateStoredCollection starts moving a collection to another embedding model while it keeps
+        serving: an ingest job (the response's) has its documents embedded again into a hidden target
+        collection, and searches switch to the new vectors in one transaction once it is done.
+        Cancelling the job (IngestQueueService.CancelStoredIngestJob) leaves the collection as it was.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RetrieverServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -230,6 +245,11 @@ def add_RetrieverServiceServicer_to_server(servicer, server):
                     servicer.LookupChunkHashes,
                     request_deserializer=ragline_dot_v1_dot_retriever__service__pb2.LookupChunkHashesRequest.FromString,
                     response_serializer=ragline_dot_v1_dot_retriever__service__pb2.LookupChunkHashesResponse.SerializeToString,
+            ),
+            'MigrateStoredCollection': grpc.unary_unary_rpc_method_handler(
+                    servicer.MigrateStoredCollection,
+                    request_deserializer=ragline_dot_v1_dot_retriever__service__pb2.MigrateStoredCollectionRequest.FromString,
+                    response_serializer=ragline_dot_v1_dot_retriever__service__pb2.MigrateStoredCollectionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -530,6 +550,33 @@ class RetrieverService:
             '/ragline.v1.RetrieverService/LookupChunkHashes',
             ragline_dot_v1_dot_retriever__service__pb2.LookupChunkHashesRequest.SerializeToString,
             ragline_dot_v1_dot_retriever__service__pb2.LookupChunkHashesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MigrateStoredCollection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragline.v1.RetrieverService/MigrateStoredCollection',
+            ragline_dot_v1_dot_retriever__service__pb2.MigrateStoredCollectionRequest.SerializeToString,
+            ragline_dot_v1_dot_retriever__service__pb2.MigrateStoredCollectionResponse.FromString,
             options,
             channel_credentials,
             insecure,

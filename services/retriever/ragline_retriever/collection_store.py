@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncpg
 
 from ragline.errors import AlreadyExists, NotFound
+from ragline_retriever import jobs
 from ragline_retriever.config import RetrieverConfig
 from ragline_retriever.database import PooledConnection
 from ragline_retriever.search import create_index_sql, drop_index_sql
@@ -96,7 +97,8 @@ async def list_collections(
 ) -> list[asyncpg.Record]:
     """Up to `limit` of `tenant`'s collections, with their counts, by name after the name `after`."""
     return await conn.fetch(
-        f"{_COLLECTION_SQL} WHERE c.tenant = $1 AND c.name > $2 ORDER BY c.name LIMIT $3",
+        # Names starting with '~' are a migration's target or retired source (`collection_migrations`).
+        f"{_COLLECTION_SQL} WHERE c.tenant = $1 AND c.name > $2 AND c.name NOT LIKE '~%' ORDER BY c.name LIMIT $3",
         tenant,
         after,
         limit,
@@ -115,9 +117,21 @@ async def delete_collection(conn: PooledConnection, tenant: str, name: str, chan
             "SELECT count(*) FROM documents WHERE collection_id = $1", collection_id
         )
         change.made = True
+        # A migration's target goes with its source; the migration's job is cancelled.
+        migrations = await conn.fetch(
+            "SELECT job_id FROM collection_migrations WHERE source_id = $1", collection_id
+        )
+        for migration in migrations:
+            await jobs.cancel_job(conn, tenant, migration["job_id"], "the collection was deleted")
+        targets = await conn.fetch(
+            "DELETE FROM collections WHERE id IN (SELECT target_id FROM collection_migrations WHERE source_id = $1)"
+            " RETURNING id",
+            collection_id,
+        )
         await conn.execute("DELETE FROM collections WHERE id = $1", collection_id)
     # After the commit and CONCURRENTLY: searches of other collections never wait for it.
-    await conn.execute(drop_index_sql(collection_id))
+    for dropped in [collection_id, *(row["id"] for row in targets)]:
+        await conn.execute(drop_index_sql(dropped))
     return documents
 
 
@@ -132,11 +146,14 @@ async def collection_id(conn: PooledConnection, tenant: str, name: str) -> int:
 
 
 async def collection_for_write(conn: PooledConnection, tenant: str, name: str) -> asyncpg.Record:
-    """The id and dimension of `tenant`'s collection `name`, kept from deletion until the transaction ends."""
+    """The id, model and dimension of `tenant`'s collection `name`, kept from deletion (and from a
+    migration's switch) until the transaction ends."""
     # KEY SHARE keeps the collection from being deleted under the transaction, yet lets other
     # writers of the same collection bump its generation concurrently.
     row = await conn.fetchrow(
-        "SELECT id, dimension FROM collections WHERE tenant = $1 AND name = $2 FOR KEY SHARE", tenant, name
+        "SELECT id, embedding_model, dimension FROM collections WHERE tenant = $1 AND name = $2 FOR KEY SHARE",
+        tenant,
+        name,
     )
     if row is None:
         raise _not_found(name, "collection")

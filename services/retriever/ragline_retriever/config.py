@@ -62,6 +62,11 @@ class RetrieverConfig:
     bm25_fold_seconds: float = setting("RETRIEVER_BM25_FOLD_SECONDS", 5.0, minimum=0.01, maximum=3600.0)
     """How often the BM25 statistics' delta rows are folded (`bm25_statistics.py`); searches are exact
     either way, and read fewer rows per term the more often this runs."""
+    migration_check_seconds: float = setting(
+        "RETRIEVER_MIGRATION_CHECK_SECONDS", 2.0, minimum=0.01, maximum=3600.0
+    )
+    """How often a collection migration whose job has nothing left to store is checked, and switched
+    to its new model when nothing differs (`collection_migrations.py`)."""
     hybrid_keyword_max_postings: int = setting("RETRIEVER_HYBRID_KEYWORD_MAX_POSTINGS", 200_000, minimum=0)
     """How many BM25 postings hybrid search's keyword list may read (0: no bound, always exact). Past
     it, the commonest query terms only score the chunks the others found (`ragline_bm25_top_k`)."""

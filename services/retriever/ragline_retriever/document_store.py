@@ -16,7 +16,7 @@ import asyncpg
 from google.protobuf import json_format
 from prometheus_client import Counter
 
-from ragline.errors import InvalidArgument, NotFound, ServiceError
+from ragline.errors import FailedPrecondition, InvalidArgument, NotFound, ServiceError
 from ragline.v1 import retriever_service_pb2 as pb
 from ragline_retriever import jobs
 from ragline_retriever.chunks import ChunkPlan, NewChunk, StoredChunk, plan_chunks, text_hash
@@ -168,14 +168,28 @@ async def _write_chunks(conn: PooledConnection, collection_id: int, document: in
 
 
 async def _upsert(
-    conn: PooledConnection, request: pb.UpsertDocumentRequest, document_id: str, change: Change
+    conn: PooledConnection,
+    request: pb.UpsertDocumentRequest,
+    document_id: str,
+    change: Change,
+    embedding_model: str,
+    into: str = "",
 ) -> Upserted:
-    """Stores the document's chunks in the request's tenant's collection, writing only those that
-    changed, in the caller's transaction."""
+    """Stores the document's chunks in the request's tenant's collection (or the one named `into`:
+    a migration's target), writing only those that changed, in the caller's transaction.
+
+    `embedding_model`, when set, must be the collection's: vectors of two models never mix in one."""
     name = request.collection
     # validate_upsert refused metadata JSON cannot hold (NaN, infinity, NUL, too deep or large).
     metadata = json_format.MessageToDict(request.metadata)
-    collection = await collection_for_write(conn, request.tenant, name)
+    collection = await collection_for_write(conn, request.tenant, into or name)
+    if embedding_model and embedding_model != collection["embedding_model"]:
+        raise FailedPrecondition(
+            f"collection {name!r} holds vectors of {collection['embedding_model']}, not of {embedding_model} "
+            "(it was moved to that model since the texts were embedded); embed them again with it",
+            field="embedding_model",
+            reason="EMBEDDING_MODEL_CHANGED",
+        )
     chunks = new_chunks(request, collection["dimension"])
     await _reuse_embeddings(conn, collection["id"], name, chunks)
     # Without a hash from the caller, the chunks' hashes stand in for the document's text.
@@ -265,10 +279,13 @@ async def _upsert_checked(
 ) -> Upserted:
     """The upsert of `upsert_document`, in the caller's transaction: the claim's target checked
     before the first write, the quota after the last, and the claim finished last."""
+    into = ""
     if request.HasField("claim"):
-        await jobs.check_claim_target(conn, request.claim, request.tenant, request.collection)
-    upserted = await _upsert(conn, request, document_id, change)
-    await check_quota(conn, request.tenant, quota, upserted.growth)
+        into = await jobs.check_claim_target(conn, request.claim, request.tenant, request.collection)
+    upserted = await _upsert(conn, request, document_id, change, request.embedding_model, into)
+    # A migration's copy is not counted: the source it doubles is deleted when it switches.
+    if into == request.collection or not into:
+        await check_quota(conn, request.tenant, quota, upserted.growth)
     if request.HasField("claim"):
         plan = upserted.plan
         await jobs.complete_document(
@@ -294,7 +311,8 @@ async def upsert_documents(
     async with conn.transaction():
         for index, (upsert, document_id) in enumerate(zip(request.requests, document_ids, strict=True)):
             try:
-                upserted.append(await _upsert(conn, upsert, document_id, change))
+                model = upsert.embedding_model or request.embedding_model
+                upserted.append(await _upsert(conn, upsert, document_id, change, model))
             except ServiceError as exc:
                 raise in_batch(exc, index, document_id) from None
             except asyncpg.DataError as exc:

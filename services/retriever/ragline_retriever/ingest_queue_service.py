@@ -16,7 +16,7 @@ from ragline.errors import InvalidArgument, shorten
 from ragline.v1 import ingest_queue_service_pb2 as pb
 from ragline.v1 import ingest_queue_service_pb2_grpc as pb_grpc
 from ragline.validation import check_collection_name, check_tenant, parse_uuid
-from ragline_retriever import collection_store, jobs
+from ragline_retriever import collection_migrations, collection_store, jobs
 from ragline_retriever.database import Database
 from ragline_retriever.paging import decode_page_token, listing_scope, next_page_token, page_size
 
@@ -106,9 +106,10 @@ class IngestQueueServicer(pb_grpc.IngestQueueServiceServicer):
         tenant = check_tenant(request.tenant)
         job_id = parse_uuid(request.job_id, "job_id")
         async with self._db.connection() as conn:
-            return pb.CancelStoredIngestJobResponse(
-                job=await jobs.cancel_job(conn, tenant, job_id, _reason(request.reason))
-            )
+            job = await jobs.cancel_job(conn, tenant, job_id, _reason(request.reason))
+            # A cancelled migration's target is deleted: the collection stays as it was.
+            await collection_migrations.cancelled(conn, job)
+            return pb.CancelStoredIngestJobResponse(job=job)
 
     async def ClaimIngestWork(
         self, request: pb.ClaimIngestWorkRequest, context: grpc.aio.ServicerContext
@@ -118,6 +119,7 @@ class IngestQueueServicer(pb_grpc.IngestQueueServiceServicer):
             claimed = await jobs.claim_documents(
                 conn, request.max_documents, request.lease_seconds, request.max_attempts
             )
+            claimed = await collection_migrations.fill_claimed(conn, claimed)
         return pb.ClaimIngestWorkResponse(documents=claimed)
 
     async def FailIngestWork(

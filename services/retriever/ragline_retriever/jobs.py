@@ -35,12 +35,15 @@ MAX_FAILURES_SHOWN = 100
 _JOB_COLUMNS = (
     "id, collection, accepting_documents, total_documents, done_documents, skipped_documents,"
     " failed_documents, cancelled_documents, written_chunks, cancelled, status_message,"
-    " created_at, started_at, finished_at, clock_timestamp() AS now"
+    " created_at, started_at, finished_at, migration_source_model, migration_target_model,"
+    " migration_target_dimension, clock_timestamp() AS now"
 )
-# A job is finished once it accepts no more documents and each of them reached an end state.
+# A job is finished once it accepts no more documents and each of them reached an end state; a
+# migration job only by its switch (`collection_migrations`), as a catch-up round may add documents.
 _SETTLE_SQL = """
     UPDATE ingest_jobs SET finished_at = clock_timestamp()
     WHERE id = ANY($1::uuid[]) AND finished_at IS NULL AND NOT accepting_documents
+      AND migration_target_model IS NULL
       AND done_documents + skipped_documents + failed_documents + cancelled_documents = total_documents
 """
 _CLAIM_SQL = """
@@ -62,7 +65,8 @@ _CLAIM_SQL = """
     FROM picked JOIN ingest_jobs AS j ON j.id = picked.job_id
     WHERE d.job_id = picked.job_id AND d.ordinal = picked.ordinal
     RETURNING d.job_id, d.ordinal, d.document_id, d.media_type, d.metadata, d.content, d.attempts,
-              d.claim_token, j.collection, j.tenant, j.trace_parent
+              d.claim_token, j.collection, j.tenant, j.trace_parent, j.migration_source_model,
+              j.migration_target_model, j.migration_target_dimension
 """
 # A document whose worker vanished `max_attempts` times is likely what kills workers: stop handing it out.
 _ABANDON_SQL = """
@@ -76,6 +80,17 @@ _ABANDON_SQL = """
         FOR UPDATE SKIP LOCKED)
     RETURNING job_id
 """
+
+
+def _migration_pb(row: asyncpg.Record) -> common_pb2.CollectionMigration | None:
+    """What a migration job does (`collection_migrations`); None for a job of uploaded documents."""
+    if row["migration_target_model"] is None:
+        return None
+    return common_pb2.CollectionMigration(
+        source_embedding_model=row["migration_source_model"],
+        target_embedding_model=row["migration_target_model"],
+        target_dimension=row["migration_target_dimension"],
+    )
 
 
 def job_pb(row: asyncpg.Record, failures: Sequence[asyncpg.Record] = ()) -> common_pb2.IngestJob:
@@ -107,6 +122,7 @@ def job_pb(row: asyncpg.Record, failures: Sequence[asyncpg.Record] = ()) -> comm
         cancelled_documents=row["cancelled_documents"],
         written_chunks=row["written_chunks"],
         status_message=row["status_message"],
+        migration=_migration_pb(row),
         failures=[
             common_pb2.IngestFailure(
                 document_id=f["document_id"], reason=f["last_error"], attempts=f["attempts"]
@@ -347,6 +363,7 @@ async def claim_documents(
                 attempt=row["attempts"],
                 tenant=row["tenant"],
                 trace_parent=row["trace_parent"],
+                migration=_migration_pb(row),
             )
         )
     return claimed
@@ -367,21 +384,45 @@ def validate_claim(claim: pb.IngestClaim) -> None:
 
 async def check_claim_target(
     conn: PooledConnection, claim: pb.IngestClaim, tenant: str, collection: str
-) -> None:
-    """NOT_FOUND unless the claim's job is `tenant`'s, INVALID_ARGUMENT unless it stores into
-    `collection`: a claimed document goes where its job says, never to another tenant's data."""
+) -> str:
+    """The name of the collection the claimed document is stored in: `collection`, its job's, or
+    for a migration job its hidden target (`collection_migrations`). NOT_FOUND unless the claim's
+    job is `tenant`'s, INVALID_ARGUMENT unless it stores into `collection`: a claimed document goes
+    where its job says, never to another tenant's data."""
     job_id = _claim_key(claim)[0]
-    target: str | None = await conn.fetchval(
-        "SELECT collection FROM ingest_jobs WHERE id = $1 AND tenant = $2", job_id, tenant
+    row = await conn.fetchrow(
+        "SELECT collection, migration_target_model IS NOT NULL AS migrating FROM ingest_jobs"
+        " WHERE id = $1 AND tenant = $2",
+        job_id,
+        tenant,
     )
-    if target is None:
+    if row is None:
         raise _job_not_found(job_id, "claim.job_id")
-    if target != collection:
+    if row["collection"] != collection:
         raise InvalidArgument(
-            f"the claimed document belongs in collection {target!r}, its job's, not {collection!r}; "
+            f"the claimed document belongs in collection {row['collection']!r}, its job's, not {collection!r}; "
             "upsert it into the collection ClaimIngestWork named",
             field="collection",
         )
+    if row["migrating"]:
+        return await migration_target(conn, job_id, collection)
+    return collection
+
+
+async def migration_target(conn: PooledConnection, job_id: uuid.UUID, collection: str) -> str:
+    """The hidden target collection (`collection_migrations`) a claimed document of the migration
+    job `job_id` is stored in; FAILED_PRECONDITION once the migration was cancelled or switched."""
+    target: str | None = await conn.fetchval(
+        "SELECT t.name FROM collection_migrations AS m JOIN collections AS t ON t.id = m.target_id WHERE m.job_id = $1",
+        job_id,
+    )
+    if target is None:
+        raise FailedPrecondition(
+            f"the migration of collection {collection!r} by ingest job {job_id} is no longer running "
+            "(cancelled or finished); the document is not needed",
+            field="claim.job_id",
+        )
+    return target
 
 
 async def complete_document(

@@ -16,8 +16,9 @@ from ragline.metrics import search_mode_label
 from ragline.v1 import retriever_service_pb2 as pb
 from ragline.v1 import retriever_service_pb2_grpc as pb_grpc
 from ragline.validation import check_collection_name, check_document_id, check_enum, check_tenant
-from ragline_retriever import collection_store, document_store, jobs
+from ragline_retriever import collection_migrations, collection_store, document_store, jobs
 from ragline_retriever.bm25_statistics import StatisticsFolder
+from ragline_retriever.collection_migrations import MigrationDriver
 from ragline_retriever.config import RetrieverConfig
 from ragline_retriever.conversation_store import ConversationPurger
 from ragline_retriever.database import Database
@@ -32,6 +33,7 @@ from ragline_retriever.state_publisher import StatePublisher
 from ragline_retriever.validation import (
     validate_batch_upsert,
     validate_lookup,
+    validate_migration,
     validate_new_collection,
     validate_search,
     validate_upsert,
@@ -55,6 +57,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
             lease_seconds=config.state_lease_seconds,
             timeout_seconds=config.redis_timeout_seconds,
         )
+        self._migrations = MigrationDriver(database, config.migration_check_seconds, self._publisher.changing)
 
     async def start(self) -> None:
         """Connects to (or starts) PostgreSQL and migrates it, and checks the read replicas, while
@@ -63,6 +66,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
         if self._replicas is not None:
             await self._replicas.start()
         self._folder.start()
+        self._migrations.start()
 
     async def check_ready(self) -> None:
         """Raises while the database does not answer; refreshes the ingest queue gauges when it does, and
@@ -74,6 +78,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
     async def stop(self) -> None:
         """Closes the pools and stops the embedded PostgreSQL if this process started it."""
         await self._folder.stop()
+        await self._migrations.stop()
         if self._replicas is not None:
             await self._replicas.stop()
         await self._db.stop()
@@ -208,6 +213,16 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
                 conn, tenant, name, document_id, change
             )
         return pb.DeleteStoredDocumentResponse(deleted_chunks=deleted, generation=generation)
+
+    async def MigrateStoredCollection(
+        self, request: pb.MigrateStoredCollectionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.MigrateStoredCollectionResponse:
+        tenant, name, model = validate_migration(request)
+        async with self._db.connection() as conn:
+            job = await collection_migrations.start(
+                conn, self._config, tenant, name, model, request.dimension
+            )
+        return pb.MigrateStoredCollectionResponse(job=job)
 
 
 def _upsert_response(name: str, upserted: Upserted) -> pb.UpsertDocumentResponse:

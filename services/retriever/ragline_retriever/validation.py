@@ -98,6 +98,20 @@ def validate_new_collection(request: pb.CreateStoredCollectionRequest) -> tuple[
     return tenant, name
 
 
+def validate_migration(request: pb.MigrateStoredCollectionRequest) -> tuple[str, str, str]:
+    """The tenant, collection name and target model of a MigrateStoredCollection request."""
+    tenant = check_tenant(request.tenant)
+    name = check_collection_name(request.name, "name")
+    if not request.embedding_model.strip():
+        raise InvalidArgument(
+            "embedding_model is required: the model to move the collection to", field="embedding_model"
+        )
+    model = check_text(request.embedding_model, "embedding_model", MAX_ID_CHARS)
+    if not 1 <= request.dimension <= MAX_DIMENSION:
+        raise InvalidArgument(f"dimension must be from 1 to {MAX_DIMENSION}", field="dimension")
+    return tenant, name, model
+
+
 def validate_embedding(
     values: Sequence[float], dimension: int, field: str, collection: str
 ) -> NDArray[np.float32]:
