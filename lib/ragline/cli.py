@@ -229,6 +229,12 @@ async def _collections(args: argparse.Namespace) -> int:
             print(f"  embedding model: {collection.embedding_model} ({collection.dimension} dimensions)")
             print(f"  documents: {collection.document_count}, chunks: {collection.chunk_count}")
             print(f"  generation: {collection.generation}, created {created} UTC")
+            if collection.migration_job_id:
+                job = await client.get_ingest_job(collection.migration_job_id)
+                print(
+                    f"  moving to {job.migration.target_embedding_model}: {_progress(job)} "
+                    f"(job {job.job_id}; searches use {collection.embedding_model} until it switches)"
+                )
             return 0
         if args.collections_command == "migrate":
             job = await client.migrate_collection(args.name, args.model)

@@ -162,6 +162,8 @@ async def test_a_collection_moves_to_another_model_while_searched_and_survives_a
     assert started.returncode == 0, started.stderr
     assert f"to {e5}, {len(TOPICS)} documents to embed again" in started.stdout
     job_id = started.stdout.split()[1].rstrip(":")
+    shown = await asyncio.to_thread(_ragline_cli, migration_stack, "collections", "show", COLLECTION)
+    assert f"moving to {e5}:" in shown.stdout and job_id in shown.stdout, shown.stdout
     # Written during the migration: a new document and a deleted one; both must reach the new vectors.
     await admin.ingest(
         [DocumentToIngest("late.txt", b"Capillary walls are one cell thick, so oxygen passes through them.")],
@@ -203,6 +205,7 @@ async def test_a_collection_moves_to_another_model_while_searched_and_survives_a
     assert job.migration.target_embedding_model == e5 and f"now serves vectors of {e5}" in job.status_message
     collection = await admin.get_collection(COLLECTION)
     assert (collection.embedding_model, collection.document_count) == (e5, len(TOPICS))
+    assert collection.migration_job_id == ""
     new = await _ranking(searcher)
     assert new != old, "both models rank the same here: the switch cannot be seen"
     assert set(seen) <= {old, new}, f"a ranking of neither model: {set(seen) - {old, new}}"

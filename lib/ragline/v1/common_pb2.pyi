@@ -91,7 +91,7 @@ INGEST_JOB_STATE_FAILED: IngestJobState
 INGEST_JOB_STATE_CANCELLED: IngestJobState
 
 class Collection(_message.Message):
-    __slots__ = ("name", "embedding_model", "dimension", "distance", "generation", "document_count", "chunk_count", "create_time")
+    __slots__ = ("name", "embedding_model", "dimension", "distance", "generation", "document_count", "chunk_count", "create_time", "migration_job_id")
     NAME_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_MODEL_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +100,7 @@ class Collection(_message.Message):
     DOCUMENT_COUNT_FIELD_NUMBER: _ClassVar[int]
     CHUNK_COUNT_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    MIGRATION_JOB_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     embedding_model: str
     dimension: int
@@ -108,7 +109,8 @@ class Collection(_message.Message):
     document_count: int
     chunk_count: int
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., embedding_model: _Optional[str] = ..., dimension: _Optional[int] = ..., distance: _Optional[_Union[DistanceMetric, str]] = ..., generation: _Optional[int] = ..., document_count: _Optional[int] = ..., chunk_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    migration_job_id: str
+    def __init__(self, name: _Optional[str] = ..., embedding_model: _Optional[str] = ..., dimension: _Optional[int] = ..., distance: _Optional[_Union[DistanceMetric, str]] = ..., generation: _Optional[int] = ..., document_count: _Optional[int] = ..., chunk_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., migration_job_id: _Optional[str] = ...) -> None: ...
 
 class ChunkInput(_message.Message):
     __slots__ = ("text", "embedding", "token_count", "metadata")

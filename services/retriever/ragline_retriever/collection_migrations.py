@@ -161,6 +161,22 @@ async def _queue(
     return added
 
 
+async def migration_target(conn: PooledConnection, job_id: uuid.UUID, collection: str) -> str:
+    """The hidden target collection (`collection_migrations`) a claimed document of the migration
+    job `job_id` is stored in; FAILED_PRECONDITION once the migration was cancelled or switched."""
+    target: str | None = await conn.fetchval(
+        "SELECT t.name FROM collection_migrations AS m JOIN collections AS t ON t.id = m.target_id WHERE m.job_id = $1",
+        job_id,
+    )
+    if target is None:
+        raise FailedPrecondition(
+            f"the migration of collection {collection!r} by ingest job {job_id} is no longer running "
+            "(cancelled or finished); the document is not needed",
+            field="claim.job_id",
+        )
+    return target
+
+
 async def fill_claimed(conn: PooledConnection, claimed: list[pb.ClaimedDocument]) -> list[pb.ClaimedDocument]:
     """Gives each claimed document of a migration job the source's stored chunks; one the source
     no longer holds is finished as skipped (the switch deletes its copy) and left out."""

@@ -20,7 +20,8 @@ from ragline_retriever.state_publisher import Change
 
 _COLLECTION_SQL = """
     SELECT c.id, c.name, c.embedding_model, c.dimension, c.generation, c.created_at,
-           s.document_count, s.chunk_count
+           s.document_count, s.chunk_count,
+           (SELECT m.job_id FROM collection_migrations AS m WHERE m.source_id = c.id) AS migration_job_id
     FROM collections AS c,
          LATERAL (SELECT count(*) AS document_count, coalesce(sum(chunk_count), 0)::bigint AS chunk_count
                   FROM documents WHERE collection_id = c.id) AS s

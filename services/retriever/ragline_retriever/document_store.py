@@ -9,6 +9,7 @@ tenant and name); the statements after that work on the ids it returned.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -18,7 +19,7 @@ from prometheus_client import Counter
 
 from ragline.errors import FailedPrecondition, InvalidArgument, NotFound, ServiceError
 from ragline.v1 import retriever_service_pb2 as pb
-from ragline_retriever import jobs
+from ragline_retriever import collection_migrations, jobs
 from ragline_retriever.chunks import ChunkPlan, NewChunk, StoredChunk, plan_chunks, text_hash
 from ragline_retriever.collection_store import bump_generation, collection_for_write
 from ragline_retriever.database import PooledConnection
@@ -280,11 +281,14 @@ async def _upsert_checked(
     """The upsert of `upsert_document`, in the caller's transaction: the claim's target checked
     before the first write, the quota after the last, and the claim finished last."""
     into = ""
-    if request.HasField("claim"):
-        into = await jobs.check_claim_target(conn, request.claim, request.tenant, request.collection)
+    if request.HasField("claim") and await jobs.check_claim_target(
+        conn, request.claim, request.tenant, request.collection
+    ):
+        job_id = uuid.UUID(request.claim.job_id)  # check_claim_target parsed it
+        into = await collection_migrations.migration_target(conn, job_id, request.collection)
     upserted = await _upsert(conn, request, document_id, change, request.embedding_model, into)
     # A migration's copy is not counted: the source it doubles is deleted when it switches.
-    if into == request.collection or not into:
+    if not into:
         await check_quota(conn, request.tenant, quota, upserted.growth)
     if request.HasField("claim"):
         plan = upserted.plan

@@ -27,6 +27,7 @@ from ragline.v1 import common_pb2
 from ragline.v1 import ingest_queue_service_pb2 as pb
 from ragline.validation import MAX_ID_CHARS, check_document_id, check_text, metadata_dict, parse_uuid
 from ragline_retriever.database import PooledConnection
+from ragline_retriever.messages import migration_pb
 
 MAX_CLAIM = 1000
 MAX_LEASE_SECONDS = 3600.0
@@ -82,17 +83,6 @@ _ABANDON_SQL = """
 """
 
 
-def _migration_pb(row: asyncpg.Record) -> common_pb2.CollectionMigration | None:
-    """What a migration job does (`collection_migrations`); None for a job of uploaded documents."""
-    if row["migration_target_model"] is None:
-        return None
-    return common_pb2.CollectionMigration(
-        source_embedding_model=row["migration_source_model"],
-        target_embedding_model=row["migration_target_model"],
-        target_dimension=row["migration_target_dimension"],
-    )
-
-
 def job_pb(row: asyncpg.Record, failures: Sequence[asyncpg.Record] = ()) -> common_pb2.IngestJob:
     """The job row as the API's IngestJob, with its state, rate and estimated time left derived."""
     finished = (
@@ -122,7 +112,7 @@ def job_pb(row: asyncpg.Record, failures: Sequence[asyncpg.Record] = ()) -> comm
         cancelled_documents=row["cancelled_documents"],
         written_chunks=row["written_chunks"],
         status_message=row["status_message"],
-        migration=_migration_pb(row),
+        migration=migration_pb(row),
         failures=[
             common_pb2.IngestFailure(
                 document_id=f["document_id"], reason=f["last_error"], attempts=f["attempts"]
@@ -363,7 +353,7 @@ async def claim_documents(
                 attempt=row["attempts"],
                 tenant=row["tenant"],
                 trace_parent=row["trace_parent"],
-                migration=_migration_pb(row),
+                migration=migration_pb(row),
             )
         )
     return claimed
@@ -384,11 +374,10 @@ def validate_claim(claim: pb.IngestClaim) -> None:
 
 async def check_claim_target(
     conn: PooledConnection, claim: pb.IngestClaim, tenant: str, collection: str
-) -> str:
-    """The name of the collection the claimed document is stored in: `collection`, its job's, or
-    for a migration job its hidden target (`collection_migrations`). NOT_FOUND unless the claim's
-    job is `tenant`'s, INVALID_ARGUMENT unless it stores into `collection`: a claimed document goes
-    where its job says, never to another tenant's data."""
+) -> bool:
+    """Whether the claim's job is a migration (`collection_migrations`, which stores into a hidden
+    target). NOT_FOUND unless the claim's job is `tenant`'s, INVALID_ARGUMENT unless it stores into
+    `collection`: a claimed document goes where its job says, never to another tenant's data."""
     job_id = _claim_key(claim)[0]
     row = await conn.fetchrow(
         "SELECT collection, migration_target_model IS NOT NULL AS migrating FROM ingest_jobs"
@@ -404,25 +393,8 @@ async def check_claim_target(
             "upsert it into the collection ClaimIngestWork named",
             field="collection",
         )
-    if row["migrating"]:
-        return await migration_target(conn, job_id, collection)
-    return collection
-
-
-async def migration_target(conn: PooledConnection, job_id: uuid.UUID, collection: str) -> str:
-    """The hidden target collection (`collection_migrations`) a claimed document of the migration
-    job `job_id` is stored in; FAILED_PRECONDITION once the migration was cancelled or switched."""
-    target: str | None = await conn.fetchval(
-        "SELECT t.name FROM collection_migrations AS m JOIN collections AS t ON t.id = m.target_id WHERE m.job_id = $1",
-        job_id,
-    )
-    if target is None:
-        raise FailedPrecondition(
-            f"the migration of collection {collection!r} by ingest job {job_id} is no longer running "
-            "(cancelled or finished); the document is not needed",
-            field="claim.job_id",
-        )
-    return target
+    migrating: bool = row["migrating"]
+    return migrating
 
 
 async def complete_document(

@@ -1,4 +1,4 @@
-"""The API's messages built from database rows: collections, documents and search hits."""
+"""The API's messages built from database rows: collections, documents, search hits and migrations."""
 
 from __future__ import annotations
 
@@ -35,6 +35,19 @@ def collection_pb(row: asyncpg.Record) -> common_pb2.Collection:
         document_count=row["document_count"],
         chunk_count=row["chunk_count"],
         create_time=_timestamp(row["created_at"]),
+        # Only the counted listings read it (`collection_store`).
+        migration_job_id=str(row.get("migration_job_id") or ""),
+    )
+
+
+def migration_pb(row: asyncpg.Record) -> common_pb2.CollectionMigration | None:
+    """What an `ingest_jobs` row's migration does (`collection_migrations`); None for a job of uploaded documents."""
+    if row["migration_target_model"] is None:
+        return None
+    return common_pb2.CollectionMigration(
+        source_embedding_model=row["migration_source_model"],
+        target_embedding_model=row["migration_target_model"],
+        target_dimension=row["migration_target_dimension"],
     )
 
 
