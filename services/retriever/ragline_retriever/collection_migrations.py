@@ -12,13 +12,12 @@ retires the source, so every search sees the old vectors before that commit and 
 after it. The retired collection is deleted after the commit. Cancelling the job deletes the
 target and leaves the source as it was.
 
-Plain async functions that take a connection, as in `jobs.py`; `MigrationDriver` runs `advance`
-in the background of every retriever (the row locks let only one of them work on a migration).
+Plain async functions that take a connection, as in `jobs.py`; `drive` runs `advance` in the
+background of every retriever (`periodic.Periodic`; row locks let one of them work on a migration).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import uuid
@@ -32,7 +31,7 @@ from ragline.v1 import common_pb2
 from ragline.v1 import ingest_queue_service_pb2 as pb
 from ragline_retriever import jobs
 from ragline_retriever.config import RetrieverConfig
-from ragline_retriever.database import Database, PooledConnection, describe_error
+from ragline_retriever.database import Database, PooledConnection
 from ragline_retriever.search import create_index_sql, drop_index_sql
 from ragline_retriever.state_publisher import Change
 
@@ -313,58 +312,27 @@ async def delete_retired(conn: PooledConnection) -> int:
     return len(retired)
 
 
-class MigrationDriver:
-    """Runs `advance` on every migration, and deletes retired collections, every `interval_seconds`.
+async def drive(
+    database: Database, changing: Callable[[str, str], contextlib.AbstractAsyncContextManager[Change]]
+) -> None:
+    """Advances every migration whose job has nothing left to store, then deletes retired collections.
 
     `changing(tenant, name)` is the servicer's announcement of a change (`StatePublisher.changing`):
     a switch is a change of the collection, which gateways must not serve from an older state.
     """
-
-    def __init__(
-        self,
-        database: Database,
-        interval_seconds: float,
-        changing: Callable[[str, str], contextlib.AbstractAsyncContextManager[Change]],
-    ) -> None:
-        self._db = database
-        self._interval = interval_seconds
-        self._changing = changing
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        """Starts driving migrations in the background."""
-        self._task = asyncio.create_task(self._drive_forever(), name="collection-migrations")
-
-    async def stop(self) -> None:
-        """Stops (a step in progress rolls back and is taken again later)."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-
-    async def run_once(self) -> None:
-        """Advances every migration whose job has nothing left to store, then deletes retired collections."""
-        async with self._db.connection() as conn:
-            running = await conn.fetch(
-                "SELECT m.job_id, j.tenant, j.collection FROM collection_migrations AS m"
-                " JOIN ingest_jobs AS j ON j.id = m.job_id"
-            )
-            for row in running:
-                async with self._changing(row["tenant"], row["collection"]) as change:
-                    change.made = await advance(conn, row["job_id"])
-                if change.made:
-                    log.info(
-                        "collection %r of tenant %r switched by ingest job %s",
-                        row["collection"],
-                        row["tenant"],
-                        row["job_id"],
-                    )
-            await delete_retired(conn)
-
-    async def _drive_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.run_once()
-            except Exception as exc:  # the driver must outlive a database outage
-                log.warning("advancing collection migrations failed: %s", describe_error(exc))
+    async with database.connection() as conn:
+        running = await conn.fetch(
+            "SELECT m.job_id, j.tenant, j.collection FROM collection_migrations AS m"
+            " JOIN ingest_jobs AS j ON j.id = m.job_id"
+        )
+        for row in running:
+            async with changing(row["tenant"], row["collection"]) as change:
+                change.made = await advance(conn, row["job_id"])
+            if change.made:
+                log.info(
+                    "collection %r of tenant %r switched models (ingest job %s)",
+                    row["collection"],
+                    row["tenant"],
+                    row["job_id"],
+                )
+        await delete_retired(conn)

@@ -17,8 +17,7 @@ from ragline.v1 import retriever_service_pb2 as pb
 from ragline.v1 import retriever_service_pb2_grpc as pb_grpc
 from ragline.validation import check_collection_name, check_document_id, check_enum, check_tenant
 from ragline_retriever import collection_migrations, collection_store, document_store, jobs
-from ragline_retriever.bm25_statistics import StatisticsFolder
-from ragline_retriever.collection_migrations import MigrationDriver
+from ragline_retriever.bm25_statistics import fold
 from ragline_retriever.config import RetrieverConfig
 from ragline_retriever.conversation_store import ConversationPurger
 from ragline_retriever.database import Database
@@ -26,6 +25,7 @@ from ragline_retriever.document_store import Upserted
 from ragline_retriever.ingest_queue_service import refresh_queue_gauges
 from ragline_retriever.messages import collection_pb, document_pb, hit_pb
 from ragline_retriever.paging import decode_page_token, listing_scope, next_page_token, page_size
+from ragline_retriever.periodic import Periodic
 from ragline_retriever.quotas import TenantQuota
 from ragline_retriever.read_replicas import ReadReplicas
 from ragline_retriever.searcher import Searcher
@@ -50,14 +50,20 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
         self._replicas = ReadReplicas(config, database) if config.read_urls else None
         self._searcher = Searcher(config, database, self._replicas)
         self._purger = ConversationPurger(database, config.conversation_purge_interval_seconds)
-        self._folder = StatisticsFolder(database, config.bm25_fold_seconds)
+        self._folder = Periodic(
+            "folding the BM25 statistics", config.bm25_fold_seconds, lambda: fold(database)
+        )
         self._quota = TenantQuota(config.tenant_max_documents, config.tenant_max_chunks)
         self._publisher = StatePublisher(
             config.redis_url,
             lease_seconds=config.state_lease_seconds,
             timeout_seconds=config.redis_timeout_seconds,
         )
-        self._migrations = MigrationDriver(database, config.migration_check_seconds, self._publisher.changing)
+        self._migrations = Periodic(
+            "advancing collection migrations",
+            config.migration_check_seconds,
+            lambda: collection_migrations.drive(database, self._publisher.changing),
+        )
 
     async def start(self) -> None:
         """Connects to (or starts) PostgreSQL and migrates it, and checks the read replicas, while
