@@ -21,7 +21,7 @@ from prometheus_client import Counter, Histogram
 
 from ragline import tracing
 from ragline.channels import downstream_timeout
-from ragline.errors import Unavailable, from_rpc_error
+from ragline.errors import ServiceError, Unavailable, from_rpc_error
 from ragline.metrics import search_mode_label
 from ragline.v1 import (
     common_pb2,
@@ -93,8 +93,21 @@ class QueryPipeline:
         self._no_reranker_until = 0.0
 
     async def search(self, query: Query, timings: Timings, context: grpc.aio.ServicerContext) -> Retrieval:
-        """Finds a Search's passages: from the retrieval cache, or embed → retrieve → rerank."""
-        run = await self.prefetcher.open(query, timings, context)
+        """Finds a Search's passages: from the retrieval cache, or embed → retrieve → rerank.
+
+        A search whose collection moved to another model between its lookup and its retrieval
+        (EMBEDDING_MODEL_CHANGED) is run once more, on the collection as it is now."""
+        try:
+            return await self._search_once(query, timings, context, fresh=False)
+        except ServiceError as exc:
+            if exc.reason != "EMBEDDING_MODEL_CHANGED":
+                raise
+        return await self._search_once(query, timings, context, fresh=True)
+
+    async def _search_once(
+        self, query: Query, timings: Timings, context: grpc.aio.ServicerContext, fresh: bool
+    ) -> Retrieval:
+        run = await self.prefetcher.open(query, timings, context, fresh=fresh)
         try:
             return await self._retrieve(run, context)
         finally:
@@ -165,6 +178,8 @@ class QueryPipeline:
                 # Read-your-writes with read replicas: nothing older than the collection we were told about.
                 min_generation=run.collection.generation,
                 collection_create_time=run.collection.create_time,
+                # Refused if the collection moved to another model since it was looked up.
+                embedding_model=run.collection.embedding_model if embedded.values else "",
             )
             timeout = downstream_timeout(context, self.config.retrieve_timeout_seconds)
             reply = await call("retriever", self.deps.retriever.SearchChunks(request, timeout=timeout))

@@ -161,13 +161,17 @@ class Prefetcher:
         timings: Timings,
         context: grpc.aio.ServicerContext,
         options: common_pb2.GenerationOptions | None = None,
+        fresh: bool = False,
     ) -> QueryRun:
         """The query's run, with its collection (NOT_FOUND if missing) as published in Redis or
         looked up at the retriever, and the work started beside that: the retrieval cache read for
         a Search, or with `options` the answer cache read for an Ask, and the query's embedding.
 
-        The caller closes the run once it no longer needs the prefetched work.
+        The caller closes the run once it no longer needs the prefetched work. `fresh` looks the
+        collection up at the retriever, whatever the gateway remembers or finds published.
         """
+        if fresh:
+            self._known.pop(_name(query), None)
         known = self._known.get(_name(query))
         prefetched = self._start(query, options, context)
         try:

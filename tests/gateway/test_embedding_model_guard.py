@@ -33,8 +33,9 @@ async def test_a_collection_of_another_model_is_failed_precondition_not_searched
     with pytest.raises(FailedPrecondition) as error:
         await setup.search("where is it?", policy, mode)
     assert error.value.reason == "EMBEDDING_MODEL_MISMATCH"
-    assert "no embedder of this gateway serves model-a (they serve: multilingual-e5-small-q4)" in str(
-        error.value
+    assert (
+        "no embedder of this gateway serves model-a (they serve: model-b, multilingual-e5-small-q4)"
+        in str(error.value)
     )
     assert len(setup.retriever.searches) == searches
     assert len(setup.redis.keys_of("embedding")) == cached  # nor is the other model's vector cached
@@ -44,3 +45,21 @@ async def test_keyword_search_needs_no_vector_and_still_works(setup: Setup) -> N
     setup.embedder.model = "multilingual-e5-small-q4"
     reply, _ = await setup.search("where is it?", mode=common_pb2.SEARCH_MODE_KEYWORD)
     assert len(reply.hits) == 1
+
+
+async def test_a_search_looked_up_just_before_a_migration_switched_runs_again_on_the_new_model(
+    setup: Setup,  # noqa: F811
+) -> None:
+    await setup.search("warm up")
+    old = common_pb2.Collection()
+    old.CopyFrom(setup.retriever.collection)
+    setup.retriever.collection.embedding_model = "model-b"
+    setup.retriever.collection.create_time.FromSeconds(1_900_000_000)  # the migration's target
+    setup.retriever.stale = [old]  # the search's lookup still finds the collection as it was
+    searches = len(setup.retriever.searches)
+
+    reply, _ = await setup.search("where is it?", gw.CACHE_POLICY_BYPASS, common_pb2.SEARCH_MODE_VECTOR)
+
+    assert len(reply.hits) == 1
+    tried = [request.embedding_model for request in setup.retriever.searches[searches:]]
+    assert tried == ["model-a", "model-b"]  # refused with the old model's vector, then run with the new one

@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from ragline.collection_state import state_key
-from ragline.errors import NotFound
+from ragline.errors import FailedPrecondition, NotFound
 from ragline.v1 import common_pb2, embedder_service_pb2, generator_service_pb2, retriever_service_pb2
 from ragline.v1 import gateway_service_pb2 as gw
 from ragline_gateway.cache import QueryCache
@@ -117,6 +117,8 @@ class FakeRetriever:
         self.searches: list[retriever_service_pb2.SearchChunksRequest] = []
         self.lookups: list[retriever_service_pb2.GetStoredCollectionRequest] = []
         self.missing = False
+        # Collections the next lookups return before `collection` (a lookup just before a migration's switch).
+        self.stale: list[common_pb2.Collection] = []
 
     def GetStoredCollection(self, request: Any, timeout: float) -> Awaitable[Any]:
         async def run() -> Any:
@@ -127,7 +129,7 @@ class FakeRetriever:
             if self.missing:
                 raise NotFound(f"collection {request.name!r} does not exist", field="name")
             collection = common_pb2.Collection()
-            collection.CopyFrom(self.collection)
+            collection.CopyFrom(self.stale.pop(0) if self.stale else self.collection)
             return retriever_service_pb2.GetStoredCollectionResponse(collection=collection)
 
         return run()
@@ -139,6 +141,9 @@ class FakeRetriever:
             self.events.append("search")
             self.searches.append(request)
             await self.search_gate.pass_through()
+            if request.embedding_model and request.embedding_model != self.collection.embedding_model:
+                # As the retriever: a query vector of the model the collection had before a migration.
+                raise FailedPrecondition("moved to another model", reason="EMBEDDING_MODEL_CHANGED")
             generation = self.search_generation or self.collection.generation
             documents = self.tenant_documents.get(request.tenant, self.documents)
             hit = common_pb2.SearchHit(
@@ -153,14 +158,14 @@ class FakeRetriever:
 
 
 class FakeEmbedder:
-    def __init__(self, retriever: FakeRetriever) -> None:
+    def __init__(self, retriever: FakeRetriever, model: str = "model-a") -> None:
         self.retriever = retriever
         self.gate = Gate()
         self.calls = 0
         self.cancelled = 0
         self.fail: grpc.StatusCode | None = None
         self.requests: list[embedder_service_pb2.EmbedRequest] = []
-        self.model = "model-a"
+        self.model = model
 
     def Embed(self, request: Any, timeout: float) -> Awaitable[Any]:
         async def run() -> Any:
@@ -267,6 +272,8 @@ def setup() -> Setup:
     )
     retriever = FakeRetriever()
     embedder = FakeEmbedder(retriever)
+    # An embedder of the model collections can be migrated to (MORE_EMBEDDER_ADDRS).
+    embedder_b = FakeEmbedder(retriever, "model-b")
     generator = FakeGenerator()
     deps: Any = type(
         "Deps",
@@ -274,7 +281,7 @@ def setup() -> Setup:
         {
             "retriever": retriever,
             "embedder": embedder,
-            "embedders": Embedders(embedder, []),  # type: ignore[arg-type]
+            "embedders": Embedders(embedder, [embedder_b]),  # type: ignore[arg-type]
             "generator": generator,
         },
     )()
@@ -418,7 +425,7 @@ async def test_an_embedding_cached_for_another_model_is_not_used(setup: Setup) -
     await setup.search("where is it?")
     calls = setup.embedder.calls
     # The collection was recreated for another model: same name, the early read guesses the old model.
-    setup.retriever.collection.embedding_model = setup.embedder.model = "model-b"
+    setup.retriever.collection.embedding_model = setup.embedder.model = "model-c"
     setup.retriever.collection.generation = 5
     reply, _ = await setup.search("where is it?")
     assert setup.embedder.calls == calls + 1

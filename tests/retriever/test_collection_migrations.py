@@ -88,7 +88,7 @@ async def _collection(stub: pb_grpc.RetrieverServiceStub) -> common_pb2.Collecti
     return collection
 
 
-async def _search(stub: pb_grpc.RetrieverServiceStub, vector: list[float]) -> list[str]:
+async def _search(stub: pb_grpc.RetrieverServiceStub, vector: list[float], model: str = "") -> list[str]:
     reply = await stub.SearchChunks(
         pb.SearchChunksRequest(
             tenant=TENANT,
@@ -96,6 +96,7 @@ async def _search(stub: pb_grpc.RetrieverServiceStub, vector: list[float]) -> li
             query_embedding=vector,
             top_k=10,
             mode=common_pb2.SEARCH_MODE_VECTOR,
+            embedding_model=model,
         )
     )
     return [hit.document_id for hit in reply.hits]
@@ -165,7 +166,7 @@ async def test_a_migration_copies_writes_made_meanwhile_and_switches_at_one_comm
 
     # Not switched yet: the round that copies what changed meanwhile comes first.
     assert (await _collection(stub)).embedding_model == "model-a"
-    old_ranking = await _search(stub, _old("x" * 3))
+    old_ranking = await _search(stub, _old("x" * 3), "model-a")  # the searcher remembers this collection
     assert sorted(old_ranking) == ["doc-1", "doc-2", "doc-3", "doc-4", "doc-new"]
     second: list[queue_pb.ClaimedDocument] = []
 
@@ -186,7 +187,12 @@ async def test_a_migration_copies_writes_made_meanwhile_and_switches_at_one_comm
     collection = await _collection(stub)
     assert collection.dimension == 4 and collection.document_count == 5
     # The new vectors rank by text length: "xxx" (doc-2) first, then ever longer texts.
-    assert await _search(stub, _new("x" * 3)) == ["doc-2", "doc-3", "doc-4", "doc-1", "doc-new"]
+    assert await _search(stub, _new("x" * 3), "model-b") == ["doc-2", "doc-3", "doc-4", "doc-1", "doc-new"]
+    # A query embedded with the old model just before the switch is refused, not ranked against the new vectors.
+    with pytest.raises(grpc.aio.AioRpcError) as stale_query:
+        await _search(stub, [1.0, 3.0, 0.5, 0.25], "model-a")
+    assert stale_query.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "EMBEDDING_MODEL_CHANGED" in str(stale_query.value.trailing_metadata())
     finished = await _job(queue, job.job_id)
     assert finished.state == common_pb2.INGEST_JOB_STATE_SUCCEEDED
     assert "now serves vectors of model-b" in finished.status_message

@@ -165,7 +165,7 @@ class BatchUpsertDocumentsResponse(_message.Message):
     def __init__(self, responses: _Optional[_Iterable[_Union[UpsertDocumentResponse, _Mapping]]] = ..., generation: _Optional[int] = ...) -> None: ...
 
 class SearchChunksRequest(_message.Message):
-    __slots__ = ("collection", "query_text", "query_embedding", "top_k", "mode", "filter", "ef_search", "bm25_k1", "bm25_b", "rrf_k", "vector_weight", "keyword_weight", "tenant", "min_generation", "collection_create_time")
+    __slots__ = ("collection", "query_text", "query_embedding", "top_k", "mode", "filter", "ef_search", "bm25_k1", "bm25_b", "rrf_k", "vector_weight", "keyword_weight", "tenant", "min_generation", "collection_create_time", "embedding_model")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERY_TEXT_FIELD_NUMBER: _ClassVar[int]
     QUERY_EMBEDDING_FIELD_NUMBER: _ClassVar[int]
@@ -181,6 +181,7 @@ class SearchChunksRequest(_message.Message):
     TENANT_FIELD_NUMBER: _ClassVar[int]
     MIN_GENERATION_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_MODEL_FIELD_NUMBER: _ClassVar[int]
     collection: str
     query_text: str
     query_embedding: _containers.RepeatedScalarFieldContainer[float]
@@ -196,7 +197,8 @@ class SearchChunksRequest(_message.Message):
     tenant: str
     min_generation: int
     collection_create_time: _timestamp_pb2.Timestamp
-    def __init__(self, collection: _Optional[str] = ..., query_text: _Optional[str] = ..., query_embedding: _Optional[_Iterable[float]] = ..., top_k: _Optional[int] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ..., filter: _Optional[_Union[_common_pb2.MetadataFilter, _Mapping]] = ..., ef_search: _Optional[int] = ..., bm25_k1: _Optional[float] = ..., bm25_b: _Optional[float] = ..., rrf_k: _Optional[int] = ..., vector_weight: _Optional[float] = ..., keyword_weight: _Optional[float] = ..., tenant: _Optional[str] = ..., min_generation: _Optional[int] = ..., collection_create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    embedding_model: str
+    def __init__(self, collection: _Optional[str] = ..., query_text: _Optional[str] = ..., query_embedding: _Optional[_Iterable[float]] = ..., top_k: _Optional[int] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ..., filter: _Optional[_Union[_common_pb2.MetadataFilter, _Mapping]] = ..., ef_search: _Optional[int] = ..., bm25_k1: _Optional[float] = ..., bm25_b: _Optional[float] = ..., rrf_k: _Optional[int] = ..., vector_weight: _Optional[float] = ..., keyword_weight: _Optional[float] = ..., tenant: _Optional[str] = ..., min_generation: _Optional[int] = ..., collection_create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., embedding_model: _Optional[str] = ...) -> None: ...
 
 class SearchChunksResponse(_message.Message):
     __slots__ = ("hits", "generation")

@@ -17,7 +17,7 @@ import asyncpg
 from google.protobuf import timestamp_pb2
 from prometheus_client import Counter, Histogram
 
-from ragline.errors import NotFound
+from ragline.errors import FailedPrecondition, NotFound
 from ragline.metrics import LATENCY_BUCKETS, search_mode_label
 from ragline.v1 import common_pb2
 from ragline.v1 import retriever_service_pb2 as pb
@@ -75,6 +75,7 @@ class _Located:
 
     id: int
     dimension: int
+    embedding_model: str
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,12 @@ def _recent_enough(row: asyncpg.Record, request: pb.SearchChunksRequest) -> bool
     created = timestamp_pb2.Timestamp()
     created.FromDatetime(row["created_at"])
     return created == request.collection_create_time and row["generation"] >= request.min_generation
+
+
+def _fits(located: _Located, request: pb.SearchChunksRequest) -> bool:
+    """Whether the query vector can be the remembered collection's: its dimension, and its model if named."""
+    model_fits = not request.embedding_model or request.embedding_model == located.embedding_model
+    return model_fits and located.dimension == len(request.query_embedding)
 
 
 class Searcher:
@@ -138,7 +145,7 @@ class Searcher:
             located = self._located.get((tenant, name))
             # A remembered dimension the embedding does not match may belong to a deleted collection.
             embeds = mode != common_pb2.SEARCH_MODE_KEYWORD
-            if located is None or (embeds and located.dimension != len(request.query_embedding)):
+            if located is None or (embeds and not _fits(located, request)):
                 located = await self._locate(conn, tenant, name)
             rows = await self._run(conn, search, located)
             if not rows:
@@ -162,8 +169,8 @@ class Searcher:
         located = self._located.get((valid.tenant, valid.name))
         if not request.HasField("collection_create_time") or located is None:
             return None
-        if valid.mode != common_pb2.SEARCH_MODE_KEYWORD and located.dimension != len(request.query_embedding):
-            return None  # perhaps a collection created again since: the primary finds out
+        if valid.mode != common_pb2.SEARCH_MODE_KEYWORD and not _fits(located, request):
+            return None  # perhaps a collection created again or migrated since: the primary finds out
         replica = replicas.pick()
         if replica is None:
             return None
@@ -200,6 +207,15 @@ class Searcher:
                 valid.tenant,
             )
         else:
+            # A collection id never changes model (a migration makes a new one), so the statement's
+            # check of the id also checks this.
+            if request.embedding_model and request.embedding_model != located.embedding_model:
+                raise FailedPrecondition(
+                    f"collection {valid.name!r} holds vectors of {located.embedding_model} now, not of "
+                    f"{request.embedding_model} (it was moved to that model); embed the query with it and retry",
+                    field="embedding_model",
+                    reason="EMBEDDING_MODEL_CHANGED",
+                )
             query = validate_embedding(
                 request.query_embedding, located.dimension, "query_embedding", valid.name
             )
@@ -243,14 +259,16 @@ class Searcher:
         """The id and dimension of `tenant`'s collection `name` (NOT_FOUND if none), remembered for
         later searches."""
         row = await conn.fetchrow(
-            "SELECT id, dimension FROM collections WHERE tenant = $1 AND name = $2", tenant, name
+            "SELECT id, dimension, embedding_model FROM collections WHERE tenant = $1 AND name = $2",
+            tenant,
+            name,
         )
         if row is None:
             self._located.pop((tenant, name), None)
             raise NotFound(f"collection {name!r} does not exist", field="collection")
         if len(self._located) >= MAX_LOCATED_COLLECTIONS:
             self._located.clear()
-        located = self._located[tenant, name] = _Located(row["id"], row["dimension"])
+        located = self._located[tenant, name] = _Located(row["id"], row["dimension"], row["embedding_model"])
         return located
 
     def _session_scan(self, ef_search: int, filtered: bool) -> bool:
