@@ -97,19 +97,25 @@ class QueryPipeline:
 
         A search whose collection moved to another model between its lookup and its retrieval
         (EMBEDDING_MODEL_CHANGED) is run once more, on the collection as it is now."""
+        run = await self.prefetcher.open(query, timings, context)
         try:
-            return await self._search_once(query, timings, context, fresh=False)
+            return await self._retrieve(run, context)
         except ServiceError as exc:
             if exc.reason != "EMBEDDING_MODEL_CHANGED":
                 raise
-        return await self._search_once(query, timings, context, fresh=True)
+        finally:
+            run.close()
+        return (await self._retrieve_fresh(query, timings, context))[2]
 
-    async def _search_once(
-        self, query: Query, timings: Timings, context: grpc.aio.ServicerContext, fresh: bool
-    ) -> Retrieval:
-        run = await self.prefetcher.open(query, timings, context, fresh=fresh)
+    async def _retrieve_fresh(
+        self, query: Query, timings: Timings, context: grpc.aio.ServicerContext
+    ) -> tuple[QueryRun, Embedded, Retrieval]:
+        """The query's run, embedding and passages on its collection as the retriever has it now:
+        for a query whose collection moved to another model since it was looked up."""
+        run = await self.prefetcher.open(query, timings, context, fresh=True)
         try:
-            return await self._retrieve(run, context)
+            embedded = await self.prefetcher.embedding(run, context)
+            return run, embedded, await self._retrieve(run, context, embedded)
         finally:
             run.close()
 
@@ -273,7 +279,12 @@ class QueryPipeline:
                 for event in self._from_cache(similar, gateway_service_pb2.CACHE_LAYER_SEMANTIC, timings):
                     yield event
                 return
-        retrieval = await self._retrieve(run, context, embedded)
+        try:
+            retrieval = await self._retrieve(run, context, embedded)
+        except ServiceError as exc:
+            if exc.reason != "EMBEDDING_MODEL_CHANGED":
+                raise
+            run, embedded, retrieval = await self._retrieve_fresh(query, timings, context)
         passages = gateway_service_pb2.RetrievedPassages(
             hits=retrieval.hits, rerank_status=retrieval.rerank_status
         )

@@ -63,3 +63,21 @@ async def test_a_search_looked_up_just_before_a_migration_switched_runs_again_on
     assert len(reply.hits) == 1
     tried = [request.embedding_model for request in setup.retriever.searches[searches:]]
     assert tried == ["model-a", "model-b"]  # refused with the old model's vector, then run with the new one
+
+
+async def test_an_ask_looked_up_just_before_a_migration_switched_is_answered_from_the_new_model(
+    setup: Setup,  # noqa: F811
+) -> None:
+    await setup.search("warm up")
+    old = common_pb2.Collection()
+    old.CopyFrom(setup.retriever.collection)
+    setup.retriever.collection.embedding_model = "model-b"
+    setup.retriever.collection.create_time.FromSeconds(1_900_000_000)
+    setup.retriever.stale = [old]
+    searches = len(setup.retriever.searches)
+
+    answer = await setup.ask("where is it?")
+
+    assert answer.answer
+    tried = [request.embedding_model for request in setup.retriever.searches[searches:]]
+    assert tried == ["model-a", "model-b"]
