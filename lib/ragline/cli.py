@@ -126,14 +126,19 @@ async def _ingest(args: argparse.Namespace) -> int:
         print(f"job {job.job_id}: {job.total_documents} documents recorded")
         if args.no_wait:
             return 0
-        interactive = sys.stderr.isatty()
-        while job.state not in FINISHED_JOB_STATES:
-            if interactive:
-                print(f"\r{_progress(job)}", end="", file=sys.stderr, flush=True)
-            await asyncio.sleep(0.5)
-            job = await client.get_ingest_job(job.job_id)
+        return await _follow(client, job)
+
+
+async def _follow(client: RaglineClient, job: common_pb2.IngestJob) -> int:
+    """Shows the job's progress on a terminal until it finishes, then its summary; the exit status."""
+    interactive = sys.stderr.isatty()
+    while job.state not in FINISHED_JOB_STATES:
         if interactive:
-            print(f"\r{_progress(job)}", file=sys.stderr)
+            print(f"\r{_progress(job)}", end="", file=sys.stderr, flush=True)
+        await asyncio.sleep(0.5)
+        job = await client.get_ingest_job(job.job_id)
+    if interactive:
+        print(f"\r{_progress(job)}", file=sys.stderr)
     print(_summary(job))
     _print_failures(job)
     return 0 if job.state == common_pb2.INGEST_JOB_STATE_SUCCEEDED else 1
@@ -244,7 +249,7 @@ async def _collections(args: argparse.Namespace) -> int:
                 f"it keeps serving meanwhile (follow it with `ragline jobs {job.job_id}`, "
                 "cancel it with `--cancel` there)"
             )
-            return 0
+            return await _follow(client, job) if args.wait else 0
         token, listed = "", 0
         while True:
             page = await client.list_collections(page_token=token)
@@ -276,6 +281,9 @@ def _add_collections_commands(commands: Any) -> None:
     migrate.add_argument("name")
     migrate.add_argument(
         "--model", required=True, help="the model, which one of the gateway's embedders serves"
+    )
+    migrate.add_argument(
+        "--wait", action="store_true", help="show the progress until the collection has switched"
     )
 
 

@@ -241,3 +241,22 @@ async def test_a_migration_to_a_model_no_embedder_serves_is_refused(admin: Ragli
     assert "no embedder of this gateway serves no-such-model" in (refused.value.details() or "")
     cached = await admin.search(QUERY, collection=COLLECTION, cache_policy=gw.CACHE_POLICY_UNSPECIFIED)
     assert cached.hits
+
+
+async def test_migrate_wait_follows_the_job_until_the_collection_has_switched(
+    migration_stack: Stack, admin: RaglineClient
+) -> None:
+    moved = await asyncio.to_thread(
+        _ragline_cli,
+        migration_stack,
+        "collections",
+        "migrate",
+        COLLECTION,
+        "--model",
+        "all-MiniLM-L6-v2",
+        "--wait",
+    )
+
+    assert moved.returncode == 0, moved.stderr
+    assert "succeeded" in moved.stdout and "[migration to all-MiniLM-L6-v2]" in moved.stdout, moved.stdout
+    assert (await admin.get_collection(COLLECTION)).embedding_model == "all-MiniLM-L6-v2"
