@@ -8,6 +8,11 @@ the machine hits all three alike, and reports p50/p99 of Search and Ask with the
 (every call runs embed, retrieve and, for Ask, generate), and each traced stack's p50 cost over the
 untraced one. Only one stack is busy at a time.
 
+Since the machine may be shared, latency alone is noisy: each row also gives the CPU time per call
+of the stack's four service processes (user + system, from psutil, so the exporters' threads count)
+and of the client (its thread's CPU time; the receiver runs on other threads), and the cost of
+tracing as their sum over the untraced stack's.
+
 BENCH_TRACING_ROUNDS sets the rounds (default 4).
 """
 
@@ -21,6 +26,8 @@ import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
+
+import psutil
 
 from benchmarks.otlp_receiver import OtlpReceiver
 from benchmarks.report import RESULTS_DIR, percentile, write_report
@@ -58,6 +65,21 @@ CONFIGURATIONS: dict[str, dict[str, str]] = {
 }
 
 
+class _Cpu:
+    """CPU seconds spent by a stack's service processes and by this thread, to take before and after a batch."""
+
+    def __init__(self, stack: Stack) -> None:
+        self._processes = [psutil.Process(p.process.pid) for p in stack.all_processes() if p.process]
+
+    def now(self) -> tuple[float, float]:
+        """(service processes, client thread) CPU seconds so far."""
+        services = 0.0
+        for process in self._processes:
+            times = process.cpu_times()
+            services += times.user + times.system
+        return services, time.thread_time()
+
+
 async def _timed(calls: int, make: Callable[[int], Awaitable[Any]]) -> list[float]:
     latencies = []
     for i in range(calls):
@@ -73,6 +95,9 @@ async def _bench(stacks: dict[str, Stack]) -> list[dict[str, Any]]:
         for name, stack in stacks.items()
     }
     samples: dict[tuple[str, str], list[float]] = {(n, c): [] for n in stacks for c in ("search", "ask")}
+    # (services, client) CPU seconds spent by each stack on each kind of call, and how many calls.
+    cpu: dict[tuple[str, str], list[float]] = {key: [0.0, 0.0] for key in samples}
+    meters = {name: _Cpu(stack) for name, stack in stacks.items()}
     try:
         for client in clients.values():
             await client.ingest(DOCUMENTS)
@@ -91,8 +116,15 @@ async def _bench(stacks: dict[str, Stack]) -> list[dict[str, Any]]:
             order = order[round_number % len(order) :] + order[: round_number % len(order)]
             for name in order:
                 client = clients[name]
-                samples[name, "search"] += await _timed(SEARCHES_PER_ROUND, partial(search, client))
-                samples[name, "ask"] += await _timed(ASKS_PER_ROUND, partial(ask, client))
+                for call, calls, make in (
+                    ("search", SEARCHES_PER_ROUND, search),
+                    ("ask", ASKS_PER_ROUND, ask),
+                ):
+                    before = meters[name].now()
+                    samples[name, call] += await _timed(calls, partial(make, client))
+                    after = meters[name].now()
+                    cpu[name, call][0] += after[0] - before[0]
+                    cpu[name, call][1] += after[1] - before[1]
     finally:
         for client in clients.values():
             await client.close()
@@ -100,6 +132,8 @@ async def _bench(stacks: dict[str, Stack]) -> list[dict[str, Any]]:
     for (name, call), values in samples.items():
         baseline = percentile(samples["off", call], 50)
         p50 = percentile(values, 50)
+        services_ms, client_ms = (seconds / len(values) * 1000 for seconds in cpu[name, call])
+        baseline_cpu = sum(cpu["off", call]) / len(samples["off", call]) * 1000
         rows.append(
             {
                 "tracing": name,
@@ -109,6 +143,9 @@ async def _bench(stacks: dict[str, Stack]) -> list[dict[str, Any]]:
                 "p99_ms": percentile(values, 99) * 1000,
                 "mean_ms": statistics.fmean(values) * 1000,
                 "p50_cost_pct": (p50 / baseline - 1) * 100,
+                "cpu_services_ms": services_ms,
+                "cpu_client_ms": client_ms,
+                "cpu_cost_pct": ((services_ms + client_ms) / baseline_cpu - 1) * 100,
             }
         )
     return rows
@@ -135,6 +172,7 @@ def main() -> None:
             stack.stop()
         receiver.stop()
     cost = {(row["tracing"], row["call"]): round(row["p50_cost_pct"], 2) for row in rows}
+    cpu_cost = {(row["tracing"], row["call"]): round(row["cpu_cost_pct"], 2) for row in rows}
     write_report(
         "tracing",
         rows,
@@ -143,6 +181,10 @@ def main() -> None:
             "search_p50_cost_pct_at_10pct": cost["on_10pct", "search"],
             "ask_p50_cost_pct_at_100pct": cost["on_100pct", "ask"],
             "ask_p50_cost_pct_at_10pct": cost["on_10pct", "ask"],
+            "search_cpu_cost_pct_at_100pct": cpu_cost["on_100pct", "search"],
+            "search_cpu_cost_pct_at_10pct": cpu_cost["on_10pct", "search"],
+            "ask_cpu_cost_pct_at_100pct": cpu_cost["on_100pct", "ask"],
+            "ask_cpu_cost_pct_at_10pct": cpu_cost["on_10pct", "ask"],
             "spans_received": receiver.span_count,
             "otlp_bytes_received": receiver.bytes_received,
             "load_average_1m_at_end": round(os.getloadavg()[0], 2),
