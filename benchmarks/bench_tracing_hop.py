@@ -55,7 +55,7 @@ class _Dropping(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
-class _Embedder(embedder_service_pb2_grpc.EmbedderServiceServicer):  # type: ignore[misc]
+class _Embedder(embedder_service_pb2_grpc.EmbedderServiceServicer):
     async def Embed(
         self, request: embedder_service_pb2.EmbedRequest, context: grpc.aio.ServicerContext
     ) -> embedder_service_pb2.EmbedResponse:
@@ -99,22 +99,22 @@ async def _configuration(name: str, sampling: float) -> _Configuration:
         exporter = _Dropping()
         provider.add_span_processor(BatchSpanProcessor(exporter))
     if name == "otel_grpc":
-        interceptors.insert(0, aio_server_interceptor(tracer_provider=provider))
+        interceptors.insert(0, aio_server_interceptor(tracer_provider=provider))  # type: ignore[no-untyped-call]
     server = grpc.aio.server(interceptors=interceptors)
     embedder_service_pb2_grpc.add_EmbedderServiceServicer_to_server(_Embedder(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    instrumentor = GrpcAioInstrumentorClient()
+    instrumentor = GrpcAioInstrumentorClient()  # type: ignore[no-untyped-call]
     if name == "otel_grpc":
         # The instrumentor adds its interceptors to the channels opened while it is installed.
-        instrumentor.instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]
+        instrumentor.instrument(tracer_provider=provider)
     try:
         channel = ReopeningChannel(
             f"127.0.0.1:{port}", ["ragline.v1.EmbedderService"], ClientCertificates(ClientTlsConfig())
         )
     finally:
         if name == "otel_grpc":
-            instrumentor.uninstrument()  # type: ignore[no-untyped-call]
+            instrumentor.uninstrument()
     return _Configuration(name, sampling, server, channel, provider, exporter)
 
 
