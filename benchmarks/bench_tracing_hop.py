@@ -14,7 +14,8 @@ exported by a batching processor to an exporter that drops them. Configurations:
 
 It reports the process's CPU time per call (client and server together; median of the rounds,
 which alternate between configurations so that a busy machine hits all alike) and its cost over `off`.
-BENCH_TRACING_HOP_CALLS and BENCH_TRACING_HOP_ROUNDS set the calls per round (default 1000) and rounds (5).
+BENCH_TRACING_HOP_CALLS and BENCH_TRACING_HOP_ROUNDS set the calls per round (default 200) and the
+rounds (30): short rounds, so that the load of a shared machine changes little within one turn.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ from ragline.server import _Interceptor
 from ragline.tls import ClientCertificates, ClientTlsConfig
 from ragline.v1 import embedder_service_pb2, embedder_service_pb2_grpc
 
-CALLS = int(os.environ.get("BENCH_TRACING_HOP_CALLS", "1000"))
-ROUNDS = int(os.environ.get("BENCH_TRACING_HOP_ROUNDS", "5"))
+CALLS = int(os.environ.get("BENCH_TRACING_HOP_CALLS", "200"))
+ROUNDS = int(os.environ.get("BENCH_TRACING_HOP_ROUNDS", "30"))
 
 
 class _Dropping(SpanExporter):

@@ -10,9 +10,10 @@ are not loaded, so an untraced deployment pays nothing.
 gRPC calls are traced here rather than by opentelemetry-instrumentation-grpc, whose grpc.aio
 interceptors cost a call ~160 us of CPU per hop even when it is not sampled (issue #17;
 benchmarks/bench_tracing_hop.py measures both): `outgoing_call` (used by ragline.channels) puts the
-trace context into a call's metadata through the configured propagators and makes a client span only
-when the caller's span is recording, and `server_span` (used by ragline.server's interceptor) makes
-the server span, under the caller's context, with an unsampled caller costing one id and no span.
+trace context into a call's metadata through the configured propagators, under a client span that
+is recorded only when sampled, and `server_span` (used by ragline.server's interceptor) makes the
+server span under the caller's context. Every tracer comes from a `LeanTracerProvider`
+(ragline.lean_tracer), which makes no SDK span under an unsampled parent.
 
 The rest is what the services need from the current trace: spans of their own stages, the
 request id of an error (the trace id), an exemplar for a latency histogram, and the W3C
@@ -27,7 +28,6 @@ import contextlib
 import functools
 import logging
 import os
-import random
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -54,6 +54,8 @@ from ragline.config import ConfigError
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
 
+    from ragline.lean_tracer import LeanTracerProvider
+
 log = logging.getLogger(__name__)
 
 TRACER = trace.get_tracer("ragline")
@@ -67,11 +69,6 @@ class _State:
     enabled: bool = False
     capture_text: bool = False
     tracer: trace.Tracer = TRACER
-    # Whether the sampler follows the caller's decision (every parentbased_* sampler): then nothing under an
-    # unsampled span is sampled, and calls made under one need no span, only the context for the callee.
-    parent_based: bool = False
-    # The span ids of unsampled spans: the SDK id generator's, once activated.
-    new_span_id: Callable[[], int] = lambda: random.getrandbits(64)
 
 
 _state = _State()
@@ -135,30 +132,29 @@ def setup(service: str, *, capture_text: bool = False, environ: Mapping[str, str
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     except ValueError as exc:
         raise ConfigError(f"invalid configuration:\n  OTEL_*: {exc}") from None
-    trace.set_tracer_provider(provider)
-    AsyncPGInstrumentor().instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]
-    RedisInstrumentor().instrument(tracer_provider=provider)
-    activate(provider)
+    lean = activate(provider)
+    trace.set_tracer_provider(lean)
+    AsyncPGInstrumentor().instrument(tracer_provider=lean)  # type: ignore[no-untyped-call]
+    RedisInstrumentor().instrument(tracer_provider=lean)
     log.info("tracing on: %s exports spans as %s", service, resource.attributes.get(SERVICE_NAME))
     return Tracing(enabled=True, provider=provider)
 
 
-def activate(provider: TracerProvider) -> None:
+def activate(provider: TracerProvider) -> LeanTracerProvider:
     """Makes Ragline's spans, and the trace context its gRPC calls carry, come from `provider` (`setup` does
-    this; tests and benchmarks call it with a provider of their own)."""
-    from opentelemetry.sdk.trace.sampling import ParentBased
+    this; tests and benchmarks call it with a provider of their own); returns the lean provider over it."""
+    from ragline.lean_tracer import LeanTracerProvider
 
-    _state.tracer = provider.get_tracer("ragline")
-    _state.parent_based = isinstance(provider.sampler, ParentBased)
-    _state.new_span_id = provider.id_generator.generate_span_id
+    lean = LeanTracerProvider(provider)
+    _state.tracer = lean.get_tracer("ragline")
     _state.enabled = True
+    return lean
 
 
 def deactivate() -> None:
     """Undoes `activate`: no more spans and no trace context in calls (the global provider stays as it is)."""
     _state.enabled = False
     _state.tracer = TRACER
-    _state.parent_based = False
 
 
 def enabled() -> bool:
@@ -184,15 +180,9 @@ def span(
 ) -> contextlib.AbstractContextManager[Span]:
     """A span current for the body, child of `parent` or else of the current span; a shared no-op
     when tracing is off. An exception leaving the body marks it as an error and is recorded on it.
-
-    Under an unsampled current span, with a parent-based sampler, the body gets that span: the SDK would
-    make an unsampled span of its own, which costs ~20 us and records nothing either."""
+    Under an unsampled span (with a parent-based sampler) the body gets that span (see ragline.lean_tracer)."""
     if not _state.enabled:
         return _NO_SPAN
-    if parent is None and _state.parent_based:
-        current = trace.get_current_span()
-        if not current.is_recording() and current.get_span_context().is_valid:
-            return contextlib.nullcontext(current)
     context = trace.set_span_in_context(parent) if parent is not None else None
     return _state.tracer.start_as_current_span(name, context, kind, attributes, links)
 
@@ -209,8 +199,8 @@ def _rpc_attributes(path: str) -> Mapping[str, Any]:
     return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
 
 
-def _with_trace_context(metadata: Any, context: context_api.Context | None) -> tuple[tuple[str, str], ...]:
-    """A call's `metadata` plus the trace context of `context` (default: the current one), as the configured
+def _with_trace_context(metadata: Any, context: context_api.Context) -> tuple[tuple[str, str], ...]:
+    """A call's `metadata` plus the trace context of `context`, as the configured
     propagators (OTEL_PROPAGATORS: W3C traceparent, tracestate and baggage by default) write it."""
     carrier: dict[str, str] = {}
     propagate.inject(carrier, context)
@@ -222,16 +212,8 @@ _ENDING: set[asyncio.Task[None]] = set()
 
 
 def outgoing_call(path: str, call: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """`call(*args, **kwargs)`, a grpc.aio call of the method `path`, with the current trace context in its
-    metadata; under a client span that ends with the call when the trace is sampled. Tracing must be on.
-
-    Under an unsampled span (90% of calls at 10% sampling) a parent-based sampler samples nothing, so the
-    call gets the caller's context and no span is made: the cost is formatting one header.
-    """
-    parent = trace.get_current_span()
-    if _state.parent_based and not parent.is_recording() and parent.get_span_context().is_valid:
-        kwargs["metadata"] = _with_trace_context(kwargs.get("metadata"), None)
-        return call(*args, **kwargs)
+    """`call(*args, **kwargs)`, a grpc.aio call of the method `path`, under a client span whose context goes
+    in the call's metadata; a sampled span ends when the call has its status. Tracing must be on."""
     span = _state.tracer.start_span(path, kind=SpanKind.CLIENT, attributes=_rpc_attributes(path))
     kwargs["metadata"] = _with_trace_context(kwargs.get("metadata"), trace.set_span_in_context(span))
     if not span.is_recording():
@@ -286,19 +268,9 @@ class _ServerSpan:
         # Values of binary (-bin) keys are bytes; the propagators read only text keys.
         carrier = {key: value for key, value in self._call.invocation_metadata() or ()}
         parent = propagate.extract(carrier)
-        caller = trace.get_current_span(parent).get_span_context()
-        span: Span
-        if _state.parent_based and caller.is_valid and not caller.trace_flags.sampled:
-            # What the SDK would make, without asking the sampler: an unsampled span of its own id in the trace.
-            span = NonRecordingSpan(
-                SpanContext(
-                    caller.trace_id, _state.new_span_id(), False, caller.trace_flags, caller.trace_state
-                )
-            )
-        else:
-            span = _state.tracer.start_span(self._path, parent, SpanKind.SERVER, _rpc_attributes(self._path))
-            if span.is_recording():
-                span.set_attributes(_peer_attributes(self._call.peer()))
+        span = _state.tracer.start_span(self._path, parent, SpanKind.SERVER, _rpc_attributes(self._path))
+        if span.is_recording():
+            span.set_attributes(_peer_attributes(self._call.peer()))
         self._span = span
         self._token = context_api.attach(trace.set_span_in_context(span, parent))
         return span

@@ -28,6 +28,7 @@ from ragline.channels import ReopeningChannel
 from ragline.client import request_id_of
 from ragline.config import ConfigError
 from ragline.errors import NotFound, ServiceError
+from ragline.lean_tracer import LeanTracerProvider
 from ragline.server import _Interceptor
 from ragline.tls import ClientCertificates, ClientTlsConfig
 from ragline.v1 import embedder_service_pb2, embedder_service_pb2_grpc
@@ -243,8 +244,10 @@ async def test_an_unsampled_call_carries_its_trace_unsampled_and_makes_no_span(
         await embedder_service_pb2_grpc.EmbedderServiceStub(channel).Embed(
             embedder_service_pb2.EmbedRequest(texts=["a"]), timeout=10
         )
-    trace_id = trace.format_trace_id(caller.trace_id)
-    assert embedder.traceparents == [f"00-{trace_id}-{trace.format_span_id(caller.span_id)}-00"]
+    (traceparent,) = embedder.traceparents
+    assert traceparent.startswith(f"00-{trace.format_trace_id(caller.trace_id)}-") and traceparent.endswith(
+        "-00"
+    )
     # The handler ran in the caller's trace, unsampled, under a span id of its own.
     (server,) = embedder.contexts
     assert server.trace_id == caller.trace_id and server.span_id != caller.span_id
@@ -281,3 +284,30 @@ async def test_a_sampled_call_makes_a_client_span_under_the_caller_and_the_serve
         assert span.attributes is not None
         assert span.attributes["rpc.service"] == "ragline.v1.EmbedderService"
         assert span.attributes["rpc.grpc.status_code"] == grpc.StatusCode.OK.value[0]
+
+
+def test_lean_tracers_make_no_sdk_span_under_an_unsampled_parent_and_the_sdks_otherwise() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_ON), shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = LeanTracerProvider(provider).get_tracer("asyncpg")
+    unsampled = trace.NonRecordingSpan(trace.SpanContext(1, 2, is_remote=True))
+    with tracer.start_as_current_span("SELECT", trace.set_span_in_context(unsampled)) as statement:
+        # The body runs under the unsampled parent: nothing under it could be sampled.
+        assert statement is unsampled and tracing.current_span() is unsampled
+        child = tracer.start_span("child")
+        assert not child.is_recording() and child.get_span_context().trace_id == 1
+        assert child.get_span_context().span_id != 2
+    # A sampled caller's span, as a call's metadata brings it, does not record here, and still has children.
+    sampled = trace.NonRecordingSpan(trace.SpanContext(3, 4, is_remote=True, trace_flags=TraceFlags(1)))
+    with tracer.start_as_current_span("SELECT", trace.set_span_in_context(sampled)) as statement:
+        assert statement.is_recording()
+    (recorded,) = exporter.get_finished_spans()
+    assert recorded.parent is not None and (recorded.parent.trace_id, recorded.parent.span_id) == (3, 4)
+    # A sampler that may sample under an unsampled parent gets the SDK's tracer as it is.
+    always = TracerProvider(sampler=ALWAYS_ON, shutdown_on_exit=False)
+    with (
+        trace.use_span(unsampled),
+        LeanTracerProvider(always).get_tracer("x").start_as_current_span("s") as span,
+    ):
+        assert span.is_recording()
