@@ -9,9 +9,11 @@ the machine hits all three alike, and reports p50/p99 of Search and Ask with the
 untraced one. Only one stack is busy at a time.
 
 Since the machine may be shared, latency alone is noisy: each row also gives the CPU time per call
-of the stack's four service processes (user + system, from psutil, so the exporters' threads count)
-and of the client (its thread's CPU time; the receiver runs on other threads), and the cost of
-tracing as their sum over the untraced stack's.
+of each of the stack's four service processes (user + system, from psutil, so the exporters' threads
+count) and of the client (its thread's CPU time; the receiver runs on other threads), and the cost of
+tracing as their sum over the untraced stack's. The embedder's share is most of it and the noisiest
+(ONNX Runtime's threads spin for a while after each batch, longer on a busy machine), so the
+gateway's and retriever's columns show best what tracing itself costs.
 
 BENCH_TRACING_ROUNDS sets the rounds (default 4).
 """
@@ -69,15 +71,15 @@ class _Cpu:
     """CPU seconds spent by a stack's service processes and by this thread, to take before and after a batch."""
 
     def __init__(self, stack: Stack) -> None:
-        self._processes = [psutil.Process(p.process.pid) for p in stack.all_processes() if p.process]
+        self._processes = {
+            p.spec.name: psutil.Process(p.process.pid) for p in stack.all_processes() if p.process
+        }
 
-    def now(self) -> tuple[float, float]:
-        """(service processes, client thread) CPU seconds so far."""
-        services = 0.0
-        for process in self._processes:
-            times = process.cpu_times()
-            services += times.user + times.system
-        return services, time.thread_time()
+    def now(self) -> dict[str, float]:
+        """CPU seconds so far of each service (by name) and of the client thread ("client")."""
+        seconds = {name: sum(process.cpu_times()[:2]) for name, process in self._processes.items()}
+        seconds["client"] = time.thread_time()
+        return seconds
 
 
 async def _timed(calls: int, make: Callable[[int], Awaitable[Any]]) -> list[float]:
@@ -95,8 +97,8 @@ async def _bench(stacks: dict[str, Stack]) -> list[dict[str, Any]]:
         for name, stack in stacks.items()
     }
     samples: dict[tuple[str, str], list[float]] = {(n, c): [] for n in stacks for c in ("search", "ask")}
-    # (services, client) CPU seconds spent by each stack on each kind of call, and how many calls.
-    cpu: dict[tuple[str, str], list[float]] = {key: [0.0, 0.0] for key in samples}
+    # CPU seconds spent by each stack's processes (and the client) on each kind of call.
+    cpu: dict[tuple[str, str], dict[str, float]] = {key: {} for key in samples}
     meters = {name: _Cpu(stack) for name, stack in stacks.items()}
     try:
         for client in clients.values():
@@ -123,8 +125,10 @@ async def _bench(stacks: dict[str, Stack]) -> list[dict[str, Any]]:
                     before = meters[name].now()
                     samples[name, call] += await _timed(calls, partial(make, client))
                     after = meters[name].now()
-                    cpu[name, call][0] += after[0] - before[0]
-                    cpu[name, call][1] += after[1] - before[1]
+                    for process, seconds in after.items():
+                        cpu[name, call][process] = (
+                            cpu[name, call].get(process, 0.0) + seconds - before[process]
+                        )
     finally:
         for client in clients.values():
             await client.close()
@@ -132,8 +136,10 @@ async def _bench(stacks: dict[str, Stack]) -> list[dict[str, Any]]:
     for (name, call), values in samples.items():
         baseline = percentile(samples["off", call], 50)
         p50 = percentile(values, 50)
-        services_ms, client_ms = (seconds / len(values) * 1000 for seconds in cpu[name, call])
-        baseline_cpu = sum(cpu["off", call]) / len(samples["off", call]) * 1000
+        cpu_ms = {
+            process: seconds / len(values) * 1000 for process, seconds in sorted(cpu[name, call].items())
+        }
+        baseline_cpu = sum(cpu["off", call].values()) / len(samples["off", call]) * 1000
         rows.append(
             {
                 "tracing": name,
@@ -143,9 +149,9 @@ async def _bench(stacks: dict[str, Stack]) -> list[dict[str, Any]]:
                 "p99_ms": percentile(values, 99) * 1000,
                 "mean_ms": statistics.fmean(values) * 1000,
                 "p50_cost_pct": (p50 / baseline - 1) * 100,
-                "cpu_services_ms": services_ms,
-                "cpu_client_ms": client_ms,
-                "cpu_cost_pct": ((services_ms + client_ms) / baseline_cpu - 1) * 100,
+                **{f"cpu_{process}_ms": ms for process, ms in cpu_ms.items()},
+                "cpu_total_ms": sum(cpu_ms.values()),
+                "cpu_cost_pct": (sum(cpu_ms.values()) / baseline_cpu - 1) * 100,
             }
         )
     return rows
