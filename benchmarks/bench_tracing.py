@@ -8,6 +8,13 @@ the machine hits all three alike, and reports p50/p99 of Search and Ask with the
 (every call runs embed, retrieve and, for Ask, generate), and each traced stack's p50 cost over the
 untraced one. Only one stack is busy at a time.
 
+Since the machine may be shared, latency alone is noisy: each row also gives the CPU time per call
+of each of the stack's four service processes (user + system, from psutil, so the exporters' threads
+count) and of the client (its thread's CPU time; the receiver runs on other threads), and the cost of
+tracing as their sum over the untraced stack's. The embedder's share is most of it and the noisiest
+(ONNX Runtime's threads spin for a while after each batch, longer on a busy machine), so the
+gateway's and retriever's columns show best what tracing itself costs.
+
 BENCH_TRACING_ROUNDS sets the rounds (default 4).
 """
 
@@ -21,6 +28,8 @@ import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
+
+import psutil
 
 from benchmarks.otlp_receiver import OtlpReceiver
 from benchmarks.report import RESULTS_DIR, percentile, write_report
@@ -58,6 +67,21 @@ CONFIGURATIONS: dict[str, dict[str, str]] = {
 }
 
 
+class _Cpu:
+    """CPU seconds spent by a stack's service processes and by this thread, to take before and after a batch."""
+
+    def __init__(self, stack: Stack) -> None:
+        self._processes = {
+            p.spec.name: psutil.Process(p.process.pid) for p in stack.all_processes() if p.process
+        }
+
+    def now(self) -> dict[str, float]:
+        """CPU seconds so far of each service (by name) and of the client thread ("client")."""
+        seconds = {name: sum(process.cpu_times()[:2]) for name, process in self._processes.items()}
+        seconds["client"] = time.thread_time()
+        return seconds
+
+
 async def _timed(calls: int, make: Callable[[int], Awaitable[Any]]) -> list[float]:
     latencies = []
     for i in range(calls):
@@ -73,6 +97,9 @@ async def _bench(stacks: dict[str, Stack]) -> list[dict[str, Any]]:
         for name, stack in stacks.items()
     }
     samples: dict[tuple[str, str], list[float]] = {(n, c): [] for n in stacks for c in ("search", "ask")}
+    # CPU seconds spent by each stack's processes (and the client) on each kind of call.
+    cpu: dict[tuple[str, str], dict[str, float]] = {key: {} for key in samples}
+    meters = {name: _Cpu(stack) for name, stack in stacks.items()}
     try:
         for client in clients.values():
             await client.ingest(DOCUMENTS)
@@ -91,8 +118,17 @@ async def _bench(stacks: dict[str, Stack]) -> list[dict[str, Any]]:
             order = order[round_number % len(order) :] + order[: round_number % len(order)]
             for name in order:
                 client = clients[name]
-                samples[name, "search"] += await _timed(SEARCHES_PER_ROUND, partial(search, client))
-                samples[name, "ask"] += await _timed(ASKS_PER_ROUND, partial(ask, client))
+                for call, calls, make in (
+                    ("search", SEARCHES_PER_ROUND, search),
+                    ("ask", ASKS_PER_ROUND, ask),
+                ):
+                    before = meters[name].now()
+                    samples[name, call] += await _timed(calls, partial(make, client))
+                    after = meters[name].now()
+                    for process, seconds in after.items():
+                        cpu[name, call][process] = (
+                            cpu[name, call].get(process, 0.0) + seconds - before[process]
+                        )
     finally:
         for client in clients.values():
             await client.close()
@@ -100,6 +136,10 @@ async def _bench(stacks: dict[str, Stack]) -> list[dict[str, Any]]:
     for (name, call), values in samples.items():
         baseline = percentile(samples["off", call], 50)
         p50 = percentile(values, 50)
+        cpu_ms = {
+            process: seconds / len(values) * 1000 for process, seconds in sorted(cpu[name, call].items())
+        }
+        baseline_cpu = sum(cpu["off", call].values()) / len(samples["off", call]) * 1000
         rows.append(
             {
                 "tracing": name,
@@ -109,6 +149,9 @@ async def _bench(stacks: dict[str, Stack]) -> list[dict[str, Any]]:
                 "p99_ms": percentile(values, 99) * 1000,
                 "mean_ms": statistics.fmean(values) * 1000,
                 "p50_cost_pct": (p50 / baseline - 1) * 100,
+                **{f"cpu_{process}_ms": ms for process, ms in cpu_ms.items()},
+                "cpu_total_ms": sum(cpu_ms.values()),
+                "cpu_cost_pct": (sum(cpu_ms.values()) / baseline_cpu - 1) * 100,
             }
         )
     return rows
@@ -135,6 +178,7 @@ def main() -> None:
             stack.stop()
         receiver.stop()
     cost = {(row["tracing"], row["call"]): round(row["p50_cost_pct"], 2) for row in rows}
+    cpu_cost = {(row["tracing"], row["call"]): round(row["cpu_cost_pct"], 2) for row in rows}
     write_report(
         "tracing",
         rows,
@@ -143,6 +187,10 @@ def main() -> None:
             "search_p50_cost_pct_at_10pct": cost["on_10pct", "search"],
             "ask_p50_cost_pct_at_100pct": cost["on_100pct", "ask"],
             "ask_p50_cost_pct_at_10pct": cost["on_10pct", "ask"],
+            "search_cpu_cost_pct_at_100pct": cpu_cost["on_100pct", "search"],
+            "search_cpu_cost_pct_at_10pct": cpu_cost["on_10pct", "search"],
+            "ask_cpu_cost_pct_at_100pct": cpu_cost["on_100pct", "ask"],
+            "ask_cpu_cost_pct_at_10pct": cpu_cost["on_10pct", "ask"],
             "spans_received": receiver.span_count,
             "otlp_bytes_received": receiver.bytes_received,
             "load_average_1m_at_end": round(os.getloadavg()[0], 2),

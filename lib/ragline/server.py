@@ -32,6 +32,7 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
+from opentelemetry.trace import Span
 
 from ragline import call_log, tracing
 from ragline.call_log import CallRecord, configure_logging
@@ -96,7 +97,9 @@ Built = (
 
 
 class _Interceptor(grpc.aio.ServerInterceptor):
-    """Times every call, counts it by status code and turns exceptions into statuses."""
+    """Times every call, counts it by status code, turns exceptions into statuses and, with tracing on, makes
+    its server span (`tracing.server_span`: here rather than in an interceptor of its own, which would cost
+    every call, sampled or not, one more layer of grpc.aio's interception)."""
 
     def __init__(self) -> None:
         # A method's wrapped handler, made at its first call: every call of it gets the same one.
@@ -120,7 +123,6 @@ class _Interceptor(grpc.aio.ServerInterceptor):
 
     @staticmethod
     def _wrap(handler: grpc.RpcMethodHandler, path: str) -> grpc.RpcMethodHandler:
-        service, _, method = path.lstrip("/").rpartition("/")
         deserializer = _tolerant_deserializer(handler.request_deserializer, path)
         # The four kinds of method: grpc's handler constructor, our wrapper (by whether replies stream),
         # and whether requests stream (client streaming hands the wrapper an iterator of requests).
@@ -138,7 +140,7 @@ class _Interceptor(grpc.aio.ServerInterceptor):
                 wrap = _wrap_unary
             if behavior:
                 return make_handler(
-                    wrap(behavior, service, method, streaming_request=streaming_request),
+                    wrap(behavior, path, streaming_request=streaming_request),
                     request_deserializer=deserializer,
                     response_serializer=handler.response_serializer,
                 )
@@ -247,51 +249,73 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, record: 
 
 
 def _record(
-    service: str, method: str, context: grpc.aio.ServicerContext, started: float, record: CallRecord
+    service: str,
+    method: str,
+    context: grpc.aio.ServicerContext,
+    started: float,
+    record: CallRecord,
+    span: Span,
 ) -> None:
     code = context.code()
-    code_name = code.name if isinstance(code, grpc.StatusCode) else "OK" if code in (None, 0) else str(code)
+    if code in (None, 0):
+        code = grpc.StatusCode.OK
+    code_name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+    if isinstance(code, grpc.StatusCode):
+        tracing.set_grpc_status(span, code)
     elapsed = time.perf_counter() - started
     RPC_DURATION.labels(service, method).observe(elapsed, tracing.exemplar())
     RPC_HANDLED.labels(service, method, code_name).inc()
     call_log.finish(record, service, method, code_name, elapsed)
 
 
-def _wrap_unary(behavior: Any, service: str, method: str, *, streaming_request: bool) -> Any:
+def _wrap_unary(behavior: Any, path: str, *, streaming_request: bool) -> Any:
+    service, _, method = path.lstrip("/").rpartition("/")
+
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        started = time.perf_counter()
-        record = call_log.begin(request)
-        try:
-            return await behavior(_decoded_request(request, streaming_request), context)
-        except asyncio.CancelledError:
-            context.set_code(_finished_code(context))
-            raise
-        except Exception as exc:
-            await _abort_or_reraise(context, exc, record)
-            raise
-        finally:
-            _record(service, method, context, started, record)
+        with tracing.server_span(path, context) as span:
+            started = time.perf_counter()
+            record = call_log.begin(request)
+            try:
+                return await behavior(_decoded_request(request, streaming_request), context)
+            except asyncio.CancelledError:
+                _cancelled(context)
+                raise
+            except Exception as exc:
+                await _abort_or_reraise(context, exc, record)
+                raise
+            finally:
+                _record(service, method, context, started, record, span)
 
     return wrapper
 
 
-def _wrap_stream(behavior: Any, service: str, method: str, *, streaming_request: bool) -> Any:
+def _wrap_stream(behavior: Any, path: str, *, streaming_request: bool) -> Any:
+    service, _, method = path.lstrip("/").rpartition("/")
+
     async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        started = time.perf_counter()
-        record = call_log.begin(request)
-        try:
-            async for response in behavior(_decoded_request(request, streaming_request), context):
-                yield response
-        except asyncio.CancelledError:
-            context.set_code(_finished_code(context))
-            raise
-        except Exception as exc:
-            await _abort_or_reraise(context, exc, record)
-            raise
-        finally:
-            _record(service, method, context, started, record)
+        with tracing.server_span(path, context) as span:
+            started = time.perf_counter()
+            record = call_log.begin(request)
+            try:
+                async for response in behavior(_decoded_request(request, streaming_request), context):
+                    yield response
+            except asyncio.CancelledError:
+                _cancelled(context)
+                raise
+            except Exception as exc:
+                await _abort_or_reraise(context, exc, record)
+                raise
+            finally:
+                _record(service, method, context, started, record, span)
 
     return wrapper
+
+
+def _cancelled(context: grpc.aio.ServicerContext) -> None:
+    """Gives a call whose handler was cancelled its status, and marks its span failed with it."""
+    code = _finished_code(context)
+    context.set_code(code)
+    tracing.mark_error(code.name, "the call was cancelled or its deadline passed")
 
 
 async def _abort_or_reraise(context: grpc.aio.ServicerContext, exc: Exception, record: CallRecord) -> None:

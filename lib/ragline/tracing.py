@@ -3,10 +3,17 @@
 `setup` runs once at a service's start (`ragline.server.run_service`). When an OTLP endpoint is
 set (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) and the SDK is not
 disabled, it installs a tracer provider with a batching OTLP/gRPC exporter, the head sampler
-`OTEL_TRACES_SAMPLER(_ARG)` names, and the maintained instrumentations: gRPC aio servers and
-clients (context travels in the calls' metadata), asyncpg and redis. With nothing set it installs
-nothing: `span` hands out one shared no-op context and the instrumentations are not loaded, so an
-untraced deployment pays nothing.
+`OTEL_TRACES_SAMPLER(_ARG)` names, and the maintained instrumentations of asyncpg and redis. With
+nothing set it installs nothing: `span` hands out one shared no-op context and the instrumentations
+are not loaded, so an untraced deployment pays nothing.
+
+gRPC calls are traced here rather than by opentelemetry-instrumentation-grpc, whose grpc.aio
+interceptors cost a call (client and server) ~370 us of CPU at 10% sampling against ~180 us this way
+(issue #17; benchmarks/bench_tracing_hop.py measures both): `outgoing_call` (used by ragline.channels) puts the
+trace context into a call's metadata through the configured propagators, under a client span that
+is recorded only when sampled, and `server_span` (used by ragline.server's interceptor) makes the
+server span under the caller's context. Every tracer comes from a `LeanTracerProvider`
+(ragline.lean_tracer), which makes no SDK span under an unsampled parent.
 
 The rest is what the services need from the current trace: spans of their own stages, the
 request id of an error (the trace id), an exemplar for a latency histogram, and the W3C
@@ -16,16 +23,20 @@ queued them. Question and document text go into attributes only with `RAGLINE_TR
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import logging
 import os
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
+import grpc
 from opentelemetry import context as context_api
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.trace import (
     Link,
     NonRecordingSpan,
@@ -40,6 +51,11 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from ragline.config import ConfigError
 
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from ragline.lean_tracer import LeanTracerProvider
+
 log = logging.getLogger(__name__)
 
 TRACER = trace.get_tracer("ragline")
@@ -52,6 +68,7 @@ _UNTRACED_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerRe
 class _State:
     enabled: bool = False
     capture_text: bool = False
+    tracer: trace.Tracer = TRACER
 
 
 _state = _State()
@@ -101,8 +118,6 @@ def setup(service: str, *, capture_text: bool = False, environ: Mapping[str, str
     # Imported here: an untraced process never loads the SDK, the exporter or the instrumentations.
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
-    from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient, GrpcAioInstrumentorServer
-    from opentelemetry.instrumentation.grpc.filters import any_of, negate, service_name
     from opentelemetry.instrumentation.redis import RedisInstrumentor
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -117,15 +132,29 @@ def setup(service: str, *, capture_text: bool = False, environ: Mapping[str, str
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     except ValueError as exc:
         raise ConfigError(f"invalid configuration:\n  OTEL_*: {exc}") from None
-    trace.set_tracer_provider(provider)
-    untraced = negate(any_of(*(service_name(name) for name in _UNTRACED_SERVICES)))
-    GrpcAioInstrumentorServer(filter_=untraced).instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]
-    GrpcAioInstrumentorClient(filter_=untraced).instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]
-    AsyncPGInstrumentor().instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]
-    RedisInstrumentor().instrument(tracer_provider=provider)
-    _state.enabled = True
+    lean = activate(provider)
+    trace.set_tracer_provider(lean)
+    AsyncPGInstrumentor().instrument(tracer_provider=lean)  # type: ignore[no-untyped-call]
+    RedisInstrumentor().instrument(tracer_provider=lean)
     log.info("tracing on: %s exports spans as %s", service, resource.attributes.get(SERVICE_NAME))
     return Tracing(enabled=True, provider=provider)
+
+
+def activate(provider: TracerProvider) -> LeanTracerProvider:
+    """Makes Ragline's spans, and the trace context its gRPC calls carry, come from `provider` (`setup` does
+    this; tests and benchmarks call it with a provider of their own); returns the lean provider over it."""
+    from ragline.lean_tracer import LeanTracerProvider
+
+    lean = LeanTracerProvider(provider)
+    _state.tracer = lean.get_tracer("ragline")
+    _state.enabled = True
+    return lean
+
+
+def deactivate() -> None:
+    """Undoes `activate`: no more spans and no trace context in calls (the global provider stays as it is)."""
+    _state.enabled = False
+    _state.tracer = TRACER
 
 
 def enabled() -> bool:
@@ -150,11 +179,116 @@ def span(
     kind: SpanKind = SpanKind.INTERNAL,
 ) -> contextlib.AbstractContextManager[Span]:
     """A span current for the body, child of `parent` or else of the current span; a shared no-op
-    when tracing is off. An exception leaving the body marks it as an error and is recorded on it."""
+    when tracing is off. An exception leaving the body marks it as an error and is recorded on it.
+    Under an unsampled span (with a parent-based sampler) the body gets that span (see ragline.lean_tracer)."""
     if not _state.enabled:
         return _NO_SPAN
     context = trace.set_span_in_context(parent) if parent is not None else None
-    return TRACER.start_as_current_span(name, context, kind, attributes, links)
+    return _state.tracer.start_as_current_span(name, context, kind, attributes, links)
+
+
+def traced_method(path: str) -> bool:
+    """Whether calls of the gRPC method `path` (/package.Service/Method) make spans: health and reflection do not."""
+    return path.lstrip("/").rpartition("/")[0] not in _UNTRACED_SERVICES
+
+
+@functools.cache
+def _rpc_attributes(path: str) -> Mapping[str, Any]:
+    # The attributes opentelemetry-instrumentation-grpc gives a call's spans (the SDK copies them).
+    service, _, method = path.lstrip("/").rpartition("/")
+    return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
+
+
+def _with_trace_context(metadata: Any, context: context_api.Context) -> tuple[tuple[str, str], ...]:
+    """A call's `metadata` plus the trace context of `context`, as the configured
+    propagators (OTEL_PROPAGATORS: W3C traceparent, tracestate and baggage by default) write it."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context)
+    return (*(metadata or ()), *carrier.items())
+
+
+# The tasks that end sampled calls' client spans: the event loop keeps only weak references to tasks.
+_ENDING: set[asyncio.Task[None]] = set()
+
+
+def outgoing_call(path: str, call: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """`call(*args, **kwargs)`, a grpc.aio call of the method `path`, under a client span whose context goes
+    in the call's metadata; a sampled span ends when the call has its status. Tracing must be on."""
+    span = _state.tracer.start_span(path, kind=SpanKind.CLIENT, attributes=_rpc_attributes(path))
+    kwargs["metadata"] = _with_trace_context(kwargs.get("metadata"), trace.set_span_in_context(span))
+    if not span.is_recording():
+        return call(*args, **kwargs)
+    try:
+        rpc = call(*args, **kwargs)
+    except BaseException as exc:
+        span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        span.end()
+        raise
+    task = asyncio.get_running_loop().create_task(_end_with(span, rpc))
+    _ENDING.add(task)
+    task.add_done_callback(_ENDING.discard)
+    return rpc
+
+
+async def _end_with(span: Span, rpc: Any) -> None:
+    """Ends the client span of the grpc.aio call `rpc` once the call has its status (whoever reads its replies)."""
+    try:
+        code: grpc.StatusCode = await rpc.code()
+        set_grpc_status(span, code)
+        if code != grpc.StatusCode.OK:
+            span.set_status(Status(StatusCode.ERROR, f"{code.name}: {await rpc.details()}"))
+    finally:
+        span.end()
+
+
+def set_grpc_status(target: Span, code: grpc.StatusCode) -> None:
+    """Sets the status code a call ended with on its span, when the span is recording."""
+    if target.is_recording():
+        target.set_attribute("rpc.grpc.status_code", code.value[0])
+
+
+def server_span(path: str, call: grpc.aio.ServicerContext) -> contextlib.AbstractContextManager[Span]:
+    """The server span of the call `call` to the method `path`, current for the body, under the trace context
+    the caller sent; the shared no-op when tracing is off or the method is not traced (`traced_method`)."""
+    if not _state.enabled or not traced_method(path):
+        return _NO_SPAN
+    return _ServerSpan(path, call)
+
+
+class _ServerSpan:
+    """What `server_span` returns when tracing is on (a class: a generator-based context manager costs more)."""
+
+    __slots__ = ("_call", "_path", "_span", "_token")
+
+    def __init__(self, path: str, call: grpc.aio.ServicerContext) -> None:
+        self._path, self._call = path, call
+
+    def __enter__(self) -> Span:
+        # Values of binary (-bin) keys are bytes; the propagators read only text keys.
+        carrier = {key: value for key, value in self._call.invocation_metadata() or ()}
+        parent = propagate.extract(carrier)
+        span = _state.tracer.start_span(self._path, parent, SpanKind.SERVER, _rpc_attributes(self._path))
+        if span.is_recording():
+            span.set_attributes(_peer_attributes(self._call.peer()))
+        self._span = span
+        self._token = context_api.attach(trace.set_span_in_context(span, parent))
+        return span
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        context_api.detach(self._token)
+        self._span.end()
+
+
+def _peer_attributes(peer: str) -> dict[str, str]:
+    """The client's address as opentelemetry-instrumentation-grpc gives it (`peer`: ipv4:127.0.0.1:57284)."""
+    kind, _, address = peer.partition(":")
+    if kind not in ("ipv4", "ipv6"):
+        return {}
+    ip, _, port = address.split(",")[0].rpartition(":")
+    return {"net.peer.ip": ip, "net.peer.port": port}
 
 
 def record_hits(target: Span, mode: str, top_k: int, scores: Sequence[float]) -> None:

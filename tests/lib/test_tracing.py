@@ -5,6 +5,7 @@ The exported traces themselves are checked end to end by tests/e2e/test_traces_e
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -17,12 +18,20 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
+from opentelemetry.trace import SpanKind, TraceFlags
 
 from ragline import call_log, tracing
+from ragline.channels import ReopeningChannel
 from ragline.client import request_id_of
 from ragline.config import ConfigError
 from ragline.errors import NotFound, ServiceError
+from ragline.lean_tracer import LeanTracerProvider
 from ragline.server import _Interceptor
+from ragline.tls import ClientCertificates, ClientTlsConfig
+from ragline.v1 import embedder_service_pb2, embedder_service_pb2_grpc
 
 HEX32 = set("0123456789abcdef")
 
@@ -184,3 +193,121 @@ async def test_every_error_carries_one_request_id_in_its_trailers_and_error_info
     (info,) = _error_infos(failed)
     assert (info.reason, info.domain) == (reason, "ragline.dev")
     assert dict(info.metadata) == {"request_id": request_id}
+
+
+class _Embedder(embedder_service_pb2_grpc.EmbedderServiceServicer):
+    """Answers Embed, keeping the traceparent each call came with and the span its handler ran under."""
+
+    def __init__(self) -> None:
+        self.traceparents: list[str] = []
+        self.contexts: list[trace.SpanContext] = []
+
+    async def Embed(
+        self, request: embedder_service_pb2.EmbedRequest, context: grpc.aio.ServicerContext
+    ) -> embedder_service_pb2.EmbedResponse:
+        self.traceparents.append(str(dict(context.invocation_metadata() or ()).get("traceparent", "")))
+        self.contexts.append(tracing.current_span().get_span_context())
+        return embedder_service_pb2.EmbedResponse(model="toy", dimension=1)
+
+
+@pytest.fixture
+async def traced_embedder() -> AsyncIterator[tuple[ReopeningChannel, _Embedder, InMemorySpanExporter]]:
+    """An embedder behind ragline.server's interceptor and a channel to it, tracing into memory (every trace)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_ON), shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.activate(provider)
+    embedder = _Embedder()
+    server = grpc.aio.server(interceptors=[_Interceptor()])
+    embedder_service_pb2_grpc.add_EmbedderServiceServicer_to_server(embedder, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = ReopeningChannel(
+        f"127.0.0.1:{port}", ["ragline.v1.EmbedderService"], ClientCertificates(ClientTlsConfig())
+    )
+    try:
+        yield channel, embedder, exporter
+    finally:
+        tracing.deactivate()
+        await channel.close()
+        await server.stop(None)
+
+
+async def test_an_unsampled_call_carries_its_trace_unsampled_and_makes_no_span(
+    traced_embedder: tuple[ReopeningChannel, _Embedder, InMemorySpanExporter],
+) -> None:
+    channel, embedder, exporter = traced_embedder
+    with tracing.untraced(), tracing.span("stage") as stage:
+        # A stage under an unsampled span is that span (with a parent-based sampler nothing under it records).
+        assert stage is tracing.current_span() and not stage.is_recording()
+        caller = stage.get_span_context()
+        await embedder_service_pb2_grpc.EmbedderServiceStub(channel).Embed(
+            embedder_service_pb2.EmbedRequest(texts=["a"]), timeout=10
+        )
+    (traceparent,) = embedder.traceparents
+    assert traceparent.startswith(f"00-{trace.format_trace_id(caller.trace_id)}-") and traceparent.endswith(
+        "-00"
+    )
+    # The handler ran in the caller's trace, unsampled, under a span id of its own.
+    (server,) = embedder.contexts
+    assert server.trace_id == caller.trace_id and server.span_id != caller.span_id
+    assert not server.trace_flags.sampled
+    assert exporter.get_finished_spans() == ()
+
+
+async def test_a_sampled_call_makes_a_client_span_under_the_caller_and_the_server_span_under_it(
+    traced_embedder: tuple[ReopeningChannel, _Embedder, InMemorySpanExporter],
+) -> None:
+    channel, embedder, exporter = traced_embedder
+    with tracing.span("request") as request:
+        await embedder_service_pb2_grpc.EmbedderServiceStub(channel).Embed(
+            embedder_service_pb2.EmbedRequest(texts=["a"]), timeout=10
+        )
+    for _ in range(100):  # the client span ends once the call's status is read, on the event loop
+        if len(exporter.get_finished_spans()) == 3:
+            break
+        await asyncio.sleep(0.01)
+    spans = {span.kind: span for span in exporter.get_finished_spans()}
+    client, server = spans[SpanKind.CLIENT], spans[SpanKind.SERVER]
+    assert client.name == server.name == "/ragline.v1.EmbedderService/Embed"
+    assert client.parent is not None and client.parent.span_id == request.get_span_context().span_id
+    assert server.parent is not None and server.parent.span_id == client.context.span_id
+    assert server.context.span_id == embedder.contexts[0].span_id
+    trace_id, span_id = (
+        trace.format_trace_id(client.context.trace_id),
+        trace.format_span_id(client.context.span_id),
+    )
+    (traceparent,) = embedder.traceparents
+    assert traceparent.startswith(f"00-{trace_id}-{span_id}-")
+    assert int(traceparent[-2:], 16) & TraceFlags.SAMPLED
+    for span in (client, server):
+        assert span.attributes is not None
+        assert span.attributes["rpc.service"] == "ragline.v1.EmbedderService"
+        assert span.attributes["rpc.grpc.status_code"] == grpc.StatusCode.OK.value[0]
+
+
+def test_lean_tracers_make_no_sdk_span_under_an_unsampled_parent_and_the_sdks_otherwise() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_ON), shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = LeanTracerProvider(provider).get_tracer("asyncpg")
+    unsampled = trace.NonRecordingSpan(trace.SpanContext(1, 2, is_remote=True))
+    with tracer.start_as_current_span("SELECT", trace.set_span_in_context(unsampled)) as statement:
+        # The body runs under the unsampled parent: nothing under it could be sampled.
+        assert statement is unsampled and tracing.current_span() is unsampled
+        child = tracer.start_span("child")
+        assert not child.is_recording() and child.get_span_context().trace_id == 1
+        assert child.get_span_context().span_id != 2
+    # A sampled caller's span, as a call's metadata brings it, does not record here, and still has children.
+    sampled = trace.NonRecordingSpan(trace.SpanContext(3, 4, is_remote=True, trace_flags=TraceFlags(1)))
+    with tracer.start_as_current_span("SELECT", trace.set_span_in_context(sampled)) as statement:
+        assert statement.is_recording()
+    (recorded,) = exporter.get_finished_spans()
+    assert recorded.parent is not None and (recorded.parent.trace_id, recorded.parent.span_id) == (3, 4)
+    # A sampler that may sample under an unsampled parent gets the SDK's tracer as it is.
+    always = TracerProvider(sampler=ALWAYS_ON, shutdown_on_exit=False)
+    with (
+        trace.use_span(unsampled),
+        LeanTracerProvider(always).get_tracer("x").start_as_current_span("s") as span,
+    ):
+        assert span.is_recording()
