@@ -12,8 +12,8 @@ that arrive together are merged, in two lanes:
   the raw model, and queries slower, 39 instead of 23 ms at p50). With `inline_queries` such
   a pass runs on the event loop itself rather than in the model thread: a lone query then
   costs no hand-off to that thread and back (two thread wake-ups, each a wait for a core on a
-  busy machine), and the loop, which has nothing else to do meanwhile, pauses for one short
-  pass only.
+  busy machine), and the loop pauses for one short pass only (calls arriving meanwhile are read
+  after it, and would have waited for the model anyway).
 - **Passages** (ingestion): the worker takes a *round* of the oldest waiting passages (at most
   `ROUND_TEXTS`), sorts it by length, and runs it as forward passes of similar lengths. Before
   each pass it looks at the query lane first, so a query waits behind at most one passage pass,
