@@ -74,11 +74,24 @@ def test_token_counts_include_special_tokens_and_overlong_texts_are_truncated(
 def test_queries_get_a_spinning_session_of_their_own_unless_turned_off(
     backend: EmbeddingBackend, onnx_cache: Path
 ) -> None:
-    def spinning(session: Any) -> str:
-        return str(session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning"))
+    def entry(session: Any, key: str) -> str:
+        try:
+            return str(session.get_session_options().get_session_config_entry(key))
+        except RuntimeError:  # the session was not given this entry
+            return ""
+
+    def spinning(session: Any) -> tuple[str, ...]:
+        keys = (
+            "session.intra_op.allow_spinning",
+            "session.force_spinning_stop",
+            "session.intra_op.spin_duration_us",
+        )
+        return tuple(entry(session, key) for key in keys)
 
     assert isinstance(backend, OnnxBackend)
-    assert (spinning(backend._session), spinning(backend._query_session)) == ("0", "1")
+    assert spinning(backend._session) == ("0", "", "")
+    # Its workers spin briefly between operators only, and stop when the pass returns.
+    assert spinning(backend._query_session) == ("1", "1", str(onnx_backend.SPIN_MICROSECONDS))
     environ = {"EMBEDDER_ONNX_CACHE_DIR": str(onnx_cache), "EMBEDDER_QUERY_SESSION": "false"}
     off = backend_loader(load_config(EmbedderConfig, environ=environ))()
     assert isinstance(off, OnnxBackend)

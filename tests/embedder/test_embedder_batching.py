@@ -148,6 +148,73 @@ async def test_queries_run_on_the_query_encoder_while_no_passage_waits() -> None
     assert passages.batches == [["p1"], ["q2"], ["p2", "p3"]]
 
 
+class ThreadRecordingEncoder(RecordingEncoder):
+    """Also records the thread each batch ran in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[int] = []
+
+    def __call__(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        self.threads.append(threading.get_ident())
+        return super().__call__(texts)
+
+
+async def test_a_lone_query_runs_on_the_event_loop_without_a_hand_off() -> None:
+    """With `inline_queries`, a query with nothing else waiting is embedded in the loop's own thread (no
+    hand-off to the model thread and back); queries while passages wait, and passages, still go to the thread."""
+    passages, queries = ThreadRecordingEncoder(), ThreadRecordingEncoder()
+    loop_thread = threading.get_ident()
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        model_thread = thread.submit(threading.get_ident).result()
+        batcher = MicroBatcher(
+            passages,
+            thread,
+            encode_queries=queries,
+            batch_tokens=100,
+            max_wait_seconds=0.005,
+            max_queue=20,
+            inline_queries=True,
+        )
+        batcher.start()
+        lone = await batcher.embed(["q1"], [1], urgent=True)
+        passages.hold.clear()
+        busy = asyncio.create_task(batcher.embed(["p1"], [1], urgent=False))
+        await asyncio.sleep(0.05)
+        later = asyncio.create_task(batcher.embed(["p2"], [1], urgent=False))
+        query = asyncio.create_task(batcher.embed(["q2"], [1], urgent=True))
+        await asyncio.sleep(0.01)
+        passages.hold.set()
+        await asyncio.gather(busy, later, query)
+        await batcher.stop()
+    assert lone[:, 0].tolist() == [2.0]
+    assert queries.batches == [["q1"]] and queries.threads == [loop_thread]
+    assert passages.batches == [["p1"], ["q2"], ["p2"]]
+    assert passages.threads == [model_thread] * 3
+
+
+async def test_an_inline_query_that_fails_fails_its_call_only() -> None:
+    def broken(texts: Sequence[str]) -> NDArray[np.float32]:
+        raise RuntimeError("the model broke")
+
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        batcher = MicroBatcher(
+            RecordingEncoder(),
+            thread,
+            encode_queries=broken,
+            batch_tokens=100,
+            max_wait_seconds=0.005,
+            max_queue=20,
+            inline_queries=True,
+        )
+        batcher.start()
+        with pytest.raises(RuntimeError, match="the model broke"):
+            await batcher.embed(["q"], [1], urgent=True)
+        passage = await batcher.embed(["p"], [1], urgent=False)
+        await batcher.stop()
+    assert passage[:, 0].tolist() == [1.0]
+
+
 async def test_a_full_queue_refuses_at_once(batcher: tuple[MicroBatcher, RecordingEncoder]) -> None:
     batch, encoder = batcher
     encoder.hold.clear()

@@ -9,7 +9,11 @@ that arrive together are merged, in two lanes:
   passes run on the backend's `encode_queries`, which may spend more CPU to answer sooner
   (onnxruntime: threads that spin); with passages waiting that CPU is theirs, so queries run on
   `encode` (measured under 16 clients: the query encoder made passages 0.64 instead of 0.79 of
-  the raw model, and queries slower, 39 instead of 23 ms at p50).
+  the raw model, and queries slower, 39 instead of 23 ms at p50). With `inline_queries` such
+  a pass runs on the event loop itself rather than in the model thread: a lone query then
+  costs no hand-off to that thread and back (two thread wake-ups, each a wait for a core on a
+  busy machine), and the loop pauses for one short pass only (calls arriving meanwhile are read
+  after it, and would have waited for the model anyway).
 - **Passages** (ingestion): the worker takes a *round* of the oldest waiting passages (at most
   `ROUND_TEXTS`), sorts it by length, and runs it as forward passes of similar lengths. Before
   each pass it looks at the query lane first, so a query waits behind at most one passage pass,
@@ -113,6 +117,7 @@ class MicroBatcher:
         max_queue: int,
         batch_size: int = 32,
         round_texts: int = ROUND_TEXTS,
+        inline_queries: bool = False,
     ) -> None:
         self._encode = encode
         self._encode_queries = encode_queries or encode
@@ -122,6 +127,8 @@ class MicroBatcher:
         self._round_texts = round_texts
         self._max_wait = max_wait_seconds
         self._max_queue = max_queue
+        # For a model a thread may call directly and whose query pass is short and CPU-bound (not an API).
+        self._inline_queries = inline_queries
         self._queries: deque[_Item] = deque()
         self._passages: deque[_Item] = deque()
         # The passes of the round in progress not yet given to the model, shortest first.
@@ -190,7 +197,8 @@ class MicroBatcher:
                 # Only with no passage waiting: the query encoder may spend CPU that passes then lack.
                 quick = queries and not self._passages and not self._round
                 if batch:
-                    await self._run_batch(batch, self._encode_queries if quick else self._encode)
+                    encode = self._encode_queries if quick else self._encode
+                    await self._run_batch(batch, encode, inline=quick and self._inline_queries)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -261,8 +269,10 @@ class MicroBatcher:
         queue.extend(live)
 
     async def _run_batch(
-        self, batch: list[_Item], encode: Callable[[Sequence[str]], NDArray[np.float32]]
+        self, batch: list[_Item], encode: Callable[[Sequence[str]], NDArray[np.float32]], *, inline: bool
     ) -> None:
+        """Embeds `batch` with `encode` in the model thread or, `inline`, on the event loop, and hands
+        each caller its rows."""
         started = time.perf_counter()
         for item in batch:
             QUEUE_WAIT.observe(started - item.queued_at)
@@ -276,9 +286,11 @@ class MicroBatcher:
         links = [Link(caller.get_span_context()) for caller in callers[1:]] if tracing.enabled() else []
         try:
             with tracing.span("embedder.batch", attributes, links=links, parent=callers[0]):
-                vectors = await loop.run_in_executor(
-                    self._executor, self._timed_encode, encode, [item.text for item in batch]
-                )
+                texts = [item.text for item in batch]
+                if inline:
+                    vectors = self._timed_encode(encode, texts)
+                else:
+                    vectors = await loop.run_in_executor(self._executor, self._timed_encode, encode, texts)
         except asyncio.CancelledError:
             # stop() while the model runs this pass: its callers are told, like those still queued.
             for item in batch:
@@ -303,7 +315,7 @@ class MicroBatcher:
     def _timed_encode(
         encode: Callable[[Sequence[str]], NDArray[np.float32]], texts: list[str]
     ) -> NDArray[np.float32]:
-        """Runs in the model thread, so that time queued for the thread is not counted as model time."""
+        """Runs where the model runs, so that time queued for the model thread is not counted as model time."""
         started = time.perf_counter()
         vectors = encode(texts)
         MODEL_SECONDS.observe(time.perf_counter() - started)

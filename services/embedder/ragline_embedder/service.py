@@ -4,9 +4,11 @@ The model is blocking and CPU-bound, so it runs in one worker thread of its own 
 loop stays free to answer health checks and accept other calls meanwhile. One thread, not a
 pool: concurrent forward passes would only fight over the same cores; instead the texts of
 concurrent calls are merged into batches (`batching.py`) and the thread runs them one at a
-time. The runtime's thread count, set when the model loads, applies to that thread. A local
-cross-encoder shares the thread for the same reason; an HTTP reranker only waits on the
-network, so it runs in the default executor.
+time. The runtime's thread count, set when the model loads, applies to that thread. One
+exception: on onnxruntime a pass of queries with nothing else waiting runs on the event loop
+itself (`MicroBatcher`'s `inline_queries`), as handing a lone query to the thread and back
+cost more than the loop's short pause. A local cross-encoder shares the thread for the same
+reason; an HTTP reranker only waits on the network, so it runs in the default executor.
 """
 
 from __future__ import annotations
@@ -95,6 +97,8 @@ class EmbedderServicer(pb_grpc.EmbedderServiceServicer):
             batch_size=config.batch_size if backend.backend == "local" else config.openai_max_inputs,
             max_wait_seconds=config.batch_wait_ms / 1000,
             max_queue=config.max_queue,
+            # An onnxruntime session may be run from any thread, and a query's pass takes milliseconds.
+            inline_queries=backend.runtime == "onnxruntime",
         )
         self._batcher.start()
         self._backend = backend
