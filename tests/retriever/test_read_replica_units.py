@@ -91,7 +91,7 @@ async def test_a_replica_connection_left_mid_protocol_takes_the_replica_out_and_
         tenant="t", collection="docs", query_text="flow", mode=common_pb2.SEARCH_MODE_KEYWORD
     )
     request.collection_create_time.GetCurrentTime()
-    searcher._located["t", "docs"] = _Located(1, 8)
+    searcher._located["t", "docs"] = _Located(1, 8, "model-a")
     search = _Search(request, validate_search(request, config), None, Params(KEYWORD_FILTER_PARAMS))
 
     rows = await searcher._on_replica(replicas, search)  # type: ignore[arg-type]
