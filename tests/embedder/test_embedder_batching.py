@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -191,6 +192,40 @@ async def test_a_lone_query_runs_on_the_event_loop_without_a_hand_off() -> None:
     assert queries.batches == [["q1"]] and queries.threads == [loop_thread]
     assert passages.batches == [["p1"], ["q2"], ["p2"]]
     assert passages.threads == [model_thread] * 3
+
+
+class SlowThreadRecordingEncoder(ThreadRecordingEncoder):
+    """Takes 20 ms a pass, so that "right after a pass" and "idle longer than a pass" are far apart."""
+
+    def __call__(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        time.sleep(0.02)
+        return super().__call__(texts)
+
+
+async def test_a_query_right_after_a_pass_goes_to_the_thread_so_that_arrivals_can_merge() -> None:
+    """Inline, the loop cannot read calls during the pass, so back-to-back queries would each run alone;
+    a query arriving sooner after the last pass than that pass took runs in the model thread."""
+    queries = SlowThreadRecordingEncoder()
+    loop_thread = threading.get_ident()
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        model_thread = thread.submit(threading.get_ident).result()
+        batcher = MicroBatcher(
+            RecordingEncoder(),
+            thread,
+            encode_queries=queries,
+            batch_tokens=100,
+            max_wait_seconds=0.005,
+            max_queue=20,
+            inline_queries=True,
+        )
+        batcher.start()
+        await batcher.embed(["q1"], [1], urgent=True)
+        await batcher.embed(["q2"], [1], urgent=True)
+        await asyncio.sleep(0.1)
+        await batcher.embed(["q3"], [1], urgent=True)
+        await batcher.stop()
+    assert queries.batches == [["q1"], ["q2"], ["q3"]]
+    assert queries.threads == [loop_thread, model_thread, loop_thread]
 
 
 async def test_an_inline_query_that_fails_fails_its_call_only() -> None:

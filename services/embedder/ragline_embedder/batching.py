@@ -12,8 +12,11 @@ that arrive together are merged, in two lanes:
   the raw model, and queries slower, 39 instead of 23 ms at p50). With `inline_queries` such
   a pass runs on the event loop itself rather than in the model thread: a lone query then
   costs no hand-off to that thread and back (two thread wake-ups, each a wait for a core on a
-  busy machine), and the loop pauses for one short pass only (calls arriving meanwhile are read
-  after it, and would have waited for the model anyway).
+  busy machine), and the loop pauses for one short pass only. Only a *lone* query runs inline:
+  one arriving after the model sat idle at least as long as its last pass took. Back-to-back
+  queries go to the thread, because the loop must stay free to read the calls arriving during
+  a pass so that they share the next one (inline, each would be read and run alone: 24
+  concurrent calls took 24 passes).
 - **Passages** (ingestion): the worker takes a *round* of the oldest waiting passages (at most
   `ROUND_TEXTS`), sorts it by length, and runs it as forward passes of similar lengths. Before
   each pass it looks at the query lane first, so a query waits behind at most one passage pass,
@@ -135,6 +138,10 @@ class MicroBatcher:
         self._round: deque[list[_Item]] = deque()
         self._queued = 0
         self._arrived = asyncio.Event()
+        # When the last forward pass ended and how long it took: a query is lone (may run inline)
+        # only if the model has been idle at least that long since.
+        self._last_pass_end = 0.0
+        self._last_pass_seconds = 0.0
         self._worker: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -198,13 +205,18 @@ class MicroBatcher:
                 quick = queries and not self._passages and not self._round
                 if batch:
                     encode = self._encode_queries if quick else self._encode
-                    await self._run_batch(batch, encode, inline=quick and self._inline_queries)
+                    await self._run_batch(batch, encode, inline=quick and self._lone())
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             # A bug here would leave every caller waiting forever; fail them and refuse new calls instead.
             log.exception("the embedder's batcher stopped")
             self._fail_queued(Unavailable(f"the embedder's batcher failed ({exc}); retry on another replica"))
+
+    def _lone(self) -> bool:
+        """Whether a query pass may run on the loop: inline queries are on and the traffic is sparse."""
+        idle = time.perf_counter() - self._last_pass_end
+        return self._inline_queries and idle >= self._last_pass_seconds
 
     async def _wait_for_company(self) -> None:
         """With only new passages waiting and the model idle, waits up to the batch wait for more (a query ends it)."""
@@ -287,10 +299,16 @@ class MicroBatcher:
         try:
             with tracing.span("embedder.batch", attributes, links=links, parent=callers[0]):
                 texts = [item.text for item in batch]
-                if inline:
-                    vectors = self._timed_encode(encode, texts)
-                else:
-                    vectors = await loop.run_in_executor(self._executor, self._timed_encode, encode, texts)
+                try:
+                    if inline:
+                        vectors = self._timed_encode(encode, texts)
+                    else:
+                        vectors = await loop.run_in_executor(
+                            self._executor, self._timed_encode, encode, texts
+                        )
+                finally:
+                    self._last_pass_end = time.perf_counter()
+                    self._last_pass_seconds = self._last_pass_end - started
         except asyncio.CancelledError:
             # stop() while the model runs this pass: its callers are told, like those still queued.
             for item in batch:
