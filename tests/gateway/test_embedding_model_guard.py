@@ -47,16 +47,22 @@ async def test_keyword_search_needs_no_vector_and_still_works(setup: Setup) -> N
     assert len(reply.hits) == 1
 
 
-async def test_a_search_looked_up_just_before_a_migration_switched_runs_again_on_the_new_model(
-    setup: Setup,  # noqa: F811
-) -> None:
+async def switch_to_model_b_behind_a_stale_lookup(setup: Setup) -> int:  # noqa: F811
+    """Switches the collection to model-b as a migration does, while the next lookup still returns it as it
+    was (on model-a); returns how many searches the retriever had seen before."""
     await setup.search("warm up")
     old = common_pb2.Collection()
     old.CopyFrom(setup.retriever.collection)
     setup.retriever.collection.embedding_model = "model-b"
     setup.retriever.collection.create_time.FromSeconds(1_900_000_000)  # the migration's target
-    setup.retriever.stale = [old]  # the search's lookup still finds the collection as it was
-    searches = len(setup.retriever.searches)
+    setup.retriever.stale = [old]
+    return len(setup.retriever.searches)
+
+
+async def test_a_search_looked_up_just_before_a_migration_switched_runs_again_on_the_new_model(
+    setup: Setup,  # noqa: F811
+) -> None:
+    searches = await switch_to_model_b_behind_a_stale_lookup(setup)
 
     reply, _ = await setup.search("where is it?", gw.CACHE_POLICY_BYPASS, common_pb2.SEARCH_MODE_VECTOR)
 
@@ -68,13 +74,7 @@ async def test_a_search_looked_up_just_before_a_migration_switched_runs_again_on
 async def test_an_ask_looked_up_just_before_a_migration_switched_is_answered_from_the_new_model(
     setup: Setup,  # noqa: F811
 ) -> None:
-    await setup.search("warm up")
-    old = common_pb2.Collection()
-    old.CopyFrom(setup.retriever.collection)
-    setup.retriever.collection.embedding_model = "model-b"
-    setup.retriever.collection.create_time.FromSeconds(1_900_000_000)
-    setup.retriever.stale = [old]
-    searches = len(setup.retriever.searches)
+    searches = await switch_to_model_b_behind_a_stale_lookup(setup)
 
     answer = await setup.ask("where is it?")
 
