@@ -4,12 +4,15 @@ An embedder serves one model (its GetModelInfo says which), and a collection's v
 one model, so every text of a collection is embedded by an embedder of that collection's model:
 EMBEDDER_ADDR's for new collections, or one of MORE_EMBEDDER_ADDRS' for collections created
 with or migrated to another model. The gateway learns which model each serves from GetModelInfo,
-asked again whenever a model is not found (an embedder may have started or changed since).
+asked again when a model is not found (an embedder may have started or changed since), at most
+once every `_REFRESH_SECONDS`: otherwise every Search of a collection whose model no embedder
+serves would ask every embedder again before failing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 
 import grpc
@@ -18,6 +21,8 @@ from ragline.errors import FailedPrecondition
 from ragline.v1 import embedder_service_pb2, embedder_service_pb2_grpc
 
 _INFO_TIMEOUT_SECONDS = 2.0
+# An embedder started for a model is found within this long by the calls that need it.
+_REFRESH_SECONDS = 1.0
 
 
 class Embedders:
@@ -32,9 +37,12 @@ class Embedders:
         self._all = [default, *more]
         self._by_model: dict[str, tuple[embedder_service_pb2_grpc.EmbedderServiceStub, int]] = {}
         self._refreshing: asyncio.Lock | None = None
+        # When the last refresh started (monotonic); -inf lets the next lookup refresh at once.
+        self._refreshed_at = float("-inf")
 
     async def refresh(self) -> None:
         """Asks every embedder which model it serves; one that does not answer is left out until it does."""
+        self._refreshed_at = time.monotonic()
         replies = await asyncio.gather(
             *(
                 stub.GetModelInfo(embedder_service_pb2.GetModelInfoRequest(), timeout=_INFO_TIMEOUT_SECONDS)
@@ -56,7 +64,7 @@ class Embedders:
             if self._refreshing is None:
                 self._refreshing = asyncio.Lock()
             async with self._refreshing:
-                if model not in self._by_model:
+                if model not in self._by_model and time.monotonic() - self._refreshed_at >= _REFRESH_SECONDS:
                     await self.refresh()
         found = self._by_model.get(model)
         if found is None:
@@ -78,6 +86,7 @@ class Embedders:
         asks every embedder again."""
         if reply.model != model:
             self._by_model = {}
+            self._refreshed_at = float("-inf")
             raise FailedPrecondition(
                 f"the embedder found for {model} now serves {reply.model}, whose vectors cannot be compared "
                 f"with {model}'s; try again (the gateway looks for an embedder of {model} anew)",
