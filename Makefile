@@ -16,7 +16,7 @@ export CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=O
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help setup run test test-unit fuzz lint protos lock bench bench-scale eval tune eval-followups eval-answers eval-models clean
+.PHONY: help setup run test test-unit fuzz lint protos lock bench bench-scale bench-haystack eval tune eval-followups eval-answers eval-models clean
 
 help:
 	@echo "make run    start PostgreSQL, Redis and the four services, and wait until all are healthy"
@@ -27,6 +27,7 @@ help:
 	@echo "make fuzz   fuzz every RPC against the running services, with thousands of examples"
 	@echo "make bench  run every benchmark (benchmarks/bench_*.py): prints tables, writes bench-results/*.json"
 	@echo "make bench-scale  vector, keyword and hybrid search at 1,000,000 chunks (CHUNKS=100000 for less)"
+	@echo "make bench-haystack  cold Search beside a Haystack hybrid pipeline on Cranfield (makes .venv-haystack)"
 	@echo "make eval   retrieval quality on every collection of ../shared/data through the real services"
 	@echo "make tune   a grid over BM25, fusion, candidates, chunk size and grouping, by the mean nDCG@10"
 	@echo "make eval-followups  follow-up questions in conversations on ../shared/data/squad-dev"
@@ -77,6 +78,17 @@ bench: $(STAMP)
 bench-scale: $(STAMP)
 	$(PY) -m benchmarks.bench_scale --chunks $(or $(CHUNKS),1000000)
 
+# Haystack lives in its own environment: it is no dependency of Ragline's and must not move its pins.
+HAYSTACK_VENV := .venv-haystack
+$(HAYSTACK_VENV)/.installed:
+	test -x $(HAYSTACK_VENV)/bin/python || $(PYTHON) -m venv $(HAYSTACK_VENV)
+	$(HAYSTACK_VENV)/bin/pip install --quiet haystack-ai==3.4.1 sentence-transformers-haystack==2.0.0 \
+		sentence-transformers==6.2.0 torch==2.13.0+cpu
+	touch $@
+
+bench-haystack: $(STAMP) $(HAYSTACK_VENV)/.installed
+	$(PY) -m benchmarks.compare_haystack
+
 eval: $(STAMP)
 	$(PY) -m benchmarks.eval_retrieval
 
@@ -105,4 +117,4 @@ lock: $(STAMP)
 	mv requirements.lock.new requirements.lock
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(HAYSTACK_VENV) .pytest_cache .mypy_cache .ruff_cache
