@@ -3,8 +3,8 @@
 Three stacks of the four services (each with its embedded PostgreSQL and Valkey, the same
 documents): one untraced (no OTEL_* variable: nothing installed), two exporting every span to a
 real OTLP/gRPC receiver (`benchmarks.otlp_receiver`), head sampling at 100% and at 10%
-(`parentbased_traceidratio`). One client alternates rounds between the stacks, so that drift of
-the machine hits all three alike, and reports p50/p99 of Search and Ask with the cache bypassed
+(`parentbased_traceidratio`). One client calls the stacks in turn, call by call, so that drift of
+the machine's load hits all three alike, and reports p50/p99 of Search and Ask with the cache bypassed
 (every call runs embed, retrieve and, for Ask, generate), and each traced stack's p50 cost over the
 untraced one. Only one stack is busy at a time.
 
@@ -68,7 +68,7 @@ CONFIGURATIONS: dict[str, dict[str, str]] = {
 
 
 class _Cpu:
-    """CPU seconds spent by a stack's service processes and by this thread, to take before and after a batch."""
+    """CPU seconds spent by a stack's service processes, to take before and after a batch."""
 
     def __init__(self, stack: Stack) -> None:
         self._processes = {
@@ -76,10 +76,8 @@ class _Cpu:
         }
 
     def now(self) -> dict[str, float]:
-        """CPU seconds so far of each service (by name) and of the client thread ("client")."""
-        seconds = {name: sum(process.cpu_times()[:2]) for name, process in self._processes.items()}
-        seconds["client"] = time.thread_time()
-        return seconds
+        """CPU seconds so far of each service, by name."""
+        return {name: sum(process.cpu_times()[:2]) for name, process in self._processes.items()}
 
 
 async def _timed(calls: int, make: Callable[[int], Awaitable[Any]]) -> list[float]:
@@ -99,6 +97,8 @@ async def _bench(stacks: dict[str, Stack]) -> list[dict[str, Any]]:
     samples: dict[tuple[str, str], list[float]] = {(n, c): [] for n in stacks for c in ("search", "ask")}
     # CPU seconds spent by each stack's processes (and the client) on each kind of call.
     cpu: dict[tuple[str, str], dict[str, float]] = {key: {} for key in samples}
+    # The client thread's CPU seconds for each stack's calls (it serves all three in turn).
+    client_cpu = dict.fromkeys(samples, 0.0)
     meters = {name: _Cpu(stack) for name, stack in stacks.items()}
     try:
         for client in clients.values():
@@ -113,22 +113,26 @@ async def _bench(stacks: dict[str, Stack]) -> list[dict[str, Any]]:
         for client in clients.values():  # warm-up: connections, model caches, prepared statements
             await _timed(10, partial(search, client))
             await _timed(1, partial(ask, client))
-        for round_number in range(ROUNDS):
-            order = list(stacks)
-            order = order[round_number % len(order) :] + order[: round_number % len(order)]
-            for name in order:
-                client = clients[name]
-                for call, calls, make in (
-                    ("search", SEARCHES_PER_ROUND, search),
-                    ("ask", ASKS_PER_ROUND, ask),
-                ):
-                    before = meters[name].now()
-                    samples[name, call] += await _timed(calls, partial(make, client))
-                    after = meters[name].now()
+        names = list(stacks)
+        for _ in range(ROUNDS):
+            for call, calls, make in (("search", SEARCHES_PER_ROUND, search), ("ask", ASKS_PER_ROUND, ask)):
+                before = {name: meter.now() for name, meter in meters.items()}
+                for i in range(calls):
+                    # Call by call, each stack in turn, the first rotating: a drift of the machine's
+                    # load hits all three alike, however short it is.
+                    for name in names[i % len(names) :] + names[: i % len(names)]:
+                        started, thread_started = time.perf_counter(), time.thread_time()
+                        await make(clients[name], i)
+                        samples[name, call].append(time.perf_counter() - started)
+                        client_cpu[name, call] += time.thread_time() - thread_started
+                for name, meter in meters.items():
+                    after = meter.now()
                     for process, seconds in after.items():
                         cpu[name, call][process] = (
-                            cpu[name, call].get(process, 0.0) + seconds - before[process]
+                            cpu[name, call].get(process, 0.0) + seconds - before[name][process]
                         )
+        for key, seconds in client_cpu.items():
+            cpu[key]["client"] = seconds
     finally:
         for client in clients.values():
             await client.close()
