@@ -39,7 +39,7 @@ from ragline.v1 import gateway_service_pb2
 
 ROUNDS = int(os.environ.get("BENCH_TRACING_ROUNDS", "4"))
 SEARCHES_PER_ROUND = 60
-ASKS_PER_ROUND = 4
+ASKS_PER_ROUND = 20
 STATE = RESULTS_DIR / "state-tracing"
 BYPASS = gateway_service_pb2.CACHE_POLICY_BYPASS
 QUESTIONS = [

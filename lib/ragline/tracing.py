@@ -13,7 +13,9 @@ interceptors cost a call (client and server) ~370 us of CPU at 10% sampling agai
 trace context into a call's metadata through the configured propagators, under a client span that
 is recorded only when sampled, and `server_span` (used by ragline.server's interceptor) makes the
 server span under the caller's context. Every tracer comes from a `LeanTracerProvider`
-(ragline.lean_tracer), which makes no SDK span under an unsampled parent.
+(ragline.lean_tracer), which makes no SDK span under an unsampled parent, and an unsampled server
+span turns the asyncpg and redis instrumentations off for its request (Search p50 at 10% sampling
++4.8% and +9.9% before, +2.9% and +2.2% after; README, Tracing).
 
 The rest is what the services need from the current trace: spans of their own stages, the
 request id of an error (the trace id), an exemplar for a latency histogram, and the W3C
@@ -37,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from opentelemetry import context as context_api
 from opentelemetry import propagate, trace
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.trace import (
     Link,
     NonRecordingSpan,
@@ -69,6 +72,8 @@ class _State:
     enabled: bool = False
     capture_text: bool = False
     tracer: trace.Tracer = TRACER
+    # Whether the sampler follows the parent's decision, so that nothing under an unsampled span records.
+    parent_based: bool = False
 
 
 _state = _State()
@@ -147,6 +152,7 @@ def activate(provider: TracerProvider) -> LeanTracerProvider:
 
     lean = LeanTracerProvider(provider)
     _state.tracer = lean.get_tracer("ragline")
+    _state.parent_based = lean.parent_based
     _state.enabled = True
     return lean
 
@@ -154,6 +160,7 @@ def activate(provider: TracerProvider) -> LeanTracerProvider:
 def deactivate() -> None:
     """Undoes `activate`: no more spans and no trace context in calls (the global provider stays as it is)."""
     _state.enabled = False
+    _state.parent_based = False
     _state.tracer = TRACER
 
 
@@ -272,7 +279,12 @@ class _ServerSpan:
         if span.is_recording():
             span.set_attributes(_peer_attributes(self._call.peer()))
         self._span = span
-        self._token = context_api.attach(trace.set_span_in_context(span, parent))
+        context = trace.set_span_in_context(span, parent)
+        if _state.parent_based and not span.get_span_context().trace_flags.sampled:
+            # Nothing under this span can be sampled, so the asyncpg and redis instrumentations, which check
+            # this key first, step aside: their wrappers cost each statement ~45 us before asking the tracer.
+            context = context_api.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True, context)
+        self._token = context_api.attach(context)
         return span
 
     def __exit__(

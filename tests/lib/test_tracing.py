@@ -17,6 +17,7 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from opentelemetry import trace
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -201,20 +202,27 @@ class _Embedder(embedder_service_pb2_grpc.EmbedderServiceServicer):
     def __init__(self) -> None:
         self.traceparents: list[str] = []
         self.contexts: list[trace.SpanContext] = []
+        # Whether the asyncpg and redis instrumentations would trace the handler's statements.
+        self.instrumented: list[bool] = []
 
     async def Embed(
         self, request: embedder_service_pb2.EmbedRequest, context: grpc.aio.ServicerContext
     ) -> embedder_service_pb2.EmbedResponse:
         self.traceparents.append(str(dict(context.invocation_metadata() or ()).get("traceparent", "")))
         self.contexts.append(tracing.current_span().get_span_context())
+        self.instrumented.append(is_instrumentation_enabled())
         return embedder_service_pb2.EmbedResponse(model="toy", dimension=1)
 
 
 @pytest.fixture
-async def traced_embedder() -> AsyncIterator[tuple[ReopeningChannel, _Embedder, InMemorySpanExporter]]:
-    """An embedder behind ragline.server's interceptor and a channel to it, tracing into memory (every trace)."""
+async def traced_embedder(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[tuple[ReopeningChannel, _Embedder, InMemorySpanExporter]]:
+    """An embedder behind ragline.server's interceptor and a channel to it, tracing into memory (every
+    trace; parametrised indirectly, the sampler)."""
     exporter = InMemorySpanExporter()
-    provider = TracerProvider(sampler=ParentBased(ALWAYS_ON), shutdown_on_exit=False)
+    sampler = getattr(request, "param", ParentBased(ALWAYS_ON))
+    provider = TracerProvider(sampler=sampler, shutdown_on_exit=False)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracing.activate(provider)
     embedder = _Embedder()
@@ -253,6 +261,8 @@ async def test_an_unsampled_call_carries_its_trace_unsampled_and_makes_no_span(
     assert server.trace_id == caller.trace_id and server.span_id != caller.span_id
     assert not server.trace_flags.sampled
     assert exporter.get_finished_spans() == ()
+    # Nothing under it could be sampled: the library instrumentations skip their work.
+    assert embedder.instrumented == [False]
 
 
 async def test_a_sampled_call_makes_a_client_span_under_the_caller_and_the_server_span_under_it(
@@ -273,6 +283,7 @@ async def test_a_sampled_call_makes_a_client_span_under_the_caller_and_the_serve
     assert client.parent is not None and client.parent.span_id == request.get_span_context().span_id
     assert server.parent is not None and server.parent.span_id == client.context.span_id
     assert server.context.span_id == embedder.contexts[0].span_id
+    assert embedder.instrumented == [True]
     trace_id, span_id = (
         trace.format_trace_id(client.context.trace_id),
         trace.format_span_id(client.context.span_id),
@@ -284,6 +295,19 @@ async def test_a_sampled_call_makes_a_client_span_under_the_caller_and_the_serve
         assert span.attributes is not None
         assert span.attributes["rpc.service"] == "ragline.v1.EmbedderService"
         assert span.attributes["rpc.grpc.status_code"] == grpc.StatusCode.OK.value[0]
+
+
+@pytest.mark.parametrize("traced_embedder", [ALWAYS_ON], indirect=True)
+async def test_under_a_sampler_that_ignores_the_parent_an_unsampled_callers_handler_stays_instrumented(
+    traced_embedder: tuple[ReopeningChannel, _Embedder, InMemorySpanExporter],
+) -> None:
+    channel, embedder, _ = traced_embedder
+    with tracing.untraced():
+        await embedder_service_pb2_grpc.EmbedderServiceStub(channel).Embed(
+            embedder_service_pb2.EmbedRequest(texts=["a"]), timeout=10
+        )
+    # ALWAYS_ON samples the handler's span whatever the caller decided, and what runs under it.
+    assert embedder.contexts[0].trace_flags.sampled and embedder.instrumented == [True]
 
 
 def test_lean_tracers_make_no_sdk_span_under_an_unsampled_parent_and_the_sdks_otherwise() -> None:
