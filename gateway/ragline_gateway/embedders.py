@@ -4,9 +4,10 @@ An embedder serves one model (its GetModelInfo says which), and a collection's v
 one model, so every text of a collection is embedded by an embedder of that collection's model:
 EMBEDDER_ADDR's for new collections, or one of MORE_EMBEDDER_ADDRS' for collections created
 with or migrated to another model. The gateway learns which model each serves from GetModelInfo,
-asked again when a model is not found (an embedder may have started or changed since), at most
-once every `_REFRESH_SECONDS`: otherwise every Search of a collection whose model no embedder
-serves would ask every embedder again before failing.
+asked again when a model is not found (an embedder may have started or changed since). A model
+that a refresh did not find is asked for again at most once every `_REFRESH_SECONDS`: otherwise every
+Search of a collection whose model no embedder serves would ask every embedder again before failing.
+A model not looked for before is asked for at once.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from ragline.errors import FailedPrecondition
 from ragline.v1 import embedder_service_pb2, embedder_service_pb2_grpc
 
 _INFO_TIMEOUT_SECONDS = 2.0
-# An embedder started for a model is found within this long by the calls that need it.
+# An embedder started for a model that was missing is found within this long by the calls that need it.
 _REFRESH_SECONDS = 1.0
+# Missing models remembered; past this many the memory starts again (model names come from collections).
+_MAX_MISSING = 1000
 
 
 class Embedders:
@@ -37,12 +40,13 @@ class Embedders:
         self._all = [default, *more]
         self._by_model: dict[str, tuple[embedder_service_pb2_grpc.EmbedderServiceStub, int]] = {}
         self._refreshing: asyncio.Lock | None = None
-        # When the last refresh started (monotonic); -inf lets the next lookup refresh at once.
-        self._refreshed_at = float("-inf")
+        # By model: when a refresh that started then (monotonic) did not find it.
+        self._missing: dict[str, float] = {}
 
-    async def refresh(self) -> None:
-        """Asks every embedder which model it serves; one that does not answer is left out until it does."""
-        self._refreshed_at = time.monotonic()
+    async def refresh(self) -> float:
+        """Asks every embedder which model it serves; one that does not answer is left out until it does.
+        Returns when it started (monotonic)."""
+        started = time.monotonic()
         replies = await asyncio.gather(
             *(
                 stub.GetModelInfo(embedder_service_pb2.GetModelInfoRequest(), timeout=_INFO_TIMEOUT_SECONDS)
@@ -58,14 +62,20 @@ class Embedders:
             elif not isinstance(reply, grpc.aio.AioRpcError):
                 raise reply
         self._by_model = found
+        return started
 
     async def _find(self, model: str) -> tuple[embedder_service_pb2_grpc.EmbedderServiceStub, int]:
         if model not in self._by_model:
             if self._refreshing is None:
                 self._refreshing = asyncio.Lock()
             async with self._refreshing:
-                if model not in self._by_model and time.monotonic() - self._refreshed_at >= _REFRESH_SECONDS:
-                    await self.refresh()
+                missed = self._missing.get(model, float("-inf"))
+                if model not in self._by_model and time.monotonic() - missed >= _REFRESH_SECONDS:
+                    started = await self.refresh()
+                    if model not in self._by_model:
+                        if len(self._missing) >= _MAX_MISSING:
+                            self._missing.clear()
+                        self._missing[model] = started
         found = self._by_model.get(model)
         if found is None:
             served = ", ".join(sorted(self._by_model)) or "none answering now"
@@ -86,7 +96,7 @@ class Embedders:
         asks every embedder again."""
         if reply.model != model:
             self._by_model = {}
-            self._refreshed_at = float("-inf")
+            self._missing.clear()
             raise FailedPrecondition(
                 f"the embedder found for {model} now serves {reply.model}, whose vectors cannot be compared "
                 f"with {model}'s; try again (the gateway looks for an embedder of {model} anew)",

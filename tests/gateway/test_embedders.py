@@ -36,12 +36,23 @@ async def test_a_model_no_embedder_serves_asks_the_embedders_at_most_once_a_refr
     for _ in range(5):
         with pytest.raises(FailedPrecondition, match="no embedder of this gateway serves model-c"):
             await found.for_model("model-c")
-    assert (default.asked, other.asked) == (1, 1)  # within the interval: refused from what is known
+
+    assert (default.asked, other.asked) == (2, 2)  # the first miss asked; the next four did not
 
     other.model = "model-c"  # an embedder of model-c took the other's place
     monkeypatch.setattr(embedders, "_REFRESH_SECONDS", 0.0)
     assert await found.for_model("model-c") is other
-    assert (default.asked, other.asked) == (2, 2)
+    assert (default.asked, other.asked) == (3, 3)
+
+
+async def test_a_model_not_looked_for_before_is_asked_for_at_once() -> None:
+    # A collection moved to another model right after the gateway asked: its first Search finds the new embedder.
+    default = CountingEmbedder("model-a")
+    found = Embedders(default, [])  # type: ignore[arg-type]
+    assert await found.for_model("model-a") is default
+    default.model = "model-c"
+    assert await found.for_model("model-c") is default
+    assert default.asked == 2
 
 
 async def test_an_embedder_that_changed_model_is_looked_for_again_at_once() -> None:
