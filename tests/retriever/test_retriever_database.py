@@ -362,3 +362,39 @@ async def test_a_small_collection_is_searched_through_its_hnsw_index(database_ur
         await admin.execute("DROP DATABASE small_collection_plan")
     finally:
         await admin.close()
+
+
+async def test_a_role_that_does_not_own_pgvector_still_migrates_and_keeps_its_costs(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The documented managed-server setup: a superuser creates the extension, the database's owner
+    # migrates. Migration 0011 cannot alter the extension's functions then; it must not stop the start.
+    admin = await asyncpg.connect(database_url)
+    try:
+        await admin.execute("DROP DATABASE IF EXISTS migrations_not_owner")
+        await admin.execute("DROP ROLE IF EXISTS ragline_owner")
+        await admin.execute("CREATE ROLE ragline_owner LOGIN")
+        await admin.execute("CREATE DATABASE migrations_not_owner OWNER ragline_owner")
+        url = database_url.replace("/postgres?", "/migrations_not_owner?")
+        superuser = await asyncpg.connect(url)
+        try:
+            await superuser.execute("CREATE EXTENSION vector")
+        finally:
+            await superuser.close()
+        owner = await asyncpg.connect(url, user="ragline_owner")
+        try:
+            assert 11 in await migrate(owner)
+            costs = await owner.fetch(
+                "SELECT procost FROM pg_proc WHERE oid IN"
+                " ('vector_to_halfvec(vector, integer, boolean)'::regprocedure,"
+                " 'cosine_distance(halfvec, halfvec)'::regprocedure)"
+            )
+            assert [row["procost"] for row in costs] == [1.0, 1.0]
+            # The retriever's log says what was skipped and what the extension's owner can run.
+            assert "could not set the cost of pgvector's distance functions" in caplog.text
+        finally:
+            await owner.close()
+        await admin.execute("DROP DATABASE migrations_not_owner")
+        await admin.execute("DROP ROLE ragline_owner")
+    finally:
+        await admin.close()

@@ -11,8 +11,10 @@ import logging
 import re
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,23 @@ def migrations() -> list[Migration]:
 async def migrate(conn: asyncpg.Connection) -> list[int]:
     """Applies the pending migrations on `conn`; returns the versions it applied (empty if none)."""
     applied_now: list[int] = []
+    # A migration's WARNING (say, a step a role without the rights had to skip) goes to the log.
+    conn.add_log_listener(_log_notice)
+    try:
+        await _apply(conn, applied_now)
+    finally:
+        conn.remove_log_listener(_log_notice)
+    return applied_now
+
+
+def _log_notice(
+    conn: asyncpg.Connection[Any] | PoolConnectionProxy[Any], message: asyncpg.PostgresLogMessage
+) -> None:
+    if message.severity in ("WARNING", "ERROR"):
+        log.warning("migration: %s", message.message)
+
+
+async def _apply(conn: asyncpg.Connection, applied_now: list[int]) -> None:
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_ID)
         await conn.execute(
@@ -61,4 +80,3 @@ async def migrate(conn: asyncpg.Connection) -> list[int]:
                 "INSERT INTO ragline_schema_migrations (version) VALUES ($1)", migration.version
             )
             applied_now.append(migration.version)
-    return applied_now
