@@ -15,7 +15,9 @@
 --
 -- These functions belong to the vector extension. A role that does not own them (a managed server
 -- where a superuser created the extension) cannot alter them: the migration then leaves them as
--- they are and says so, and searches stay correct but small collections stay slower.
+-- they are and says so, and searches stay correct but small collections stay slower. pg_dump does
+-- not dump an extension's functions, so a database restored from a dump needs these two statements
+-- run again by the extension's owner.
 DO $$
 BEGIN
     ALTER FUNCTION vector_to_halfvec(vector, integer, boolean) COST 1000;
