@@ -15,7 +15,7 @@ is recorded only when sampled, and `server_span` (used by ragline.server's inter
 server span under the caller's context. Every tracer comes from a `LeanTracerProvider`
 (ragline.lean_tracer), which makes no SDK span under an unsampled parent, and an unsampled server
 span turns the asyncpg and redis instrumentations off for its request (Search p50 at 10% sampling
-+4.8% and +9.9% before, +2.9% and +2.2% after; README, Tracing).
++4.8% and +9.9% over untraced before, +3.5% at the median of four runs after; README, Tracing).
 
 The rest is what the services need from the current trace: spans of their own stages, the
 request id of an error (the trace id), an exemplar for a latency histogram, and the W3C
