@@ -65,7 +65,9 @@ ASK_QUESTIONS = 8
 ASK_MAX_TOKENS = 32
 
 
-async def _ensure_ingested(client: RaglineClient) -> None:
+async def ensure_ingested(client: RaglineClient) -> None:
+    """Ingests the Cranfield abstracts into COLLECTION unless the state folder already holds them
+    (shared with compare_haystack, which searches the same collection)."""
     docs = beir.load("cranfield").documents()
     try:
         listed = await client.list_documents(collection=COLLECTION, page_size=1000)
@@ -205,7 +207,7 @@ async def _bench(stack: Stack) -> tuple[list[dict[str, Any]], float]:
     queries = list(beir.load("cranfield").queries().values())
     cache = redis.Redis.from_url(stack["gateway"].env["REDIS_URL"])
     async with RaglineClient(stack["gateway"].address, timeout=600, api_key=stack.api_key) as client:
-        await _ensure_ingested(client)
+        await ensure_ingested(client)
         searches = queries[:SEARCH_QUERIES]
         # Warms up connections and models, and the gateway's knowledge of the collection.
         await _run(client, "Search", searches[:10], 1, gw.CACHE_POLICY_BYPASS, "warm-up")

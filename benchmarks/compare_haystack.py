@@ -27,18 +27,17 @@ from pathlib import Path
 from typing import IO, Any
 
 from benchmarks import beir
-from benchmarks.bench_gateway import COLLECTION, STATE, _ensure_ingested
+from benchmarks.bench_gateway import COLLECTION, STATE, ensure_ingested
 from benchmarks.report import percentile, write_report
 from ragline.client import RaglineClient
 from ragline.devstack import Stack
 from ragline.v1 import gateway_service_pb2 as gw
+from ragline_retriever.search import MIN_CANDIDATES
 
 ROOT = Path(__file__).resolve().parent.parent
 HAYSTACK_PYTHON = ROOT / ".venv-haystack" / "bin" / "python"
 ROUNDS = int(os.environ.get("BENCH_HAYSTACK_ROUNDS", "10"))
 QUERIES = int(os.environ.get("BENCH_HAYSTACK_QUERIES", "20"))
-# Ragline's hybrid search takes this many candidates per side at top_k 10 (the retriever's MIN_CANDIDATES).
-CANDIDATES = 40
 GOAL = 0.45
 
 
@@ -54,7 +53,7 @@ class HaystackSide:
                 str(ROOT / "benchmarks" / "haystack_side.py"),
                 str(path),
                 str(model_dir),
-                str(CANDIDATES),
+                str(MIN_CANDIDATES),
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -104,10 +103,9 @@ async def _compare(stack: Stack, haystack: HaystackSide, queries: list[tuple[str
     scored: dict[str, set[str]] = {"ragline": set(), "haystack": set()}
     stages: dict[str, list[float]] = {}
     async with RaglineClient(stack["gateway"].address, timeout=600, api_key=stack.api_key) as client:
-        await _ensure_ingested(client)
-        for _, text in queries[
-            :10
-        ]:  # warms connections, models and the gateway's knowledge of the collection
+        await ensure_ingested(client)
+        # Warms connections, models and the gateway's knowledge of the collection.
+        for _, text in queries[:10]:
             await _ragline(client, text)
             haystack.query(text)
         for round_number in range(ROUNDS):
@@ -173,7 +171,7 @@ def main() -> None:
                 f"{k}={statistics.median(v) * 1000:.2f}" for k, v in measured["stages"].items()
             ),
             "haystack": "SentenceTransformersTextEmbedder + InMemoryEmbeddingRetriever beside InMemoryBM25Retriever, "
-            f"{CANDIDATES} candidates each, DocumentJoiner reciprocal_rank_fusion, top 10, one process",
+            f"{MIN_CANDIDATES} candidates each, DocumentJoiner reciprocal_rank_fusion, top 10, one process",
         },
     )
 

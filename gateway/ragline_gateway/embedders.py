@@ -43,10 +43,8 @@ class Embedders:
         # By model: when a refresh that started then (monotonic) did not find it.
         self._missing: dict[str, float] = {}
 
-    async def refresh(self) -> float:
-        """Asks every embedder which model it serves; one that does not answer is left out until it does.
-        Returns when it started (monotonic)."""
-        started = time.monotonic()
+    async def refresh(self) -> None:
+        """Asks every embedder which model it serves; one that does not answer is left out until it does."""
         replies = await asyncio.gather(
             *(
                 stub.GetModelInfo(embedder_service_pb2.GetModelInfoRequest(), timeout=_INFO_TIMEOUT_SECONDS)
@@ -62,7 +60,6 @@ class Embedders:
             elif not isinstance(reply, grpc.aio.AioRpcError):
                 raise reply
         self._by_model = found
-        return started
 
     async def _find(self, model: str) -> tuple[embedder_service_pb2_grpc.EmbedderServiceStub, int]:
         if model not in self._by_model:
@@ -71,7 +68,8 @@ class Embedders:
             async with self._refreshing:
                 missed = self._missing.get(model, float("-inf"))
                 if model not in self._by_model and time.monotonic() - missed >= _REFRESH_SECONDS:
-                    started = await self.refresh()
+                    started = time.monotonic()
+                    await self.refresh()
                     if model not in self._by_model:
                         if len(self._missing) >= _MAX_MISSING:
                             self._missing.clear()

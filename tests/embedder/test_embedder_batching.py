@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -161,6 +161,25 @@ class ThreadRecordingEncoder(RecordingEncoder):
         return super().__call__(texts)
 
 
+def _started_inline_batcher(
+    passages: Callable[[Sequence[str]], NDArray[np.float32]],
+    thread: ThreadPoolExecutor,
+    queries: Callable[[Sequence[str]], NDArray[np.float32]],
+) -> MicroBatcher:
+    """A started batcher whose lone queries run on the event loop (`inline_queries`), with small limits."""
+    batcher = MicroBatcher(
+        passages,
+        thread,
+        encode_queries=queries,
+        batch_tokens=100,
+        max_wait_seconds=0.005,
+        max_queue=20,
+        inline_queries=True,
+    )
+    batcher.start()
+    return batcher
+
+
 async def test_a_lone_query_runs_on_the_event_loop_without_a_hand_off() -> None:
     """With `inline_queries`, a query with nothing else waiting is embedded in the loop's own thread (no
     hand-off to the model thread and back); queries while passages wait, and passages, still go to the thread."""
@@ -168,16 +187,7 @@ async def test_a_lone_query_runs_on_the_event_loop_without_a_hand_off() -> None:
     loop_thread = threading.get_ident()
     with ThreadPoolExecutor(max_workers=1) as thread:
         model_thread = thread.submit(threading.get_ident).result()
-        batcher = MicroBatcher(
-            passages,
-            thread,
-            encode_queries=queries,
-            batch_tokens=100,
-            max_wait_seconds=0.005,
-            max_queue=20,
-            inline_queries=True,
-        )
-        batcher.start()
+        batcher = _started_inline_batcher(passages, thread, queries)
         lone = await batcher.embed(["q1"], [1], urgent=True)
         passages.hold.clear()
         busy = asyncio.create_task(batcher.embed(["p1"], [1], urgent=False))
@@ -209,16 +219,7 @@ async def test_a_query_right_after_a_pass_goes_to_the_thread_so_that_arrivals_ca
     loop_thread = threading.get_ident()
     with ThreadPoolExecutor(max_workers=1) as thread:
         model_thread = thread.submit(threading.get_ident).result()
-        batcher = MicroBatcher(
-            RecordingEncoder(),
-            thread,
-            encode_queries=queries,
-            batch_tokens=100,
-            max_wait_seconds=0.005,
-            max_queue=20,
-            inline_queries=True,
-        )
-        batcher.start()
+        batcher = _started_inline_batcher(RecordingEncoder(), thread, queries)
         await batcher.embed(["q1"], [1], urgent=True)
         await batcher.embed(["q2"], [1], urgent=True)
         await asyncio.sleep(0.1)
@@ -233,16 +234,7 @@ async def test_an_inline_query_that_fails_fails_its_call_only() -> None:
         raise RuntimeError("the model broke")
 
     with ThreadPoolExecutor(max_workers=1) as thread:
-        batcher = MicroBatcher(
-            RecordingEncoder(),
-            thread,
-            encode_queries=broken,
-            batch_tokens=100,
-            max_wait_seconds=0.005,
-            max_queue=20,
-            inline_queries=True,
-        )
-        batcher.start()
+        batcher = _started_inline_batcher(RecordingEncoder(), thread, broken)
         with pytest.raises(RuntimeError, match="the model broke"):
             await batcher.embed(["q"], [1], urgent=True)
         passage = await batcher.embed(["p"], [1], urgent=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import os
 import random
@@ -10,6 +11,7 @@ import re
 import socket
 import subprocess
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -40,6 +42,20 @@ pytestmark = pytest.mark.integration
 
 CHUNKS = 2000
 LOCAL_POSTGRES_WITHOUT_PGVECTOR = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@contextlib.asynccontextmanager
+async def scratch_database(database_url: str, name: str, owner: str = "") -> AsyncIterator[str]:
+    """A new empty database `name` on the test server (owned by the role `owner` if given), whose URL the
+    body gets; dropped after a body that passed (a failed one leaves it to look at, until the next run)."""
+    admin = await asyncpg.connect(database_url)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name}")
+        await admin.execute(f"CREATE DATABASE {name}" + (f" OWNER {owner}" if owner else ""))
+        yield database_url.replace("/postgres?", f"/{name}?")
+        await admin.execute(f"DROP DATABASE {name}")
+    finally:
+        await admin.close()
 
 
 async def test_vector_search_uses_the_collections_hnsw_index(
@@ -94,11 +110,7 @@ async def test_vector_search_uses_the_collections_hnsw_index(
 
 
 async def test_concurrent_migrations_apply_once(database_url: str) -> None:
-    admin = await asyncpg.connect(database_url)
-    try:
-        await admin.execute("DROP DATABASE IF EXISTS migrations_race")
-        await admin.execute("CREATE DATABASE migrations_race")
-        url = database_url.replace("/postgres?", "/migrations_race?")
+    async with scratch_database(database_url, "migrations_race") as url:
         first, second = await asyncpg.connect(url), await asyncpg.connect(url)
         try:
             everything = [m.version for m in migrations()]
@@ -110,19 +122,13 @@ async def test_concurrent_migrations_apply_once(database_url: str) -> None:
         finally:
             await first.close()
             await second.close()
-        await admin.execute("DROP DATABASE migrations_race")
-    finally:
-        await admin.close()
 
 
 async def test_migrating_a_database_from_before_tenants_keeps_its_data_in_the_default_tenant(
     database_url: str,
 ) -> None:
-    admin = await asyncpg.connect(database_url)
-    try:
-        await admin.execute("DROP DATABASE IF EXISTS before_tenants")
-        await admin.execute("CREATE DATABASE before_tenants")
-        conn = await asyncpg.connect(database_url.replace("/postgres?", "/before_tenants?"))
+    async with scratch_database(database_url, "before_tenants") as url:
+        conn = await asyncpg.connect(url)
         try:
             # The schema as migrations 0001-0003 left it, with a collection, a document and a job.
             await conn.execute(
@@ -167,9 +173,6 @@ async def test_migrating_a_database_from_before_tenants_keeps_its_data_in_the_de
                 )
         finally:
             await conn.close()
-        await admin.execute("DROP DATABASE before_tenants")
-    finally:
-        await admin.close()
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -274,11 +277,8 @@ def test_database_outage_gives_unavailable_then_recovers(tmp_path: Path) -> None
 
 async def test_migration_0010_tokenises_existing_chunks_again(database_url: str) -> None:
     # A chunk stored under the `english` configuration gets `ragline_english` terms and length.
-    admin = await asyncpg.connect(database_url)
-    try:
-        await admin.execute("DROP DATABASE IF EXISTS migrations_retokenise")
-        await admin.execute("CREATE DATABASE migrations_retokenise")
-        conn = await asyncpg.connect(database_url.replace("/postgres?", "/migrations_retokenise?"))
+    async with scratch_database(database_url, "migrations_retokenise") as url:
+        conn = await asyncpg.connect(url)
         try:
             for migration in migrations():
                 if migration.version < 10:
@@ -314,20 +314,14 @@ async def test_migration_0010_tokenises_existing_chunks_again(database_url: str)
             assert {row["dl"] for row in await conn.fetch("SELECT dl FROM chunk_terms")} == {3}
         finally:
             await conn.close()
-        await admin.execute("DROP DATABASE migrations_retokenise")
-    finally:
-        await admin.close()
 
 
 async def test_a_small_collection_is_searched_through_its_hnsw_index(database_url: str) -> None:
     # Cranfield's size: with pgvector's COST 1 for the cast and the distance, the index's start-up cost
     # at the retriever's ef_search made a scan of every chunk look cheaper, and the hybrid statement
     # took 10.6 ms instead of 3.7 ms (migration 0011). A database of its own, so the table holds only it.
-    admin = await asyncpg.connect(database_url)
-    try:
-        await admin.execute("DROP DATABASE IF EXISTS small_collection_plan")
-        await admin.execute("CREATE DATABASE small_collection_plan")
-        conn = await asyncpg.connect(database_url.replace("/postgres?", "/small_collection_plan?"))
+    async with scratch_database(database_url, "small_collection_plan") as url:
+        conn = await asyncpg.connect(url)
         try:
             await migrate(conn)
             await register_vector(conn)
@@ -359,9 +353,6 @@ async def test_a_small_collection_is_searched_through_its_hnsw_index(database_ur
             assert f"Index Scan using {index_name(collection)} on chunks" in plan, plan
         finally:
             await conn.close()
-        await admin.execute("DROP DATABASE small_collection_plan")
-    finally:
-        await admin.close()
 
 
 async def test_a_role_that_does_not_own_pgvector_still_migrates_and_keeps_its_costs(
@@ -371,30 +362,29 @@ async def test_a_role_that_does_not_own_pgvector_still_migrates_and_keeps_its_co
     # migrates. Migration 0011 cannot alter the extension's functions then; it must not stop the start.
     admin = await asyncpg.connect(database_url)
     try:
+        # A database a failed run left would still belong to the role.
         await admin.execute("DROP DATABASE IF EXISTS migrations_not_owner")
         await admin.execute("DROP ROLE IF EXISTS ragline_owner")
         await admin.execute("CREATE ROLE ragline_owner LOGIN")
-        await admin.execute("CREATE DATABASE migrations_not_owner OWNER ragline_owner")
-        url = database_url.replace("/postgres?", "/migrations_not_owner?")
-        superuser = await asyncpg.connect(url)
-        try:
-            await superuser.execute("CREATE EXTENSION vector")
-        finally:
-            await superuser.close()
-        owner = await asyncpg.connect(url, user="ragline_owner")
-        try:
-            assert 11 in await migrate(owner)
-            costs = await owner.fetch(
-                "SELECT procost FROM pg_proc WHERE oid IN"
-                " ('vector_to_halfvec(vector, integer, boolean)'::regprocedure,"
-                " 'cosine_distance(halfvec, halfvec)'::regprocedure)"
-            )
-            assert [row["procost"] for row in costs] == [1.0, 1.0]
-            # The retriever's log says what was skipped and what the extension's owner can run.
-            assert "could not set the cost of pgvector's distance functions" in caplog.text
-        finally:
-            await owner.close()
-        await admin.execute("DROP DATABASE migrations_not_owner")
+        async with scratch_database(database_url, "migrations_not_owner", owner="ragline_owner") as url:
+            superuser = await asyncpg.connect(url)
+            try:
+                await superuser.execute("CREATE EXTENSION vector")
+            finally:
+                await superuser.close()
+            owner = await asyncpg.connect(url, user="ragline_owner")
+            try:
+                assert 11 in await migrate(owner)
+                costs = await owner.fetch(
+                    "SELECT procost FROM pg_proc WHERE oid IN"
+                    " ('vector_to_halfvec(vector, integer, boolean)'::regprocedure,"
+                    " 'cosine_distance(halfvec, halfvec)'::regprocedure)"
+                )
+                assert [row["procost"] for row in costs] == [1.0, 1.0]
+                # The retriever's log says what was skipped and what the extension's owner can run.
+                assert "could not set the cost of pgvector's distance functions" in caplog.text
+            finally:
+                await owner.close()
         await admin.execute("DROP ROLE ragline_owner")
     finally:
         await admin.close()
