@@ -51,14 +51,13 @@ from ragline.devstack import Stack
 from ragline.v1 import common_pb2
 from ragline.v1 import retriever_service_pb2 as pb
 from ragline.v1 import retriever_service_pb2_grpc as pb_grpc
+from ragline_retriever import bm25_top_k
 from ragline_retriever.document_store import _COPY_COLUMNS as CHUNK_COLUMNS
 from ragline_retriever.search import (
-    _BM25_SCORES,
-    _BM25_SQL,
-    _in_collection,
     create_index_sql,
     drop_index_sql,
     index_name,
+    keyword_hits_sql,
     keyword_search_sql,
 )
 
@@ -156,34 +155,24 @@ def _exact(stored: NDArray[np.float32], queries: NDArray[np.float32]) -> NDArray
     return np.concatenate(found)
 
 
-def _full_scan_sql(collection_id: int) -> str:
-    """Keyword search scoring every posting, the top $3 joined to their rows (the statement before
-    MaxScore, with the maintained statistics): the reference of exactness and speed."""
-    collection = str(int(collection_id))
-    scores = _BM25_SCORES.replace("{collection}", collection) + "ORDER BY score DESC, p.chunk_id LIMIT $3"
-    hits = _BM25_SQL.replace("{collection}", collection).format(
-        scored=scores, condition="TRUE", keyword_mode=KEYWORD
-    )
-    return _in_collection(collection_id, hits, "hits.score DESC, hits.id", "$6")
-
-
 async def _full_scan(url: str, texts: list[str]) -> tuple[list[list[int]], list[float], list[float]]:
-    """Keyword top 10 by the full scan (every posting scored) and by the pruned statement, timed
-    side by side on one connection: the ids of the scan, and both latencies."""
+    """Keyword top 10 by the full scan (every posting scored: the filtered statement with a filter
+    that keeps everything) and as searches find it (`bm25_top_k`, then the hits' rows), timed side by
+    side on one connection: the ids of the scan, and both latencies."""
     conn = await asyncpg.connect(url)
     try:
         collection_id = await _collection_id(conn)
         assert collection_id is not None
-        full = _full_scan_sql(collection_id)
-        pruned = keyword_search_sql(collection_id)
+        full, hits = keyword_search_sql(collection_id, "TRUE"), keyword_hits_sql(collection_id)
         found, full_seconds, pruned_seconds = [], [], []
         for text in texts:
-            args = (text, COLLECTION, TOP_K, 1.5, 0.75, TENANT)
             started = time.perf_counter()
-            rows = await conn.fetch(full, *args)
+            rows = await conn.fetch(full, text, COLLECTION, TOP_K, 1.5, 0.75, TENANT)
             full_seconds.append(time.perf_counter() - started)
             started = time.perf_counter()
-            await conn.fetch(pruned, *args)
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                top = await bm25_top_k.top_k(conn, collection_id, text, TOP_K, 1.5, 0.75)
+                await conn.fetch(hits, top.ids.tolist(), COLLECTION, top.scores.tolist(), TENANT)
             pruned_seconds.append(time.perf_counter() - started)
             found.append([r["id"] for r in rows if r["id"] is not None])
         return found, full_seconds, pruned_seconds

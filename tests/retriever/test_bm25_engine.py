@@ -1,9 +1,11 @@
-"""The BM25 engine of migration 0008: statistics kept by the write path, and pruned exact top-k.
+"""The BM25 engine: statistics kept by the write path (migration 0008), block rows kept by the fold
+(migration 0012), and the retriever's pruned exact top-k (`bm25_top_k`).
 
 Against the session's real retriever and its PostgreSQL: the maintained statistics (folded rows
 plus unfolded deltas) must equal a recount from `chunks` and `chunk_terms` after every kind of
-write, before and after folding; `ragline_bm25_top_k` must return exactly what scoring every
-posting returns; and concurrent writers must not wait for each other on the statistics.
+write, before and after folding, and so must the postings searches read; `bm25_top_k` must return
+exactly what scoring every posting returns; and concurrent writers must not wait for each other
+on the statistics.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
+import numpy as np
 import pytest
 from test_retriever_service import TENANT, axis, chunk
 
 from ragline.v1 import retriever_service_pb2 as pb
 from ragline.v1 import retriever_service_pb2_grpc as pb_grpc
-from ragline_retriever.search import QUERY_LEXEMES, keyword_search_sql
+from ragline_retriever import bm25_top_k
+from ragline_retriever.search import keyword_search_sql
 
 pytestmark = pytest.mark.integration
 
@@ -71,6 +75,36 @@ async def _recounted(
     return (row["n"], pytest.approx(row["avgdl"])), {r["lexeme"]: r["df"] for r in terms}
 
 
+async def _postings(conn: asyncpg.Connection, collection_id: int) -> dict[str, list[tuple[int, int, int]]]:
+    """Every term's postings in `chunk_terms`: (chunk id, tf, dl), in chunk id order."""
+    rows = await conn.fetch(
+        "SELECT lexeme, chunk_id, tf, dl FROM chunk_terms WHERE collection_id = $1 ORDER BY lexeme, chunk_id",
+        collection_id,
+    )
+    found: dict[str, list[tuple[int, int, int]]] = {}
+    for r in rows:
+        found.setdefault(r["lexeme"], []).append((r["chunk_id"], r["tf"], r["dl"]))
+    return found
+
+
+async def _postings_read(
+    conn: asyncpg.Connection, collection_id: int
+) -> dict[str, list[tuple[int, int, int]]]:
+    """Every term's postings as searches read them (block rows, and `chunk_terms` where deltas are left)."""
+    lexemes = [r["lexeme"] for r in await conn.fetch("SELECT DISTINCT lexeme FROM chunk_terms")]
+    rows = await conn.fetch(
+        "SELECT lexeme, chunk_ids, tfs, dls FROM ragline_bm25_postings($1, $2)", collection_id, lexemes
+    )
+    found = {}
+    for r in rows:
+        ids, tfs, dls = (
+            np.frombuffer(r[column], dtype).tolist()
+            for column, dtype in (("chunk_ids", ">i8"), ("tfs", ">i4"), ("dls", ">i4"))
+        )
+        found[r["lexeme"]] = list(zip(ids, tfs, dls, strict=True))
+    return found
+
+
 def _text(rng: random.Random, length: int) -> str:
     return " ".join(rng.choices(VOCABULARY, FREQUENCIES, k=length))
 
@@ -95,6 +129,7 @@ async def test_statistics_equal_a_recount_after_every_kind_of_write(
 
     async def check() -> None:
         assert await _maintained(conn, collection_id) == await _recounted(conn, collection_id)
+        assert await _postings_read(conn, collection_id) == await _postings(conn, collection_id)
 
     for document in "abcd":
         await upsert(document, 5)
@@ -116,7 +151,14 @@ async def test_statistics_equal_a_recount_after_every_kind_of_write(
     # A deleted collection leaves no statistics behind once folded.
     await stub.DeleteStoredCollection(pb.DeleteStoredCollectionRequest(tenant=TENANT, name=name))
     await conn.execute("SELECT ragline_bm25_fold()")
-    for table in ("bm25_collection_stats", "bm25_term_stats", "bm25_collection_deltas", "bm25_term_deltas"):
+    tables = (
+        "bm25_collection_stats",
+        "bm25_term_stats",
+        "bm25_collection_deltas",
+        "bm25_term_deltas",
+        "bm25_blocks",
+    )
+    for table in tables:
         assert (
             await conn.fetchval(f"SELECT count(*) FROM {table} WHERE collection_id = $1", collection_id) == 0
         )
@@ -148,37 +190,105 @@ async def zipf(stub: pb_grpc.RetrieverServiceStub, database_url: str) -> str:
     return name
 
 
+async def _top_k(
+    conn: asyncpg.Connection, collection_id: int, query: str, k: int, **bound: float
+) -> list[tuple[int, float]]:
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        found = await bm25_top_k.top_k(conn, collection_id, query, k, 1.2, 0.75, **bound)
+    return list(zip(found.ids.tolist(), found.scores.tolist(), strict=True))
+
+
+async def _full_scan(
+    conn: asyncpg.Connection, collection_id: int, name: str, query: str, k: int
+) -> list[tuple[int, float]]:
+    # A filter that keeps everything scores every posting.
+    rows = await conn.fetch(keyword_search_sql(collection_id, "TRUE"), query, name, k, 1.2, 0.75, TENANT)
+    return [(r["id"], r["score"]) for r in rows if r["id"] is not None]
+
+
+def _queries(rng: random.Random, count: int) -> list[str]:
+    """Common and rare words together, as real queries mix them."""
+    return [
+        " ".join(
+            rng.sample(VOCABULARY[:20], rng.randint(0, 3)) + rng.sample(VOCABULARY[20:], rng.randint(1, 5))
+        )
+        for _ in range(count)
+    ]
+
+
+def _assert_same(found: list[tuple[int, float]], expected: list[tuple[int, float]], query: str) -> None:
+    assert [i for i, _ in found] == [i for i, _ in expected], query
+    assert [s for _, s in found] == pytest.approx([s for _, s in expected], rel=1e-9)
+
+
 @pytest.mark.parametrize("top_k", [1, 10, 40])
 async def test_pruned_top_k_equals_a_full_scan(zipf: str, conn: asyncpg.Connection, top_k: int) -> None:
     collection_id = await _collection_id(conn, zipf)
-    pruned = keyword_search_sql(collection_id)
-    full = keyword_search_sql(collection_id, "TRUE")  # a filter that keeps everything scores every posting
-    rng = random.Random(top_k)
-    for _ in range(40):
-        # Common and rare words together, as real queries mix them.
-        words = rng.sample(VOCABULARY[:20], rng.randint(0, 3)) + rng.sample(
-            VOCABULARY[20:], rng.randint(1, 5)
+    for query in _queries(random.Random(top_k), 40):
+        _assert_same(
+            await _top_k(conn, collection_id, query, top_k),
+            await _full_scan(conn, collection_id, zipf, query, top_k),
+            query,
         )
-        args = (" ".join(words), zipf, top_k, 1.2, 0.75, TENANT)
-        expected = [(r["id"], r["score"]) for r in await conn.fetch(full, *args) if r["id"] is not None]
-        found = [(r["id"], r["score"]) for r in await conn.fetch(pruned, *args) if r["id"] is not None]
-        assert [i for i, _ in found] == [i for i, _ in expected], words
-        assert [s for _, s in found] == pytest.approx([s for _, s in expected], rel=1e-9)
+
+
+async def test_top_k_is_exact_whatever_the_fold_has_seen(
+    stub: pb_grpc.RetrieverServiceStub,
+    new_collection: NewCollection,
+    conn: asyncpg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Postings read from block rows, from `chunk_terms` (deltas left), and from both, across writes
+    # that insert, update and delete; the seed threshold and the many-candidates path forced too.
+    name = await new_collection()
+    collection_id = await _collection_id(conn, name)
+    rng = random.Random(5)
+    queries = _queries(rng, 15)
+
+    async def upsert(document: str, chunks: int) -> None:
+        texts = [_text(rng, rng.randint(3, 40)) for _ in range(chunks)]
+        await stub.UpsertDocument(
+            pb.UpsertDocumentRequest(
+                tenant=TENANT,
+                collection=name,
+                document_id=document,
+                chunks=[chunk(t, axis(0)) for t in texts],
+            )
+        )
+
+    async def check() -> None:
+        for query in queries:
+            _assert_same(
+                await _top_k(conn, collection_id, query, 10),
+                await _full_scan(conn, collection_id, name, query, 10),
+                query,
+            )
+
+    monkeypatch.setattr(bm25_top_k, "SEED_POSTINGS", 30)
+    for document in range(12):
+        await upsert(f"d{document}", 20)
+    await check()  # nothing folded
+    await conn.execute("SELECT ragline_bm25_fold()")
+    await check()  # all folded
+    await upsert("d1", 25)
+    await stub.DeleteStoredDocument(
+        pb.DeleteStoredDocumentRequest(tenant=TENANT, collection=name, document_id="d2")
+    )
+    await check()  # folded, with updates and deletes since
+    monkeypatch.setattr(bm25_top_k, "MAX_LOOKUPS", 0)
+    await check()
+    await conn.execute("SELECT ragline_bm25_fold()")
+    await check()
 
 
 async def test_bounded_effort_returns_exact_scores(zipf: str, conn: asyncpg.Connection) -> None:
     collection_id = await _collection_id(conn, zipf)
-    full = keyword_search_sql(collection_id, "TRUE")
     query = "w0x w1x w2x w150x w300x"
-    exact = {
-        r["id"]: r["score"] for r in await conn.fetch(full, query, zipf, 1500, 1.5, 0.75, TENANT) if r["id"]
-    }
-    bounded = await conn.fetch(
-        f"SELECT * FROM ragline_bm25_top_k($2, {QUERY_LEXEMES}, 10, 1.5, 0.75, 50)", query, collection_id
-    )
+    exact = dict(await _full_scan(conn, collection_id, zipf, query, 1500))
+    bounded = await _top_k(conn, collection_id, query, 10, max_postings=50)
     assert len(bounded) == 10
-    for row in bounded:
-        assert row["score"] == pytest.approx(exact[row["chunk_id"]], rel=1e-9)
+    for chunk_id, score in bounded:
+        assert score == pytest.approx(exact[chunk_id], rel=1e-9)
 
 
 async def test_concurrent_writers_do_not_wait_on_the_statistics(

@@ -22,7 +22,12 @@ from collections import Counter
 import pytest
 
 from ragline_retriever import document_store
-from ragline_retriever.search import hybrid_search_sql, keyword_search_sql, vector_search_sql
+from ragline_retriever.search import (
+    hybrid_search_sql,
+    keyword_hits_sql,
+    keyword_search_sql,
+    vector_search_sql,
+)
 
 DISTRIBUTED = {"documents", "chunks", "chunk_terms"}
 COLLECTION = 7
@@ -110,7 +115,7 @@ def search_statements() -> dict[str, str]:
     return {
         "vector": vector_search_sql(COLLECTION, 8),
         "vector, filtered": vector_search_sql(COLLECTION, 8, CONDITION),
-        "keyword": keyword_search_sql(COLLECTION),
+        "keyword": keyword_hits_sql(COLLECTION),
         "keyword, filtered": keyword_search_sql(COLLECTION, CONDITION),
         "hybrid": hybrid_search_sql(COLLECTION, 8),
         "hybrid, filtered": hybrid_search_sql(COLLECTION, 8, CONDITION),

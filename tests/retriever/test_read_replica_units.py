@@ -63,6 +63,11 @@ class _BrokenConnection:
     async def fetch(self, *args: object) -> list[object]:
         raise asyncpg.InternalClientError("cannot perform operation: another operation is in progress")
 
+    @contextlib.asynccontextmanager
+    async def transaction(self, **options: object) -> AsyncIterator[None]:
+        await self.fetch("BEGIN")
+        yield
+
 
 class _OneReplica:
     """ReadReplicas with one replica in rotation, whose connection is broken."""

@@ -34,7 +34,7 @@ from ragline_retriever.search import (
     create_index_sql,
     hybrid_search_sql,
     index_name,
-    keyword_search_sql,
+    keyword_hits_sql,
     vector_search_sql,
 )
 
@@ -97,11 +97,11 @@ async def test_vector_search_uses_the_collections_hnsw_index(
         keyword_plan = "\n".join(
             row[0]
             for row in await conn.fetch(
-                "EXPLAIN " + keyword_search_sql(collection_id), "chunk", "explained", 10, 1.5, 0.75, TENANT
+                "EXPLAIN " + keyword_hits_sql(collection_id), [1, 2, 3], "explained", [3.0, 2.0, 1.0], TENANT
             )
         )
-        # Unfiltered keyword search is the MaxScore function over the postings (migration 0008), not a scan.
-        assert "Function Scan on ragline_bm25_top_k" in keyword_plan, keyword_plan
+        # Unfiltered keyword search ranks in the retriever (`bm25_top_k`); the statement reads the hits by key.
+        assert "Seq Scan on chunks" not in keyword_plan, keyword_plan
         # Deleting the collection drops its index with it.
         await stub.DeleteStoredCollection(pb.DeleteStoredCollectionRequest(tenant=TENANT, name="explained"))
         assert await conn.fetchval("SELECT to_regclass($1)", index_name(collection_id)) is None
@@ -346,8 +346,8 @@ async def test_a_small_collection_is_searched_through_its_hnsw_index(database_ur
             plan = "\n".join(
                 row[0]
                 for row in await conn.fetch(
-                    "EXPLAIN " + hybrid_search_sql(collection, 384, None, 200_000),
-                    *("chunk", "small", 40, 1.5, 0.75, rng.standard_normal(384), 60.0, 10, 1.0, 1.0, TENANT),
+                    "EXPLAIN " + hybrid_search_sql(collection, 384),
+                    *([1, 2], "small", 40, rng.standard_normal(384), 60.0, 10, 1.0, 1.0, TENANT),
                 )
             )
             assert f"Index Scan using {index_name(collection)} on chunks" in plan, plan

@@ -69,7 +69,7 @@ class RetrieverConfig:
     to its new model when nothing differs (`collection_migrations.py`)."""
     hybrid_keyword_max_postings: int = setting("RETRIEVER_HYBRID_KEYWORD_MAX_POSTINGS", 200_000, minimum=0)
     """How many BM25 postings hybrid search's keyword list may read (0: no bound, always exact). Past
-    it, the commonest query terms only score the chunks the others found (`ragline_bm25_top_k`)."""
+    it, the commonest query terms only score the chunks the others found (`bm25_top_k.py`)."""
     bm25_k1: float = setting("RETRIEVER_BM25_K1", 1.5, minimum=0.0, maximum=10.0)
     """BM25's k1 when a search does not set `bm25_k1`: how fast repeated terms stop adding to a score."""
     bm25_b: float = setting("RETRIEVER_BM25_B", 0.75, minimum=0.0, maximum=1.0)

@@ -125,85 +125,75 @@ QUERY_LEXEMES = f"tsvector_to_array(to_tsvector('{TEXT_SEARCH_CONFIG}', $1))"
 # Okapi BM25 over the postings in `chunk_terms` (see migration 0002), with Lucene's IDF
 # ln(1 + (N - df + 0.5) / (df + 0.5)), which is never negative. The query's terms are its
 # lexemes (QUERY_LEXEMES: stemmed, stop words gone), each counted once, OR-ed: a chunk scores the
-# sum over the terms it contains. $1 query text, $3 limit, $4 k1, $5 b; `{collection}` is the id.
+# sum over the terms it contains. N, the average length and every df come from the statistics the
+# write path maintains (migration 0008: folded rows plus the deltas not yet folded), read in the
+# query's snapshot, so they are exact without a recount.
 #
-# N, the average length and every df come from the statistics the write path maintains
-# (migration 0008: folded rows plus the deltas not yet folded), read in the query's snapshot, so
-# they are exact without a recount. Without a filter, the top $3 come from `ragline_bm25_top_k`,
-# which prunes with MaxScore and equals a full scan; with one, every posting of every query term
-# is scored (`_BM25_SCORES`) and the filter applied before the LIMIT.
-#
-# Written for speed, as measured with EXPLAIN ANALYZE on Cranfield: all arithmetic is float8
-# (numeric arithmetic on every posting took 5 of a 7 ms query), and the length normalisation
-# k1 · (1 − b + b · dl / avgdl) is k1 · (1 − b) + (k1 · b / avgdl) · dl with both constants
-# computed once.
-_BM25_TERMS = f"""
-    stats AS (
-        SELECT $4::float8 * (1 - $5::float8) AS k1_b,
-               $4::float8 * $5::float8 / greatest(c.avgdl, 1) AS k1_b_avgdl
-        FROM ragline_bm25_collection({{collection}}) AS c
-    ),
-    weights AS MATERIALIZED (
-        SELECT t.lexeme, t.weight AS idf
-        FROM ragline_bm25_terms({{collection}}, {QUERY_LEXEMES}, $4::float8, $5::float8) AS t
-    )
-"""
-# Every chunk holding a query term, with its score.
-_BM25_SCORES = """
+# Without a filter, the retriever finds the top chunks itself (`bm25_top_k.py`, MaxScore over the
+# packed postings of migration 0012) and the statements below only read their rows, in the same
+# snapshot. With a filter, SQL scores every posting of every query term (`_bm25_scores`) and applies
+# the filter before the LIMIT. All arithmetic is float8 (numeric arithmetic on every posting took
+# 5 of a 7 ms query on Cranfield), and the length normalisation k1 · (1 − b + b · dl / avgdl) is
+# k1 · (1 − b) + (k1 · b / avgdl) · dl with both constants computed once.
+
+
+def _bm25_scores(collection_id: int, k1: str, b: str) -> str:
+    """Every chunk of the collection holding a term of the query text $1, with its score; `k1` and
+    `b` are the placeholders of BM25's parameters."""
+    return f"""
         SELECT p.chunk_id,
                sum(weights.idf * p.tf / (p.tf + stats.k1_b + stats.k1_b_avgdl * p.dl)) AS score
-        FROM weights
-        JOIN chunk_terms AS p ON p.collection_id = {collection} AND p.lexeme = weights.lexeme,
-             stats
+        FROM (
+            SELECT t.lexeme, t.weight AS idf
+            FROM ragline_bm25_terms({int(collection_id)}, {QUERY_LEXEMES}, {k1}::float8, {b}::float8) AS t
+        ) AS weights
+        JOIN chunk_terms AS p ON p.collection_id = {int(collection_id)} AND p.lexeme = weights.lexeme,
+        (
+            SELECT {k1}::float8 * (1 - {b}::float8) AS k1_b,
+                   {k1}::float8 * {b}::float8 / greatest(c.avgdl, 1) AS k1_b_avgdl
+            FROM ragline_bm25_collection({int(collection_id)}) AS c
+        ) AS stats
         GROUP BY p.chunk_id
-"""
+    """
 
 
-def _bm25_top(collection_id: int, max_postings: int | None = None) -> str:
-    """The top $3 chunks by score, pruned (see above): exact, or with the keyword postings read
-    bounded by `max_postings` (`ragline_bm25_top_k` in migration 0008)."""
-    bound = "" if max_postings is None else f", {int(max_postings)}"
-    return (
-        f"SELECT chunk_id, score FROM ragline_bm25_top_k({int(collection_id)}, {QUERY_LEXEMES}, $3::bigint,"
-        f" $4::float8, $5::float8{bound})"
-    )
-
-
-_BM25_SQL = (
-    "WITH"
-    + _BM25_TERMS
-    + """,
-    scored AS ({scored}
-    )
-    SELECT c.id, d.document_id, c.ordinal, c.text, d.metadata || c.metadata AS metadata, scored.score,
-           ARRAY[{keyword_mode}] AS modes
-    FROM scored
-    JOIN chunks AS c ON c.collection_id = {collection} AND c.id = scored.chunk_id
+# The rows of hits: `{hits}` yields chunk ids and scores.
+_HIT_ROWS = """
+    SELECT c.id, d.document_id, c.ordinal, c.text, d.metadata || c.metadata AS metadata, hits.score,
+           ARRAY[{mode}] AS modes
+    FROM ({hits}) AS hits
+    JOIN chunks AS c ON c.collection_id = {collection} AND c.id = hits.chunk_id
     JOIN documents AS d ON d.collection_id = c.collection_id AND d.id = c.document_id
-    WHERE {condition}
-    ORDER BY scored.score DESC, c.id
-    LIMIT $3
 """
-)
+
+
+def keyword_hits_sql(collection_id: int) -> str:
+    """The rows of the keyword hits `bm25_top_k` found, in one statement with the collection's
+    generation (`_in_collection`): $1 their chunk ids, $2 the collection's name, $3 their scores,
+    $4 its tenant."""
+    hits = _HIT_ROWS.format(
+        hits="SELECT * FROM unnest($1::bigint[], $3::float8[]) AS h(chunk_id, score)",
+        collection=int(collection_id),
+        mode=int(common_pb2.SEARCH_MODE_KEYWORD),
+    )
+    return _in_collection(collection_id, hits, "hits.score DESC, hits.id", "$4")
 
 
 # The first parameter number of a compiled filter's values in `keyword_search_sql` (`Params(...)`).
 KEYWORD_FILTER_PARAMS = 7
 
 
-def keyword_search_sql(collection_id: int, condition: str | None = None) -> str:
-    """The BM25 query, in one statement with the collection's generation (`_in_collection`, $2 the
-    collection's name, $6 its tenant), filtered by the compiled metadata filter `condition` if there is one (its
-    values numbered from KEYWORD_FILTER_PARAMS)."""
-    collection = str(int(collection_id))
-    sql = _BM25_SQL.replace("{collection}", collection)
-    mode = int(common_pb2.SEARCH_MODE_KEYWORD)
-    if condition is None:
-        hits = sql.format(scored=_bm25_top(collection_id), condition="TRUE", keyword_mode=mode)
-    else:
-        hits = sql.format(
-            scored=_BM25_SCORES.replace("{collection}", collection), condition=condition, keyword_mode=mode
-        )
+def keyword_search_sql(collection_id: int, condition: str) -> str:
+    """Filtered BM25 search, scoring every posting of the query's terms, in one statement with the
+    collection's generation (`_in_collection`): $1 query text, $2 the collection's name, $3 limit,
+    $4 k1, $5 b, $6 its tenant; the compiled metadata filter `condition` numbers its values from
+    KEYWORD_FILTER_PARAMS."""
+    rows = _HIT_ROWS.format(
+        hits=_bm25_scores(collection_id, "$4", "$5"),
+        collection=int(collection_id),
+        mode=int(common_pb2.SEARCH_MODE_KEYWORD),
+    )
+    hits = f"{rows} WHERE {condition} ORDER BY hits.score DESC, c.id LIMIT $3"
     return _in_collection(collection_id, hits, "hits.score DESC, hits.id", "$6")
 
 
@@ -213,72 +203,64 @@ HYBRID_FILTER_PARAMS = 12
 _KEYWORD_SEEN = 1_000_000
 
 
-def hybrid_search_sql(
-    collection_id: int, dimension: int, condition: str | None = None, keyword_max_postings: int | None = None
-) -> str:
+def hybrid_search_sql(collection_id: int, dimension: int, condition: str | None = None) -> str:
     """Hybrid search in one statement: both candidate lists, their weighted rank fusion, and the rows
     of the fused top only, with the collection's generation in the same snapshot.
 
     Weighted reciprocal rank fusion (Cormack et al., 2009): each list adds weight / (k + rank) to
     the score of each chunk it holds. One round trip instead of one per list, reading text and
-    metadata for `top_k` chunks instead of both lists. On Cranfield (top_k 10) the statement takes
+    metadata for `top_k` chunks instead of both lists. On Cranfield (top_k 10) the statement took
     2.2–2.8 ms at p50 with a generic plan (RETRIEVER_PLAN_CACHE_MODE), 3.0–3.5 ms re-planned per call;
     3.7 ms at ef_search 100, where the HNSW index is used on a collection this small only because
     migration 0011 prices the distance as measured (a scan of every chunk: 10.6 ms).
 
-    $1 query text, $2 collection name, $3 candidates per list, $4 k1, $5 b, $6 query embedding,
-    $7 RRF k, $8 top_k, $9 vector weight, $10 keyword weight, $11 the collection's tenant; a compiled filter (`condition`,
-    over METADATA_SQL) numbers its values from HYBRID_FILTER_PARAMS. `hnsw.ef_search` (and, with
-    a filter, `hnsw.iterative_scan`) must be set as for `vector_search_sql`. Its rows are those of
-    `_in_collection`; `modes` lists the SearchMode values of the lists that found the chunk.
-
-    Without a filter, the keyword list reads at most about `keyword_max_postings` postings (None:
-    no bound, the exact top list; see `ragline_bm25_top_k`), so that hybrid search does not wait
-    for a keyword list of common terms at a million chunks; the vector list's effort is
-    `hnsw.ef_search`'s.
+    $2 collection name, $3 candidates per list, $4 query embedding, $5 RRF k, $6 top_k, $7 vector
+    weight, $8 keyword weight, $9 the collection's tenant. Without a filter, $1 is the keyword list
+    `bm25_top_k` found (chunk ids, best first). With one (`condition`, over METADATA_SQL, numbering
+    its values from HYBRID_FILTER_PARAMS), SQL scores the keyword list: $1 is the query text, $10
+    k1 and $11 b. `hnsw.ef_search` (and, with a filter, `hnsw.iterative_scan`) must be set as for
+    `vector_search_sql`. Its rows are those of `_in_collection`; `modes` lists the SearchMode
+    values of the lists that found the chunk.
     """
     collection = str(int(collection_id))
-    distance = f"{_embedding_expression(dimension, 'c.')} <=> $6::halfvec({int(dimension)})"
-    scores = _BM25_SCORES.replace("{collection}", collection)
+    distance = f"{_embedding_expression(dimension, 'c.')} <=> $4::halfvec({int(dimension)})"
     if condition is None:
         vector_from = f"chunks AS c WHERE c.collection_id = {collection}"
-        keyword = _bm25_top(collection_id, keyword_max_postings)
+        keyword = "SELECT k.id, k.rank FROM unnest($1::bigint[]) WITH ORDINALITY AS k(id, rank)"
     else:
         vector_from = f"chunks AS c CROSS JOIN {_DOCUMENT_OF_CHUNK} WHERE c.collection_id = {collection} AND {condition}"
-        keyword = (
-            f"SELECT s.chunk_id, s.score FROM ({scores}) AS s "
-            f"JOIN chunks AS c ON c.collection_id = {collection} AND c.id = s.chunk_id "
-            "JOIN documents AS d ON d.collection_id = c.collection_id AND d.id = c.document_id "
-            f"WHERE {condition} ORDER BY s.score DESC, s.chunk_id LIMIT $3"
-        )
+        keyword = f"""
+        SELECT k.chunk_id AS id, row_number() OVER (ORDER BY k.score DESC, k.chunk_id) AS rank
+        FROM (
+            SELECT s.chunk_id, s.score FROM ({_bm25_scores(collection_id, "$10", "$11")}) AS s
+            JOIN chunks AS c ON c.collection_id = {collection} AND c.id = s.chunk_id
+            JOIN documents AS d ON d.collection_id = c.collection_id AND d.id = c.document_id
+            WHERE {condition} ORDER BY s.score DESC, s.chunk_id LIMIT $3
+        ) AS k"""
     vector_mode, keyword_mode = int(common_pb2.SEARCH_MODE_VECTOR), int(common_pb2.SEARCH_MODE_KEYWORD)
     hits = f"""
-    WITH {_BM25_TERMS.replace("{collection}", collection).strip()},
-    vector AS MATERIALIZED (
+    WITH vector AS MATERIALIZED (
         SELECT h.id, row_number() OVER (ORDER BY h.distance, h.id) AS rank
         FROM (SELECT c.id, {distance} AS distance FROM {vector_from} ORDER BY distance LIMIT $3) AS h
     ),
-    keyword AS MATERIALIZED (
-        SELECT k.chunk_id AS id, row_number() OVER (ORDER BY k.score DESC, k.chunk_id) AS rank
-        FROM ({keyword}) AS k
-    ),
+    keyword AS MATERIALIZED ({keyword}),
     fused AS (
-        SELECT lists.id, sum(lists.weight / ($7::float8 + lists.rank)) AS score,
+        SELECT lists.id, sum(lists.weight / ($5::float8 + lists.rank)) AS score,
                array_agg(lists.mode ORDER BY lists.mode) AS modes, min(lists.seen) AS seen
         FROM (
-            SELECT id, rank, $9::float8 AS weight, {vector_mode} AS mode, rank AS seen FROM vector
+            SELECT id, rank, $7::float8 AS weight, {vector_mode} AS mode, rank AS seen FROM vector
             UNION ALL
-            SELECT id, rank, $10::float8, {keyword_mode}, {_KEYWORD_SEEN} + rank FROM keyword
+            SELECT id, rank, $8::float8, {keyword_mode}, {_KEYWORD_SEEN} + rank FROM keyword
         ) AS lists
         GROUP BY lists.id
         ORDER BY score DESC, seen
-        LIMIT $8
+        LIMIT $6
     )
     SELECT c.id, d.document_id, c.ordinal, c.text, d.metadata || c.metadata AS metadata,
            fused.score, fused.modes, fused.seen
     FROM fused JOIN chunks AS c ON c.collection_id = {collection} AND c.id = fused.id JOIN documents AS d ON d.collection_id = c.collection_id AND d.id = c.document_id
     """
-    return _in_collection(collection_id, hits, "hits.score DESC, hits.seen", "$11")
+    return _in_collection(collection_id, hits, "hits.score DESC, hits.seen", "$9")
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""Runs a validated search against PostgreSQL: the one statement of `search.py` for its mode, with the
-HNSW scan it needs, on a collection whose id and dimension are remembered between searches.
+"""Runs a validated search against PostgreSQL: the statement of `search.py` for its mode, with the
+HNSW scan it needs and, for an unfiltered keyword list, the ranking `bm25_top_k` does first in the
+same snapshot, on a collection whose id and dimension are remembered between searches.
 
 The statements embed the collection's id and dimension as literals (see `search.py`), so a
 search needs them first; remembering them saves a round trip per search, and a statement that
@@ -14,13 +15,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import numpy as np
 from google.protobuf import timestamp_pb2
+from numpy.typing import NDArray
 from prometheus_client import Counter, Histogram
 
 from ragline.errors import FailedPrecondition, NotFound
 from ragline.metrics import LATENCY_BUCKETS, search_mode_label
 from ragline.v1 import common_pb2
 from ragline.v1 import retriever_service_pb2 as pb
+from ragline_retriever import bm25_top_k
 from ragline_retriever.config import RetrieverConfig
 from ragline_retriever.database import Database, PooledConnection, describe_error
 from ragline_retriever.filters import Params, compile_filter
@@ -34,6 +38,7 @@ from ragline_retriever.search import (
     Hit,
     hit_from_row,
     hybrid_search_sql,
+    keyword_hits_sql,
     keyword_search_sql,
     vector_search_sql,
 )
@@ -96,6 +101,11 @@ def _recent_enough(row: asyncpg.Record, request: pb.SearchChunksRequest) -> bool
     return created == request.collection_create_time and row["generation"] >= request.min_generation
 
 
+def _candidates(valid: ValidSearch) -> int:
+    """The length of each list hybrid search fuses: fusion needs deeper lists than top_k to rank well."""
+    return max(valid.top_k, MIN_CANDIDATES)
+
+
 def _fits(located: _Located, request: pb.SearchChunksRequest) -> bool:
     """Whether the query vector can be the remembered collection's: its dimension, and its model if named."""
     model_fits = not request.embedding_model or request.embedding_model == located.embedding_model
@@ -115,8 +125,7 @@ class Searcher:
         self._located: dict[tuple[str, str], _Located] = {}
 
     async def search(self, request: pb.SearchChunksRequest, valid: ValidSearch) -> tuple[list[Hit], int]:
-        """The hits of a search and the generation of the snapshot it read, in one statement
-        (`search.py`), which needs the collection's id and dimension: remembered from the
+        """The hits of a search and the generation of the snapshot it read (`_run`), which needs the collection's id and dimension: remembered from the
         collection's previous search, and looked up again when the statement finds them stale."""
         started = time.perf_counter()
         mode = valid.mode
@@ -193,67 +202,98 @@ class Searcher:
 
     async def _run(self, conn: PooledConnection, search: _Search, located: _Located) -> list[asyncpg.Record]:
         """The rows of `search`'s statement on the collection `located`; none if that id no longer
-        names the collection."""
-        request, valid, options = search.request, search.valid, search.valid.options
+        names the collection.
+
+        Without a filter, the retriever ranks the keyword list itself (`bm25_top_k`) before the
+        statement, in the statement's snapshot.
+        """
+        valid, options = search.valid, search.valid.options
+        filtered = search.condition is not None
+        query = None if valid.mode == common_pb2.SEARCH_MODE_KEYWORD else self._query(search, located)
         ef_search = None
+        if valid.mode == common_pb2.SEARCH_MODE_VECTOR:
+            ef_search = max(valid.top_k, options.ef_search)
+        elif valid.mode == common_pb2.SEARCH_MODE_HYBRID:
+            ef_search = max(_candidates(valid), options.ef_search)
+        ranks_keywords = valid.mode != common_pb2.SEARCH_MODE_VECTOR and not filtered
+        if not ranks_keywords and (ef_search is None or self._session_scan(ef_search, filtered)):
+            # One round trip, in one snapshot.
+            sql, args = self._statement(search, located, query, None)
+            return await conn.fetch(sql, *args)
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            if ef_search is not None:
+                await self._set_scan(conn, ef_search, filtered)
+            keyword = None
+            if ranks_keywords:
+                hybrid = valid.mode == common_pb2.SEARCH_MODE_HYBRID
+                keyword = await bm25_top_k.top_k(
+                    conn,
+                    located.id,
+                    search.request.query_text,
+                    _candidates(valid) if hybrid else valid.top_k,
+                    options.bm25_k1,
+                    options.bm25_b,
+                    (self._config.hybrid_keyword_max_postings or float("inf")) if hybrid else float("inf"),
+                )
+            sql, args = self._statement(search, located, query, keyword)
+            return await conn.fetch(sql, *args)
+
+    def _query(self, search: _Search, located: _Located) -> NDArray[np.float32]:
+        """The query embedding, checked against the collection `located`."""
+        request, name = search.request, search.valid.name
+        # A collection id never changes model (a migration makes a new one), so the statement's
+        # check of the id also checks this.
+        if request.embedding_model and request.embedding_model != located.embedding_model:
+            raise FailedPrecondition(
+                f"collection {name!r} holds vectors of {located.embedding_model} now, not of "
+                f"{request.embedding_model} (it was moved to that model); embed the query with it and retry",
+                field="embedding_model",
+                reason="EMBEDDING_MODEL_CHANGED",
+            )
+        return validate_embedding(request.query_embedding, located.dimension, "query_embedding", name)
+
+    @staticmethod
+    def _statement(
+        search: _Search,
+        located: _Located,
+        query: NDArray[np.float32] | None,
+        keyword: bm25_top_k.Scored | None,
+    ) -> tuple[str, tuple[Any, ...]]:
+        """`search`'s statement (`search.py`) and its arguments, given its query embedding and, if
+        the retriever ranked it, its keyword list."""
+        request, valid, options = search.request, search.valid, search.valid.options
+        filters = search.params.values
         if valid.mode == common_pb2.SEARCH_MODE_KEYWORD:
-            sql = keyword_search_sql(located.id, search.condition)
-            args: tuple[Any, ...] = (
+            if keyword is not None:
+                hits = (keyword.ids.tolist(), valid.name, keyword.scores.tolist(), valid.tenant)
+                return keyword_hits_sql(located.id), hits
+            sql = keyword_search_sql(located.id, search.condition or "TRUE")
+            return sql, (
                 request.query_text,
                 valid.name,
                 valid.top_k,
                 options.bm25_k1,
                 options.bm25_b,
                 valid.tenant,
+                *filters,
             )
-        else:
-            # A collection id never changes model (a migration makes a new one), so the statement's
-            # check of the id also checks this.
-            if request.embedding_model and request.embedding_model != located.embedding_model:
-                raise FailedPrecondition(
-                    f"collection {valid.name!r} holds vectors of {located.embedding_model} now, not of "
-                    f"{request.embedding_model} (it was moved to that model); embed the query with it and retry",
-                    field="embedding_model",
-                    reason="EMBEDDING_MODEL_CHANGED",
-                )
-            query = validate_embedding(
-                request.query_embedding, located.dimension, "query_embedding", valid.name
-            )
-            if valid.mode == common_pb2.SEARCH_MODE_VECTOR:
-                sql = vector_search_sql(located.id, located.dimension, search.condition or "TRUE")
-                args = (query, valid.name, valid.top_k, valid.tenant)
-                ef_search = max(valid.top_k, options.ef_search)
-            else:
-                # Fusion needs deeper lists than top_k to rank well.
-                candidates = max(valid.top_k, MIN_CANDIDATES)
-                sql = hybrid_search_sql(
-                    located.id,
-                    located.dimension,
-                    search.condition,
-                    self._config.hybrid_keyword_max_postings or None,
-                )
-                args = (
-                    request.query_text,
-                    valid.name,
-                    candidates,
-                    options.bm25_k1,
-                    options.bm25_b,
-                    query,
-                    float(options.rrf_k),
-                    valid.top_k,
-                    options.vector_weight,
-                    options.keyword_weight,
-                    valid.tenant,
-                )
-                ef_search = max(candidates, options.ef_search)
-        args = (*args, *search.params.values)
-        filtered = search.condition is not None
-        if ef_search is None or self._session_scan(ef_search, filtered):
-            # One round trip, in one snapshot.
-            return await conn.fetch(sql, *args)
-        async with conn.transaction(readonly=True):
-            await self._set_scan(conn, ef_search, filtered)
-            return await conn.fetch(sql, *args)
+        if valid.mode == common_pb2.SEARCH_MODE_VECTOR:
+            sql = vector_search_sql(located.id, located.dimension, search.condition or "TRUE")
+            return sql, (query, valid.name, valid.top_k, valid.tenant, *filters)
+        sql = hybrid_search_sql(located.id, located.dimension, search.condition)
+        shared = (
+            valid.name,
+            _candidates(valid),
+            query,
+            float(options.rrf_k),
+            valid.top_k,
+            options.vector_weight,
+            options.keyword_weight,
+            valid.tenant,
+        )
+        if keyword is not None:
+            return sql, (keyword.ids.tolist(), *shared)
+        return sql, (request.query_text, *shared, options.bm25_k1, options.bm25_b, *filters)
 
     async def _locate(self, conn: PooledConnection, tenant: str, name: str) -> _Located:
         """The id and dimension of `tenant`'s collection `name` (NOT_FOUND if none), remembered for

@@ -1,0 +1,264 @@
+"""The exact top k chunks of a keyword query by BM25, scored in the retriever's process with MaxScore.
+
+Why here and not in SQL: scoring one posting as an executor row costs about 3 us (hash
+aggregation, float arithmetic), and a query at a million chunks still reads 100,000+ postings
+after pruning; numpy scores one in a few nanoseconds. PostgreSQL keeps the postings, their
+statistics and the snapshot: the terms' weights and bounds come from the statistics the write path
+maintains (`ragline_bm25_terms`, migration 0008), the postings from `ragline_bm25_postings`
+(migration 0012: packed block rows, or `chunk_terms` for blocks with changes not yet folded), and
+the caller runs every statement of a search in one REPEATABLE READ transaction, so they all read
+one snapshot.
+
+MaxScore (Turtle and Flood, 1995):
+ 1. A threshold: the chunks best on the highest-bound terms (the rarest, whose postings total at
+    most SEED_POSTINGS, or one term's) get their full scores from the primary key of
+    `chunk_terms`; the k-th best of those, theta, is at most the collection's k-th best score.
+ 2. The terms, lowest bound first, whose bounds add up to less than theta are non-essential: a
+    chunk holding only those scores below theta, so only the other (essential) terms' postings are
+    read and scored.
+ 3. A chunk whose essential score plus the non-essential bounds is below theta is dropped; the
+    others get the non-essential terms' contributions (from the primary key, or from those terms'
+    block rows when there are many of them).
+Every chunk dropped scores below theta, so the result equals a full scan's, ties broken by chunk
+id. Comparisons allow 1e-9 relative for floating-point sums taken in a different order.
+
+`max_postings` bounds the effort instead (hybrid search's keyword list): while the essential terms
+hold more postings than that, the lowest-bound one is treated as non-essential too, so a chunk
+holding only such terms may be missed; the scores returned stay exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import asyncpg
+import numpy as np
+from numpy.typing import NDArray
+
+from ragline_retriever.database import PooledConnection
+from ragline_retriever.search import QUERY_LEXEMES
+
+# A search's connection, pooled or not (benchmarks and tests).
+Connection: TypeAlias = "asyncpg.Connection[Any] | PooledConnection"
+# The postings the threshold's seed terms may hold together (step 1).
+SEED_POSTINGS = 20_000
+# The seed's best chunks scored fully, per result asked for.
+SEED_CANDIDATES_PER_RESULT = 4
+# Above this many (chunk, term) pairs, step 3 reads the non-essential terms' block rows instead of
+# looking each pair up by primary key.
+MAX_LOOKUPS = 20_000
+# Dense per-chunk sums (np.bincount over the id range) while the range is at most this many ids
+# per posting, and at most DENSE_MAX_IDS ids; a sort (np.unique) otherwise.
+DENSE_IDS_PER_POSTING = 32
+DENSE_MAX_IDS = 4_000_000
+# Relative slack of the threshold, for sums taken in a different order.
+_SLACK = 1e-9
+
+# $1 the query text.
+_TERMS_SQL = f"""
+    SELECT c.avgdl, t.lexeme, t.weight, t.bound, t.df
+    FROM ragline_bm25_collection($2) AS c
+    JOIN ragline_bm25_terms($2, {QUERY_LEXEMES}, $3::float8, $4::float8) AS t ON true
+    ORDER BY t.bound DESC, t.lexeme
+"""
+_POSTINGS_SQL = "SELECT lexeme, chunk_ids, tfs, dls FROM ragline_bm25_postings($1, $2::text[], $3::bigint[])"
+_LOOKUP_SQL = """
+    SELECT lexeme, array_agg(chunk_id) AS chunk_ids, array_agg(tf) AS tfs, array_agg(dl) AS dls
+    FROM chunk_terms
+    WHERE collection_id = $1 AND lexeme = ANY ($2::text[]) AND chunk_id = ANY ($3::bigint[])
+    GROUP BY lexeme
+"""
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Chunks and their scores (or partial sums), in chunk id order."""
+
+    ids: NDArray[np.int64]
+    scores: NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class _Term:
+    """A query term the collection holds: its weight (IDF times k1 + 1), the bound of its
+    contribution to any chunk's score, and its document frequency."""
+
+    lexeme: str
+    weight: float
+    bound: float
+    df: float
+
+
+@dataclass(frozen=True)
+class _Postings:
+    """One term's postings, in chunk id order."""
+
+    ids: NDArray[np.int64]
+    tfs: NDArray[np.float64]
+    dls: NDArray[np.float64]
+
+
+class _Query:
+    """One query's terms and BM25 parameters on one collection, and the reads it makes."""
+
+    def __init__(
+        self, conn: Connection, collection_id: int, terms: list[_Term], avgdl: float, k1: float, b: float
+    ) -> None:
+        self.conn = conn
+        self.collection_id = collection_id
+        self.terms = terms
+        # k1 · (1 − b + b · dl / avgdl) as k1 · (1 − b) + (k1 · b / avgdl) · dl.
+        self.k1_b = k1 * (1 - b)
+        self.k1_b_avgdl = k1 * b / max(avgdl, 1.0)
+
+    def contributions(self, term: _Term, postings: _Postings) -> NDArray[np.float64]:
+        """The term's contribution to the score of each chunk of `postings`."""
+        tfs = postings.tfs
+        result: NDArray[np.float64] = term.weight * tfs / (tfs + self.k1_b + self.k1_b_avgdl * postings.dls)
+        return result
+
+    def sum(self, terms: list[_Term], postings: dict[str, _Postings]) -> Scored:
+        """Each chunk's sum of the contributions of `terms` it holds."""
+        held = [t for t in terms if t.lexeme in postings]
+        return sum_by_chunk(
+            [postings[t.lexeme].ids for t in held], [self.contributions(t, postings[t.lexeme]) for t in held]
+        )
+
+    async def postings(
+        self, terms: list[_Term], blocks: NDArray[np.int64] | None = None
+    ) -> dict[str, _Postings]:
+        """The postings of `terms` (within `blocks` of 4,096 chunk ids, if given), by lexeme."""
+        rows = await self.conn.fetch(
+            _POSTINGS_SQL,
+            self.collection_id,
+            [t.lexeme for t in terms],
+            None if blocks is None else blocks.tolist(),
+        )
+        return {
+            r["lexeme"]: _Postings(
+                np.frombuffer(r["chunk_ids"], ">i8").astype(np.int64),
+                np.frombuffer(r["tfs"], ">i4").astype(np.float64),
+                np.frombuffer(r["dls"], ">i4").astype(np.float64),
+            )
+            for r in rows
+        }
+
+    async def postings_of(self, terms: list[_Term], ids: NDArray[np.int64]) -> dict[str, _Postings]:
+        """The postings of `terms` in the chunks `ids` (sorted), by lexeme."""
+        if not terms or not ids.size:
+            return {}
+        if ids.size * len(terms) > MAX_LOOKUPS:
+            found = await self.postings(terms, np.unique(ids >> 12))
+            return {lexeme: _within(p, ids) for lexeme, p in found.items()}
+        rows = await self.conn.fetch(_LOOKUP_SQL, self.collection_id, [t.lexeme for t in terms], ids.tolist())
+        found = {}
+        for r in rows:
+            order = np.argsort(np.asarray(r["chunk_ids"], np.int64))
+            found[r["lexeme"]] = _Postings(
+                np.asarray(r["chunk_ids"], np.int64)[order],
+                np.asarray(r["tfs"], np.float64)[order],
+                np.asarray(r["dls"], np.float64)[order],
+            )
+        return found
+
+
+async def top_k(
+    conn: Connection,
+    collection_id: int,
+    query_text: str,
+    k: int,
+    k1: float,
+    b: float,
+    max_postings: float = float("inf"),
+) -> Scored:
+    """The k best chunks of the collection for `query_text`'s terms, best first (ties by id),
+    with their exact scores (see the module's docstring). `conn` must be in a REPEATABLE READ
+    transaction."""
+    rows = await conn.fetch(_TERMS_SQL, query_text, collection_id, k1, b)
+    if not rows or k < 1:
+        return _EMPTY
+    terms = [_Term(r["lexeme"], r["weight"], r["bound"], r["df"]) for r in rows]
+    query = _Query(conn, collection_id, terms, rows[0]["avgdl"], k1, b)
+    seed = 1
+    while seed < len(terms) and sum(t.df for t in terms[: seed + 1]) <= SEED_POSTINGS:
+        seed += 1
+    read = await query.postings(terms[:seed])
+    seeded = query.sum(terms[:seed], read)
+    if seed == len(terms):
+        return best(seeded, k)
+    # Step 1: the threshold.
+    leaders = best(seeded, k * SEED_CANDIDATES_PER_RESULT).ids
+    theta = 0.0
+    if leaders.size >= k:
+        rest_of_leaders = query.sum(terms[seed:], await query.postings_of(terms[seed:], np.sort(leaders)))
+        full = add(_subset(seeded, np.sort(leaders)), rest_of_leaders)
+        theta = float(np.sort(full.scores)[-k]) * (1 - _SLACK)
+    # Step 2: the essential terms.
+    essential, rest = len(terms), 0.0
+    essential_postings = sum(t.df for t in terms)
+    while essential > 1 and (rest + terms[essential - 1].bound < theta or essential_postings > max_postings):
+        essential -= 1
+        rest += terms[essential].bound
+        essential_postings -= terms[essential].df
+    if essential > seed:
+        read |= await query.postings(terms[seed:essential])
+    partial = query.sum(terms[:essential], read)
+    # Step 3: the candidates, and what the non-essential terms add to them.
+    kept = partial.scores + rest >= theta
+    candidates = Scored(partial.ids[kept], partial.scores[kept])
+    if essential < len(terms):
+        candidates = add(
+            candidates,
+            query.sum(terms[essential:], await query.postings_of(terms[essential:], candidates.ids)),
+        )
+    return best(candidates, k)
+
+
+_EMPTY = Scored(np.zeros(0, np.int64), np.zeros(0, np.float64))
+
+
+def sum_by_chunk(ids: list[NDArray[np.int64]], values: list[NDArray[np.float64]]) -> Scored:
+    """The sum of `values` per chunk id, over arrays of ids and their values (every value positive)."""
+    if not ids or not sum(a.size for a in ids):
+        return _EMPTY
+    all_ids, all_values = np.concatenate(ids), np.concatenate(values)
+    low = int(all_ids.min())
+    span = int(all_ids.max()) - low + 1
+    if span <= min(DENSE_MAX_IDS, max(DENSE_IDS_PER_POSTING * all_ids.size, 65_536)):
+        sums = np.bincount(all_ids - low, weights=all_values, minlength=span).astype(np.float64)
+        present = np.flatnonzero(sums)
+        return Scored(present.astype(np.int64) + low, sums[present])
+    unique, inverse = np.unique(all_ids, return_inverse=True)
+    return Scored(unique, np.bincount(inverse, weights=all_values).astype(np.float64))
+
+
+def add(scored: Scored, more: Scored) -> Scored:
+    """`scored` with the sums of `more` (whose ids are all among `scored`'s) added."""
+    if not more.ids.size:
+        return scored
+    scores = scored.scores.copy()
+    scores[np.searchsorted(scored.ids, more.ids)] += more.scores
+    return Scored(scored.ids, scores)
+
+
+def best(scored: Scored, k: int) -> Scored:
+    """The k best of `scored`, best first, ties by chunk id."""
+    if scored.ids.size > k:
+        kth = np.partition(scored.scores, scored.ids.size - k)[scored.ids.size - k]
+        kept = scored.scores >= kth
+        scored = Scored(scored.ids[kept], scored.scores[kept])
+    order = np.lexsort((scored.ids, -scored.scores))[:k]
+    return Scored(scored.ids[order], scored.scores[order])
+
+
+def _subset(scored: Scored, ids: NDArray[np.int64]) -> Scored:
+    """The entries of `scored` for `ids` (sorted, all among `scored`'s)."""
+    where = np.searchsorted(scored.ids, ids)
+    return Scored(ids, scored.scores[where])
+
+
+def _within(postings: _Postings, ids: NDArray[np.int64]) -> _Postings:
+    """The postings of the chunks `ids` (sorted)."""
+    kept = np.isin(postings.ids, ids, assume_unique=True)
+    return _Postings(postings.ids[kept], postings.tfs[kept], postings.dls[kept])
