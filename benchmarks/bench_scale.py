@@ -11,7 +11,8 @@ load is binary COPY into `documents` and `chunks` through the write path's trigg
 BM25 postings and statistics deltas), in transactions of 20,000 chunks, with the collection's HNSW
 index dropped first and built afterwards with the retriever's DDL. Every search goes through
 SearchChunks over gRPC. Reported: top-10 p50/p99 and QPS with 1 and 4 callers per mode, vector
-recall@10 against exact search (numpy, halfvec-rounded vectors) per `ef_search`, keyword top-10
+recall@10 against exact search (numpy, halfvec-rounded vectors) per `ef_search` (the exact ids, and
+as ann-benchmarks counts it: `_recall_within`), keyword top-10
 against a full BM25 scan (the filtered statement with a filter that keeps everything, also timed),
 search p99 while another client ingests, disk, memory, load and index build times.
 """
@@ -65,6 +66,8 @@ BATCH = 20_000
 QUERIES = 200
 EF_SEARCHES = (40, 64, 100, 200)
 MAINTENANCE_WORK_MEM = "2GB"
+# ann-benchmarks' tolerance for recall (`_recall_within`), in cosine distance.
+RECALL_EPSILON = 1e-3
 # The embedded PostgreSQL's default (128MB) caches a small part of a million chunks' index.
 # Not more: PostgreSQL's shared memory counts in each backend's RSS, and the OOM killer of a
 # machine shared with other work picked backends with 4GB of it during a load.
@@ -136,7 +139,7 @@ async def _load(url: str, texts: list[str], vectors: NDArray[np.float32], loaded
         await conn.execute(create_index_sql(collection_id, DIMENSION, 16, 64))
         build_seconds = time.perf_counter() - started
         print(f"HNSW index built in {build_seconds:.0f} s", flush=True)
-        for table in ("chunks", "chunk_terms", "documents"):
+        for table in ("chunks", "chunk_terms", "bm25_blocks", "documents"):
             await conn.execute(f"VACUUM ANALYZE {table}")
         return {"load_seconds": load_seconds, "build_seconds": build_seconds}
     finally:
@@ -153,6 +156,25 @@ def _exact(stored: NDArray[np.float32], queries: NDArray[np.float32]) -> NDArray
         order = np.argsort(-np.take_along_axis(similarity, top, axis=1), axis=1)
         found.append(np.take_along_axis(top, order, axis=1))
     return np.concatenate(found)
+
+
+def _recall_within(
+    found: list[list[int]],
+    exact: NDArray[np.int64],
+    stored: NDArray[np.float32],
+    queries: NDArray[np.float32],
+    row_of: dict[int, int],
+) -> float:
+    """Recall@10 as ann-benchmarks counts it: a chunk found counts if its distance is at most the
+    10th exact distance plus RECALL_EPSILON. The synthetic vectors put hundreds of near-copies of
+    one passage around a query, whose order is noise at halfvec precision; this counts an
+    equally near copy as found."""
+    hits = 0
+    for ids, row, query in zip(found, exact, queries, strict=True):
+        tenth = 1 - float(stored[row[-1]] @ query)
+        distances = 1 - stored[[row_of[i] for i in ids]] @ query
+        hits += min(int(np.sum(distances <= tenth + RECALL_EPSILON)), len(row))
+    return hits / exact.size
 
 
 async def _full_scan(url: str, texts: list[str]) -> tuple[list[list[int]], list[float], list[float]]:
@@ -255,7 +277,12 @@ async def _measure(
     stored = vectors.astype(np.float16).astype(np.float32)
     stored /= np.linalg.norm(stored, axis=1, keepdims=True)
     exact = _exact(stored, queries)
-    del stored
+    row_of = {chunk_id: row for row, chunk_id in enumerate(chunk_ids)}
+
+    def recalls(found: list[list[int]]) -> str:
+        strict = _recall(found, exact, chunk_ids)
+        return f"{strict:.3f} / {_recall_within(found, exact, stored, queries, row_of):.3f}"
+
     rows: list[dict[str, Any]] = []
     notes: dict[str, Any] = {}
     for mode in (VECTOR, KEYWORD, HYBRID):  # warm the caches
@@ -269,7 +296,7 @@ async def _measure(
                 found,
                 latencies,
                 seconds,
-                _recall(found, exact, chunk_ids),
+                recalls(found),
             )
         )
     idle: dict[str, list[float]] = {}
@@ -280,7 +307,7 @@ async def _measure(
     ):
         for callers in (1, 4):
             found, latencies, seconds = await _searches(stub, queries, callers, mode=mode, texts=query_texts)
-            recall: float | str = _recall(found, exact, chunk_ids) if mode == VECTOR else ""
+            recall = recalls(found) if mode == VECTOR else ""
             rows.append(_row(f"{label} top {TOP_K}", callers, found, latencies, seconds, recall))
             if callers == 1:
                 idle[label] = latencies
@@ -291,10 +318,10 @@ async def _measure(
     notes["keyword top 10 identical to a full BM25 scan (ids and order)"] = (
         f"{same}/{len(scan_found)} queries"
     )
-    notes["keyword SQL p50 ms, full scan vs pruned (same connection, side by side)"] = (
+    notes["keyword p50 ms on one connection, full scan vs bm25_top_k (side by side)"] = (
         f"{1000 * percentile(full_seconds, 50):.1f} vs {1000 * percentile(pruned_seconds, 50):.1f}"
     )
-    notes["keyword SQL p99 ms, full scan vs pruned"] = (
+    notes["keyword p99 ms, full scan vs bm25_top_k"] = (
         f"{1000 * percentile(full_seconds, 99):.1f} vs {1000 * percentile(pruned_seconds, 99):.1f}"
     )
     stop = asyncio.Event()

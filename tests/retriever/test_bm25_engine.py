@@ -265,6 +265,7 @@ async def test_top_k_is_exact_whatever_the_fold_has_seen(
             )
 
     monkeypatch.setattr(bm25_top_k, "SEED_POSTINGS", 30)
+    monkeypatch.setattr(bm25_top_k, "LOOKUP_COST_POSTINGS", 0)  # lookups rather than block rows
     for document in range(12):
         await upsert(f"d{document}", 20)
     await check()  # nothing folded
@@ -275,7 +276,7 @@ async def test_top_k_is_exact_whatever_the_fold_has_seen(
         pb.DeleteStoredDocumentRequest(tenant=TENANT, collection=name, document_id="d2")
     )
     await check()  # folded, with updates and deletes since
-    monkeypatch.setattr(bm25_top_k, "MAX_LOOKUPS", 0)
+    monkeypatch.setattr(bm25_top_k, "LOOKUP_COST_POSTINGS", 10**9)  # block rows rather than lookups
     await check()
     await conn.execute("SELECT ragline_bm25_fold()")
     await check()
