@@ -53,6 +53,7 @@ from ragline.v1 import common_pb2
 from ragline.v1 import retriever_service_pb2 as pb
 from ragline.v1 import retriever_service_pb2_grpc as pb_grpc
 from ragline_retriever import bm25_top_k
+from ragline_retriever.config import RetrieverConfig
 from ragline_retriever.document_store import _COPY_COLUMNS as CHUNK_COLUMNS
 from ragline_retriever.search import (
     create_index_sql,
@@ -64,7 +65,7 @@ from ragline_retriever.search import (
 
 BATCH = 20_000
 QUERIES = 200
-EF_SEARCHES = (40, 64, 100, 200)
+EF_SEARCHES = (40, 64, 100, 200, 400)
 MAINTENANCE_WORK_MEM = "2GB"
 # ann-benchmarks' tolerance for recall (`_recall_within`), in cosine distance.
 RECALL_EPSILON = 1e-3
@@ -136,7 +137,10 @@ async def _load(url: str, texts: list[str], vectors: NDArray[np.float32], loaded
         started = time.perf_counter()
         await conn.execute(f"SET maintenance_work_mem = '{MAINTENANCE_WORK_MEM}'")
         await conn.execute("SET max_parallel_maintenance_workers = 1")
-        await conn.execute(create_index_sql(collection_id, DIMENSION, 16, 64))
+        config = RetrieverConfig()
+        await conn.execute(
+            create_index_sql(collection_id, DIMENSION, config.hnsw_m, config.hnsw_ef_construction)
+        )
         build_seconds = time.perf_counter() - started
         print(f"HNSW index built in {build_seconds:.0f} s", flush=True)
         for table in ("chunks", "chunk_terms", "bm25_blocks", "documents"):
@@ -246,7 +250,8 @@ async def _disk(url: str) -> dict[str, float]:
         collection_id = await _collection_id(conn)
         sizes = await conn.fetchrow(
             "SELECT pg_database_size(current_database()) AS db, pg_total_relation_size('chunks') AS chunks,"
-            " pg_total_relation_size('chunk_terms') AS postings, pg_relation_size($1::regclass) AS hnsw,"
+            " pg_total_relation_size('chunk_terms') AS postings, pg_total_relation_size('bm25_blocks') AS blocks,"
+            " pg_relation_size($1::regclass) AS hnsw,"
             " (SELECT count(*) FROM chunk_terms) AS rows",
             index_name(collection_id or 0),
         )
@@ -258,6 +263,7 @@ async def _disk(url: str) -> dict[str, float]:
         "database MiB": round(sizes["db"] / mib),
         "chunks table + indexes MiB": round(sizes["chunks"] / mib),
         "BM25 postings (chunk_terms) MiB": round(sizes["postings"] / mib),
+        "BM25 posting blocks (bm25_blocks) MiB": round(sizes["blocks"] / mib),
         "HNSW index MiB (halfvec, m=16)": round(sizes["hnsw"] / mib),
         "BM25 postings rows": sizes["rows"],
     }
@@ -385,7 +391,7 @@ async def _bench(
                 timings["load_seconds"]
             )
             notes["load chunks/s"] = round((chunks - loaded) / timings["load_seconds"])
-            notes["HNSW build seconds (m=16, ef_construction=64, 1 parallel worker)"] = round(
+            notes["HNSW build seconds (the retriever's m and ef_construction, 1 parallel worker)"] = round(
                 timings["build_seconds"]
             )
         conn = await asyncpg.connect(url)
