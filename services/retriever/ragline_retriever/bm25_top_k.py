@@ -46,8 +46,8 @@ from ragline_retriever.search import QUERY_LEXEMES
 Connection: TypeAlias = "asyncpg.Connection[Any] | PooledConnection"
 # The postings the threshold's seed terms may hold together (step 1).
 SEED_POSTINGS = 20_000
-# The best chunks on the terms read so far scored fully for a threshold, per result asked for.
-SEED_CANDIDATES_PER_RESULT = 4
+# The chunks scored fully for a threshold (the best on the terms read so far), per result asked for.
+THRESHOLD_CHUNKS_PER_RESULT = 4
 # Looking up one (chunk, term) pair in `chunk_terms` by primary key costs about as much as reading
 # this many packed postings (at a million chunks, warm: 2,000 chunks x 3 terms in 13 ms, 500,000
 # packed postings in 23 ms); the postings of some chunks are looked up while that is cheaper than
@@ -78,7 +78,7 @@ _LOOKUP_SQL = """
 
 @dataclass(frozen=True)
 class Scored:
-    """Chunks and their scores (or partial sums), in chunk id order."""
+    """Chunks and their scores (or partial sums), in chunk id order; `best` returns them best first."""
 
     ids: NDArray[np.int64]
     scores: NDArray[np.float64]
@@ -133,7 +133,7 @@ class _Query:
     async def threshold(self, partial: Scored, summed: int, k: int) -> float:
         """A lower bound of the k-th best score: the k-th best full score of the chunks best on
         `partial`, their sums over the first `summed` terms (0 if fewer than k chunks hold those)."""
-        leaders = np.sort(best(partial, k * SEED_CANDIDATES_PER_RESULT).ids)
+        leaders = np.sort(best(partial, k * THRESHOLD_CHUNKS_PER_RESULT).ids)
         if leaders.size < k:
             return 0.0
         others = self.terms[summed:]
