@@ -316,6 +316,60 @@ async def test_migration_0010_tokenises_existing_chunks_again(database_url: str)
             await conn.close()
 
 
+async def test_migration_0012_folds_and_packs_what_is_stored(database_url: str) -> None:
+    # Chunks stored before 0012, with statistics deltas not yet folded (they name no block): after
+    # it, nothing is left to fold and the postings searches read equal `chunk_terms`.
+    async with scratch_database(database_url, "migrations_pack") as url:
+        conn = await asyncpg.connect(url)
+        try:
+            for migration in migrations():
+                if migration.version < 12:
+                    await conn.execute(migration.sql)
+            collection = await conn.fetchval(
+                "INSERT INTO collections (tenant, name, embedding_model, dimension) VALUES ('t', 'c', 'm', 1) RETURNING id"
+            )
+            document = await conn.fetchval(
+                "INSERT INTO documents (collection_id, document_id, content_hash) VALUES ($1, 'd', 'h') RETURNING id",
+                collection,
+            )
+            texts = ["wing flutter at high speed", "flutter of a wing", "heat transfer in a wing", "speed"]
+            await conn.executemany(
+                "INSERT INTO chunks (document_id, collection_id, ordinal, text, content_hash, embedding)"
+                " VALUES ($1, $2, $3, $4, 'h', '[1]')",
+                [(document, collection, i, text) for i, text in enumerate(texts)],
+            )
+            await conn.execute("SELECT ragline_bm25_fold()")
+            await conn.execute("DELETE FROM chunks WHERE ordinal = 3")  # a delta left unfolded
+            await conn.execute("CREATE TABLE ragline_schema_migrations (version integer PRIMARY KEY)")
+            await conn.executemany(
+                "INSERT INTO ragline_schema_migrations VALUES ($1)",
+                [(m.version,) for m in migrations() if m.version < 12],
+            )
+            assert 12 in await migrate(conn)
+            assert await conn.fetchval("SELECT count(*) FROM bm25_term_deltas") == 0
+            stored = await conn.fetch(
+                "SELECT lexeme, array_agg(chunk_id ORDER BY chunk_id) AS ids, array_agg(tf ORDER BY chunk_id) AS tfs"
+                " FROM chunk_terms GROUP BY lexeme ORDER BY lexeme"
+            )
+            read = await conn.fetch(
+                "SELECT lexeme, chunk_ids, tfs FROM ragline_bm25_postings($1, $2) ORDER BY lexeme",
+                collection,
+                [row["lexeme"] for row in stored],
+            )
+            assert [
+                (
+                    r["lexeme"],
+                    np.frombuffer(r["chunk_ids"], ">i8").tolist(),
+                    np.frombuffer(r["tfs"], ">i4").tolist(),
+                )
+                for r in read
+            ] == [(r["lexeme"], r["ids"], r["tfs"]) for r in stored]
+            assert "speed" in [r["lexeme"] for r in stored]  # still held by the first chunk
+            assert await conn.fetchval("SELECT df FROM bm25_term_stats WHERE lexeme = 'speed'") == 1
+        finally:
+            await conn.close()
+
+
 async def test_a_small_collection_is_searched_through_its_hnsw_index(database_url: str) -> None:
     # Cranfield's size: with pgvector's COST 1 for the cast and the distance, the index's start-up cost
     # at the retriever's ef_search made a scan of every chunk look cheaper, and the hybrid statement
