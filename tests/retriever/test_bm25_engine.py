@@ -75,7 +75,9 @@ async def _recounted(
     return (row["n"], pytest.approx(row["avgdl"])), {r["lexeme"]: r["df"] for r in terms}
 
 
-async def _postings(conn: asyncpg.Connection, collection_id: int) -> dict[str, list[tuple[int, int, int]]]:
+async def postings_stored(
+    conn: asyncpg.Connection, collection_id: int
+) -> dict[str, list[tuple[int, int, int]]]:
     """Every term's postings in `chunk_terms`: (chunk id, tf, dl), in chunk id order."""
     rows = await conn.fetch(
         "SELECT lexeme, chunk_id, tf, dl FROM chunk_terms WHERE collection_id = $1 ORDER BY lexeme, chunk_id",
@@ -87,7 +89,7 @@ async def _postings(conn: asyncpg.Connection, collection_id: int) -> dict[str, l
     return found
 
 
-async def _postings_read(
+async def postings_read(
     conn: asyncpg.Connection, collection_id: int
 ) -> dict[str, list[tuple[int, int, int]]]:
     """Every term's postings as searches read them (block rows, and `chunk_terms` where deltas are left)."""
@@ -109,6 +111,17 @@ def _text(rng: random.Random, length: int) -> str:
     return " ".join(rng.choices(VOCABULARY, FREQUENCIES, k=length))
 
 
+async def _upsert_text(
+    stub: pb_grpc.RetrieverServiceStub, name: str, document: str, texts: list[str]
+) -> None:
+    """Stores `document` in collection `name` with one chunk per text."""
+    await stub.UpsertDocument(
+        pb.UpsertDocumentRequest(
+            tenant=TENANT, collection=name, document_id=document, chunks=[chunk(t, axis(0)) for t in texts]
+        )
+    )
+
+
 async def test_statistics_equal_a_recount_after_every_kind_of_write(
     stub: pb_grpc.RetrieverServiceStub, new_collection: NewCollection, conn: asyncpg.Connection
 ) -> None:
@@ -117,19 +130,11 @@ async def test_statistics_equal_a_recount_after_every_kind_of_write(
     rng = random.Random(7)
 
     async def upsert(document: str, chunks: int) -> None:
-        texts = [_text(rng, rng.randint(1, 30)) for _ in range(chunks)]
-        await stub.UpsertDocument(
-            pb.UpsertDocumentRequest(
-                tenant=TENANT,
-                collection=name,
-                document_id=document,
-                chunks=[chunk(t, axis(0)) for t in texts],
-            )
-        )
+        await _upsert_text(stub, name, document, [_text(rng, rng.randint(1, 30)) for _ in range(chunks)])
 
     async def check() -> None:
         assert await _maintained(conn, collection_id) == await _recounted(conn, collection_id)
-        assert await _postings_read(conn, collection_id) == await _postings(conn, collection_id)
+        assert await postings_read(conn, collection_id) == await postings_stored(conn, collection_id)
 
     for document in "abcd":
         await upsert(document, 5)
@@ -246,15 +251,7 @@ async def test_top_k_is_exact_whatever_the_fold_has_seen(
     queries = _queries(rng, 15)
 
     async def upsert(document: str, chunks: int) -> None:
-        texts = [_text(rng, rng.randint(3, 40)) for _ in range(chunks)]
-        await stub.UpsertDocument(
-            pb.UpsertDocumentRequest(
-                tenant=TENANT,
-                collection=name,
-                document_id=document,
-                chunks=[chunk(t, axis(0)) for t in texts],
-            )
-        )
+        await _upsert_text(stub, name, document, [_text(rng, rng.randint(3, 40)) for _ in range(chunks)])
 
     async def check() -> None:
         for query in queries:

@@ -21,7 +21,7 @@ from collections import Counter
 
 import pytest
 
-from ragline_retriever import document_store
+from ragline_retriever import bm25_top_k, document_store
 from ragline_retriever.search import (
     hybrid_search_sql,
     keyword_hits_sql,
@@ -119,6 +119,7 @@ def search_statements() -> dict[str, str]:
         "keyword, filtered": keyword_search_sql(COLLECTION, CONDITION),
         "hybrid": hybrid_search_sql(COLLECTION, 8),
         "hybrid, filtered": hybrid_search_sql(COLLECTION, 8, CONDITION),
+        "keyword lookups (bm25_top_k)": bm25_top_k._LOOKUP_SQL,
     }
 
 

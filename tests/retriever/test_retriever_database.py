@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pgvector.asyncpg import register_vector
+from test_bm25_engine import postings_read, postings_stored
 from test_retriever_service import TENANT
 
 from ragline.devstack import SERVICES, ServiceProcess, Stack
@@ -275,27 +276,42 @@ def test_database_outage_gives_unavailable_then_recovers(tmp_path: Path) -> None
     assert postmaster_pid(data_dir) is None
 
 
+async def _store_before(conn: asyncpg.Connection, version: int, texts: list[str]) -> int:
+    """Applies the migrations before `version` by hand and stores one document with a chunk per
+    text in a new collection; returns the collection's id."""
+    for migration in migrations():
+        if migration.version < version:
+            await conn.execute(migration.sql)
+    collection: int = await conn.fetchval(
+        "INSERT INTO collections (tenant, name, embedding_model, dimension) VALUES ('t', 'c', 'm', 1) RETURNING id"
+    )
+    document = await conn.fetchval(
+        "INSERT INTO documents (collection_id, document_id, content_hash) VALUES ($1, 'd', 'h') RETURNING id",
+        collection,
+    )
+    await conn.executemany(
+        "INSERT INTO chunks (document_id, collection_id, ordinal, text, content_hash, embedding)"
+        " VALUES ($1, $2, $3, $4, 'h', '[1]')",
+        [(document, collection, i, text) for i, text in enumerate(texts)],
+    )
+    return collection
+
+
+async def _record_migrations_before(conn: asyncpg.Connection, version: int) -> None:
+    """Records the migrations before `version` as applied, as `migrate` would have."""
+    await conn.execute("CREATE TABLE ragline_schema_migrations (version integer PRIMARY KEY)")
+    await conn.executemany(
+        "INSERT INTO ragline_schema_migrations VALUES ($1)",
+        [(m.version,) for m in migrations() if m.version < version],
+    )
+
+
 async def test_migration_0010_tokenises_existing_chunks_again(database_url: str) -> None:
     # A chunk stored under the `english` configuration gets `ragline_english` terms and length.
     async with scratch_database(database_url, "migrations_retokenise") as url:
         conn = await asyncpg.connect(url)
         try:
-            for migration in migrations():
-                if migration.version < 10:
-                    await conn.execute(migration.sql)
-            collection = await conn.fetchval(
-                "INSERT INTO collections (tenant, name, embedding_model, dimension) VALUES ('t', 'c', 'm', 1) RETURNING id"
-            )
-            document = await conn.fetchval(
-                "INSERT INTO documents (collection_id, document_id, content_hash) VALUES ($1, 'd', 'h') RETURNING id",
-                collection,
-            )
-            await conn.execute(
-                "INSERT INTO chunks (document_id, collection_id, ordinal, text, content_hash, embedding)"
-                " VALUES ($1, $2, 0, 'Boundary-layer suction.', 'h', '[1]')",
-                document,
-                collection,
-            )
+            await _store_before(conn, 10, ["Boundary-layer suction."])
 
             async def terms() -> tuple[list[str], int]:
                 lexemes = await conn.fetch("SELECT lexeme, dl FROM chunk_terms ORDER BY lexeme")
@@ -304,11 +320,7 @@ async def test_migration_0010_tokenises_existing_chunks_again(database_url: str)
                 )
 
             assert await terms() == (["boundari", "boundary-lay", "layer", "suction"], 4)
-            await conn.execute("CREATE TABLE ragline_schema_migrations (version integer PRIMARY KEY)")
-            await conn.executemany(
-                "INSERT INTO ragline_schema_migrations VALUES ($1)",
-                [(m.version,) for m in migrations() if m.version < 10],
-            )
+            await _record_migrations_before(conn, 10)
             assert 10 in await migrate(conn)
             assert await terms() == (["boundari", "layer", "suction"], 3)
             assert {row["dl"] for row in await conn.fetch("SELECT dl FROM chunk_terms")} == {3}
@@ -322,49 +334,16 @@ async def test_migration_0012_folds_and_packs_what_is_stored(database_url: str) 
     async with scratch_database(database_url, "migrations_pack") as url:
         conn = await asyncpg.connect(url)
         try:
-            for migration in migrations():
-                if migration.version < 12:
-                    await conn.execute(migration.sql)
-            collection = await conn.fetchval(
-                "INSERT INTO collections (tenant, name, embedding_model, dimension) VALUES ('t', 'c', 'm', 1) RETURNING id"
-            )
-            document = await conn.fetchval(
-                "INSERT INTO documents (collection_id, document_id, content_hash) VALUES ($1, 'd', 'h') RETURNING id",
-                collection,
-            )
             texts = ["wing flutter at high speed", "flutter of a wing", "heat transfer in a wing", "speed"]
-            await conn.executemany(
-                "INSERT INTO chunks (document_id, collection_id, ordinal, text, content_hash, embedding)"
-                " VALUES ($1, $2, $3, $4, 'h', '[1]')",
-                [(document, collection, i, text) for i, text in enumerate(texts)],
-            )
+            collection = await _store_before(conn, 12, texts)
             await conn.execute("SELECT ragline_bm25_fold()")
             await conn.execute("DELETE FROM chunks WHERE ordinal = 3")  # a delta left unfolded
-            await conn.execute("CREATE TABLE ragline_schema_migrations (version integer PRIMARY KEY)")
-            await conn.executemany(
-                "INSERT INTO ragline_schema_migrations VALUES ($1)",
-                [(m.version,) for m in migrations() if m.version < 12],
-            )
+            await _record_migrations_before(conn, 12)
             assert 12 in await migrate(conn)
             assert await conn.fetchval("SELECT count(*) FROM bm25_term_deltas") == 0
-            stored = await conn.fetch(
-                "SELECT lexeme, array_agg(chunk_id ORDER BY chunk_id) AS ids, array_agg(tf ORDER BY chunk_id) AS tfs"
-                " FROM chunk_terms GROUP BY lexeme ORDER BY lexeme"
-            )
-            read = await conn.fetch(
-                "SELECT lexeme, chunk_ids, tfs FROM ragline_bm25_postings($1, $2) ORDER BY lexeme",
-                collection,
-                [row["lexeme"] for row in stored],
-            )
-            assert [
-                (
-                    r["lexeme"],
-                    np.frombuffer(r["chunk_ids"], ">i8").tolist(),
-                    np.frombuffer(r["tfs"], ">i4").tolist(),
-                )
-                for r in read
-            ] == [(r["lexeme"], r["ids"], r["tfs"]) for r in stored]
-            assert "speed" in [r["lexeme"] for r in stored]  # still held by the first chunk
+            stored = await postings_stored(conn, collection)
+            assert "speed" in stored  # still held by the first chunk
+            assert await postings_read(conn, collection) == stored
             assert await conn.fetchval("SELECT df FROM bm25_term_stats WHERE lexeme = 'speed'") == 1
         finally:
             await conn.close()

@@ -169,9 +169,10 @@ class _Query:
         rows = await self.conn.fetch(_LOOKUP_SQL, self.collection_id, [t.lexeme for t in terms], ids.tolist())
         found = {}
         for r in rows:
-            order = np.argsort(np.asarray(r["chunk_ids"], np.int64))
+            chunk_ids = np.asarray(r["chunk_ids"], np.int64)
+            order = np.argsort(chunk_ids)
             found[r["lexeme"]] = _Postings(
-                np.asarray(r["chunk_ids"], np.int64)[order],
+                chunk_ids[order],
                 np.asarray(r["tfs"], np.float64)[order],
                 np.asarray(r["dls"], np.float64)[order],
             )
