@@ -50,6 +50,9 @@ async def test_a_job_survives_kill_9_of_its_workers_and_stores_every_document_on
     assert running > 0, "no document was leased when the workers died, so no lease was taken over"
     gateway.start()
     await asyncio.to_thread(gateway.wait_healthy, 120)
+    # The client's channel saw the gateway refuse connections and may still be in its reconnect
+    # backoff, where calls fail at once with UNAVAILABLE: wait until it has reconnected.
+    await asyncio.wait_for(client._channel.channel_ready(), 60)
     job = await client.wait_for_ingest_job(job.job_id, poll_seconds=0.5, timeout=300)
 
     assert job.state == common_pb2.INGEST_JOB_STATE_SUCCEEDED, job
