@@ -15,7 +15,6 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
-import numpy as np
 import pytest
 from test_retriever_service import TENANT, axis, chunk
 
@@ -94,17 +93,11 @@ async def postings_read(
 ) -> dict[str, list[tuple[int, int, int]]]:
     """Every term's postings as searches read them (block rows, and `chunk_terms` where deltas are left)."""
     lexemes = [r["lexeme"] for r in await conn.fetch("SELECT DISTINCT lexeme FROM chunk_terms")]
-    rows = await conn.fetch(
-        "SELECT lexeme, chunk_ids, tfs, dls FROM ragline_bm25_postings($1, $2)", collection_id, lexemes
-    )
-    found = {}
-    for r in rows:
-        ids, tfs, dls = (
-            np.frombuffer(r[column], dtype).tolist()
-            for column, dtype in (("chunk_ids", ">i8"), ("tfs", ">i4"), ("dls", ">i4"))
-        )
-        found[r["lexeme"]] = list(zip(ids, tfs, dls, strict=True))
-    return found
+    found = await bm25_top_k.read_postings(conn, collection_id, lexemes)
+    return {
+        lexeme: list(zip(p.ids.tolist(), map(int, p.tfs), map(int, p.dls), strict=True))
+        for lexeme, p in found.items()
+    }
 
 
 def _text(rng: random.Random, length: int) -> str:

@@ -276,12 +276,15 @@ def test_database_outage_gives_unavailable_then_recovers(tmp_path: Path) -> None
     assert postmaster_pid(data_dir) is None
 
 
-async def _store_before(conn: asyncpg.Connection, version: int, texts: list[str]) -> int:
+async def _store_before(
+    conn: asyncpg.Connection, version: int, texts: list[str], first_chunk_id: int = 1
+) -> int:
     """Applies the migrations before `version` by hand and stores one document with a chunk per
-    text in a new collection; returns the collection's id."""
+    text (chunk ids from `first_chunk_id` on) in a new collection; returns the collection's id."""
     for migration in migrations():
         if migration.version < version:
             await conn.execute(migration.sql)
+    await conn.execute("SELECT setval(pg_get_serial_sequence('chunks', 'id'), $1, false)", first_chunk_id)
     collection: int = await conn.fetchval(
         "INSERT INTO collections (tenant, name, embedding_model, dimension) VALUES ('t', 'c', 'm', 1) RETURNING id"
     )
@@ -345,6 +348,35 @@ async def test_migration_0012_folds_and_packs_what_is_stored(database_url: str) 
             assert "speed" in stored  # still held by the first chunk
             assert await postings_read(conn, collection) == stored
             assert await conn.fetchval("SELECT df FROM bm25_term_stats WHERE lexeme = 'speed'") == 1
+        finally:
+            await conn.close()
+
+
+async def test_migration_0013_packs_every_block_again_and_keeps_changes_not_folded(database_url: str) -> None:
+    # Block rows in 0012's format, chunk ids on both sides of a block boundary, and an update not yet
+    # folded: after 0013 the postings searches read equal `chunk_terms`, and still do after the fold
+    # and after a change the fold packs.
+    async with scratch_database(database_url, "migrations_compact") as url:
+        conn = await asyncpg.connect(url)
+        try:
+            texts = ["wing flutter at high speed", "flutter of a wing", "heat transfer in a wing", "speed"]
+            collection = await _store_before(conn, 13, texts, first_chunk_id=4094)
+            await conn.execute("SELECT ragline_bm25_fold()")
+            await conn.execute("UPDATE chunks SET text = 'wing wing wing speed' WHERE ordinal = 1")
+            await _record_migrations_before(conn, 13)
+            assert 13 in await migrate(conn)
+            stored = await postings_stored(conn, collection)
+            assert stored["wing"] == [(4094, 1, 4), (4095, 3, 4), (4096, 1, 3)]
+            assert await conn.fetchval("SELECT count(*) FROM bm25_term_deltas") > 0
+            assert await postings_read(conn, collection) == stored
+            await conn.execute("SELECT ragline_bm25_fold()")
+            assert await conn.fetchval("SELECT count(*) FROM bm25_term_deltas") == 0
+            assert await postings_read(conn, collection) == stored
+            await conn.execute("UPDATE chunks SET text = 'wing heat heat' WHERE ordinal = 2")
+            await conn.execute("SELECT ragline_bm25_fold()")
+            stored = await postings_stored(conn, collection)
+            assert stored["heat"] == [(4096, 2, 3)]
+            assert await postings_read(conn, collection) == stored
         finally:
             await conn.close()
 

@@ -5,7 +5,7 @@ aggregation, float arithmetic), and a query at a million chunks still reads 100,
 after pruning; numpy scores one in a few nanoseconds. PostgreSQL keeps the postings, their
 statistics and the snapshot: the terms' weights and bounds come from the statistics the write path
 maintains (`ragline_bm25_terms`, migration 0008), the postings from `ragline_bm25_postings`
-(migration 0012: packed block rows, or `chunk_terms` for blocks with changes not yet folded), and
+(migrations 0012 and 0013: packed block rows, or `chunk_terms` for blocks with changes not yet folded), and
 the caller runs every statement of a search in one REPEATABLE READ transaction, so they all read
 one snapshot.
 
@@ -49,10 +49,10 @@ SEED_POSTINGS = 20_000
 # The chunks scored fully for a threshold (the best on the terms read so far), per result asked for.
 THRESHOLD_CHUNKS_PER_RESULT = 4
 # Looking up one (chunk, term) pair in `chunk_terms` by primary key costs about as much as reading
-# this many packed postings (at a million chunks, warm: 2,000 chunks x 3 terms in 13 ms, 500,000
-# packed postings in 23 ms); the postings of some chunks are looked up while that is cheaper than
-# reading the terms' block rows.
-LOOKUP_COST_POSTINGS = 40
+# this many packed postings; the postings of some chunks are looked up while that is cheaper than
+# reading the terms' block rows. Chosen at a million chunks with migration 0013's 8-byte postings
+# (50 Cranfield queries in process, p50): 40 gave 30.5 ms, 100 28.2 ms, 200 29.3 ms.
+LOOKUP_COST_POSTINGS = 100
 # Dense per-chunk sums (np.bincount over the id range) while the range is at most this many ids
 # per posting, and at most DENSE_MAX_IDS ids; a sort (np.unique) otherwise.
 DENSE_IDS_PER_POSTING = 32
@@ -67,7 +67,9 @@ _TERMS_SQL = f"""
     JOIN ragline_bm25_terms($2, {QUERY_LEXEMES}, $3::float8, $4::float8) AS t ON true
     ORDER BY t.bound DESC, t.lexeme
 """
-_POSTINGS_SQL = "SELECT lexeme, chunk_ids, tfs, dls FROM ragline_bm25_postings($1, $2::text[], $3::bigint[])"
+_POSTINGS_SQL = "SELECT lexeme, block, postings FROM ragline_bm25_postings($1, $2::text[], $3::bigint[])"
+# A block row's posting (migration 0013): the chunk id's offset in its block, tf and the chunk's length.
+_RECORD = np.dtype([("offset", ">i2"), ("tf", ">i2"), ("dl", ">i4")])
 _LOOKUP_SQL = """
     SELECT lexeme, array_agg(chunk_id) AS chunk_ids, array_agg(tf) AS tfs, array_agg(dl) AS dls
     FROM chunk_terms
@@ -96,12 +98,36 @@ class _Term:
 
 
 @dataclass(frozen=True)
-class _Postings:
+class Postings:
     """One term's postings, in chunk id order."""
 
     ids: NDArray[np.int64]
     tfs: NDArray[np.float64]
     dls: NDArray[np.float64]
+
+
+async def read_postings(
+    conn: Connection, collection_id: int, lexemes: list[str], blocks: NDArray[np.int64] | None = None
+) -> dict[str, Postings]:
+    """The postings of the terms `lexemes` (within `blocks` of 4,096 chunk ids, if given), by lexeme,
+    as searches read them: block rows, packed from `chunk_terms` where deltas are left."""
+    rows = await conn.fetch(
+        _POSTINGS_SQL, collection_id, lexemes, None if blocks is None else blocks.tolist()
+    )
+    by_lexeme: dict[str, tuple[list[int], list[bytes]]] = {}
+    for r in rows:
+        block_numbers, packed = by_lexeme.setdefault(r["lexeme"], ([], []))
+        block_numbers.append(r["block"])
+        packed.append(r["postings"])
+    found = {}
+    for lexeme, (block_numbers, packed) in by_lexeme.items():
+        records = np.frombuffer(b"".join(packed), _RECORD)
+        counts = [len(p) // _RECORD.itemsize for p in packed]
+        starts = np.repeat(np.asarray(block_numbers, np.int64) << 12, counts)
+        found[lexeme] = Postings(
+            starts + records["offset"], records["tf"].astype(np.float64), records["dl"].astype(np.float64)
+        )
+    return found
 
 
 class _Query:
@@ -117,13 +143,13 @@ class _Query:
         self.k1_b = k1 * (1 - b)
         self.k1_b_avgdl = k1 * b / max(avgdl, 1.0)
 
-    def contributions(self, term: _Term, postings: _Postings) -> NDArray[np.float64]:
+    def contributions(self, term: _Term, postings: Postings) -> NDArray[np.float64]:
         """The term's contribution to the score of each chunk of `postings`."""
         tfs = postings.tfs
         result: NDArray[np.float64] = term.weight * tfs / (tfs + self.k1_b + self.k1_b_avgdl * postings.dls)
         return result
 
-    def sum(self, terms: list[_Term], postings: dict[str, _Postings]) -> Scored:
+    def sum(self, terms: list[_Term], postings: dict[str, Postings]) -> Scored:
         """Each chunk's sum of the contributions of `terms` it holds."""
         held = [t for t in terms if t.lexeme in postings]
         return sum_by_chunk(
@@ -142,24 +168,11 @@ class _Query:
 
     async def postings(
         self, terms: list[_Term], blocks: NDArray[np.int64] | None = None
-    ) -> dict[str, _Postings]:
+    ) -> dict[str, Postings]:
         """The postings of `terms` (within `blocks` of 4,096 chunk ids, if given), by lexeme."""
-        rows = await self.conn.fetch(
-            _POSTINGS_SQL,
-            self.collection_id,
-            [t.lexeme for t in terms],
-            None if blocks is None else blocks.tolist(),
-        )
-        return {
-            r["lexeme"]: _Postings(
-                np.frombuffer(r["chunk_ids"], ">i8").astype(np.int64),
-                np.frombuffer(r["tfs"], ">i4").astype(np.float64),
-                np.frombuffer(r["dls"], ">i4").astype(np.float64),
-            )
-            for r in rows
-        }
+        return await read_postings(self.conn, self.collection_id, [t.lexeme for t in terms], blocks)
 
-    async def postings_of(self, terms: list[_Term], ids: NDArray[np.int64]) -> dict[str, _Postings]:
+    async def postings_of(self, terms: list[_Term], ids: NDArray[np.int64]) -> dict[str, Postings]:
         """The postings of `terms` in the chunks `ids` (sorted), by lexeme."""
         if not terms or not ids.size:
             return {}
@@ -171,7 +184,7 @@ class _Query:
         for r in rows:
             chunk_ids = np.asarray(r["chunk_ids"], np.int64)
             order = np.argsort(chunk_ids)
-            found[r["lexeme"]] = _Postings(
+            found[r["lexeme"]] = Postings(
                 chunk_ids[order],
                 np.asarray(r["tfs"], np.float64)[order],
                 np.asarray(r["dls"], np.float64)[order],
@@ -234,19 +247,49 @@ async def top_k(
 _EMPTY = Scored(np.zeros(0, np.int64), np.zeros(0, np.float64))
 
 
+class _DenseArrays:
+    """Per-chunk sums and presence over a range of ids, zeroed, kept between searches.
+
+    New arrays of a million entries cost a page fault per 4 KiB touched: at a million chunks a
+    query's essential sum took 9 ms in them, against 3 ms in arrays touched before. Each sum zeroes
+    the entries it set before it returns (it does not await, so searches never share them). At most
+    DENSE_MAX_IDS ids: 36 MiB.
+    """
+
+    def __init__(self) -> None:
+        self._sums = np.zeros(0)
+        self._present = np.zeros(0, bool)
+
+    def zeroed(self, span: int) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+        """Zeroed sums and presence for `span` ids."""
+        if self._sums.size < span:
+            self._sums, self._present = np.zeros(span), np.zeros(span, bool)
+        return self._sums[:span], self._present[:span]
+
+
+_DENSE = _DenseArrays()
+
+
 def sum_by_chunk(ids: list[NDArray[np.int64]], values: list[NDArray[np.float64]]) -> Scored:
-    """The sum of `values` per chunk id, over arrays of ids and their values (every value positive)."""
+    """The sum of `values` per chunk id, over arrays of ids (each without repeats: one term's
+    postings) and their values."""
     if not ids or not sum(a.size for a in ids):
         return _EMPTY
-    all_ids, all_values = np.concatenate(ids), np.concatenate(values)
-    low = int(all_ids.min())
-    span = int(all_ids.max()) - low + 1
-    if span <= min(DENSE_MAX_IDS, max(DENSE_IDS_PER_POSTING * all_ids.size, 65_536)):
-        sums = np.bincount(all_ids - low, weights=all_values, minlength=span).astype(np.float64, copy=False)
-        present = np.flatnonzero(sums)
-        return Scored(present.astype(np.int64) + low, sums[present])
-    unique, inverse = np.unique(all_ids, return_inverse=True)
-    return Scored(unique, np.bincount(inverse, weights=all_values).astype(np.float64, copy=False))
+    low = min(int(a.min()) for a in ids if a.size)
+    span = max(int(a.max()) for a in ids if a.size) - low + 1
+    if span <= min(DENSE_MAX_IDS, max(DENSE_IDS_PER_POSTING * sum(a.size for a in ids), 65_536)):
+        # One array at a time, by fancy indexing (an array has no repeats), with presence in a
+        # boolean array: at a million ids, 2x faster than np.bincount and np.flatnonzero of its sums.
+        sums, present = _DENSE.zeroed(span)
+        for chunk_ids, chunk_values in zip(ids, values, strict=True):
+            sums[chunk_ids - low] += chunk_values
+            present[chunk_ids - low] = True
+        where = np.flatnonzero(present)
+        scored = Scored(where + low, sums[where])
+        sums[where], present[where] = 0.0, False
+        return scored
+    unique, inverse = np.unique(np.concatenate(ids), return_inverse=True)
+    return Scored(unique, np.bincount(inverse, weights=np.concatenate(values)).astype(np.float64, copy=False))
 
 
 def add(scored: Scored, more: Scored) -> Scored:
@@ -274,7 +317,7 @@ def _subset(scored: Scored, ids: NDArray[np.int64]) -> Scored:
     return Scored(ids, scored.scores[where])
 
 
-def _within(postings: _Postings, ids: NDArray[np.int64]) -> _Postings:
+def _within(postings: Postings, ids: NDArray[np.int64]) -> Postings:
     """The postings of the chunks `ids` (sorted)."""
     kept = np.isin(postings.ids, ids, assume_unique=True)
-    return _Postings(postings.ids[kept], postings.tfs[kept], postings.dls[kept])
+    return Postings(postings.ids[kept], postings.tfs[kept], postings.dls[kept])
