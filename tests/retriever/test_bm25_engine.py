@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import asyncpg
 import pytest
@@ -272,11 +273,33 @@ async def test_top_k_is_exact_whatever_the_fold_has_seen(
     await check()
 
 
-async def test_bounded_effort_returns_exact_scores(zipf: str, conn: asyncpg.Connection) -> None:
+async def test_bounded_effort_reads_at_most_its_postings_and_returns_exact_scores(
+    zipf: str, conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every term's postings would fit the seed at this size: a small seed, and primary-key lookups
+    # only, so that every posting list read is counted below.
+    monkeypatch.setattr(bm25_top_k, "SEED_POSTINGS", 30)
+    monkeypatch.setattr(bm25_top_k, "LOOKUP_COST_POSTINGS", 0)
+    read: list[int] = []
+    read_postings = bm25_top_k.read_postings
+
+    async def counted(*args: Any) -> dict[str, bm25_top_k.Postings]:
+        found = await read_postings(*args)
+        read.append(sum(p.ids.size for p in found.values()))
+        return found
+
+    monkeypatch.setattr(bm25_top_k, "read_postings", counted)
     collection_id = await _collection_id(conn, zipf)
     query = "w0x w1x w2x w150x w300x"
+    assert (
+        await conn.fetchval(
+            "SELECT df FROM bm25_term_stats WHERE collection_id = $1 AND lexeme = 'w0x'", collection_id
+        )
+        > 200
+    )
     exact = dict(await _full_scan(conn, collection_id, zipf, query, 1500))
-    bounded = await _top_k(conn, collection_id, query, 10, max_postings=50)
+    bounded = await _top_k(conn, collection_id, query, 10, max_postings=200)
+    assert 0 < sum(read) <= 200
     assert len(bounded) == 10
     for chunk_id, score in bounded:
         assert score == pytest.approx(exact[chunk_id], rel=1e-9)

@@ -26,8 +26,11 @@ Every chunk dropped scores below theta, so the result equals a full scan's, ties
 id. Comparisons allow 1e-9 relative for floating-point sums taken in a different order.
 
 `max_postings` bounds the effort instead (hybrid search's keyword list): while the essential terms
-hold more postings than that, the lowest-bound one is treated as non-essential too, so a chunk
-holding only such terms may be missed; the scores returned stay exact.
+hold more postings than that, the lowest-bound one is treated as non-essential too. If the bounds
+of the terms so left out add up to theta or more (a chunk could reach the top k on them alone),
+the result is the k best, by full score, of the chunks best on the essential terms (step 3's
+first scoring), and no other postings are read: a top chunk whose score comes mostly from the
+terms left out may be missed; the scores returned stay exact.
 """
 
 from __future__ import annotations
@@ -156,15 +159,12 @@ class _Query:
             [postings[t.lexeme].ids for t in held], [self.contributions(t, postings[t.lexeme]) for t in held]
         )
 
-    async def threshold(self, partial: Scored, summed: int, k: int) -> float:
-        """A lower bound of the k-th best score: the k-th best full score of the chunks best on
-        `partial`, their sums over the first `summed` terms (0 if fewer than k chunks hold those)."""
-        leaders = np.sort(best(partial, k * THRESHOLD_CHUNKS_PER_RESULT).ids)
-        if leaders.size < k:
-            return 0.0
+    async def leaders(self, partial: Scored, summed: int, k: int) -> Scored:
+        """The full scores of the k · THRESHOLD_CHUNKS_PER_RESULT chunks best on `partial`, their
+        sums over the first `summed` terms."""
+        ids = np.sort(best(partial, k * THRESHOLD_CHUNKS_PER_RESULT).ids)
         others = self.terms[summed:]
-        full = add(_subset(partial, leaders), self.sum(others, await self.postings_of(others, leaders)))
-        return float(np.sort(full.scores)[-k]) * (1 - _SLACK)
+        return add(_subset(partial, ids), self.sum(others, await self.postings_of(others, ids)))
 
     async def postings(
         self, terms: list[_Term], blocks: NDArray[np.int64] | None = None
@@ -217,7 +217,7 @@ async def top_k(
     if seed == len(terms):
         return best(seeded, k)
     # Step 1: the threshold.
-    theta = await query.threshold(seeded, seed, k)
+    theta = _kth(await query.leaders(seeded, seed, k), k)
     # Step 2: the essential terms.
     essential, rest = len(terms), 0.0
     essential_postings = sum(t.df for t in terms)
@@ -231,7 +231,11 @@ async def top_k(
     if essential == len(terms):
         return best(partial, k)
     # Step 3: the candidates, and what the non-essential terms add to them.
-    theta = max(theta, await query.threshold(partial, essential, k))
+    leaders = await query.leaders(partial, essential, k)
+    theta = max(theta, _kth(leaders, k))
+    if rest >= theta:
+        # Only `max_postings` left out terms a top chunk may hold alone: the best leaders it is.
+        return best(leaders, k)
     unread, candidates = terms[essential:], partial
     while unread:
         kept = candidates.scores + sum(t.bound for t in unread) >= theta
@@ -309,6 +313,14 @@ def best(scored: Scored, k: int) -> Scored:
         scored = Scored(scored.ids[kept], scored.scores[kept])
     order = np.lexsort((scored.ids, -scored.scores))[:k]
     return Scored(scored.ids[order], scored.scores[order])
+
+
+def _kth(scored: Scored, k: int) -> float:
+    """A lower bound of the k-th best score of the collection, from the exact scores `scored` of
+    some of its chunks (0 if fewer than k)."""
+    if scored.ids.size < k:
+        return 0.0
+    return float(np.partition(scored.scores, scored.ids.size - k)[scored.ids.size - k]) * (1 - _SLACK)
 
 
 def _subset(scored: Scored, ids: NDArray[np.int64]) -> Scored:

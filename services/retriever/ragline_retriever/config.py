@@ -42,15 +42,17 @@ class RetrieverConfig:
     fell behind between two checks still costs no search a failure (it falls back to the primary)."""
     hnsw_m: int = setting("RETRIEVER_HNSW_M", 16, minimum=2, maximum=100)
     """pgvector's HNSW `m` for the index made by CreateStoredCollection: more links, better recall, more memory."""
-    hnsw_ef_construction: int = setting("RETRIEVER_HNSW_EF_CONSTRUCTION", 128, minimum=4, maximum=1000)
+    hnsw_ef_construction: int = setting("RETRIEVER_HNSW_EF_CONSTRUCTION", 256, minimum=4, maximum=1000)
     """pgvector's HNSW `ef_construction` for new collections: larger builds slower and recalls better.
-    128 rather than pgvector's 64: at a million chunks (`make bench-scale`) recall@10 at ef_search
-    100 went from 0.657 to 0.799 at the same latency, for a build 55% longer (177 -> 274 s)."""
+    256 rather than pgvector's 64: at a million chunks (`make bench-scale`) recall@10 at ef_search
+    100 was 0.657 with 64, 0.799 with 128 and 0.898 with 256, and only 256 reaches 0.95 within
+    5 ms (at ef_search 200). The build takes about twice as long as with 128 (392-566 s against
+    248-274 s at a million chunks), and so does each insert into the graph."""
 
-    hnsw_ef_search: int = setting("RETRIEVER_HNSW_EF_SEARCH", 100, minimum=1, maximum=1000)
+    hnsw_ef_search: int = setting("RETRIEVER_HNSW_EF_SEARCH", 200, minimum=1, maximum=1000)
     """pgvector's `hnsw.ef_search` when a search leaves `ef_search` at 0; never below the hits asked for.
-    100: the smallest measured value with recall@10 at least 0.95 at 100,000 chunks (`make
-    bench-scale`: 40 / 64 / 100 / 200 gave 0.915 / 0.944 / 0.961 / 0.988)."""
+    200: with ef_construction 256, recall@10 0.95 at a million chunks at about 4.5 ms p50 (`make
+    bench-scale`; 100 gave 0.90 at about 3.7 ms); at 100,000 chunks 100 already reached 0.961."""
     plan_cache_mode: str = setting(
         "RETRIEVER_PLAN_CACHE_MODE",
         "force_generic_plan",
@@ -69,9 +71,12 @@ class RetrieverConfig:
     )
     """How often a collection migration whose job has nothing left to store is checked, and switched
     to its new model when nothing differs (`collection_migrations.py`)."""
-    hybrid_keyword_max_postings: int = setting("RETRIEVER_HYBRID_KEYWORD_MAX_POSTINGS", 200_000, minimum=0)
+    hybrid_keyword_max_postings: int = setting("RETRIEVER_HYBRID_KEYWORD_MAX_POSTINGS", 0, minimum=0)
     """How many BM25 postings hybrid search's keyword list may read (0: no bound, always exact). Past
-    it, the commonest query terms only score the chunks the others found (`bm25_top_k.py`)."""
+    it, the list is the best, by full score, of the chunks best on the rarer terms (`bm25_top_k.py`).
+    Off by default: at a million chunks (`make bench-scale`'s database, 50 Cranfield queries, top 40
+    in process) 200,000 / 100,000 / 50,000 took 35 / 25 / 17 ms against 37.5 ms exact, and found
+    0.89 / 0.63 / 0.43 of the exact top 40."""
     bm25_k1: float = setting("RETRIEVER_BM25_K1", 1.5, minimum=0.0, maximum=10.0)
     """BM25's k1 when a search does not set `bm25_k1`: how fast repeated terms stop adding to a score."""
     bm25_b: float = setting("RETRIEVER_BM25_B", 0.75, minimum=0.0, maximum=1.0)
