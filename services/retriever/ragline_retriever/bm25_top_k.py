@@ -56,8 +56,8 @@ THRESHOLD_CHUNKS_PER_RESULT = 4
 # reading the terms' block rows. Chosen at a million chunks with migration 0013's 8-byte postings
 # (50 Cranfield queries in process, p50): 40 gave 30.5 ms, 100 28.2 ms, 200 29.3 ms.
 LOOKUP_COST_POSTINGS = 100
-# Dense per-chunk sums (np.bincount over the id range) while the range is at most this many ids
-# per posting, and at most DENSE_MAX_IDS ids; a sort (np.unique) otherwise.
+# Dense per-chunk sums (arrays over the id range, `_DenseArrays`) while the range is at most this
+# many ids per posting, and at most DENSE_MAX_IDS ids; a sort (np.unique) otherwise.
 DENSE_IDS_PER_POSTING = 32
 DENSE_MAX_IDS = 4_000_000
 # Relative slack of the threshold, for sums taken in a different order.
