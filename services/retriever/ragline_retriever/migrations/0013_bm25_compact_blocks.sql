@@ -12,7 +12,9 @@
 -- retriever decodes them as one numpy record array (`bm25_top_k.py`).
 --
 -- What a search reads is unchanged: a block row only where no delta of its triple is visible,
--- `chunk_terms` packed on the fly where one is (migration 0012).
+-- `chunk_terms` packed on the fly where one is (migration 0012). A retriever of an earlier version
+-- cannot read the new rows (its keyword and hybrid searches fail once this has run, as with 0012):
+-- replace every replica of the retriever together.
 
 -- Folds are held off while the rows are packed again (the fold rebuilds rows of this table).
 -- Writers go on: a triple they change has a delta row, so searches read it from `chunk_terms`.
