@@ -289,6 +289,14 @@ async def test_bounded_effort_reads_at_most_its_postings_and_returns_exact_score
         return found
 
     monkeypatch.setattr(bm25_top_k, "read_postings", counted)
+    looked_up: list[int] = []
+    postings_of = bm25_top_k._Query.postings_of
+
+    async def counted_lookups(query: Any, terms: Any, ids: Any) -> dict[str, bm25_top_k.Postings]:
+        looked_up.append(ids.size)
+        return await postings_of(query, terms, ids)
+
+    monkeypatch.setattr(bm25_top_k._Query, "postings_of", counted_lookups)
     collection_id = await _collection_id(conn, zipf)
     query = "w0x w1x w2x w150x w300x"
     assert (
@@ -298,8 +306,11 @@ async def test_bounded_effort_reads_at_most_its_postings_and_returns_exact_score
         > 200
     )
     exact = dict(await _full_scan(conn, collection_id, zipf, query, 1500))
-    bounded = await _top_k(conn, collection_id, query, 10, max_postings=200)
-    assert 0 < sum(read) <= 200
+    bounded = await _top_k(conn, collection_id, query, 10, max_postings=60)
+    assert 0 < sum(read) <= 60
+    # Past the bound only the leaders are completed, once for the threshold and once after the
+    # essential terms, not every chunk that holds an essential term.
+    assert max(looked_up) <= 10 * bm25_top_k.THRESHOLD_CHUNKS_PER_RESULT
     assert len(bounded) == 10
     for chunk_id, score in bounded:
         assert score == pytest.approx(exact[chunk_id], rel=1e-9)

@@ -29,6 +29,15 @@ def test_sums_per_chunk_equal_a_plain_sum(span: int) -> None:
     assert found.scores.tolist() == pytest.approx([expected[i] for i in sorted(expected)], rel=1e-12)
 
 
+def test_dense_sums_start_from_zero_after_an_earlier_sum() -> None:
+    # The dense arrays are kept between sums: what one sum set must not show in the next.
+    first = [np.array([3, 5, 8], np.int64)]
+    sum_by_chunk(first, [np.array([1.0, 2.0, 3.0])])
+    found = sum_by_chunk([np.array([5, 6], np.int64)], [np.array([0.5, 0.25])])
+    assert found.ids.tolist() == [5, 6]
+    assert found.scores.tolist() == [0.5, 0.25]
+
+
 def test_no_postings_sum_to_nothing() -> None:
     assert sum_by_chunk([], []).ids.size == 0
     assert sum_by_chunk([np.zeros(0, np.int64)], [np.zeros(0)]).ids.size == 0

@@ -309,6 +309,22 @@ async def _record_migrations_before(conn: asyncpg.Connection, version: int) -> N
     )
 
 
+_WING_TEXTS = ["wing flutter at high speed", "flutter of a wing", "heat transfer in a wing", "speed"]
+
+
+async def _migrate_after_a_change(
+    conn: asyncpg.Connection, version: int, change: str, first_chunk_id: int = 1
+) -> int:
+    """Stores `_WING_TEXTS` before `version`, folds, makes `change` (left unfolded) and migrates to
+    `version`; returns the collection's id."""
+    collection = await _store_before(conn, version, _WING_TEXTS, first_chunk_id)
+    await conn.execute("SELECT ragline_bm25_fold()")
+    await conn.execute(change)
+    await _record_migrations_before(conn, version)
+    assert version in await migrate(conn)
+    return collection
+
+
 async def test_migration_0010_tokenises_existing_chunks_again(database_url: str) -> None:
     # A chunk stored under the `english` configuration gets `ragline_english` terms and length.
     async with scratch_database(database_url, "migrations_retokenise") as url:
@@ -337,12 +353,7 @@ async def test_migration_0012_folds_and_packs_what_is_stored(database_url: str) 
     async with scratch_database(database_url, "migrations_pack") as url:
         conn = await asyncpg.connect(url)
         try:
-            texts = ["wing flutter at high speed", "flutter of a wing", "heat transfer in a wing", "speed"]
-            collection = await _store_before(conn, 12, texts)
-            await conn.execute("SELECT ragline_bm25_fold()")
-            await conn.execute("DELETE FROM chunks WHERE ordinal = 3")  # a delta left unfolded
-            await _record_migrations_before(conn, 12)
-            assert 12 in await migrate(conn)
+            collection = await _migrate_after_a_change(conn, 12, "DELETE FROM chunks WHERE ordinal = 3")
             assert await conn.fetchval("SELECT count(*) FROM bm25_term_deltas") == 0
             stored = await postings_stored(conn, collection)
             assert "speed" in stored  # still held by the first chunk
@@ -359,12 +370,12 @@ async def test_migration_0013_packs_every_block_again_and_keeps_changes_not_fold
     async with scratch_database(database_url, "migrations_compact") as url:
         conn = await asyncpg.connect(url)
         try:
-            texts = ["wing flutter at high speed", "flutter of a wing", "heat transfer in a wing", "speed"]
-            collection = await _store_before(conn, 13, texts, first_chunk_id=4094)
-            await conn.execute("SELECT ragline_bm25_fold()")
-            await conn.execute("UPDATE chunks SET text = 'wing wing wing speed' WHERE ordinal = 1")
-            await _record_migrations_before(conn, 13)
-            assert 13 in await migrate(conn)
+            collection = await _migrate_after_a_change(
+                conn,
+                13,
+                "UPDATE chunks SET text = 'wing wing wing speed' WHERE ordinal = 1",
+                first_chunk_id=4094,
+            )
             stored = await postings_stored(conn, collection)
             assert stored["wing"] == [(4094, 1, 4), (4095, 3, 4), (4096, 1, 3)]
             assert await conn.fetchval("SELECT count(*) FROM bm25_term_deltas") > 0

@@ -286,8 +286,9 @@ def sum_by_chunk(ids: list[NDArray[np.int64]], values: list[NDArray[np.float64]]
         # boolean array: at a million ids, 2x faster than np.bincount and np.flatnonzero of its sums.
         sums, present = _DENSE.zeroed(span)
         for chunk_ids, chunk_values in zip(ids, values, strict=True):
-            sums[chunk_ids - low] += chunk_values
-            present[chunk_ids - low] = True
+            at = chunk_ids - low
+            sums[at] += chunk_values
+            present[at] = True
         where = np.flatnonzero(present)
         scored = Scored(where + low, sums[where])
         sums[where], present[where] = 0.0, False
