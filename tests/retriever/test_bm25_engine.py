@@ -22,6 +22,7 @@ from test_retriever_service import TENANT, axis, chunk
 from ragline.v1 import retriever_service_pb2 as pb
 from ragline.v1 import retriever_service_pb2_grpc as pb_grpc
 from ragline_retriever import bm25_top_k
+from ragline_retriever.posting_cache import LOOKUPS, PostingCache
 from ragline_retriever.search import keyword_search_sql
 
 pytestmark = pytest.mark.integration
@@ -190,10 +191,15 @@ async def zipf(stub: pb_grpc.RetrieverServiceStub, database_url: str) -> str:
 
 
 async def _top_k(
-    conn: asyncpg.Connection, collection_id: int, query: str, k: int, **bound: float
+    conn: asyncpg.Connection,
+    collection_id: int,
+    query: str,
+    k: int,
+    cache: PostingCache | None = None,
+    **bound: float,
 ) -> list[tuple[int, float]]:
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        found = await bm25_top_k.top_k(conn, collection_id, query, k, 1.2, 0.75, **bound)
+        found = await bm25_top_k.top_k(conn, collection_id, query, k, 1.2, 0.75, cache=cache, **bound)
     return list(zip(found.ids.tolist(), found.scores.tolist(), strict=True))
 
 
@@ -220,25 +226,33 @@ def _assert_same(found: list[tuple[int, float]], expected: list[tuple[int, float
     assert [s for _, s in found] == pytest.approx([s for _, s in expected], rel=1e-9)
 
 
+@pytest.mark.parametrize("cached", [False, True], ids=["read", "cached"])
 @pytest.mark.parametrize("top_k", [1, 10, 40])
-async def test_pruned_top_k_equals_a_full_scan(zipf: str, conn: asyncpg.Connection, top_k: int) -> None:
+async def test_pruned_top_k_equals_a_full_scan(
+    zipf: str, conn: asyncpg.Connection, top_k: int, cached: bool
+) -> None:
     collection_id = await _collection_id(conn, zipf)
+    cache = PostingCache(1 << 30) if cached else None
     for query in _queries(random.Random(top_k), 40):
         _assert_same(
-            await _top_k(conn, collection_id, query, top_k),
+            await _top_k(conn, collection_id, query, top_k, cache),
             await _full_scan(conn, collection_id, zipf, query, top_k),
             query,
         )
 
 
+@pytest.mark.parametrize("cached", [False, True], ids=["read", "cached"])
 async def test_top_k_is_exact_whatever_the_fold_has_seen(
     stub: pb_grpc.RetrieverServiceStub,
     new_collection: NewCollection,
     conn: asyncpg.Connection,
     monkeypatch: pytest.MonkeyPatch,
+    cached: bool,
 ) -> None:
     # Postings read from block rows, from `chunk_terms` (deltas left), and from both, across writes
     # that insert, update and delete; the seed threshold and the many-candidates path forced too.
+    # Cached: one cache for every check, so each must see what changed since the one before.
+    cache = PostingCache(1 << 30) if cached else None
     name = await new_collection()
     collection_id = await _collection_id(conn, name)
     rng = random.Random(5)
@@ -250,7 +264,7 @@ async def test_top_k_is_exact_whatever_the_fold_has_seen(
     async def check() -> None:
         for query in queries:
             _assert_same(
-                await _top_k(conn, collection_id, query, 10),
+                await _top_k(conn, collection_id, query, 10, cache),
                 await _full_scan(conn, collection_id, name, query, 10),
                 query,
             )
@@ -271,6 +285,31 @@ async def test_top_k_is_exact_whatever_the_fold_has_seen(
     await check()
     await conn.execute("SELECT ragline_bm25_fold()")
     await check()
+
+
+async def test_cached_terms_are_read_again_only_once_the_fold_changed_their_blocks(
+    stub: pb_grpc.RetrieverServiceStub, new_collection: NewCollection, conn: asyncpg.Connection
+) -> None:
+    name = await new_collection()
+    collection_id = await _collection_id(conn, name)
+    await _upsert_text(stub, name, "a", ["alpha beta", "alpha gamma", "beta delta"])
+    await conn.execute("SELECT ragline_bm25_fold()")
+    cache = PostingCache(1 << 20)
+
+    async def looked_up(query: str) -> tuple[float, float]:
+        hits, misses = LOOKUPS.labels("hit")._value.get(), LOOKUPS.labels("miss")._value.get()
+        await _top_k(conn, collection_id, query, 10, cache)
+        return LOOKUPS.labels("hit")._value.get() - hits, LOOKUPS.labels("miss")._value.get() - misses
+
+    assert await looked_up("alpha beta") == (0, 2)
+    assert await looked_up("alpha beta") == (2, 0)
+    # A new chunk with beta: until the fold, its block is read from `chunk_terms` on top of the
+    # cached rows; the fold packs beta's block again, and beta alone is read again.
+    await _upsert_text(stub, name, "b", ["beta epsilon"])
+    assert await looked_up("alpha beta") == (2, 0)
+    await conn.execute("SELECT ragline_bm25_fold()")
+    assert await looked_up("alpha beta") == (1, 1)
+    assert await looked_up("alpha beta") == (2, 0)
 
 
 async def test_bounded_effort_reads_at_most_its_postings_and_returns_exact_scores(

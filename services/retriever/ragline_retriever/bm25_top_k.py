@@ -43,6 +43,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ragline_retriever.database import PooledConnection
+from ragline_retriever.posting_cache import PostingCache, Postings
 from ragline_retriever.search import QUERY_LEXEMES
 
 # A search's connection, pooled or not (benchmarks and tests).
@@ -66,6 +67,18 @@ _SLACK = 1e-9
 # $1 the query text.
 _TERMS_SQL = f"""
     SELECT c.avgdl, t.lexeme, t.weight, t.bound, t.df
+    FROM ragline_bm25_collection($2) AS c
+    JOIN ragline_bm25_terms($2, {QUERY_LEXEMES}, $3::float8, $4::float8) AS t ON true
+    ORDER BY t.bound DESC, t.lexeme
+"""
+# The terms with, for the posting cache, the signature of each term's block rows in this snapshot
+# (`posting_cache.py`) and the blocks whose deltas are not yet folded (read from `chunk_terms`).
+_CACHED_TERMS_SQL = f"""
+    SELECT c.avgdl, t.lexeme, t.weight, t.bound, t.df,
+        (SELECT md5(string_agg(b.block || ' ' || b.xmin || ' ' || b.ctid, ',' ORDER BY b.block))
+         FROM bm25_blocks AS b WHERE b.collection_id = $2 AND b.lexeme = t.lexeme) AS signature,
+        ARRAY(SELECT DISTINCT d.block FROM bm25_term_deltas AS d
+              WHERE d.collection_id = $2 AND d.lexeme = t.lexeme) AS pending
     FROM ragline_bm25_collection($2) AS c
     JOIN ragline_bm25_terms($2, {QUERY_LEXEMES}, $3::float8, $4::float8) AS t ON true
     ORDER BY t.bound DESC, t.lexeme
@@ -98,15 +111,10 @@ class _Term:
     weight: float
     bound: float
     df: float
-
-
-@dataclass(frozen=True)
-class Postings:
-    """One term's postings, in chunk id order."""
-
-    ids: NDArray[np.int64]
-    tfs: NDArray[np.float64]
-    dls: NDArray[np.float64]
+    signature: str | None = None
+    """With the posting cache: the signature of its block rows in this snapshot (`posting_cache.py`)."""
+    pending: tuple[int, ...] = ()
+    """With the posting cache: its blocks with deltas not yet folded (read from `chunk_terms`)."""
 
 
 async def read_postings(
@@ -114,9 +122,13 @@ async def read_postings(
 ) -> dict[str, Postings]:
     """The postings of the terms `lexemes` (within `blocks` of 4,096 chunk ids, if given), by lexeme,
     as searches read them: block rows, packed from `chunk_terms` where deltas are left."""
-    rows = await conn.fetch(
-        _POSTINGS_SQL, collection_id, lexemes, None if blocks is None else blocks.tolist()
+    return _decode(
+        await conn.fetch(_POSTINGS_SQL, collection_id, lexemes, None if blocks is None else blocks.tolist())
     )
+
+
+def _decode(rows: list[asyncpg.Record]) -> dict[str, Postings]:
+    """Block rows (lexeme, block, postings), in lexeme and block order, as each term's postings."""
     by_lexeme: dict[str, tuple[list[int], list[bytes]]] = {}
     for r in rows:
         block_numbers, packed = by_lexeme.setdefault(r["lexeme"], ([], []))
@@ -128,20 +140,67 @@ async def read_postings(
         counts = [len(p) // _RECORD.itemsize for p in packed]
         starts = np.repeat(np.asarray(block_numbers, np.int64) << 12, counts)
         found[lexeme] = Postings(
-            starts + records["offset"], records["tf"].astype(np.float64), records["dl"].astype(np.float64)
+            starts + records["offset"], records["tf"].astype(np.int16), records["dl"].astype(np.int32)
         )
     return found
+
+
+async def _cached(
+    conn: Connection, cache: PostingCache, collection_id: int, terms: list[_Term]
+) -> dict[str, Postings]:
+    """The postings in this snapshot of the terms whose block rows `cache` holds, by lexeme: the
+    rows held, with the blocks that have deltas left read from `chunk_terms` in their place."""
+    held = {}
+    for term in terms:
+        postings = cache.get(collection_id, term.lexeme, term.signature or "")
+        if postings is not None:
+            held[term.lexeme] = postings
+    pending = [t for t in terms if t.pending and t.lexeme in held]
+    if pending:
+        blocks = np.unique(np.asarray([b for t in pending for b in t.pending], np.int64))
+        fresh = await read_postings(conn, collection_id, [t.lexeme for t in pending], blocks)
+        for t in pending:
+            held[t.lexeme] = _replace_blocks(held[t.lexeme], blocks, fresh.get(t.lexeme, _NO_POSTINGS))
+    return held
+
+
+def _replace_blocks(folded: Postings, blocks: NDArray[np.int64], fresh: Postings) -> Postings:
+    """`folded` with its postings in `blocks` (sorted) replaced by `fresh` (those blocks' postings
+    now); copies, never a sort, as this runs in every search that finds deltas not yet folded."""
+    starts = np.searchsorted(folded.ids, blocks << 12)
+    ends = np.searchsorted(folded.ids, (blocks + 1) << 12)
+    gone = np.concatenate(
+        [np.arange(0)] + [np.arange(a, z) for a, z in zip(starts, ends, strict=True) if z > a]
+    )
+    ids = np.delete(folded.ids, gone)
+    at = np.searchsorted(ids, fresh.ids)
+    return Postings(
+        np.insert(ids, at, fresh.ids),
+        np.insert(np.delete(folded.tfs, gone), at, fresh.tfs),
+        np.insert(np.delete(folded.dls, gone), at, fresh.dls),
+    )
 
 
 class _Query:
     """One query's terms and BM25 parameters on one collection, and the reads it makes."""
 
     def __init__(
-        self, conn: Connection, collection_id: int, terms: list[_Term], avgdl: float, k1: float, b: float
+        self,
+        conn: Connection,
+        collection_id: int,
+        terms: list[_Term],
+        avgdl: float,
+        k1: float,
+        b: float,
+        cache: PostingCache | None,
+        memory: dict[str, Postings],
     ) -> None:
         self.conn = conn
         self.collection_id = collection_id
         self.terms = terms
+        self.cache = cache
+        # Every posting of the terms the cache held (`_cached`): nothing of them is read.
+        self.memory = memory
         # k1 · (1 − b + b · dl / avgdl) as k1 · (1 − b) + (k1 · b / avgdl) · dl.
         self.k1_b = k1 * (1 - b)
         self.k1_b_avgdl = k1 * b / max(avgdl, 1.0)
@@ -169,25 +228,40 @@ class _Query:
     async def postings(
         self, terms: list[_Term], blocks: NDArray[np.int64] | None = None
     ) -> dict[str, Postings]:
-        """The postings of `terms` (within `blocks` of 4,096 chunk ids, if given), by lexeme."""
-        return await read_postings(self.conn, self.collection_id, [t.lexeme for t in terms], blocks)
+        """The postings of `terms` (within `blocks` of 4,096 chunk ids, if given, for those read),
+        by lexeme. A term read whole with no deltas left is its block rows: the cache holds them."""
+        found = {t.lexeme: self.memory[t.lexeme] for t in terms if t.lexeme in self.memory}
+        unread = [t for t in terms if t.lexeme not in self.memory]
+        if not unread:
+            return found
+        read = await read_postings(self.conn, self.collection_id, [t.lexeme for t in unread], blocks)
+        if self.cache is not None and blocks is None:
+            for t in unread:
+                if t.signature is not None and not t.pending and t.lexeme in read:
+                    self.cache.put(self.collection_id, t.lexeme, t.signature, read[t.lexeme])
+        return found | read
 
     async def postings_of(self, terms: list[_Term], ids: NDArray[np.int64]) -> dict[str, Postings]:
         """The postings of `terms` in the chunks `ids` (sorted), by lexeme."""
         if not terms or not ids.size:
             return {}
-        if ids.size * len(terms) * LOOKUP_COST_POSTINGS > sum(t.df for t in terms):
-            found = await self.postings(terms, np.unique(ids >> 12))
-            return {lexeme: _within(p, ids) for lexeme, p in found.items()}
-        rows = await self.conn.fetch(_LOOKUP_SQL, self.collection_id, [t.lexeme for t in terms], ids.tolist())
-        found = {}
+        found = {t.lexeme: _within(self.memory[t.lexeme], ids) for t in terms if t.lexeme in self.memory}
+        unread = [t for t in terms if t.lexeme not in self.memory]
+        if not unread:
+            return found
+        if ids.size * len(unread) * LOOKUP_COST_POSTINGS > sum(t.df for t in unread):
+            read = await self.postings(unread, np.unique(ids >> 12))
+            return found | {lexeme: _within(p, ids) for lexeme, p in read.items()}
+        rows = await self.conn.fetch(
+            _LOOKUP_SQL, self.collection_id, [t.lexeme for t in unread], ids.tolist()
+        )
         for r in rows:
             chunk_ids = np.asarray(r["chunk_ids"], np.int64)
             order = np.argsort(chunk_ids)
             found[r["lexeme"]] = Postings(
                 chunk_ids[order],
-                np.asarray(r["tfs"], np.float64)[order],
-                np.asarray(r["dls"], np.float64)[order],
+                np.asarray(r["tfs"], np.int16)[order],
+                np.asarray(r["dls"], np.int32)[order],
             )
         return found
 
@@ -200,15 +274,26 @@ async def top_k(
     k1: float,
     b: float,
     max_postings: float = float("inf"),
+    cache: PostingCache | None = None,
 ) -> Scored:
     """The k best chunks of the collection for `query_text`'s terms, best first (ties by id),
-    with their exact scores (see the module's docstring). `conn` must be in a REPEATABLE READ
-    transaction."""
-    rows = await conn.fetch(_TERMS_SQL, query_text, collection_id, k1, b)
+    with their exact scores (see the module's docstring); with `cache`, the postings of the terms it
+    holds come from it. `conn` must be in a REPEATABLE READ transaction."""
+    rows = await conn.fetch(
+        _TERMS_SQL if cache is None else _CACHED_TERMS_SQL, query_text, collection_id, k1, b
+    )
     if not rows or k < 1:
         return _EMPTY
-    terms = [_Term(r["lexeme"], r["weight"], r["bound"], r["df"]) for r in rows]
-    query = _Query(conn, collection_id, terms, rows[0]["avgdl"], k1, b)
+    if cache is None:
+        terms = [_Term(r["lexeme"], r["weight"], r["bound"], r["df"]) for r in rows]
+        memory = {}
+    else:
+        terms = [
+            _Term(r["lexeme"], r["weight"], r["bound"], r["df"], r["signature"] or "", tuple(r["pending"]))
+            for r in rows
+        ]
+        memory = await _cached(conn, cache, collection_id, terms)
+    query = _Query(conn, collection_id, terms, rows[0]["avgdl"], k1, b, cache, memory)
     seed = 1
     while seed < len(terms) and sum(t.df for t in terms[: seed + 1]) <= SEED_POSTINGS:
         seed += 1
@@ -332,5 +417,16 @@ def _subset(scored: Scored, ids: NDArray[np.int64]) -> Scored:
 
 def _within(postings: Postings, ids: NDArray[np.int64]) -> Postings:
     """The postings of the chunks `ids` (sorted)."""
-    kept = np.isin(postings.ids, ids, assume_unique=True)
+    if ids.size * _SEARCH_PER_ID < postings.ids.size:
+        # A binary search per id, rather than a pass over every posting.
+        at = np.minimum(np.searchsorted(postings.ids, ids), postings.ids.size - 1)
+        kept = at[postings.ids[at] == ids]
+    else:
+        kept = np.flatnonzero(np.isin(postings.ids, ids, assume_unique=True))
     return Postings(postings.ids[kept], postings.tfs[kept], postings.dls[kept])
+
+
+# A binary search per id is cheaper than a pass over the postings while there are this many
+# postings per id or more.
+_SEARCH_PER_ID = 16
+_NO_POSTINGS = Postings(np.zeros(0, np.int64), np.zeros(0, np.int16), np.zeros(0, np.int32))

@@ -77,6 +77,9 @@ class RetrieverConfig:
     Off by default: at a million chunks (`make bench-scale`'s database, 50 Cranfield queries, top 40
     in process) 200,000 / 100,000 / 50,000 took 35 / 25 / 17 ms against 37.5 ms exact, and found
     0.89 / 0.63 / 0.43 of the exact top 40."""
+    posting_cache_bytes: int = setting("RETRIEVER_POSTING_CACHE_BYTES", 256 * 1024 * 1024, minimum=0)
+    """Memory for the BM25 postings of recently searched terms (`posting_cache.py`), 14 bytes a
+    posting; 0 reads every search's postings from PostgreSQL. Results are the same either way."""
     bm25_k1: float = setting("RETRIEVER_BM25_K1", 1.5, minimum=0.0, maximum=10.0)
     """BM25's k1 when a search does not set `bm25_k1`: how fast repeated terms stop adding to a score."""
     bm25_b: float = setting("RETRIEVER_BM25_B", 0.75, minimum=0.0, maximum=1.0)

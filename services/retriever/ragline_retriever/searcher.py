@@ -28,6 +28,7 @@ from ragline_retriever import bm25_top_k
 from ragline_retriever.config import RetrieverConfig
 from ragline_retriever.database import Database, PooledConnection, describe_error
 from ragline_retriever.filters import Params, compile_filter
+from ragline_retriever.posting_cache import PostingCache
 from ragline_retriever.read_replicas import REPLICA_ERRORS, ReadReplicas
 from ragline_retriever.search import (
     HYBRID_FILTER_PARAMS,
@@ -123,6 +124,7 @@ class Searcher:
         self._replicas = replicas
         # By tenant and name: two tenants' collections of the same name are different collections.
         self._located: dict[tuple[str, str], _Located] = {}
+        self._postings = PostingCache(config.posting_cache_bytes) if config.posting_cache_bytes else None
 
     async def search(self, request: pb.SearchChunksRequest, valid: ValidSearch) -> tuple[list[Hit], int]:
         """The hits of a search and the generation of the snapshot it read (`_run`), which needs the collection's id and dimension: remembered from the
@@ -234,6 +236,7 @@ class Searcher:
                     options.bm25_k1,
                     options.bm25_b,
                     (self._config.hybrid_keyword_max_postings or float("inf")) if hybrid else float("inf"),
+                    self._postings,
                 )
             sql, args = self._statement(search, located, query, keyword)
             return await conn.fetch(sql, *args)

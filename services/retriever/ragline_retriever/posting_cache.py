@@ -1,0 +1,93 @@
+"""The folded posting blocks of recently searched terms, kept in the retriever's memory.
+
+Why: at a million chunks a keyword search's terms hold about 570,000 postings (Cranfield queries,
+`make bench-scale`), and even after MaxScore's pruning, moving 180,000 of them out of PostgreSQL
+and decoding them took more time than scoring them. Query terms repeat from search to search, and
+a term's block rows change only when the fold packs its deltas (every RETRIEVER_BM25_FOLD_SECONDS
+at most, and only for the terms written since), so most searches can find every term here.
+
+Exact in every snapshot: an entry holds one term's block rows as a snapshot saw them, under their
+signature: the number of rows and a sum of each row's block, `xmin` and `ctid`, which identify
+the version of a row (a fold that packs a block again deletes its row and inserts a new one, with
+the fold's transaction id, at a new place). A search computes the signature of each term's rows in
+its own snapshot (`bm25_top_k`) and uses an entry only if it is equal. Blocks that have deltas not
+yet folded are read from `chunk_terms` in that snapshot on top of the entry, as without the cache.
+
+Shared by every search of the process (the event loop runs one at a time between awaits, and no
+method awaits), across the primary and its replicas, whose rows are physical copies with the same
+`xmin` and `ctid`. Bounded by bytes; the least recently used terms go first.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from prometheus_client import Counter, Gauge
+
+LOOKUPS = Counter(
+    "ragline_retriever_posting_cache_lookups_total",
+    "Keyword search terms looked up in the posting cache, by result: hit (its block rows were "
+    "there, unchanged) or miss (read from PostgreSQL).",
+    ["result"],
+)
+CACHED_BYTES = Gauge(
+    "ragline_retriever_posting_cache_bytes",
+    "Memory the posting cache holds (RETRIEVER_POSTING_CACHE_BYTES at most).",
+)
+
+
+@dataclass(frozen=True)
+class Postings:
+    """One term's postings, in chunk id order: chunk ids, term frequencies and chunk lengths.
+
+    Integers, 14 bytes a posting: arithmetic with a Python float turns them into float64 exactly.
+    """
+
+    ids: NDArray[np.int64]
+    tfs: NDArray[np.int16]
+    dls: NDArray[np.int32]
+
+    @property
+    def nbytes(self) -> int:
+        """The memory its arrays hold."""
+        return self.ids.nbytes + self.tfs.nbytes + self.dls.nbytes
+
+
+class PostingCache:
+    """Terms' folded postings by collection and lexeme, each under its block rows' signature."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._entries: OrderedDict[tuple[int, str], tuple[str, Postings]] = OrderedDict()
+
+    def get(self, collection_id: int, lexeme: str, signature: str) -> Postings | None:
+        """The term's postings, if held under `signature` (the rows the caller's snapshot sees)."""
+        entry = self._entries.get((collection_id, lexeme))
+        if entry is None or entry[0] != signature:
+            LOOKUPS.labels("miss").inc()
+            return None
+        self._entries.move_to_end((collection_id, lexeme))
+        LOOKUPS.labels("hit").inc()
+        return entry[1]
+
+    def put(self, collection_id: int, lexeme: str, signature: str, postings: Postings) -> None:
+        """Holds the term's postings under `signature`, dropping the least recently used terms to
+        make room; a term larger than the whole cache is not held."""
+        self._drop((collection_id, lexeme))
+        if postings.nbytes > self._max_bytes:
+            return
+        while self._bytes + postings.nbytes > self._max_bytes:
+            self._drop(next(iter(self._entries)))
+        self._entries[collection_id, lexeme] = (signature, postings)
+        self._bytes += postings.nbytes
+        CACHED_BYTES.set(self._bytes)
+
+    def _drop(self, key: tuple[int, str]) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._bytes -= entry[1].nbytes
+            CACHED_BYTES.set(self._bytes)

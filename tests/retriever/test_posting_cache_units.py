@@ -1,0 +1,70 @@
+"""The posting cache (`posting_cache.py`) and the numpy steps that use it in `bm25_top_k`: taking
+some chunks' postings, and replacing the blocks with deltas left."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ragline_retriever.bm25_top_k import _replace_blocks, _within
+from ragline_retriever.posting_cache import LOOKUPS, PostingCache, Postings
+
+
+def _postings(ids: list[int], tf: int = 1) -> Postings:
+    return Postings(
+        np.asarray(ids, np.int64), np.full(len(ids), tf, np.int16), np.asarray(ids, np.int32) % 97 + 1
+    )
+
+
+def _lookups(result: str) -> float:
+    return LOOKUPS.labels(result)._value.get()
+
+
+def test_a_term_is_held_only_under_its_signature() -> None:
+    cache = PostingCache(10_000)
+    held = _postings([1, 5, 9])
+    cache.put(7, "flow", "rows-1", held)
+    hits, misses = _lookups("hit"), _lookups("miss")
+    assert cache.get(7, "flow", "rows-1") is held
+    assert cache.get(7, "flow", "rows-2") is None  # the fold packed its blocks again since
+    assert cache.get(8, "flow", "rows-1") is None  # another collection's term
+    assert (_lookups("hit") - hits, _lookups("miss") - misses) == (1, 2)
+    cache.put(7, "flow", "rows-2", _postings([1, 5]))
+    assert cache.get(7, "flow", "rows-1") is None
+    assert cache.get(7, "flow", "rows-2") is not None
+
+
+def test_the_least_recently_used_terms_leave_first_within_the_bytes_given() -> None:
+    one = _postings(list(range(100)))  # 1,400 bytes
+    cache = PostingCache(3 * one.nbytes)
+    for lexeme in "abc":
+        cache.put(1, lexeme, "s", _postings(list(range(100))))
+    assert cache.get(1, "a", "s") is not None  # now b is the least recently used
+    cache.put(1, "d", "s", one)
+    assert [cache.get(1, lexeme, "s") is not None for lexeme in "abcd"] == [True, False, True, True]
+    cache.put(1, "huge", "s", _postings(list(range(1000))))  # larger than the whole cache: not held
+    assert cache.get(1, "huge", "s") is None
+    assert cache.get(1, "d", "s") is not None
+
+
+@pytest.mark.parametrize("wanted", [[3, 4096, 9000], list(range(0, 12000, 2))], ids=["few", "many"])
+def test_within_takes_exactly_the_postings_of_the_chunks_asked(wanted: list[int]) -> None:
+    # Few chunks by binary search, many by one pass; chunks without the term are left out.
+    postings = _postings(list(range(0, 12000, 3)), tf=2)
+    found = _within(postings, np.asarray(wanted, np.int64))
+    expected = [i for i in wanted if i % 3 == 0]
+    assert found.ids.tolist() == expected
+    assert found.dls.tolist() == [i % 97 + 1 for i in expected]
+    assert found.tfs.tolist() == [2] * len(expected)
+
+
+def test_replacing_blocks_keeps_the_others_and_the_chunk_id_order() -> None:
+    # Blocks are 4,096 chunk ids. Block 1 lost a posting and gained one; block 3 is new.
+    folded = _postings([5, 4100, 4200, 9000, 9001])
+    fresh = _postings([4150, 4200, 12300], tf=3)
+    found = _replace_blocks(folded, np.array([1, 3], np.int64), fresh)
+    assert found.ids.tolist() == [5, 4150, 4200, 9000, 9001, 12300]
+    assert found.tfs.tolist() == [1, 3, 3, 1, 1, 3]
+    assert found.dls.tolist() == [i % 97 + 1 for i in found.ids.tolist()]
+    emptied = _replace_blocks(folded, np.array([1], np.int64), _postings([]))
+    assert emptied.ids.tolist() == [5, 9000, 9001]
