@@ -226,13 +226,20 @@ def _assert_same(found: list[tuple[int, float]], expected: list[tuple[int, float
     assert [s for _, s in found] == pytest.approx([s for _, s in expected], rel=1e-9)
 
 
-@pytest.mark.parametrize("cached", [False, True], ids=["read", "cached"])
+# No cache; one that holds every term; one that holds a few (terms read whole enter it, others
+# are looked up), so that searches mix terms held and terms read.
+CACHE_SIZES = pytest.mark.parametrize(
+    "cache_bytes", [0, 1 << 30, 3_000], ids=["read", "cached", "small-cache"]
+)
+
+
+@CACHE_SIZES
 @pytest.mark.parametrize("top_k", [1, 10, 40])
 async def test_pruned_top_k_equals_a_full_scan(
-    zipf: str, conn: asyncpg.Connection, top_k: int, cached: bool
+    zipf: str, conn: asyncpg.Connection, top_k: int, cache_bytes: int
 ) -> None:
     collection_id = await _collection_id(conn, zipf)
-    cache = PostingCache(1 << 30) if cached else None
+    cache = PostingCache(cache_bytes) if cache_bytes else None
     for query in _queries(random.Random(top_k), 40):
         _assert_same(
             await _top_k(conn, collection_id, query, top_k, cache),
@@ -241,18 +248,18 @@ async def test_pruned_top_k_equals_a_full_scan(
         )
 
 
-@pytest.mark.parametrize("cached", [False, True], ids=["read", "cached"])
+@CACHE_SIZES
 async def test_top_k_is_exact_whatever_the_fold_has_seen(
     stub: pb_grpc.RetrieverServiceStub,
     new_collection: NewCollection,
     conn: asyncpg.Connection,
     monkeypatch: pytest.MonkeyPatch,
-    cached: bool,
+    cache_bytes: int,
 ) -> None:
     # Postings read from block rows, from `chunk_terms` (deltas left), and from both, across writes
     # that insert, update and delete; the seed threshold and the many-candidates path forced too.
     # Cached: one cache for every check, so each must see what changed since the one before.
-    cache = PostingCache(1 << 30) if cached else None
+    cache = PostingCache(cache_bytes) if cache_bytes else None
     name = await new_collection()
     collection_id = await _collection_id(conn, name)
     rng = random.Random(5)

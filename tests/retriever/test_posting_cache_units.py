@@ -26,11 +26,14 @@ def test_a_term_is_held_only_under_its_signature() -> None:
     cache.put(7, "flow", "rows-1", held)
     hits, misses = _lookups("hit"), _lookups("miss")
     assert cache.get(7, "flow", "rows-1") is held
-    assert cache.get(7, "flow", "rows-2") is None  # the fold packed its blocks again since
     assert cache.get(8, "flow", "rows-1") is None  # another collection's term
-    assert (_lookups("hit") - hits, _lookups("miss") - misses) == (1, 2)
-    cache.put(7, "flow", "rows-2", _postings([1, 5]))
+    assert (_lookups("hit") - hits, _lookups("miss") - misses) == (1, 1)
+    assert cache.room == 10_000 - held.nbytes
+    # The fold packed its blocks again since: the entry is of no more use, and leaves.
+    assert cache.get(7, "flow", "rows-2") is None
+    assert cache.room == 10_000
     assert cache.get(7, "flow", "rows-1") is None
+    cache.put(7, "flow", "rows-2", _postings([1, 5]))
     assert cache.get(7, "flow", "rows-2") is not None
 
 

@@ -43,7 +43,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ragline_retriever.database import PooledConnection
-from ragline_retriever.posting_cache import PostingCache, Postings
+from ragline_retriever.posting_cache import BYTES_PER_POSTING, PostingCache, Postings
 from ragline_retriever.search import QUERY_LEXEMES
 
 # A search's connection, pooled or not (benchmarks and tests).
@@ -72,16 +72,22 @@ _TERMS_SQL = f"""
     ORDER BY t.bound DESC, t.lexeme
 """
 # The terms with, for the posting cache, the signature of each term's block rows in this snapshot
-# (`posting_cache.py`) and the blocks whose deltas are not yet folded (read from `chunk_terms`).
+# (the version of its statistics row: `posting_cache.py`) and the blocks whose deltas are not yet
+# folded (read from `chunk_terms`).
 _CACHED_TERMS_SQL = f"""
     SELECT c.avgdl, t.lexeme, t.weight, t.bound, t.df,
-        (SELECT md5(string_agg(b.block || ' ' || b.xmin || ' ' || b.ctid, ',' ORDER BY b.block))
-         FROM bm25_blocks AS b WHERE b.collection_id = $2 AND b.lexeme = t.lexeme) AS signature,
+        (SELECT s.xmin || ' ' || s.ctid FROM bm25_term_stats AS s
+         WHERE s.collection_id = $2 AND s.lexeme = t.lexeme) AS signature,
         ARRAY(SELECT DISTINCT d.block FROM bm25_term_deltas AS d
               WHERE d.collection_id = $2 AND d.lexeme = t.lexeme) AS pending
     FROM ragline_bm25_collection($2) AS c
     JOIN ragline_bm25_terms($2, {QUERY_LEXEMES}, $3::float8, $4::float8) AS t ON true
     ORDER BY t.bound DESC, t.lexeme
+"""
+# Every block row of some terms, whatever deltas they have: what the posting cache holds.
+_BLOCKS_SQL = """
+    SELECT lexeme, block, postings FROM bm25_blocks
+    WHERE collection_id = $1 AND lexeme = ANY ($2::text[]) ORDER BY lexeme, block
 """
 _POSTINGS_SQL = "SELECT lexeme, block, postings FROM ragline_bm25_postings($1, $2::text[], $3::bigint[])"
 # A block row's posting (migration 0013): the chunk id's offset in its block, tf and the chunk's length.
@@ -148,13 +154,20 @@ def _decode(rows: list[asyncpg.Record]) -> dict[str, Postings]:
 async def _cached(
     conn: Connection, cache: PostingCache, collection_id: int, terms: list[_Term]
 ) -> dict[str, Postings]:
-    """The postings in this snapshot of the terms whose block rows `cache` holds, by lexeme: the
-    rows held, with the blocks that have deltas left read from `chunk_terms` in their place."""
+    """The postings in this snapshot of the terms `cache` holds, by lexeme; while it has room for
+    all the others, those too, read whole into it first. A term's blocks that have deltas left
+    are read from `chunk_terms` in place of its block rows."""
     held = {}
     for term in terms:
         postings = cache.get(collection_id, term.lexeme, term.signature or "")
         if postings is not None:
             held[term.lexeme] = postings
+    unheld = [t for t in terms if t.lexeme not in held and t.signature]
+    if unheld and sum(t.df for t in unheld) * BYTES_PER_POSTING <= cache.room:
+        read = _decode(await conn.fetch(_BLOCKS_SQL, collection_id, [t.lexeme for t in unheld]))
+        for t in unheld:
+            held[t.lexeme] = read.get(t.lexeme, _NO_POSTINGS)
+            cache.put(collection_id, t.lexeme, t.signature or "", held[t.lexeme])
     pending = [t for t in terms if t.pending and t.lexeme in held]
     if pending:
         blocks = np.unique(np.asarray([b for t in pending for b in t.pending], np.int64))

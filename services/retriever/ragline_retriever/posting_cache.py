@@ -7,11 +7,14 @@ a term's block rows change only when the fold packs its deltas (every RETRIEVER_
 at most, and only for the terms written since), so most searches can find every term here.
 
 Exact in every snapshot: an entry holds one term's block rows as a snapshot saw them, under their
-signature: the number of rows and a sum of each row's block, `xmin` and `ctid`, which identify
-the version of a row (a fold that packs a block again deletes its row and inserts a new one, with
-the fold's transaction id, at a new place). A search computes the signature of each term's rows in
-its own snapshot (`bm25_top_k`) and uses an entry only if it is equal. Blocks that have deltas not
-yet folded are read from `chunk_terms` in that snapshot on top of the entry, as without the cache.
+signature: the version (`xmin` and `ctid`) of the term's statistics row in `bm25_term_stats`. Only
+the fold writes block rows, and it rewrites the statistics row of every term whose blocks it packs
+again, in the same transaction (migrations 0012 and 0013), so a new version of the row comes with
+every change of the term's rows. A search reads the signature of each term in its own snapshot
+(`bm25_top_k`) and uses an entry only if it is equal. Blocks that have deltas not yet folded are
+read from `chunk_terms` in that snapshot in place of the entry's, as without the cache. Only a term
+read whole with no such blocks is held, so a term not held costs a search what it cost without the
+cache. A migration that rewrites block rows must rewrite those statistics rows too.
 
 Shared by every search of the process (the event loop runs one at a time between awaits, and no
 method awaits), across the primary and its replicas, whose rows are physical copies with the same
@@ -39,11 +42,15 @@ CACHED_BYTES = Gauge(
 )
 
 
+# A posting's chunk id (int8), term frequency (int2) and chunk length (int4).
+BYTES_PER_POSTING = 14
+
+
 @dataclass(frozen=True)
 class Postings:
     """One term's postings, in chunk id order: chunk ids, term frequencies and chunk lengths.
 
-    Integers, 14 bytes a posting: arithmetic with a Python float turns them into float64 exactly.
+    Integers, BYTES_PER_POSTING: arithmetic with a Python float turns them into float64 exactly.
     """
 
     ids: NDArray[np.int64]
@@ -68,11 +75,18 @@ class PostingCache:
         """The term's postings, if held under `signature` (the rows the caller's snapshot sees)."""
         entry = self._entries.get((collection_id, lexeme))
         if entry is None or entry[0] != signature:
+            # Rows change only forwards: an entry under another signature is not used again.
+            self._drop((collection_id, lexeme))
             LOOKUPS.labels("miss").inc()
             return None
         self._entries.move_to_end((collection_id, lexeme))
         LOOKUPS.labels("hit").inc()
         return entry[1]
+
+    @property
+    def room(self) -> int:
+        """The bytes free before an entry must leave."""
+        return self._max_bytes - self._bytes
 
     def put(self, collection_id: int, lexeme: str, signature: str, postings: Postings) -> None:
         """Holds the term's postings under `signature`, dropping the least recently used terms to
