@@ -24,7 +24,7 @@ from ragline.errors import FailedPrecondition, NotFound
 from ragline.metrics import LATENCY_BUCKETS, search_mode_label
 from ragline.v1 import common_pb2
 from ragline.v1 import retriever_service_pb2 as pb
-from ragline_retriever import bm25_top_k
+from ragline_retriever import bm25_top_k, maxscore_kernel
 from ragline_retriever.config import RetrieverConfig
 from ragline_retriever.database import Database, PooledConnection, describe_error
 from ragline_retriever.filters import Params, compile_filter
@@ -124,7 +124,10 @@ class Searcher:
         self._replicas = replicas
         # By tenant and name: two tenants' collections of the same name are different collections.
         self._located: dict[tuple[str, str], _Located] = {}
-        self._postings = PostingCache(config.posting_cache_bytes) if config.posting_cache_bytes else None
+        self._postings = None
+        if config.posting_cache_bytes:
+            self._postings = PostingCache(config.posting_cache_bytes)
+            maxscore_kernel.compile_now()
 
     async def search(self, request: pb.SearchChunksRequest, valid: ValidSearch) -> tuple[list[Hit], int]:
         """The hits of a search and the generation of the snapshot it read (`_run`), which needs the collection's id and dimension: remembered from the
