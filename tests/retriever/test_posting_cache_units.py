@@ -17,7 +17,7 @@ def _postings(ids: list[int], tf: int = 1) -> Postings:
 
 
 def _lookups(result: str) -> float:
-    return LOOKUPS.labels(result)._value.get()
+    return float(LOOKUPS.labels(result)._value.get())
 
 
 def test_a_term_is_held_only_under_its_signature() -> None:
@@ -25,7 +25,7 @@ def test_a_term_is_held_only_under_its_signature() -> None:
     held = _postings([1, 5, 9])
     cache.put(7, "flow", "rows-1", held)
     hits, misses = _lookups("hit"), _lookups("miss")
-    assert cache.get(7, "flow", "rows-1") is held
+    assert cache.get(7, "flow", "rows-1").postings is held  # type: ignore[union-attr]
     assert cache.get(8, "flow", "rows-1") is None  # another collection's term
     assert (_lookups("hit") - hits, _lookups("miss") - misses) == (1, 1)
     assert cache.room == 10_000 - held.nbytes
@@ -35,6 +35,22 @@ def test_a_term_is_held_only_under_its_signature() -> None:
     assert cache.get(7, "flow", "rows-1") is None
     cache.put(7, "flow", "rows-2", _postings([1, 5]))
     assert cache.get(7, "flow", "rows-2") is not None
+
+
+def test_a_held_term_bounds_its_contributions_exactly() -> None:
+    # tf 3 at length 40 and tf 1 at length 2: neither the highest tf nor the least length alone.
+    postings = Postings(
+        np.array([1, 2, 3], np.int64), np.array([3, 1, 3], np.int16), np.array([40, 2, 60], np.int32)
+    )
+    held = PostingCache(10_000).put(1, "flow", "s", postings)
+    contributions = 2.0 * postings.tfs / (postings.tfs + 0.3 + 0.02 * postings.dls)
+    assert held.bound(2.0, 0.3, 0.02) == float(contributions.max())
+    assert held.bound(2.0, 0.3, 0.5) == float(
+        (2.0 * postings.tfs / (postings.tfs + 0.3 + 0.5 * postings.dls)).max()
+    )
+    # Replaced blocks: what was removed still bounds, what came in is counted.
+    fresh = Postings(np.array([9000], np.int64), np.array([7], np.int16), np.array([7], np.int32))
+    assert held.replaced(postings, fresh).bound(2.0, 0.3, 0.02) == 2.0 * 7 / (7 + 0.3 + 0.02 * 7)
 
 
 def test_the_least_recently_used_terms_leave_first_within_the_bytes_given() -> None:

@@ -52,18 +52,9 @@ _BUFFERS = _Buffers()
 
 def compile_now() -> None:
     """Compiles the kernel (or loads it from numba's cache), so that no search waits for that:
-    about 2 s the first time on this machine, then a tenth of that from the cache."""
-    top_k(
-        [np.zeros(1, np.int64)],
-        [np.ones(1, np.int16)],
-        [np.ones(1, np.int32)],
-        np.ones(1),
-        np.ones(1),
-        1.0,
-        1.0,
-        1,
-        0.0,
-    )
+    5 s the first time on this machine, then 1 s (mostly importing numba) from the cache."""
+    one = [np.ones(1, np.int64)], [np.ones(1, np.int16)], [np.ones(1, np.int32)]
+    top_k(*one, np.ones(1), np.ones(1), 1.0, 1.0, 1)
 
 
 def top_k(
@@ -75,14 +66,11 @@ def top_k(
     k1_b: float,
     k1_b_avgdl: float,
     k: int,
-    theta: float,
 ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
     """The k best chunks (ids and scores, best first, ties by id) of the terms whose postings are
     `ids`, `tfs` and `dls` (chunk id order), whose weights are `weights` and the bounds of whose
     contributions are `bounds`, in ascending order of bound. A contribution is
-    weight · tf / (tf + k1_b + k1_b_avgdl · dl). `theta` is at most the k-th best score (0 if
-    nothing is known): the exact scores of some chunks give one, and it spares the first chunks
-    visited the work of raising it."""
+    weight · tf / (tf + k1_b + k1_b_avgdl · dl)."""
     starts = np.zeros(len(ids) + 1, np.int64)
     starts[1:] = np.cumsum([a.size for a in ids])
     all_ids, all_tfs, all_dls = _BUFFERS.sized(int(starts[-1]))
@@ -96,14 +84,14 @@ def top_k(
         k1_b,
         k1_b_avgdl,
         k,
-        theta,
         SLACK,
     )
     order = np.lexsort((found_ids, -found_scores))
     return found_ids[order], found_scores[order]
 
 
-@njit(cache=True, nogil=True)
+# error_model numpy: no test for a zero divisor before each division (tf >= 1 makes every one positive).
+@njit(cache=True, nogil=True, error_model="numpy")
 def _top_k(
     ids: NDArray[np.int64],
     tfs: NDArray[np.int16],
@@ -114,7 +102,6 @@ def _top_k(
     k1_b: float,
     k1_b_avgdl: float,
     k: int,
-    theta: float,
     slack: float,
 ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
     n = len(starts) - 1
@@ -126,9 +113,8 @@ def _top_k(
     heap_scores = np.empty(k, np.float64)
     heap_ids = np.empty(k, np.int64)
     size = 0
+    theta = 0.0  # the k-th best score so far
     first = 0  # terms[first:] are essential
-    while first < n - 1 and prefix[first] < theta * (1 - slack):
-        first += 1
     while True:
         chunk = _NO_CHUNK
         for j in range(first, n):
@@ -167,7 +153,7 @@ def _top_k(
         else:
             continue
         if size == k:
-            theta = max(theta, heap_scores[0])
+            theta = heap_scores[0]
             while first < n and prefix[first] < theta * (1 - slack):
                 first += 1
             if first == n:

@@ -63,15 +63,51 @@ class Postings:
         return self.ids.nbytes + self.tfs.nbytes + self.dls.nbytes
 
 
+@dataclass(frozen=True)
+class Held:
+    """A term's postings and, for each term frequency among them, the least chunk length: a
+    posting's contribution grows with tf and falls with length, so the best of those pairs is the
+    term's exact bound for any k1 and b. The statistics' bound pairs the highest tf with the least
+    length of any posting, and at a million chunks it was 17% higher (median), which kept more
+    terms essential."""
+
+    postings: Postings
+    tfs: NDArray[np.int16]
+    least_dls: NDArray[np.int32]
+
+    @staticmethod
+    def of(postings: Postings) -> Held:
+        """`postings` with their least length per tf."""
+        if not postings.tfs.size:
+            return Held(postings, postings.tfs, postings.dls)
+        least = np.full(int(postings.tfs.max()) + 1, np.iinfo(np.int32).max, np.int32)
+        np.minimum.at(least, postings.tfs, postings.dls)
+        tfs = np.flatnonzero(least != np.iinfo(np.int32).max).astype(np.int16)
+        return Held(postings, tfs, least[tfs])
+
+    def replaced(self, postings: Postings, fresh: Postings) -> Held:
+        """These postings replaced by `postings`, which differ from them by `fresh`: the pairs
+        kept still bound what was removed, and `fresh`'s are added."""
+        return Held(
+            postings, np.concatenate((self.tfs, fresh.tfs)), np.concatenate((self.least_dls, fresh.dls))
+        )
+
+    def bound(self, weight: float, k1_b: float, k1_b_avgdl: float) -> float:
+        """The most the term adds to any chunk's score, computed as searches compute contributions."""
+        if not self.tfs.size:
+            return 0.0
+        return float(np.max(weight * self.tfs / (self.tfs + k1_b + k1_b_avgdl * self.least_dls)))
+
+
 class PostingCache:
-    """Terms' folded postings by collection and lexeme, each under its block rows' signature."""
+    """Terms' folded postings (`Held`) by collection and lexeme, each under its block rows' signature."""
 
     def __init__(self, max_bytes: int) -> None:
         self._max_bytes = max_bytes
         self._bytes = 0
-        self._entries: OrderedDict[tuple[int, str], tuple[str, Postings]] = OrderedDict()
+        self._entries: OrderedDict[tuple[int, str], tuple[str, Held]] = OrderedDict()
 
-    def get(self, collection_id: int, lexeme: str, signature: str) -> Postings | None:
+    def get(self, collection_id: int, lexeme: str, signature: str) -> Held | None:
         """The term's postings, if held under `signature` (the rows the caller's snapshot sees)."""
         entry = self._entries.get((collection_id, lexeme))
         if entry is None or entry[0] != signature:
@@ -88,20 +124,22 @@ class PostingCache:
         """The bytes free before an entry must leave."""
         return self._max_bytes - self._bytes
 
-    def put(self, collection_id: int, lexeme: str, signature: str, postings: Postings) -> None:
+    def put(self, collection_id: int, lexeme: str, signature: str, postings: Postings) -> Held:
         """Holds the term's postings under `signature`, dropping the least recently used terms to
-        make room; a term larger than the whole cache is not held."""
+        make room (a term larger than the whole cache is not held); them, as held."""
+        held = Held.of(postings)
         self._drop((collection_id, lexeme))
         if postings.nbytes > self._max_bytes:
-            return
+            return held
         while self._bytes + postings.nbytes > self._max_bytes:
             self._drop(next(iter(self._entries)))
-        self._entries[collection_id, lexeme] = (signature, postings)
+        self._entries[collection_id, lexeme] = (signature, held)
         self._bytes += postings.nbytes
         CACHED_BYTES.set(self._bytes)
+        return held
 
     def _drop(self, key: tuple[int, str]) -> None:
         entry = self._entries.pop(key, None)
         if entry is not None:
-            self._bytes -= entry[1].nbytes
+            self._bytes -= entry[1].postings.nbytes
             CACHED_BYTES.set(self._bytes)
