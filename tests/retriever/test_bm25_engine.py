@@ -294,29 +294,61 @@ async def test_top_k_is_exact_whatever_the_fold_has_seen(
     await check()
 
 
-async def test_cached_terms_are_read_again_only_once_the_fold_changed_their_blocks(
+async def test_cached_terms_are_read_again_only_where_the_fold_changed_their_blocks(
     stub: pb_grpc.RetrieverServiceStub, new_collection: NewCollection, conn: asyncpg.Connection
 ) -> None:
     name = await new_collection()
     collection_id = await _collection_id(conn, name)
+    # Chunks in two blocks of 4,096 ids: the sequence jumps a block between the documents.
     await _upsert_text(stub, name, "a", ["alpha beta", "alpha gamma", "beta delta"])
+    await conn.execute(
+        "SELECT setval(pg_get_serial_sequence('chunks', 'id'), nextval(pg_get_serial_sequence('chunks', 'id')) + 4096)"
+    )
+    await _upsert_text(stub, name, "b", ["beta zeta"])
     await conn.execute("SELECT ragline_bm25_fold()")
     cache = PostingCache(1 << 20)
+    blocks_read: list[list[int]] = []
 
-    async def looked_up(query: str) -> tuple[float, float]:
-        hits, misses = LOOKUPS.labels("hit")._value.get(), LOOKUPS.labels("miss")._value.get()
-        await _top_k(conn, collection_id, query, 10, cache)
-        return LOOKUPS.labels("hit")._value.get() - hits, LOOKUPS.labels("miss")._value.get() - misses
+    class Recording:
+        """The connection, recording the blocks of each read of some block rows."""
 
-    assert await looked_up("alpha beta") == (0, 2)
-    assert await looked_up("alpha beta") == (2, 0)
-    # A new chunk with beta: until the fold, its block is read from `chunk_terms` on top of the
-    # cached rows; the fold packs beta's block again, and beta alone is read again.
-    await _upsert_text(stub, name, "b", ["beta epsilon"])
-    assert await looked_up("alpha beta") == (2, 0)
+        async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+            if sql == bm25_top_k._SOME_BLOCKS_SQL:
+                blocks_read.append(list(args[2]))
+            return await conn.fetch(sql, *args)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(conn, name)
+
+    async def looked_up(query: str) -> tuple[float, ...]:
+        before = [LOOKUPS.labels(result)._value.get() for result in ("hit", "stale", "miss")]
+        found = await _top_k(Recording(), collection_id, query, 10, cache)  # type: ignore[arg-type]
+        _assert_same(found, await _full_scan(conn, collection_id, name, query, 10), query)
+        return tuple(
+            LOOKUPS.labels(r)._value.get() - b for r, b in zip(("hit", "stale", "miss"), before, strict=True)
+        )
+
+    assert await looked_up("alpha beta") == (0, 0, 2)
+    assert await looked_up("alpha beta") == (2, 0, 0)
+    # A new chunk with beta in the second block: until the fold, that block is read from
+    # `chunk_terms` in place of the cached one; the fold packs it again, and beta's entry is
+    # brought up to date by reading that block alone.
+    await _upsert_text(stub, name, "c", ["beta epsilon"])
+    assert await looked_up("alpha beta") == (2, 0, 0)
     await conn.execute("SELECT ragline_bm25_fold()")
-    assert await looked_up("alpha beta") == (1, 1)
-    assert await looked_up("alpha beta") == (2, 0)
+    assert await looked_up("alpha beta") == (1, 1, 0)
+    last_block = await conn.fetchval(
+        "SELECT max(id) >> 12 FROM chunks WHERE collection_id = $1", collection_id
+    )
+    assert blocks_read == [[last_block]]
+    assert await looked_up("alpha beta") == (2, 0, 0)
+    # Deleting the first document empties alpha's only block and changes beta's first one.
+    await stub.DeleteStoredDocument(
+        pb.DeleteStoredDocumentRequest(tenant=TENANT, collection=name, document_id="a")
+    )
+    await conn.execute("SELECT ragline_bm25_fold()")
+    assert await looked_up("alpha beta") == (0, 1, 0)  # alpha is in no chunk now
+    assert await looked_up("beta") == (1, 0, 0)
 
 
 async def test_bounded_effort_reads_at_most_its_postings_and_returns_exact_scores(

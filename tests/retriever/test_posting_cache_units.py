@@ -23,18 +23,23 @@ def _lookups(result: str) -> float:
 def test_a_term_is_held_only_under_its_signature() -> None:
     cache = PostingCache(10_000)
     held = _postings([1, 5, 9])
-    cache.put(7, "flow", "rows-1", held)
+    cache.put(7, "flow", "rows-1", held, {0: "1 (0,1)"})
     hits, misses = _lookups("hit"), _lookups("miss")
     assert cache.get(7, "flow", "rows-1").postings is held  # type: ignore[union-attr]
     assert cache.get(8, "flow", "rows-1") is None  # another collection's term
     assert (_lookups("hit") - hits, _lookups("miss") - misses) == (1, 1)
     assert cache.room == 10_000 - held.nbytes
-    # The fold packed its blocks again since: the entry is of no more use, and leaves.
+    # The fold packed some of its blocks again since: not a hit, but kept with the versions of its
+    # rows, so that only the blocks changed are read; held again under the new signature.
+    stale = _lookups("stale")
     assert cache.get(7, "flow", "rows-2") is None
-    assert cache.room == 10_000
+    assert _lookups("stale") - stale == 1
+    kept, versions = cache.stale(7, "flow")  # type: ignore[misc]
+    assert kept.postings is held and versions == {0: "1 (0,1)"}
+    cache.put(7, "flow", "rows-2", _postings([1, 5]), {0: "2 (0,2)"})
+    assert cache.room == 10_000 - _postings([1, 5]).nbytes
     assert cache.get(7, "flow", "rows-1") is None
-    cache.put(7, "flow", "rows-2", _postings([1, 5]))
-    assert cache.get(7, "flow", "rows-2") is not None
+    assert cache.get(7, "flow", "rows-2").postings.ids.tolist() == [1, 5]  # type: ignore[union-attr]
 
 
 def test_a_held_term_bounds_its_contributions_exactly() -> None:
@@ -42,7 +47,7 @@ def test_a_held_term_bounds_its_contributions_exactly() -> None:
     postings = Postings(
         np.array([1, 2, 3], np.int64), np.array([3, 1, 3], np.int16), np.array([40, 2, 60], np.int32)
     )
-    held = PostingCache(10_000).put(1, "flow", "s", postings)
+    held = PostingCache(10_000).put(1, "flow", "s", postings, {})
     contributions = 2.0 * postings.tfs / (postings.tfs + 0.3 + 0.02 * postings.dls)
     assert held.bound(2.0, 0.3, 0.02) == float(contributions.max())
     assert held.bound(2.0, 0.3, 0.5) == float(
@@ -57,11 +62,11 @@ def test_the_least_recently_used_terms_leave_first_within_the_bytes_given() -> N
     one = _postings(list(range(100)))  # 1,400 bytes
     cache = PostingCache(3 * one.nbytes)
     for lexeme in "abc":
-        cache.put(1, lexeme, "s", _postings(list(range(100))))
+        cache.put(1, lexeme, "s", _postings(list(range(100))), {})
     assert cache.get(1, "a", "s") is not None  # now b is the least recently used
-    cache.put(1, "d", "s", one)
+    cache.put(1, "d", "s", one, {})
     assert [cache.get(1, lexeme, "s") is not None for lexeme in "abcd"] == [True, False, True, True]
-    cache.put(1, "huge", "s", _postings(list(range(1000))))  # larger than the whole cache: not held
+    cache.put(1, "huge", "s", _postings(list(range(1000))), {})  # larger than the whole cache: not held
     assert cache.get(1, "huge", "s") is None
     assert cache.get(1, "d", "s") is not None
 

@@ -85,10 +85,23 @@ _CACHED_TERMS_SQL = f"""
     JOIN ragline_bm25_terms($2, {QUERY_LEXEMES}, $3::float8, $4::float8) AS t ON true
     ORDER BY t.bound DESC, t.lexeme
 """
-# Every block row of some terms, whatever deltas they have: what the posting cache holds.
+# Every block row of some terms, whatever deltas they have (what the posting cache holds), and the
+# version of each row: a later fold that packs the block again writes a new row.
 _BLOCKS_SQL = """
-    SELECT lexeme, block, postings FROM bm25_blocks
+    SELECT lexeme, block, postings, xmin::text || ' ' || ctid::text AS version FROM bm25_blocks
     WHERE collection_id = $1 AND lexeme = ANY ($2::text[]) ORDER BY lexeme, block
+"""
+# The versions alone, to find the block rows of cached terms that a fold has written since.
+_VERSIONS_SQL = """
+    SELECT lexeme, block, xmin::text || ' ' || ctid::text AS version FROM bm25_blocks
+    WHERE collection_id = $1 AND lexeme = ANY ($2::text[])
+"""
+# Some block rows: $2 and $3 their lexemes and blocks.
+_SOME_BLOCKS_SQL = """
+    SELECT b.lexeme, b.block, b.postings, b.xmin::text || ' ' || b.ctid::text AS version
+    FROM unnest($2::text[], $3::bigint[]) AS z(lexeme, block)
+    JOIN bm25_blocks AS b ON b.collection_id = $1 AND b.lexeme = z.lexeme AND b.block = z.block
+    ORDER BY 1, 2
 """
 _POSTINGS_SQL = "SELECT lexeme, block, postings FROM ragline_bm25_postings($1, $2::text[], $3::bigint[])"
 # A block row's posting (migration 0013): the chunk id's offset in its block, tf and the chunk's length.
@@ -155,20 +168,28 @@ def _decode(rows: list[asyncpg.Record]) -> dict[str, Postings]:
 async def _cached(
     conn: Connection, cache: PostingCache, collection_id: int, terms: list[_Term]
 ) -> dict[str, Held]:
-    """The postings in this snapshot of the terms `cache` holds, by lexeme; while it has room for
-    all the others, those too, read whole into it first. A term's blocks that have deltas left
-    are read from `chunk_terms` in place of its block rows."""
+    """The postings in this snapshot of the terms `cache` holds, by lexeme: as held if unchanged;
+    else with the blocks a fold has packed since read again; and while the cache has room for all
+    the others, those too, read whole into it. A term's blocks that have deltas left are read from
+    `chunk_terms` in place of its block rows."""
     held = {}
     for term in terms:
         found = cache.get(collection_id, term.lexeme, term.signature or "")
         if found is not None:
             held[term.lexeme] = found
+    stale = [
+        t for t in terms if t.lexeme not in held and t.signature and cache.stale(collection_id, t.lexeme)
+    ]
+    if stale:
+        held |= await _refreshed(conn, cache, collection_id, stale)
     unheld = [t for t in terms if t.lexeme not in held and t.signature]
     if unheld and sum(t.df for t in unheld) * BYTES_PER_POSTING <= cache.room:
-        read = _decode(await conn.fetch(_BLOCKS_SQL, collection_id, [t.lexeme for t in unheld]))
+        rows = await conn.fetch(_BLOCKS_SQL, collection_id, [t.lexeme for t in unheld])
+        read, versions = _decode(rows), _versions(rows)
         for t in unheld:
+            postings = read.get(t.lexeme, _NO_POSTINGS)
             held[t.lexeme] = cache.put(
-                collection_id, t.lexeme, t.signature or "", read.get(t.lexeme, _NO_POSTINGS)
+                collection_id, t.lexeme, t.signature or "", postings, versions.get(t.lexeme, {})
             )
     pending = [t for t in terms if t.pending and t.lexeme in held]
     if pending:
@@ -181,20 +202,66 @@ async def _cached(
     return held
 
 
+async def _refreshed(
+    conn: Connection, cache: PostingCache, collection_id: int, terms: list[_Term]
+) -> dict[str, Held]:
+    """The cached terms `terms`, held under an older signature, brought to this snapshot by reading
+    the block rows whose version differs from the one held (and dropping those gone), and held again."""
+    now = _versions(await conn.fetch(_VERSIONS_SQL, collection_id, [t.lexeme for t in terms]))
+    stale = {t.lexeme: found for t in terms if (found := cache.stale(collection_id, t.lexeme)) is not None}
+    changed = {}
+    for lexeme, (_, versions) in stale.items():
+        current = now.get(lexeme, {})
+        gone = versions.keys() - current.keys()
+        changed[lexeme] = sorted(gone | {b for b, v in current.items() if versions.get(b) != v})
+    pairs = [(lexeme, block) for lexeme, blocks in changed.items() for block in blocks]
+    fresh = {}
+    if pairs:
+        lexemes, blocks = zip(*pairs, strict=True)
+        fresh = _decode(await conn.fetch(_SOME_BLOCKS_SQL, collection_id, list(lexemes), list(blocks)))
+    refreshed = {}
+    for t in terms:
+        held, _ = stale[t.lexeme]
+        blocks_changed = np.asarray(changed[t.lexeme], np.int64)
+        postings = _replace_blocks(held.postings, blocks_changed, fresh.get(t.lexeme, _NO_POSTINGS))
+        refreshed[t.lexeme] = cache.put(
+            collection_id, t.lexeme, t.signature or "", postings, now.get(t.lexeme, {})
+        )
+    return refreshed
+
+
+def _versions(rows: list[asyncpg.Record]) -> dict[str, dict[int, str]]:
+    """The version of each block row of `rows`, by lexeme and block."""
+    found: dict[str, dict[int, str]] = {}
+    for r in rows:
+        found.setdefault(r["lexeme"], {})[r["block"]] = r["version"]
+    return found
+
+
 def _replace_blocks(folded: Postings, blocks: NDArray[np.int64], fresh: Postings) -> Postings:
     """`folded` with its postings in `blocks` (sorted) replaced by `fresh` (those blocks' postings
-    now); copies, never a sort, as this runs in every search that finds deltas not yet folded."""
+    now). A block's postings are one range of each, so the result is `folded`'s ranges between the
+    blocks, each block's range of `fresh` after its own: one copy, as this runs in every search
+    that finds deltas not yet folded."""
     starts = np.searchsorted(folded.ids, blocks << 12)
     ends = np.searchsorted(folded.ids, (blocks + 1) << 12)
-    gone = np.concatenate(
-        [np.arange(0)] + [np.arange(a, z) for a, z in zip(starts, ends, strict=True) if z > a]
-    )
-    ids = np.delete(folded.ids, gone)
-    at = np.searchsorted(ids, fresh.ids)
+    fresh_ends = np.searchsorted(fresh.ids, (blocks + 1) << 12)
+    kept, taken = [], []
+    kept_from = taken_from = 0
+    for start, end, fresh_end in zip(starts.tolist(), ends.tolist(), fresh_ends.tolist(), strict=True):
+        kept.append(slice(kept_from, start))
+        taken.append(slice(taken_from, fresh_end))
+        kept_from, taken_from = end, fresh_end
+    kept.append(slice(kept_from, folded.ids.size))
+
+    def merged(old: NDArray[Any], new: NDArray[Any]) -> NDArray[Any]:
+        pieces = []
+        for k, t in zip(kept[:-1], taken, strict=True):
+            pieces += [old[k], new[t]]
+        return np.concatenate([*pieces, old[kept[-1]]])
+
     return Postings(
-        np.insert(ids, at, fresh.ids),
-        np.insert(np.delete(folded.tfs, gone), at, fresh.tfs),
-        np.insert(np.delete(folded.dls, gone), at, fresh.dls),
+        merged(folded.ids, fresh.ids), merged(folded.tfs, fresh.tfs), merged(folded.dls, fresh.dls)
     )
 
 
@@ -255,7 +322,7 @@ class _Query:
         if self.cache is not None and blocks is None:
             for t in unread:
                 if t.signature is not None and not t.pending and t.lexeme in read:
-                    self.cache.put(self.collection_id, t.lexeme, t.signature, read[t.lexeme])
+                    self.cache.put(self.collection_id, t.lexeme, t.signature, read[t.lexeme], {})
         return found | read
 
     async def postings_of(self, terms: list[_Term], ids: NDArray[np.int64]) -> dict[str, Postings]:

@@ -33,7 +33,8 @@ from prometheus_client import Counter, Gauge
 LOOKUPS = Counter(
     "ragline_retriever_posting_cache_lookups_total",
     "Keyword search terms looked up in the posting cache, by result: hit (its block rows were "
-    "there, unchanged) or miss (read from PostgreSQL).",
+    "there, unchanged), stale (there, but a fold has packed some of its blocks again since: those "
+    "are read) or miss (read from PostgreSQL, or looked up there).",
     ["result"],
 )
 CACHED_BYTES = Gauge(
@@ -100,40 +101,49 @@ class Held:
 
 
 class PostingCache:
-    """Terms' folded postings (`Held`) by collection and lexeme, each under its block rows' signature."""
+    """Terms' folded postings (`Held`) by collection and lexeme, each under its block rows' signature
+    and with the version (`xmin`, `ctid`) of each block row they came from: after a fold, only the
+    blocks it packed again need reading (`bm25_top_k._cached`)."""
 
     def __init__(self, max_bytes: int) -> None:
         self._max_bytes = max_bytes
         self._bytes = 0
-        self._entries: OrderedDict[tuple[int, str], tuple[str, Held]] = OrderedDict()
+        self._entries: OrderedDict[tuple[int, str], tuple[str, Held, dict[int, str]]] = OrderedDict()
 
     def get(self, collection_id: int, lexeme: str, signature: str) -> Held | None:
         """The term's postings, if held under `signature` (the rows the caller's snapshot sees)."""
         entry = self._entries.get((collection_id, lexeme))
         if entry is None or entry[0] != signature:
-            # Rows change only forwards: an entry under another signature is not used again.
-            self._drop((collection_id, lexeme))
-            LOOKUPS.labels("miss").inc()
+            LOOKUPS.labels("miss" if entry is None else "stale").inc()
             return None
         self._entries.move_to_end((collection_id, lexeme))
         LOOKUPS.labels("hit").inc()
         return entry[1]
+
+    def stale(self, collection_id: int, lexeme: str) -> tuple[Held, dict[int, str]] | None:
+        """What is held of the term under whatever signature, and the versions of its block rows."""
+        entry = self._entries.get((collection_id, lexeme))
+        return None if entry is None else (entry[1], entry[2])
 
     @property
     def room(self) -> int:
         """The bytes free before an entry must leave."""
         return self._max_bytes - self._bytes
 
-    def put(self, collection_id: int, lexeme: str, signature: str, postings: Postings) -> Held:
-        """Holds the term's postings under `signature`, dropping the least recently used terms to
-        make room (a term larger than the whole cache is not held); them, as held."""
+    def put(
+        self, collection_id: int, lexeme: str, signature: str, postings: Postings, versions: dict[int, str]
+    ) -> Held:
+        """Holds the term's postings under `signature`, with the versions of the block rows they
+        came from (empty if unknown: then a later change reads every block), dropping the least
+        recently used terms to make room (a term larger than the whole cache is not held); them,
+        as held."""
         held = Held.of(postings)
         self._drop((collection_id, lexeme))
         if postings.nbytes > self._max_bytes:
             return held
         while self._bytes + postings.nbytes > self._max_bytes:
             self._drop(next(iter(self._entries)))
-        self._entries[collection_id, lexeme] = (signature, held)
+        self._entries[collection_id, lexeme] = (signature, held, versions)
         self._bytes += postings.nbytes
         CACHED_BYTES.set(self._bytes)
         return held
