@@ -294,9 +294,15 @@ async def test_top_k_is_exact_whatever_the_fold_has_seen(
     await check()
 
 
+# The fold's advisory lock (migration 0008): a session that holds it is the only one that folds.
+FOLD_LOCK = 7450625812580609
+
+
 async def test_cached_terms_are_read_again_only_where_the_fold_changed_their_blocks(
     stub: pb_grpc.RetrieverServiceStub, new_collection: NewCollection, conn: asyncpg.Connection
 ) -> None:
+    # This connection folds when the test says, and the retriever's periodic fold not at all.
+    await conn.execute("SELECT pg_advisory_lock($1)", FOLD_LOCK)
     name = await new_collection()
     collection_id = await _collection_id(conn, name)
     # Chunks in two blocks of 4,096 ids: the sequence jumps a block between the documents.
@@ -308,13 +314,17 @@ async def test_cached_terms_are_read_again_only_where_the_fold_changed_their_blo
     await conn.execute("SELECT ragline_bm25_fold()")
     cache = PostingCache(1 << 20)
     blocks_read: list[list[int]] = []
+    blocks_packed: list[list[tuple[str, int]]] = []
 
     class Recording:
-        """The connection, recording the blocks of each read of some block rows."""
+        """The connection, recording the blocks of each read of some block rows, and of each read
+        of blocks with deltas left."""
 
         async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
             if sql == bm25_top_k._SOME_BLOCKS_SQL:
                 blocks_read.append(list(args[2]))
+            if sql == bm25_top_k._PACKED_SQL:
+                blocks_packed.append(list(zip(args[1], args[2], strict=True)))
             return await conn.fetch(sql, *args)
 
         def __getattr__(self, name: str) -> Any:
@@ -334,12 +344,19 @@ async def test_cached_terms_are_read_again_only_where_the_fold_changed_their_blo
     # `chunk_terms` in place of the cached one; the fold packs it again, and beta's entry is
     # brought up to date by reading that block alone.
     await _upsert_text(stub, name, "c", ["beta epsilon"])
-    assert await looked_up("alpha beta") == (2, 0, 0)
-    await conn.execute("SELECT ragline_bm25_fold()")
-    assert await looked_up("alpha beta") == (1, 1, 0)
     last_block = await conn.fetchval(
         "SELECT max(id) >> 12 FROM chunks WHERE collection_id = $1", collection_id
     )
+    assert await looked_up("alpha beta") == (2, 0, 0)
+    assert blocks_packed == [[("beta", last_block)]]
+    # That block is held with the term until another write changes it.
+    assert await looked_up("alpha beta") == (2, 0, 0)
+    assert len(blocks_packed) == 1
+    await _upsert_text(stub, name, "d", ["beta beta eta"])
+    assert await looked_up("alpha beta") == (2, 0, 0)
+    assert blocks_packed[1:] == [[("beta", last_block)]]
+    await conn.execute("SELECT ragline_bm25_fold()")
+    assert await looked_up("alpha beta") == (1, 1, 0)
     assert blocks_read == [[last_block]]
     assert await looked_up("alpha beta") == (2, 0, 0)
     # Deleting the first document empties alpha's only block and changes beta's first one.
@@ -349,6 +366,7 @@ async def test_cached_terms_are_read_again_only_where_the_fold_changed_their_blo
     await conn.execute("SELECT ragline_bm25_fold()")
     assert await looked_up("alpha beta") == (0, 1, 0)  # alpha is in no chunk now
     assert await looked_up("beta") == (1, 0, 0)
+    await conn.execute("SELECT pg_advisory_unlock($1)", FOLD_LOCK)
 
 
 async def test_bounded_effort_reads_at_most_its_postings_and_returns_exact_scores(

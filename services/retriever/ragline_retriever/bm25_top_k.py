@@ -25,7 +25,13 @@ MaxScore (Turtle and Flood, 1995):
 Every chunk dropped scores below theta, so the result equals a full scan's, ties broken by chunk
 id. Comparisons allow 1e-9 relative for floating-point sums taken in a different order.
 
-`max_postings` bounds the effort instead (hybrid search's keyword list): while the essential terms
+With a posting cache (`posting_cache.py`, the service's default), the terms it holds are not read:
+their block rows come from memory, checked against the snapshot's signatures, with blocks that
+have deltas left read from `chunk_terms`. When it holds every term of a search, the compiled
+document-at-a-time MaxScore (`maxscore_kernel.py`) ranks them, with each term's exact bound, and
+none of the steps above runs; otherwise they run, taking what the cache holds from memory.
+
+`max_postings` bounds the effort instead (hybrid search's keyword list, when not all in the cache): while the essential terms
 hold more postings than that, the lowest-bound one is treated as non-essential too. If the bounds
 of the terms so left out add up to theta or more (a chunk could reach the top k on them alone),
 the result is the k best, by full score, of the chunks best on the essential terms (step 3's
@@ -35,6 +41,7 @@ terms left out may be missed; the scores returned stay exact.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -73,17 +80,29 @@ _TERMS_SQL = f"""
     ORDER BY t.bound DESC, t.lexeme
 """
 # The terms with, for the posting cache, the signature of each term's block rows in this snapshot
-# (the version of its statistics row: `posting_cache.py`) and the blocks whose deltas are not yet
-# folded (read from `chunk_terms`).
+# (the version of its statistics row: `posting_cache.py`), the blocks whose deltas are not yet
+# folded (read from `chunk_terms`) and how many delta rows each has (its version until the fold).
 _CACHED_TERMS_SQL = f"""
     SELECT c.avgdl, t.lexeme, t.weight, t.bound, t.df,
         (SELECT s.xmin || ' ' || s.ctid FROM bm25_term_stats AS s
          WHERE s.collection_id = $2 AND s.lexeme = t.lexeme) AS signature,
-        ARRAY(SELECT DISTINCT d.block FROM bm25_term_deltas AS d
-              WHERE d.collection_id = $2 AND d.lexeme = t.lexeme) AS pending
+        p.blocks AS pending, p.deltas AS pending_deltas
     FROM ragline_bm25_collection($2) AS c
     JOIN ragline_bm25_terms($2, {QUERY_LEXEMES}, $3::float8, $4::float8) AS t ON true
+    LEFT JOIN LATERAL (
+        SELECT array_agg(g.block ORDER BY g.block) AS blocks, array_agg(g.deltas ORDER BY g.block) AS deltas
+        FROM (
+            SELECT d.block, count(*) AS deltas FROM bm25_term_deltas AS d
+            WHERE d.collection_id = $2 AND d.lexeme = t.lexeme GROUP BY d.block
+        ) AS g
+    ) AS p ON true
     ORDER BY t.bound DESC, t.lexeme
+"""
+# Some blocks of some terms packed from `chunk_terms` ($2 and $3 their lexemes and blocks).
+_PACKED_SQL = """
+    SELECT lexeme, block, postings
+    FROM ragline_bm25_pack(array_fill($1::bigint, ARRAY[cardinality($2::text[])]), $2::text[], $3::bigint[])
+    ORDER BY 1, 2
 """
 # Every block row of some terms, whatever deltas they have (what the posting cache holds), and the
 # version of each row: a later fold that packs the block again writes a new row.
@@ -133,8 +152,9 @@ class _Term:
     df: float
     signature: str | None = None
     """With the posting cache: the signature of its block rows in this snapshot (`posting_cache.py`)."""
-    pending: tuple[int, ...] = ()
-    """With the posting cache: its blocks with deltas not yet folded (read from `chunk_terms`)."""
+    pending: tuple[tuple[int, int], ...] = ()
+    """With the posting cache: its blocks with deltas not yet folded (read from `chunk_terms`), each
+    with the number of its delta rows."""
 
 
 async def read_postings(
@@ -193,13 +213,47 @@ async def _cached(
             )
     pending = [t for t in terms if t.pending and t.lexeme in held]
     if pending:
-        blocks = np.unique(np.asarray([b for t in pending for b in t.pending], np.int64))
-        fresh = await read_postings(conn, collection_id, [t.lexeme for t in pending], blocks)
+        packed = await _pending_blocks(conn, cache, collection_id, pending)
         for t in pending:
-            update = fresh.get(t.lexeme, _NO_POSTINGS)
+            blocks = np.asarray([block for block, _ in t.pending], np.int64)
+            fresh = _joined([packed[t.lexeme, block] for block, _ in t.pending])
             before = held[t.lexeme]
-            held[t.lexeme] = before.replaced(_replace_blocks(before.postings, blocks, update), update)
+            held[t.lexeme] = before.replaced(_replace_blocks(before.postings, blocks, fresh), fresh)
     return held
+
+
+async def _pending_blocks(
+    conn: Connection, cache: PostingCache, collection_id: int, terms: list[_Term]
+) -> dict[tuple[str, int], Postings]:
+    """The postings of the blocks with deltas left of held terms `terms`, by lexeme and block: held
+    with the term while the block has as many delta rows as then (a writer that changes a block's
+    postings adds one, and only the fold, which changes the signature, removes them), else packed
+    from `chunk_terms` and held."""
+    found, wanted = {}, []
+    for t in terms:
+        for block, deltas in t.pending:
+            postings = cache.pending(collection_id, t.lexeme, t.signature or "", block, deltas)
+            if postings is None:
+                wanted.append((t, block, deltas))
+            else:
+                found[t.lexeme, block] = postings
+    if wanted:
+        rows = await conn.fetch(
+            _PACKED_SQL, collection_id, [t.lexeme for t, _, _ in wanted], [block for _, block, _ in wanted]
+        )
+        packed = {(r["lexeme"], r["block"]): _decode([r])[r["lexeme"]] for r in rows}
+        for t, block, deltas in wanted:
+            postings = packed.get((t.lexeme, block), _NO_POSTINGS)
+            cache.put_pending(collection_id, t.lexeme, t.signature or "", block, deltas, postings)
+            found[t.lexeme, block] = postings
+    return found
+
+
+def _joined(parts: list[Postings]) -> Postings:
+    """Postings of consecutive ranges of chunk ids, as one."""
+    return Postings(
+        *(np.concatenate(arrays) for arrays in zip(*((p.ids, p.tfs, p.dls) for p in parts), strict=True))
+    )
 
 
 async def _refreshed(
@@ -373,7 +427,14 @@ async def top_k(
         terms = [_Term(r["lexeme"], r["weight"], r["bound"], r["df"]) for r in rows]
     else:
         terms = [
-            _Term(r["lexeme"], r["weight"], r["bound"], r["df"], r["signature"] or "", tuple(r["pending"]))
+            _Term(
+                r["lexeme"],
+                r["weight"],
+                r["bound"],
+                r["df"],
+                r["signature"] or "",
+                tuple(zip(r["pending"] or (), r["pending_deltas"] or (), strict=True)),
+            )
             for r in rows
         ]
         held = await _cached(conn, cache, collection_id, terms)
@@ -385,7 +446,8 @@ async def top_k(
         # saved less than it cost (0.3 ms of 1.6 at a million chunks).
         bounds = {t.lexeme: held[t.lexeme].bound(t.weight, query.k1_b, query.k1_b_avgdl) for t in terms}
         ascending = sorted(terms, key=lambda t: bounds[t.lexeme])
-        found_ids, found_scores = maxscore_kernel.top_k(
+        found_ids, found_scores = await asyncio.to_thread(
+            maxscore_kernel.top_k,
             [memory[t.lexeme].ids for t in ascending],
             [memory[t.lexeme].tfs for t in ascending],
             [memory[t.lexeme].dls for t in ascending],

@@ -1,5 +1,8 @@
 """The exact top k of a keyword query over postings in memory, document at a time, compiled.
 
+The loop releases the GIL (`nogil`): `bm25_top_k` runs it in a thread, so that the event loop
+serves other calls meanwhile.
+
 Why compiled: when the posting cache holds every term of a search (`posting_cache.py`), nothing is
 left to read, and at a million chunks numpy's term-at-a-time sums of 200,000 postings were most of
 a search's time (scattering into per-chunk arrays costs tens of nanoseconds a posting). A loop
@@ -17,6 +20,8 @@ so a later chunk must score strictly more than the k-th best to displace it.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from numba import njit
 from numpy.typing import NDArray
@@ -26,10 +31,10 @@ SLACK = 1e-9
 _NO_CHUNK = np.iinfo(np.int64).max
 
 
-class _Buffers:
+class _Buffers(threading.local):
     """The kernel's input, every term's postings one after another, in arrays kept between searches:
     new arrays of 700,000 postings (a query's at a million chunks) cost 1-2 ms of page faults to fill,
-    reused ones 0.5 ms. A search fills and reads them without awaiting, so searches never share them."""
+    reused ones 0.5 ms. One set per thread: searches run the kernel in the event loop's executor."""
 
     def __init__(self) -> None:
         self._ids = np.zeros(0, np.int64)

@@ -24,7 +24,7 @@ method awaits), across the primary and its replicas, whose rows are physical cop
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -100,30 +100,71 @@ class Held:
         return float(np.max(weight * self.tfs / (self.tfs + k1_b + k1_b_avgdl * self.least_dls)))
 
 
+@dataclass
+class _Entry:
+    """What the cache holds of one term: its block rows' signature, their postings, the version of
+    each row, and the postings of blocks with deltas left (by block: the number of delta rows then,
+    and the postings), valid under that signature."""
+
+    signature: str
+    held: Held
+    versions: dict[int, str]
+    pending: dict[int, tuple[int, Postings]] = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        return self.held.postings.nbytes + sum(p.nbytes for _, p in self.pending.values())
+
+
 class PostingCache:
     """Terms' folded postings (`Held`) by collection and lexeme, each under its block rows' signature
     and with the version (`xmin`, `ctid`) of each block row they came from: after a fold, only the
-    blocks it packed again need reading (`bm25_top_k._cached`)."""
+    blocks it packed again need reading (`bm25_top_k._cached`). Also the postings of a term's blocks
+    with deltas left, each under its number of delta rows."""
 
     def __init__(self, max_bytes: int) -> None:
         self._max_bytes = max_bytes
         self._bytes = 0
-        self._entries: OrderedDict[tuple[int, str], tuple[str, Held, dict[int, str]]] = OrderedDict()
+        self._entries: OrderedDict[tuple[int, str], _Entry] = OrderedDict()
 
     def get(self, collection_id: int, lexeme: str, signature: str) -> Held | None:
         """The term's postings, if held under `signature` (the rows the caller's snapshot sees)."""
         entry = self._entries.get((collection_id, lexeme))
-        if entry is None or entry[0] != signature:
+        if entry is None or entry.signature != signature:
             LOOKUPS.labels("miss" if entry is None else "stale").inc()
             return None
         self._entries.move_to_end((collection_id, lexeme))
         LOOKUPS.labels("hit").inc()
-        return entry[1]
+        return entry.held
 
     def stale(self, collection_id: int, lexeme: str) -> tuple[Held, dict[int, str]] | None:
         """What is held of the term under whatever signature, and the versions of its block rows."""
         entry = self._entries.get((collection_id, lexeme))
-        return None if entry is None else (entry[1], entry[2])
+        return None if entry is None else (entry.held, entry.versions)
+
+    def pending(
+        self, collection_id: int, lexeme: str, signature: str, block: int, deltas: int
+    ) -> Postings | None:
+        """The postings of a block of the term with `deltas` delta rows, if held under `signature`."""
+        entry = self._entries.get((collection_id, lexeme))
+        if entry is None or entry.signature != signature:
+            return None
+        found = entry.pending.get(block)
+        return found[1] if found is not None and found[0] == deltas else None
+
+    def put_pending(
+        self, collection_id: int, lexeme: str, signature: str, block: int, deltas: int, postings: Postings
+    ) -> None:
+        """Holds the postings of a block of the term with `deltas` delta rows, if the term is held
+        under `signature`."""
+        entry = self._entries.get((collection_id, lexeme))
+        if entry is None or entry.signature != signature:
+            return
+        self._bytes -= entry.nbytes
+        entry.pending[block] = (deltas, postings)
+        self._bytes += entry.nbytes
+        self._make_room()
+        CACHED_BYTES.set(self._bytes)
 
     @property
     def room(self) -> int:
@@ -141,15 +182,19 @@ class PostingCache:
         self._drop((collection_id, lexeme))
         if postings.nbytes > self._max_bytes:
             return held
-        while self._bytes + postings.nbytes > self._max_bytes:
-            self._drop(next(iter(self._entries)))
-        self._entries[collection_id, lexeme] = (signature, held, versions)
+        self._entries[collection_id, lexeme] = _Entry(signature, held, versions)
         self._bytes += postings.nbytes
+        self._make_room()
         CACHED_BYTES.set(self._bytes)
         return held
+
+    def _make_room(self) -> None:
+        # The least recently used first; the most recent one stays (it fits on its own).
+        while self._bytes > self._max_bytes and len(self._entries) > 1:
+            self._drop(next(iter(self._entries)))
 
     def _drop(self, key: tuple[int, str]) -> None:
         entry = self._entries.pop(key, None)
         if entry is not None:
-            self._bytes -= entry[1].postings.nbytes
+            self._bytes -= entry.nbytes
             CACHED_BYTES.set(self._bytes)
