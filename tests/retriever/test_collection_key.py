@@ -26,6 +26,7 @@ from ragline_retriever.search import (
     hybrid_search_sql,
     keyword_hits_sql,
     keyword_search_sql,
+    vector_candidates_sql,
     vector_search_sql,
 )
 
@@ -119,7 +120,13 @@ def search_statements() -> dict[str, str]:
         "keyword, filtered": keyword_search_sql(COLLECTION, CONDITION),
         "hybrid": hybrid_search_sql(COLLECTION, 8),
         "hybrid, filtered": hybrid_search_sql(COLLECTION, 8, CONDITION),
+        "hybrid, vector list read first": hybrid_search_sql(COLLECTION, 8, vector_ranked=True),
+        "hybrid's vector list": vector_candidates_sql(COLLECTION, 8),
         "keyword lookups (bm25_top_k)": bm25_top_k._LOOKUP_SQL,
+        "keyword terms and their cache signatures": bm25_top_k._CACHED_TERMS_SQL,
+        "posting cache: block rows": bm25_top_k._BLOCKS_SQL,
+        "posting cache: block row versions": bm25_top_k._VERSIONS_SQL,
+        "posting cache: some block rows": bm25_top_k._SOME_BLOCKS_SQL,
     }
 
 

@@ -42,8 +42,9 @@ terms left out may be missed; the scores returned stay exact.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
 import numpy as np
@@ -56,6 +57,7 @@ from ragline_retriever.search import QUERY_LEXEMES
 
 # A search's connection, pooled or not (benchmarks and tests).
 Connection: TypeAlias = "asyncpg.Connection[Any] | PooledConnection"
+T = TypeVar("T")
 # The postings the threshold's seed terms may hold together (step 1).
 SEED_POSTINGS = 20_000
 # The chunks scored fully for a threshold (the best on the terms read so far), per result asked for.
@@ -417,6 +419,47 @@ async def top_k(
     """The k best chunks of the collection for `query_text`'s terms, best first (ties by id),
     with their exact scores (see the module's docstring); with `cache`, the postings of the terms it
     holds come from it. `conn` must be in a REPEATABLE READ transaction."""
+    ranking = await _ranking(conn, collection_id, query_text, k, k1, b, max_postings, cache)
+    return ranking if isinstance(ranking, Scored) else await asyncio.to_thread(ranking)
+
+
+async def top_k_beside(
+    conn: Connection,
+    collection_id: int,
+    query_text: str,
+    k: int,
+    k1: float,
+    b: float,
+    max_postings: float,
+    cache: PostingCache | None,
+    beside: Callable[[], Awaitable[T]],
+) -> tuple[Scored, T]:
+    """`top_k`, and what `beside` returns (another statement on `conn`): run while the compiled
+    kernel ranks in a thread, when it does (it reads nothing more), else after. Hybrid search reads
+    its vector list so, instead of waiting for the keyword list first."""
+    ranking = await _ranking(conn, collection_id, query_text, k, k1, b, max_postings, cache)
+    if isinstance(ranking, Scored):
+        return ranking, await beside()
+    ranked = asyncio.ensure_future(asyncio.to_thread(ranking))
+    try:
+        other = await beside()
+    finally:
+        keyword = await ranked
+    return keyword, other
+
+
+async def _ranking(
+    conn: Connection,
+    collection_id: int,
+    query_text: str,
+    k: int,
+    k1: float,
+    b: float,
+    max_postings: float,
+    cache: PostingCache | None,
+) -> Scored | Callable[[], Scored]:
+    """`top_k`'s result; or, when every term is in memory, the ranking that is left, which reads
+    nothing (the compiled kernel)."""
     rows = await conn.fetch(
         _TERMS_SQL if cache is None else _CACHED_TERMS_SQL, query_text, collection_id, k1, b
     )
@@ -446,18 +489,18 @@ async def top_k(
         # saved less than it cost (0.3 ms of 1.6 at a million chunks).
         bounds = {t.lexeme: held[t.lexeme].bound(t.weight, query.k1_b, query.k1_b_avgdl) for t in terms}
         ascending = sorted(terms, key=lambda t: bounds[t.lexeme])
-        found_ids, found_scores = await asyncio.to_thread(
-            maxscore_kernel.top_k,
-            [memory[t.lexeme].ids for t in ascending],
-            [memory[t.lexeme].tfs for t in ascending],
-            [memory[t.lexeme].dls for t in ascending],
-            np.asarray([t.weight for t in ascending]),
-            np.asarray([bounds[t.lexeme] for t in ascending]),
-            query.k1_b,
-            query.k1_b_avgdl,
-            k,
-        )
-        return Scored(found_ids, found_scores)
+        weights = np.asarray([t.weight for t in ascending])
+        upper = np.asarray([bounds[t.lexeme] for t in ascending])
+        ids = [memory[t.lexeme].ids for t in ascending]
+        tfs = [memory[t.lexeme].tfs for t in ascending]
+        dls = [memory[t.lexeme].dls for t in ascending]
+
+        def rank() -> Scored:
+            return Scored(
+                *maxscore_kernel.top_k(ids, tfs, dls, weights, upper, query.k1_b, query.k1_b_avgdl, k)
+            )
+
+        return rank
     seed = 1
     while seed < len(terms) and sum(t.df for t in terms[: seed + 1]) <= SEED_POSTINGS:
         seed += 1

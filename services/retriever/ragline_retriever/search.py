@@ -203,7 +203,24 @@ HYBRID_FILTER_PARAMS = 12
 _KEYWORD_SEEN = 1_000_000
 
 
-def hybrid_search_sql(collection_id: int, dimension: int, condition: str | None = None) -> str:
+def vector_candidates_sql(collection_id: int, dimension: int) -> str:
+    """The ids of the `$2` chunks nearest to `$1` (the query embedding), in the order hybrid search
+    ranks its vector list (distance, then id): the list `hybrid_search_sql` takes with
+    `vector_ranked`, read while the retriever ranks the keyword list. `hnsw.ef_search` as for
+    `vector_search_sql`."""
+    distance = f"{_embedding_expression(dimension, 'c.')} <=> $1::halfvec({int(dimension)})"
+    return f"""
+        SELECT h.id FROM (
+            SELECT c.id, {distance} AS distance FROM chunks AS c
+            WHERE c.collection_id = {int(collection_id)} ORDER BY distance LIMIT $2
+        ) AS h
+        ORDER BY h.distance, h.id
+    """
+
+
+def hybrid_search_sql(
+    collection_id: int, dimension: int, condition: str | None = None, vector_ranked: bool = False
+) -> str:
     """Hybrid search in one statement: both candidate lists, their weighted rank fusion, and the rows
     of the fused top only, with the collection's generation in the same snapshot.
 
@@ -220,7 +237,8 @@ def hybrid_search_sql(collection_id: int, dimension: int, condition: str | None 
     its values from HYBRID_FILTER_PARAMS), SQL scores the keyword list: $1 is the query text, $10
     k1 and $11 b. `hnsw.ef_search` (and, with a filter, `hnsw.iterative_scan`) must be set as for
     `vector_search_sql`. Its rows are those of `_in_collection`; `modes` lists the SearchMode
-    values of the lists that found the chunk.
+    values of the lists that found the chunk. With `vector_ranked` (no filter), $4 is the vector
+    list, read before (`vector_candidates_sql`): chunk ids, nearest first.
     """
     collection = str(int(collection_id))
     distance = f"{_embedding_expression(dimension, 'c.')} <=> $4::halfvec({int(dimension)})"
@@ -237,12 +255,16 @@ def hybrid_search_sql(collection_id: int, dimension: int, condition: str | None 
             JOIN documents AS d ON d.collection_id = c.collection_id AND d.id = c.document_id
             WHERE {condition} ORDER BY s.score DESC, s.chunk_id LIMIT $3
         ) AS k"""
+    vector = f"""
+        SELECT h.id, row_number() OVER (ORDER BY h.distance, h.id) AS rank
+        FROM (SELECT c.id, {distance} AS distance FROM {vector_from} ORDER BY distance LIMIT $3) AS h"""
+    if vector_ranked:
+        if condition is not None:
+            raise ValueError("a filtered vector list is read in the statement")
+        vector = "SELECT v.id, v.rank FROM unnest($4::bigint[]) WITH ORDINALITY AS v(id, rank) LIMIT $3"
     vector_mode, keyword_mode = int(common_pb2.SEARCH_MODE_VECTOR), int(common_pb2.SEARCH_MODE_KEYWORD)
     hits = f"""
-    WITH vector AS MATERIALIZED (
-        SELECT h.id, row_number() OVER (ORDER BY h.distance, h.id) AS rank
-        FROM (SELECT c.id, {distance} AS distance FROM {vector_from} ORDER BY distance LIMIT $3) AS h
-    ),
+    WITH vector AS MATERIALIZED ({vector}),
     keyword AS MATERIALIZED ({keyword}),
     fused AS (
         SELECT lists.id, sum(lists.weight / ($5::float8 + lists.rank)) AS score,

@@ -41,6 +41,7 @@ from ragline_retriever.search import (
     hybrid_search_sql,
     keyword_hits_sql,
     keyword_search_sql,
+    vector_candidates_sql,
     vector_search_sql,
 )
 from ragline_retriever.validation import ValidSearch, validate_embedding
@@ -223,25 +224,39 @@ class Searcher:
         ranks_keywords = valid.mode != common_pb2.SEARCH_MODE_VECTOR and not filtered
         if not ranks_keywords and (ef_search is None or self._session_scan(ef_search, filtered)):
             # One round trip, in one snapshot.
-            sql, args = self._statement(search, located, query, None)
+            sql, args = self._statement(search, located, query, None, None)
             return await conn.fetch(sql, *args)
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             if ef_search is not None:
                 await self._set_scan(conn, ef_search, filtered)
-            keyword = None
-            if ranks_keywords:
-                hybrid = valid.mode == common_pb2.SEARCH_MODE_HYBRID
+            keyword, vector = None, None
+            if ranks_keywords and valid.mode == common_pb2.SEARCH_MODE_KEYWORD:
                 keyword = await bm25_top_k.top_k(
                     conn,
                     located.id,
                     search.request.query_text,
-                    _candidates(valid) if hybrid else valid.top_k,
+                    valid.top_k,
                     options.bm25_k1,
                     options.bm25_b,
-                    (self._config.hybrid_keyword_max_postings or float("inf")) if hybrid else float("inf"),
-                    self._postings,
+                    cache=self._postings,
                 )
-            sql, args = self._statement(search, located, query, keyword)
+            elif ranks_keywords:
+                # Hybrid: the vector list is read while the keyword list is ranked.
+                candidates = _candidates(valid)
+                candidates_sql = vector_candidates_sql(located.id, located.dimension)
+                keyword, rows = await bm25_top_k.top_k_beside(
+                    conn,
+                    located.id,
+                    search.request.query_text,
+                    candidates,
+                    options.bm25_k1,
+                    options.bm25_b,
+                    self._config.hybrid_keyword_max_postings or float("inf"),
+                    self._postings,
+                    lambda: conn.fetch(candidates_sql, query, candidates),
+                )
+                vector = [r["id"] for r in rows]
+            sql, args = self._statement(search, located, query, keyword, vector)
             return await conn.fetch(sql, *args)
 
     def _query(self, search: _Search, located: _Located) -> NDArray[np.float32]:
@@ -264,9 +279,10 @@ class Searcher:
         located: _Located,
         query: NDArray[np.float32] | None,
         keyword: bm25_top_k.Scored | None,
+        vector: list[int] | None,
     ) -> tuple[str, tuple[Any, ...]]:
         """`search`'s statement (`search.py`) and its arguments, given its query embedding and, if
-        the retriever ranked it, its keyword list."""
+        the retriever ranked it, its keyword list (and then, for hybrid search, its vector list)."""
         request, valid, options = search.request, search.valid, search.valid.options
         filters = search.params.values
         if valid.mode == common_pb2.SEARCH_MODE_KEYWORD:
@@ -286,20 +302,27 @@ class Searcher:
         if valid.mode == common_pb2.SEARCH_MODE_VECTOR:
             sql = vector_search_sql(located.id, located.dimension, search.condition or "TRUE")
             return sql, (query, valid.name, valid.top_k, valid.tenant, *filters)
-        sql = hybrid_search_sql(located.id, located.dimension, search.condition)
-        shared = (
-            valid.name,
-            _candidates(valid),
-            query,
+        fused = (
             float(options.rrf_k),
             valid.top_k,
             options.vector_weight,
             options.keyword_weight,
             valid.tenant,
         )
-        if keyword is not None:
-            return sql, (keyword.ids.tolist(), *shared)
-        return sql, (request.query_text, *shared, options.bm25_k1, options.bm25_b, *filters)
+        if keyword is not None and vector is not None:
+            sql = hybrid_search_sql(located.id, located.dimension, vector_ranked=True)
+            return sql, (keyword.ids.tolist(), valid.name, _candidates(valid), vector, *fused)
+        sql = hybrid_search_sql(located.id, located.dimension, search.condition)
+        return sql, (
+            request.query_text,
+            valid.name,
+            _candidates(valid),
+            query,
+            *fused,
+            options.bm25_k1,
+            options.bm25_b,
+            *filters,
+        )
 
     async def _locate(self, conn: PooledConnection, tenant: str, name: str) -> _Located:
         """The id and dimension of `tenant`'s collection `name` (NOT_FOUND if none), remembered for
