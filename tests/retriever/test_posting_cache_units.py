@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ragline_retriever.bm25_top_k import _replace_blocks, _within
 from ragline_retriever.posting_cache import LOOKUPS, PostingCache, Postings
+from ragline_retriever.postings_arrays import replace_blocks, within
 
 
 def _postings(ids: list[int], tf: int = 1) -> Postings:
@@ -75,7 +75,7 @@ def test_the_least_recently_used_terms_leave_first_within_the_bytes_given() -> N
 def test_within_takes_exactly_the_postings_of_the_chunks_asked(wanted: list[int]) -> None:
     # Few chunks by binary search, many by one pass; chunks without the term are left out.
     postings = _postings(list(range(0, 12000, 3)), tf=2)
-    found = _within(postings, np.asarray(wanted, np.int64))
+    found = within(postings, np.asarray(wanted, np.int64))
     expected = [i for i in wanted if i % 3 == 0]
     assert found.ids.tolist() == expected
     assert found.dls.tolist() == [i % 97 + 1 for i in expected]
@@ -86,9 +86,9 @@ def test_replacing_blocks_keeps_the_others_and_the_chunk_id_order() -> None:
     # Blocks are 4,096 chunk ids. Block 1 lost a posting and gained one; block 3 is new.
     folded = _postings([5, 4100, 4200, 9000, 9001])
     fresh = _postings([4150, 4200, 12300], tf=3)
-    found = _replace_blocks(folded, np.array([1, 3], np.int64), fresh)
+    found = replace_blocks(folded, np.array([1, 3], np.int64), fresh)
     assert found.ids.tolist() == [5, 4150, 4200, 9000, 9001, 12300]
     assert found.tfs.tolist() == [1, 3, 3, 1, 1, 3]
     assert found.dls.tolist() == [i % 97 + 1 for i in found.ids.tolist()]
-    emptied = _replace_blocks(folded, np.array([1], np.int64), _postings([]))
+    emptied = replace_blocks(folded, np.array([1], np.int64), _postings([]))
     assert emptied.ids.tolist() == [5, 9000, 9001]

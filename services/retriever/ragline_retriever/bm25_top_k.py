@@ -53,6 +53,19 @@ from numpy.typing import NDArray
 from ragline_retriever import maxscore_kernel
 from ragline_retriever.database import PooledConnection
 from ragline_retriever.posting_cache import BYTES_PER_POSTING, Held, PostingCache, Postings
+from ragline_retriever.postings_arrays import (
+    EMPTY,
+    NO_POSTINGS,
+    Scored,
+    add,
+    best,
+    joined,
+    kth,
+    replace_blocks,
+    subset,
+    sum_by_chunk,
+    within,
+)
 from ragline_retriever.search import QUERY_LEXEMES
 
 # A search's connection, pooled or not (benchmarks and tests).
@@ -67,13 +80,6 @@ THRESHOLD_CHUNKS_PER_RESULT = 4
 # reading the terms' block rows. Chosen at a million chunks with migration 0013's 8-byte postings
 # (50 Cranfield queries in process, p50): 40 gave 30.5 ms, 100 28.2 ms, 200 29.3 ms.
 LOOKUP_COST_POSTINGS = 100
-# Dense per-chunk sums (arrays over the id range, `_DenseArrays`) while the range is at most this
-# many ids per posting, and at most DENSE_MAX_IDS ids; a sort (np.unique) otherwise.
-DENSE_IDS_PER_POSTING = 32
-DENSE_MAX_IDS = 4_000_000
-# Relative slack of the threshold, for sums taken in a different order.
-_SLACK = 1e-9
-
 # $1 the query text.
 _TERMS_SQL = f"""
     SELECT c.avgdl, t.lexeme, t.weight, t.bound, t.df
@@ -133,14 +139,6 @@ _LOOKUP_SQL = """
     WHERE collection_id = $1 AND lexeme = ANY ($2::text[]) AND chunk_id = ANY ($3::bigint[])
     GROUP BY lexeme
 """
-
-
-@dataclass(frozen=True)
-class Scored:
-    """Chunks and their scores (or partial sums), in chunk id order; `best` returns them best first."""
-
-    ids: NDArray[np.int64]
-    scores: NDArray[np.float64]
 
 
 @dataclass(frozen=True)
@@ -209,7 +207,7 @@ async def _cached(
         rows = await conn.fetch(_BLOCKS_SQL, collection_id, [t.lexeme for t in unheld])
         read, versions = _decode(rows), _versions(rows)
         for t in unheld:
-            postings = read.get(t.lexeme, _NO_POSTINGS)
+            postings = read.get(t.lexeme, NO_POSTINGS)
             held[t.lexeme] = cache.put(
                 collection_id, t.lexeme, t.signature or "", postings, versions.get(t.lexeme, {})
             )
@@ -218,9 +216,9 @@ async def _cached(
         packed = await _pending_blocks(conn, cache, collection_id, pending)
         for t in pending:
             blocks = np.asarray([block for block, _ in t.pending], np.int64)
-            fresh = _joined([packed[t.lexeme, block] for block, _ in t.pending])
+            fresh = joined([packed[t.lexeme, block] for block, _ in t.pending])
             before = held[t.lexeme]
-            held[t.lexeme] = before.replaced(_replace_blocks(before.postings, blocks, fresh), fresh)
+            held[t.lexeme] = before.replaced(replace_blocks(before.postings, blocks, fresh), fresh)
     return held
 
 
@@ -245,17 +243,10 @@ async def _pending_blocks(
         )
         packed = {(r["lexeme"], r["block"]): _decode([r])[r["lexeme"]] for r in rows}
         for t, block, deltas in wanted:
-            postings = packed.get((t.lexeme, block), _NO_POSTINGS)
+            postings = packed.get((t.lexeme, block), NO_POSTINGS)
             cache.put_pending(collection_id, t.lexeme, t.signature or "", block, deltas, postings)
             found[t.lexeme, block] = postings
     return found
-
-
-def _joined(parts: list[Postings]) -> Postings:
-    """Postings of consecutive ranges of chunk ids, as one."""
-    return Postings(
-        *(np.concatenate(arrays) for arrays in zip(*((p.ids, p.tfs, p.dls) for p in parts), strict=True))
-    )
 
 
 async def _refreshed(
@@ -279,7 +270,7 @@ async def _refreshed(
     for t in terms:
         held, _ = stale[t.lexeme]
         blocks_changed = np.asarray(changed[t.lexeme], np.int64)
-        postings = _replace_blocks(held.postings, blocks_changed, fresh.get(t.lexeme, _NO_POSTINGS))
+        postings = replace_blocks(held.postings, blocks_changed, fresh.get(t.lexeme, NO_POSTINGS))
         refreshed[t.lexeme] = cache.put(
             collection_id, t.lexeme, t.signature or "", postings, now.get(t.lexeme, {})
         )
@@ -292,33 +283,6 @@ def _versions(rows: list[asyncpg.Record]) -> dict[str, dict[int, str]]:
     for r in rows:
         found.setdefault(r["lexeme"], {})[r["block"]] = r["version"]
     return found
-
-
-def _replace_blocks(folded: Postings, blocks: NDArray[np.int64], fresh: Postings) -> Postings:
-    """`folded` with its postings in `blocks` (sorted) replaced by `fresh` (those blocks' postings
-    now). A block's postings are one range of each, so the result is `folded`'s ranges between the
-    blocks, each block's range of `fresh` after its own: one copy, as this runs in every search
-    that finds deltas not yet folded."""
-    starts = np.searchsorted(folded.ids, blocks << 12)
-    ends = np.searchsorted(folded.ids, (blocks + 1) << 12)
-    fresh_ends = np.searchsorted(fresh.ids, (blocks + 1) << 12)
-    kept, taken = [], []
-    kept_from = taken_from = 0
-    for start, end, fresh_end in zip(starts.tolist(), ends.tolist(), fresh_ends.tolist(), strict=True):
-        kept.append(slice(kept_from, start))
-        taken.append(slice(taken_from, fresh_end))
-        kept_from, taken_from = end, fresh_end
-    kept.append(slice(kept_from, folded.ids.size))
-
-    def merged(old: NDArray[Any], new: NDArray[Any]) -> NDArray[Any]:
-        pieces = []
-        for k, t in zip(kept[:-1], taken, strict=True):
-            pieces += [old[k], new[t]]
-        return np.concatenate([*pieces, old[kept[-1]]])
-
-    return Postings(
-        merged(folded.ids, fresh.ids), merged(folded.tfs, fresh.tfs), merged(folded.dls, fresh.dls)
-    )
 
 
 class _Query:
@@ -363,7 +327,7 @@ class _Query:
         sums over the first `summed` terms."""
         ids = np.sort(best(partial, k * THRESHOLD_CHUNKS_PER_RESULT).ids)
         others = self.terms[summed:]
-        return add(_subset(partial, ids), self.sum(others, await self.postings_of(others, ids)))
+        return add(subset(partial, ids), self.sum(others, await self.postings_of(others, ids)))
 
     async def postings(
         self, terms: list[_Term], blocks: NDArray[np.int64] | None = None
@@ -385,13 +349,13 @@ class _Query:
         """The postings of `terms` in the chunks `ids` (sorted), by lexeme."""
         if not terms or not ids.size:
             return {}
-        found = {t.lexeme: _within(self.memory[t.lexeme], ids) for t in terms if t.lexeme in self.memory}
+        found = {t.lexeme: within(self.memory[t.lexeme], ids) for t in terms if t.lexeme in self.memory}
         unread = [t for t in terms if t.lexeme not in self.memory]
         if not unread:
             return found
         if ids.size * len(unread) * LOOKUP_COST_POSTINGS > sum(t.df for t in unread):
             read = await self.postings(unread, np.unique(ids >> 12))
-            return found | {lexeme: _within(p, ids) for lexeme, p in read.items()}
+            return found | {lexeme: within(p, ids) for lexeme, p in read.items()}
         rows = await self.conn.fetch(
             _LOOKUP_SQL, self.collection_id, [t.lexeme for t in unread], ids.tolist()
         )
@@ -464,7 +428,7 @@ async def _ranking(
         _TERMS_SQL if cache is None else _CACHED_TERMS_SQL, query_text, collection_id, k1, b
     )
     if not rows or k < 1:
-        return _EMPTY
+        return EMPTY
     held: dict[str, Held] = {}
     if cache is None:
         terms = [_Term(r["lexeme"], r["weight"], r["bound"], r["df"]) for r in rows]
@@ -509,7 +473,7 @@ async def _ranking(
     if seed == len(terms):
         return best(seeded, k)
     # Step 1: the threshold.
-    theta = _kth(await query.leaders(seeded, seed, k), k)
+    theta = kth(await query.leaders(seeded, seed, k), k)
     # Step 2: the essential terms.
     essential, rest = len(terms), 0.0
     essential_postings = sum(t.df for t in terms)
@@ -524,7 +488,7 @@ async def _ranking(
         return best(partial, k)
     # Step 3: the candidates, and what the non-essential terms add to them.
     leaders = await query.leaders(partial, essential, k)
-    theta = max(theta, _kth(leaders, k))
+    theta = max(theta, kth(leaders, k))
     if rest >= theta:
         # Only `max_postings` left out terms a top chunk may hold alone: the best leaders it is.
         return best(leaders, k)
@@ -538,102 +502,3 @@ async def _ranking(
         unread = unread[len(group) :]
         candidates = add(candidates, query.sum(group, await query.postings_of(group, candidates.ids)))
     return best(candidates, k)
-
-
-_EMPTY = Scored(np.zeros(0, np.int64), np.zeros(0, np.float64))
-
-
-class _DenseArrays:
-    """Per-chunk sums and presence over a range of ids, zeroed, kept between searches.
-
-    New arrays of a million entries cost a page fault per 4 KiB touched: at a million chunks a
-    query's essential sum took 9 ms in them, against 3 ms in arrays touched before. Each sum zeroes
-    the entries it set before it returns (it does not await, so searches never share them). At most
-    DENSE_MAX_IDS ids: 36 MiB.
-    """
-
-    def __init__(self) -> None:
-        self._sums = np.zeros(0)
-        self._present = np.zeros(0, bool)
-
-    def zeroed(self, span: int) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
-        """Zeroed sums and presence for `span` ids."""
-        if self._sums.size < span:
-            self._sums, self._present = np.zeros(span), np.zeros(span, bool)
-        return self._sums[:span], self._present[:span]
-
-
-_DENSE = _DenseArrays()
-
-
-def sum_by_chunk(ids: list[NDArray[np.int64]], values: list[NDArray[np.float64]]) -> Scored:
-    """The sum of `values` per chunk id, over arrays of ids (each without repeats: one term's
-    postings) and their values."""
-    if not ids or not sum(a.size for a in ids):
-        return _EMPTY
-    low = min(int(a.min()) for a in ids if a.size)
-    span = max(int(a.max()) for a in ids if a.size) - low + 1
-    if span <= min(DENSE_MAX_IDS, max(DENSE_IDS_PER_POSTING * sum(a.size for a in ids), 65_536)):
-        # One array at a time, by fancy indexing (an array has no repeats), with presence in a
-        # boolean array: at a million ids, 2x faster than np.bincount and np.flatnonzero of its sums.
-        sums, present = _DENSE.zeroed(span)
-        for chunk_ids, chunk_values in zip(ids, values, strict=True):
-            at = chunk_ids - low
-            sums[at] += chunk_values
-            present[at] = True
-        where = np.flatnonzero(present)
-        scored = Scored(where + low, sums[where])
-        sums[where], present[where] = 0.0, False
-        return scored
-    unique, inverse = np.unique(np.concatenate(ids), return_inverse=True)
-    return Scored(unique, np.bincount(inverse, weights=np.concatenate(values)).astype(np.float64, copy=False))
-
-
-def add(scored: Scored, more: Scored) -> Scored:
-    """`scored` with the sums of `more` (whose ids are all among `scored`'s) added."""
-    if not more.ids.size:
-        return scored
-    scores = scored.scores.copy()
-    scores[np.searchsorted(scored.ids, more.ids)] += more.scores
-    return Scored(scored.ids, scores)
-
-
-def best(scored: Scored, k: int) -> Scored:
-    """The k best of `scored`, best first, ties by chunk id."""
-    if scored.ids.size > k:
-        kth = np.partition(scored.scores, scored.ids.size - k)[scored.ids.size - k]
-        kept = scored.scores >= kth
-        scored = Scored(scored.ids[kept], scored.scores[kept])
-    order = np.lexsort((scored.ids, -scored.scores))[:k]
-    return Scored(scored.ids[order], scored.scores[order])
-
-
-def _kth(scored: Scored, k: int) -> float:
-    """A lower bound of the k-th best score of the collection, from the exact scores `scored` of
-    some of its chunks (0 if fewer than k)."""
-    if scored.ids.size < k:
-        return 0.0
-    return float(np.partition(scored.scores, scored.ids.size - k)[scored.ids.size - k]) * (1 - _SLACK)
-
-
-def _subset(scored: Scored, ids: NDArray[np.int64]) -> Scored:
-    """The entries of `scored` for `ids` (sorted, all among `scored`'s)."""
-    where = np.searchsorted(scored.ids, ids)
-    return Scored(ids, scored.scores[where])
-
-
-def _within(postings: Postings, ids: NDArray[np.int64]) -> Postings:
-    """The postings of the chunks `ids` (sorted)."""
-    if ids.size * _SEARCH_PER_ID < postings.ids.size:
-        # A binary search per id, rather than a pass over every posting.
-        at = np.minimum(np.searchsorted(postings.ids, ids), postings.ids.size - 1)
-        kept = at[postings.ids[at] == ids]
-    else:
-        kept = np.flatnonzero(np.isin(postings.ids, ids, assume_unique=True))
-    return Postings(postings.ids[kept], postings.tfs[kept], postings.dls[kept])
-
-
-# A binary search per id is cheaper than a pass over the postings while there are this many
-# postings per id or more.
-_SEARCH_PER_ID = 16
-_NO_POSTINGS = Postings(np.zeros(0, np.int64), np.zeros(0, np.int16), np.zeros(0, np.int32))

@@ -29,6 +29,7 @@ from ragline_retriever.config import RetrieverConfig
 from ragline_retriever.database import Database, PooledConnection, describe_error
 from ragline_retriever.filters import Params, compile_filter
 from ragline_retriever.posting_cache import PostingCache
+from ragline_retriever.postings_arrays import Scored
 from ragline_retriever.read_replicas import REPLICA_ERRORS, ReadReplicas
 from ragline_retriever.search import (
     HYBRID_FILTER_PARAMS,
@@ -278,7 +279,7 @@ class Searcher:
         search: _Search,
         located: _Located,
         query: NDArray[np.float32] | None,
-        keyword: bm25_top_k.Scored | None,
+        keyword: Scored | None,
         vector: list[int] | None,
     ) -> tuple[str, tuple[Any, ...]]:
         """`search`'s statement (`search.py`) and its arguments, given its query embedding and, if

@@ -1,4 +1,4 @@
-"""The numpy parts of `bm25_top_k`: per-chunk sums (dense and sorted), adding sums, the k best."""
+"""The numpy parts of `bm25_top_k` (`postings_arrays.py`): per-chunk sums (dense and sorted), adding sums, the k best."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from ragline_retriever.bm25_top_k import Scored, add, best, sum_by_chunk
+from ragline_retriever.postings_arrays import Scored, add, best, sum_by_chunk
 
 
 def _reference(ids: list[np.ndarray], values: list[np.ndarray]) -> dict[int, float]:
