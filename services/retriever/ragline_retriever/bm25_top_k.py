@@ -383,36 +383,27 @@ async def top_k(
     """The k best chunks of the collection for `query_text`'s terms, best first (ties by id),
     with their exact scores (see the module's docstring); with `cache`, the postings of the terms it
     holds come from it. `conn` must be in a REPEATABLE READ transaction."""
-    ranking = await _ranking(conn, collection_id, query_text, k, k1, b, max_postings, cache)
-    return ranking if isinstance(ranking, Scored) else await asyncio.to_thread(ranking)
+    ranked = await ranking(conn, collection_id, query_text, k, k1, b, max_postings, cache)
+    return ranked if isinstance(ranked, Scored) else await asyncio.to_thread(ranked)
 
 
-async def top_k_beside(
-    conn: Connection,
-    collection_id: int,
-    query_text: str,
-    k: int,
-    k1: float,
-    b: float,
-    max_postings: float,
-    cache: PostingCache | None,
-    beside: Callable[[], Awaitable[T]],
+async def beside(
+    ranking: Scored | Callable[[], Scored], other: Callable[[], Awaitable[T]]
 ) -> tuple[Scored, T]:
-    """`top_k`, and what `beside` returns (another statement on `conn`): run while the compiled
-    kernel ranks in a thread, when it does (it reads nothing more), else after. Hybrid search reads
-    its vector list so, instead of waiting for the keyword list first."""
-    ranking = await _ranking(conn, collection_id, query_text, k, k1, b, max_postings, cache)
+    """A `ranking`'s result, and what `other` returns (another statement on the search's
+    connection): run while the compiled kernel ranks in a thread, when it does (it reads nothing
+    more). Hybrid search reads its vector list so, instead of waiting for the keyword list first."""
     if isinstance(ranking, Scored):
-        return ranking, await beside()
+        return ranking, await other()
     ranked = asyncio.ensure_future(asyncio.to_thread(ranking))
     try:
-        other = await beside()
+        found = await other()
     finally:
         keyword = await ranked
-    return keyword, other
+    return keyword, found
 
 
-async def _ranking(
+async def ranking(
     conn: Connection,
     collection_id: int,
     query_text: str,
@@ -423,7 +414,7 @@ async def _ranking(
     cache: PostingCache | None,
 ) -> Scored | Callable[[], Scored]:
     """`top_k`'s result; or, when every term is in memory, the ranking that is left, which reads
-    nothing (the compiled kernel)."""
+    nothing (the compiled kernel: run it in a thread, or with `beside`)."""
     rows = await conn.fetch(
         _TERMS_SQL if cache is None else _CACHED_TERMS_SQL, query_text, collection_id, k1, b
     )

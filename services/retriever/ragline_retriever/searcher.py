@@ -245,7 +245,7 @@ class Searcher:
                 # Hybrid: the vector list is read while the keyword list is ranked.
                 candidates = _candidates(valid)
                 candidates_sql = vector_candidates_sql(located.id, located.dimension)
-                keyword, rows = await bm25_top_k.top_k_beside(
+                ranking = await bm25_top_k.ranking(
                     conn,
                     located.id,
                     search.request.query_text,
@@ -254,7 +254,9 @@ class Searcher:
                     options.bm25_b,
                     self._config.hybrid_keyword_max_postings or float("inf"),
                     self._postings,
-                    lambda: conn.fetch(candidates_sql, query, candidates),
+                )
+                keyword, rows = await bm25_top_k.beside(
+                    ranking, lambda: conn.fetch(candidates_sql, query, candidates)
                 )
                 vector = [r["id"] for r in rows]
             sql, args = self._statement(search, located, query, keyword, vector)
