@@ -29,14 +29,15 @@ With a posting cache (`posting_cache.py`, the service's default), the terms it h
 their block rows come from memory, checked against the snapshot's signatures, with blocks that
 have deltas left read from `chunk_terms`. When it holds every term of a search, the compiled
 document-at-a-time MaxScore (`maxscore_kernel.py`) ranks them, with each term's exact bound, and
-none of the steps above runs; otherwise they run, taking what the cache holds from memory.
+none of the steps above runs; otherwise they run, taking what the cache holds from memory. That
+kernel reads nothing, so hybrid search reads its vector list while it runs (`ranking`, `beside`).
 
-`max_postings` bounds the effort instead (hybrid search's keyword list, when not all in the cache): while the essential terms
-hold more postings than that, the lowest-bound one is treated as non-essential too. If the bounds
-of the terms so left out add up to theta or more (a chunk could reach the top k on them alone),
-the result is the k best, by full score, of the chunks best on the essential terms (step 3's
-first scoring), and no other postings are read: a top chunk whose score comes mostly from the
-terms left out may be missed; the scores returned stay exact.
+`max_postings` bounds the effort instead (hybrid search's keyword list, when not all in the cache):
+while the essential terms hold more postings than that, the lowest-bound one is treated as
+non-essential too. If the bounds of the terms so left out add up to theta or more (a chunk could
+reach the top k on them alone), the result is the k best, by full score, of the chunks best on
+the essential terms (step 3's first scoring), and no other postings are read: a top chunk whose
+score comes mostly from the terms left out may be missed; the scores returned stay exact.
 """
 
 from __future__ import annotations
