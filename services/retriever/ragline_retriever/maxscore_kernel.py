@@ -26,8 +26,9 @@ import numpy as np
 from numba import njit
 from numpy.typing import NDArray
 
-# Relative slack of the pruning tests, for sums taken in a different order (`bm25_top_k._SLACK`).
-SLACK = 1e-9
+# The pruning tests allow the same relative slack as `bm25_top_k`'s, for sums in another order.
+from ragline_retriever.postings_arrays import SLACK
+
 _NO_CHUNK = np.iinfo(np.int64).max
 
 
