@@ -92,3 +92,20 @@ def test_replacing_blocks_keeps_the_others_and_the_chunk_id_order() -> None:
     assert found.dls.tolist() == [i % 97 + 1 for i in found.ids.tolist()]
     emptied = replace_blocks(folded, np.array([1], np.int64), _postings([]))
     assert emptied.ids.tolist() == [5, 9000, 9001]
+
+
+def test_blocks_with_deltas_are_held_with_their_term_and_counted_in_its_bytes() -> None:
+    cache = PostingCache(10_000)
+    cache.put(1, "flow", "s1", _postings(list(range(100))), {})  # 1,400 bytes
+    block = _postings([4096, 4097])
+    cache.put_pending(1, "flow", "s1", 1, 3, block)
+    assert cache.pending(1, "flow", "s1", 1, 3) is block
+    assert cache.pending(1, "flow", "s1", 1, 4) is None  # a writer has changed the block since
+    assert cache.pending(1, "flow", "s2", 1, 3) is None  # the fold has packed it since
+    assert cache.room == 10_000 - 1_400 - block.nbytes
+    cache.put_pending(1, "flow", "s2", 2, 1, block)  # not held under that signature: nothing kept
+    assert cache.room == 10_000 - 1_400 - block.nbytes
+    # Held again (after a fold): the blocks with deltas held before are gone with the old entry.
+    cache.put(1, "flow", "s2", _postings(list(range(100))), {})
+    assert cache.room == 10_000 - 1_400
+    assert cache.pending(1, "flow", "s2", 1, 3) is None

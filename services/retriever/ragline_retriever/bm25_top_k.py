@@ -198,9 +198,11 @@ async def _cached(
         found = cache.get(collection_id, term.lexeme, term.signature or "")
         if found is not None:
             held[term.lexeme] = found
-    stale = [
-        t for t in terms if t.lexeme not in held and t.signature and cache.stale(collection_id, t.lexeme)
-    ]
+    stale = {}
+    for term in terms:
+        entry = None if term.lexeme in held or not term.signature else cache.stale(collection_id, term.lexeme)
+        if entry is not None:
+            stale[term.lexeme] = (term, *entry)
     if stale:
         held |= await _refreshed(conn, cache, collection_id, stale)
     unheld = [t for t in terms if t.lexeme not in held and t.signature]
@@ -251,14 +253,16 @@ async def _pending_blocks(
 
 
 async def _refreshed(
-    conn: Connection, cache: PostingCache, collection_id: int, terms: list[_Term]
+    conn: Connection,
+    cache: PostingCache,
+    collection_id: int,
+    stale: dict[str, tuple[_Term, Held, dict[int, str]]],
 ) -> dict[str, Held]:
-    """The cached terms `terms`, held under an older signature, brought to this snapshot by reading
-    the block rows whose version differs from the one held (and dropping those gone), and held again."""
-    now = _versions(await conn.fetch(_VERSIONS_SQL, collection_id, [t.lexeme for t in terms]))
-    stale = {t.lexeme: found for t in terms if (found := cache.stale(collection_id, t.lexeme)) is not None}
+    """`stale`'s terms (by lexeme: the term, what is held of it under an older signature, its rows'
+    versions), brought to this snapshot by reading the rows whose version changed, and held again."""
+    now = _versions(await conn.fetch(_VERSIONS_SQL, collection_id, list(stale)))
     changed = {}
-    for lexeme, (_, versions) in stale.items():
+    for lexeme, (_, _, versions) in stale.items():
         current = now.get(lexeme, {})
         gone = versions.keys() - current.keys()
         changed[lexeme] = sorted(gone | {b for b, v in current.items() if versions.get(b) != v})
@@ -268,12 +272,11 @@ async def _refreshed(
         lexemes, blocks = zip(*pairs, strict=True)
         fresh = _decode(await conn.fetch(_SOME_BLOCKS_SQL, collection_id, list(lexemes), list(blocks)))
     refreshed = {}
-    for t in terms:
-        held, _ = stale[t.lexeme]
-        blocks_changed = np.asarray(changed[t.lexeme], np.int64)
-        postings = replace_blocks(held.postings, blocks_changed, fresh.get(t.lexeme, NO_POSTINGS))
-        refreshed[t.lexeme] = cache.put(
-            collection_id, t.lexeme, t.signature or "", postings, now.get(t.lexeme, {})
+    for lexeme, (term, held, _) in stale.items():
+        blocks_changed = np.asarray(changed[lexeme], np.int64)
+        postings = replace_blocks(held.postings, blocks_changed, fresh.get(lexeme, NO_POSTINGS))
+        refreshed[lexeme] = cache.put(
+            collection_id, lexeme, term.signature or "", postings, now.get(lexeme, {})
         )
     return refreshed
 
