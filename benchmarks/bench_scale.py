@@ -66,7 +66,7 @@ from ragline_retriever.search import (
 
 BATCH = 20_000
 QUERIES = 200
-EF_SEARCHES = (40, 64, 100, 200, 300, 400)
+EF_SEARCHES = (40, 64, 100, 200, 250, 300, 400)
 MAINTENANCE_WORK_MEM = "2GB"
 # ann-benchmarks' tolerance for recall (`_recall_within`), in cosine distance.
 RECALL_EPSILON = 1e-3

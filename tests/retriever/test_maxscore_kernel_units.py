@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from ragline_retriever import maxscore_kernel
+from ragline_retriever.posting_cache import Held, Postings
 
 K1_B, K1_B_AVGDL = 0.375, 0.5
 
@@ -49,3 +50,55 @@ def test_the_kernel_finds_what_scoring_every_posting_finds(exact_bounds: bool) -
         found_ids, found_scores = maxscore_kernel.top_k(ids, tfs, dls, weights, bounds, K1_B, K1_B_AVGDL, k)
         assert found_ids.tolist() == expected_ids, case
         assert found_scores.tolist() == pytest.approx(expected_scores, rel=1e-12), case
+
+
+def _random_terms(
+    rng: np.random.Generator, span: int
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], np.ndarray]:
+    terms = int(rng.integers(1, 6))
+    ids = [np.sort(rng.choice(span, int(rng.integers(1, span)), replace=False)) for _ in range(terms)]
+    tfs = [rng.integers(1, 4, a.size).astype(np.int16) for a in ids]
+    dls = [rng.integers(1, 5, a.size).astype(np.int32) for a in ids]
+    return ids, tfs, dls, rng.random(terms) + 0.1
+
+
+def test_a_range_of_chunk_ids_is_ranked_as_if_its_postings_were_all() -> None:
+    rng = np.random.default_rng(7)
+    for case in range(100):
+        ids, tfs, dls, weights = _random_terms(rng, int(rng.integers(5, 400)))
+        low, high = sorted(int(x) for x in rng.integers(-5, 405, 2))
+        inside = [(a >= low) & (a < high) for a in ids]
+        k = int(rng.integers(1, 12))
+        bounds = np.full(len(ids), 10.0)  # above any contribution: nothing is pruned on a bound's error
+        expected = _every_posting(
+            [a[m] for a, m in zip(ids, inside, strict=True)],
+            [a[m] for a, m in zip(tfs, inside, strict=True)],
+            [a[m] for a, m in zip(dls, inside, strict=True)],
+            weights,
+            k,
+        )
+        found = maxscore_kernel.top_k(ids, tfs, dls, weights, bounds, K1_B, K1_B_AVGDL, k, low, high)
+        assert found[0].tolist() == expected[0], case
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+async def test_a_ranking_split_over_threads_finds_what_scoring_every_posting_finds(
+    threads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every part worth a thread, however few postings: the test's are small.
+    monkeypatch.setattr(maxscore_kernel, "MIN_POSTINGS_PER_PART", 1)
+    rng = np.random.default_rng(threads)
+    for case in range(100):
+        ids, tfs, dls, weights = _random_terms(rng, int(rng.integers(5, 400)))
+        k = int(rng.integers(1, 12))
+        held = [Held.of(Postings(*arrays)) for arrays in zip(ids, tfs, dls, strict=True)]
+        ranking = maxscore_kernel.ranking(held, weights.tolist(), K1_B, K1_B_AVGDL, k, threads)
+        assert len(ranking.parts) == min(threads, sum(a.size for a in ids))
+        # The kernel adds contributions highest bound first: so does the reference, for equal sums.
+        order = np.argsort([h.bound(w, K1_B, K1_B_AVGDL) for h, w in zip(held, weights, strict=True)])
+        expected_ids, expected_scores = _every_posting(
+            [ids[j] for j in order], [tfs[j] for j in order], [dls[j] for j in order], weights[order], k
+        )
+        found = await ranking.result()
+        assert found.ids.tolist() == expected_ids, case
+        assert found.scores.tolist() == pytest.approx(expected_scores, rel=1e-12), case

@@ -53,6 +53,7 @@ from numpy.typing import NDArray
 
 from ragline_retriever import maxscore_kernel
 from ragline_retriever.database import PooledConnection
+from ragline_retriever.maxscore_kernel import Ranking
 from ragline_retriever.posting_cache import BYTES_PER_POSTING, Held, PostingCache, Postings
 from ragline_retriever.postings_arrays import (
     EMPTY,
@@ -383,23 +384,23 @@ async def top_k(
     b: float,
     max_postings: float = float("inf"),
     cache: PostingCache | None = None,
+    threads: int = 1,
 ) -> Scored:
     """The k best chunks of the collection for `query_text`'s terms, best first (ties by id),
     with their exact scores (see the module's docstring); with `cache`, the postings of the terms it
-    holds come from it. `conn` must be in a REPEATABLE READ transaction."""
-    ranked = await ranking(conn, collection_id, query_text, k, k1, b, max_postings, cache)
-    return ranked if isinstance(ranked, Scored) else await asyncio.to_thread(ranked)
+    holds come from it, and when it holds them all, up to `threads` threads rank them. `conn` must
+    be in a REPEATABLE READ transaction."""
+    ranked = await ranking(conn, collection_id, query_text, k, k1, b, max_postings, cache, threads)
+    return ranked if isinstance(ranked, Scored) else await ranked.result()
 
 
-async def beside(
-    ranking: Scored | Callable[[], Scored], other: Callable[[], Awaitable[T]]
-) -> tuple[Scored, T]:
+async def beside(ranking: Scored | Ranking, other: Callable[[], Awaitable[T]]) -> tuple[Scored, T]:
     """A `ranking`'s result, and what `other` returns (another statement on the search's
-    connection): run while the compiled kernel ranks in a thread, when it does (it reads nothing
+    connection): run while the compiled kernel ranks in threads, when it does (it reads nothing
     more). Hybrid search reads its vector list so, instead of waiting for the keyword list first."""
     if isinstance(ranking, Scored):
         return ranking, await other()
-    ranked = asyncio.ensure_future(asyncio.to_thread(ranking))
+    ranked = asyncio.ensure_future(ranking.result())
     try:
         found = await other()
     finally:
@@ -416,9 +417,10 @@ async def ranking(
     b: float,
     max_postings: float,
     cache: PostingCache | None,
-) -> Scored | Callable[[], Scored]:
+    threads: int = 1,
+) -> Scored | Ranking:
     """`top_k`'s result; or, when every term is in memory, the ranking that is left, which reads
-    nothing (the compiled kernel: run it in a thread, or with `beside`)."""
+    nothing (the compiled kernel, by up to `threads` threads: run it with `result`, or `beside`)."""
     rows = await conn.fetch(
         _TERMS_SQL if cache is None else _CACHED_TERMS_SQL, query_text, collection_id, k1, b
     )
@@ -446,20 +448,14 @@ async def ranking(
         # Nothing left to read: document at a time, compiled, with each term's exact bound. Its
         # threshold rises from the first chunks it scores: one from the seed terms first (step 1)
         # saved less than it cost (0.3 ms of 1.6 at a million chunks).
-        bounds = {t.lexeme: held[t.lexeme].bound(t.weight, query.k1_b, query.k1_b_avgdl) for t in terms}
-        ascending = sorted(terms, key=lambda t: bounds[t.lexeme])
-        weights = np.asarray([t.weight for t in ascending])
-        upper = np.asarray([bounds[t.lexeme] for t in ascending])
-        ids = [memory[t.lexeme].ids for t in ascending]
-        tfs = [memory[t.lexeme].tfs for t in ascending]
-        dls = [memory[t.lexeme].dls for t in ascending]
-
-        def rank() -> Scored:
-            return Scored(
-                *maxscore_kernel.top_k(ids, tfs, dls, weights, upper, query.k1_b, query.k1_b_avgdl, k)
-            )
-
-        return rank
+        return maxscore_kernel.ranking(
+            [held[t.lexeme] for t in terms],
+            [t.weight for t in terms],
+            query.k1_b,
+            query.k1_b_avgdl,
+            k,
+            threads,
+        )
     seed = 1
     while seed < len(terms) and sum(t.df for t in terms[: seed + 1]) <= SEED_POSTINGS:
         seed += 1

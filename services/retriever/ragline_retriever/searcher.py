@@ -240,6 +240,7 @@ class Searcher:
                     options.bm25_k1,
                     options.bm25_b,
                     cache=self._postings,
+                    threads=self._config.ranking_threads,
                 )
             elif ranks_keywords:
                 # Hybrid: the vector list is read while the keyword list is ranked.
@@ -254,6 +255,7 @@ class Searcher:
                     options.bm25_b,
                     self._config.hybrid_keyword_max_postings or float("inf"),
                     self._postings,
+                    self._config.ranking_threads,
                 )
                 keyword, rows = await bm25_top_k.beside(
                     ranking, lambda: conn.fetch(candidates_sql, query, candidates)
