@@ -4,11 +4,14 @@ either exact or higher than any contribution (as the statistics give them)."""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 
 from ragline_retriever import maxscore_kernel
 from ragline_retriever.posting_cache import Held, Postings
+from ragline_retriever.postings_arrays import NO_POSTINGS
 
 K1_B, K1_B_AVGDL = 0.375, 0.5
 
@@ -22,6 +25,22 @@ def _every_posting(
             scores[chunk] = scores.get(chunk, 0.0) + weights[j] * tf / (tf + K1_B + K1_B_AVGDL * dl)
     best = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]
     return [chunk for chunk, _ in best], [score for _, score in best]
+
+
+def _in_parts(
+    rng: np.random.Generator, ids: list[np.ndarray], tfs: list[np.ndarray], dls: list[np.ndarray]
+) -> list[list[Postings]]:
+    """Each term's postings cut at random into one to four parts (some empty), as a search with
+    blocks not yet folded hands them to the kernel."""
+    terms = []
+    for arrays in zip(ids, tfs, dls, strict=True):
+        cuts = [
+            0,
+            *sorted(rng.integers(0, arrays[0].size + 1, int(rng.integers(0, 4))).tolist()),
+            arrays[0].size,
+        ]
+        terms.append([Postings(*(a[x:y] for a in arrays)) for x, y in pairwise(cuts)])
+    return terms
 
 
 @pytest.mark.parametrize("exact_bounds", [False, True], ids=["statistics-bounds", "exact-bounds"])
@@ -47,7 +66,8 @@ def test_the_kernel_finds_what_scoring_every_posting_finds(exact_bounds: bool) -
         ids, tfs, dls = [ids[j] for j in order], [tfs[j] for j in order], [dls[j] for j in order]
         weights, bounds = weights[order], bounds[order]
         expected_ids, expected_scores = _every_posting(ids, tfs, dls, weights, k)
-        found_ids, found_scores = maxscore_kernel.top_k(ids, tfs, dls, weights, bounds, K1_B, K1_B_AVGDL, k)
+        terms = _in_parts(rng, ids, tfs, dls)
+        found_ids, found_scores = maxscore_kernel.top_k(terms, weights, bounds, K1_B, K1_B_AVGDL, k)
         assert found_ids.tolist() == expected_ids, case
         assert found_scores.tolist() == pytest.approx(expected_scores, rel=1e-12), case
 
@@ -77,7 +97,8 @@ def test_a_range_of_chunk_ids_is_ranked_as_if_its_postings_were_all() -> None:
             weights,
             k,
         )
-        found = maxscore_kernel.top_k(ids, tfs, dls, weights, bounds, K1_B, K1_B_AVGDL, k, low, high)
+        terms = _in_parts(rng, ids, tfs, dls)
+        found = maxscore_kernel.top_k(terms, weights, bounds, K1_B, K1_B_AVGDL, k, low, high)
         assert found[0].tolist() == expected[0], case
 
 
@@ -91,7 +112,13 @@ async def test_a_ranking_split_over_threads_finds_what_scoring_every_posting_fin
     for case in range(100):
         ids, tfs, dls, weights = _random_terms(rng, int(rng.integers(5, 400)))
         k = int(rng.integers(1, 12))
-        held = [Held.of(Postings(*arrays)) for arrays in zip(ids, tfs, dls, strict=True)]
+        # Held in parts, as a search that found blocks with deltas left holds them.
+        held = [
+            Held.of(Postings(*arrays)).replaced(parts, NO_POSTINGS)
+            for arrays, parts in zip(
+                zip(ids, tfs, dls, strict=True), _in_parts(rng, ids, tfs, dls), strict=True
+            )
+        ]
         ranking = maxscore_kernel.ranking(held, weights.tolist(), K1_B, K1_B_AVGDL, k, threads)
         assert len(ranking.parts) == min(threads, sum(a.size for a in ids))
         # The kernel adds contributions highest bound first: so does the reference, for equal sums.

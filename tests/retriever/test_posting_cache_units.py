@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ragline_retriever.posting_cache import LOOKUPS, PostingCache, Postings
-from ragline_retriever.postings_arrays import replace_blocks, within
+from ragline_retriever.posting_cache import LOOKUPS, Held, PostingCache, Postings
+from ragline_retriever.postings_arrays import blocks_replaced, replace_blocks, within
 
 
 def _postings(ids: list[int], tf: int = 1) -> Postings:
@@ -55,7 +55,7 @@ def test_a_held_term_bounds_its_contributions_exactly() -> None:
     )
     # Replaced blocks: what was removed still bounds, what came in is counted.
     fresh = Postings(np.array([9000], np.int64), np.array([7], np.int16), np.array([7], np.int32))
-    assert held.replaced(postings, fresh).bound(2.0, 0.3, 0.02) == 2.0 * 7 / (7 + 0.3 + 0.02 * 7)
+    assert held.replaced([postings], fresh).bound(2.0, 0.3, 0.02) == 2.0 * 7 / (7 + 0.3 + 0.02 * 7)
 
 
 def test_the_least_recently_used_terms_leave_first_within_the_bytes_given() -> None:
@@ -92,6 +92,13 @@ def test_replacing_blocks_keeps_the_others_and_the_chunk_id_order() -> None:
     assert found.dls.tolist() == [i % 97 + 1 for i in found.ids.tolist()]
     emptied = replace_blocks(folded, np.array([1], np.int64), _postings([]))
     assert emptied.ids.tolist() == [5, 9000, 9001]
+    # In parts, as a search ranks them: the same postings, in arrays shared with the two given.
+    parts = blocks_replaced(folded, np.array([1, 3], np.int64), fresh)
+    assert [p.ids.tolist() for p in parts] == [[5], [4150, 4200], [9000, 9001], [12300]]
+    assert all(np.shares_memory(p.ids, folded.ids) or np.shares_memory(p.ids, fresh.ids) for p in parts)
+    held = Held.of(folded).replaced(parts, fresh)
+    assert held.postings.ids.tolist() == found.ids.tolist()
+    assert not np.shares_memory(found.ids, folded.ids)  # the cache holds it: arrays of its own
 
 
 def test_blocks_with_deltas_are_held_with_their_term_and_counted_in_its_bytes() -> None:

@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
@@ -61,7 +62,7 @@ from ragline_retriever.postings_arrays import (
     Scored,
     add,
     best,
-    joined,
+    blocks_replaced,
     kth,
     replace_blocks,
     subset,
@@ -220,9 +221,9 @@ async def _cached(
         packed = await _pending_blocks(conn, cache, collection_id, pending)
         for t in pending:
             blocks = np.asarray([block for block, _ in t.pending], np.int64)
-            fresh = joined([packed[t.lexeme, block] for block, _ in t.pending])
+            fresh = Postings.joined([packed[t.lexeme, block] for block, _ in t.pending])
             before = held[t.lexeme]
-            held[t.lexeme] = before.replaced(replace_blocks(before.postings, blocks, fresh), fresh)
+            held[t.lexeme] = before.replaced(blocks_replaced(before.postings, blocks, fresh), fresh)
     return held
 
 
@@ -302,17 +303,22 @@ class _Query:
         k1: float,
         b: float,
         cache: PostingCache | None,
-        memory: dict[str, Postings],
+        held: dict[str, Held],
     ) -> None:
         self.conn = conn
         self.collection_id = collection_id
         self.terms = terms
         self.cache = cache
-        # Every posting of the terms the cache held (`_cached`): nothing of them is read.
-        self.memory = memory
+        self._held = held
         # k1 · (1 − b + b · dl / avgdl) as k1 · (1 − b) + (k1 · b / avgdl) · dl.
         self.k1_b = k1 * (1 - b)
         self.k1_b_avgdl = k1 * b / max(avgdl, 1.0)
+
+    @cached_property
+    def memory(self) -> dict[str, Postings]:
+        """Every posting of the terms the cache held (`_cached`): nothing of them is read. Joined
+        only here, when the kernel (which reads them in parts) does not rank them all."""
+        return {lexeme: h.postings for lexeme, h in self._held.items()}
 
     def contributions(self, term: _Term, postings: Postings) -> NDArray[np.float64]:
         """The term's contribution to the score of each chunk of `postings`."""
@@ -442,9 +448,8 @@ async def ranking(
             for r in rows
         ]
         held = await _cached(conn, cache, collection_id, terms)
-    memory = {lexeme: h.postings for lexeme, h in held.items()}
-    query = _Query(conn, collection_id, terms, rows[0]["avgdl"], k1, b, cache, memory)
-    if len(memory) == len(terms):
+    query = _Query(conn, collection_id, terms, rows[0]["avgdl"], k1, b, cache, held)
+    if len(held) == len(terms):
         # Nothing left to read: document at a time, compiled, with each term's exact bound. Its
         # threshold rises from the first chunks it scores: one from the seed terms first (step 1)
         # saved less than it cost (0.3 ms of 1.6 at a million chunks).

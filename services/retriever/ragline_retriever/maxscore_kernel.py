@@ -34,10 +34,10 @@ import numpy as np
 from numba import njit
 from numpy.typing import NDArray
 
-from ragline_retriever.posting_cache import Held
+from ragline_retriever.posting_cache import Held, Postings
 
 # The pruning tests allow the same relative slack as `bm25_top_k`'s, for sums in another order.
-from ragline_retriever.postings_arrays import SLACK, Scored, best
+from ragline_retriever.postings_arrays import SLACK, Scored, best, sliced
 
 _NO_CHUNK = np.iinfo(np.int64).max
 _ALL = (np.iinfo(np.int64).min, _NO_CHUNK)
@@ -73,8 +73,8 @@ _BUFFERS = _Buffers()
 def compile_now() -> None:
     """Compiles the kernel (or loads it from numba's cache), so that no search waits for that:
     5 s the first time on this machine, then 1 s (mostly importing numba) from the cache."""
-    one = [np.ones(1, np.int64)], [np.ones(1, np.int16)], [np.ones(1, np.int32)]
-    top_k(*one, np.ones(1), np.ones(1), 1.0, 1.0, 1)
+    one = Postings(np.ones(1, np.int64), np.ones(1, np.int16), np.ones(1, np.int32))
+    top_k([[one]], np.ones(1), np.ones(1), 1.0, 1.0, 1)
 
 
 @dataclass(frozen=True)
@@ -103,32 +103,33 @@ def ranking(
     exact bound, by up to `threads` threads over ranges of chunk ids of about equal postings."""
     bounds = [h.bound(w, k1_b, k1_b_avgdl) for h, w in zip(held, weights, strict=True)]
     order = sorted(range(len(held)), key=bounds.__getitem__)
-    ids = [held[j].postings.ids for j in order]
-    tfs = [held[j].postings.tfs for j in order]
-    dls = [held[j].postings.dls for j in order]
+    terms = [held[j].parts for j in order]
     ascending = np.asarray([weights[j] for j in order]), np.asarray([bounds[j] for j in order])
     parts = [
-        partial(top_k, ids, tfs, dls, *ascending, k1_b, k1_b_avgdl, k, low, high)
-        for low, high in _ranges(ids, threads)
+        partial(top_k, terms, *ascending, k1_b, k1_b_avgdl, k, low, high)
+        for low, high in _ranges(terms, threads)
     ]
     return Ranking(parts, k)
 
 
-def _ranges(ids: list[NDArray[np.int64]], parts: int) -> list[tuple[int, int]]:
-    """Ranges [low, high) of chunk ids that split the postings `ids` into `parts` of about equal
-    size, fewer if the parts would hold less than MIN_POSTINGS_PER_PART each. Cut at the quantiles
-    of the longest term's ids: chunk ids are spread alike over the terms."""
-    parts = max(1, min(parts, sum(a.size for a in ids) // MIN_POSTINGS_PER_PART))
-    longest = max(ids, key=len)
-    cuts = [int(longest[longest.size * i // parts]) for i in range(1, parts)]
-    edges = [_ALL[0], *cuts, _ALL[1]]
-    return list(pairwise(edges))
+def _ranges(terms: list[tuple[Postings, ...]], parts: int) -> list[tuple[int, int]]:
+    """Ranges [low, high) of chunk ids that split the postings of `terms` (each in parts) into
+    `parts` of about equal size, fewer if the parts would hold less than MIN_POSTINGS_PER_PART
+    each. Cut at the quantiles of the longest term's ids: chunk ids are spread alike over the terms."""
+    sizes = [np.cumsum([p.ids.size for p in term]) for term in terms]
+    parts = max(1, min(parts, sum(int(s[-1]) for s in sizes) // MIN_POSTINGS_PER_PART))
+    longest = max(range(len(terms)), key=lambda j: int(sizes[j][-1]))
+    ends, pieces = sizes[longest], terms[longest]
+    cuts = []
+    for i in range(1, parts):
+        at = int(ends[-1]) * i // parts
+        piece = int(np.searchsorted(ends, at, side="right"))
+        cuts.append(int(pieces[piece].ids[at - (int(ends[piece - 1]) if piece else 0)]))
+    return list(pairwise([_ALL[0], *cuts, _ALL[1]]))
 
 
 def top_k(
-    ids: list[NDArray[np.int64]],
-    tfs: list[NDArray[np.int16]],
-    dls: list[NDArray[np.int32]],
+    terms: Sequence[Sequence[Postings]],
     weights: NDArray[np.float64],
     bounds: NDArray[np.float64],
     k1_b: float,
@@ -137,22 +138,20 @@ def top_k(
     low: int = _ALL[0],
     high: int = _ALL[1],
 ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
-    """The k best chunks (ids and scores, best first, ties by id) with ids in [low, high) of the
-    terms whose postings are `ids`, `tfs` and `dls` (chunk id order), whose weights are `weights`
-    and the bounds of whose contributions are `bounds`, in ascending order of bound. A
-    contribution is weight · tf / (tf + k1_b + k1_b_avgdl · dl)."""
+    """The k best chunks (ids and scores, best first, ties by id) with ids in [low, high) of
+    `terms`, each term's postings in parts of consecutive ranges of chunk ids (chunk id order),
+    whose weights are `weights` and the bounds of whose contributions are `bounds`, in ascending
+    order of bound. A contribution is weight · tf / (tf + k1_b + k1_b_avgdl · dl)."""
     if (low, high) != _ALL:
-        cut = [(int(np.searchsorted(a, low)), int(np.searchsorted(a, high))) for a in ids]
-        ids = [a[x:y] for a, (x, y) in zip(ids, cut, strict=True)]
-        tfs = [a[x:y] for a, (x, y) in zip(tfs, cut, strict=True)]
-        dls = [a[x:y] for a, (x, y) in zip(dls, cut, strict=True)]
-    starts = np.zeros(len(ids) + 1, np.int64)
-    starts[1:] = np.cumsum([a.size for a in ids])
+        terms = [[_within(p, low, high) for p in term] for term in terms]
+    starts = np.zeros(len(terms) + 1, np.int64)
+    starts[1:] = np.cumsum([sum(p.ids.size for p in term) for term in terms])
+    pieces = [p for term in terms for p in term]
     all_ids, all_tfs, all_dls = _BUFFERS.sized(int(starts[-1]))
     found_ids, found_scores = _top_k(
-        np.concatenate(ids, out=all_ids),
-        np.concatenate(tfs, out=all_tfs),
-        np.concatenate(dls, out=all_dls),
+        np.concatenate([p.ids for p in pieces], out=all_ids),
+        np.concatenate([p.tfs for p in pieces], out=all_tfs),
+        np.concatenate([p.dls for p in pieces], out=all_dls),
         starts,
         weights,
         bounds,
@@ -163,6 +162,11 @@ def top_k(
     )
     order = np.lexsort((found_ids, -found_scores))
     return found_ids[order], found_scores[order]
+
+
+def _within(postings: Postings, low: int, high: int) -> Postings:
+    """The postings of chunk ids in [low, high)."""
+    return sliced(postings, *np.searchsorted(postings.ids, (low, high)).tolist())
 
 
 # error_model numpy: no test for a zero divisor before each division (tf >= 1 makes every one positive).

@@ -24,7 +24,9 @@ method awaits), across the primary and its replicas, whose rows are physical cop
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 from numpy.typing import NDArray
@@ -63,6 +65,15 @@ class Postings:
         """The memory its arrays hold."""
         return self.ids.nbytes + self.tfs.nbytes + self.dls.nbytes
 
+    @staticmethod
+    def joined(parts: Sequence[Postings]) -> Postings:
+        """Postings of consecutive ranges of chunk ids, as one, in arrays of its own."""
+        return Postings(
+            np.concatenate([p.ids for p in parts]),
+            np.concatenate([p.tfs for p in parts]),
+            np.concatenate([p.dls for p in parts]),
+        )
+
 
 @dataclass(frozen=True)
 class Held:
@@ -72,25 +83,34 @@ class Held:
     length of any posting, and at a million chunks it was 17% higher (median), which kept more
     terms essential."""
 
-    postings: Postings
+    parts: tuple[Postings, ...]
+    """The postings, in parts of consecutive ranges of chunk ids: one, as the cache holds them; or,
+    in a search that finds blocks with deltas left, the held postings around those blocks and the
+    blocks packed now, which the compiled kernel reads without joining them (joining copies every
+    posting of the term, 8 MB a search at a million chunks)."""
     tfs: NDArray[np.int16]
     least_dls: NDArray[np.int32]
+
+    @cached_property
+    def postings(self) -> Postings:
+        """The postings as one (the parts joined once, if there are several)."""
+        return self.parts[0] if len(self.parts) == 1 else Postings.joined(self.parts)
 
     @staticmethod
     def of(postings: Postings) -> Held:
         """`postings` with their least length per tf."""
         if not postings.tfs.size:
-            return Held(postings, postings.tfs, postings.dls)
+            return Held((postings,), postings.tfs, postings.dls)
         least = np.full(int(postings.tfs.max()) + 1, np.iinfo(np.int32).max, np.int32)
         np.minimum.at(least, postings.tfs, postings.dls)
         tfs = np.flatnonzero(least != np.iinfo(np.int32).max).astype(np.int16)
-        return Held(postings, tfs, least[tfs])
+        return Held((postings,), tfs, least[tfs])
 
-    def replaced(self, postings: Postings, fresh: Postings) -> Held:
-        """These postings replaced by `postings`, which differ from them by `fresh`: the pairs
-        kept still bound what was removed, and `fresh`'s are added."""
+    def replaced(self, parts: Sequence[Postings], fresh: Postings) -> Held:
+        """These postings replaced by `parts`, which differ from them by `fresh`: the pairs kept
+        still bound what was removed, and `fresh`'s are added."""
         return Held(
-            postings, np.concatenate((self.tfs, fresh.tfs)), np.concatenate((self.least_dls, fresh.dls))
+            tuple(parts), np.concatenate((self.tfs, fresh.tfs)), np.concatenate((self.least_dls, fresh.dls))
         )
 
     def bound(self, weight: float, k1_b: float, k1_b_avgdl: float) -> float:

@@ -4,7 +4,6 @@ them, the k best, and taking or replacing parts of a term's postings."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -128,33 +127,27 @@ NO_POSTINGS = Postings(np.zeros(0, np.int64), np.zeros(0, np.int16), np.zeros(0,
 
 def replace_blocks(folded: Postings, blocks: NDArray[np.int64], fresh: Postings) -> Postings:
     """`folded` with its postings in `blocks` (sorted) replaced by `fresh` (those blocks' postings
-    now). A block's postings are one range of each, so the result is `folded`'s ranges between the
-    blocks, each block's range of `fresh` after its own: one copy, as this runs in every search
-    that finds deltas not yet folded."""
-    starts = np.searchsorted(folded.ids, blocks << 12)
-    ends = np.searchsorted(folded.ids, (blocks + 1) << 12)
-    fresh_ends = np.searchsorted(fresh.ids, (blocks + 1) << 12)
-    kept, taken = [], []
+    now), as one."""
+    return Postings.joined(blocks_replaced(folded, blocks, fresh))
+
+
+def blocks_replaced(folded: Postings, blocks: NDArray[np.int64], fresh: Postings) -> list[Postings]:
+    """`folded` with its postings in `blocks` (sorted) replaced by `fresh`, in parts that share
+    their arrays: a block's postings are one range of each, so the parts are `folded`'s ranges
+    between the blocks, each block's range of `fresh` after its own. Nothing is copied, as this
+    runs in every search that finds deltas not yet folded."""
+    starts = np.searchsorted(folded.ids, blocks << 12).tolist()
+    ends = np.searchsorted(folded.ids, (blocks + 1) << 12).tolist()
+    fresh_ends = np.searchsorted(fresh.ids, (blocks + 1) << 12).tolist()
+    parts = []
     kept_from = taken_from = 0
-    for start, end, fresh_end in zip(starts.tolist(), ends.tolist(), fresh_ends.tolist(), strict=True):
-        kept.append(slice(kept_from, start))
-        taken.append(slice(taken_from, fresh_end))
+    for start, end, fresh_end in zip(starts, ends, fresh_ends, strict=True):
+        parts += [sliced(folded, kept_from, start), sliced(fresh, taken_from, fresh_end)]
         kept_from, taken_from = end, fresh_end
-    kept.append(slice(kept_from, folded.ids.size))
-
-    def merged(old: NDArray[Any], new: NDArray[Any]) -> NDArray[Any]:
-        pieces = []
-        for k, t in zip(kept[:-1], taken, strict=True):
-            pieces += [old[k], new[t]]
-        return np.concatenate([*pieces, old[kept[-1]]])
-
-    return Postings(
-        merged(folded.ids, fresh.ids), merged(folded.tfs, fresh.tfs), merged(folded.dls, fresh.dls)
-    )
+    parts.append(sliced(folded, kept_from, folded.ids.size))
+    return [p for p in parts if p.ids.size] or [NO_POSTINGS]
 
 
-def joined(parts: list[Postings]) -> Postings:
-    """Postings of consecutive ranges of chunk ids, as one."""
-    return Postings(
-        *(np.concatenate(arrays) for arrays in zip(*((p.ids, p.tfs, p.dls) for p in parts), strict=True))
-    )
+def sliced(postings: Postings, start: int, stop: int) -> Postings:
+    """The postings from index `start` to `stop`, sharing their arrays."""
+    return Postings(postings.ids[start:stop], postings.tfs[start:stop], postings.dls[start:stop])
