@@ -243,11 +243,20 @@ async def _ingest(
 def _memory(state: Path, retriever_pid: int) -> dict[str, float]:
     """Proportional set sizes (MiB) of PostgreSQL's processes and of the retriever."""
     postmaster = psutil.Process(int((state / "postgres" / "postmaster.pid").read_text().split()[0]))
-    postgres = sum(p.memory_full_info().pss for p in [postmaster, *postmaster.children()])
+    postgres = sum(_pss(p) for p in [postmaster, *postmaster.children()])
     return {
         "PostgreSQL PSS MiB (all processes)": round(postgres / 2**20),
         "retriever PSS MiB": round(psutil.Process(retriever_pid).memory_full_info().pss / 2**20),
     }
+
+
+def _pss(process: psutil.Process) -> int:
+    """The process's proportional set size; 0 if it has exited since it was listed (PostgreSQL's
+    autovacuum workers and parallel workers come and go)."""
+    try:
+        return int(process.memory_full_info().pss)
+    except psutil.NoSuchProcess:
+        return 0
 
 
 async def _disk(url: str) -> dict[str, float]:
