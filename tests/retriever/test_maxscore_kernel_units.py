@@ -100,6 +100,7 @@ def test_a_range_of_chunk_ids_is_ranked_as_if_its_postings_were_all() -> None:
         terms = _in_parts(rng, ids, tfs, dls)
         found = maxscore_kernel.top_k(terms, weights, bounds, K1_B, K1_B_AVGDL, k, low, high)
         assert found[0].tolist() == expected[0], case
+        assert found[1].tolist() == pytest.approx(expected[1], rel=1e-12), case
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
